@@ -1,3 +1,101 @@
+//! # heapprof: always-on heap profiling with leak accounting
+//!
+//! heapprof samples allocations the way Go's runtime and tcmalloc do — a
+//! Poisson process over allocated bytes, one sample per 512 KiB on average —
+//! cheaply enough to leave on in production, and writes standard pprof heap
+//! profiles (`alloc_objects`, `alloc_space`, `inuse_objects`, `inuse_space`)
+//! that `go tool pprof`, Grafana Pyroscope, Parca and speedscope read.
+//!
+//! ## Turning it on
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: heapprof::Profiler<std::alloc::System> =
+//!     heapprof::Profiler::new(std::alloc::System);
+//!
+//! fn main() -> std::io::Result<()> {
+//!     // ... the program runs; at any moment:
+//!     heapprof::dump_to("heap.pb.gz")?; // gzipped pprof, written atomically
+//!     Ok(())
+//! }
+//! ```
+//! Any inner [`GlobalAlloc`](core::alloc::GlobalAlloc) works: `System`,
+//! mimalloc, jemalloc. For programs you cannot rebuild, the same engine
+//! comes as an `LD_PRELOAD` library (see the README).
+//!
+//! ## Getting profiles out
+//! - [`dump_to`] a path, [`write_profile`] to any writer, [`profile`] as a
+//!   message, or [`tallies`] to read the per-stack numbers in-process;
+//! - `kill -USR2 <pid>`, every `HEAPPROF_INTERVAL` seconds, or at exit with
+//!   `HEAPPROF_AT_EXIT=1`, to `PREFIX.PID.SEQ.pb.gz` files (see [`Config`]).
+//!
+//! Then `go tool pprof -top heap.pb.gz`, or `heapprof top heap.pb.gz`.
+//!
+//! ## Accuracy
+//! At the default rate, numbers are unbiased estimates: each sample is scaled
+//! by the inverse of its probability of being sampled (see [`scale`]).
+//! `HEAPPROF_RATE=1` (or [`set_rate`]`(1)`) records every allocation and the
+//! profile is exact; `0` turns sampling off.
+//!
+//! ## Costs
+//! An unsampled allocation costs a thread-local compare and subtract over the
+//! inner allocator; freeing an unsampled pointer costs one AND and branch.
+//! A sampled allocation captures a stack (microseconds) and uses up to a page
+//! of alignment padding while it lives. No path takes a lock.
+//!
+//! ## What it does not see
+//! Memory not obtained through the global allocator (direct `mmap`, C
+//! libraries calling `malloc` themselves — use the preload library for
+//! those). Allocator frames at the leaf of each stack are trimmed.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![cfg(target_os = "linux")]
+
+mod aggregate;
+mod allocator;
+mod buffer;
+pub mod config;
+mod dump;
+pub mod engine;
+mod live_table;
+mod mappings;
+pub mod os;
+mod output;
+mod pprof;
 pub mod proto;
+mod record;
 pub mod report;
+pub mod sampler;
+pub mod scale;
+mod snapshot;
+mod stack;
+mod stack_table;
+mod symbolize;
+mod tallies;
+pub mod thread_state;
+pub mod triggers;
+
+pub use allocator::Profiler;
+pub use config::Config;
+pub use dump::{dump_to, profile_gz, write_profile};
+pub use tallies::{StackFrame, StackTally};
+
+/// The current heap profile as a pprof message.
+pub fn profile() -> proto::Profile {
+    dump::profile()
+}
+
+/// The per-stack tallies right now, heaviest in-use first.
+pub fn tallies() -> Vec<StackTally> {
+    tallies::from_profile(&dump::profile())
+}
+
+/// Sets the mean bytes between samples (1: every allocation; 0: off).
+/// Applies at once to the calling thread and to others at their next sample.
+pub fn set_rate(rate: u64) {
+    engine::set_rate(rate);
+}
+
+/// Writes the next `PREFIX.PID.SEQ.pb.gz` under the configured prefix
+/// (`HEAPPROF_OUT`, default `./heapprof`); returns its path.
+pub fn dump() -> std::io::Result<std::path::PathBuf> {
+    dump::dump_numbered(&triggers::out_prefix())
+}

@@ -1,0 +1,190 @@
+//! Per-thread record buffers: how the sampled path hands records to the
+//! aggregator without a lock.
+//!
+//! Each thread writes into its own [`Buffer`], a single-producer,
+//! single-consumer queue of `u64` words made of fixed-size chunks linked in
+//! order. The producer (the owning thread) appends a whole record, then
+//! publishes the chunk's new length with `Release`; when a record does not fit
+//! it maps a new chunk and links it with `Release`. The consumer (the
+//! aggregator, under its own lock) reads up to the published length with
+//! `Acquire`, and unmaps a chunk once it has read it to the end and a successor
+//! exists (the producer never returns to a chunk that has a successor).
+//!
+//! Buffers come from `mmap`, never from the profiled allocator, and are pushed
+//! onto a global lock-free list that is never shortened, so the aggregator can
+//! always reach every buffer. A thread that exits releases its buffer (from a
+//! pthread key destructor) with whatever records it still holds; the next new
+//! thread may adopt it and append after them. No record is ever lost with its
+//! thread. If mapping memory fails the record is dropped and counted.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use crate::os;
+
+const CHUNK_BYTES: usize = 64 * 1024;
+const HEADER_WORDS: usize = 2;
+/// Words of payload in one chunk.
+pub const CHUNK_WORDS: usize = CHUNK_BYTES / 8 - HEADER_WORDS;
+
+#[repr(C)]
+struct Chunk {
+    next: AtomicPtr<Chunk>,
+    len: AtomicUsize,
+    words: [u64; CHUNK_WORDS],
+}
+
+/// One thread's queue of records.
+pub struct Buffer {
+    /// Next buffer in the global list (immutable once pushed).
+    next: *mut Buffer,
+    /// Whether a live thread owns (produces into) this buffer.
+    owned: AtomicBool,
+    /// Producer side: the chunk being written.
+    tail: UnsafeCell<*mut Chunk>,
+    /// Consumer side: the chunk being read and the position in it.
+    head: UnsafeCell<*mut Chunk>,
+    read: UnsafeCell<usize>,
+}
+
+static BUFFERS: AtomicPtr<Buffer> = AtomicPtr::new(ptr::null_mut());
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Records that could not be stored because memory could not be mapped.
+pub fn dropped_records() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+fn new_chunk() -> *mut Chunk {
+    // Zeroed memory is a valid empty chunk (null next, len 0).
+    os::map(core::mem::size_of::<Chunk>()).cast()
+}
+
+/// Finds a buffer no thread owns, or maps a new one, and takes ownership.
+/// Returns null when memory is exhausted.
+pub fn acquire() -> *mut Buffer {
+    let mut b = BUFFERS.load(Ordering::Acquire);
+    while !b.is_null() {
+        // SAFETY: buffers in the list are never unmapped.
+        let buf = unsafe { &*b };
+        if !buf.owned.load(Ordering::Relaxed)
+            && buf
+                .owned
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return b;
+        }
+        b = buf.next;
+    }
+    let mem = os::map(core::mem::size_of::<Buffer>());
+    let chunk = new_chunk();
+    if mem.is_null() || chunk.is_null() {
+        return ptr::null_mut();
+    }
+    let b = mem.cast::<Buffer>();
+    // SAFETY: fresh mapping, large enough and aligned for a Buffer.
+    unsafe {
+        b.write(Buffer {
+            next: ptr::null_mut(),
+            owned: AtomicBool::new(true),
+            tail: UnsafeCell::new(chunk),
+            head: UnsafeCell::new(chunk),
+            read: UnsafeCell::new(0),
+        });
+    }
+    let mut head = BUFFERS.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: `b` is not yet shared, so writing `next` is exclusive.
+        unsafe { (*b).next = head };
+        match BUFFERS.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return b,
+            Err(h) => head = h,
+        }
+    }
+}
+
+/// Gives the buffer up; its unread records stay and are drained later.
+///
+/// # Safety
+/// The calling thread must own `b` and not write into it afterwards.
+pub unsafe fn release(b: *mut Buffer) {
+    // SAFETY: per the contract `b` came from `acquire`, so it is valid.
+    unsafe { &*b }.owned.store(false, Ordering::Release);
+}
+
+/// Appends one record. Returns false (and counts it) if memory ran out.
+///
+/// # Safety
+/// The calling thread must own `b`; `record.len() <= CHUNK_WORDS`.
+pub unsafe fn push(b: *mut Buffer, record: &[u64]) -> bool {
+    // SAFETY: the caller owns the buffer, so the producer fields are ours.
+    let buf = unsafe { &*b };
+    // SAFETY: only the owning thread touches `tail`.
+    let tail = unsafe { &mut *buf.tail.get() };
+    // SAFETY: chunks reachable from a buffer stay mapped until consumed past.
+    let mut chunk = unsafe { &**tail };
+    let mut len = chunk.len.load(Ordering::Relaxed);
+    if len + record.len() > CHUNK_WORDS {
+        let fresh = new_chunk();
+        if fresh.is_null() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        chunk.next.store(fresh, Ordering::Release);
+        *tail = fresh;
+        // SAFETY: just mapped.
+        chunk = unsafe { &*fresh };
+        len = 0;
+    }
+    let words = chunk.words.as_ptr() as *mut u64;
+    // SAFETY: len + record.len() <= CHUNK_WORDS, and the consumer reads only
+    // below the published `len`, so these words are ours alone.
+    unsafe { ptr::copy_nonoverlapping(record.as_ptr(), words.add(len), record.len()) };
+    chunk.len.store(len + record.len(), Ordering::Release);
+    true
+}
+
+/// Calls `f` with every published word range of every buffer, oldest first
+/// within each buffer, and frees chunks read to the end.
+///
+/// # Safety
+/// Only one consumer may drain at a time (the aggregator's lock), and records
+/// must never straddle chunks (guaranteed by [`push`]).
+pub unsafe fn drain_all(mut f: impl FnMut(&[u64])) {
+    let mut b = BUFFERS.load(Ordering::Acquire);
+    while !b.is_null() {
+        // SAFETY: buffers are never unmapped; consumer fields are ours under
+        // the single-consumer contract.
+        let buf = unsafe { &*b };
+        let head = unsafe { &mut *buf.head.get() };
+        let read = unsafe { &mut *buf.read.get() };
+        loop {
+            // SAFETY: the head chunk stays mapped until we unmap it here.
+            let chunk = unsafe { &**head };
+            let next = chunk.next.load(Ordering::Acquire);
+            // Read len after next: once a successor exists, len is final.
+            let len = chunk.len.load(Ordering::Acquire);
+            if len > *read {
+                // SAFETY: words below the published len were fully written
+                // (Release/Acquire on len) and are never written again.
+                let words = unsafe {
+                    core::slice::from_raw_parts(chunk.words.as_ptr().add(*read), len - *read)
+                };
+                f(words);
+                *read = len;
+            }
+            if next.is_null() {
+                break;
+            }
+            let done = *head;
+            *head = next;
+            *read = 0;
+            // SAFETY: the producer moved on to `next` and never returns; the
+            // consumer has read everything; nobody else holds `done`.
+            unsafe { os::unmap(done.cast(), core::mem::size_of::<Chunk>()) };
+        }
+        b = buf.next;
+    }
+}

@@ -1,0 +1,284 @@
+//! Configuration: the `HEAPPROF_*` environment variables and the same
+//! settings from code.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `HEAPPROF_RATE` | mean bytes between samples; `1` samples every allocation (exact), `0` turns sampling off; `k`/`m`/`g` suffixes are KiB/MiB/GiB | `524288` |
+//! | `HEAPPROF_SEED` | fixes the sampler's random stream (reproducible tests) | per process |
+//! | `HEAPPROF_OUT` | path prefix of dump files: `PREFIX.PID.SEQ.pb.gz` | `./heapprof` |
+//! | `HEAPPROF_SIGNAL` | signal that triggers a dump: a name (`USR2`, `SIGUSR1`) or number; `none` disables | `USR2` |
+//! | `HEAPPROF_INTERVAL` | seconds between periodic dumps (decimals allowed); `0` disables | off |
+//! | `HEAPPROF_AT_EXIT` | dump at normal process exit (`1`/`0`, `true`/`false`, `on`/`off`) | off (Rust), on (preload) |
+//!
+//! A value that does not parse never stops the program: heapprof prints one
+//! line naming the variable, the value and what is accepted, and uses the
+//! default. The parsing functions here are pure so the hook-path start-up can
+//! use them without printing; the dumper thread reports the problems.
+//!
+//! From code, [`Config`] carries the same settings; which source wins is
+//! simply which you start from: [`Config::from_env`] begins with the
+//! environment (code then overrides what it sets), [`Config::default`] ignores
+//! the environment. Until [`Config::install`] is called, the environment
+//! applies.
+
+use std::ffi::CStr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default mean bytes between samples, as in Go and tcmalloc.
+pub const DEFAULT_RATE: u64 = 512 * 1024;
+
+/// Every setting heapprof has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Mean bytes between samples (1: every allocation; 0: off).
+    pub rate: u64,
+    /// Fixed seed for the sampler, for reproducible runs.
+    pub seed: Option<u64>,
+    /// Dump file prefix; files are `PREFIX.PID.SEQ.pb.gz`.
+    pub out: PathBuf,
+    /// Signal number that triggers a dump, or none.
+    pub signal: Option<i32>,
+    /// Period of automatic dumps, or none.
+    pub interval: Option<Duration>,
+    /// Whether to dump at normal process exit.
+    pub at_exit: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rate: DEFAULT_RATE,
+            seed: None,
+            out: PathBuf::from("./heapprof"),
+            signal: Some(libc::SIGUSR2),
+            interval: None,
+            at_exit: false,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults overridden by any valid `HEAPPROF_*` variables (invalid
+    /// ones are ignored here; see [`Config::from_env_checked`]).
+    pub fn from_env() -> Config {
+        Config::from_env_checked().0
+    }
+
+    /// Like [`Config::from_env`], also returning one message per bad variable.
+    pub fn from_env_checked() -> (Config, Vec<String>) {
+        Config::from_lookup(|name| getenv(name).map(str::to_owned))
+    }
+
+    /// Builds a config from any variable lookup (the environment, a test map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
+        let mut c = Config::default();
+        let mut problems = Vec::new();
+        let mut take = |name: &str, accepted: &str, apply: &mut dyn FnMut(&str) -> bool| {
+            if let Some(v) = get(name) {
+                if !apply(v.trim()) {
+                    problems.push(format!(
+                        "heapprof: {name}={v:?} is not valid: {accepted}; using the default"
+                    ));
+                }
+            }
+        };
+        take(
+            "HEAPPROF_RATE",
+            "use mean bytes between samples such as 524288 or 512k (1 = every allocation, 0 = off)",
+            &mut |v| parse_bytes(v).map(|r| c.rate = r).is_some(),
+        );
+        take("HEAPPROF_SEED", "use a whole number", &mut |v| {
+            v.parse::<u64>().map(|s| c.seed = Some(s)).is_ok()
+        });
+        take(
+            "HEAPPROF_OUT",
+            "use a path prefix such as /tmp/heapprof",
+            &mut |v| (!v.is_empty()).then(|| c.out = PathBuf::from(v)).is_some(),
+        );
+        take(
+            "HEAPPROF_SIGNAL",
+            "use a signal name such as USR2 or USR1, a number, or none",
+            &mut |v| parse_signal(v).map(|s| c.signal = s).is_some(),
+        );
+        take(
+            "HEAPPROF_INTERVAL",
+            "use seconds between dumps such as 60 or 0.5 (0 = off)",
+            &mut |v| parse_interval(v).map(|i| c.interval = i).is_some(),
+        );
+        take("HEAPPROF_AT_EXIT", "use 1 or 0", &mut |v| {
+            parse_bool(v).map(|b| c.at_exit = b).is_some()
+        });
+        (c, problems)
+    }
+
+    /// Sets the sampling rate.
+    pub fn rate(mut self, rate: u64) -> Self {
+        self.rate = rate;
+        self
+    }
+    /// Fixes the sampler seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+    /// Sets the dump file prefix.
+    pub fn out(mut self, prefix: impl Into<PathBuf>) -> Self {
+        self.out = prefix.into();
+        self
+    }
+    /// Sets (or with `None` disables) the dump signal.
+    pub fn signal(mut self, signal: Option<i32>) -> Self {
+        self.signal = signal;
+        self
+    }
+    /// Sets (or with `None` disables) periodic dumps.
+    pub fn interval(mut self, every: Option<Duration>) -> Self {
+        self.interval = every;
+        self
+    }
+    /// Turns the dump at exit on or off.
+    pub fn at_exit(mut self, on: bool) -> Self {
+        self.at_exit = on;
+        self
+    }
+
+    /// Makes this the running configuration: the rate applies at once on the
+    /// calling thread and from each other thread's next sample; signal,
+    /// interval and at-exit apply from the dumper thread's next wake-up.
+    pub fn install(self) {
+        crate::engine::set_rate(self.rate);
+        if let Some(seed) = self.seed {
+            crate::engine::set_seed(seed);
+        }
+        crate::triggers::configure(self);
+    }
+}
+
+/// Reads an environment variable without Rust's environment lock (which a
+/// hook must never take) and without allocating.
+pub fn getenv(name: &str) -> Option<&'static str> {
+    let mut buf = [0u8; 64];
+    let bytes = name.as_bytes();
+    if bytes.len() >= buf.len() {
+        return None;
+    }
+    buf[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: `buf` is NUL-terminated. The returned pointer points into the
+    // environment block, which lives as long as the process unless the
+    // program itself calls setenv on this very variable.
+    let p = unsafe { libc::getenv(buf.as_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returns a NUL-terminated string.
+    unsafe { CStr::from_ptr(p) }.to_str().ok()
+}
+
+/// `524288`, `512k`, `512KiB`, `1m`, `2g` (binary multiples).
+pub fn parse_bytes(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, suffix) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// A signal name (`USR2`, `SIGUSR2`, case-insensitive) or number; `none`/`off`
+/// gives `Some(None)`.
+pub fn parse_signal(v: &str) -> Option<Option<i32>> {
+    let upper = v.trim().to_ascii_uppercase();
+    if matches!(upper.as_str(), "NONE" | "OFF" | "0" | "") {
+        return Some(None);
+    }
+    if let Ok(n) = upper.parse::<i32>() {
+        let max = libc::SIGRTMAX();
+        // SIGKILL and SIGSTOP cannot be caught.
+        return (n > 0 && n <= max && n != libc::SIGKILL && n != libc::SIGSTOP).then_some(Some(n));
+    }
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match name {
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "HUP" => libc::SIGHUP,
+        "URG" => libc::SIGURG,
+        "PWR" => libc::SIGPWR,
+        "WINCH" => libc::SIGWINCH,
+        "PROF" => libc::SIGPROF,
+        "VTALRM" => libc::SIGVTALRM,
+        "QUIT" => libc::SIGQUIT,
+        _ => {
+            let off: i32 = name.strip_prefix("RTMIN+")?.parse().ok()?;
+            let n = libc::SIGRTMIN() + off;
+            return (off >= 0 && n <= libc::SIGRTMAX()).then_some(Some(n));
+        }
+    };
+    Some(Some(n))
+}
+
+/// Seconds as a decimal; `0` gives `Some(None)`.
+pub fn parse_interval(v: &str) -> Option<Option<Duration>> {
+    let secs: f64 = v.trim().parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return None;
+    }
+    Some((secs > 0.0).then(|| Duration::from_secs_f64(secs.max(0.001))))
+}
+
+/// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("524288"), Some(524288));
+        assert_eq!(parse_bytes("512k"), Some(524288));
+        assert_eq!(parse_bytes("1MiB"), Some(1 << 20));
+        assert_eq!(parse_bytes("0"), Some(0));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("-1"), None);
+        assert_eq!(parse_bytes("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("USR2"), Some(Some(libc::SIGUSR2)));
+        assert_eq!(parse_signal("sigusr1"), Some(Some(libc::SIGUSR1)));
+        assert_eq!(parse_signal("12"), Some(Some(12)));
+        assert_eq!(parse_signal("none"), Some(None));
+        assert_eq!(parse_signal("NOPE"), None);
+        assert_eq!(parse_signal("9"), None);
+    }
+
+    #[test]
+    fn env_problems_name_the_variable_and_keep_defaults() {
+        let (c, problems) = Config::from_lookup(|k| match k {
+            "HEAPPROF_RATE" => Some("lots".into()),
+            "HEAPPROF_SIGNAL" => Some("NOPE".into()),
+            "HEAPPROF_INTERVAL" => Some("2.5".into()),
+            _ => None,
+        });
+        assert_eq!(c.rate, DEFAULT_RATE);
+        assert_eq!(c.signal, Some(libc::SIGUSR2));
+        assert_eq!(c.interval, Some(Duration::from_millis(2500)));
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].contains("HEAPPROF_RATE=\"lots\""));
+        assert!(problems[1].contains("HEAPPROF_SIGNAL=\"NOPE\""));
+    }
+}

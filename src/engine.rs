@@ -1,0 +1,262 @@
+//! The engine both ways in share: the sampling decision, the sampled path and
+//! the matching of frees to samples.
+//!
+//! A way in (the `#[global_allocator]` wrapper or the LD_PRELOAD hooks) keeps
+//! the hot paths itself, inline:
+//! - allocation: `if countdown > size { countdown -= size; inner alloc }`,
+//!   otherwise [`should_sample`] decides; a sampled object is allocated
+//!   page-aligned and passed to [`record_alloc`];
+//! - free: `if ptr & 4095 != 0 { inner free }`, otherwise [`release`] says
+//!   whether it was a sample (and records its free).
+//!
+//! Everything here runs only on those rare slow paths. It takes no lock, makes
+//! no allocation through the profiled allocator (the thread is marked busy
+//! while heapprof's own code runs, see [`crate::thread_state`]) and never
+//! prints or panics.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+
+use crate::buffer;
+use crate::config::{self, DEFAULT_RATE};
+use crate::live_table::LiveTable;
+use crate::record;
+use crate::sampler::{self, Rng};
+use crate::stack;
+use crate::thread_state::ThreadState;
+
+static RATE: AtomicU64 = AtomicU64::new(DEFAULT_RATE);
+static RATE_SET_BY_CODE: AtomicBool = AtomicBool::new(false);
+static SEED: AtomicU64 = AtomicU64::new(0);
+static THREADS: AtomicU64 = AtomicU64::new(0);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static LIVE: LiveTable = LiveTable::new();
+
+/// Countdown while sampling is off: bytes between looks at the rate.
+const RECHECK_WHEN_OFF: usize = 64 << 20;
+
+const UNINIT: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+static INIT: AtomicU8 = AtomicU8::new(UNINIT);
+static START_MONO_NS: AtomicU64 = AtomicU64::new(0);
+static THREAD_KEY: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The current mean bytes between samples.
+pub fn rate() -> u64 {
+    RATE.load(Ordering::Relaxed)
+}
+
+/// Sets the sampling rate. Takes effect on the calling thread at once and on
+/// other threads at their next sample (their current countdown runs out
+/// first), so set it before the allocations that matter.
+pub fn set_rate(rate: u64) {
+    RATE_SET_BY_CODE.store(true, Ordering::Relaxed);
+    RATE.store(rate, Ordering::Relaxed);
+    let st = crate::thread_state::current();
+    if !st.is_busy() {
+        st.countdown.set(0);
+    }
+}
+
+/// Fixes the sampler seed for threads that start sampling from now on (and
+/// restarts the calling thread's stream).
+pub fn set_seed(seed: u64) {
+    SEED.store(seed, Ordering::Relaxed);
+    THREADS.store(0, Ordering::Relaxed);
+    let st = crate::thread_state::current();
+    if !st.is_busy() {
+        st.started.set(false);
+        st.countdown.set(0);
+    }
+}
+
+/// Monotonic time at which profiling started.
+pub fn start_mono_ns() -> u64 {
+    START_MONO_NS.load(Ordering::Relaxed)
+}
+
+/// One-time process set-up: rate and seed from the environment, the thread
+/// exit key, the unwinder, and the dump triggers. Idempotent and safe to call
+/// from a hook (it runs with the calling thread marked busy). A second thread
+/// arriving while the first is still here carries on with the defaults rather
+/// than wait.
+pub fn init() {
+    if INIT
+        .compare_exchange(UNINIT, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let st = crate::thread_state::current();
+    let _busy = st.enter();
+    START_MONO_NS.store(crate::os::monotonic_ns(), Ordering::Relaxed);
+    if !RATE_SET_BY_CODE.load(Ordering::Relaxed) {
+        if let Some(r) = config::getenv("HEAPPROF_RATE").and_then(config::parse_bytes) {
+            RATE.store(r, Ordering::Relaxed);
+        }
+    }
+    let seed = config::getenv("HEAPPROF_SEED")
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            // Differ in every process: time, pid and ASLR.
+            crate::os::realtime_ns()
+                ^ (u64::from(std::process::id()) << 32)
+                ^ (&SEED as *const AtomicU64 as u64)
+        });
+    SEED.store(seed, Ordering::Relaxed);
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C" fn.
+    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+        THREAD_KEY.store(u64::from(key), Ordering::Relaxed);
+    }
+    stack::warm_up();
+    crate::triggers::start();
+    INIT.store(DONE, Ordering::Release);
+}
+
+/// Whether [`init`] has finished.
+pub fn initialized() -> bool {
+    INIT.load(Ordering::Acquire) == DONE
+}
+
+/// Resets per-process state in a forked child (called by the triggers'
+/// `pthread_atfork` child handler): only the forking thread exists there.
+pub fn after_fork_in_child() {
+    // Buffers owned by threads that do not exist in the child stay owned
+    // forever; their records are drained like any others.
+}
+
+/// Decides whether an allocation of `size` bytes is sampled. Call only when
+/// the thread's countdown is not greater than `size` (the hot path handles
+/// the rest). Updates the countdown.
+#[cold]
+#[inline(never)]
+pub fn should_sample(st: &ThreadState, size: usize) -> bool {
+    if st.is_busy() {
+        st.countdown.set(usize::MAX);
+        return false;
+    }
+    if !st.started.get() {
+        start_thread(st);
+    }
+    if st.tag.get() != 0 {
+        // A leak-check session records every allocation.
+        st.countdown.set(0);
+        return true;
+    }
+    match RATE.load(Ordering::Relaxed) {
+        0 => {
+            // Off: look again after a while, so a later `set_rate` reaches
+            // every thread without a check on the hot path.
+            st.countdown.set(RECHECK_WHEN_OFF);
+            false
+        }
+        1 => {
+            st.countdown.set(0);
+            true
+        }
+        rate => {
+            let mut rng = Rng::from_state(st.rng.get());
+            let mut c = st.countdown.get();
+            if c == 0 || c == RECHECK_WHEN_OFF {
+                // Fresh thread, changed rate, or sampling was off.
+                c = sampler::next_interval(&mut rng, rate);
+            }
+            let sampled = if c > size {
+                st.countdown.set(c - size);
+                false
+            } else {
+                st.countdown.set(sampler::next_interval(&mut rng, rate));
+                true
+            };
+            st.rng.set(rng.state());
+            sampled
+        }
+    }
+}
+
+fn start_thread(st: &ThreadState) {
+    if INIT.load(Ordering::Acquire) == UNINIT {
+        init();
+    }
+    let n = THREADS.fetch_add(1, Ordering::Relaxed);
+    let seed = SEED.load(Ordering::Relaxed) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    st.rng.set(Rng::new(seed).state());
+    st.countdown.set(0);
+    st.started.set(true);
+}
+
+/// Records a sampled allocation of `size` requested bytes at `ptr` (which the
+/// way in allocated page-aligned). Captures the stack first, before touching
+/// anything shared.
+#[inline(never)]
+pub fn record_alloc(st: &ThreadState, ptr: *mut u8, size: usize) {
+    let tag = st.tag.get();
+    let _busy = st.enter();
+    let mut rec = [0u64; record::MAX_WORDS];
+    let n = stack::capture(&mut rec[record::ALLOC_HEADER..]);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let rate = if tag != 0 { 1 } else { rate().max(1) };
+    let now = crate::os::monotonic_ns();
+    let words = record::alloc(&mut rec, n, id, size as u64, rate, now, tag);
+    push(st, words);
+    // The record is published before the address, so a free that finds the
+    // address always finds the sample's record somewhere (maybe not drained).
+    LIVE.insert(ptr as usize, id);
+}
+
+/// Called for a page-aligned pointer about to be freed: if it is a live
+/// sample, records its free and returns true (the way in must then free it
+/// with the page-aligned layout it was allocated with).
+#[inline(never)]
+pub fn release(st: &ThreadState, ptr: *mut u8) -> bool {
+    match LIVE.remove(ptr as usize) {
+        Some(id) => {
+            push(st, &record::free(id));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether `ptr` is a live sample (without releasing it).
+pub fn is_sampled(ptr: *mut u8) -> bool {
+    ptr as usize & (crate::os::PAGE - 1) == 0 && LIVE.contains(ptr as usize)
+}
+
+fn push(st: &ThreadState, words: &[u64]) {
+    let mut b = st.buffer.get();
+    if b.is_null() {
+        let _busy = st.enter();
+        b = buffer::acquire();
+        if b.is_null() {
+            return;
+        }
+        st.buffer.set(b);
+        let key = THREAD_KEY.load(Ordering::Relaxed);
+        if key != u64::MAX {
+            // SAFETY: the key was created by init; setspecific only stores.
+            unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, b.cast()) };
+        }
+    }
+    // SAFETY: this thread owns `b` (acquired above or earlier by this thread)
+    // and records are at most MAX_WORDS, far below a chunk.
+    unsafe { buffer::push(b, words) };
+}
+
+/// pthread key destructor: the thread is exiting, give its buffer back. Runs
+/// before some other TLS destructors; a later record simply acquires again.
+extern "C" fn thread_exit(b: *mut libc::c_void) {
+    let st = crate::thread_state::current();
+    if st.buffer.get() == b.cast() {
+        st.buffer.set(core::ptr::null_mut());
+    }
+    // SAFETY: the value stored under the key is the buffer this thread owns,
+    // and it no longer writes into it (its state now points elsewhere).
+    unsafe { buffer::release(b.cast()) };
+}
+
+/// Live sampled addresses right now (for diagnostics and tests).
+pub fn live_samples() -> usize {
+    LIVE.count_live()
+}

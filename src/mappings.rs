@@ -1,0 +1,153 @@
+//! The process's executable mappings with their GNU build IDs, so a profile
+//! names the objects its addresses fall in and `go tool pprof` can symbolize
+//! offline (raw mode) or check binaries against the profile.
+//!
+//! Ranges, offsets and paths come from `/proc/self/maps`; build IDs from the
+//! loaded objects' `PT_NOTE` segments, found with `dl_iterate_phdr`.
+
+/// One executable mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub path: String,
+    /// Lower-case hex GNU build ID, or empty.
+    pub build_id: String,
+}
+
+/// Executable, file-backed mappings of this process, ordered by address.
+pub fn current() -> Vec<Mapping> {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let ids = build_ids();
+    let mut out: Vec<Mapping> = text
+        .lines()
+        .filter_map(parse_line)
+        .map(|mut m| {
+            m.build_id = ids
+                .iter()
+                .find(|(lo, hi, _)| m.start >= *lo && m.start < *hi)
+                .map(|(_, _, id)| id.clone())
+                .unwrap_or_default();
+            m
+        })
+        .collect();
+    out.sort_by_key(|m| m.start);
+    out
+}
+
+/// Parses an executable, file-backed line of `/proc/PID/maps`.
+pub fn parse_line(line: &str) -> Option<Mapping> {
+    let mut it = line.split_whitespace();
+    let range = it.next()?;
+    let perms = it.next()?;
+    let offset = it.next()?;
+    let _dev = it.next()?;
+    let _inode = it.next()?;
+    let path = it.collect::<Vec<_>>().join(" ");
+    if !perms.contains('x') || !path.starts_with('/') {
+        return None;
+    }
+    let (lo, hi) = range.split_once('-')?;
+    Some(Mapping {
+        start: u64::from_str_radix(lo, 16).ok()?,
+        end: u64::from_str_radix(hi, 16).ok()?,
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        path,
+        build_id: String::new(),
+    })
+}
+
+/// (lowest, highest) loaded address of each object with its build ID.
+fn build_ids() -> Vec<(u64, u64, String)> {
+    let mut out: Vec<(u64, u64, String)> = Vec::new();
+    // SAFETY: the callback only reads the phdr info handed to it, and `data`
+    // is our `out` vector, live for the whole call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(each_object), (&mut out as *mut Vec<_>).cast());
+    }
+    out
+}
+
+unsafe extern "C" fn each_object(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: dl_iterate_phdr passes valid info and our `data` pointer.
+    let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<(u64, u64, String)>)) };
+    let base = info.dlpi_addr;
+    // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
+    let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+    let (mut lo, mut hi, mut id) = (u64::MAX, 0u64, String::new());
+    for ph in phdrs {
+        if ph.p_type == libc::PT_LOAD {
+            lo = lo.min(base + ph.p_vaddr);
+            hi = hi.max(base + ph.p_vaddr + ph.p_memsz);
+        } else if ph.p_type == libc::PT_NOTE && id.is_empty() {
+            // SAFETY: a PT_NOTE segment of a loaded object is mapped readable.
+            let notes = unsafe {
+                core::slice::from_raw_parts((base + ph.p_vaddr) as *const u8, ph.p_memsz as usize)
+            };
+            id = find_gnu_build_id(notes).unwrap_or_default();
+        }
+    }
+    if lo < hi {
+        out.push((lo, hi, id));
+    }
+    0
+}
+
+/// Finds `NT_GNU_BUILD_ID` in a run of ELF notes.
+pub fn find_gnu_build_id(mut notes: &[u8]) -> Option<String> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let align4 = |n: usize| (n + 3) & !3;
+    while notes.len() >= 12 {
+        let namesz = word(notes, 0)? as usize;
+        let descsz = word(notes, 4)? as usize;
+        let kind = word(notes, 8)?;
+        let name_at = 12;
+        let desc_at = name_at + align4(namesz);
+        let end = desc_at + align4(descsz);
+        let name = notes.get(name_at..name_at + namesz)?;
+        let desc = notes.get(desc_at..desc_at + descsz)?;
+        if kind == NT_GNU_BUILD_ID && name == b"GNU\0" {
+            return Some(desc.iter().map(|b| format!("{b:02x}")).collect());
+        }
+        notes = notes.get(end..)?;
+    }
+    None
+}
+
+/// The path of the running executable.
+pub fn executable() -> String {
+    std::fs::read_link("/proc/self/exe")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let m = parse_line("55d4c5a00000-55d4c5a21000 r-xp 00002000 fd:01 1234  /usr/bin/my prog")
+            .unwrap();
+        assert_eq!(m.start, 0x55d4c5a00000);
+        assert_eq!(m.offset, 0x2000);
+        assert_eq!(m.path, "/usr/bin/my prog");
+        assert!(parse_line("7ff0-8000 rw-p 00000000 00:00 0 [heap]").is_none());
+    }
+
+    #[test]
+    fn this_executable_has_a_build_id() {
+        let exe = executable();
+        let maps = current();
+        let me = maps.iter().find(|m| m.path == exe).expect("own mapping");
+        assert!(me.build_id.len() >= 16, "{me:?}");
+    }
+}

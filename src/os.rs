@@ -1,0 +1,56 @@
+//! The few raw OS services the hook paths may use: anonymous memory and the
+//! monotonic clock. Neither allocates through the profiled allocator.
+
+use core::ptr;
+
+/// Anonymous zeroed memory straight from the kernel, or null.
+pub fn map(len: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Returns memory obtained from [`map`].
+///
+/// # Safety
+/// `p` and `len` must be exactly one earlier `map` result, no longer used.
+pub unsafe fn unmap(p: *mut u8, len: usize) {
+    // SAFETY: the caller passes a whole mapping it no longer uses.
+    unsafe { libc::munmap(p.cast(), len) };
+}
+
+/// Nanoseconds on the monotonic clock (vDSO: no system call).
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer for the duration of the call.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The page size heapprof aligns sampled objects to (see [`crate::allocator`]).
+pub const PAGE: usize = 4096;

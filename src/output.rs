@@ -1,0 +1,170 @@
+//! Getting a profile out: gzip encoding and atomic, never-overwriting files.
+//!
+//! A file is written to a temporary name in its target directory and renamed
+//! into place, so a reader (a collector polling the directory) never sees a
+//! partial profile. Trigger-driven dumps are named `PREFIX.PID.SEQ.pb.gz`
+//! with `SEQ` counting from 0 in each process; the rename refuses to replace
+//! an existing file (`RENAME_NOREPLACE`), moving on to the next number, so no
+//! earlier profile (say, of a previous process with the same pid) is lost.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prost::Message;
+
+use crate::proto;
+
+/// Gzipped protobuf bytes of a profile.
+pub fn encode_gz(p: &proto::Profile) -> Vec<u8> {
+    let raw = p.encode_to_vec();
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = gz.write_all(&raw);
+    gz.finish().unwrap_or_default()
+}
+
+fn named_error(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("heapprof: cannot write profile {}: {e}", path.display()),
+    )
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    path.with_file_name(tmp)
+}
+
+fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let tmp = temp_path(path);
+    let result = File::create(&tmp).and_then(|mut f| f.write_all(bytes));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(named_error(path, e));
+    }
+    Ok(tmp)
+}
+
+/// Writes `bytes` to `path` atomically (replacing any file of that name).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = write_temp(path, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        named_error(path, e)
+    })
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Restarts sequence numbers (in a forked child, which has its own pid).
+pub fn reset_sequence() {
+    SEQ.store(0, Ordering::Relaxed);
+}
+
+/// Writes `bytes` as the next `PREFIX.PID.SEQ.pb.gz`, never replacing a file;
+/// returns the path written.
+pub fn write_numbered(prefix: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let pid = std::process::id();
+    let name_for = |seq: u64| {
+        let mut s = prefix.as_os_str().to_owned();
+        s.push(format!(".{pid}.{seq}.pb.gz"));
+        PathBuf::from(s)
+    };
+    let first = name_for(SEQ.load(Ordering::Relaxed));
+    let tmp = write_temp(&first, bytes)?;
+    loop {
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = name_for(seq);
+        match rename_noreplace(&tmp, &path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(named_error(&path, e));
+            }
+        }
+    }
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths relative to the cwd.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        // File systems without RENAME_NOREPLACE: link then unlink also
+        // refuses to replace.
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        _ => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_files_never_overwrite() {
+        let dir = std::env::temp_dir().join(format!("heapprof-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = dir.join("p");
+        let pid = std::process::id();
+        // A file already holding the next number is skipped, not replaced.
+        let seq = SEQ.load(Ordering::Relaxed);
+        std::fs::write(dir.join(format!("p.{pid}.{seq}.pb.gz")), b"old").unwrap();
+        let a = write_numbered(&prefix, b"a").unwrap();
+        let b = write_numbered(&prefix, b"b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            std::fs::read(dir.join(format!("p.{pid}.{seq}.pb.gz"))).unwrap(),
+            b"old"
+        );
+        assert_eq!(std::fs::read(&a).unwrap(), b"a");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+            .collect();
+        assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unwritable_path_names_the_path() {
+        let e = write_atomic(Path::new("/nonexistent-dir/x.pb.gz"), b"x").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent-dir/x.pb.gz"), "{e}");
+    }
+}

@@ -1,0 +1,248 @@
+//! Writes a [`Snapshot`] as a pprof heap profile, the way Go writes them.
+//!
+//! - Sample types `alloc_objects/count`, `alloc_space/bytes`,
+//!   `inuse_objects/count`, `inuse_space/bytes`; period type `space/bytes`;
+//!   period = the sampling rate; default sample type `inuse_space`.
+//! - Each bucket (stack, size) becomes samples carrying a numeric label
+//!   `bytes` (unit `bytes`) with the requested object size. Its live objects
+//!   are split by age: one sample per age bucket, with a numeric label `age`
+//!   (unit `seconds`) whose value is the bucket's lower bound (0, 1, 10, 30,
+//!   60, 300, 600, 1800, 3600, 21600, 86400), holding those objects in both
+//!   the alloc and the inuse values. Objects already freed form one more
+//!   sample without `age`, with alloc values only. Summing a stack's samples
+//!   gives its four totals; `-tagfocus age=60:` selects memory at least a
+//!   minute old.
+//! - Values are scaled per bucket ([`crate::scale`]).
+//! - Locations: address = return address − 1, inlined frames as several
+//!   lines (callee first), mapping from `/proc/self/maps` with GNU build IDs;
+//!   functions carry the demangled `name` and mangled `system_name`, and
+//!   mappings set `has_functions` etc. so readers do not re-symbolize.
+//! - Allocator frames at the leaf are trimmed ([`crate::symbolize`]).
+
+use hashbrown::HashMap;
+
+use crate::mappings::Mapping;
+use crate::proto;
+use crate::scale::scale_heap_sample;
+use crate::snapshot::Snapshot;
+use crate::stack_table::StackId;
+use crate::symbolize::{is_allocator_frame, Frame, Symbolizer};
+
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Strings {
+        let mut s = Strings::default();
+        s.get("");
+        s
+    }
+    fn get(&mut self, v: &str) -> i64 {
+        if let Some(&i) = self.index.get(v) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(v.to_owned());
+        self.index.insert(v.to_owned(), i);
+        i
+    }
+}
+
+struct Builder<'a> {
+    p: proto::Profile,
+    s: Strings,
+    sym: &'a mut Symbolizer,
+    maps: &'a [Mapping],
+    functions: HashMap<(String, String, String), u64>,
+    /// (return address, innermost lines trimmed) -> location id.
+    locations: HashMap<(u64, usize), u64>,
+    stacks: HashMap<StackId, Vec<u64>>,
+}
+
+/// Builds the profile. `maps` are the process's executable mappings.
+pub fn build(snap: &Snapshot, sym: &mut Symbolizer, maps: &[Mapping]) -> proto::Profile {
+    let mut b = Builder {
+        p: proto::Profile::default(),
+        s: Strings::new(),
+        sym,
+        maps,
+        functions: HashMap::new(),
+        locations: HashMap::new(),
+        stacks: HashMap::new(),
+    };
+    for (t, u) in [
+        ("alloc_objects", "count"),
+        ("alloc_space", "bytes"),
+        ("inuse_objects", "count"),
+        ("inuse_space", "bytes"),
+    ] {
+        let vt = b.value_type(t, u);
+        b.p.sample_type.push(vt);
+    }
+    b.p.period_type = Some(b.value_type("space", "bytes"));
+    b.p.period = snap.rate as i64;
+    b.p.time_nanos = snap.time_unix_ns as i64;
+    b.p.duration_nanos = snap.duration_ns as i64;
+    b.p.default_sample_type = b.s.get("inuse_space");
+    let comment = b.s.get(&format!(
+        "heapprof {}: rate={} dropped_records={}",
+        env!("CARGO_PKG_VERSION"),
+        snap.rate,
+        crate::buffer::dropped_records()
+    ));
+    b.p.comment.push(comment);
+    for (i, m) in maps.iter().enumerate() {
+        let mapping = proto::Mapping {
+            id: i as u64 + 1,
+            memory_start: m.start,
+            memory_limit: m.end,
+            file_offset: m.offset,
+            filename: b.s.get(&m.path),
+            build_id: b.s.get(&m.build_id),
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+        };
+        b.p.mapping.push(mapping);
+    }
+    let (k_bytes, k_age) = (b.s.get("bytes"), b.s.get("age"));
+    let u_seconds = b.s.get("seconds");
+    for e in &snap.entries {
+        let Some(frames) = snap.stacks.get(&e.key.stack) else {
+            continue;
+        };
+        let locs = b.stack(e.key.stack, frames);
+        let size = e.key.size;
+        let size_label = proto::Label {
+            key: k_bytes,
+            num: size as i64,
+            num_unit: k_bytes,
+            ..Default::default()
+        };
+        let scaled = |n: u64| scale_heap_sample(n, n * size, e.key.rate);
+        for &(age, n) in &e.live_by_age {
+            let (objs, bytes) = scaled(n);
+            let age_label = proto::Label {
+                key: k_age,
+                num: age as i64,
+                num_unit: u_seconds,
+                ..Default::default()
+            };
+            b.p.sample.push(proto::Sample {
+                location_id: locs.clone(),
+                value: vec![objs as i64, bytes as i64, objs as i64, bytes as i64],
+                label: vec![size_label.clone(), age_label],
+            });
+        }
+        let freed = e.allocs.saturating_sub(e.live);
+        if freed > 0 {
+            let (objs, bytes) = scaled(freed);
+            b.p.sample.push(proto::Sample {
+                location_id: locs,
+                value: vec![objs as i64, bytes as i64, 0, 0],
+                label: vec![size_label],
+            });
+        }
+    }
+    b.p.string_table = std::mem::take(&mut b.s.table);
+    b.p
+}
+
+impl Builder<'_> {
+    fn value_type(&mut self, t: &str, u: &str) -> proto::ValueType {
+        proto::ValueType {
+            r#type: self.s.get(t),
+            unit: self.s.get(u),
+        }
+    }
+
+    /// Location ids of a stack, leaf first, allocator frames trimmed.
+    fn stack(&mut self, id: StackId, frames: &[u64]) -> Vec<u64> {
+        if let Some(l) = self.stacks.get(&id) {
+            return l.clone();
+        }
+        let resolved: Vec<_> = frames.iter().map(|&ip| (ip, self.sym.frames(ip))).collect();
+        // Trim whole leading addresses that are all allocator frames, then
+        // the allocator lines inlined into the first kept address.
+        let mut first = 0;
+        while first < resolved.len()
+            && !resolved[first].1.is_empty()
+            && resolved[first]
+                .1
+                .iter()
+                .all(|f| is_allocator_frame(&f.name))
+        {
+            first += 1;
+        }
+        if first == resolved.len() {
+            first = 0; // Nothing but plumbing: keep it all rather than nothing.
+        }
+        let mut locs = Vec::with_capacity(resolved.len() - first);
+        for (i, (ip, lines)) in resolved[first..].iter().enumerate() {
+            let skip = if i == 0 {
+                lines
+                    .iter()
+                    .take_while(|f| is_allocator_frame(&f.name))
+                    .count()
+                    .min(lines.len().saturating_sub(1))
+            } else {
+                0
+            };
+            locs.push(self.location(*ip, &lines[skip..], skip));
+        }
+        self.stacks.insert(id, locs.clone());
+        locs
+    }
+
+    fn location(&mut self, ret: u64, lines: &[Frame], skip: usize) -> u64 {
+        if let Some(&id) = self.locations.get(&(ret, skip)) {
+            return id;
+        }
+        let id = self.p.location.len() as u64 + 1;
+        let address = ret.saturating_sub(1);
+        let mapping_id = self
+            .maps
+            .iter()
+            .position(|m| address >= m.start && address < m.end)
+            .map_or(0, |i| i as u64 + 1);
+        let line = lines
+            .iter()
+            .map(|f| proto::Line {
+                function_id: self.function(f),
+                line: i64::from(f.line),
+                column: 0,
+            })
+            .collect();
+        self.p.location.push(proto::Location {
+            id,
+            mapping_id,
+            address,
+            line,
+            is_folded: false,
+        });
+        self.locations.insert((ret, skip), id);
+        id
+    }
+
+    fn function(&mut self, f: &Frame) -> u64 {
+        let key = (f.name.clone(), f.system_name.clone(), f.file.clone());
+        if let Some(&id) = self.functions.get(&key) {
+            return id;
+        }
+        let id = self.p.function.len() as u64 + 1;
+        let function = proto::Function {
+            id,
+            name: self.s.get(&f.name),
+            system_name: self.s.get(&f.system_name),
+            filename: self.s.get(&f.file),
+            start_line: 0,
+        };
+        self.p.function.push(function);
+        self.functions.insert(key, id);
+        id
+    }
+}

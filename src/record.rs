@@ -1,0 +1,113 @@
+//! The records threads send the aggregator: word layouts and parsing.
+//!
+//! ```text
+//! alloc: [ALLOC | nframes << 8, id, size, rate, time_ns, tag, frame0 .. frameN-1]
+//! free:  [FREE, id]
+//! ```
+//! `id` is the sample's unique number (the live-sample table maps address to
+//! id, so reuse of an address never confuses two samples), `rate` the sampling
+//! rate it was taken at (1 for leak-check sessions), `time_ns` the monotonic
+//! allocation time, `tag` the leak-check session (0 for none).
+
+use crate::stack::MAX_FRAMES;
+
+const ALLOC: u64 = 1;
+const FREE: u64 = 2;
+/// Words before the frames in an alloc record.
+pub const ALLOC_HEADER: usize = 6;
+/// Longest record, in words.
+pub const MAX_WORDS: usize = ALLOC_HEADER + MAX_FRAMES;
+
+/// A decoded record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// A sampled allocation.
+    Alloc {
+        id: u64,
+        size: u64,
+        rate: u64,
+        time_ns: u64,
+        tag: u64,
+        frames: &'a [u64],
+    },
+    /// The free of a sampled allocation.
+    Free { id: u64 },
+}
+
+/// Fills the header of an alloc record whose frames are already in
+/// `rec[ALLOC_HEADER..ALLOC_HEADER + nframes]`; returns the record.
+pub fn alloc(
+    rec: &mut [u64; MAX_WORDS],
+    nframes: usize,
+    id: u64,
+    size: u64,
+    rate: u64,
+    time_ns: u64,
+    tag: u64,
+) -> &[u64] {
+    rec[0] = ALLOC | (nframes as u64) << 8;
+    rec[1] = id;
+    rec[2] = size;
+    rec[3] = rate;
+    rec[4] = time_ns;
+    rec[5] = tag;
+    &rec[..ALLOC_HEADER + nframes]
+}
+
+/// A free record.
+pub fn free(id: u64) -> [u64; 2] {
+    [FREE, id]
+}
+
+/// Splits a run of words into records. Stops at anything malformed, which
+/// cannot happen for words produced by [`alloc`] and [`free`].
+pub fn parse(mut words: &[u64], mut f: impl FnMut(Record<'_>)) {
+    while let Some(&hdr) = words.first() {
+        match hdr & 0xff {
+            ALLOC => {
+                let n = (hdr >> 8) as usize;
+                let Some(r) = words.get(..ALLOC_HEADER + n) else {
+                    return;
+                };
+                f(Record::Alloc {
+                    id: r[1],
+                    size: r[2],
+                    rate: r[3],
+                    time_ns: r[4],
+                    tag: r[5],
+                    frames: &r[ALLOC_HEADER..],
+                });
+                words = &words[ALLOC_HEADER + n..];
+            }
+            FREE => {
+                let Some(&id) = words.get(1) else { return };
+                f(Record::Free { id });
+                words = &words[2..];
+            }
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut rec = [0u64; MAX_WORDS];
+        rec[ALLOC_HEADER] = 0xaa;
+        rec[ALLOC_HEADER + 1] = 0xbb;
+        let mut words = alloc(&mut rec, 2, 9, 100, 1, 5, 3).to_vec();
+        words.extend_from_slice(&free(9));
+        let mut got = Vec::new();
+        parse(&words, |r| got.push(format!("{r:?}")));
+        assert_eq!(
+            got,
+            [
+                "Alloc { id: 9, size: 100, rate: 1, time_ns: 5, tag: 3, frames: [170, 187] }",
+                "Free { id: 9 }"
+            ]
+        );
+    }
+}

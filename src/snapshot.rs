@@ -1,0 +1,102 @@
+//! A point-in-time copy of the tallies, taken under the aggregator lock and
+//! then written without it, so a slow symbolizer never delays another dump's
+//! drain (allocation hooks never wait on either).
+
+use hashbrown::HashMap;
+
+use crate::aggregate::{self, BucketKey};
+use crate::stack_table::StackId;
+
+/// Lower bounds, in seconds, of the age buckets live samples are split into.
+/// A live sample `a` seconds old falls in the last bound `<= a`.
+pub const AGE_BUCKETS: &[u64] = &[0, 1, 10, 30, 60, 300, 600, 1800, 3600, 21600, 86400];
+
+/// The age bucket (its lower bound in seconds) of an age in nanoseconds.
+pub fn age_bucket(age_ns: u64) -> u64 {
+    let secs = age_ns / 1_000_000_000;
+    AGE_BUCKETS
+        .iter()
+        .copied()
+        .take_while(|&b| b <= secs)
+        .last()
+        .unwrap_or(0)
+}
+
+/// Raw counts of one bucket, with its live samples split by age.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key: BucketKey,
+    pub allocs: u64,
+    pub live: u64,
+    /// (age bucket lower bound in seconds, live samples), by bucket.
+    pub live_by_age: Vec<(u64, u64)>,
+}
+
+/// Everything a profile is written from.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub entries: Vec<Entry>,
+    pub stacks: HashMap<StackId, Box<[u64]>>,
+    pub rate: u64,
+    pub time_unix_ns: u64,
+    pub duration_ns: u64,
+}
+
+/// Drains the buffers and copies the tallies.
+pub fn take() -> Snapshot {
+    let now = crate::os::monotonic_ns();
+    aggregate::with(|agg| {
+        let mut ages: HashMap<(BucketKey, u64), u64> = HashMap::new();
+        for s in agg.live.values() {
+            *ages
+                .entry((s.key, age_bucket(now.saturating_sub(s.time_ns))))
+                .or_default() += 1;
+        }
+        let mut by_key: HashMap<BucketKey, Vec<(u64, u64)>> = HashMap::new();
+        for ((key, age), n) in ages {
+            by_key.entry(key).or_default().push((age, n));
+        }
+        let mut entries: Vec<Entry> = agg
+            .buckets
+            .iter()
+            .filter(|(_, c)| c.allocs > 0)
+            .map(|(&key, c)| {
+                let mut live_by_age = by_key.remove(&key).unwrap_or_default();
+                live_by_age.sort_unstable();
+                Entry {
+                    key,
+                    allocs: c.allocs,
+                    live: c.live,
+                    live_by_age,
+                }
+            })
+            .collect();
+        entries.sort_unstable_by_key(|e| e.key);
+        let stacks = entries
+            .iter()
+            .map(|e| (e.key.stack, agg.stacks.get(e.key.stack).into()))
+            .collect();
+        Snapshot {
+            entries,
+            stacks,
+            rate: crate::engine::rate(),
+            time_unix_ns: crate::os::realtime_ns(),
+            duration_ns: now.saturating_sub(crate::engine::start_mono_ns()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_fall_in_their_lower_bound() {
+        assert_eq!(age_bucket(0), 0);
+        assert_eq!(age_bucket(999_999_999), 0);
+        assert_eq!(age_bucket(1_000_000_000), 1);
+        assert_eq!(age_bucket(59_000_000_000), 30);
+        assert_eq!(age_bucket(60_000_000_000), 60);
+        assert_eq!(age_bucket(u64::MAX), 86400);
+    }
+}

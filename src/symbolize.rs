@@ -1,0 +1,171 @@
+//! Dump-time symbolization: return addresses to functions, files and lines,
+//! with inlined frames, cached across dumps.
+//!
+//! Runs only while writing a profile or a leak report, never on an allocation
+//! path. Uses the `backtrace` crate's resolver (gimli over the objects' DWARF,
+//! falling back to their symbol tables), which demangles Rust and C++ names.
+//!
+//! Allocator frames are trimmed: a stack starts where the program called into
+//! the allocator, as Go drops its `runtime.malloc` frames. A leading frame is
+//! trimmed while it belongs to heapprof, to the Rust allocation plumbing
+//! (`__rust_alloc`, `alloc::raw_vec`, `<alloc::vec::Vec<T>>::push`, …) or to the
+//! C allocation entry points (`malloc`, `operator new`, …), so the leaf a user
+//! sees is their own code or the library that asked for memory.
+
+use hashbrown::HashMap;
+use std::sync::Arc;
+
+/// One (possibly inlined) source frame.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// Demangled name without Rust's hash suffix; `??` if unknown.
+    pub name: String,
+    /// The mangled symbol name (same as `name` for C).
+    pub system_name: String,
+    /// Source file, or empty.
+    pub file: String,
+    /// Source line, or 0.
+    pub line: u32,
+}
+
+/// Frames for one return address, innermost (inlined callee) first.
+pub type Frames = Arc<[Frame]>;
+
+/// A cache of resolved addresses.
+#[derive(Default)]
+pub struct Symbolizer {
+    cache: HashMap<u64, Frames>,
+}
+
+impl Symbolizer {
+    /// The frames at return address `ret` (looked up at `ret - 1`, inside
+    /// the call instruction).
+    pub fn frames(&mut self, ret: u64) -> Frames {
+        self.cache
+            .entry(ret)
+            .or_insert_with(|| resolve(ret))
+            .clone()
+    }
+}
+
+fn resolve(ret: u64) -> Frames {
+    let mut out = Vec::new();
+    let pc = ret.saturating_sub(1);
+    backtrace::resolve(pc as usize as *mut core::ffi::c_void, |sym| {
+        let (name, system_name) = match sym.name() {
+            Some(n) => (
+                format!("{n:#}"),
+                String::from_utf8_lossy(n.as_bytes()).into_owned(),
+            ),
+            None => (String::from("??"), String::new()),
+        };
+        let file = sym
+            .filename()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        out.push(Frame {
+            name,
+            system_name,
+            file,
+            line: sym.lineno().unwrap_or(0),
+        });
+    });
+    out.into()
+}
+
+/// Whether a leading frame is allocator plumbing to trim from the leaf end.
+pub fn is_allocator_frame(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "malloc",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "free",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "pvalloc",
+        "__rust_alloc",
+        "__rust_alloc_zeroed",
+        "__rust_realloc",
+        "__rust_dealloc",
+    ];
+    const PREFIXES: &[&str] = &[
+        "heapprof::",
+        "<heapprof::",
+        "heapprof_preload::",
+        "backtrace::",
+        "__rg_",
+        "__rdl_",
+        "__rustc::",
+        "alloc::",
+        "<alloc::",
+        "std::alloc::",
+        "<std::alloc::",
+        "core::",
+        "<core::",
+        "hashbrown::raw::alloc",
+        "operator new",
+        "_Unwind_",
+        "uw_",
+    ];
+    EXACT.contains(&name)
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+        // Impls of the alloc crate's own (specialisation) traits for any type,
+        // e.g. `<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem`.
+        || (name.starts_with('<') && name.contains(" as alloc::"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_a_known_function_with_file_and_line() {
+        let mut ips = [0u64; 16];
+        let n = crate::stack::capture(&mut ips);
+        let mut sym = Symbolizer::default();
+        let frames: Vec<Frame> = ips[..n]
+            .iter()
+            .flat_map(|&ip| sym.frames(ip).to_vec())
+            .collect();
+        assert!(
+            frames
+                .iter()
+                .any(|f| f.name.contains("resolves_a_known_function")
+                    && f.file.ends_with("symbolize.rs")
+                    && f.line > 0),
+            "{frames:?}"
+        );
+    }
+
+    #[test]
+    fn allocator_frames() {
+        assert!(is_allocator_frame("alloc::raw_vec::finish_grow"));
+        assert!(is_allocator_frame("__rust_alloc"));
+        assert!(is_allocator_frame("malloc"));
+        assert!(is_allocator_frame(
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem"
+        ));
+        assert!(!is_allocator_frame(
+            "<app::Foo as core::clone::Clone>::clone"
+        ));
+        assert!(!is_allocator_frame("myapp::cache::insert"));
+        assert!(!is_allocator_frame("mallocx_user"));
+    }
+}
+
+static SYMBOLIZER: std::sync::Mutex<Option<Symbolizer>> = std::sync::Mutex::new(None);
+
+/// Runs `f` with the process-wide cache (never held together with the
+/// aggregator lock).
+pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
+    let mut g = lock();
+    f(g.get_or_insert_with(Symbolizer::default))
+}
+
+/// The cache's lock (poisoning ignored: a cache is always consistent).
+pub fn lock() -> std::sync::MutexGuard<'static, Option<Symbolizer>> {
+    SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner())
+}

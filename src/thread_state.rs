@@ -1,0 +1,133 @@
+//! Per-thread state: the sampling countdown, the re-entrancy guard and the
+//! thread's record buffer.
+//!
+//! The state is plain `Cell`s whose all-zero bit pattern is the initial state
+//! and which has no `Drop`: it can live in any thread-local storage, including
+//! the initial-exec TLS block of the LD_PRELOAD library (where Rust's
+//! `thread_local!` could call `__tls_get_addr`, which may allocate), and it
+//! stays valid while the thread's TLS destructors run.
+//!
+//! Re-entrancy: while heapprof itself runs on a thread (capturing a stack,
+//! symbolizing, writing a profile), the thread is *busy*. Entering that state
+//! parks the sampling countdown at `usize::MAX`, so the allocations heapprof
+//! makes take the unsampled hot path to the inner allocator without any extra
+//! check there, and restores it on leaving.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::buffer::Buffer;
+
+/// One thread's profiler state. All zeros is the initial state.
+#[repr(C)]
+pub struct ThreadState {
+    /// Bytes until the next sample; 0 means "decide in the slow path".
+    pub(crate) countdown: Cell<usize>,
+    /// The countdown saved while the thread is busy inside heapprof.
+    pub(crate) saved_countdown: Cell<usize>,
+    /// Sampler state ([`crate::sampler::Rng`]); 0 until the thread starts.
+    pub(crate) rng: Cell<u64>,
+    /// Nesting depth of heapprof's own work on this thread.
+    pub(crate) busy: Cell<u32>,
+    /// Whether the thread has drawn its first countdown.
+    pub(crate) started: Cell<bool>,
+    /// A leak-check session recording every allocation of this thread (0: none).
+    pub(crate) tag: Cell<u64>,
+    /// This thread's record buffer, acquired on its first record.
+    pub(crate) buffer: Cell<*mut Buffer>,
+}
+
+/// Size the C side of the preload library reserves for a [`ThreadState`].
+pub const THREAD_STATE_BYTES: usize = 64;
+const _: () = assert!(core::mem::size_of::<ThreadState>() <= THREAD_STATE_BYTES);
+
+impl ThreadState {
+    /// The initial state (all zeros).
+    pub const fn new() -> ThreadState {
+        ThreadState {
+            countdown: Cell::new(0),
+            saved_countdown: Cell::new(0),
+            rng: Cell::new(0),
+            busy: Cell::new(0),
+            started: Cell::new(false),
+            tag: Cell::new(0),
+            buffer: Cell::new(core::ptr::null_mut()),
+        }
+    }
+
+    /// Whether heapprof's own work is running on this thread.
+    pub fn is_busy(&self) -> bool {
+        self.busy.get() != 0
+    }
+
+    /// Marks the thread busy until the guard drops (nests).
+    pub fn enter(&self) -> BusyGuard<'_> {
+        let depth = self.busy.get();
+        if depth == 0 {
+            self.saved_countdown.set(self.countdown.get());
+            self.countdown.set(usize::MAX);
+        }
+        self.busy.set(depth + 1);
+        BusyGuard { state: self }
+    }
+
+    /// Marks the thread busy for good (heapprof's own threads).
+    pub fn enter_forever(&self) {
+        core::mem::forget(self.enter());
+    }
+}
+
+impl Default for ThreadState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Leaves the busy state of a thread when dropped.
+pub struct BusyGuard<'a> {
+    state: &'a ThreadState,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        let depth = self.state.busy.get() - 1;
+        self.state.busy.set(depth);
+        if depth == 0 {
+            self.state.countdown.set(self.state.saved_countdown.get());
+        }
+    }
+}
+
+/// How a way in (the Rust allocator or the preload library) finds the calling
+/// thread's state. Returns a pointer valid for the calling thread's lifetime.
+pub type StateFn = fn() -> *const ThreadState;
+
+std::thread_local! {
+    static RUST_STATE: ThreadState = const { ThreadState::new() };
+}
+
+/// The state in Rust's own thread-local storage (for the `#[global_allocator]`
+/// way in, where the TLS lives in the executable and needs no allocation).
+#[inline(always)]
+pub fn rust_tls_state() -> *const ThreadState {
+    RUST_STATE.with(|s| s as *const ThreadState)
+}
+
+static STATE_FN: AtomicPtr<()> = AtomicPtr::new(rust_tls_state as *mut ());
+
+/// Chooses where thread state lives; the preload library calls this from its
+/// constructor, before any thread but the main one exists.
+pub fn set_state_fn(f: StateFn) {
+    STATE_FN.store(f as *mut (), Ordering::Release);
+}
+
+/// The calling thread's state, wherever the way in keeps it.
+pub fn current() -> &'static ThreadState {
+    let p = STATE_FN.load(Ordering::Acquire);
+    // SAFETY: STATE_FN only ever holds a `StateFn` (initialised with one and
+    // written only by `set_state_fn`), so transmuting back is sound.
+    let f: StateFn = unsafe { core::mem::transmute::<*mut (), StateFn>(p) };
+    // SAFETY: a StateFn returns a pointer to the calling thread's state, which
+    // lives as long as the thread; callers use it only on this thread.
+    unsafe { &*f() }
+}
