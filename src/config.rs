@@ -72,7 +72,15 @@ impl Config {
 
     /// Builds a config from any variable lookup (the environment, a test map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Config, Vec<String>) {
-        let mut c = Config::default();
+        Config::from_lookup_with(Config::default(), get)
+    }
+
+    /// Like [`Config::from_lookup`], starting from `base` instead of the defaults.
+    pub fn from_lookup_with(
+        base: Config,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> (Config, Vec<String>) {
+        let mut c = base;
         let mut problems = Vec::new();
         let mut take = |name: &str, accepted: &str, apply: &mut dyn FnMut(&str) -> bool| {
             if let Some(v) = get(name) {

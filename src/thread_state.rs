@@ -88,6 +88,14 @@ pub struct BusyGuard<'a> {
     state: &'a ThreadState,
 }
 
+impl<'a> BusyGuard<'a> {
+    /// Takes over one level of busy state entered earlier and forgotten
+    /// (as across the two halves of a fork handler).
+    pub fn adopt(state: &'a ThreadState) -> BusyGuard<'a> {
+        BusyGuard { state }
+    }
+}
+
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
         let depth = self.state.busy.get() - 1;

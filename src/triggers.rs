@@ -1,10 +1,412 @@
-//! Dump triggers (placeholder until the dumper thread lands).
+//! Dump triggers: a signal, an interval, process exit — and the dumper
+//! thread that does the work for all of them.
+//!
+//! # Model
+//! Nothing that writes a profile ever runs in a signal handler or on an
+//! allocation hook. The signal handler only writes one byte to a non-blocking
+//! self-pipe (saving `errno`); a dedicated dumper thread, with every signal
+//! blocked so the application's own signal handling is untouched, waits on
+//! that pipe with `poll` and a timeout. One wake-up drains every byte in the
+//! pipe and writes one profile, so a storm of signals coalesces: signals that
+//! arrive during a dump cause at most one more. The timeout serves the
+//! `HEAPPROF_INTERVAL` dumps and a periodic drain of the per-thread buffers
+//! (which bounds their memory at high sampling rates).
+//!
+//! The handler is installed only if the signal has no handler yet; if the
+//! application already has one, heapprof leaves it and says so once. If the
+//! application installs its own later, it simply wins.
+//!
+//! At exit, an `atexit` handler writes a last profile if asked (and prints
+//! any configuration problem not printed yet). After `fork`, the child gets
+//! a fresh pipe, restarts numbering at 0 under its own pid and a new dumper
+//! thread; the `pthread_atfork` prepare handler holds heapprof's locks across
+//! the fork so the child never inherits one held by a thread it lacks.
+//!
+//! All messages go to stderr as one line each through `write(2)`, without
+//! Rust's stderr lock (which a thread lost in a fork could hold).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
 use crate::config::Config;
-/// Starts the triggers.
-pub fn start() {}
-/// Applies a configuration.
-pub fn configure(_c: Config) {}
+use crate::thread_state;
+
+struct Settings {
+    config: Config,
+    /// Messages not yet printed (bad variables, a signal already taken).
+    pending: Vec<String>,
+    /// The last dump error printed, so a persistent failure is said once.
+    last_error: Option<String>,
+}
+
+static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
+static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
+static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+/// The signal our handler is installed on (0: none).
+static INSTALLED_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static AT_EXIT_DEFAULT: AtomicBool = AtomicBool::new(false);
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+const WAKE_DUMP: u8 = b'D';
+const WAKE_RECONFIGURE: u8 = b'C';
+
+fn settings() -> MutexGuard<'static, Option<Settings>> {
+    SETTINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a plain run dumps at exit (the preload library turns this on
+/// before starting). `HEAPPROF_AT_EXIT` still overrides it.
+pub fn set_at_exit_default(on: bool) {
+    AT_EXIT_DEFAULT.store(on, Ordering::Relaxed);
+}
+
+/// Prints one line on stderr without taking any lock.
+pub fn say(line: &str) {
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
+    bytes.push(b'\n');
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        // SAFETY: writing an owned, initialised byte slice to fd 2.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            break;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+/// Reads the environment, installs the signal handler, the exit and fork
+/// handlers, and starts the dumper thread. Called once by
+/// [`crate::engine::init`], with the calling thread marked busy.
+pub fn start() {
+    if STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let base = Config::default().at_exit(AT_EXIT_DEFAULT.load(Ordering::Relaxed));
+    let (config, pending) =
+        Config::from_lookup_with(base, |n| crate::config::getenv(n).map(str::to_owned));
+    let mut s = Settings {
+        config,
+        pending,
+        last_error: None,
+    };
+    open_pipe();
+    install_signal(&mut s);
+    *settings() = Some(s);
+    // SAFETY: registering plain extern "C" functions that live for the
+    // whole process.
+    unsafe {
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+        libc::atexit(at_exit);
+    }
+    spawn_dumper();
+}
+
+/// Applies a configuration from code ([`Config::install`]).
+pub fn configure(config: Config) {
+    crate::engine::init();
+    {
+        let mut g = settings();
+        let s = g.get_or_insert_with(|| Settings {
+            config: config.clone(),
+            pending: Vec::new(),
+            last_error: None,
+        });
+        s.config = config;
+        install_signal(s);
+    }
+    wake(WAKE_RECONFIGURE);
+}
+
 /// The configured dump prefix.
-pub fn out_prefix() -> std::path::PathBuf {
-    Config::from_env().out
+pub fn out_prefix() -> PathBuf {
+    settings()
+        .as_ref()
+        .map(|s| s.config.out.clone())
+        .unwrap_or_else(|| Config::from_env().out)
+}
+
+fn open_pipe() {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` is a valid two-element out-array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
+        let old_r = PIPE_READ.swap(fds[0], Ordering::AcqRel);
+        let old_w = PIPE_WRITE.swap(fds[1], Ordering::AcqRel);
+        for fd in [old_r, old_w] {
+            if fd >= 0 {
+                // SAFETY: closing descriptors we opened and no longer use.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
+fn wake(byte: u8) {
+    let fd = PIPE_WRITE.load(Ordering::Acquire);
+    if fd >= 0 {
+        // SAFETY: one byte from a live local; a full pipe just drops it,
+        // which is the coalescing we want.
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
+}
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    // Async-signal-safe: errno saved, one write(2), errno restored.
+    // SAFETY: __errno_location is the calling thread's errno slot.
+    let errno = unsafe { *libc::__errno_location() };
+    wake(WAKE_DUMP);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+fn handler_addr() -> libc::sighandler_t {
+    on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGUSR1 => "SIGUSR1".into(),
+        libc::SIGUSR2 => "SIGUSR2".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// Installs our handler on the configured signal if the signal is free.
+fn install_signal(s: &mut Settings) {
+    let want = s.config.signal.unwrap_or(0);
+    let have = INSTALLED_SIGNAL.load(Ordering::Acquire);
+    if want == have {
+        return;
+    }
+    if have != 0 {
+        // Give the old signal back, unless the application took it since.
+        // SAFETY: querying and restoring a signal disposition.
+        unsafe {
+            let mut cur: libc::sigaction = core::mem::zeroed();
+            libc::sigaction(have, core::ptr::null(), &mut cur);
+            if cur.sa_sigaction == handler_addr() {
+                let mut dfl: libc::sigaction = core::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(have, &dfl, core::ptr::null_mut());
+            }
+        }
+        INSTALLED_SIGNAL.store(0, Ordering::Release);
+    }
+    if want == 0 {
+        return;
+    }
+    // SAFETY: sigaction with zeroed structs and a valid extern "C" handler.
+    unsafe {
+        let mut old: libc::sigaction = core::mem::zeroed();
+        libc::sigaction(want, core::ptr::null(), &mut old);
+        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != handler_addr() {
+            s.pending.push(format!(
+                "heapprof: {} already has a handler in this program; leaving it, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as USR1, or none)",
+                signal_name(want)
+            ));
+            return;
+        }
+        let mut act: libc::sigaction = core::mem::zeroed();
+        act.sa_sigaction = handler_addr();
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut act.sa_mask);
+        if libc::sigaction(want, &act, core::ptr::null_mut()) == 0 {
+            INSTALLED_SIGNAL.store(want, Ordering::Release);
+        }
+    }
+}
+
+fn spawn_dumper() {
+    // SAFETY: a detached pthread running an extern "C" fn with no argument;
+    // pthread_attr is initialised and destroyed here.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut tid: libc::pthread_t = 0;
+        // Block every signal while creating, so the thread starts with all
+        // blocked (it inherits the mask) and the creator's mask is restored.
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        libc::pthread_create(&mut tid, &attr, dumper_main, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+    }
+}
+
+extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
+    thread_state::current().enter_forever();
+    let name = c"heapprof-dumper";
+    // SAFETY: naming the calling thread with a short NUL-terminated string.
+    unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
+    let mut next_interval: Option<Instant> = None;
+    let mut last_drain = Instant::now();
+    loop {
+        print_pending();
+        let (interval, rate) = {
+            let g = settings();
+            let c = g.as_ref().map(|s| &s.config);
+            (c.and_then(|c| c.interval), crate::engine::rate())
+        };
+        let now = Instant::now();
+        match (interval, next_interval) {
+            (Some(every), None) => next_interval = Some(now + every),
+            (None, Some(_)) => next_interval = None,
+            _ => {}
+        }
+        // Drain often when sampling densely, so buffers stay small.
+        let drain_every = if (1..65536).contains(&rate) {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
+        let mut wait = drain_every.saturating_sub(now - last_drain);
+        if let Some(t) = next_interval {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        let woke = wait_for_wake(wait);
+        if woke.dump {
+            dump_now();
+        }
+        let now = Instant::now();
+        if let (Some(t), Some(every)) = (next_interval, interval) {
+            if now >= t {
+                dump_now();
+                next_interval = Some(t + every).filter(|&n| n > now).or(Some(now + every));
+            }
+        }
+        if now - last_drain >= drain_every {
+            crate::aggregate::with(|_| ());
+            last_drain = now;
+        }
+    }
+}
+
+struct Woke {
+    dump: bool,
+}
+
+fn wait_for_wake(timeout: Duration) -> Woke {
+    let fd = PIPE_READ.load(Ordering::Acquire);
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    let mut woke = Woke { dump: false };
+    if r > 0 {
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: reading into a local buffer of the given length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            woke.dump |= buf[..n as usize].contains(&WAKE_DUMP);
+        }
+    }
+    woke
+}
+
+fn print_pending() {
+    let pending = settings()
+        .as_mut()
+        .map(|s| std::mem::take(&mut s.pending))
+        .unwrap_or_default();
+    for line in pending {
+        say(&line);
+    }
+}
+
+/// Writes the next numbered profile now, reporting (once per distinct
+/// problem) any failure. Returns the path written.
+pub fn dump_now() -> Option<PathBuf> {
+    let prefix = out_prefix();
+    match crate::dump::dump_numbered(&prefix) {
+        Ok(p) => {
+            if let Some(s) = settings().as_mut() {
+                s.last_error = None;
+            }
+            Some(p)
+        }
+        Err(e) => {
+            let line = format!(
+                "{e} (set HEAPPROF_OUT to a path prefix in a writable directory; heapprof will retry at the next dump)"
+            );
+            let new = settings()
+                .as_mut()
+                .map(|s| s.last_error.replace(line.clone()) != Some(line.clone()))
+                .unwrap_or(true);
+            if new {
+                say(&line);
+            }
+            None
+        }
+    }
+}
+
+extern "C" fn at_exit() {
+    let _busy = thread_state::current().enter();
+    print_pending();
+    let wanted = settings().as_ref().is_some_and(|s| s.config.at_exit);
+    if wanted {
+        dump_now();
+    }
+}
+
+struct ForkGuards {
+    held: core::cell::UnsafeCell<Vec<Box<dyn core::any::Any>>>,
+}
+// SAFETY: only the forking thread touches it, between prepare and
+// parent/child, which the fork itself serialises.
+unsafe impl Sync for ForkGuards {}
+static FORK_GUARDS: ForkGuards = ForkGuards {
+    held: core::cell::UnsafeCell::new(Vec::new()),
+};
+
+extern "C" fn fork_prepare() {
+    let st = thread_state::current();
+    let busy = st.enter();
+    // Hold every lock heapprof's off-hook work takes, in one fixed order, so
+    // none is held by a thread that will not exist in the child.
+    let guards: Vec<Box<dyn core::any::Any>> = vec![
+        Box::new(crate::aggregate::lock()),
+        Box::new(crate::symbolize::lock()),
+        Box::new(settings()),
+    ];
+    // SAFETY: see ForkGuards.
+    unsafe { *FORK_GUARDS.held.get() = guards };
+    core::mem::forget(busy);
+}
+
+fn release_fork_guards() {
+    // SAFETY: see ForkGuards; dropping the guards unlocks, in reverse order.
+    let guards = unsafe { core::mem::take(&mut *FORK_GUARDS.held.get()) };
+    for g in guards.into_iter().rev() {
+        drop(g);
+    }
+    // Leave the busy state entered in prepare.
+    let st = thread_state::current();
+    drop(crate::thread_state::BusyGuard::adopt(st));
+}
+
+extern "C" fn fork_parent() {
+    release_fork_guards();
+}
+
+extern "C" fn fork_child() {
+    release_fork_guards();
+    let _busy = thread_state::current().enter();
+    crate::output::reset_sequence();
+    open_pipe();
+    spawn_dumper();
 }

@@ -1,0 +1,102 @@
+//! A small service-like program with three kinds of memory behaviour, to try
+//! heapprof on and to drive its tests:
+//! - `leak_steadily` leaks a little on every tick (the leak to find);
+//! - `fill_cache` grows a cache to a fixed size, then stops (a plateau);
+//! - `churn` allocates and frees (no growth).
+//!
+//! ```text
+//! workload [--seconds S] [--tick-ms MS] [--threads N] [--fork] [--dump PATH]
+//! ```
+//! Prints `pid N` first. With `--dump PATH` it writes a profile at the end and
+//! prints the heaviest in-use stacks. `--fork` forks once halfway and runs the
+//! loop in both processes.
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: heapprof::Profiler<System> = heapprof::Profiler::new(System);
+
+#[inline(never)]
+fn leak_steadily() {
+    Box::leak(vec![1u8; 64 * 1024].into_boxed_slice());
+}
+
+#[inline(never)]
+fn fill_cache(cache: &mut Vec<Box<[u8]>>) {
+    if cache.len() < 64 {
+        cache.push(vec![2u8; 64 * 1024].into_boxed_slice());
+    }
+}
+
+#[inline(never)]
+fn churn() {
+    for _ in 0..16 {
+        black_box(vec![3u8; 32 * 1024]);
+    }
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seconds: f64 = arg(&args, "--seconds", 3.0);
+    let tick = Duration::from_millis(arg(&args, "--tick-ms", 10));
+    let threads: usize = arg(&args, "--threads", 0);
+    let fork = args.iter().any(|a| a == "--fork");
+    let dump: Option<String> = args
+        .iter()
+        .position(|a| a == "--dump")
+        .and_then(|i| args.get(i + 1).cloned());
+    println!("pid {}", std::process::id());
+
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                while Instant::now() < end {
+                    churn();
+                    leak_steadily();
+                    std::thread::sleep(tick);
+                }
+            })
+        })
+        .collect();
+    let mut cache = Vec::new();
+    let mut forked = !fork;
+    let half = Instant::now() + Duration::from_secs_f64(seconds / 2.0);
+    while Instant::now() < end {
+        leak_steadily();
+        fill_cache(&mut cache);
+        churn();
+        if !forked && Instant::now() >= half {
+            forked = true;
+            // SAFETY: fork in a program whose other threads only allocate;
+            // the child continues this loop and exits normally.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                println!("child pid {}", std::process::id());
+            }
+        }
+        std::thread::sleep(tick);
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    if let Some(path) = dump {
+        heapprof::dump_to(&path).expect("dump");
+        println!("wrote {path}; heaviest in-use stacks:");
+        for t in heapprof::tallies().iter().take(5) {
+            let leaf = t.frames.first().map(|f| f.function.as_str()).unwrap_or("?");
+            println!("{:>12} bytes in use  {leaf}", t.inuse_space);
+        }
+    }
+    black_box(&cache);
+}
