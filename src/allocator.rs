@@ -88,13 +88,7 @@ impl<A: GlobalAlloc> Profiler<A> {
     #[inline(never)]
     unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let st = state();
-        let c = st.countdown.get();
-        let sample_new = if c > new_size {
-            st.countdown.set(c - new_size);
-            false
-        } else {
-            engine::should_sample(st, new_size)
-        };
+        let sample_new = !st.skip(new_size) && engine::should_sample(st, new_size);
         if !sample_new && !engine::is_sampled(ptr) {
             // SAFETY: an unsampled object was allocated with `layout` itself.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };
@@ -132,10 +126,7 @@ impl<A: GlobalAlloc> Profiler<A> {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let st = state();
-        let c = st.countdown.get();
-        if c > layout.size() {
-            st.countdown.set(c - layout.size());
+        if state().skip(layout.size()) {
             // SAFETY: forwarding the caller's contract.
             return unsafe { self.inner.alloc(layout) };
         }
@@ -145,10 +136,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
 
     #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let st = state();
-        let c = st.countdown.get();
-        if c > layout.size() {
-            st.countdown.set(c - layout.size());
+        if state().skip(layout.size()) {
             // SAFETY: forwarding the caller's contract.
             return unsafe { self.inner.alloc_zeroed(layout) };
         }

@@ -88,6 +88,26 @@ pub fn tallies() -> Vec<StackTally> {
     tallies::from_profile(&dump::profile())
 }
 
+/// Per-stack tallies of any heapprof-written profile (e.g. one decoded from
+/// a dump file), heaviest in-use first.
+pub fn tallies_of(profile: &proto::Profile) -> Vec<StackTally> {
+    tallies::from_profile(profile)
+}
+
+/// Decodes a pprof profile, gzipped or not.
+pub fn decode_profile(bytes: &[u8]) -> std::io::Result<proto::Profile> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    let data = if bytes.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(bytes).read_to_end(&mut raw)?;
+        &raw[..]
+    } else {
+        bytes
+    };
+    prost::Message::decode(data)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Sets the mean bytes between samples (1: every allocation; 0: off).
 /// Applies at once to the calling thread and to others at their next sample.
 pub fn set_rate(rate: u64) {

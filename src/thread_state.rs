@@ -55,6 +55,20 @@ impl ThreadState {
         }
     }
 
+    /// The hot path: if the countdown outlasts `size` bytes, consume them and
+    /// return true (not sampled, no further work). Otherwise return false and
+    /// let [`crate::engine::should_sample`] decide.
+    #[inline(always)]
+    pub fn skip(&self, size: usize) -> bool {
+        let c = self.countdown.get();
+        if c > size {
+            self.countdown.set(c - size);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Whether heapprof's own work is running on this thread.
     pub fn is_busy(&self) -> bool {
         self.busy.get() != 0

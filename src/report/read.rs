@@ -1,0 +1,106 @@
+//! Bytes to a decoded [`Profile`]: gunzip when the input starts with the gzip
+//! magic `1f 8b`, decode `profile.proto`, check the header.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use prost::Message;
+
+use super::ReportError;
+use crate::proto::Profile;
+
+/// The two bytes every gzip stream starts with.
+pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Decompressed profiles larger than this are refused: real heap profiles are
+/// a few MB, and a crafted gzip stream could otherwise expand ~1000-fold.
+pub const MAX_DECOMPRESSED: u64 = 1 << 30;
+
+/// Decodes a profile from the bytes of a file; `input` names it in errors.
+///
+/// Beyond protobuf decoding this checks what every pprof profile has — a
+/// string table whose entry 0 is `""` and at least one sample type — so that
+/// bytes which merely happen to parse as protobuf (short text files often
+/// do) are reported as "not a profile".
+pub fn decode(input: &str, bytes: &[u8]) -> Result<Profile, ReportError> {
+    if bytes.is_empty() {
+        return Err(ReportError::NotAProfile {
+            input: input.to_string(),
+            detail: "the file is empty".to_string(),
+        });
+    }
+    let raw: Cow<[u8]> = if bytes.starts_with(&GZIP_MAGIC) {
+        Cow::Owned(gunzip(input, bytes)?)
+    } else {
+        Cow::Borrowed(bytes)
+    };
+    let profile = match Profile::decode(&raw[..]) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(ReportError::NotAProfile {
+                input: input.to_string(),
+                detail: describe_undecodable(&raw, &e),
+            })
+        }
+    };
+    if profile.string_table.first().map(String::as_str) != Some("") {
+        return Err(ReportError::NotAProfile {
+            input: input.to_string(),
+            detail: "its string table does not start with the empty string".to_string(),
+        });
+    }
+    if profile.sample_type.is_empty() {
+        return Err(ReportError::NotAProfile {
+            input: input.to_string(),
+            detail: "it declares no sample types".to_string(),
+        });
+    }
+    Ok(profile)
+}
+
+fn gunzip(input: &str, bytes: &[u8]) -> Result<Vec<u8>, ReportError> {
+    // Multi-member aware: concatenated gzip files are valid gzip.
+    let decoder = flate2::read::MultiGzDecoder::new(bytes);
+    let mut out = Vec::new();
+    let mut limited = decoder.take(MAX_DECOMPRESSED + 1);
+    if let Err(e) = limited.read_to_end(&mut out) {
+        let detail = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            "unexpected end of data".to_string()
+        } else {
+            e.to_string()
+        };
+        return Err(ReportError::Gzip {
+            input: input.to_string(),
+            detail,
+        });
+    }
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(ReportError::Unsuitable {
+            input: input.to_string(),
+            detail: format!(
+                "decompresses to more than {MAX_DECOMPRESSED} bytes, far beyond any heap profile"
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Names the common look-alikes, which say more than a protobuf error does.
+fn describe_undecodable(raw: &[u8], e: &prost::DecodeError) -> String {
+    if raw.starts_with(b"heap profile:") {
+        return "it is Go's legacy text heap profile (debug=1); write it with debug=0 or \
+                pprof.WriteHeapProfile"
+            .to_string();
+    }
+    let head = &raw[..raw.len().min(512)];
+    let texty = std::str::from_utf8(head).is_ok_and(|s| {
+        s.chars()
+            .all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t')
+    });
+    if texty {
+        return "it is a text file".to_string();
+    }
+    // prost's message can span lines in principle; keep the error to one.
+    let text = e.to_string().replace(['\n', '\r'], " ");
+    format!("protobuf decoding failed: {text}")
+}
