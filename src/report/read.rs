@@ -43,16 +43,22 @@ pub fn decode(input: &str, bytes: &[u8]) -> Result<Profile, ReportError> {
             })
         }
     };
-    if profile.string_table.first().map(String::as_str) != Some("") {
+    let header_problem = if profile.string_table.first().map(String::as_str) != Some("") {
+        Some("its string table does not start with the empty string")
+    } else if profile.sample_type.is_empty() {
+        Some("it declares no sample types")
+    } else {
+        None
+    };
+    if let Some(problem) = header_problem {
+        let detail = if looks_like_text(&raw) {
+            "it is a text file"
+        } else {
+            problem
+        };
         return Err(ReportError::NotAProfile {
             input: input.to_string(),
-            detail: "its string table does not start with the empty string".to_string(),
-        });
-    }
-    if profile.sample_type.is_empty() {
-        return Err(ReportError::NotAProfile {
-            input: input.to_string(),
-            detail: "it declares no sample types".to_string(),
+            detail: detail.to_string(),
         });
     }
     Ok(profile)
@@ -92,15 +98,28 @@ fn describe_undecodable(raw: &[u8], e: &prost::DecodeError) -> String {
                 pprof.WriteHeapProfile"
             .to_string();
     }
-    let head = &raw[..raw.len().min(512)];
-    let texty = std::str::from_utf8(head).is_ok_and(|s| {
-        s.chars()
-            .all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t')
-    });
-    if texty {
+    if looks_like_text(raw) {
         return "it is a text file".to_string();
     }
     // prost's message can span lines in principle; keep the error to one.
     let text = e.to_string().replace(['\n', '\r'], " ");
     format!("protobuf decoding failed: {text}")
+}
+
+/// True when the first 512 bytes are UTF-8 without control characters other
+/// than line breaks and tabs (a multibyte character cut at the end is fine).
+fn looks_like_text(raw: &[u8]) -> bool {
+    let head = &raw[..raw.len().min(512)];
+    let valid = match std::str::from_utf8(head) {
+        Ok(s) => s,
+        Err(e) if e.error_len().is_none() => match std::str::from_utf8(&head[..e.valid_up_to()]) {
+            Ok(s) => s,
+            Err(_) => return false,
+        },
+        Err(_) => return false,
+    };
+    !valid.is_empty()
+        && valid
+            .chars()
+            .all(|c| !c.is_control() || c == '\n' || c == '\r' || c == '\t')
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the test suite runs against, when missing: Go's pprof reader
+# (golang-go), a C/C++ compiler, jemalloc (to chain the preload library in
+# front of it), sqlite3 and perl (real programs under the preload library).
+# Idempotent; needs root (CI machines run as root) or sudo.
+set -euo pipefail
+
+need=()
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+command -v perl >/dev/null 2>&1 || need+=(perl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+[ -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libjemalloc.so.2 ] || need+=(libjemalloc2)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${need[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+# A lock file keeps parallel test processes from running apt at once.
+exec 9>/tmp/heapprof-install-deps.lock
+flock 9
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq >/dev/null
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

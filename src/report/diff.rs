@@ -1,0 +1,141 @@
+//! `heapprof diff`: per stack, NEW minus BASE.
+//!
+//! Location ids mean nothing across files, so stacks are matched by their
+//! frames' identity ([`super::model::FrameKey`]): function, file and line for
+//! symbolized frames, the offset in the mapped file (or the bare address)
+//! otherwise.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use super::format;
+use super::model::{Frame, FrameKey, Resolved, SampleKind, SampleType};
+use super::ReportError;
+
+/// One stack of a [`DiffReport`].
+#[derive(Clone, Debug)]
+pub struct DiffRow {
+    /// Leaf first.
+    pub frames: Vec<Frame>,
+    /// The stack's value in BASE (0 when absent there).
+    pub base: i64,
+    /// The stack's value in NEW (0 when absent there).
+    pub new: i64,
+    /// `new - base` (saturating).
+    pub delta: i64,
+}
+
+/// The stacks whose value changed between two profiles.
+#[derive(Clone, Debug)]
+pub struct DiffReport {
+    pub base_input: String,
+    pub new_input: String,
+    pub sample: SampleType,
+    pub base_total: i64,
+    pub new_total: i64,
+    /// Stacks whose value changed (what `rows` is the head of).
+    pub changed: usize,
+    /// Largest growth first, shrinking stacks last.
+    pub rows: Vec<DiffRow>,
+    pub skipped_samples: usize,
+}
+
+/// The `n` stacks (all when `n == 0`) that grew most from `base` to `new`,
+/// by the value `kind` selects. The sample type is chosen in `base` and
+/// must exist under the same name in `new`.
+pub fn diff(
+    base: &Resolved,
+    new: &Resolved,
+    kind: &SampleKind,
+    n: usize,
+) -> Result<DiffReport, ReportError> {
+    let base_index = base.sample_index(kind)?;
+    let sample = base.sample_type(base_index);
+    let new_index = new.sample_index(&SampleKind::Other(sample.name.clone()))?;
+
+    let base_totals = base.stack_totals(base_index);
+    let new_totals = new.stack_totals(new_index);
+    // Stack identity -> (frames, base value, new value).
+    let mut merged: HashMap<&[FrameKey], (&[Frame], i64, i64)> = HashMap::new();
+    for (stack, v) in base.stacks.iter().zip(&base_totals) {
+        let e = merged.entry(stack.key()).or_insert((&stack.frames, 0, 0));
+        e.1 = e.1.saturating_add(*v);
+    }
+    for (stack, v) in new.stacks.iter().zip(&new_totals) {
+        let e = merged.entry(stack.key()).or_insert((&stack.frames, 0, 0));
+        e.2 = e.2.saturating_add(*v);
+    }
+    let mut ranked: Vec<(&[FrameKey], &[Frame], i64, i64, i64)> = merged
+        .into_iter()
+        .map(|(key, (frames, b, n))| (key, frames, b, n, n.saturating_sub(b)))
+        .filter(|row| row.4 != 0)
+        .collect();
+    let changed = ranked.len();
+    ranked.sort_by(|a, b| b.4.cmp(&a.4).then_with(|| a.0.cmp(b.0)));
+    if n > 0 {
+        ranked.truncate(n);
+    }
+    let rows = ranked
+        .into_iter()
+        .map(|(_, frames, base, new, delta)| DiffRow {
+            frames: frames.to_vec(),
+            base,
+            new,
+            delta,
+        })
+        .collect();
+    Ok(DiffReport {
+        base_input: base.input.clone(),
+        new_input: new.input.clone(),
+        sample,
+        base_total: base.total(base_index),
+        new_total: new.total(new_index),
+        changed,
+        rows,
+        skipped_samples: base.skipped_samples + new.skipped_samples,
+    })
+}
+
+impl fmt::Display for DiffReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = &self.sample.unit;
+        writeln!(f, "base: {}", format::one_line(&self.base_input))?;
+        writeln!(f, "new:  {}", format::one_line(&self.new_input))?;
+        writeln!(
+            f,
+            "{}: total {} -> {} ({}); {} stacks changed; the {} largest growths first, leaf \
+             function first:",
+            format::one_line(&self.sample.name),
+            format::value(self.base_total, unit),
+            format::value(self.new_total, unit),
+            format::signed_value(self.new_total.saturating_sub(self.base_total), unit),
+            self.changed,
+            self.rows.len()
+        )?;
+        if self.skipped_samples > 0 {
+            writeln!(
+                f,
+                "note: {} malformed samples skipped (value count not matching the sample \
+                 types, or an undefined location)",
+                self.skipped_samples
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:>4}  {:>11}  {:>10}  {:>10}  stack",
+            "rank", "delta", "base", "new"
+        )?;
+        for (i, row) in self.rows.iter().enumerate() {
+            let prefix = format!(
+                "{:>4}  {:>11}  {:>10}  {:>10}  ",
+                i + 1,
+                format::signed_value(row.delta, unit),
+                format::value(row.base, unit),
+                format::value(row.new, unit)
+            );
+            format::write_stack(f, &prefix, 43, &row.frames)?;
+        }
+        Ok(())
+    }
+}

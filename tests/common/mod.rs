@@ -1,0 +1,72 @@
+//! Helpers shared by integration tests: temp dirs, the dependency installer,
+//! running `go tool pprof`, decoding dumps.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+
+/// A fresh empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("heapprof-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Installs the tools tests run against, if missing (never skips).
+pub fn ensure_deps() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-deps.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .status()
+            .expect("run install-deps.sh");
+        assert!(status.success(), "scripts/install-deps.sh failed");
+    });
+}
+
+/// Runs `go tool pprof ARGS`; returns (stdout, stderr) and asserts success.
+pub fn go_pprof(args: &[&str]) -> (String, String) {
+    ensure_deps();
+    let tmp = std::env::temp_dir().join("heapprof-pprof-tmp");
+    let _ = std::fs::create_dir_all(&tmp);
+    let out = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("PPROF_TMPDIR", &tmp)
+        .env("HOME", &tmp)
+        .output()
+        .expect("run go tool pprof");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} failed:\n{se}\n{so}"
+    );
+    (so, se)
+}
+
+/// Decodes a dump file.
+pub fn read_profile(path: &Path) -> heapprof::proto::Profile {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    heapprof::decode_profile(&bytes).unwrap_or_else(|e| panic!("decode {}: {e}", path.display()))
+}
+
+/// Sums the four values of every stack whose leaf function contains `f`.
+pub fn leaf_totals(p: &heapprof::proto::Profile, f: &str) -> [u64; 4] {
+    let mut t = [0; 4];
+    for s in heapprof::tallies_of(p)
+        .iter()
+        .filter(|s| s.frames.first().is_some_and(|fr| fr.function.contains(f)))
+    {
+        t[0] += s.alloc_objects;
+        t[1] += s.alloc_space;
+        t[2] += s.inuse_objects;
+        t[3] += s.inuse_space;
+    }
+    t
+}
