@@ -5,14 +5,17 @@
 //! - `churn` allocates and frees (no growth).
 //!
 //! ```text
-//! workload [--seconds S] [--tick-ms MS] [--threads N] [--fork] [--dump PATH]
+//! workload [--seconds S] [--tick-ms MS] [--threads N] [--fork] [--dump PATH] [--own-usr2]
 //! ```
+//! `--own-usr2` installs the program's own SIGUSR2 handler (which then wins
+//! over heapprof's) and reports how often it ran.
 //! Prints `pid N` first. With `--dump PATH` it writes a profile at the end and
 //! prints the heaviest in-use stacks. `--fork` forks once halfway and runs the
 //! loop in both processes.
 
 use std::alloc::System;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[global_allocator]
@@ -37,6 +40,12 @@ fn churn() {
     }
 }
 
+static USR2_SEEN: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_usr2(_: libc::c_int) {
+    USR2_SEEN.fetch_add(1, Ordering::Relaxed);
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
         .position(|a| a == name)
@@ -55,6 +64,15 @@ fn main() {
         .iter()
         .position(|a| a == "--dump")
         .and_then(|i| args.get(i + 1).cloned());
+    if args.iter().any(|a| a == "--own-usr2") {
+        // SAFETY: installing an async-signal-safe handler (one atomic add).
+        unsafe {
+            libc::signal(
+                libc::SIGUSR2,
+                on_usr2 as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
     println!("pid {}", std::process::id());
 
     let end = Instant::now() + Duration::from_secs_f64(seconds);
@@ -97,6 +115,12 @@ fn main() {
             let leaf = t.frames.first().map(|f| f.function.as_str()).unwrap_or("?");
             println!("{:>12} bytes in use  {leaf}", t.inuse_space);
         }
+    }
+    if args.iter().any(|a| a == "--own-usr2") {
+        println!(
+            "application got SIGUSR2 {} time(s)",
+            USR2_SEEN.load(Ordering::Relaxed)
+        );
     }
     black_box(&cache);
 }

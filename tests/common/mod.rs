@@ -70,3 +70,54 @@ pub fn leaf_totals(p: &heapprof::proto::Profile, f: &str) -> [u64; 4] {
     }
     t
 }
+
+/// Builds (if needed) and returns the path of an example binary.
+pub fn example(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--examples"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build --examples");
+        assert!(status.success());
+    });
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/test-hash -> target/debug/examples/NAME
+    exe.parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name)
+}
+
+/// Every `PREFIX.PID.SEQ.pb.gz` in `dir`, as (pid, seq, path), sorted.
+pub fn dumps(dir: &Path) -> Vec<(u32, u64, PathBuf)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".pb.gz") else {
+            continue;
+        };
+        let parts: Vec<&str> = stem.rsplitn(3, '.').collect();
+        if let [seq, pid, _] = parts[..] {
+            if let (Ok(pid), Ok(seq)) = (pid.parse(), seq.parse()) {
+                out.push((pid, seq, e.path()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Files in `dir` that look like leftovers of an interrupted write.
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect()
+}
