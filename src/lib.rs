@@ -55,6 +55,7 @@ mod buffer;
 pub mod config;
 mod dump;
 pub mod engine;
+mod leak_check;
 mod live_table;
 mod mappings;
 pub mod os;
@@ -76,6 +77,7 @@ pub mod triggers;
 pub use allocator::Profiler;
 pub use config::Config;
 pub use dump::{dump_to, profile_gz, write_profile};
+pub use leak_check::{assert_no_leaks, leaks_during, Leak, LeakReport};
 pub use tallies::{StackFrame, StackTally};
 
 /// The current heap profile as a pprof message.

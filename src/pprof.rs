@@ -26,7 +26,7 @@ use crate::proto;
 use crate::scale::scale_heap_sample;
 use crate::snapshot::Snapshot;
 use crate::stack_table::StackId;
-use crate::symbolize::{is_allocator_frame, Frame, Symbolizer};
+use crate::symbolize::{trim_point, Frame, Symbolizer};
 
 #[derive(Default)]
 struct Strings {
@@ -165,34 +165,12 @@ impl Builder<'_> {
         if let Some(l) = self.stacks.get(&id) {
             return l.clone();
         }
-        let resolved: Vec<_> = frames.iter().map(|&ip| (ip, self.sym.frames(ip))).collect();
-        // Trim whole leading addresses that are all allocator frames, then
-        // the allocator lines inlined into the first kept address.
-        let mut first = 0;
-        while first < resolved.len()
-            && !resolved[first].1.is_empty()
-            && resolved[first]
-                .1
-                .iter()
-                .all(|f| is_allocator_frame(&f.name))
-        {
-            first += 1;
-        }
-        if first == resolved.len() {
-            first = 0; // Nothing but plumbing: keep it all rather than nothing.
-        }
+        let resolved: Vec<_> = frames.iter().map(|&ip| self.sym.frames(ip)).collect();
+        let (first, skip) = trim_point(&resolved);
         let mut locs = Vec::with_capacity(resolved.len() - first);
-        for (i, (ip, lines)) in resolved[first..].iter().enumerate() {
-            let skip = if i == 0 {
-                lines
-                    .iter()
-                    .take_while(|f| is_allocator_frame(&f.name))
-                    .count()
-                    .min(lines.len().saturating_sub(1))
-            } else {
-                0
-            };
-            locs.push(self.location(*ip, &lines[skip..], skip));
+        for (i, lines) in resolved.iter().enumerate().skip(first) {
+            let skip = if i == first { skip } else { 0 };
+            locs.push(self.location(frames[i], &lines[skip..], skip));
         }
         self.stacks.insert(id, locs.clone());
         locs

@@ -73,6 +73,38 @@ fn resolve(ret: u64) -> Frames {
     out.into()
 }
 
+/// Where a stack starts once allocator frames are trimmed: the index of the
+/// first address kept, and how many of that address's (inlined) frames to
+/// drop from the inner end. `resolved` holds each address's frames, leaf
+/// address first. A stack of nothing but plumbing is kept whole.
+pub fn trim_point(resolved: &[Frames]) -> (usize, usize) {
+    let first = resolved
+        .iter()
+        .position(|f| f.is_empty() || !f.iter().all(|f| is_allocator_frame(&f.name)))
+        .unwrap_or(0);
+    let skip = resolved.get(first).map_or(0, |lines| {
+        lines
+            .iter()
+            .take_while(|f| is_allocator_frame(&f.name))
+            .count()
+            .min(lines.len().saturating_sub(1))
+    });
+    (first, skip)
+}
+
+/// The source frames of a captured stack, leaf first, allocator frames
+/// trimmed.
+pub fn trimmed_frames(sym: &mut Symbolizer, stack: &[u64]) -> Vec<Frame> {
+    let resolved: Vec<Frames> = stack.iter().map(|&ip| sym.frames(ip)).collect();
+    let (first, skip) = trim_point(&resolved);
+    let mut out = Vec::new();
+    for (i, lines) in resolved[first..].iter().enumerate() {
+        let from = if i == 0 { skip } else { 0 };
+        out.extend(lines[from..].iter().cloned());
+    }
+    out
+}
+
 /// Whether a leading frame is allocator plumbing to trim from the leaf end.
 pub fn is_allocator_frame(name: &str) -> bool {
     const EXACT: &[&str] = &[

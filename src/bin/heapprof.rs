@@ -1,1 +1,279 @@
-fn main() {}
+//! `heapprof`: read pprof heap profiles — top stacks, diffs, leak suspects,
+//! flame graphs. Argument parsing only; the work is in `heapprof::report`.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use heapprof::report::{self, ReportError, SampleKind};
+
+const USAGE: &str = "\
+heapprof: read pprof heap profiles (heapprof's or Go's, gzipped or not)
+
+usage:
+  heapprof top FILE [-n N] [--sample TYPE]
+      the heaviest stacks, leaf function first, with file:line and share
+  heapprof diff BASE NEW [-n N] [--sample TYPE]
+      per stack NEW minus BASE, largest growth first
+  heapprof leaks FILE... [--older-than SECS] [-n N]
+      three or more profiles of one process: stacks whose in-use bytes grow
+      steadily (leak suspects), apart from plateaus (caches) and churn;
+      one profile: stacks holding in-use bytes older than SECS (default 60),
+      from the profile's `age` sample labels
+  heapprof flamegraph FILE -o OUT.svg [--sample TYPE]
+      an SVG flame graph (-o - writes it to standard output)
+
+options:
+  -n N            rows to show (default 10; 0 shows all)
+  --sample TYPE   inuse_space (default), inuse_objects, alloc_space,
+                  alloc_objects, or another sample type the profile has
+  --older-than S  seconds for `leaks` with one profile (default 60)
+  -o, --output P  output file for `flamegraph`
+  -h, --help      this text
+
+Errors print one line on stderr and exit with status 2.
+";
+
+/// Exit status for every error: bad arguments and unreadable input alike.
+const FAILURE: u8 = 2;
+
+const DEFAULT_ROWS: usize = 10;
+
+fn main() -> ExitCode {
+    // Defence in depth: the library is meant never to panic, but if it does
+    // the user still gets one line and status 2, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".to_string());
+        eprintln!(
+            "heapprof: internal error ({}); please report it with the input file",
+            what.replace(['\n', '\r'], " ")
+        );
+        std::process::exit(i32::from(FAILURE));
+    }));
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Usage(status)) => {
+            // Usage goes to stdout even when it is a failure status: stderr
+            // is reserved for one-line errors.
+            let _ = io::stdout().write_all(USAGE.as_bytes());
+            ExitCode::from(status)
+        }
+        Err(e) => {
+            let line = e.to_string().replace(['\n', '\r'], " ");
+            eprintln!("heapprof: {line}");
+            ExitCode::from(FAILURE)
+        }
+    }
+}
+
+enum Outcome {
+    Done,
+    /// Print usage and exit with this status.
+    Usage(u8),
+}
+
+/// The parsed command line of one subcommand.
+struct Args {
+    positional: Vec<String>,
+    rows: usize,
+    sample: SampleKind,
+    older_than: u64,
+    output: Option<String>,
+    help: bool,
+}
+
+/// Which options a subcommand accepts.
+struct Accepts {
+    sample: bool,
+    older_than: bool,
+    output: bool,
+}
+
+fn usage(text: String) -> ReportError {
+    ReportError::Usage(text)
+}
+
+fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, ReportError> {
+    let mut args = Args {
+        positional: Vec::new(),
+        rows: DEFAULT_ROWS,
+        sample: SampleKind::Default,
+        older_than: report::DEFAULT_OLDER_THAN_SECS,
+        output: None,
+        help: false,
+    };
+    let mut it = raw.iter();
+    let mut options_done = false;
+    while let Some(arg) = it.next() {
+        if options_done || arg == "-" || !arg.starts_with('-') {
+            args.positional.push(arg.clone());
+            continue;
+        }
+        if arg == "--" {
+            options_done = true;
+            continue;
+        }
+        // `--name=value` and `--name value` both work.
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |what: &str| -> Result<String, ReportError> {
+            match inline.clone().or_else(|| it.next().cloned()) {
+                Some(v) => Ok(v),
+                None => Err(usage(format!("{name} needs {what}"))),
+            }
+        };
+        match name {
+            "-h" | "--help" => args.help = true,
+            "-n" | "--rows" => {
+                let v = value("a number of rows")?;
+                args.rows = v.parse().map_err(|_| {
+                    usage(format!(
+                        "{name} needs a number of rows (0 for all), got {v:?}"
+                    ))
+                })?;
+            }
+            "--sample" | "--sample_index" | "-sample_index" if accepts.sample => {
+                args.sample = value("a sample type")?.parse()?;
+            }
+            "--older-than" if accepts.older_than => {
+                let v = value("a number of seconds")?;
+                args.older_than = v.parse().map_err(|_| {
+                    usage(format!(
+                        "--older-than needs a whole number of seconds, got {v:?}"
+                    ))
+                })?;
+            }
+            "-o" | "--output" if accepts.output => args.output = Some(value("a file name")?),
+            "--sample" | "--older-than" | "-o" | "--output" => {
+                return Err(usage(format!("{cmd} does not take {name}")));
+            }
+            _ => return Err(usage(format!("unknown option {arg:?} for {cmd}"))),
+        }
+    }
+    Ok(args)
+}
+
+fn run(raw: &[String]) -> Result<Outcome, ReportError> {
+    let Some((cmd, rest)) = raw.split_first() else {
+        return Ok(Outcome::Usage(FAILURE));
+    };
+    let accepts = |sample, older_than, output| Accepts {
+        sample,
+        older_than,
+        output,
+    };
+    let out = match cmd.as_str() {
+        "-h" | "--help" | "help" => return Ok(Outcome::Usage(0)),
+        "-V" | "--version" => format!("heapprof {}\n", env!("CARGO_PKG_VERSION")),
+        "top" => {
+            let a = parse_args(cmd, rest, accepts(true, false, false))?;
+            if a.help {
+                return Ok(Outcome::Usage(0));
+            }
+            let [file] = positionals::<1>(cmd, "FILE", &a)?;
+            report::top(&report::load(file)?, &a.sample, a.rows)?.to_string()
+        }
+        "diff" => {
+            let a = parse_args(cmd, rest, accepts(true, false, false))?;
+            if a.help {
+                return Ok(Outcome::Usage(0));
+            }
+            let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
+            let (base, new) = (report::load(base)?, report::load(new)?);
+            report::diff(&base, &new, &a.sample, a.rows)?.to_string()
+        }
+        "leaks" => {
+            let a = parse_args(cmd, rest, accepts(false, true, false))?;
+            if a.help {
+                return Ok(Outcome::Usage(0));
+            }
+            if a.positional.is_empty() {
+                return Err(usage(
+                    "leaks needs one profile, or three or more of one process".to_string(),
+                ));
+            }
+            let profiles = a
+                .positional
+                .iter()
+                .map(report::load)
+                .collect::<Result<Vec<_>, _>>()?;
+            report::leaks(&profiles, a.older_than, a.rows)?.to_string()
+        }
+        "flamegraph" | "flame" => {
+            let a = parse_args(cmd, rest, accepts(true, false, true))?;
+            if a.help {
+                return Ok(Outcome::Usage(0));
+            }
+            let [file] = positionals::<1>(cmd, "FILE", &a)?;
+            let Some(output) = &a.output else {
+                return Err(usage(
+                    "flamegraph needs an output file: -o OUT.svg (or -o - for standard output)"
+                        .to_string(),
+                ));
+            };
+            let profile = report::load(file)?;
+            if output == "-" {
+                let svg = report::flamegraph(&profile, &a.sample)?;
+                emit(&svg)?;
+            } else {
+                report::write_flamegraph(&profile, &a.sample, Path::new(output))?;
+            }
+            return Ok(Outcome::Done);
+        }
+        other if other.starts_with('-') => {
+            return Err(usage(format!(
+                "expected a command (top, diff, leaks, flamegraph) before {other:?}"
+            )))
+        }
+        other => {
+            return Err(usage(format!(
+                "unknown command {other:?}; the commands are top, diff, leaks and flamegraph"
+            )))
+        }
+    };
+    emit(out.as_bytes())?;
+    Ok(Outcome::Done)
+}
+
+/// Exactly `N` positional arguments, or a usage error saying what is wanted.
+fn positionals<'a, const N: usize>(
+    cmd: &str,
+    wanted: &str,
+    a: &'a Args,
+) -> Result<[&'a String; N], ReportError> {
+    let got: Vec<&String> = a.positional.iter().collect();
+    got.try_into().map_err(|got: Vec<&String>| {
+        if got.len() < N {
+            usage(format!("{cmd} needs {wanted}"))
+        } else {
+            usage(format!(
+                "{cmd} takes {wanted}, but got {} files: {}",
+                got.len(),
+                got.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+            ))
+        }
+    })
+}
+
+/// Writes a report to stdout. A closed pipe (`heapprof top … | head`) is not
+/// an error worth a message: the reader has what it wanted.
+fn emit(bytes: &[u8]) -> Result<(), ReportError> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(error) => Err(ReportError::Write {
+            path: "standard output".to_string(),
+            error,
+        }),
+    }
+}

@@ -103,14 +103,13 @@ impl fmt::Display for DiffReport {
         writeln!(f, "new:  {}", format::one_line(&self.new_input))?;
         writeln!(
             f,
-            "{}: total {} -> {} ({}); {} stacks changed; the {} largest growths first, leaf \
-             function first:",
+            "{}: total {} -> {} ({}); {} stacks changed; largest growth first, leaf function \
+             first:",
             format::one_line(&self.sample.name),
             format::value(self.base_total, unit),
             format::value(self.new_total, unit),
             format::signed_value(self.new_total.saturating_sub(self.base_total), unit),
             self.changed,
-            self.rows.len()
         )?;
         if self.skipped_samples > 0 {
             writeln!(
@@ -126,6 +125,9 @@ impl fmt::Display for DiffReport {
             "{:>4}  {:>11}  {:>10}  {:>10}  stack",
             "rank", "delta", "base", "new"
         )?;
+        if self.rows.is_empty() {
+            writeln!(f, "  (no stack changed)")?;
+        }
         for (i, row) in self.rows.iter().enumerate() {
             let prefix = format!(
                 "{:>4}  {:>11}  {:>10}  {:>10}  ",

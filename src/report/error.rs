@@ -29,8 +29,9 @@ pub enum ReportError {
         wanted: String,
         available: Vec<String>,
     },
-    /// The inputs cannot make the requested report; the text says why and
-    /// what would.
+    /// The inputs cannot make the requested report; `detail` continues a
+    /// sentence whose subject is `input` ("has no `age` labels; …") and says
+    /// what would work.
     Unsuitable { input: String, detail: String },
 }
 
@@ -72,7 +73,7 @@ impl fmt::Display for ReportError {
                     available.join(", ")
                 }
             ),
-            ReportError::Unsuitable { input, detail } => write!(f, "{input}: {detail}"),
+            ReportError::Unsuitable { input, detail } => write!(f, "{input} {detail}"),
         }
     }
 }

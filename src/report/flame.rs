@@ -32,11 +32,9 @@ pub fn folded(r: &Resolved, kind: &SampleKind) -> Result<(SampleType, Vec<String
         }
         // inferno reads a trailing number after a space as a second count
         // (a differential graph): keep a leaf like `foo 2` from looking so.
-        if line
-            .rsplit(' ')
-            .next()
-            .is_some_and(|t| line.contains(' ') && t.chars().all(|c| c.is_ascii_digit() || c == '.'))
-        {
+        if line.rsplit(' ').next().is_some_and(|t| {
+            line.contains(' ') && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+        }) {
             line.push('\u{a0}');
         }
         let e = merged.entry(line).or_insert(0);
@@ -98,7 +96,7 @@ pub fn flamegraph(r: &Resolved, kind: &SampleKind) -> Result<Vec<u8>, ReportErro
     flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut svg).map_err(
         |e| ReportError::Unsuitable {
             input: r.input.clone(),
-            detail: format!("flame graph drawing failed: {e}"),
+            detail: format!("could not be drawn as a flame graph: {e}"),
         },
     )?;
     Ok(svg)

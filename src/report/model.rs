@@ -297,10 +297,7 @@ impl Resolved {
         for m in &p.mapping {
             let file = strings.get(m.filename, || format!("mapping {}", m.id))?;
             strings.get(m.build_id, || format!("mapping {}", m.id))?;
-            mappings.insert(
-                m.id,
-                (file, m.memory_start, m.memory_limit, m.file_offset),
-            );
+            mappings.insert(m.id, (file, m.memory_start, m.memory_limit, m.file_offset));
         }
         let mut locations: HashMap<u64, Vec<Frame>> = HashMap::new();
         for loc in &p.location {

@@ -93,6 +93,9 @@ impl fmt::Display for TopReport {
         }
         writeln!(f)?;
         writeln!(f, "{:>4}  {:>10}  {:>6}  stack", "rank", "value", "share")?;
+        if self.rows.is_empty() {
+            writeln!(f, "  (no stack has a nonzero value)")?;
+        }
         for (i, row) in self.rows.iter().enumerate() {
             let prefix = format!(
                 "{:>4}  {:>10}  {:>6}  ",
