@@ -183,18 +183,26 @@ pub fn getenv(name: &str) -> Option<&'static str> {
     unsafe { CStr::from_ptr(p) }.to_str().ok()
 }
 
+// The parsers below never allocate: the hook-path start-up uses them.
+
 /// `524288`, `512k`, `512KiB`, `1m`, `2g` (binary multiples).
 pub fn parse_bytes(v: &str) -> Option<u64> {
     let v = v.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, suffix) = v.split_at(split);
     let n: u64 = num.parse().ok()?;
-    let mult: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
+    let suffix = suffix.trim();
+    let is = |names: &[&str]| names.iter().any(|n| suffix.eq_ignore_ascii_case(n));
+    let mult: u64 = if is(&["", "b"]) {
+        1
+    } else if is(&["k", "kb", "kib"]) {
+        1 << 10
+    } else if is(&["m", "mb", "mib"]) {
+        1 << 20
+    } else if is(&["g", "gb", "gib"]) {
+        1 << 30
+    } else {
+        return None;
     };
     n.checked_mul(mult)
 }
@@ -202,39 +210,48 @@ pub fn parse_bytes(v: &str) -> Option<u64> {
 /// A signal name (`USR2`, `SIGUSR2`, case-insensitive) or number; `none`/`off`
 /// gives `Some(None)`.
 pub fn parse_signal(v: &str) -> Option<Option<i32>> {
-    let upper = v.trim().to_ascii_uppercase();
-    if matches!(upper.as_str(), "NONE" | "OFF" | "0" | "") {
+    let v = v.trim();
+    if ["none", "off", "0", ""]
+        .iter()
+        .any(|n| v.eq_ignore_ascii_case(n))
+    {
         return Some(None);
     }
-    if let Ok(n) = upper.parse::<i32>() {
-        let max = libc::SIGRTMAX();
-        // SIGKILL and SIGSTOP cannot be caught.
-        return (n > 0 && n <= max && n != libc::SIGKILL && n != libc::SIGSTOP).then_some(Some(n));
+    let catchable =
+        |n: i32| n > 0 && n <= libc::SIGRTMAX() && n != libc::SIGKILL && n != libc::SIGSTOP;
+    if let Ok(n) = v.parse::<i32>() {
+        return catchable(n).then_some(Some(n));
     }
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let n = match name {
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "HUP" => libc::SIGHUP,
-        "URG" => libc::SIGURG,
-        "PWR" => libc::SIGPWR,
-        "WINCH" => libc::SIGWINCH,
-        "PROF" => libc::SIGPROF,
-        "VTALRM" => libc::SIGVTALRM,
-        "QUIT" => libc::SIGQUIT,
-        _ => {
-            let off: i32 = name.strip_prefix("RTMIN+")?.parse().ok()?;
-            let n = libc::SIGRTMIN() + off;
-            return (off >= 0 && n <= libc::SIGRTMAX()).then_some(Some(n));
-        }
+    let name = match v.get(..3) {
+        Some(p) if p.eq_ignore_ascii_case("sig") => &v[3..],
+        _ => v,
     };
-    Some(Some(n))
+    const NAMES: &[(&str, i32)] = &[
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("HUP", libc::SIGHUP),
+        ("URG", libc::SIGURG),
+        ("PWR", libc::SIGPWR),
+        ("WINCH", libc::SIGWINCH),
+        ("PROF", libc::SIGPROF),
+        ("VTALRM", libc::SIGVTALRM),
+        ("QUIT", libc::SIGQUIT),
+    ];
+    if let Some(&(_, n)) = NAMES.iter().find(|(k, _)| name.eq_ignore_ascii_case(k)) {
+        return Some(Some(n));
+    }
+    let off = match name.get(..6) {
+        Some(p) if p.eq_ignore_ascii_case("rtmin+") => name[6..].parse::<i32>().ok()?,
+        _ => return None,
+    };
+    let n = libc::SIGRTMIN().checked_add(off)?;
+    (off >= 0 && catchable(n)).then_some(Some(n))
 }
 
 /// Seconds as a decimal; `0` gives `Some(None)`.
 pub fn parse_interval(v: &str) -> Option<Option<Duration>> {
     let secs: f64 = v.trim().parse().ok()?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return None;
     }
     Some((secs > 0.0).then(|| Duration::from_secs_f64(secs.max(0.001))))
@@ -242,10 +259,14 @@ pub fn parse_interval(v: &str) -> Option<Option<Duration>> {
 
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
 pub fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" | "" => Some(false),
-        _ => None,
+    let v = v.trim();
+    let is = |names: &[&str]| names.iter().any(|n| v.eq_ignore_ascii_case(n));
+    if is(&["1", "true", "yes", "on"]) {
+        Some(true)
+    } else if is(&["0", "false", "no", "off", ""]) {
+        Some(false)
+    } else {
+        None
     }
 }
 

@@ -121,3 +121,13 @@ pub fn set_rate(rate: u64) {
 pub fn dump() -> std::io::Result<std::path::PathBuf> {
     dump::dump_numbered(&triggers::out_prefix())
 }
+
+/// Runs `f` while holding every lock heapprof's dump path takes. Only for
+/// tests proving that allocation hooks never wait on them.
+#[doc(hidden)]
+pub fn __with_profiler_locks_held<R>(f: impl FnOnce() -> R) -> R {
+    let _busy = thread_state::current().enter();
+    let _a = aggregate::lock();
+    let _s = symbolize::lock();
+    f()
+}

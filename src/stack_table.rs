@@ -30,14 +30,4 @@ impl StackTable {
     pub fn get(&self, id: StackId) -> &[u64] {
         &self.stacks[id as usize]
     }
-
-    /// How many distinct stacks there are.
-    pub fn len(&self) -> usize {
-        self.stacks.len()
-    }
-
-    /// Whether no stack was interned yet.
-    pub fn is_empty(&self) -> bool {
-        self.stacks.is_empty()
-    }
 }

@@ -46,6 +46,8 @@ static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 /// The signal our handler is installed on (0: none).
 static INSTALLED_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// A signal we wanted but found with a handler already (0: none), to report.
+static SIGNAL_TAKEN: AtomicI32 = AtomicI32::new(0);
 static AT_EXIT_DEFAULT: AtomicBool = AtomicBool::new(false);
 static STARTED: AtomicBool = AtomicBool::new(false);
 
@@ -78,24 +80,23 @@ pub fn say(line: &str) {
     }
 }
 
-/// Reads the environment, installs the signal handler, the exit and fork
-/// handlers, and starts the dumper thread. Called once by
-/// [`crate::engine::init`], with the calling thread marked busy.
+/// Installs the signal handler, the exit and fork handlers, and starts the
+/// dumper thread. Called once by [`crate::engine::init`], possibly from
+/// inside the program's first allocation: it allocates nothing through the
+/// profiled allocator (only system calls and libc, whose own allocations in
+/// a Rust program do not reach a Rust global allocator); the dumper thread
+/// then reads the full configuration.
 pub fn start() {
     if STARTED.swap(true, Ordering::AcqRel) {
         return;
     }
-    let base = Config::default().at_exit(AT_EXIT_DEFAULT.load(Ordering::Relaxed));
-    let (config, pending) =
-        Config::from_lookup_with(base, |n| crate::config::getenv(n).map(str::to_owned));
-    let mut s = Settings {
-        config,
-        pending,
-        last_error: None,
-    };
     open_pipe();
-    install_signal(&mut s);
-    *settings() = Some(s);
+    let signal = match crate::config::getenv("HEAPPROF_SIGNAL") {
+        // An unparsable value falls back to the default; the dumper reports it.
+        Some(v) => crate::config::parse_signal(v).unwrap_or(Some(libc::SIGUSR2)),
+        None => Some(libc::SIGUSR2),
+    };
+    install_signal(signal.unwrap_or(0));
     // SAFETY: registering plain extern "C" functions that live for the
     // whole process.
     unsafe {
@@ -105,28 +106,32 @@ pub fn start() {
     spawn_dumper();
 }
 
+/// The settings, read from the environment on first use.
+fn ensure(g: &mut Option<Settings>) -> &mut Settings {
+    g.get_or_insert_with(|| {
+        let base = Config::default().at_exit(AT_EXIT_DEFAULT.load(Ordering::Relaxed));
+        let (config, pending) =
+            Config::from_lookup_with(base, |n| crate::config::getenv(n).map(str::to_owned));
+        Settings {
+            config,
+            pending,
+            last_error: None,
+        }
+    })
+}
+
 /// Applies a configuration from code ([`Config::install`]).
 pub fn configure(config: Config) {
     crate::engine::init();
-    {
-        let mut g = settings();
-        let s = g.get_or_insert_with(|| Settings {
-            config: config.clone(),
-            pending: Vec::new(),
-            last_error: None,
-        });
-        s.config = config;
-        install_signal(s);
-    }
+    let signal = config.signal.unwrap_or(0);
+    ensure(&mut settings()).config = config;
+    install_signal(signal);
     wake(WAKE_RECONFIGURE);
 }
 
 /// The configured dump prefix.
 pub fn out_prefix() -> PathBuf {
-    settings()
-        .as_ref()
-        .map(|s| s.config.out.clone())
-        .unwrap_or_else(|| Config::from_env().out)
+    ensure(&mut settings()).config.out.clone()
 }
 
 fn open_pipe() {
@@ -175,9 +180,10 @@ fn signal_name(sig: i32) -> String {
     }
 }
 
-/// Installs our handler on the configured signal if the signal is free.
-fn install_signal(s: &mut Settings) {
-    let want = s.config.signal.unwrap_or(0);
+/// Moves our handler to signal `want` (0: none), if that signal is free.
+/// Allocation-free; a signal found taken is remembered in [`SIGNAL_TAKEN`]
+/// and reported by the dumper thread.
+fn install_signal(want: i32) {
     let have = INSTALLED_SIGNAL.load(Ordering::Acquire);
     if want == have {
         return;
@@ -204,10 +210,7 @@ fn install_signal(s: &mut Settings) {
         let mut old: libc::sigaction = core::mem::zeroed();
         libc::sigaction(want, core::ptr::null(), &mut old);
         if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != handler_addr() {
-            s.pending.push(format!(
-                "heapprof: {} already has a handler in this program; leaving it, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as USR1, or none)",
-                signal_name(want)
-            ));
+            SIGNAL_TAKEN.store(want, Ordering::Release);
             return;
         }
         let mut act: libc::sigaction = core::mem::zeroed();
@@ -318,10 +321,14 @@ fn wait_for_wake(timeout: Duration) -> Woke {
 }
 
 fn print_pending() {
-    let pending = settings()
-        .as_mut()
-        .map(|s| std::mem::take(&mut s.pending))
-        .unwrap_or_default();
+    let mut pending = std::mem::take(&mut ensure(&mut settings()).pending);
+    let taken = SIGNAL_TAKEN.swap(0, Ordering::AcqRel);
+    if taken != 0 {
+        pending.push(format!(
+            "heapprof: {} already has a handler in this program; leaving it, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as USR1, or none)",
+            signal_name(taken)
+        ));
+    }
     for line in pending {
         say(&line);
     }
@@ -357,7 +364,7 @@ pub fn dump_now() -> Option<PathBuf> {
 extern "C" fn at_exit() {
     let _busy = thread_state::current().enter();
     print_pending();
-    let wanted = settings().as_ref().is_some_and(|s| s.config.at_exit);
+    let wanted = ensure(&mut settings()).config.at_exit;
     if wanted {
         dump_now();
     }
