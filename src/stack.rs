@@ -25,10 +25,12 @@ pub fn capture(out: &mut [u64]) -> usize {
     // itself; the synchronized one would take a global lock and allocate.
     unsafe {
         backtrace::trace_unsynchronized(|frame| {
-            if n == out.len() {
+            let ip = frame.ip() as u64;
+            // A null return address marks the outermost frame (thread start).
+            if n == out.len() || ip == 0 {
                 return false;
             }
-            out[n] = frame.ip() as u64;
+            out[n] = ip;
             n += 1;
             true
         });

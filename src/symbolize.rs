@@ -80,12 +80,12 @@ fn resolve(ret: u64) -> Frames {
 pub fn trim_point(resolved: &[Frames]) -> (usize, usize) {
     let first = resolved
         .iter()
-        .position(|f| f.is_empty() || !f.iter().all(|f| is_allocator_frame(&f.name)))
+        .position(|f| f.is_empty() || !f.iter().all(is_allocator_frame))
         .unwrap_or(0);
     let skip = resolved.get(first).map_or(0, |lines| {
         lines
             .iter()
-            .take_while(|f| is_allocator_frame(&f.name))
+            .take_while(|f| is_allocator_frame(f))
             .count()
             .min(lines.len().saturating_sub(1))
     });
@@ -105,8 +105,36 @@ pub fn trimmed_frames(sym: &mut Symbolizer, stack: &[u64]) -> Vec<Frame> {
     out
 }
 
-/// Whether a leading frame is allocator plumbing to trim from the leaf end.
-pub fn is_allocator_frame(name: &str) -> bool {
+/// Whether a leading frame is allocator plumbing to trim from the leaf end:
+/// by its name, or — because binaries built with `line-tables-only` debug
+/// info name inlined frames without their module path — by its source file.
+pub fn is_allocator_frame(f: &Frame) -> bool {
+    is_allocator_name(&f.name) || is_allocator_file(&f.file)
+}
+
+/// Source files of allocation plumbing: Rust's `alloc` and `core` libraries,
+/// `std`'s allocator module, heapprof's own sources and its unwinder.
+fn is_allocator_file(file: &str) -> bool {
+    const OWN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+    const OWN_PRELOAD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ffi/src/");
+    const STD: &[&str] = &[
+        "library/alloc/src/",
+        "library/core/src/",
+        "library/std/src/alloc.rs",
+    ];
+    // Standard library paths are `/rustc/HASH/library/...`, or relative
+    // `library/...` when the toolchain's debug info was remapped.
+    let in_std = |p: &str| {
+        file.starts_with(p) || file.match_indices(p).any(|(i, _)| file[..i].ends_with('/'))
+    };
+    !file.is_empty()
+        && (file.starts_with(OWN)
+            || file.starts_with(OWN_PRELOAD)
+            || STD.iter().any(|p| in_std(p))
+            || file.contains("/backtrace-0."))
+}
+
+fn is_allocator_name(name: &str) -> bool {
     const EXACT: &[&str] = &[
         "malloc",
         "calloc",
@@ -172,19 +200,47 @@ mod tests {
         );
     }
 
+    fn frame(name: &str, file: &str) -> Frame {
+        Frame {
+            name: name.into(),
+            system_name: String::new(),
+            file: file.into(),
+            line: 1,
+        }
+    }
+
     #[test]
-    fn allocator_frames() {
-        assert!(is_allocator_frame("alloc::raw_vec::finish_grow"));
-        assert!(is_allocator_frame("__rust_alloc"));
-        assert!(is_allocator_frame("malloc"));
-        assert!(is_allocator_frame(
+    fn allocator_frames_by_name() {
+        let yes = |n| is_allocator_frame(&frame(n, ""));
+        assert!(yes("alloc::raw_vec::finish_grow"));
+        assert!(yes("__rust_alloc"));
+        assert!(yes("malloc"));
+        assert!(yes(
             "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem"
         ));
-        assert!(!is_allocator_frame(
-            "<app::Foo as core::clone::Clone>::clone"
-        ));
-        assert!(!is_allocator_frame("myapp::cache::insert"));
-        assert!(!is_allocator_frame("mallocx_user"));
+        assert!(!yes("<app::Foo as core::clone::Clone>::clone"));
+        assert!(!yes("myapp::cache::insert"));
+        assert!(!yes("mallocx_user"));
+    }
+
+    #[test]
+    fn allocator_frames_by_file_when_names_are_short() {
+        let rustc = "/rustc/59807616e1fa/library/alloc/src/raw_vec/mod.rs";
+        assert!(is_allocator_frame(&frame("with_capacity_in<u8>", rustc)));
+        let own = concat!(env!("CARGO_MANIFEST_DIR"), "/src/engine.rs");
+        assert!(is_allocator_frame(&frame("record_alloc", own)));
+        assert!(!is_allocator_frame(&frame(
+            "leak_steadily",
+            "/app/src/main.rs"
+        )));
+        let relative = "library/alloc/src/vec/mod.rs";
+        assert!(is_allocator_frame(&frame("push", relative)));
+        assert!(!is_allocator_frame(&frame(
+            "f",
+            "/app/mylibrary/alloc/src/x.rs"
+        )));
+        let std_map = "/rustc/x/library/std/src/collections/hash/map.rs";
+        assert!(!is_allocator_frame(&frame("insert<K, V>", std_map)));
     }
 }
 

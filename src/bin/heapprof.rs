@@ -11,11 +11,11 @@ const USAGE: &str = "\
 heapprof: read pprof heap profiles (heapprof's or Go's, gzipped or not)
 
 usage:
-  heapprof top FILE [-n N] [--sample TYPE]
+  heapprof top FILE [-n N] [--sample TYPE] [--depth D]
       the heaviest stacks, leaf function first, with file:line and share
-  heapprof diff BASE NEW [-n N] [--sample TYPE]
+  heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D]
       per stack NEW minus BASE, largest growth first
-  heapprof leaks FILE... [--older-than SECS] [-n N]
+  heapprof leaks FILE... [--older-than SECS] [-n N] [--depth D]
       three or more profiles of one process: stacks whose in-use bytes grow
       steadily (leak suspects), apart from plateaus (caches) and churn;
       one profile: stacks holding in-use bytes older than SECS (default 60),
@@ -25,6 +25,7 @@ usage:
 
 options:
   -n N            rows to show (default 10; 0 shows all)
+  --depth D       frames to show per stack (default 24; 0 shows all)
   --sample TYPE   inuse_space (default), inuse_objects, alloc_space,
                   alloc_objects, or another sample type the profile has
   --older-than S  seconds for `leaks` with one profile (default 60)
@@ -86,6 +87,7 @@ struct Args {
     sample: SampleKind,
     older_than: u64,
     output: Option<String>,
+    depth: Option<usize>,
     help: bool,
 }
 
@@ -94,6 +96,7 @@ struct Accepts {
     sample: bool,
     older_than: bool,
     output: bool,
+    depth: bool,
 }
 
 fn usage(text: String) -> ReportError {
@@ -107,6 +110,7 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
         sample: SampleKind::Default,
         older_than: report::DEFAULT_OLDER_THAN_SECS,
         output: None,
+        depth: None,
         help: false,
     };
     let mut it = raw.iter();
@@ -153,7 +157,15 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
                 })?;
             }
             "-o" | "--output" if accepts.output => args.output = Some(value("a file name")?),
-            "--sample" | "--older-than" | "-o" | "--output" => {
+            "--depth" if accepts.depth => {
+                let v = value("a number of frames")?;
+                args.depth = Some(v.parse().map_err(|_| {
+                    usage(format!(
+                        "--depth needs a number of frames (0 for all), got {v:?}"
+                    ))
+                })?);
+            }
+            "--sample" | "--older-than" | "-o" | "--output" | "--depth" => {
                 return Err(usage(format!("{cmd} does not take {name}")));
             }
             _ => return Err(usage(format!("unknown option {arg:?} for {cmd}"))),
@@ -170,6 +182,8 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         sample,
         older_than,
         output,
+        // Flame graphs always draw whole stacks.
+        depth: !output,
     };
     let out = match cmd.as_str() {
         "-h" | "--help" | "help" => return Ok(Outcome::Usage(0)),
@@ -180,7 +194,10 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 return Ok(Outcome::Usage(0));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
-            report::top(&report::load(file)?, &a.sample, a.rows)?.to_string()
+            render(
+                &report::top(&report::load(file)?, &a.sample, a.rows)?,
+                a.depth,
+            )
         }
         "diff" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
@@ -189,7 +206,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             }
             let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
             let (base, new) = (report::load(base)?, report::load(new)?);
-            report::diff(&base, &new, &a.sample, a.rows)?.to_string()
+            render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth)
         }
         "leaks" => {
             let a = parse_args(cmd, rest, accepts(false, true, false))?;
@@ -206,7 +223,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 .iter()
                 .map(report::load)
                 .collect::<Result<Vec<_>, _>>()?;
-            report::leaks(&profiles, a.older_than, a.rows)?.to_string()
+            render(&report::leaks(&profiles, a.older_than, a.rows)?, a.depth)
         }
         "flamegraph" | "flame" => {
             let a = parse_args(cmd, rest, accepts(true, false, true))?;
@@ -242,6 +259,15 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
     };
     emit(out.as_bytes())?;
     Ok(Outcome::Done)
+}
+
+/// A report as text; the reports read the frames-per-stack limit from the
+/// formatter's precision.
+fn render(report: &impl std::fmt::Display, depth: Option<usize>) -> String {
+    match depth {
+        Some(depth) => format!("{report:.depth$}"),
+        None => report.to_string(),
+    }
 }
 
 /// Exactly `N` positional arguments, or a usage error saying what is wanted.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::format;
-use super::model::{Frame, FrameKey, Resolved, SampleKind, SampleType};
+use super::model::{Frame, FrameKey, Resolved, SampleKind, SampleType, Stack};
 use super::ReportError;
 
 /// One stack of a [`DiffReport`].
@@ -51,34 +51,39 @@ pub fn diff(
 ) -> Result<DiffReport, ReportError> {
     let base_index = base.sample_index(kind)?;
     let sample = base.sample_type(base_index);
-    let new_index = new.sample_index(&SampleKind::Other(sample.name.clone()))?;
+    // Select in `new` by the same rule first, so that profiles of one shape
+    // compare column for column even when sample type names repeat.
+    let new_index = match new.sample_index(kind) {
+        Ok(i) if new.sample_type(i).name == sample.name => i,
+        _ => new.sample_index(&SampleKind::Other(sample.name.clone()))?,
+    };
 
     let base_totals = base.stack_totals(base_index);
     let new_totals = new.stack_totals(new_index);
-    // Stack identity -> (frames, base value, new value).
-    let mut merged: HashMap<&[FrameKey], (&[Frame], i64, i64)> = HashMap::new();
+    // Stack identity -> (stack as first seen, base value, new value).
+    let mut merged: HashMap<&[FrameKey], (&Stack, i64, i64)> = HashMap::new();
     for (stack, v) in base.stacks.iter().zip(&base_totals) {
-        let e = merged.entry(stack.key()).or_insert((&stack.frames, 0, 0));
+        let e = merged.entry(stack.key()).or_insert((stack, 0, 0));
         e.1 = e.1.saturating_add(*v);
     }
     for (stack, v) in new.stacks.iter().zip(&new_totals) {
-        let e = merged.entry(stack.key()).or_insert((&stack.frames, 0, 0));
+        let e = merged.entry(stack.key()).or_insert((stack, 0, 0));
         e.2 = e.2.saturating_add(*v);
     }
-    let mut ranked: Vec<(&[FrameKey], &[Frame], i64, i64, i64)> = merged
-        .into_iter()
-        .map(|(key, (frames, b, n))| (key, frames, b, n, n.saturating_sub(b)))
-        .filter(|row| row.4 != 0)
+    let mut changed: Vec<(&Stack, i64, i64, i64)> = merged
+        .into_values()
+        .map(|(stack, b, v)| (stack, b, v, v.saturating_sub(b)))
+        .filter(|row| row.3 != 0)
         .collect();
-    let changed = ranked.len();
-    ranked.sort_by(|a, b| b.4.cmp(&a.4).then_with(|| a.0.cmp(b.0)));
+    changed.sort_by(|a, b| b.3.cmp(&a.3).then_with(|| a.0.key().cmp(b.0.key())));
+    let changed_count = changed.len();
     if n > 0 {
-        ranked.truncate(n);
+        changed.truncate(n);
     }
-    let rows = ranked
+    let rows = changed
         .into_iter()
-        .map(|(_, frames, base, new, delta)| DiffRow {
-            frames: frames.to_vec(),
+        .map(|(stack, base, new, delta)| DiffRow {
+            frames: stack.frames.clone(),
             base,
             new,
             delta,
@@ -90,7 +95,7 @@ pub fn diff(
         sample,
         base_total: base.total(base_index),
         new_total: new.total(new_index),
-        changed,
+        changed: changed_count,
         rows,
         skipped_samples: base.skipped_samples + new.skipped_samples,
     })

@@ -5,9 +5,10 @@ use std::fmt::{self, Write as _};
 
 use super::model::Frame;
 
-/// Stacks deeper than this print their first frames and a count of the rest:
-/// the leaf end is what tells allocation sites apart.
-pub const MAX_PRINTED_FRAMES: usize = 24;
+/// Frames printed per stack unless the formatter's precision says otherwise
+/// (`format!("{report:.8}")`; `.0` prints all): the leaf end is what tells
+/// allocation sites apart.
+pub const DEFAULT_DEPTH: usize = 24;
 
 /// `1.5 MiB`, `512 B`, `-3.0 KiB`.
 pub fn human_bytes(v: i64) -> String {
@@ -80,34 +81,76 @@ pub fn fraction(v: i64, total: i64) -> f64 {
 }
 
 /// Writes a stack one frame per line, leaf first: the first line after
-/// `first_prefix`, the rest after `indent` spaces.
+/// `first_prefix`, the rest after `indent` spaces. The formatter's precision,
+/// when given, is the number of frames to print (0: all).
 pub fn write_stack(
     f: &mut fmt::Formatter<'_>,
     first_prefix: &str,
     indent: usize,
     frames: &[Frame],
 ) -> fmt::Result {
-    let mut line = String::from(first_prefix);
+    let depth = match f.precision() {
+        None => DEFAULT_DEPTH,
+        Some(0) => usize::MAX,
+        Some(d) => d,
+    };
     if frames.is_empty() {
-        line.push_str("(no frames)");
-        return writeln!(f, "{line}");
+        return writeln!(f, "{first_prefix}(no frames)");
     }
-    for (i, frame) in frames.iter().take(MAX_PRINTED_FRAMES).enumerate() {
-        if i > 0 {
-            line = " ".repeat(indent);
+    for (i, frame) in frames.iter().take(depth).enumerate() {
+        let line = frame_line(frame);
+        if i == 0 {
+            writeln!(f, "{first_prefix}{line}")?;
+        } else {
+            writeln!(f, "{:indent$}{line}", "")?;
         }
-        let _ = write!(line, "{frame}");
-        writeln!(f, "{}", one_line(&line))?;
     }
-    if frames.len() > MAX_PRINTED_FRAMES {
-        writeln!(
-            f,
-            "{:indent$}… {} more frames",
-            "",
-            frames.len() - MAX_PRINTED_FRAMES
-        )?;
+    if frames.len() > depth {
+        writeln!(f, "{:indent$}… {} more frames", "", frames.len() - depth)?;
     }
     Ok(())
+}
+
+/// A frame as reports print it: `name (file:line)` with the file shortened
+/// by [`short_path`], on one line.
+pub fn frame_line(frame: &Frame) -> String {
+    let mut line = frame.name();
+    let file = short_path(&frame.file);
+    match (file.is_empty(), frame.line > 0) {
+        (false, true) => {
+            let _ = write!(line, " ({file}:{})", frame.line);
+        }
+        (false, false) => {
+            let _ = write!(line, " ({file})");
+        }
+        _ => {}
+    }
+    one_line(&line)
+}
+
+/// Drops the parts of a source path that say nothing about the code: the
+/// toolchain hash in Rust's standard library paths
+/// (`/rustc/<hash>/library/alloc/src/vec/mod.rs` → `library/alloc/src/vec/mod.rs`)
+/// and the registry directory of crates
+/// (`~/.cargo/registry/src/index.crates.io-<hash>/serde-1.0.0/src/de.rs` →
+/// `serde-1.0.0/src/de.rs`). Other paths are kept whole.
+pub fn short_path(path: &str) -> &str {
+    if let Some(i) = path.find("/rustc/") {
+        let rest = &path[i + "/rustc/".len()..];
+        if let Some((hash, tail)) = rest.split_once('/') {
+            if hash.len() >= 7 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                return tail;
+            }
+        }
+    }
+    for marker in ["/.cargo/registry/src/", "/.cargo/git/checkouts/"] {
+        if let Some(i) = path.find(marker) {
+            if let Some((_, tail)) = path[i + marker.len()..].split_once('/') {
+                return tail;
+            }
+        }
+    }
+    path
 }
 
 /// Control characters from a hostile profile's strings must not move the
