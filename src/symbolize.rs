@@ -177,6 +177,20 @@ fn is_allocator_name(name: &str) -> bool {
         || (name.starts_with('<') && name.contains(" as alloc::"))
 }
 
+static SYMBOLIZER: std::sync::Mutex<Option<Symbolizer>> = std::sync::Mutex::new(None);
+
+/// Runs `f` with the process-wide cache (never held together with the
+/// aggregator lock).
+pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
+    let mut g = lock();
+    f(g.get_or_insert_with(Symbolizer::default))
+}
+
+/// The cache's lock (poisoning ignored: a cache is always consistent).
+pub fn lock() -> std::sync::MutexGuard<'static, Option<Symbolizer>> {
+    SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,18 +256,4 @@ mod tests {
         let std_map = "/rustc/x/library/std/src/collections/hash/map.rs";
         assert!(!is_allocator_frame(&frame("insert<K, V>", std_map)));
     }
-}
-
-static SYMBOLIZER: std::sync::Mutex<Option<Symbolizer>> = std::sync::Mutex::new(None);
-
-/// Runs `f` with the process-wide cache (never held together with the
-/// aggregator lock).
-pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
-    let mut g = lock();
-    f(g.get_or_insert_with(Symbolizer::default))
-}
-
-/// The cache's lock (poisoning ignored: a cache is always consistent).
-pub fn lock() -> std::sync::MutexGuard<'static, Option<Symbolizer>> {
-    SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -66,6 +66,6 @@ pub fn from_profile(p: &proto::Profile) -> Vec<StackTally> {
             inuse_space: v[3],
         })
         .collect();
-    out.sort_by(|a, b| (b.inuse_space, b.alloc_space).cmp(&(a.inuse_space, a.alloc_space)));
+    out.sort_by_key(|t| std::cmp::Reverse((t.inuse_space, t.alloc_space)));
     out
 }

@@ -709,6 +709,15 @@ fn flamegraph_writes_well_formed_svg() {
         .contains(&"main.main;main.leak;alloc::vec::Vec<T>::with_capacity 2048000".to_string()));
     assert!(folded.contains(&"main.main;app::freed::scratch 51200".to_string()));
 
+    // A leaf ending in a number is not read as a differential second count.
+    let mut b = Builder::new(0);
+    let st = b.stack(&[&[("closure 2", "src/x.rs", 1)], &[main_at(1)]]);
+    b.sample(&st, [1, 10, 1, 10], &[]);
+    let r = report::parse("numbered", &b.finish(1).encode_to_vec()).expect("parse");
+    let (_, folded) = report::folded(&r, &SampleKind::Default).expect("folded");
+    assert_eq!(folded, ["main.main;closure\u{a0}2 10"]);
+    report::flamegraph(&r, &SampleKind::Default).expect("draws");
+
     // Nothing in use to draw: one-line error, no file.
     let mut empty = Builder::new(0);
     let st = empty.stack(&[&[FREED]]);
@@ -951,6 +960,10 @@ fn nonsense_indices_are_errors_or_skipped_never_panics() {
     let t = report::top(&r, &SampleKind::Default, 0).expect("top");
     assert_eq!(t.total, i64::MAX);
     exercise(&r);
+    // inferno adds counts in a u64: the sum of several i64::MAX must not
+    // overflow it.
+    let svg = report::flamegraph(&r, &SampleKind::Default).expect("huge flame graph");
+    assert!(String::from_utf8_lossy(&svg).contains("main.leak"));
     let d = report::diff(&resolved(0), &r, &SampleKind::AllocSpace, 0).expect("diff");
     let _ = d.to_string();
 

@@ -14,6 +14,19 @@ use super::ReportError;
 /// root first, sorted, with positive values only — a flame graph cannot draw
 /// negative or zero widths.
 pub fn folded(r: &Resolved, kind: &SampleKind) -> Result<(SampleType, Vec<String>), ReportError> {
+    let (sample, stacks) = folded_stacks(r, kind)?;
+    let lines = stacks
+        .into_iter()
+        .map(|(stack, v)| format!("{stack} {v}"))
+        .collect();
+    Ok((sample, lines))
+}
+
+/// [`folded`] as (stack, value) pairs, sorted by stack.
+fn folded_stacks(
+    r: &Resolved,
+    kind: &SampleKind,
+) -> Result<(SampleType, Vec<(String, i64)>), ReportError> {
     let index = r.sample_index(kind)?;
     let mut merged: BTreeMap<String, i64> = BTreeMap::new();
     for (stack, v) in r.stacks.iter().zip(r.stack_totals(index)) {
@@ -30,26 +43,17 @@ pub fn folded(r: &Resolved, kind: &SampleKind) -> Result<(SampleType, Vec<String
         if line.is_empty() {
             line.push_str("[no frames]");
         }
-        // inferno reads a trailing number after a space as a second count
-        // (a differential graph): keep a leaf like `foo 2` from looking so.
-        if line.rsplit(' ').next().is_some_and(|t| {
-            line.contains(' ') && t.chars().all(|c| c.is_ascii_digit() || c == '.')
-        }) {
-            line.push('\u{a0}');
-        }
         let e = merged.entry(line).or_insert(0);
         *e = e.saturating_add(v);
     }
-    let lines = merged
-        .into_iter()
-        .map(|(stack, v)| format!("{stack} {v}"))
-        .collect();
-    Ok((r.sample_type(index), lines))
+    Ok((r.sample_type(index), merged.into_iter().collect()))
 }
 
 /// A frame name safe inside a folded line: `;` separates frames and line
 /// breaks separate stacks, so neither may appear (Rust names such as
-/// `<[u8; 4]>::fmt` contain `;`).
+/// `<[u8; 4]>::fmt` contain `;`). inferno reads a number after the last space
+/// before the count as a second count (a differential graph), so a name
+/// ending in ` 2`, say, gets a no-break space there instead.
 fn folded_name(frame: &Frame) -> String {
     let name: String = frame
         .name()
@@ -60,19 +64,30 @@ fn folded_name(frame: &Frame) -> String {
             c => c,
         })
         .collect();
-    let name = name.trim();
+    let mut name = name.trim().to_string();
+    if let Some(i) = name.rfind(' ') {
+        let token = &name[i + 1..];
+        if token.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            name.replace_range(i..=i, "\u{a0}");
+        }
+    }
     if name.is_empty() {
         "[unnamed]".to_string()
     } else {
-        name.to_string()
+        name
     }
 }
+
+/// inferno adds counts up in a `u64`; totals beyond this are scaled down
+/// (and its `factor` scales the labels back), so hostile values cannot
+/// overflow it.
+const MAX_FLAME_TOTAL: u128 = 1 << 62;
 
 /// The SVG flame graph of `r` for the value `kind` selects, titled with the
 /// input and the sample type. Colors are hashed from function names, so the
 /// same profile always gives the same picture.
 pub fn flamegraph(r: &Resolved, kind: &SampleKind) -> Result<Vec<u8>, ReportError> {
-    let (sample, lines) = folded(r, kind)?;
+    let (sample, lines) = folded_stacks(r, kind)?;
     if lines.is_empty() {
         return Err(ReportError::Unsuitable {
             input: r.input.clone(),
@@ -83,7 +98,20 @@ pub fn flamegraph(r: &Resolved, kind: &SampleKind) -> Result<Vec<u8>, ReportErro
             ),
         });
     }
+    let total: u128 = lines.iter().map(|(_, v)| *v as u128).sum();
+    let divisor = if total > MAX_FLAME_TOTAL {
+        total / MAX_FLAME_TOTAL + 1
+    } else {
+        1
+    };
+    let lines: Vec<String> = lines
+        .into_iter()
+        .map(|(stack, v)| (stack, v as u128 / divisor))
+        .filter(|(_, v)| *v > 0)
+        .map(|(stack, v)| format!("{stack} {v}"))
+        .collect();
     let mut options = Options::default();
+    options.factor = divisor as f64;
     options.title = format!("{} — {}", r.input, sample.name);
     options.count_name = if sample.unit.is_empty() {
         "samples".to_string()
