@@ -7,6 +7,7 @@
 //! ```text
 //! workload [--seconds S] [--tick-ms MS] [--threads N] [--fork] [--dump PATH] [--own-usr2]
 //! ```
+//! `--close-fds` closes every descriptor above 2 at start, as daemons do.
 //! `--own-usr2` installs the program's own SIGUSR2 handler (which then wins
 //! over heapprof's) and reports how often it ran.
 //! Prints `pid N` first. With `--dump PATH` it writes a profile at the end and
@@ -72,6 +73,12 @@ fn main() {
                 on_usr2 as extern "C" fn(libc::c_int) as libc::sighandler_t,
             )
         };
+    }
+    if args.iter().any(|a| a == "--close-fds") {
+        for fd in 3..4096 {
+            // SAFETY: closing descriptors this program does not use.
+            unsafe { libc::close(fd) };
+        }
     }
     println!("pid {}", std::process::id());
 

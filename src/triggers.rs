@@ -134,10 +134,26 @@ pub fn out_prefix() -> PathBuf {
     ensure(&mut settings()).config.out.clone()
 }
 
+/// Lowest descriptor number the self-pipe moves to: programs take the
+/// lowest free numbers, so a high one is unlikely to be closed and reused
+/// under us (a daemon closing every descriptor is caught by `pipe_is_ours`).
+const HIGH_FD: libc::c_int = 900;
+static PIPE_INODE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn open_pipe() {
     let mut fds = [-1; 2];
     // SAFETY: `fds` is a valid two-element out-array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
+        for fd in fds.iter_mut() {
+            // SAFETY: duplicating a descriptor we own; on failure keep it.
+            let high = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, HIGH_FD) };
+            if high >= 0 {
+                // SAFETY: closing the low duplicate we own.
+                unsafe { libc::close(*fd) };
+                *fd = high;
+            }
+        }
+        PIPE_INODE.store(inode(fds[0]), Ordering::Relaxed);
         let old_r = PIPE_READ.swap(fds[0], Ordering::AcqRel);
         let old_w = PIPE_WRITE.swap(fds[1], Ordering::AcqRel);
         for fd in [old_r, old_w] {
@@ -147,6 +163,25 @@ fn open_pipe() {
             }
         }
     }
+}
+
+fn inode(fd: libc::c_int) -> u64 {
+    // SAFETY: fstat writes into a zeroed local struct.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::fstat(fd, &mut st) == 0 {
+            st.st_ino
+        } else {
+            0
+        }
+    }
+}
+
+/// Whether the read end is still the pipe we made (the program may have
+/// closed every descriptor, or reused the number for a file of its own).
+fn pipe_is_ours() -> bool {
+    let i = inode(PIPE_READ.load(Ordering::Acquire));
+    i != 0 && i == PIPE_INODE.load(Ordering::Relaxed)
 }
 
 fn wake(byte: u8) {
@@ -296,6 +331,13 @@ struct Woke {
 }
 
 fn wait_for_wake(timeout: Duration) -> Woke {
+    if !pipe_is_ours() {
+        // Never write into a descriptor the program now uses: forget the
+        // old numbers (without closing them) and make a new pipe.
+        PIPE_READ.store(-1, Ordering::Release);
+        PIPE_WRITE.store(-1, Ordering::Release);
+        open_pipe();
+    }
     let fd = PIPE_READ.load(Ordering::Acquire);
     let mut pfd = libc::pollfd {
         fd,
@@ -306,7 +348,11 @@ fn wait_for_wake(timeout: Duration) -> Woke {
     // SAFETY: one valid pollfd.
     let r = unsafe { libc::poll(&mut pfd, 1, ms) };
     let mut woke = Woke { dump: false };
-    if r > 0 {
+    if r > 0 && pfd.revents & libc::POLLNVAL != 0 {
+        // Closed under us: wait out the timeout rather than spin; the next
+        // round re-creates the pipe.
+        std::thread::sleep(timeout);
+    } else if r > 0 {
         let mut buf = [0u8; 256];
         loop {
             // SAFETY: reading into a local buffer of the given length.

@@ -249,3 +249,16 @@ fn an_application_handler_installed_later_wins() {
     );
     assert!(common::dumps(&dir).is_empty());
 }
+
+#[test]
+fn signals_still_work_after_the_program_closes_every_descriptor() {
+    let dir = common::temp_dir("close-fds");
+    let (child, pid) = spawn(&dir, &[], &["--seconds", "4", "--close-fds"]);
+    // The dumper notices within a drain period and makes a new pipe.
+    std::thread::sleep(Duration::from_millis(2500));
+    kill(pid, libc::SIGUSR2);
+    wait_for_dumps(&dir, 1);
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(common::dumps(&dir).len(), 1);
+}

@@ -50,7 +50,9 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown".to_string());
-        eprintln!(
+        // Not eprintln!: it panics when stderr is closed.
+        let _ = writeln!(
+            io::stderr(),
             "heapprof: internal error ({}); please report it with the input file",
             what.replace(['\n', '\r'], " ")
         );
@@ -68,7 +70,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let line = e.to_string().replace(['\n', '\r'], " ");
-            eprintln!("heapprof: {line}");
+            let _ = writeln!(io::stderr(), "heapprof: {line}");
             ExitCode::from(FAILURE)
         }
     }

@@ -130,7 +130,7 @@ pub fn flamegraph(r: &Resolved, kind: &SampleKind) -> Result<Vec<u8>, ReportErro
     Ok(svg)
 }
 
-/// [`flamegraph`], written to `path` (through a temporary file renamed into
+/// [`flamegraph()`], written to `path` (through a temporary file renamed into
 /// place, so a failed run never leaves half an SVG).
 pub fn write_flamegraph(r: &Resolved, kind: &SampleKind, path: &Path) -> Result<(), ReportError> {
     let svg = flamegraph(r, kind)?;
