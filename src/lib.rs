@@ -98,16 +98,8 @@ pub fn tallies_of(profile: &proto::Profile) -> Vec<StackTally> {
 
 /// Decodes a pprof profile, gzipped or not.
 pub fn decode_profile(bytes: &[u8]) -> std::io::Result<proto::Profile> {
-    use std::io::Read;
-    let mut raw = Vec::new();
-    let data = if bytes.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(bytes).read_to_end(&mut raw)?;
-        &raw[..]
-    } else {
-        bytes
-    };
-    prost::Message::decode(data)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    report::read::decode("profile", bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// Sets the mean bytes between samples (1: every allocation; 0: off).

@@ -1,0 +1,88 @@
+//! The bootstrap arena: memory for the few calls that arrive while the real
+//! allocator's functions are being looked up.
+//!
+//! `dlsym` may itself allocate (a failed lookup allocates the `dlerror`
+//! message; older glibc callocs per-thread error state on first use), and the
+//! hooks cannot forward those calls to a function they are still looking
+//! for. They are served here instead: a static, zero-initialised (`.bss`,
+//! costing no memory until touched) region handed out by an atomic bump
+//! pointer. Nothing is ever reused, so every block is zeroed (which serves
+//! `calloc` too), and freeing a block does nothing.
+//!
+//! Every block starts on a page boundary. That way the hooks need no extra
+//! test on their hot paths: `free`, `realloc` and `malloc_usable_size` only
+//! look further at page-aligned pointers (which is also how they spot
+//! sampled objects), and there [`contains`] recognises the arena by address.
+//! The requested size of each block is kept per page, for `realloc` (which
+//! copies it out) and `malloc_usable_size`.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use heapprof::os::PAGE;
+
+/// Bytes in the arena. Start-up needs a handful of pages at most; the rest
+/// is headroom for an unusual `dlsym`.
+const BYTES: usize = 256 << 10;
+const PAGES: usize = BYTES / PAGE;
+
+#[repr(C, align(4096))]
+struct Arena(UnsafeCell<[u8; BYTES]>);
+
+// SAFETY: the bump pointer hands each byte range to exactly one caller, who
+// then owns it; the arena itself is never read or written here.
+unsafe impl Sync for Arena {}
+
+static ARENA: Arena = Arena(UnsafeCell::new([0; BYTES]));
+/// Offset of the first byte not handed out yet.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// Requested size of the block starting at each page (0 for other pages).
+static SIZES: [AtomicUsize; PAGES] = [const { AtomicUsize::new(0) }; PAGES];
+
+fn base() -> usize {
+    ARENA.0.get() as usize
+}
+
+/// A zeroed block of `size` bytes aligned to `align` (at least a page), or
+/// null when the arena is exhausted. Lock-free; callable from any hook.
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    let align = align.max(PAGE);
+    if !align.is_power_of_two() || size > BYTES {
+        return core::ptr::null_mut();
+    }
+    let pages = size.max(1).div_ceil(PAGE) * PAGE;
+    let base = base();
+    let mut next = NEXT.load(Ordering::Relaxed);
+    loop {
+        // Align the absolute address (the arena itself is page-aligned).
+        let start = (base + next).next_multiple_of(align) - base;
+        let end = start + pages;
+        if end > BYTES {
+            return core::ptr::null_mut();
+        }
+        match NEXT.compare_exchange_weak(next, end, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {
+                SIZES[start / PAGE].store(size, Ordering::Relaxed);
+                return (base + start) as *mut u8;
+            }
+            Err(now) => next = now,
+        }
+    }
+}
+
+/// Whether `p` points into the arena.
+#[inline]
+pub fn contains(p: *const u8) -> bool {
+    (p as usize).wrapping_sub(base()) < BYTES
+}
+
+/// The requested size of the arena block starting at `p` (0 if `p` does not
+/// start a block).
+pub fn size_of(p: *const u8) -> usize {
+    let off = (p as usize).wrapping_sub(base());
+    if off < BYTES && off % PAGE == 0 {
+        SIZES[off / PAGE].load(Ordering::Relaxed)
+    } else {
+        0
+    }
+}
