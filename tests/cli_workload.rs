@@ -26,6 +26,15 @@ fn leaf(frames: &[report::Frame]) -> &str {
     frames.first().map_or("", |f| f.function.as_str())
 }
 
+/// The value of every stack whose leaf function ends with `f`, summed.
+fn at_leaf(top: &report::TopReport, f: &str) -> i64 {
+    top.rows
+        .iter()
+        .filter(|r| leaf(&r.frames).ends_with(f))
+        .map(|r| r.value)
+        .sum()
+}
+
 #[test]
 fn leaks_ranks_the_steady_leak_first_and_ignores_churn() {
     let files = run_workload(
@@ -90,29 +99,14 @@ fn top_is_exact_at_rate_one_and_the_flame_graph_names_the_leak() {
     );
     let last = report::load(files.last().unwrap()).unwrap();
     let top = report::top(&last, &SampleKind::InuseSpace, 0).unwrap();
-    let cache: i64 = top
-        .rows
-        .iter()
-        .filter(|r| leaf(&r.frames).ends_with("fill_cache"))
-        .map(|r| r.value)
-        .sum();
+    let cache = at_leaf(&top, "fill_cache");
     // 256 entries of 64 KiB, plus the cache vector itself (capacity 256 of
     // 16-byte boxed slices) — allocated by its growth inside fill_cache.
     assert_eq!(cache, 256 * 64 * 1024 + 256 * 16, "{top}");
     let objects = report::top(&last, &SampleKind::InuseObjects, 0).unwrap();
-    let leaked: i64 = objects
-        .rows
-        .iter()
-        .filter(|r| leaf(&r.frames).ends_with("leak_steadily"))
-        .map(|r| r.value)
-        .sum();
-    let leaked_bytes: i64 = top
-        .rows
-        .iter()
-        .filter(|r| leaf(&r.frames).ends_with("leak_steadily"))
-        .map(|r| r.value)
-        .sum();
-    assert_eq!(leaked_bytes, leaked * 64 * 1024);
+    let leaked = at_leaf(&objects, "leak_steadily");
+    assert!(leaked > 0);
+    assert_eq!(at_leaf(&top, "leak_steadily"), leaked * 64 * 1024);
 
     let svg = common::temp_dir("cli-flame").join("w.svg");
     let status = Command::new(env!("CARGO_BIN_EXE_heapprof"))
