@@ -42,6 +42,13 @@ fn state() -> &'static ThreadState {
     unsafe { &*rust_tls_state() }
 }
 
+/// The address of a local in a hook frame, kept in memory (not a register)
+/// so it lies inside that frame: stack capture starts above it.
+#[inline(always)]
+fn hook_marker(local: &u8) -> usize {
+    core::hint::black_box(local) as *const u8 as usize
+}
+
 /// The layout a sampled object is allocated with.
 #[inline]
 fn sampled_layout(layout: Layout) -> Option<Layout> {
@@ -52,6 +59,7 @@ impl<A: GlobalAlloc> Profiler<A> {
     #[cold]
     #[inline(never)]
     unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        let marker = 0u8;
         let st = state();
         let sampled = engine::should_sample(st, layout.size())
             .then(|| sampled_layout(layout))
@@ -67,7 +75,7 @@ impl<A: GlobalAlloc> Profiler<A> {
             }
         };
         if sampled.is_some() && !p.is_null() {
-            engine::record_alloc(st, p, layout.size());
+            engine::record_alloc_from(st, p, layout.size(), hook_marker(&marker));
         }
         p
     }
@@ -87,6 +95,7 @@ impl<A: GlobalAlloc> Profiler<A> {
     #[cold]
     #[inline(never)]
     unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let marker = 0u8;
         let st = state();
         let sample_new = !st.skip(new_size) && engine::should_sample(st, new_size);
         if !sample_new && !engine::is_sampled(ptr) {
@@ -109,7 +118,7 @@ impl<A: GlobalAlloc> Profiler<A> {
             return new;
         }
         if sampled.is_some() {
-            engine::record_alloc(st, new, new_size);
+            engine::record_alloc_from(st, new, new_size, hook_marker(&marker));
         }
         // SAFETY: both blocks are valid for the copied length and distinct.
         unsafe {

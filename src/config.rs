@@ -9,6 +9,7 @@
 //! | `HEAPPROF_SIGNAL` | signal that triggers a dump: a name (`USR2`, `SIGUSR1`) or number; `none` disables | `USR2` |
 //! | `HEAPPROF_INTERVAL` | seconds between periodic dumps (decimals allowed); `0` disables | off |
 //! | `HEAPPROF_AT_EXIT` | dump at normal process exit (`1`/`0`, `true`/`false`, `on`/`off`) | off (Rust), on (preload) |
+//! | `HEAPPROF_SYMBOLIZE` | `0` writes raw profiles: addresses, mappings and build IDs only, symbolized later by `go tool pprof` (for big binaries, where in-process symbolization costs much memory) | `1` |
 //!
 //! A value that does not parse never stops the program: heapprof prints one
 //! line naming the variable, the value and what is accepted, and uses the
@@ -43,6 +44,8 @@ pub struct Config {
     pub interval: Option<Duration>,
     /// Whether to dump at normal process exit.
     pub at_exit: bool,
+    /// Whether dumps name functions, files and lines (false: raw addresses).
+    pub symbolize: bool,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             signal: Some(libc::SIGUSR2),
             interval: None,
             at_exit: false,
+            symbolize: true,
         }
     }
 }
@@ -117,6 +121,9 @@ impl Config {
         take("HEAPPROF_AT_EXIT", "use 1 or 0", &mut |v| {
             parse_bool(v).map(|b| c.at_exit = b).is_some()
         });
+        take("HEAPPROF_SYMBOLIZE", "use 1 or 0", &mut |v| {
+            parse_bool(v).map(|b| c.symbolize = b).is_some()
+        });
         (c, problems)
     }
 
@@ -143,6 +150,11 @@ impl Config {
     /// Sets (or with `None` disables) periodic dumps.
     pub fn interval(mut self, every: Option<Duration>) -> Self {
         self.interval = every;
+        self
+    }
+    /// Symbolized (true) or raw (false) profiles.
+    pub fn symbolize(mut self, on: bool) -> Self {
+        self.symbolize = on;
         self
     }
     /// Turns the dump at exit on or off.

@@ -10,7 +10,11 @@ pub fn profile() -> proto::Profile {
     let _busy = thread_state::current().enter();
     let snap = snapshot::take();
     let maps = mappings::current();
-    symbolize::with(|sym| pprof::build(&snap, sym, &maps))
+    if crate::triggers::symbolize_enabled() {
+        symbolize::with(|sym| pprof::build(&snap, Some(sym), &maps))
+    } else {
+        pprof::build(&snap, None, &maps)
+    }
 }
 
 /// The current heap profile, gzipped (a `.pb.gz` file's contents).

@@ -186,15 +186,25 @@ fn start_thread(st: &ThreadState) {
     st.started.set(true);
 }
 
-/// Records a sampled allocation of `size` requested bytes at `ptr` (which the
-/// way in allocated page-aligned). Captures the stack first, before touching
-/// anything shared.
+/// [`record_alloc_from`] keeping every captured frame (heapprof's own
+/// frames are then trimmed by name at write time only).
 #[inline(never)]
 pub fn record_alloc(st: &ThreadState, ptr: *mut u8, size: usize) {
+    record_alloc_from(st, ptr, size, 0);
+}
+
+/// Records a sampled allocation of `size` requested bytes at `ptr` (which the
+/// way in allocated page-aligned). Captures the stack first, before touching
+/// anything shared. `hook_marker` is the address of a local variable in the
+/// way in's hook frame (a function never inlined into its caller), so the
+/// stack starts at the program's call into the allocator; 0 keeps every
+/// frame (see [`crate::stack`]).
+#[inline(never)]
+pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marker: usize) {
     let tag = st.tag.get();
     let _busy = st.enter();
     let mut rec = [0u64; record::MAX_WORDS];
-    let n = stack::capture(&mut rec[record::ALLOC_HEADER..]);
+    let n = stack::capture(&mut rec[record::ALLOC_HEADER..], hook_marker);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let rate = if tag != 0 { 1 } else { rate().max(1) };
     let now = crate::os::monotonic_ns();

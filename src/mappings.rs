@@ -2,8 +2,14 @@
 //! names the objects its addresses fall in and `go tool pprof` can symbolize
 //! offline (raw mode) or check binaries against the profile.
 //!
-//! Ranges, offsets and paths come from `/proc/self/maps`; build IDs from the
-//! loaded objects' `PT_NOTE` segments, found with `dl_iterate_phdr`.
+//! Paths come from `/proc/self/maps`; build IDs from the loaded objects'
+//! `PT_NOTE` segments, found with `dl_iterate_phdr`. A mapping's range and
+//! offset are narrowed to the executable `PT_LOAD` segment inside it: the
+//! kernel maps whole pages, so the mapping's offset is the segment's file
+//! offset rounded down, and readers that derive the load address from the
+//! offset (as `go tool pprof` does when symbolizing) would otherwise be off
+//! by the rounding — a page of code — in binaries whose executable segment
+//! does not start on a page boundary of the file.
 
 /// One executable mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,16 +25,24 @@ pub struct Mapping {
 /// Executable, file-backed mappings of this process, ordered by address.
 pub fn current() -> Vec<Mapping> {
     let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    let ids = build_ids();
+    let objects = loaded_objects();
     let mut out: Vec<Mapping> = text
         .lines()
         .filter_map(parse_line)
         .map(|mut m| {
-            m.build_id = ids
-                .iter()
-                .find(|(lo, hi, _)| m.start >= *lo && m.start < *hi)
-                .map(|(_, _, id)| id.clone())
-                .unwrap_or_default();
+            if let Some(o) = objects.iter().find(|o| m.start >= o.lo && m.start < o.hi) {
+                m.build_id = o.build_id.clone();
+                let seg = o
+                    .exec_segments
+                    .iter()
+                    .find(|s| s.start < m.end && s.end > m.start);
+                if let Some(seg) = seg {
+                    let start = m.start.max(seg.start);
+                    m.offset = seg.offset + (start - seg.start);
+                    m.start = start;
+                    m.end = m.end.min(seg.end);
+                }
+            }
             m
         })
         .collect();
@@ -58,13 +72,27 @@ pub fn parse_line(line: &str) -> Option<Mapping> {
     })
 }
 
-/// (lowest, highest) loaded address of each object with its build ID.
-fn build_ids() -> Vec<(u64, u64, String)> {
-    let mut out: Vec<(u64, u64, String)> = Vec::new();
+/// An executable `PT_LOAD` segment: loaded range and file offset.
+struct Segment {
+    start: u64,
+    end: u64,
+    offset: u64,
+}
+
+/// A loaded object: its address range, build ID and executable segments.
+struct Object {
+    lo: u64,
+    hi: u64,
+    build_id: String,
+    exec_segments: Vec<Segment>,
+}
+
+fn loaded_objects() -> Vec<Object> {
+    let mut out: Vec<Object> = Vec::new();
     // SAFETY: the callback only reads the phdr info handed to it, and `data`
     // is our `out` vector, live for the whole call.
     unsafe {
-        libc::dl_iterate_phdr(Some(each_object), (&mut out as *mut Vec<_>).cast());
+        libc::dl_iterate_phdr(Some(each_object), (&mut out as *mut Vec<Object>).cast());
     }
     out
 }
@@ -75,25 +103,38 @@ unsafe extern "C" fn each_object(
     data: *mut libc::c_void,
 ) -> libc::c_int {
     // SAFETY: dl_iterate_phdr passes valid info and our `data` pointer.
-    let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<(u64, u64, String)>)) };
+    let (info, out) = unsafe { (&*info, &mut *(data as *mut Vec<Object>)) };
     let base = info.dlpi_addr;
     // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
     let phdrs = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    let (mut lo, mut hi, mut id) = (u64::MAX, 0u64, String::new());
+    let mut o = Object {
+        lo: u64::MAX,
+        hi: 0,
+        build_id: String::new(),
+        exec_segments: Vec::new(),
+    };
     for ph in phdrs {
         if ph.p_type == libc::PT_LOAD {
-            lo = lo.min(base + ph.p_vaddr);
-            hi = hi.max(base + ph.p_vaddr + ph.p_memsz);
-        } else if ph.p_type == libc::PT_NOTE && id.is_empty() {
+            let (start, end) = (base + ph.p_vaddr, base + ph.p_vaddr + ph.p_memsz);
+            o.lo = o.lo.min(start);
+            o.hi = o.hi.max(end);
+            if ph.p_flags & libc::PF_X != 0 {
+                o.exec_segments.push(Segment {
+                    start,
+                    end,
+                    offset: ph.p_offset,
+                });
+            }
+        } else if ph.p_type == libc::PT_NOTE && o.build_id.is_empty() {
             // SAFETY: a PT_NOTE segment of a loaded object is mapped readable.
             let notes = unsafe {
                 core::slice::from_raw_parts((base + ph.p_vaddr) as *const u8, ph.p_memsz as usize)
             };
-            id = find_gnu_build_id(notes).unwrap_or_default();
+            o.build_id = find_gnu_build_id(notes).unwrap_or_default();
         }
     }
-    if lo < hi {
-        out.push((lo, hi, id));
+    if o.lo < o.hi {
+        out.push(o);
     }
     0
 }

@@ -18,6 +18,12 @@
 //!   functions carry the demangled `name` and mangled `system_name`, and
 //!   mappings set `has_functions` etc. so readers do not re-symbolize.
 //! - Allocator frames at the leaf are trimmed ([`crate::symbolize`]).
+//! - Raw mode (no symbolizer): locations carry only addresses and mappings
+//!   (with build IDs, `has_functions` unset), so `go tool pprof` symbolizes
+//!   from the binaries; `drop_frames` names the allocator entry points and
+//!   heapprof's own functions, which pprof then prunes from each stack's
+//!   leaf end. It prunes from the first match counting from the root, so the
+//!   pattern names only functions that never call back into user code.
 
 use hashbrown::HashMap;
 
@@ -54,7 +60,7 @@ impl Strings {
 struct Builder<'a> {
     p: proto::Profile,
     s: Strings,
-    sym: &'a mut Symbolizer,
+    sym: Option<&'a mut Symbolizer>,
     maps: &'a [Mapping],
     functions: HashMap<(String, String, String), u64>,
     /// (return address, innermost lines trimmed) -> location id.
@@ -62,8 +68,19 @@ struct Builder<'a> {
     stacks: HashMap<StackId, Vec<u64>>,
 }
 
-/// Builds the profile. `maps` are the process's executable mappings.
-pub fn build(snap: &Snapshot, sym: &mut Symbolizer, maps: &[Mapping]) -> proto::Profile {
+/// Functions pprof prunes from the leaf end of raw profiles (RE2, fully
+/// matched against demangled names): only those that never call user code.
+const RAW_DROP_FRAMES: &str = concat!(
+    r"(<?heapprof(_preload)?::.*|backtrace::.*|_Unwind_.*|__rust_(alloc|alloc_zeroed|realloc|dealloc)|",
+    r"__r[dg]l?_.*|<?alloc::(alloc|raw_vec)::.*|<?std::alloc::.*|",
+    r"malloc|calloc|realloc|reallocarray|free|posix_memalign|aligned_alloc|memalign|valloc|pvalloc|",
+    r"operator new.*)"
+);
+
+/// Builds the profile; symbolized with `sym`, raw without. `maps` are the
+/// process's executable mappings.
+pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) -> proto::Profile {
+    let symbolized = sym.is_some();
     let mut b = Builder {
         p: proto::Profile::default(),
         s: Strings::new(),
@@ -94,6 +111,9 @@ pub fn build(snap: &Snapshot, sym: &mut Symbolizer, maps: &[Mapping]) -> proto::
         crate::buffer::dropped_records()
     ));
     b.p.comment.push(comment);
+    if !symbolized {
+        b.p.drop_frames = b.s.get(RAW_DROP_FRAMES);
+    }
     for (i, m) in maps.iter().enumerate() {
         let mapping = proto::Mapping {
             id: i as u64 + 1,
@@ -102,10 +122,10 @@ pub fn build(snap: &Snapshot, sym: &mut Symbolizer, maps: &[Mapping]) -> proto::
             file_offset: m.offset,
             filename: b.s.get(&m.path),
             build_id: b.s.get(&m.build_id),
-            has_functions: true,
-            has_filenames: true,
-            has_line_numbers: true,
-            has_inline_frames: true,
+            has_functions: symbolized,
+            has_filenames: symbolized,
+            has_line_numbers: symbolized,
+            has_inline_frames: symbolized,
         };
         b.p.mapping.push(mapping);
     }
@@ -165,7 +185,12 @@ impl Builder<'_> {
         if let Some(l) = self.stacks.get(&id) {
             return l.clone();
         }
-        let resolved: Vec<_> = frames.iter().map(|&ip| self.sym.frames(ip)).collect();
+        let Some(sym) = self.sym.as_deref_mut() else {
+            let locs: Vec<u64> = frames.iter().map(|&ip| self.location(ip, &[], 0)).collect();
+            self.stacks.insert(id, locs.clone());
+            return locs;
+        };
+        let resolved: Vec<_> = frames.iter().map(|&ip| sym.frames(ip)).collect();
         let (first, skip) = trim_point(&resolved);
         let mut locs = Vec::with_capacity(resolved.len() - first);
         for (i, lines) in resolved.iter().enumerate().skip(first) {

@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn resolves_a_known_function_with_file_and_line() {
         let mut ips = [0u64; 16];
-        let n = crate::stack::capture(&mut ips);
+        let n = crate::stack::capture(&mut ips, 0);
         let mut sym = Symbolizer::default();
         let frames: Vec<Frame> = ips[..n]
             .iter()

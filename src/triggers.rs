@@ -129,6 +129,11 @@ pub fn configure(config: Config) {
     wake(WAKE_RECONFIGURE);
 }
 
+/// Whether dumps are symbolized in-process (`HEAPPROF_SYMBOLIZE`).
+pub fn symbolize_enabled() -> bool {
+    ensure(&mut settings()).config.symbolize
+}
+
 /// The configured dump prefix.
 pub fn out_prefix() -> PathBuf {
     ensure(&mut settings()).config.out.clone()
