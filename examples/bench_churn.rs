@@ -3,14 +3,17 @@
 //! (see `scripts/bench-rust.sh`).
 //!
 //! ```text
-//! bench_churn --mode system|profiler|off [--rate BYTES] [--threads N] [--ops N] [--slots N]
+//! bench_churn --mode system|profiler|off [--rate BYTES] [--threads N] [--ops N]
+//!             [--slots N] [--pair-size BYTES]
 //! ```
 //! Each thread keeps `--slots` live blocks (default 4096) and `--ops` times
 //! (default 3,000,000) frees a random one and allocates a block of a random
 //! size in its place, log-uniform over 16 B..8 KiB, touching its first byte.
-//! The random streams are fixed, so every run does the same work. Prints one
-//! line: `mode=... threads=... ops_per_thread=... elapsed_ms=... ns_per_op=...`
-//! where `ns_per_op` is wall time per replacement per thread.
+//! The random streams are fixed, so every run does the same work. With
+//! `--pair-size`, each thread instead does `--ops` alloc + free pairs of that
+//! size (the multi-threaded form of `pair_2t` in `benches/alloc.rs`). Prints
+//! one line: `mode=... threads=... ops_per_thread=... elapsed_ms=...
+//! ns_per_op=...` where `ns_per_op` is wall time per operation per thread.
 //!
 //! # Why a switch
 //! `#[global_allocator]` is fixed at build time, so this program installs a
@@ -165,6 +168,25 @@ fn worker(seed: u64, slots: usize, ops: u64, go: &Barrier) -> (Instant, Instant)
     (t0, t1)
 }
 
+/// The `--pair-size` workload: `ops` alloc + free pairs of `size` bytes.
+fn pairs(size: usize, ops: u64, go: &Barrier) -> (Instant, Instant) {
+    let l = Layout::from_size_align(size, 8).unwrap();
+    go.wait();
+    let t0 = Instant::now();
+    for _ in 0..ops {
+        // black_box keeps the size a run-time value and the pair from being
+        // deleted as unused.
+        let l = std::hint::black_box(l);
+        // SAFETY: nonzero size; freed at once with the same layout.
+        unsafe {
+            let p = std::alloc::alloc(l);
+            std::hint::black_box(p);
+            std::alloc::dealloc(p, l);
+        }
+    }
+    (t0, Instant::now())
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     match args.iter().position(|a| a == name) {
         None => default,
@@ -178,7 +200,8 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 fn usage(why: &str) -> ! {
     eprintln!("bench_churn: {why}");
     eprintln!(
-        "usage: bench_churn --mode system|profiler|off [--rate BYTES] [--threads N] [--ops N] [--slots N]"
+        "usage: bench_churn --mode system|profiler|off [--rate BYTES] [--threads N] [--ops N] \
+         [--slots N] [--pair-size BYTES]"
     );
     std::process::exit(2)
 }
@@ -190,6 +213,7 @@ fn main() {
     let threads: usize = arg(&args, "--threads", 2);
     let ops: u64 = arg(&args, "--ops", 3_000_000);
     let slots: usize = arg(&args, "--slots", 4096);
+    let pair_size: usize = arg(&args, "--pair-size", 0);
     if threads == 0 || slots == 0 {
         usage("--threads and --slots must be at least 1");
     }
@@ -211,7 +235,10 @@ fn main() {
         let hs: Vec<_> = (0..threads)
             .map(|t| {
                 let go = &go;
-                s.spawn(move || worker(0x9E37_79B9 + t as u64, slots, ops, go))
+                s.spawn(move || match pair_size {
+                    0 => worker(0x9E37_79B9 + t as u64, slots, ops, go),
+                    n => pairs(n, ops, go),
+                })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
@@ -220,7 +247,11 @@ fn main() {
     let end = spans.iter().map(|s| s.1).max().unwrap();
     let ns = (end - start).as_nanos() as f64;
     println!(
-        "mode={mode} threads={threads} ops_per_thread={ops} elapsed_ms={:.1} ns_per_op={:.2}",
+        "mode={mode} workload={} threads={threads} ops_per_thread={ops} elapsed_ms={:.1} ns_per_op={:.2}",
+        match pair_size {
+            0 => "churn".to_string(),
+            n => format!("pair{n}"),
+        },
         ns / 1e6,
         ns / ops as f64
     );
