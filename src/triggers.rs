@@ -288,6 +288,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     let name = c"heapprof-dumper";
     // SAFETY: naming the calling thread with a short NUL-terminated string.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
+    crate::stack::load_fast_unwinder();
     let mut next_interval: Option<Instant> = None;
     let mut last_drain = Instant::now();
     loop {
