@@ -218,14 +218,27 @@ pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marke
 /// Called for a page-aligned pointer about to be freed: if it is a live
 /// sample, records its free and returns true (the way in must then free it
 /// with the page-aligned layout it was allocated with).
+///
+/// A thread remembers the last page-aligned address it found not to be a
+/// sample, with the live table's insert count at the time: freeing it again
+/// before any new sample is taken anywhere needs no table lookup.
 #[inline(never)]
 pub fn release(st: &ThreadState, ptr: *mut u8) -> bool {
-    match LIVE.remove(ptr as usize) {
+    let addr = ptr as usize;
+    let epoch = LIVE.inserts();
+    if st.not_sampled_addr.get() == addr && st.not_sampled_epoch.get() == epoch {
+        return false;
+    }
+    match LIVE.remove(addr) {
         Some(id) => {
             push(st, &record::free(id));
             true
         }
-        None => false,
+        None => {
+            st.not_sampled_addr.set(addr);
+            st.not_sampled_epoch.set(epoch);
+            false
+        }
     }
 }
 
@@ -269,4 +282,22 @@ extern "C" fn thread_exit(b: *mut libc::c_void) {
 /// Live sampled addresses right now (for diagnostics and tests).
 pub fn live_samples() -> usize {
     LIVE.count_live()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_not_sampled_cache_never_hides_a_later_sample() {
+        let st = ThreadState::new();
+        let addr = 0x7f00_dead_0000usize;
+        assert!(!release(&st, addr as *mut u8));
+        assert!(!release(&st, addr as *mut u8), "cached miss");
+        // The same address becomes a sample (as when the allocator hands
+        // the block back and this time it is sampled).
+        assert!(LIVE.insert(addr, 4242));
+        assert!(release(&st, addr as *mut u8), "the cache must not hide it");
+        assert!(!release(&st, addr as *mut u8));
+    }
 }

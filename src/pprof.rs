@@ -105,10 +105,15 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
     b.p.duration_nanos = snap.duration_ns as i64;
     b.p.default_sample_type = b.s.get("inuse_space");
     let comment = b.s.get(&format!(
-        "heapprof {}: rate={} dropped_records={}",
+        "heapprof {}: rate={} dropped_records={} unwinder={}",
         env!("CARGO_PKG_VERSION"),
         snap.rate,
-        crate::buffer::dropped_records()
+        crate::buffer::dropped_records(),
+        if crate::stack::fast_unwinder_loaded() {
+            "libunwind"
+        } else {
+            "libgcc"
+        }
     ));
     b.p.comment.push(comment);
     if !symbolized {

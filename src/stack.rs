@@ -11,6 +11,7 @@
 //!   unsynchronized tracer, when libunwind is missing or not loaded yet (the
 //!   first samples of a process): about 3.5 µs for 30 frames, as it searches
 //!   and decodes unwind tables on every frame.
+//!
 //! Neither takes a lock of ours; anything an unwinder allocates (its caches,
 //! first use of an object's tables) goes to the inner allocator because the
 //! caller is marked busy.
@@ -27,6 +28,7 @@
 //!   (the callee's CFA), which lies below the frame's locals: the hook and
 //!   everything it called report values at or below the marker, the hook's
 //!   caller is the first frame above it.
+//!
 //! What remains of the allocator (`__rust_alloc`, inlined `alloc::` frames,
 //! `operator new`) is trimmed by name at write time
 //! ([`crate::symbolize::is_allocator_frame`]).
