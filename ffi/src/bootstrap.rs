@@ -80,7 +80,7 @@ pub fn contains(p: *const u8) -> bool {
 /// start a block).
 pub fn size_of(p: *const u8) -> usize {
     let off = (p as usize).wrapping_sub(base());
-    if off < BYTES && off % PAGE == 0 {
+    if off < BYTES && off.is_multiple_of(PAGE) {
         SIZES[off / PAGE].load(Ordering::Relaxed)
     } else {
         0

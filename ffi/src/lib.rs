@@ -1,1 +1,252 @@
-fn _placeholder() {}
+//! # heapprof's LD_PRELOAD library
+//!
+//! Sampled heap profiles of any dynamically linked Linux process, with the
+//! same engine, settings and output as the Rust `#[global_allocator]`:
+//!
+//! ```sh
+//! LD_PRELOAD=$PWD/target/release/libheapprof_preload.so HEAPPROF_RATE=524288 ./my-server &
+//! kill -USR2 %1          # a profile now: ./heapprof.PID.0.pb.gz
+//! go tool pprof -top ./my-server heapprof.PID.0.pb.gz
+//! ```
+//!
+//! All `HEAPPROF_*` variables apply (see `heapprof::config`); here
+//! `HEAPPROF_AT_EXIT` defaults to on, so a plain run leaves a profile of what
+//! was still live at exit. Chain it in front of another allocator with
+//! `LD_PRELOAD="libheapprof_preload.so libjemalloc.so.2"`.
+//!
+//! ## Model
+//!
+//! **Interposition.** The library defines the whole malloc family — `malloc`,
+//! `free`, `calloc`, `realloc`, `reallocarray`, `posix_memalign`,
+//! `aligned_alloc`, `memalign`, `valloc`, `pvalloc`, `malloc_usable_size`
+//! ([`hooks`]) — and, being preloaded, the loader binds every call in the
+//! process to them: the program's, every library's, libc's own internal ones
+//! (`strdup`, `fopen`, …), the loader's (TLS blocks, `dlopen`), and C++'s
+//! `operator new`/`delete`, which libstdc++ implements with `malloc`/`free`
+//! (aligned `new` with `aligned_alloc`).
+//!
+//! Not interposed, on purpose: glibc's `__libc_malloc`, `__libc_memalign` and
+//! the other `__libc_*` aliases, and the compatibility symbol `cfree` (not
+//! linkable by new programs). The loader used to allocate TLS blocks with
+//! `__libc_memalign`; since glibc 2.33 its allocations go through
+//! `__rtld_malloc` and friends, bound to the global `malloc` family — ours —
+//! once the program is loaded. Nothing else calls the `__libc_*` names but
+//! programs that ask for glibc's allocator by name; that memory is glibc's,
+//! and freeing it through `free` works (an unsampled pointer goes straight
+//! to the real `free`), as long as glibc is the real allocator.
+//!
+//! **The real functions** are found with `dlsym(RTLD_NEXT, …)`: glibc's, or
+//! those of the allocator listed after this library in `LD_PRELOAD`. All come
+//! from the object that defines `malloc`; one it lacks is built from the
+//! others rather than taken from glibc (jemalloc has no `pvalloc`) — see
+//! [`real`]. The library's own Rust allocations (the engine allocates while
+//! dumping and symbolizing) go straight to those functions through this
+//! crate's `#[global_allocator]`, never through the hooks.
+//!
+//! **Sampled objects** are allocated page-aligned through the real
+//! allocator (its `posix_memalign`, else `memalign`, else `aligned_alloc`),
+//! which is how a free recognises them. A cost to know about: glibc makes a
+//! page-aligned block from a request of size + 4096 bytes, a "large"
+//! request, and every large request first consolidates all the fast bins
+//! (`malloc_consolidate`); a program whose heap is mostly small objects
+//! (CPython with `PYTHONMALLOC=malloc`) pays for that at every sample.
+//!
+//! **The bootstrap arena.** `dlsym` may allocate, and other libraries'
+//! constructors may run (and allocate) before ours: the first call to any
+//! hook resolves the real functions, and while that is under way every hook
+//! serves calls from a static arena of page-aligned blocks that `free`,
+//! `realloc` and `malloc_usable_size` recognise by address ([`bootstrap`]).
+//!
+//! **Thread state in initial-exec TLS.** Each thread's sampling countdown,
+//! re-entrancy flag and record buffer (`heapprof::thread_state::ThreadState`,
+//! 64 bytes, all-zero initial, no destructor) live in a TLS block declared in
+//! C with the initial-exec model ([`tls`], `src/tls.c`). Rust's
+//! `thread_local!` in a cdylib would go through `__tls_get_addr`, which glibc
+//! may make allocate — inside `malloc` — after a `dlopen` of a module with
+//! TLS; initial-exec TLS is a fixed offset from the thread pointer, valid
+//! from a thread's first instruction to its last destructor. The constructor
+//! measures that offset once, and the hot paths then compute the address
+//! inline from the thread pointer register (no call at all).
+//!
+//! **Start-up.** The library constructor (an `.init_array` entry, so it runs
+//! when the loader initialises this library, before the program's `main`;
+//! the libraries the program itself links are initialised before it)
+//! resolves the real functions, registers the TLS accessor with the engine
+//! (first, so the engine never touches Rust TLS), removes the library from
+//! `LD_PRELOAD` unless `HEAPPROF_CHILDREN=1` (next section), prints any
+//! warning (below), turns the at-exit dump on by default, reads every
+//! setting, and starts the engine (dumper thread, signal handler, `atexit`
+//! and `pthread_atfork` handlers). Only then does it mark the library ready.
+//! Before that, hooks forward unsampled (their countdown stays 0, so each
+//! call looks again): nothing ever starts the engine from inside an
+//! allocation, which could be `atexit` or `pthread_create` holding a lock
+//! the start-up needs.
+//!
+//! **Programs it executes** inherit the environment. By default they are not
+//! profiled: the constructor rewrites the `LD_PRELOAD` entry of the process
+//! environment without this library (other entries kept, in order), or
+//! removes the entry when nothing else was listed, so an `exec`, `system`
+//! or `posix_spawn` child starts without it. It edits the `environ` array in
+//! place rather than calling `setenv`/`unsetenv`, because a program may
+//! define its own (bash does, over a variable table built later from the
+//! array `main` receives) — see `env::keep_children_unprofiled`.
+//! `HEAPPROF_CHILDREN=1` leaves `LD_PRELOAD` alone: every descendant is
+//! profiled and writes its own `PREFIX.PID.SEQ.pb.gz`. Forked children (no
+//! exec) always keep profiling, under their own pid.
+//!
+//! **After exit starts.** Nothing is torn down: the `atexit` dump runs after
+//! the handlers the program registered, and the allocations that follow
+//! (later handlers, thread and TLS destructors, stdio) keep being forwarded —
+//! and sampled — against state that is never freed.
+//!
+//! **Warnings** (one line each, on stderr, from the constructor): the program
+//! (or a library loaded before this one) defines its own `malloc`, so calls
+//! never reach the hooks; the program is CPython with pymalloc (suggesting
+//! `PYTHONMALLOC=malloc`). Statically linked and setuid programs never load
+//! the library at all (the loader ignores `LD_PRELOAD` for them), so nothing
+//! can be said there.
+//!
+//! ## Costs
+//! An unsampled allocation costs ten instructions and an indirect jump over
+//! the real function (`malloc`: load the TLS offset, read the thread
+//! pointer, load, compare and store the countdown, load the real function,
+//! jump); freeing an unsampled pointer five (`free`: a shift, a branch, the
+//! jump). Page-aligned pointers that were not sampled (about 1 in 256 with
+//! glibc) take the slow path, where a table of addresses lately found not
+//! to be samples usually answers before the engine's live-sample table.
+//! Sampled objects are page-aligned (how a free recognises them) and cost a
+//! stack capture each. Figures: `scripts/bench-preload.sh`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![cfg(target_os = "linux")]
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+pub mod bootstrap;
+mod env;
+pub mod hooks;
+pub mod real;
+pub mod tls;
+
+/// Set once the constructor has started the engine.
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Whether the engine is running and hooks may sample.
+#[inline]
+pub fn ready() -> bool {
+    READY.load(Ordering::Acquire)
+}
+
+/// The library constructor, run by the loader when it initialises this
+/// library (before the program's `main`).
+extern "C" fn start() {
+    if !real::ensure() {
+        // No malloc after this library (or we were called while resolving,
+        // which cannot happen here): stay out of the way.
+        return;
+    }
+    if !tls::fits() {
+        heapprof::triggers::say(
+            "heapprof: the preload library was built with a thread-state block too small for the engine; profiling is off",
+        );
+        return;
+    }
+    // First: from here on the engine finds thread state in our TLS block.
+    tls::measure_offset();
+    heapprof::thread_state::set_state_fn(tls::state_ptr);
+    env::keep_children_unprofiled();
+    env::warn_if_blind();
+    heapprof::triggers::set_at_exit_default(true);
+    // Read every setting now, on this thread, before the program's main:
+    // the dumper thread would otherwise read them lazily, calling getenv
+    // while the program starts up, and a program may have its own getenv
+    // over data it is still building (bash does).
+    let _ = heapprof::triggers::out_prefix();
+    heapprof::engine::init();
+    READY.store(true, Ordering::Release);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CONSTRUCTOR: extern "C" fn() = start;
+
+/// The allocator of the library's own Rust code: the real functions
+/// directly (the bootstrap arena before they are known), never the hooks.
+struct RealAllocator;
+
+/// Whether plain `malloc` honours `layout` (std's rule for System).
+fn malloc_fits(layout: &Layout) -> bool {
+    layout.align() <= hooks::MIN_ALIGN && layout.align() <= layout.size()
+}
+
+// SAFETY: every block comes from the real allocator with at least the
+// layout's size and alignment (malloc when it guarantees the alignment,
+// an aligned allocation otherwise) or from the bootstrap arena (page-aligned,
+// at least `size` bytes, zeroed), and goes back to where it came from.
+unsafe impl GlobalAlloc for RealAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !real::ensure() {
+            return bootstrap::alloc(layout.size(), layout.align());
+        }
+        // SAFETY: resolved just above.
+        unsafe {
+            if malloc_fits(&layout) {
+                real::malloc(layout.size()).cast()
+            } else {
+                real::aligned(layout.align(), layout.size()).cast()
+            }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if !real::ensure() {
+            // Bootstrap memory is never reused, hence zero.
+            return bootstrap::alloc(layout.size(), layout.align());
+        }
+        // SAFETY: resolved just above; a non-null aligned block has
+        // `layout.size()` writable bytes.
+        unsafe {
+            if malloc_fits(&layout) {
+                return real::calloc(1, layout.size()).cast();
+            }
+            let p = real::aligned(layout.align(), layout.size()).cast::<u8>();
+            if !p.is_null() {
+                core::ptr::write_bytes(p, 0, layout.size());
+            }
+            p
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        if bootstrap::contains(ptr) {
+            return;
+        }
+        // SAFETY: not a bootstrap block, so it came from the real allocator
+        // (which alloc only used once resolved).
+        unsafe { real::free(ptr.cast()) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller guarantees the new size forms a valid layout
+        // with the same alignment.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if !bootstrap::contains(ptr) && malloc_fits(&new_layout) {
+            // SAFETY: a block of the real allocator (so resolved) whose
+            // alignment plain realloc keeps.
+            return unsafe { real::realloc(ptr.cast(), new_size).cast() };
+        }
+        // SAFETY: `ptr` is live with `layout`; the new block is distinct
+        // and both are valid for the copied length.
+        unsafe {
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: RealAllocator = RealAllocator;

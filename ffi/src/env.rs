@@ -1,0 +1,200 @@
+//! The process around the library, looked at once from the constructor:
+//! keeping programs it executes unprofiled, and saying (once, on stderr)
+//! when profiling cannot see what the user expects.
+
+use core::ffi::{c_char, c_void, CStr};
+use core::sync::atomic::Ordering;
+use std::ffi::CString;
+
+use heapprof::config;
+use heapprof::triggers::say;
+
+use crate::real;
+
+/// Any address inside this library.
+fn here() -> *const c_void {
+    here as fn() -> *const c_void as *const c_void
+}
+
+/// This library's file name as the loader knows it (the `LD_PRELOAD` entry
+/// it was loaded from, after `$LIB`/`$ORIGIN` expansion).
+fn own_path() -> Option<&'static CStr> {
+    // SAFETY: all-zero Dl_info is valid; dladdr fills it, and dli_fname
+    // points at the loader's name for the object, which lives as long as the
+    // object (this library is never unloaded).
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(here(), &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some(CStr::from_ptr(info.dli_fname))
+    }
+}
+
+fn basename(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+}
+
+extern "C" {
+    /// The process environment (glibc's `__environ`, or the executable's
+    /// copy of it: the same variable either way).
+    static mut environ: *mut *mut c_char;
+}
+
+/// Unless `HEAPPROF_CHILDREN=1`, removes this library from the process's
+/// `LD_PRELOAD`, so programs it executes — which inherit the environment —
+/// run unprofiled. Other entries are kept, in order. Entries are matched by
+/// path or by file name; separators are those the loader accepts (spaces and
+/// colons).
+///
+/// The `environ` array is edited directly rather than through
+/// `setenv`/`unsetenv`: a program may define its own (bash does, over its
+/// variable table, which is not built yet when this runs), and a program
+/// that reads the array `main` received (bash again) must see the change
+/// too. So the entry is replaced in place (a new string, never freed), or
+/// removed by moving the later entries down, as glibc's `unsetenv` does.
+pub fn keep_children_unprofiled() {
+    let children = match config::getenv("HEAPPROF_CHILDREN") {
+        None => false,
+        Some(v) => config::parse_bool(v).unwrap_or_else(|| {
+            say(&format!(
+                "heapprof: HEAPPROF_CHILDREN={v:?} is not valid: use 1 or 0; using the default (0: programs this one runs are not profiled)"
+            ));
+            false
+        }),
+    };
+    if children {
+        return;
+    }
+    let Some(me) = own_path() else {
+        return;
+    };
+    let me = me.to_bytes();
+    let is_me = |e: &[u8]| e == me || basename(e) == basename(me);
+    // SAFETY: this runs in the library constructor, before the program's
+    // main and (normally) before any other thread, so nothing else reads or
+    // writes the environment meanwhile. `environ` is a null-terminated array
+    // of pointers to NUL-terminated strings; entries are only moved down or
+    // replaced by leaked strings that live forever.
+    unsafe {
+        let env = environ;
+        if env.is_null() {
+            return;
+        }
+        let mut i = 0;
+        while !(*env.add(i)).is_null() {
+            let entry = CStr::from_ptr(*env.add(i)).to_bytes();
+            let Some(value) = entry.strip_prefix(b"LD_PRELOAD=") else {
+                i += 1;
+                continue;
+            };
+            let entries: Vec<&[u8]> = value
+                .split(|b| b" :\t\n".contains(b))
+                .filter(|e| !e.is_empty())
+                .collect();
+            let kept: Vec<&[u8]> = entries.iter().copied().filter(|e| !is_me(e)).collect();
+            if kept.len() == entries.len() {
+                // Not listed (loaded through /etc/ld.so.preload, or a copy
+                // under another name): leave it.
+                i += 1;
+                continue;
+            }
+            if kept.is_empty() {
+                let mut j = i;
+                loop {
+                    *env.add(j) = *env.add(j + 1);
+                    if (*env.add(j)).is_null() {
+                        break;
+                    }
+                    j += 1;
+                }
+                continue;
+            }
+            let mut line = b"LD_PRELOAD=".to_vec();
+            line.extend_from_slice(&kept.join(&b' '));
+            if let Ok(line) = CString::new(line) {
+                *env.add(i) = line.into_raw();
+            }
+            i += 1;
+        }
+    }
+}
+
+/// One line on stderr for each situation in which the profile will miss
+/// what the user is after.
+pub fn warn_if_blind() {
+    foreign_malloc();
+    pymalloc();
+}
+
+/// Whether the program's calls reach the hooks. The test is behavioural: a
+/// libc function that allocates (`strdup`) must come through our `malloc`
+/// (which counts calls until the library is ready). Comparing symbol
+/// addresses is not enough: a non-PIE executable that takes `malloc`'s
+/// address (CPython does) has a canonical PLT entry that `dlsym` returns,
+/// yet its calls still land here.
+fn foreign_malloc() {
+    let before = crate::hooks::EARLY_MALLOCS.load(Ordering::Relaxed);
+    // black_box: the compiler knows strdup and would drop an unused copy.
+    // SAFETY: strdup of a literal.
+    let copy = core::hint::black_box(unsafe { libc::strdup(c"heapprof".as_ptr()) });
+    let reached_us = crate::hooks::EARLY_MALLOCS.load(Ordering::Relaxed) != before;
+    // Give the copy back to whichever allocator made it: `free` as the global
+    // scope binds it (calls from this library bind to our own hook, which
+    // must not see another allocator's memory).
+    // SAFETY: a NUL-terminated name; a non-null result is a C `free`, and
+    // `copy` came from the matching malloc (or is null).
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, c"free".as_ptr());
+        if !f.is_null() {
+            core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void)>(f)(copy.cast());
+        }
+    }
+    if reached_us {
+        return;
+    }
+    // Whoever took the call: the first malloc in the global scope.
+    // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the global scope
+    // the way the program's own calls are bound.
+    let m = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr()) };
+    let theirs = real::object_of(m as usize);
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let phdr = unsafe { libc::getauxval(libc::AT_PHDR) } as usize;
+    if theirs == real::object_of(phdr) {
+        say("heapprof: this program has its own malloc, which LD_PRELOAD cannot replace: its allocations are not profiled");
+        return;
+    }
+    // SAFETY: as in own_path.
+    let name = unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(m, &mut info) != 0 && !info.dli_fname.is_null() {
+            CStr::from_ptr(info.dli_fname)
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            String::from("another library")
+        }
+    };
+    say(&format!(
+        "heapprof: malloc comes from {name}, loaded before heapprof, so allocations are not profiled: list libheapprof_preload.so first in LD_PRELOAD"
+    ));
+}
+
+/// CPython serves most objects from its own pools (pymalloc), which take
+/// memory from malloc in 256 KiB arenas: the profile would show arenas, not
+/// objects, unless Python is told to use malloc.
+fn pymalloc() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let is_python = exe
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("python"));
+    if !is_python {
+        return;
+    }
+    match config::getenv("PYTHONMALLOC").map(str::trim) {
+        Some("malloc") | Some("malloc_debug") => {}
+        _ => say("heapprof: Python allocates most objects from its own pools (pymalloc), which heapprof cannot see: run with PYTHONMALLOC=malloc to profile them"),
+    }
+}

@@ -1,0 +1,631 @@
+//! The interposed malloc family.
+//!
+//! Each hook has the hot path of [`heapprof::Profiler`] inline — for an
+//! allocation, the thread's countdown outlasts the size ([`ThreadState::skip`])
+//! and the call goes straight to the real function; for a free, the pointer
+//! is not page-aligned and goes straight to the real `free` — and everything
+//! else behind a cold call:
+//!
+//! - before the real functions are known (only while they are being looked
+//!   up) the [`bootstrap`] arena serves the call;
+//! - before the library is ready (another library's constructor running
+//!   before ours) calls are forwarded unsampled, and the countdown stays 0 so
+//!   the next call looks again;
+//! - otherwise [`engine::should_sample`] decides; a sampled object is
+//!   allocated with at least page alignment through the real allocator
+//!   ([`real::aligned`]) and recorded with the size the program asked for.
+//!
+//! Frees: a page-aligned pointer is a bootstrap block (ignored), a live
+//! sample ([`engine::release`] records its free) or an ordinary block; all
+//! but the first then go to the real `free`. Page-aligned blocks lately
+//! found not to be samples are remembered in a small table, so the frequent
+//! case of the same address freed again and again costs a load and a
+//! compare (see `NOT_SAMPLED`).
+//!
+//! `realloc` when a sample is involved (the old block is one, or the new
+//! size is sampled): the old sample's free is recorded first, then the real
+//! `realloc` runs — in place, or for large blocks by remapping pages, which
+//! keeps a page-aligned block page-aligned and costs no copy — and a new
+//! sample is recorded where it landed if that is page-aligned, or moved to a
+//! page-aligned block otherwise. (Moving every time would copy a growing
+//! buffer over and over: CPython's `json.dumps` output grows by `realloc`,
+//! and at 512 KiB every realloc of a block that size is sampled.)
+//!
+//! No hook locks, prints, formats, panics, or allocates through the hooks:
+//! the engine's own allocations go to the real allocator (the crate's
+//! `#[global_allocator]`, and the busy state parks the countdown so C
+//! functions heapprof calls take the hot path). The slow paths save and
+//! restore `errno` around the engine, so the program sees what the real
+//! allocator set (and `free` leaves it alone, as POSIX.1-2024 requires).
+//!
+//! Sizes recorded: the requested size, i.e. `n * size` for `calloc` and
+//! `reallocarray`, and for `pvalloc` the size rounded up to whole pages (what
+//! `pvalloc` is defined to allocate).
+
+use core::ffi::{c_int, c_void};
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use heapprof::engine;
+use heapprof::os::PAGE;
+use heapprof::thread_state::ThreadState;
+
+use crate::{bootstrap, real, tls};
+
+/// Calls to `malloc` that took the slow path before the library was ready.
+pub static EARLY_MALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+/// Alignment malloc guarantees on 64-bit glibc (and jemalloc).
+pub const MIN_ALIGN: usize = 16;
+
+#[inline(always)]
+fn page_aligned(p: *const c_void) -> bool {
+    p as usize & (PAGE - 1) == 0
+}
+
+/// Slow paths only: whether this allocation of `size` bytes is sampled.
+#[inline]
+fn sample(st: &ThreadState, size: usize) -> bool {
+    // Zero-byte objects carry no weight (and would scale by 1/0).
+    size != 0 && crate::ready() && engine::should_sample(st, size)
+}
+
+/// Page-aligned addresses lately found not to be samples, one per slot of
+/// a direct-mapped table shared by all threads.
+///
+/// Why: a freed sample's page-aligned block goes back to the allocator,
+/// which hands it out again at once (glibc's per-thread cache is LIFO), now
+/// unsampled; a program that churns that size class then frees the same
+/// page-aligned address over and over, and every such free would search
+/// the engine's live-sample table (measured on CPython at the default
+/// rate: ~190k such frees in a 0.9 s run, ~0.4 µs each when the table is
+/// out of cache). The table makes the repeat a load and a compare.
+///
+/// Why it is exact: a slot holds `p` only if some thread found `p` not to
+/// be a sample and stored it before freeing (or keeping) the block; `record`
+/// clears the slot of every new sample before the program can see its
+/// address. A thread freeing `p` obtained it from the allocation that made
+/// it (through the program's own synchronisation, and the allocator's own
+/// if the block was reused), so it sees that clear or a later store, and a
+/// later store of `p` can only come from a free that found `p` unsampled.
+/// Relaxed atomics suffice: every order needed comes with those
+/// happens-before edges.
+const FILTER_SLOTS: usize = 4096;
+static NOT_SAMPLED: [AtomicUsize; FILTER_SLOTS] = [const { AtomicUsize::new(0) }; FILTER_SLOTS];
+
+#[inline(always)]
+fn filter_slot(p: *const c_void) -> &'static AtomicUsize {
+    // Page numbers, mixed (Fibonacci hashing) into FILTER_SLOTS buckets.
+    let h = ((p as usize >> 12) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52;
+    &NOT_SAMPLED[h as usize % FILTER_SLOTS]
+}
+
+/// Whether page-aligned `p` is known not to be a live sample.
+#[inline(always)]
+fn known_not_sampled(p: *const c_void) -> bool {
+    filter_slot(p).load(Ordering::Relaxed) == p as usize
+}
+
+/// Whether page-aligned `p` (live, owned by the caller) is a live sample;
+/// if so its free is recorded (it is about to be freed or moved).
+#[inline(always)]
+fn release(st: &ThreadState, p: *mut c_void) -> bool {
+    if known_not_sampled(p) {
+        return false;
+    }
+    let errno = real::errno();
+    let sampled = engine::release(st, p.cast());
+    real::set_errno(errno);
+    if !sampled {
+        // Before the block goes back to the allocator (see NOT_SAMPLED).
+        filter_slot(p).store(p as usize, Ordering::Relaxed);
+    }
+    sampled
+}
+
+/// Records the sampled object at `p` (page-aligned) of `size` requested
+/// bytes, leaving errno as it was.
+///
+/// Always inlined into a slow path, which the exported hook reached with a
+/// tail call: that frame returns straight into the program, and the address
+/// of a local in it tells the engine where the program's stack starts (see
+/// `heapprof::engine::record_alloc_from`). Were the tail call not made (an
+/// unoptimised build), the hook's own frame would be left at the leaf and
+/// trimmed by name when the profile is written.
+#[inline(always)]
+fn record(st: &ThreadState, p: *mut c_void, size: usize) {
+    let errno = real::errno();
+    let marker = 0u8;
+    let marker = core::hint::black_box(&marker) as *const u8 as usize;
+    engine::record_alloc_from(st, p.cast(), size, marker);
+    // Before the program sees the address (see NOT_SAMPLED).
+    let slot = filter_slot(p);
+    if slot.load(Ordering::Relaxed) == p as usize {
+        slot.store(0, Ordering::Relaxed);
+    }
+    real::set_errno(errno);
+}
+
+/// A sampled object: `size` bytes aligned to at least a page, zeroed if
+/// asked, recorded. Null if the aligned allocation failed; the caller then
+/// makes the ordinary call, which fails (or not) as the program expects.
+/// Always inlined, like [`record`].
+///
+/// # Safety
+/// The real functions are resolved.
+#[inline(always)]
+unsafe fn alloc_sampled(st: &ThreadState, size: usize, align: usize, zero: bool) -> *mut c_void {
+    let errno = real::errno();
+    // SAFETY: resolved (contract); `align.max(PAGE)` is a power of two
+    // because callers pass one.
+    let p = unsafe { real::aligned(align.max(PAGE), size) };
+    real::set_errno(errno);
+    if !p.is_null() {
+        if zero {
+            // SAFETY: a fresh block of at least `size` bytes.
+            unsafe { core::ptr::write_bytes(p.cast::<u8>(), 0, size) };
+        }
+        record(st, p, size);
+    }
+    p
+}
+
+/// A bootstrap block, or null with errno ENOMEM.
+fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
+    let p = bootstrap::alloc(size, align);
+    if p.is_null() {
+        real::set_errno(libc::ENOMEM);
+    }
+    p.cast()
+}
+
+/// Interposed `malloc`.
+///
+/// # Safety
+/// As C's `malloc`.
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    if let Some(st) = tls::fast_state() {
+        if st.skip(size) {
+            // SAFETY: a nonzero countdown implies resolved (see real).
+            return unsafe { real::malloc(size) };
+        }
+    }
+    // SAFETY: as C's malloc.
+    unsafe { malloc_slow(size) }
+}
+
+// The slow paths are C-ABI functions taking only the call's arguments (they
+// look the thread state up again): that way the hot paths end in tail calls
+// — jumps, with no stack frame — on every branch. (A C-ABI function cannot
+// unwind, which is what lets the compiler jump to it.)
+
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
+    if !crate::ready() {
+        // Before the library is ready every malloc comes here: count them, so
+        // the constructor can tell whether calls reach us at all.
+        EARLY_MALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+    if !real::ensure() {
+        return bootstrap_alloc(size, MIN_ALIGN);
+    }
+    let st = tls::state();
+    if sample(st, size) {
+        // SAFETY: resolved just above.
+        let p = unsafe { alloc_sampled(st, size, PAGE, false) };
+        if !p.is_null() {
+            return p;
+        }
+    }
+    // SAFETY: resolved just above.
+    unsafe { real::malloc(size) }
+}
+
+/// Interposed `free`.
+///
+/// # Safety
+/// As C's `free`.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if !page_aligned(p) {
+        // SAFETY: not page-aligned, so neither a bootstrap block nor a
+        // sample: a block the real allocator handed out (which it did only
+        // after being resolved).
+        return unsafe { real::free(p) };
+    }
+    // SAFETY: as C's free.
+    unsafe { free_slow(p) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_slow(p: *mut c_void) {
+    if p.is_null() || bootstrap::contains(p.cast()) || !real::resolved() {
+        // Bootstrap blocks are never reused; anything else before the real
+        // allocator is known cannot be ours to free.
+        return;
+    }
+    release(tls::state(), p);
+    // SAFETY: resolved, and `p` came from the real allocator.
+    unsafe { real::free(p) }
+}
+
+/// Interposed `calloc`.
+///
+/// # Safety
+/// As C's `calloc`.
+#[no_mangle]
+pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    if let (Some(st), Some(total)) = (tls::fast_state(), n.checked_mul(size)) {
+        if st.skip(total) {
+            // SAFETY: a nonzero countdown implies resolved.
+            return unsafe { real::calloc(n, size) };
+        }
+    }
+    // SAFETY: as C's calloc.
+    unsafe { calloc_slow(n, size) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        real::set_errno(libc::ENOMEM);
+        return null_mut();
+    };
+    if !real::ensure() {
+        // Bootstrap memory is never reused, hence already zero.
+        return bootstrap_alloc(total, MIN_ALIGN);
+    }
+    let st = tls::state();
+    if sample(st, total) {
+        // SAFETY: resolved just above.
+        let p = unsafe { alloc_sampled(st, total, PAGE, true) };
+        if !p.is_null() {
+            return p;
+        }
+    }
+    // SAFETY: resolved just above.
+    unsafe { real::calloc(n, size) }
+}
+
+/// Interposed `realloc`, with glibc's semantics at the edges:
+/// `realloc(NULL, n)` is `malloc(n)` and `realloc(p, 0)` frees `p` and
+/// returns NULL, whatever the real allocator would do.
+///
+/// # Safety
+/// As C's `realloc`.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if let Some(st) = tls::fast_state() {
+        if !page_aligned(p) && size != 0 {
+            if st.skip(size) {
+                // SAFETY: an ordinary block of the real allocator (so
+                // resolved).
+                return unsafe { real::realloc(p, size) };
+            }
+            // SAFETY: as C's realloc.
+            return unsafe { realloc_slow(p, size, true) };
+        }
+    }
+    if p.is_null() {
+        // Common (CPython grows buffers from NULL): straight to malloc.
+        // SAFETY: as C's malloc.
+        return unsafe { malloc(size) };
+    }
+    // SAFETY: as C's realloc.
+    unsafe { realloc_slow(p, size, false) }
+}
+
+/// `countdown_checked`: the hot path already found the countdown too short
+/// for `size` (so ask the sampler without consuming it again).
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn realloc_slow(
+    p: *mut c_void,
+    size: usize,
+    countdown_checked: bool,
+) -> *mut c_void {
+    if p.is_null() {
+        // SAFETY: as C's malloc.
+        return unsafe { malloc(size) };
+    }
+    if size == 0 {
+        // SAFETY: `p` is live (caller's contract) and not used again.
+        unsafe { free(p) };
+        return null_mut();
+    }
+    if bootstrap::contains(p.cast()) {
+        // Move out of the arena (its blocks never grow).
+        // SAFETY: as C's malloc; the copy stays within both blocks.
+        unsafe {
+            let new = malloc(size);
+            if !new.is_null() {
+                let n = bootstrap::size_of(p.cast()).min(size);
+                core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), n);
+            }
+            return new;
+        }
+    }
+    if !real::resolved() {
+        // Not ours to resize (see free_slow).
+        real::set_errno(libc::ENOMEM);
+        return null_mut();
+    }
+    let st = tls::state();
+    let sample_new = if countdown_checked {
+        sample(st, size)
+    } else {
+        !st.skip(size) && sample(st, size)
+    };
+    // A sampled old block: record its free now, while `p` is still ours
+    // (once realloc returns, another thread may get the address back, and
+    // sample it).
+    let old_sampled = page_aligned(p) && release(st, p);
+    // Then the real realloc, whatever is sampled: in place, or for large
+    // blocks by remapping pages, it is often far cheaper than a copy (and
+    // remapping keeps a page-aligned block page-aligned).
+    // SAFETY: a live block of the real allocator.
+    let q = unsafe { real::realloc(p, size) };
+    if q.is_null() {
+        // The old block is unchanged: it is a sample again. (Only when the
+        // allocator is out of memory; it counts as a second allocation.)
+        if old_sampled {
+            // SAFETY: `p` is still live.
+            let usable = unsafe { real::usable_size(p) };
+            record(st, p, usable);
+        }
+        return q;
+    }
+    if !sample_new {
+        return q;
+    }
+    if page_aligned(q) {
+        record(st, q, size);
+        return q;
+    }
+    // A new sample must be page-aligned: move it.
+    // SAFETY: resolved; `q` is a live block of at least `size` bytes and
+    // the new one has `size`.
+    unsafe {
+        let a = alloc_sampled(st, size, PAGE, false);
+        if a.is_null() {
+            // No memory to sample it: keep it unsampled.
+            return q;
+        }
+        core::ptr::copy_nonoverlapping(q.cast::<u8>(), a.cast::<u8>(), size);
+        real::free(q);
+        a
+    }
+}
+
+/// Interposed `reallocarray`: an overflow-checked `realloc`. Never forwarded:
+/// glibc's calls its internal realloc, which would miss our bookkeeping for
+/// a sampled block, and jemalloc has none.
+///
+/// # Safety
+/// As C's `reallocarray`.
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        // SAFETY: as C's realloc.
+        Some(total) => unsafe { realloc(p, total) },
+        None => {
+            real::set_errno(libc::ENOMEM);
+            null_mut()
+        }
+    }
+}
+
+/// Interposed `posix_memalign`.
+///
+/// # Safety
+/// As C's `posix_memalign`.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if let Some(st) = tls::fast_state() {
+        if st.skip(size) {
+            // SAFETY: a nonzero countdown implies resolved; caller's contract.
+            return unsafe { real::posix_memalign(out, align, size) };
+        }
+    }
+    // SAFETY: as C's posix_memalign.
+    unsafe { posix_memalign_slow(out, align, size) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn posix_memalign_slow(
+    out: *mut *mut c_void,
+    align: usize,
+    size: usize,
+) -> c_int {
+    let valid =
+        align.is_power_of_two() && align.is_multiple_of(core::mem::size_of::<*mut c_void>());
+    if !real::ensure() {
+        if !valid {
+            return libc::EINVAL;
+        }
+        let p = bootstrap::alloc(size, align);
+        if p.is_null() {
+            return libc::ENOMEM;
+        }
+        // SAFETY: `out` is writable (caller's contract).
+        unsafe { *out = p.cast() };
+        return 0;
+    }
+    let st = tls::state();
+    if valid && sample(st, size) {
+        // SAFETY: resolved just above; `align` is a power of two.
+        let p = unsafe { alloc_sampled(st, size, align, false) };
+        if !p.is_null() {
+            // SAFETY: `out` is writable (caller's contract).
+            unsafe { *out = p };
+            return 0;
+        }
+    }
+    // SAFETY: resolved; caller's contract (an invalid alignment gets the
+    // real function's answer).
+    unsafe { real::posix_memalign(out, align, size) }
+}
+
+/// Which aligned function an [`aligned_slow`] call stands for.
+#[derive(Clone, Copy)]
+enum Which {
+    AlignedAlloc,
+    Memalign,
+    Valloc,
+    Pvalloc,
+}
+
+/// The shared slow path of `aligned_alloc`, `memalign`, `valloc` and
+/// `pvalloc` (whose `size` is already rounded to pages): bootstrap, sample
+/// (when `align` is a power of two; anything else gets the real function's
+/// treatment), or forward.
+#[inline(always)]
+unsafe fn aligned_slow(kind: Which, align: usize, size: usize) -> *mut c_void {
+    if !real::ensure() {
+        return bootstrap_alloc(size, align);
+    }
+    let st = tls::state();
+    if align.is_power_of_two() && sample(st, size) {
+        // SAFETY: resolved just above; `align` is a power of two.
+        let p = unsafe { alloc_sampled(st, size, align, false) };
+        if !p.is_null() {
+            return p;
+        }
+    }
+    // SAFETY: resolved just above; the caller's contract for the function.
+    unsafe {
+        match kind {
+            Which::AlignedAlloc => real::aligned_alloc(align, size),
+            Which::Memalign => real::memalign(align, size),
+            Which::Valloc => real::valloc(size),
+            // Given the rounded size, pvalloc rounds it to itself.
+            Which::Pvalloc => real::pvalloc(size),
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn aligned_alloc_slow(align: usize, size: usize) -> *mut c_void {
+    // SAFETY: as C's aligned_alloc.
+    unsafe { aligned_slow(Which::AlignedAlloc, align, size) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn memalign_slow(align: usize, size: usize) -> *mut c_void {
+    // SAFETY: as C's memalign.
+    unsafe { aligned_slow(Which::Memalign, align, size) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn valloc_slow(size: usize) -> *mut c_void {
+    // SAFETY: as C's valloc.
+    unsafe { aligned_slow(Which::Valloc, PAGE, size) }
+}
+
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn pvalloc_slow(rounded: usize) -> *mut c_void {
+    // SAFETY: as C's pvalloc, with the size already rounded.
+    unsafe { aligned_slow(Which::Pvalloc, PAGE, rounded) }
+}
+
+/// Interposed `aligned_alloc`.
+///
+/// # Safety
+/// As C's `aligned_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if let Some(st) = tls::fast_state() {
+        if st.skip(size) {
+            // SAFETY: a nonzero countdown implies resolved.
+            return unsafe { real::aligned_alloc(align, size) };
+        }
+    }
+    // SAFETY: as C's aligned_alloc.
+    unsafe { aligned_alloc_slow(align, size) }
+}
+
+/// Interposed `memalign`.
+///
+/// # Safety
+/// As C's `memalign`.
+#[no_mangle]
+pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    if let Some(st) = tls::fast_state() {
+        if st.skip(size) {
+            // SAFETY: a nonzero countdown implies resolved.
+            return unsafe { real::memalign(align, size) };
+        }
+    }
+    // SAFETY: as C's memalign.
+    unsafe { memalign_slow(align, size) }
+}
+
+/// Interposed `valloc`.
+///
+/// # Safety
+/// As C's `valloc`.
+#[no_mangle]
+pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    if let Some(st) = tls::fast_state() {
+        if st.skip(size) {
+            // SAFETY: a nonzero countdown implies resolved.
+            return unsafe { real::valloc(size) };
+        }
+    }
+    // SAFETY: as C's valloc.
+    unsafe { valloc_slow(size) }
+}
+
+/// Interposed `pvalloc`: `size` rounded up to whole pages (at least one),
+/// page-aligned.
+///
+/// # Safety
+/// As C's `pvalloc`.
+#[no_mangle]
+pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let Some(rounded) = size.max(1).checked_next_multiple_of(PAGE) else {
+        real::set_errno(libc::ENOMEM);
+        return null_mut();
+    };
+    if let Some(st) = tls::fast_state() {
+        if st.skip(rounded) {
+            // SAFETY: a nonzero countdown implies resolved.
+            return unsafe { real::pvalloc(size) };
+        }
+    }
+    // Sampled or not, the object is `rounded` bytes.
+    // SAFETY: as C's pvalloc.
+    unsafe { pvalloc_slow(rounded) }
+}
+
+/// Interposed `malloc_usable_size`.
+///
+/// # Safety
+/// As C's `malloc_usable_size`.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if !page_aligned(p) {
+        // SAFETY: an ordinary block of the real allocator (so resolved).
+        return unsafe { real::usable_size(p) };
+    }
+    if p.is_null() {
+        return 0;
+    }
+    if bootstrap::contains(p.cast()) {
+        return bootstrap::size_of(p.cast());
+    }
+    if !real::resolved() {
+        return 0;
+    }
+    // SAFETY: resolved; a block of the real allocator (sampled or not).
+    unsafe { real::usable_size(p) }
+}

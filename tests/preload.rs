@@ -1,0 +1,884 @@
+//! The LD_PRELOAD library (`ffi/`) from the outside: C and C++ programs from
+//! `tests/c/`, compiled at test time with the system `cc`/`c++`, and real
+//! programs (python3, sqlite3, perl, bash, cc), run bare and under the
+//! library. Profiles are the files the processes leave at exit, decoded here.
+//!
+//! Oracles: at `HEAPPROF_RATE=1` every allocation is sampled and the profile
+//! is exact, byte for byte, per leaf function; stacks that free everything
+//! end with nothing in use at any rate; a program's output and exit code
+//! never change under the library.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use heapprof::proto::Profile;
+
+const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+/// Longest any program may run: a hang (a deadlock in a hook) fails the test.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The preload library, built (once per test run) in the profile these tests
+/// were built in, so it always matches the sources.
+fn library() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/preload-HASH
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let release = profile_dir.file_name() == Some(OsStr::new("release"));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "heapprof-preload"])
+            .current_dir(workspace());
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build -p heapprof-preload");
+        assert!(status.success(), "cargo build -p heapprof-preload failed");
+        let lib = profile_dir.join("libheapprof_preload.so");
+        assert!(lib.exists(), "{} was not built", lib.display());
+        lib
+    })
+}
+
+/// Where this test run keeps compiled programs and profiles: under cargo's
+/// scratch directory for integration tests, one per build profile, emptied
+/// when a run starts (so nothing piles up in /tmp).
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile = exe
+            .parent()
+            .and_then(Path::parent)
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("preload-{profile}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// A fresh directory for one test's profiles.
+fn out_dir(name: &str) -> PathBuf {
+    let d = scratch().join(format!("out-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn compile(compiler: &str, args: &[&OsStr]) {
+    let out = Command::new(compiler)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
+    assert!(
+        out.status.success(),
+        "{compiler} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `tests/c/NAME.c` (or `.cpp`) compiled (once) with optimisation, debug
+/// info and no frame pointers (the default at -O2): the unwinder must cope.
+fn program(name: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let dir = workspace().join("tests/c");
+    let exe = scratch().join(name);
+    let common = ["-O2", "-g", "-pthread", "-o"].map(OsStr::new);
+    match name {
+        "newleak" => {
+            let src = dir.join("newleak.cpp");
+            let mut args: Vec<&OsStr> = common.to_vec();
+            args.extend([exe.as_os_str(), src.as_os_str()]);
+            compile("c++", &args);
+        }
+        "lifecycle" => {
+            // Linked against libearly.so, found next to it.
+            let early = scratch().join("libearly.so");
+            let src = dir.join("early.c");
+            let mut args: Vec<&OsStr> = common.to_vec();
+            args.extend([
+                early.as_os_str(),
+                OsStr::new("-fPIC"),
+                OsStr::new("-shared"),
+            ]);
+            args.push(src.as_os_str());
+            compile("cc", &args);
+            let src = dir.join("lifecycle.c");
+            let mut args: Vec<&OsStr> = common.to_vec();
+            args.extend([exe.as_os_str(), src.as_os_str()]);
+            args.extend(
+                [
+                    "-L",
+                    scratch().to_str().unwrap(),
+                    "-learly",
+                    "-Wl,-rpath,$ORIGIN",
+                ]
+                .map(OsStr::new),
+            );
+            compile("cc", &args);
+        }
+        "tlsmod" => {
+            let so = scratch().join("tlsmod.so");
+            let src = dir.join("tlsmod.c");
+            let mut args: Vec<&OsStr> = common.to_vec();
+            args.extend([so.as_os_str(), OsStr::new("-fPIC"), OsStr::new("-shared")]);
+            args.push(src.as_os_str());
+            compile("cc", &args);
+            built.insert(name.into(), so.clone());
+            return so;
+        }
+        _ => {
+            let src = dir.join(format!("{name}.c"));
+            let mut args: Vec<&OsStr> = common.to_vec();
+            args.extend([exe.as_os_str(), src.as_os_str(), OsStr::new("-ldl")]);
+            compile("cc", &args);
+        }
+    }
+    built.insert(name.into(), exe.clone());
+    exe
+}
+
+/// What a finished process left.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    /// Exit code, or 128 + signal number.
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A command with none of the test runner's HEAPPROF_* or LD_PRELOAD.
+fn clean(prog: impl AsRef<OsStr>) -> Command {
+    let mut c = Command::new(prog);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("HEAPPROF_") || k == "LD_PRELOAD" || k == "PYTHONMALLOC" {
+            c.env_remove(&*k);
+        }
+    }
+    c
+}
+
+/// `prog` under the library (alone in LD_PRELOAD), writing profiles to
+/// `out/p.PID.SEQ.pb.gz`.
+fn preloaded(prog: impl AsRef<OsStr>, out: &Path) -> Command {
+    let mut c = clean(prog);
+    c.env("LD_PRELOAD", library())
+        .env("HEAPPROF_OUT", out.join("p"));
+    c
+}
+
+/// Runs to completion (failing the test if it takes longer than TIMEOUT),
+/// feeding `stdin`.
+fn run(cmd: &mut Command, stdin: &[u8]) -> Outcome {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let out = reader(child.stdout.take().unwrap());
+    let err = reader(child.stderr.take().unwrap());
+    let code = wait(&mut child, cmd);
+    let _ = feeder.join();
+    Outcome {
+        code,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = r.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+fn wait(child: &mut std::process::Child, what: &Command) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what:?} hung (killed after {TIMEOUT:?})");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `prog ARGS` bare and under the library (with `env`), asserts the
+/// output and exit code are identical, and returns them with the profile
+/// directory.
+fn same_as_bare(
+    name: &str,
+    prog: impl AsRef<OsStr>,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> (Outcome, PathBuf) {
+    let dir = out_dir(name);
+    let bare = run(clean(&prog).args(args).envs(env.iter().copied()), stdin);
+    let under = run(
+        preloaded(&prog, &dir).args(args).envs(env.iter().copied()),
+        stdin,
+    );
+    assert_eq!(
+        under, bare,
+        "{name}: output or exit code changed under the library"
+    );
+    (under, dir)
+}
+
+/// Every `p.PID.SEQ.pb.gz` in `dir`, as (pid, seq, path), sorted.
+fn profiles(dir: &Path) -> Vec<(u32, u64, PathBuf)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".pb.gz") else {
+            continue;
+        };
+        let parts: Vec<&str> = stem.split('.').collect();
+        if let [_, pid, seq] = parts[..] {
+            if let (Ok(pid), Ok(seq)) = (pid.parse(), seq.parse()) {
+                out.push((pid, seq, e.path()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Decodes a profile file (gzip, then protobuf) and checks it is a heap
+/// profile as Go writes them.
+fn decode(path: &Path) -> Profile {
+    let gz = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("gunzip {}: {e}", path.display()));
+    let p: Profile = prost::Message::decode(&raw[..])
+        .unwrap_or_else(|e| panic!("decode {}: {e}", path.display()));
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    assert_eq!(p.string_table.first().map(String::as_str), Some(""));
+    let types: Vec<&str> = p.sample_type.iter().map(|t| s(t.r#type)).collect();
+    assert_eq!(
+        types,
+        [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space"
+        ],
+        "{}",
+        path.display()
+    );
+    assert!(!p.mapping.is_empty(), "{}: no mappings", path.display());
+    p
+}
+
+/// The only profile in `dir`, which must come from `pid` (its at-exit dump).
+fn only_profile(dir: &Path, pid: Option<u32>) -> Profile {
+    let all = profiles(dir);
+    assert_eq!(all.len(), 1, "expected one profile, found {all:?}");
+    if let Some(pid) = pid {
+        assert_eq!(all[0].0, pid);
+    }
+    decode(&all[0].2)
+}
+
+/// Whether a demangled name is the function `f` (C, or C++ with arguments).
+fn is_fn(name: &str, f: &str) -> bool {
+    name == f
+        || name
+            .strip_prefix(f)
+            .is_some_and(|rest| rest.starts_with('('))
+}
+
+/// The four values summed over the stacks whose leaf function is `f`:
+/// [alloc_objects, alloc_space, inuse_objects, inuse_space].
+fn leaf(p: &Profile, f: &str) -> [u64; 4] {
+    let mut t = [0; 4];
+    for s in heapprof::tallies_of(p)
+        .iter()
+        .filter(|s| s.frames.first().is_some_and(|fr| is_fn(&fr.function, f)))
+    {
+        t[0] += s.alloc_objects;
+        t[1] += s.alloc_space;
+        t[2] += s.inuse_objects;
+        t[3] += s.inuse_space;
+    }
+    t
+}
+
+/// The four values summed over every stack that passes through `f`.
+fn through(p: &Profile, f: &str) -> [u64; 4] {
+    let mut t = [0; 4];
+    for s in heapprof::tallies_of(p)
+        .iter()
+        .filter(|s| s.frames.iter().any(|fr| is_fn(&fr.function, f)))
+    {
+        t[0] += s.alloc_objects;
+        t[1] += s.alloc_space;
+        t[2] += s.inuse_objects;
+        t[3] += s.inuse_space;
+    }
+    t
+}
+
+/// What `family.c` leaves at rate 1, per leaf function.
+fn assert_family_exact(p: &Profile) {
+    let expect: &[(&str, [u64; 4])] = &[
+        ("leak_malloc", [3, 3000, 2, 2000]),
+        ("leak_calloc", [2, 377, 2, 377]),
+        ("leak_realloc", [2, 5100, 1, 5000]),
+        ("leak_reallocarray", [2, 1200, 1, 800]),
+        ("leak_posix_memalign", [2, 500, 2, 500]),
+        ("leak_aligned_alloc", [1, 256, 1, 256]),
+        ("leak_memalign", [1, 100, 1, 100]),
+        ("leak_valloc", [1, 1234, 1, 1234]),
+        // pvalloc allocates whole pages: 5000 rounds up to 8192.
+        ("leak_pvalloc", [1, 8192, 1, 8192]),
+    ];
+    for (f, want) in expect {
+        assert_eq!(leaf(p, f), *want, "{f}");
+    }
+    // strdup is libc's: its stack leads through leak_strdup (25 chars + NUL).
+    assert_eq!(through(p, "leak_strdup"), [1, 26, 1, 26]);
+    let churn = through(p, "churn_all");
+    assert!(
+        churn[0] >= 300 * 10,
+        "churn_all allocations missing: {churn:?}"
+    );
+    assert_eq!(churn[2..], [0, 0], "churn_all freed everything: {churn:?}");
+}
+
+#[test]
+fn leaks_through_every_family_member_are_exact_at_rate_1() {
+    let (out, dir) = same_as_bare(
+        "family",
+        program("family"),
+        &[],
+        &[("HEAPPROF_RATE", "1")],
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "family: 13 objects kept, 0 failures\n");
+    assert_family_exact(&only_profile(&dir, None));
+}
+
+#[test]
+fn churn_through_every_family_member_leaves_nothing_at_low_rates() {
+    // At these rates some calls are sampled and most not, so realloc meets
+    // every mix of sampled and unsampled old and new blocks.
+    for rate in ["700", "4096", "65536", "524288"] {
+        let dir = out_dir(&format!("churn-{rate}"));
+        let out = run(
+            preloaded(program("family"), &dir)
+                .env("HEAPPROF_RATE", rate)
+                .env("HEAPPROF_SEED", "7"),
+            b"",
+        );
+        assert_eq!(out.code, 0, "rate {rate}: {out:?}");
+        let p = only_profile(&dir, None);
+        let churn = through(&p, "churn_all");
+        assert!(churn[0] > 0, "rate {rate}: no samples in churn_all");
+        assert_eq!(churn[2..], [0, 0], "rate {rate}: false leak {churn:?}");
+    }
+}
+
+#[test]
+fn cpp_new_reaches_malloc_and_leaks_show() {
+    let (out, dir) = same_as_bare(
+        "c++",
+        program("newleak"),
+        &[],
+        &[("HEAPPROF_RATE", "1")],
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let p = only_profile(&dir, None);
+    // new int[250] and new Widget (48 bytes).
+    assert_eq!(leaf(&p, "leak_new"), [2, 1048, 2, 1048]);
+    // Aligned new goes through aligned_alloc.
+    assert_eq!(leaf(&p, "leak_aligned_new"), [1, 128, 1, 128]);
+    let churn = through(&p, "churn_containers");
+    assert!(churn[0] > 9 * 200 * 50, "{churn:?}");
+    assert_eq!(churn[2..], [0, 0], "{churn:?}");
+    // The thread_local's destructor ran and freed what it allocated.
+    let tls = through(&p, "TlsThing::~TlsThing");
+    assert!(tls[0] >= 8 && tls[2..] == [0, 0], "{tls:?}");
+}
+
+#[test]
+fn threads_cross_thread_frees_thread_churn_destructors_and_atexit() {
+    let (out, dir) = same_as_bare(
+        "threads",
+        program("threads"),
+        &[],
+        &[("HEAPPROF_RATE", "1")],
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let p = only_profile(&dir, None);
+    // 4 producers x 2000 objects of 16 + (i % 200) * 8 bytes, all freed by
+    // consumer threads.
+    let bytes: u64 = (0..2000u64).map(|i| 16 + (i % 200) * 8).sum::<u64>() * 4;
+    assert_eq!(leaf(&p, "produce"), [8000, bytes, 0, 0]);
+    // 5 rounds of 100 threads, each leaking 64 bytes and 48 more from its
+    // pthread key destructor.
+    assert_eq!(leaf(&p, "thread_leak"), [500, 32000, 500, 32000]);
+    assert_eq!(leaf(&p, "dtor_leak"), [500, 24000, 500, 24000]);
+    // 40 atexit handlers ran before the at-exit dump.
+    assert_eq!(leaf(&p, "atexit_leak"), [40, 960, 40, 960]);
+
+    // Sampled (so most frees are of unsampled blocks), freed across threads.
+    let dir = out_dir("threads-sampled");
+    let out = run(
+        preloaded(program("threads"), &dir)
+            .env("HEAPPROF_RATE", "65536")
+            .env("HEAPPROF_SEED", "3"),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let p = only_profile(&dir, None);
+    let produced = leaf(&p, "produce");
+    assert!(produced[0] > 0 && produced[2..] == [0, 0], "{produced:?}");
+}
+
+#[test]
+fn forked_children_profile_under_their_own_pid_while_threads_allocate() {
+    let dir = out_dir("fork");
+    let mut cmd = preloaded(program("forker"), &dir);
+    cmd.args(["fork", "5"]).env("HEAPPROF_RATE", "1");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let parent = child.id();
+    let out = reader(child.stdout.take().unwrap());
+    let err = reader(child.stderr.take().unwrap());
+    let code = wait(&mut child, &cmd);
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "forked 5 children, 0 failed\n");
+    let all = profiles(&dir);
+    let pids: std::collections::BTreeSet<u32> = all.iter().map(|(pid, _, _)| *pid).collect();
+    assert_eq!(pids.len(), 6, "parent and 5 children: {all:?}");
+    for (pid, seq, path) in &all {
+        assert_eq!(*seq, 0, "{all:?}");
+        let p = decode(path);
+        if *pid == parent {
+            assert_eq!(leaf(&p, "child_leak"), [0; 4]);
+            assert!(through(&p, "churn")[0] > 0);
+        } else {
+            assert_eq!(leaf(&p, "child_leak"), [1, 777, 1, 777], "child {pid}");
+        }
+    }
+}
+
+#[test]
+fn exec_drops_the_library_unless_children_are_asked_for() {
+    let hello = program("hello");
+    let hello = hello.to_str().unwrap();
+    // Default: the exec'd program runs without the library, as if bare.
+    let (out, dir) = same_as_bare("exec", program("forker"), &["exec", hello], &[], b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "hello from exec, LD_PRELOAD unset\nexec child exited 0\n"
+    );
+    let all = profiles(&dir);
+    assert_eq!(all.len(), 1, "only the parent profiles: {all:?}");
+    assert_eq!(leaf(&decode(&all[0].2), "exec_leak"), [0; 4]);
+
+    // Other LD_PRELOAD entries stay.
+    let dir = out_dir("exec-kept");
+    let out = run(
+        preloaded(program("forker"), &dir)
+            .env("LD_PRELOAD", format!("{}:{JEMALLOC}", library().display()))
+            .args(["exec", hello]),
+        b"",
+    );
+    assert_eq!(
+        out.stdout,
+        "hello from exec, LD_PRELOAD set\nexec child exited 0\n"
+    );
+    assert_eq!(profiles(&dir).len(), 1, "{:?}", profiles(&dir));
+
+    // HEAPPROF_CHILDREN=1: the exec'd program profiles under its own pid.
+    let dir = out_dir("exec-children");
+    let out = run(
+        preloaded(program("forker"), &dir)
+            .env("HEAPPROF_CHILDREN", "1")
+            .env("HEAPPROF_RATE", "1")
+            .args(["exec", hello]),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "hello from exec, LD_PRELOAD set\nexec child exited 0\n"
+    );
+    let all = profiles(&dir);
+    assert_eq!(all.len(), 2, "{all:?}");
+    let leaks: Vec<[u64; 4]> = all
+        .iter()
+        .map(|(_, _, path)| leaf(&decode(path), "exec_leak"))
+        .collect();
+    assert!(leaks.contains(&[1, 4321, 1, 4321]), "{leaks:?}");
+}
+
+#[test]
+fn dlopen_of_tls_libraries_from_threads_while_others_allocate() {
+    // Distinct files, so every dlopen loads a new module with TLS.
+    let module = program("tlsmod");
+    let dir = scratch().join("tls-modules");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut libs = Vec::new();
+    for i in 0..6 {
+        let copy = dir.join(format!("libtls{i}.so"));
+        std::fs::copy(&module, &copy).unwrap();
+        libs.push(copy.to_str().unwrap().to_owned());
+    }
+    let args: Vec<&str> = libs.iter().map(String::as_str).collect();
+    for rate in ["64", "524288"] {
+        let (out, dir) = same_as_bare(
+            &format!("dlopen-{rate}"),
+            program("dlopener"),
+            &args,
+            &[("HEAPPROF_RATE", rate)],
+            b"",
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        only_profile(&dir, None);
+    }
+}
+
+#[test]
+fn allocations_before_start_and_after_the_exit_dump_are_served() {
+    let (out, dir) = same_as_bare(
+        "lifecycle",
+        program("lifecycle"),
+        &[],
+        &[("HEAPPROF_RATE", "1")],
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "allocated before heapprof started\nearly fini ok\n"
+    );
+    // The realloc in main was sampled; nothing of it is left.
+    let p = only_profile(&dir, None);
+    assert_eq!(leaf(&p, "main")[2..], [0, 0]);
+    assert!(leaf(&p, "main")[0] >= 1);
+}
+
+#[test]
+fn a_program_with_its_own_sigusr2_handler_keeps_it() {
+    let (out, dir) = same_as_bare("sigusr2", program("sigusr2"), &[], &[], b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "handler ran 3 times\n");
+    only_profile(&dir, None);
+}
+
+#[test]
+fn sigusr2_dumps_a_running_program() {
+    let dir = out_dir("signal");
+    let mut cmd = preloaded(program("waiter"), &dir);
+    cmd.env("HEAPPROF_RATE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR2) }, 0);
+    let first = dir.join(format!("p.{pid}.0.pb.gz"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first.exists() {
+        assert!(Instant::now() < deadline, "no profile after SIGUSR2");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let p = decode(&first);
+    assert_eq!(leaf(&p, "leak_before_signal"), [3, 12288, 3, 12288]);
+    drop(child.stdin.take()); // EOF: the program exits
+    assert_eq!(wait(&mut child, &cmd), 0);
+    assert_eq!(lines.next().unwrap().unwrap(), "bye");
+    let all = profiles(&dir);
+    assert_eq!(all.len(), 2, "the signal's and the exit's: {all:?}");
+    assert_eq!(
+        leaf(&decode(&all[1].2), "leak_before_signal")[2..],
+        [3, 12288]
+    );
+}
+
+fn jemalloc_chain(dir: &Path) -> Command {
+    assert!(
+        Path::new(JEMALLOC).exists(),
+        "{JEMALLOC} is missing: install Debian's libjemalloc2 (scripts/install-deps.sh)"
+    );
+    let mut c = preloaded(program("family"), dir);
+    c.env("LD_PRELOAD", format!("{} {JEMALLOC}", library().display()))
+        .arg("--jemalloc");
+    c
+}
+
+#[test]
+fn chained_in_front_of_jemalloc() {
+    let dir = out_dir("jemalloc");
+    let out = run(jemalloc_chain(&dir).env("HEAPPROF_RATE", "1"), b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "jemalloc serves malloc\nfamily: 13 objects kept, 0 failures\n"
+    );
+    assert_eq!(out.stderr, "");
+    assert_family_exact(&only_profile(&dir, None));
+
+    // jemalloc has no pvalloc or reallocarray: built from its own functions,
+    // never taken from glibc (which would crash on free).
+    for rate in ["4096", "65536"] {
+        let dir = out_dir(&format!("jemalloc-churn-{rate}"));
+        let out = run(jemalloc_chain(&dir).env("HEAPPROF_RATE", rate), b"");
+        assert_eq!(out.code, 0, "rate {rate}: {out:?}");
+        let churn = through(&only_profile(&dir, None), "churn_all");
+        assert!(
+            churn[0] > 0 && churn[2..] == [0, 0],
+            "rate {rate}: {churn:?}"
+        );
+    }
+}
+
+#[test]
+fn says_once_when_preload_cannot_see_the_allocations() {
+    // A program with its own malloc: output unchanged, one line on stderr.
+    let dir = out_dir("ownmalloc");
+    let bare = run(&mut clean(program("ownmalloc")), b"");
+    let under = run(&mut preloaded(program("ownmalloc"), &dir), b"");
+    assert_eq!((under.code, &under.stdout), (bare.code, &bare.stdout));
+    assert_eq!(
+        under.stderr,
+        "heapprof: this program has its own malloc, which LD_PRELOAD cannot replace: its allocations are not profiled\n"
+    );
+
+    // Python with pymalloc.
+    let dir = out_dir("pymalloc");
+    let out = run(preloaded(python(), &dir).args(["-c", "print(42)"]), b"");
+    assert_eq!((out.code, out.stdout.as_str()), (0, "42\n"));
+    assert_eq!(
+        out.stderr.matches("PYTHONMALLOC=malloc").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+}
+
+/// Debian's python3 (not a version manager's shim script, which would exec
+/// the real one without the library).
+fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// Profiles a real program, asserting output and exit code identical to a
+/// bare run and a valid profile at exit from the program's own process.
+fn real_program(
+    name: &str,
+    prog: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> (Outcome, Vec<Profile>) {
+    let (out, dir) = same_as_bare(name, prog, args, env, stdin);
+    let all = profiles(&dir);
+    assert!(!all.is_empty(), "{name}: no profile at exit");
+    (out, all.iter().map(|(_, _, p)| decode(p)).collect())
+}
+
+#[test]
+fn python3_with_pythonmalloc_malloc() {
+    let script = "import json, sys\n\
+                  d = {str(i): [i] * 5 for i in range(30000)}\n\
+                  s = json.dumps(d)\n\
+                  print(len(s), sum(len(v) for v in json.loads(s).values()))\n\
+                  sys.exit(3)\n";
+    let (out, profiles) = real_program(
+        "python3",
+        python(),
+        &["-c", script],
+        &[("PYTHONMALLOC", "malloc")],
+        b"",
+    );
+    assert_eq!(out.code, 3);
+    assert_eq!(out.stderr, "");
+    assert_eq!(profiles.len(), 1);
+    assert!(!profiles[0].sample.is_empty(), "python allocated megabytes");
+}
+
+#[test]
+fn sqlite3_inserting_rows() {
+    let sql = b"create table t(id integer primary key, name text, n real);\n\
+                with recursive c(i) as (select 1 union all select i + 1 from c where i < 20000)\n\
+                insert into t select i, printf('name-%08d', i), i * 0.5 from c;\n\
+                create index t_name on t(name);\n\
+                select count(*), sum(length(name)), max(n) from t;\n";
+    let (out, profiles) = real_program("sqlite3", "sqlite3", &[":memory:"], &[], sql);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "20000|260000|10000.0\n")
+    );
+    assert_eq!(profiles.len(), 1);
+}
+
+#[test]
+fn perl_building_a_hash() {
+    let (out, profiles) = real_program(
+        "perl",
+        "perl",
+        &[
+            "-e",
+            "my %h; $h{$_} = 'x' x ($_ % 100) for 1..50000; print scalar(keys %h), qq{\\n}; exit 2",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!((out.code, out.stdout.as_str()), (2, "50000\n"));
+    assert_eq!(profiles.len(), 1);
+}
+
+#[test]
+fn bash_running_a_pipeline() {
+    let (out, profiles) = real_program(
+        "bash",
+        "bash",
+        &[
+            "-c",
+            "seq 1 20000 | sort -rn | head -3; echo done | tr a-z A-Z; printenv LD_PRELOAD || echo unset; exit 4",
+        ],
+        &[],
+        b"",
+    );
+    // The programs bash ran did so without the library (printenv too).
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (4, "20000\n19999\n19998\nDONE\nunset\n")
+    );
+    // bash, and the subshells it forks for builtins in a pipeline (forked
+    // children keep profiling); never the programs it executes.
+    assert!(
+        !profiles.is_empty() && profiles.len() <= 3,
+        "{}",
+        profiles.len()
+    );
+}
+
+#[test]
+fn the_c_compiler_and_its_children() {
+    let dir = scratch().join("cc-src");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("small.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <stdlib.h>\nstruct p { int x, y; };\n\
+         static int area(struct p a, struct p b) { return abs(a.x - b.x) * abs(a.y - b.y); }\n\
+         int main(void) { struct p a = {1, 2}, b = {4, 6}; printf(\"%d\\n\", area(a, b)); return 0; }\n",
+    )
+    .unwrap();
+    let bare_obj = dir.join("bare.o");
+    let under_obj = dir.join("under.o");
+    let (src, bare_o, under_o) = (
+        src.to_str().unwrap(),
+        bare_obj.to_str().unwrap(),
+        under_obj.to_str().unwrap(),
+    );
+    let bare = run(clean("cc").args(["-O2", "-c", src, "-o", bare_o]), b"");
+    // Children too: the driver, cc1 and as each write a profile.
+    let out_dir = out_dir("cc");
+    let under = run(
+        preloaded("cc", &out_dir)
+            .env("HEAPPROF_CHILDREN", "1")
+            .args(["-O2", "-c", src, "-o", under_o]),
+        b"",
+    );
+    assert_eq!(under, bare);
+    assert_eq!(under.code, 0, "{under:?}");
+    assert_eq!(
+        std::fs::read(&bare_obj).unwrap(),
+        std::fs::read(&under_obj).unwrap(),
+        "the object file changed"
+    );
+    let all = profiles(&out_dir);
+    let pids: std::collections::BTreeSet<u32> = all.iter().map(|(pid, _, _)| *pid).collect();
+    assert!(pids.len() >= 3, "driver, cc1 and as: {all:?}");
+    let samples: usize = all.iter().map(|(_, _, p)| decode(p).sample.len()).sum();
+    assert!(samples > 0, "cc1 allocates megabytes");
+}
+
+#[test]
+fn go_pprof_names_the_leaking_c_function() {
+    let go = ["/usr/bin/go", "/usr/local/go/bin/go"]
+        .into_iter()
+        .find(|g| Path::new(g).exists())
+        .unwrap_or("go");
+    let dir = out_dir("go-pprof");
+    let out = run(
+        preloaded(program("family"), &dir).env("HEAPPROF_RATE", "1"),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let (_, _, profile) = profiles(&dir).pop().expect("a profile");
+    let home = scratch().join("go-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let res = Command::new(go)
+        .args(["tool", "pprof", "-top"])
+        .arg(&profile)
+        .env("HOME", &home)
+        .env("PPROF_TMPDIR", &home)
+        .env("GOCACHE", home.join("cache"))
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap_or_else(|e| panic!("run {go} tool pprof (Debian package golang-go): {e}"));
+    let (so, se) = (
+        String::from_utf8_lossy(&res.stdout),
+        String::from_utf8_lossy(&res.stderr),
+    );
+    assert!(res.status.success(), "go tool pprof failed:\n{se}");
+    for f in ["leak_pvalloc", "leak_realloc", "leak_malloc"] {
+        assert!(so.contains(f), "{f} missing:\n{so}");
+    }
+    assert!(
+        !se.to_lowercase().contains("symboliz"),
+        "go tool pprof tried to symbolize:\n{se}"
+    );
+}
