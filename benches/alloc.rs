@@ -48,6 +48,7 @@
 //! Speed targets (within 2 ns of the bare pair, within 5% on churn) are
 //! checked by reading these numbers, never asserted in timed unit tests.
 
+use heapprof::sampler::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -265,25 +266,11 @@ fn pair_2t(c: &mut Criterion) {
     g.finish();
 }
 
-/// xorshift64: a fixed-seed stream, identical for every variant.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
 /// Log-uniform over 16 B..8 KiB: an octave 16<<k (k in 0..9) chosen
 /// uniformly, then a uniform size within it. Mean about 1.4 KiB, so one
 /// allocation in ~380 is sampled at the default rate.
-fn churn_layout(rng: &mut XorShift) -> Layout {
-    let r = rng.next();
+fn churn_layout(rng: &mut Rng) -> Layout {
+    let r = rng.next_u64();
     let base = 16usize << (r % 9);
     let size = base + ((r >> 8) as usize % base);
     Layout::from_size_align(size, 8).unwrap()
@@ -296,8 +283,8 @@ const CHURN_SLOTS: usize = 4096;
 /// byte, as a program initialising it would). Returns the time of the
 /// replacements only; filling and emptying the set is untimed.
 fn churn<A: GlobalAlloc>(a: &A, ops: u64, seed: u64) -> Duration {
-    let mut rng = XorShift(seed);
-    let alloc = |rng: &mut XorShift| {
+    let mut rng = Rng::new(seed);
+    let alloc = |rng: &mut Rng| {
         let l = churn_layout(rng);
         // SAFETY: nonzero size; the block is written within bounds and later
         // freed with `l` through the same allocator.
@@ -310,7 +297,7 @@ fn churn<A: GlobalAlloc>(a: &A, ops: u64, seed: u64) -> Duration {
     let mut live: Vec<(*mut u8, Layout)> = (0..CHURN_SLOTS).map(|_| alloc(&mut rng)).collect();
     let t0 = Instant::now();
     for _ in 0..ops {
-        let i = rng.next() as usize % CHURN_SLOTS;
+        let i = rng.next_u64() as usize % CHURN_SLOTS;
         let (p, l) = live[i];
         // SAFETY: `p` was allocated by `a` with `l` and is freed once.
         unsafe { a.dealloc(p, l) };

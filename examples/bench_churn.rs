@@ -24,6 +24,7 @@
 //! profiler against nothing. Modes: `system` (`System` alone), `profiler`
 //! (default rate, 512 KiB, or `--rate`), `off` (`Profiler` with rate 0).
 
+use heapprof::sampler::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Barrier;
@@ -111,30 +112,16 @@ unsafe impl GlobalAlloc for Switch {
     }
 }
 
-/// xorshift64: the same fixed stream in every mode.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
 /// Log-uniform over 16 B..8 KiB (an octave, then a size within it), as in
 /// `benches/alloc.rs`: mean about 1.4 KiB.
-fn churn_layout(rng: &mut XorShift) -> Layout {
-    let r = rng.next();
+fn churn_layout(rng: &mut Rng) -> Layout {
+    let r = rng.next_u64();
     let base = 16usize << (r % 9);
     let size = base + ((r >> 8) as usize % base);
     Layout::from_size_align(size, 8).unwrap()
 }
 
-fn alloc_one(rng: &mut XorShift) -> (*mut u8, Layout) {
+fn alloc_one(rng: &mut Rng) -> (*mut u8, Layout) {
     let l = churn_layout(rng);
     // SAFETY: nonzero size; freed later with the same layout.
     let p = unsafe { std::alloc::alloc(l) };
@@ -149,12 +136,12 @@ fn alloc_one(rng: &mut XorShift) -> (*mut u8, Layout) {
 /// One thread's share: fill (untimed), wait for the others, churn (timed),
 /// empty (untimed). Returns the timed span.
 fn worker(seed: u64, slots: usize, ops: u64, go: &Barrier) -> (Instant, Instant) {
-    let mut rng = XorShift(seed);
+    let mut rng = Rng::new(seed);
     let mut live: Vec<(*mut u8, Layout)> = (0..slots).map(|_| alloc_one(&mut rng)).collect();
     go.wait();
     let t0 = Instant::now();
     for _ in 0..ops {
-        let i = rng.next() as usize % slots;
+        let i = rng.next_u64() as usize % slots;
         let (p, l) = live[i];
         // SAFETY: allocated above with `l`, freed once.
         unsafe { std::alloc::dealloc(p, l) };
