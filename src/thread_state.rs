@@ -35,12 +35,6 @@ pub struct ThreadState {
     pub(crate) tag: Cell<u64>,
     /// This thread's record buffer, acquired on its first record.
     pub(crate) buffer: Cell<*mut Buffer>,
-    /// The last page-aligned address this thread freed that was not a
-    /// sample, and the live table's insert count when that was checked:
-    /// allocators hand a freed block straight back, so a freed sample's
-    /// address often returns unsampled and is freed again and again.
-    pub(crate) not_sampled_addr: Cell<usize>,
-    pub(crate) not_sampled_epoch: Cell<u64>,
 }
 
 /// Size the C side of the preload library reserves for a [`ThreadState`].
@@ -58,8 +52,6 @@ impl ThreadState {
             started: Cell::new(false),
             tag: Cell::new(0),
             buffer: Cell::new(core::ptr::null_mut()),
-            not_sampled_addr: Cell::new(0),
-            not_sampled_epoch: Cell::new(0),
         }
     }
 

@@ -20,7 +20,7 @@
 //! but the first then go to the real `free`. Page-aligned blocks lately
 //! found not to be samples are remembered in a small table, so the frequent
 //! case of the same address freed again and again costs a load and a
-//! compare (see `NOT_SAMPLED`).
+//! compare (the engine's filter, see `heapprof::engine::release`).
 //!
 //! `realloc` when a sample is involved (the old block is one, or the new
 //! size is sampled): the old sample's free is recorded first, then the real
@@ -70,56 +70,13 @@ fn sample(st: &ThreadState, size: usize) -> bool {
     size != 0 && crate::ready() && engine::should_sample(st, size)
 }
 
-/// Page-aligned addresses lately found not to be samples, one per slot of
-/// a direct-mapped table shared by all threads.
-///
-/// Why: a freed sample's page-aligned block goes back to the allocator,
-/// which hands it out again at once (glibc's per-thread cache is LIFO), now
-/// unsampled; a program that churns that size class then frees the same
-/// page-aligned address over and over, and every such free would search
-/// the engine's live-sample table (measured on CPython at the default
-/// rate: ~190k such frees in a 0.9 s run, ~0.4 µs each when the table is
-/// out of cache). The table makes the repeat a load and a compare.
-///
-/// Why it is exact: a slot holds `p` only if some thread found `p` not to
-/// be a sample and stored it before freeing (or keeping) the block; `record`
-/// clears the slot of every new sample before the program can see its
-/// address. A thread freeing `p` obtained it from the allocation that made
-/// it (through the program's own synchronisation, and the allocator's own
-/// if the block was reused), so it sees that clear or a later store, and a
-/// later store of `p` can only come from a free that found `p` unsampled.
-/// Relaxed atomics suffice: every order needed comes with those
-/// happens-before edges.
-const FILTER_SLOTS: usize = 4096;
-static NOT_SAMPLED: [AtomicUsize; FILTER_SLOTS] = [const { AtomicUsize::new(0) }; FILTER_SLOTS];
-
-#[inline(always)]
-fn filter_slot(p: *const c_void) -> &'static AtomicUsize {
-    // Page numbers, mixed (Fibonacci hashing) into FILTER_SLOTS buckets.
-    let h = ((p as usize >> 12) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52;
-    &NOT_SAMPLED[h as usize % FILTER_SLOTS]
-}
-
-/// Whether page-aligned `p` is known not to be a live sample.
-#[inline(always)]
-fn known_not_sampled(p: *const c_void) -> bool {
-    filter_slot(p).load(Ordering::Relaxed) == p as usize
-}
-
 /// Whether page-aligned `p` (live, owned by the caller) is a live sample;
 /// if so its free is recorded (it is about to be freed or moved).
 #[inline(always)]
 fn release(st: &ThreadState, p: *mut c_void) -> bool {
-    if known_not_sampled(p) {
-        return false;
-    }
     let errno = real::errno();
     let sampled = engine::release(st, p.cast());
     real::set_errno(errno);
-    if !sampled {
-        // Before the block goes back to the allocator (see NOT_SAMPLED).
-        filter_slot(p).store(p as usize, Ordering::Relaxed);
-    }
     sampled
 }
 
@@ -138,11 +95,6 @@ fn record(st: &ThreadState, p: *mut c_void, size: usize) {
     let marker = 0u8;
     let marker = core::hint::black_box(&marker) as *const u8 as usize;
     engine::record_alloc_from(st, p.cast(), size, marker);
-    // Before the program sees the address (see NOT_SAMPLED).
-    let slot = filter_slot(p);
-    if slot.load(Ordering::Relaxed) == p as usize {
-        slot.store(0, Ordering::Relaxed);
-    }
     real::set_errno(errno);
 }
 
