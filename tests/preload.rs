@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use heapprof::proto::Profile;
 
+mod common;
+
 const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
 /// Longest any program may run: a hang (a deadlock in a hook) fails the test.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -56,6 +58,8 @@ fn library() -> &'static Path {
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // jemalloc, sqlite3, perl, go: installed when missing, never skipped.
+        common::ensure_deps();
         let exe = std::env::current_exe().expect("current_exe");
         let profile = exe
             .parent()
@@ -258,33 +262,13 @@ fn same_as_bare(
 
 /// Every `p.PID.SEQ.pb.gz` in `dir`, as (pid, seq, path), sorted.
 fn profiles(dir: &Path) -> Vec<(u32, u64, PathBuf)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(stem) = name.strip_suffix(".pb.gz") else {
-            continue;
-        };
-        let parts: Vec<&str> = stem.split('.').collect();
-        if let [_, pid, seq] = parts[..] {
-            if let (Ok(pid), Ok(seq)) = (pid.parse(), seq.parse()) {
-                out.push((pid, seq, e.path()));
-            }
-        }
-    }
-    out.sort();
-    out
+    common::dumps(dir)
 }
 
 /// Decodes a profile file (gzip, then protobuf) and checks it is a heap
 /// profile as Go writes them.
 fn decode(path: &Path) -> Profile {
-    let gz = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("gunzip {}: {e}", path.display()));
-    let p: Profile = prost::Message::decode(&raw[..])
-        .unwrap_or_else(|e| panic!("decode {}: {e}", path.display()));
+    let p = common::read_profile(path);
     let s = |i: i64| p.string_table[i as usize].as_str();
     assert_eq!(p.string_table.first().map(String::as_str), Some(""));
     let types: Vec<&str> = p.sample_type.iter().map(|t| s(t.r#type)).collect();

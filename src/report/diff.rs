@@ -116,14 +116,7 @@ impl fmt::Display for DiffReport {
             format::signed_value(self.new_total.saturating_sub(self.base_total), unit),
             self.changed,
         )?;
-        if self.skipped_samples > 0 {
-            writeln!(
-                f,
-                "note: {} malformed samples skipped (value count not matching the sample \
-                 types, or an undefined location)",
-                self.skipped_samples
-            )?;
-        }
+        format::skipped_note(f, self.skipped_samples)?;
         writeln!(f)?;
         writeln!(
             f,

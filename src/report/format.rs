@@ -160,3 +160,15 @@ pub fn one_line(s: &str) -> String {
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
 }
+
+/// The note reports print when they skipped malformed samples.
+pub fn skipped_note(f: &mut std::fmt::Formatter<'_>, skipped: usize) -> std::fmt::Result {
+    if skipped > 0 {
+        writeln!(
+            f,
+            "note: {skipped} malformed samples skipped (value count not matching the sample \
+             types, or an undefined location)"
+        )?;
+    }
+    Ok(())
+}

@@ -454,17 +454,6 @@ impl fmt::Display for LeaksReport {
     }
 }
 
-fn skipped_note(f: &mut fmt::Formatter<'_>, skipped: usize) -> fmt::Result {
-    if skipped > 0 {
-        writeln!(
-            f,
-            "note: {skipped} malformed samples skipped (value count not matching the sample \
-             types, or an undefined location)"
-        )?;
-    }
-    Ok(())
-}
-
 impl fmt::Display for TrendReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let unit = &self.sample.unit;
@@ -479,7 +468,7 @@ impl fmt::Display for TrendReport {
             format::one_line(last),
             format::one_line(&self.sample.name)
         )?;
-        skipped_note(f, self.skipped_samples)?;
+        format::skipped_note(f, self.skipped_samples)?;
         let intervals = self.profiles.len().saturating_sub(1);
         for (class, rows, count) in [
             (LeakClass::SteadyGrowth, &self.steady, self.steady_count),
@@ -547,7 +536,7 @@ impl fmt::Display for AgeReport {
              (caches, pools); three or more profiles over time tell steady growth from a \
              plateau."
         )?;
-        skipped_note(f, self.skipped_samples)?;
+        format::skipped_note(f, self.skipped_samples)?;
         writeln!(f)?;
         writeln!(f, "{:>4}  {:>10}  {:>10}  stack", "rank", "old", "in use")?;
         if self.rows.is_empty() {

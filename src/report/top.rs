@@ -83,14 +83,7 @@ impl fmt::Display for TopReport {
             self.stacks,
             self.rows.len()
         )?;
-        if self.skipped_samples > 0 {
-            writeln!(
-                f,
-                "note: {} malformed samples skipped (value count not matching the sample \
-                 types, or an undefined location)",
-                self.skipped_samples
-            )?;
-        }
+        format::skipped_note(f, self.skipped_samples)?;
         writeln!(f)?;
         writeln!(f, "{:>4}  {:>10}  {:>6}  stack", "rank", "value", "share")?;
         if self.rows.is_empty() {
