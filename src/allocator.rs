@@ -60,6 +60,7 @@ impl<A: GlobalAlloc> Profiler<A> {
     #[inline(never)]
     unsafe fn alloc_slow(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         let marker = 0u8;
+        crate::startup::ensure();
         let st = state();
         let sampled = engine::should_sample(st, layout.size())
             .then(|| sampled_layout(layout))
@@ -96,6 +97,7 @@ impl<A: GlobalAlloc> Profiler<A> {
     #[inline(never)]
     unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let marker = 0u8;
+        crate::startup::ensure();
         let st = state();
         let sample_new = !st.skip(new_size) && engine::should_sample(st, new_size);
         if !sample_new && !engine::is_sampled(ptr) {

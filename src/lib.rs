@@ -49,30 +49,24 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 
-mod aggregate;
+// Layers, each calling only down: the engine (hot paths and the sampled
+// path) knows nothing of profiles, triggers or reports; profile writing reads
+// the engine; control (configuration, start-up, triggers) drives both; the
+// reports read profiles. `allocator` is the Rust way in.
 mod allocator;
-mod buffer;
-pub mod config;
-mod dump;
+pub mod control;
 pub mod engine;
-mod leak_check;
-mod live_table;
-mod mappings;
 pub mod os;
-mod output;
-mod pprof;
-pub mod proto;
-mod record;
+pub mod profile;
 pub mod report;
-pub mod sampler;
-pub mod scale;
-mod snapshot;
-mod stack;
-mod stack_table;
-mod symbolize;
-mod tallies;
-pub mod thread_state;
-pub mod triggers;
+
+// Short paths for the modules used across layers and by the ways in.
+pub use control::{config, startup, triggers};
+pub(crate) use engine::{aggregate, buffer, live_table, record, stack, stack_table};
+pub use engine::{sampler, thread_state};
+pub(crate) use profile::{dump, mappings, output, pprof, snapshot, symbolize, tallies};
+pub use profile::{proto, scale};
+pub(crate) use report::leak_check;
 
 pub use allocator::Profiler;
 pub use config::Config;

@@ -162,7 +162,7 @@ extern "C" fn start() {
     // while the program starts up, and a program may have its own getenv
     // over data it is still building (bash does).
     let _ = heapprof::triggers::out_prefix();
-    heapprof::engine::init();
+    heapprof::startup::start();
     READY.store(true, Ordering::Release);
 }
 

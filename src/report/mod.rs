@@ -68,6 +68,7 @@ pub mod diff;
 pub mod error;
 pub mod flame;
 pub mod format;
+pub(crate) mod leak_check;
 pub mod leaks;
 pub mod model;
 pub mod read;

@@ -14,14 +14,19 @@
 //! while heapprof's own code runs, see [`crate::thread_state`]) and never
 //! prints or panics.
 
+pub(crate) mod aggregate;
+pub(crate) mod buffer;
+pub(crate) mod live_table;
+pub(crate) mod record;
+pub mod sampler;
+pub(crate) mod stack;
+pub(crate) mod stack_table;
+pub mod thread_state;
+
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::buffer;
-use crate::config::{self, DEFAULT_RATE};
 use crate::live_table::LiveTable;
-use crate::record;
-use crate::sampler::{self, Rng};
-use crate::stack;
+use crate::sampler::{Rng, DEFAULT_RATE};
 use crate::thread_state::ThreadState;
 
 static RATE: AtomicU64 = AtomicU64::new(DEFAULT_RATE);
@@ -75,34 +80,37 @@ pub fn start_mono_ns() -> u64 {
     START_MONO_NS.load(Ordering::Relaxed)
 }
 
-/// One-time process set-up: rate and seed from the environment, the thread
-/// exit key, the unwinder, and the dump triggers. Idempotent and safe to call
-/// from a hook (it runs with the calling thread marked busy). A second thread
-/// arriving while the first is still here carries on with the defaults rather
-/// than wait.
-pub fn init() {
+/// Whether [`init`] has completed.
+#[inline]
+pub fn initialized() -> bool {
+    INIT.load(Ordering::Acquire) == DONE
+}
+
+/// One-time engine set-up: the rate and seed the start-up layer read (a
+/// rate already set from code wins), the thread exit key and the unwinder.
+/// Returns true in the one call that did the work. Idempotent and safe to
+/// call from a hook (it runs with the calling thread marked busy). A second
+/// thread arriving while the first is still here carries on with the
+/// defaults rather than wait.
+pub fn init(env_rate: Option<u64>, env_seed: Option<u64>) -> bool {
     if INIT
         .compare_exchange(UNINIT, RUNNING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        return;
+        return false;
     }
     let st = crate::thread_state::current();
     let _busy = st.enter();
     START_MONO_NS.store(crate::os::monotonic_ns(), Ordering::Relaxed);
-    if !RATE_SET_BY_CODE.load(Ordering::Relaxed) {
-        if let Some(r) = config::getenv("HEAPPROF_RATE").and_then(config::parse_bytes) {
-            RATE.store(r, Ordering::Relaxed);
-        }
+    if let Some(r) = env_rate.filter(|_| !RATE_SET_BY_CODE.load(Ordering::Relaxed)) {
+        RATE.store(r, Ordering::Relaxed);
     }
-    let seed = config::getenv("HEAPPROF_SEED")
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            // Differ in every process: time, pid and ASLR.
-            crate::os::realtime_ns()
-                ^ (u64::from(std::process::id()) << 32)
-                ^ (&SEED as *const AtomicU64 as u64)
-        });
+    let seed = env_seed.unwrap_or_else(|| {
+        // Differ in every process: time, pid and ASLR.
+        crate::os::realtime_ns()
+            ^ (u64::from(std::process::id()) << 32)
+            ^ (&SEED as *const AtomicU64 as u64)
+    });
     SEED.store(seed, Ordering::Relaxed);
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C" fn.
@@ -110,8 +118,8 @@ pub fn init() {
         THREAD_KEY.store(u64::from(key), Ordering::Relaxed);
     }
     stack::warm_up();
-    crate::triggers::start();
     INIT.store(DONE, Ordering::Release);
+    true
 }
 
 /// Decides whether an allocation of `size` bytes is sampled. Call only when
@@ -164,9 +172,6 @@ pub fn should_sample(st: &ThreadState, size: usize) -> bool {
 }
 
 fn start_thread(st: &ThreadState) {
-    if INIT.load(Ordering::Acquire) == UNINIT {
-        init();
-    }
     let n = THREADS.fetch_add(1, Ordering::Relaxed);
     let seed = SEED.load(Ordering::Relaxed) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     st.rng.set(Rng::new(seed).state());

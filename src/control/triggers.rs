@@ -81,7 +81,7 @@ pub fn say(line: &str) {
 }
 
 /// Installs the signal handler, the exit and fork handlers, and starts the
-/// dumper thread. Called once by [`crate::engine::init`], possibly from
+/// dumper thread. Called once by [`crate::startup`], possibly from
 /// inside the program's first allocation: it allocates nothing through the
 /// profiled allocator (only system calls and libc, whose own allocations in
 /// a Rust program do not reach a Rust global allocator); the dumper thread
@@ -122,7 +122,6 @@ fn ensure(g: &mut Option<Settings>) -> &mut Settings {
 
 /// Applies a configuration from code ([`Config::install`]).
 pub fn configure(config: Config) {
-    crate::engine::init();
     let signal = config.signal.unwrap_or(0);
     ensure(&mut settings()).config = config;
     install_signal(signal);

@@ -27,6 +27,9 @@
 //! `rate == 1` samples every allocation and nothing is scaled (exact
 //! profiles); `rate == 0` turns sampling off.
 
+/// Default mean bytes between samples, as in Go and tcmalloc.
+pub const DEFAULT_RATE: u64 = 512 * 1024;
+
 /// A small, fast generator (xorshift64*): statistical quality is ample for
 /// drawing exponential intervals, and it needs no allocation or locking.
 #[derive(Clone, Copy, Debug)]

@@ -31,7 +31,7 @@ use hashbrown::HashMap;
 
 use crate::stack_table::StackId;
 use crate::tallies::StackFrame;
-use crate::{aggregate, engine, symbolize, thread_state};
+use crate::{aggregate, symbolize, thread_state};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -121,7 +121,7 @@ impl Drop for Session {
 /// Runs `f` recording every allocation of the calling thread and returns
 /// what was allocated inside it and is still live afterwards.
 pub fn leaks_during(f: impl FnOnce()) -> LeakReport {
-    engine::init();
+    crate::startup::ensure();
     let state = thread_state::current();
     let tag = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let session = Session {

@@ -26,8 +26,7 @@ use std::ffi::CStr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Default mean bytes between samples, as in Go and tcmalloc.
-pub const DEFAULT_RATE: u64 = 512 * 1024;
+pub use crate::sampler::DEFAULT_RATE;
 
 /// Every setting heapprof has.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,15 +162,9 @@ impl Config {
         self
     }
 
-    /// Makes this the running configuration: the rate applies at once on the
-    /// calling thread and from each other thread's next sample; signal,
-    /// interval and at-exit apply from the dumper thread's next wake-up.
+    /// Makes this the running configuration (see [`crate::startup::install`]).
     pub fn install(self) {
-        crate::engine::set_rate(self.rate);
-        if let Some(seed) = self.seed {
-            crate::engine::set_seed(seed);
-        }
-        crate::triggers::configure(self);
+        crate::startup::install(self);
     }
 }
 

@@ -1,0 +1,13 @@
+//! Profile writing: a snapshot of the engine's tallies, symbolized and
+//! encoded as pprof, written to files or handed to a caller. Nothing here
+//! runs on an allocation hook.
+
+pub(crate) mod dump;
+pub(crate) mod mappings;
+pub(crate) mod output;
+pub(crate) mod pprof;
+pub mod proto;
+pub mod scale;
+pub(crate) mod snapshot;
+pub(crate) mod symbolize;
+pub(crate) mod tallies;
