@@ -1,16 +1,16 @@
 //! [`Profiler`]: the `#[global_allocator]` way in.
 //!
 //! The hot paths are inline here and cost one thread-local compare and
-//! subtract on allocation and one AND on free; everything else is behind a
-//! cold call into [`crate::engine`]. Sampled objects are allocated from the
-//! inner allocator with at least page alignment (that is how a free
-//! recognises them, see [`crate::live_table`]) and freed with that same
-//! layout, as `GlobalAlloc` requires.
+//! subtract on allocation and one compare on free; everything else is behind
+//! a cold call into [`crate::engine`]. Sampled objects are served by
+//! heapprof's own sample heap ([`crate::engine::sample_heap`]), not by the
+//! inner allocator; a free recognises them by address (one compare against
+//! the heap's range) and gives them back there. If the sample heap cannot
+//! serve a sampled allocation, the inner allocator serves it unsampled.
 
 use core::alloc::{GlobalAlloc, Layout};
 
 use crate::engine;
-use crate::os::PAGE;
 use crate::thread_state::{rust_tls_state, ThreadState};
 
 /// A global allocator that samples allocations of an inner allocator.
@@ -49,12 +49,6 @@ fn hook_marker(local: &u8) -> usize {
     core::hint::black_box(local) as *const u8 as usize
 }
 
-/// The layout a sampled object is allocated with.
-#[inline]
-fn sampled_layout(layout: Layout) -> Option<Layout> {
-    Layout::from_size_align(layout.size(), layout.align().max(PAGE)).ok()
-}
-
 impl<A: GlobalAlloc> Profiler<A> {
     #[cold]
     #[inline(never)]
@@ -62,35 +56,32 @@ impl<A: GlobalAlloc> Profiler<A> {
         let marker = 0u8;
         crate::startup::ensure();
         let st = state();
-        let sampled = engine::should_sample(st, layout.size())
-            .then(|| sampled_layout(layout))
-            .flatten();
-        let l = sampled.unwrap_or(layout);
-        // SAFETY: forwarding the caller's contract (nonzero size) with a
-        // layout of the same size and at least the same alignment.
-        let p = unsafe {
-            if zeroed {
-                self.inner.alloc_zeroed(l)
-            } else {
-                self.inner.alloc(l)
+        if engine::should_sample(st, layout.size()) {
+            let p = engine::alloc_sample(
+                st,
+                layout.size(),
+                layout.align(),
+                zeroed,
+                hook_marker(&marker),
+            );
+            if !p.is_null() {
+                return p;
             }
-        };
-        if sampled.is_some() && !p.is_null() {
-            engine::record_alloc_from(st, p, layout.size(), hook_marker(&marker));
         }
-        p
+        // SAFETY: forwarding the caller's contract.
+        unsafe {
+            if zeroed {
+                self.inner.alloc_zeroed(layout)
+            } else {
+                self.inner.alloc(layout)
+            }
+        }
     }
 
     #[cold]
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
-        let l = if engine::release(state(), ptr) {
-            sampled_layout(layout).unwrap_or(layout)
-        } else {
-            layout
-        };
-        // SAFETY: `ptr` was allocated by the inner allocator with `l`.
-        unsafe { self.inner.dealloc(ptr, l) }
+    fn dealloc_slow(&self, ptr: *mut u8) {
+        engine::free_sample(state(), ptr);
     }
 
     #[cold]
@@ -100,40 +91,61 @@ impl<A: GlobalAlloc> Profiler<A> {
         crate::startup::ensure();
         let st = state();
         let sample_new = !st.skip(new_size) && engine::should_sample(st, new_size);
-        if !sample_new && !engine::is_sampled(ptr) {
+        let old_sampled = engine::owns(ptr);
+        if !sample_new && !old_sampled {
             // SAFETY: an unsampled object was allocated with `layout` itself.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };
         }
-        // A sample is involved: move by hand so the new object gets the
-        // right alignment and both ends are accounted.
-        // SAFETY: the caller guarantees `new_size` forms a valid layout with
-        // `layout.align()`.
-        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        let sampled = if sample_new {
-            sampled_layout(new_layout)
+        let usable = if old_sampled {
+            engine::sample_usable_size(ptr)
         } else {
-            None
+            0
         };
-        // SAFETY: nonzero size per the realloc contract.
-        let new = unsafe { self.inner.alloc(sampled.unwrap_or(new_layout)) };
+        if sample_new && usable >= new_size && new_size > usable / 2 {
+            // Fits where it is (and does not strand most of its slot): the
+            // old sample's free, then the new sample.
+            engine::record_free(st, ptr);
+            engine::record_alloc_from(st, ptr, new_size, hook_marker(&marker));
+            return ptr;
+        }
+        let new = if sample_new {
+            engine::alloc_sample(st, new_size, layout.align(), false, hook_marker(&marker))
+        } else {
+            core::ptr::null_mut()
+        };
+        let new = if !new.is_null() {
+            new
+        } else if !old_sampled {
+            // Not sampled after all (the sample heap could not serve it).
+            // SAFETY: an unsampled object was allocated with `layout` itself.
+            return unsafe { self.inner.realloc(ptr, layout, new_size) };
+        } else {
+            // SAFETY: the caller guarantees `new_size` (nonzero) forms a
+            // valid layout with `layout.align()`.
+            unsafe {
+                self.inner
+                    .alloc(Layout::from_size_align_unchecked(new_size, layout.align()))
+            }
+        };
         if new.is_null() {
             return new;
         }
-        if sampled.is_some() {
-            engine::record_alloc_from(st, new, new_size, hook_marker(&marker));
-        }
         // SAFETY: both blocks are valid for the copied length and distinct.
-        unsafe {
-            core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-            self.dealloc(ptr, layout);
+        unsafe { core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+        if old_sampled {
+            engine::free_sample(st, ptr);
+        } else {
+            // SAFETY: an unsampled object, allocated with `layout`.
+            unsafe { self.inner.dealloc(ptr, layout) };
         }
         new
     }
 }
 
-// SAFETY: every path forwards to the inner allocator with a layout of the
-// requested size and at least the requested alignment, and frees each block
-// with the layout it was allocated with.
+// SAFETY: every block the inner allocator serves was requested with the
+// caller's own layout and is freed (or reallocated) with it; sampled
+// objects come from the sample heap with at least the layout's size and
+// alignment, are recognised by address and go back there.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -157,20 +169,19 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
 
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if ptr as usize & (PAGE - 1) != 0 {
-            // SAFETY: not page-aligned, so never a sample: allocated by the
-            // inner allocator with `layout`.
+        if !engine::owns(ptr) {
+            // SAFETY: not in the sample heap, so never a sample: allocated by
+            // the inner allocator with `layout`.
             return unsafe { self.inner.dealloc(ptr, layout) };
         }
-        // SAFETY: forwarding the caller's contract.
-        unsafe { self.dealloc_slow(ptr, layout) }
+        self.dealloc_slow(ptr)
     }
 
     #[inline(always)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let st = state();
         let c = st.countdown.get();
-        if c > new_size && ptr as usize & (PAGE - 1) != 0 {
+        if c > new_size && !engine::owns(ptr) {
             st.countdown.set(c - new_size);
             // SAFETY: an unsampled object, allocated with `layout`.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };

@@ -62,7 +62,7 @@ pub mod report;
 
 // Short paths for the modules used across layers and by the ways in.
 pub use control::{config, startup, triggers};
-pub(crate) use engine::{aggregate, buffer, live_table, record, stack, stack_table};
+pub(crate) use engine::{aggregate, buffer, record, stack, stack_table};
 pub use engine::{sampler, thread_state};
 pub(crate) use profile::{dump, mappings, output, pprof, snapshot, symbolize, tallies};
 pub use profile::{proto, scale};

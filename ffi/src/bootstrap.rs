@@ -9,38 +9,33 @@
 //! pointer. Nothing is ever reused, so every block is zeroed (which serves
 //! `calloc` too), and freeing a block does nothing.
 //!
-//! Every block starts on a page boundary. That way the hooks need no extra
-//! test on their hot paths: `free`, `realloc` and `malloc_usable_size` only
-//! look further at page-aligned pointers (which is also how they spot
-//! sampled objects), and there [`contains`] recognises the arena by address.
-//! The requested size of each block is kept per page, for `realloc` (which
+//! The arena is the first 256 KiB of heapprof's sample heap range (the
+//! `prefix` of `heapprof::engine::sample_heap`, reserved by the first call
+//! here if the engine has not yet; a static array if no address space can
+//! be reserved). That way the hooks need no extra test on their hot paths:
+//! `free`, `realloc` and `malloc_usable_size` only look further at pointers
+//! in that range (which is also how they spot sampled objects), and there
+//! [`contains`] tells the arena apart. Blocks start on page boundaries; the
+//! requested size of each block is kept per page, for `realloc` (which
 //! copies it out) and `malloc_usable_size`.
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use heapprof::engine::sample_heap;
 use heapprof::os::PAGE;
 
-/// Bytes in the arena. Start-up needs a handful of pages at most; the rest
-/// is headroom for an unusual `dlsym`.
-const BYTES: usize = 256 << 10;
+const BYTES: usize = sample_heap::PREFIX_BYTES;
 const PAGES: usize = BYTES / PAGE;
 
-#[repr(C, align(4096))]
-struct Arena(UnsafeCell<[u8; BYTES]>);
-
-// SAFETY: the bump pointer hands each byte range to exactly one caller, who
-// then owns it; the arena itself is never read or written here.
-unsafe impl Sync for Arena {}
-
-static ARENA: Arena = Arena(UnsafeCell::new([0; BYTES]));
 /// Offset of the first byte not handed out yet.
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// Requested size of the block starting at each page (0 for other pages).
 static SIZES: [AtomicUsize; PAGES] = [const { AtomicUsize::new(0) }; PAGES];
+/// The arena's address, once known (0 before: nothing is in it).
+static BASE: AtomicUsize = AtomicUsize::new(0);
 
 fn base() -> usize {
-    ARENA.0.get() as usize
+    BASE.load(Ordering::Acquire)
 }
 
 /// A zeroed block of `size` bytes aligned to `align` (at least a page), or
@@ -51,7 +46,12 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     let pages = size.max(1).div_ceil(PAGE) * PAGE;
-    let base = base();
+    let Some((arena, _)) = sample_heap::prefix() else {
+        // Another thread is reserving the range this very moment.
+        return core::ptr::null_mut();
+    };
+    let base = arena as usize;
+    BASE.store(base, Ordering::Release);
     let mut next = NEXT.load(Ordering::Relaxed);
     loop {
         // Align the absolute address (the arena itself is page-aligned).
@@ -73,7 +73,8 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
 /// Whether `p` points into the arena.
 #[inline]
 pub fn contains(p: *const u8) -> bool {
-    (p as usize).wrapping_sub(base()) < BYTES
+    let base = base();
+    base != 0 && (p as usize).wrapping_sub(base) < BYTES
 }
 
 /// The requested size of the arena block starting at `p` (0 if `p` does not

@@ -3,33 +3,32 @@
 //! Each hook has the hot path of [`heapprof::Profiler`] inline — for an
 //! allocation, the thread's countdown outlasts the size ([`ThreadState::skip`])
 //! and the call goes straight to the real function; for a free, the pointer
-//! is not page-aligned and goes straight to the real `free` — and everything
-//! else behind a cold call:
+//! is not heapprof's own memory (one compare against the sample heap's
+//! address range, [`engine::owns`]) and goes straight to the real `free` —
+//! and everything else behind a cold call:
 //!
 //! - before the real functions are known (only while they are being looked
 //!   up) the [`bootstrap`] arena serves the call;
 //! - before the library is ready (another library's constructor running
 //!   before ours) calls are forwarded unsampled, and the countdown stays 0 so
 //!   the next call looks again;
-//! - otherwise [`engine::should_sample`] decides; a sampled object is
-//!   allocated with at least page alignment through the real allocator
-//!   ([`real::aligned`]) and recorded with the size the program asked for.
+//! - otherwise [`engine::should_sample`] decides; a sampled object is served
+//!   by heapprof's sample heap with the alignment asked for (at least 16)
+//!   and recorded with the size the program asked for. If the sample heap
+//!   cannot serve it, the real function serves it unsampled.
 //!
-//! Frees: a page-aligned pointer is a bootstrap block (ignored), a live
-//! sample ([`engine::release`] records its free) or an ordinary block; all
-//! but the first then go to the real `free`. Page-aligned blocks lately
-//! found not to be samples are remembered in a small table, so the frequent
-//! case of the same address freed again and again costs a load and a
-//! compare (the engine's filter, see `heapprof::engine::release`).
+//! Frees of heapprof's own memory: a bootstrap block (the start of the
+//! sample heap's range) is ignored; a sample's free is recorded and its
+//! memory goes back to the sample heap ([`engine::free_sample`]).
 //!
-//! `realloc` when a sample is involved (the old block is one, or the new
-//! size is sampled): the old sample's free is recorded first, then the real
-//! `realloc` runs — in place, or for large blocks by remapping pages, which
-//! keeps a page-aligned block page-aligned and costs no copy — and a new
-//! sample is recorded where it landed if that is page-aligned, or moved to a
-//! page-aligned block otherwise. (Moving every time would copy a growing
-//! buffer over and over: CPython's `json.dumps` output grows by `realloc`,
-//! and at 512 KiB every realloc of a block that size is sampled.)
+//! `realloc` when a sample is involved: a sample that still fits (and is not
+//! shrinking below half its slot) and is sampled again stays in place (its
+//! free and the new sample are recorded); otherwise the new block is a new
+//! sample or a block of the real allocator, by the usual rule, the contents
+//! are copied and the old sample is freed. An unsampled block whose new size
+//! is sampled is first resized by the real `realloc` (which keeps its
+//! contents without our needing its size) and then moved into the sample
+//! heap.
 //!
 //! No hook locks, prints, formats, panics, or allocates through the hooks:
 //! the engine's own allocations go to the real allocator (the crate's
@@ -58,9 +57,10 @@ pub static EARLY_MALLOCS: AtomicUsize = AtomicUsize::new(0);
 /// Alignment malloc guarantees on 64-bit glibc (and jemalloc).
 pub const MIN_ALIGN: usize = 16;
 
+/// Whether `p` is heapprof's own memory (a sample or a bootstrap block).
 #[inline(always)]
-fn page_aligned(p: *const c_void) -> bool {
-    p as usize & (PAGE - 1) == 0
+fn owned(p: *const c_void) -> bool {
+    engine::owns(p.cast())
 }
 
 /// Slow paths only: whether this allocation of `size` bytes is sampled.
@@ -70,56 +70,39 @@ fn sample(st: &ThreadState, size: usize) -> bool {
     size != 0 && crate::ready() && engine::should_sample(st, size)
 }
 
-/// Whether page-aligned `p` (live, owned by the caller) is a live sample;
-/// if so its free is recorded (it is about to be freed or moved).
+/// Frees the sample at `p`, leaving errno as it was.
 #[inline(always)]
-fn release(st: &ThreadState, p: *mut c_void) -> bool {
+fn free_sample(st: &ThreadState, p: *mut c_void) {
     let errno = real::errno();
-    let sampled = engine::release(st, p.cast());
+    engine::free_sample(st, p.cast());
     real::set_errno(errno);
-    sampled
 }
 
-/// Records the sampled object at `p` (page-aligned) of `size` requested
-/// bytes, leaving errno as it was.
+/// The marker of the calling hook frame (see
+/// `heapprof::engine::record_alloc_from`).
 ///
 /// Always inlined into a slow path, which the exported hook reached with a
 /// tail call: that frame returns straight into the program, and the address
-/// of a local in it tells the engine where the program's stack starts (see
-/// `heapprof::engine::record_alloc_from`). Were the tail call not made (an
-/// unoptimised build), the hook's own frame would be left at the leaf and
-/// trimmed by name when the profile is written.
-#[inline(always)]
-fn record(st: &ThreadState, p: *mut c_void, size: usize) {
-    let errno = real::errno();
-    let marker = 0u8;
-    let marker = core::hint::black_box(&marker) as *const u8 as usize;
-    engine::record_alloc_from(st, p.cast(), size, marker);
-    real::set_errno(errno);
+/// of a local in it tells the engine where the program's stack starts. Were
+/// the tail call not made (an unoptimised build), the hook's own frame would
+/// be left at the leaf and trimmed by name when the profile is written.
+macro_rules! marker {
+    () => {{
+        let marker = 0u8;
+        core::hint::black_box(&marker) as *const u8 as usize
+    }};
 }
 
-/// A sampled object: `size` bytes aligned to at least a page, zeroed if
-/// asked, recorded. Null if the aligned allocation failed; the caller then
-/// makes the ordinary call, which fails (or not) as the program expects.
-/// Always inlined, like [`record`].
-///
-/// # Safety
-/// The real functions are resolved.
+/// A sampled object from the sample heap: `size` bytes aligned to `align`
+/// (a power of two), zeroed if asked, recorded; errno left as it was. Null
+/// if the sample heap cannot serve it; the caller then makes the ordinary
+/// call. Always inlined, so the record is made from the hook's frame.
 #[inline(always)]
-unsafe fn alloc_sampled(st: &ThreadState, size: usize, align: usize, zero: bool) -> *mut c_void {
+fn alloc_sampled(st: &ThreadState, size: usize, align: usize, zero: bool) -> *mut c_void {
     let errno = real::errno();
-    // SAFETY: resolved (contract); `align.max(PAGE)` is a power of two
-    // because callers pass one.
-    let p = unsafe { real::aligned(align.max(PAGE), size) };
+    let p = engine::alloc_sample(st, size, align.max(MIN_ALIGN), zero, marker!());
     real::set_errno(errno);
-    if !p.is_null() {
-        if zero {
-            // SAFETY: a fresh block of at least `size` bytes.
-            unsafe { core::ptr::write_bytes(p.cast::<u8>(), 0, size) };
-        }
-        record(st, p, size);
-    }
-    p
+    p.cast()
 }
 
 /// A bootstrap block, or null with errno ENOMEM.
@@ -165,8 +148,7 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
     }
     let st = tls::state();
     if sample(st, size) {
-        // SAFETY: resolved just above.
-        let p = unsafe { alloc_sampled(st, size, PAGE, false) };
+        let p = alloc_sampled(st, size, MIN_ALIGN, false);
         if !p.is_null() {
             return p;
         }
@@ -181,27 +163,23 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
 /// As C's `free`.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if !page_aligned(p) {
-        // SAFETY: not page-aligned, so neither a bootstrap block nor a
-        // sample: a block the real allocator handed out (which it did only
-        // after being resolved).
+    if !owned(p) {
+        // SAFETY: neither a bootstrap block nor a sample: null, or a block
+        // the real allocator handed out (which it did only after being
+        // resolved); `real::free` copes with null before that.
         return unsafe { real::free(p) };
     }
-    // SAFETY: as C's free.
-    unsafe { free_slow(p) }
+    free_slow(p)
 }
 
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn free_slow(p: *mut c_void) {
-    if p.is_null() || bootstrap::contains(p.cast()) || !real::resolved() {
-        // Bootstrap blocks are never reused; anything else before the real
-        // allocator is known cannot be ours to free.
+extern "C" fn free_slow(p: *mut c_void) {
+    if bootstrap::contains(p.cast()) {
+        // Bootstrap blocks are never reused.
         return;
     }
-    release(tls::state(), p);
-    // SAFETY: resolved, and `p` came from the real allocator.
-    unsafe { real::free(p) }
+    free_sample(tls::state(), p);
 }
 
 /// Interposed `calloc`.
@@ -233,8 +211,7 @@ unsafe extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
     }
     let st = tls::state();
     if sample(st, total) {
-        // SAFETY: resolved just above.
-        let p = unsafe { alloc_sampled(st, total, PAGE, true) };
+        let p = alloc_sampled(st, total, MIN_ALIGN, true);
         if !p.is_null() {
             return p;
         }
@@ -252,7 +229,7 @@ unsafe extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if let Some(st) = tls::fast_state() {
-        if !page_aligned(p) && size != 0 {
+        if !owned(p) && size != 0 {
             if st.skip(size) {
                 // SAFETY: an ordinary block of the real allocator (so
                 // resolved).
@@ -312,45 +289,54 @@ unsafe extern "C" fn realloc_slow(
     } else {
         !st.skip(size) && sample(st, size)
     };
-    // A sampled old block: record its free now, while `p` is still ours
-    // (once realloc returns, another thread may get the address back, and
-    // sample it).
-    let old_sampled = page_aligned(p) && release(st, p);
-    // Then the real realloc, whatever is sampled: in place, or for large
-    // blocks by remapping pages, it is often far cheaper than a copy (and
-    // remapping keeps a page-aligned block page-aligned).
-    // SAFETY: a live block of the real allocator.
-    let q = unsafe { real::realloc(p, size) };
-    if q.is_null() {
-        // The old block is unchanged: it is a sample again. (Only when the
-        // allocator is out of memory; it counts as a second allocation.)
-        if old_sampled {
-            // SAFETY: `p` is still live.
-            let usable = unsafe { real::usable_size(p) };
-            record(st, p, usable);
-        }
-        return q;
-    }
-    if !sample_new {
-        return q;
-    }
-    if page_aligned(q) {
-        record(st, q, size);
-        return q;
-    }
-    // A new sample must be page-aligned: move it.
-    // SAFETY: resolved; `q` is a live block of at least `size` bytes and
-    // the new one has `size`.
-    unsafe {
-        let a = alloc_sampled(st, size, PAGE, false);
-        if a.is_null() {
-            // No memory to sample it: keep it unsampled.
+    if !owned(p) {
+        // SAFETY: a live block of the real allocator; its contents are kept.
+        let q = unsafe { real::realloc(p, size) };
+        if q.is_null() || !sample_new {
             return q;
         }
-        core::ptr::copy_nonoverlapping(q.cast::<u8>(), a.cast::<u8>(), size);
-        real::free(q);
-        a
+        // A new sample: move it into the sample heap (resized first by the
+        // real realloc, so that `size` bytes of it are valid to copy).
+        let a = alloc_sampled(st, size, MIN_ALIGN, false);
+        if a.is_null() {
+            return q;
+        }
+        // SAFETY: `q` is live with at least `size` bytes, `a` is a distinct
+        // new block of `size` bytes; `q` is not used again.
+        unsafe {
+            core::ptr::copy_nonoverlapping(q.cast::<u8>(), a.cast::<u8>(), size);
+            real::free(q);
+        }
+        return a;
     }
+    // The old block is a sample.
+    let usable = engine::sample_usable_size(p.cast());
+    if sample_new && usable >= size && size > usable / 2 {
+        // Sampled again and it fits: stays, recorded as a free and a sample.
+        let errno = real::errno();
+        engine::record_free(st, p.cast());
+        engine::record_alloc_from(st, p.cast(), size, marker!());
+        real::set_errno(errno);
+        return p;
+    }
+    let mut new = if sample_new {
+        alloc_sampled(st, size, MIN_ALIGN, false)
+    } else {
+        null_mut()
+    };
+    if new.is_null() {
+        // SAFETY: resolved (the sample exists).
+        new = unsafe { real::malloc(size) };
+        if new.is_null() {
+            // Out of memory: the sample stays as it was (errno from malloc).
+            return new;
+        }
+    }
+    // SAFETY: the sample has `usable` bytes, the new block `size`; they are
+    // distinct.
+    unsafe { core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), usable.min(size)) };
+    free_sample(st, p);
+    new
 }
 
 /// Interposed `reallocarray`: an overflow-checked `realloc`. Never forwarded:
@@ -410,8 +396,7 @@ unsafe extern "C" fn posix_memalign_slow(
     }
     let st = tls::state();
     if valid && sample(st, size) {
-        // SAFETY: resolved just above; `align` is a power of two.
-        let p = unsafe { alloc_sampled(st, size, align, false) };
+        let p = alloc_sampled(st, size, align, false);
         if !p.is_null() {
             // SAFETY: `out` is writable (caller's contract).
             unsafe { *out = p };
@@ -443,8 +428,7 @@ unsafe fn aligned_slow(kind: Which, align: usize, size: usize) -> *mut c_void {
     }
     let st = tls::state();
     if align.is_power_of_two() && sample(st, size) {
-        // SAFETY: resolved just above; `align` is a power of two.
-        let p = unsafe { alloc_sampled(st, size, align, false) };
+        let p = alloc_sampled(st, size, align, false);
         if !p.is_null() {
             return p;
         }
@@ -565,19 +549,15 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
 /// As C's `malloc_usable_size`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    if !page_aligned(p) {
+    if !owned(p) {
+        if p.is_null() {
+            return 0;
+        }
         // SAFETY: an ordinary block of the real allocator (so resolved).
         return unsafe { real::usable_size(p) };
-    }
-    if p.is_null() {
-        return 0;
     }
     if bootstrap::contains(p.cast()) {
         return bootstrap::size_of(p.cast());
     }
-    if !real::resolved() {
-        return 0;
-    }
-    // SAFETY: resolved; a block of the real allocator (sampled or not).
-    unsafe { real::usable_size(p) }
+    engine::sample_usable_size(p.cast())
 }

@@ -28,10 +28,12 @@
 //! them without that check. An allocation's hot path runs only on a thread
 //! whose sampling countdown is nonzero, which only a slow path that saw the
 //! library ready (hence resolved) sets, or heapprof's own busy state, which
-//! exists only once the engine runs. A free's hot path runs only for a
-//! pointer that is not page-aligned, hence not from the bootstrap arena:
-//! the real allocator made it, after being resolved, and the program's own
-//! synchronisation carried it to the freeing thread.
+//! exists only once the engine runs. A free's hot path runs for a pointer
+//! outside heapprof's own range (`heapprof::engine::owns`), hence not from
+//! the bootstrap arena: the real allocator made it, after being resolved,
+//! and the program's own synchronisation carried it to the freeing thread —
+//! or null, which may come before anything is resolved: the `free` slot
+//! starts as a stand-in that does nothing.
 
 use core::ffi::{c_int, c_void, CStr};
 use core::ptr::null_mut;
@@ -48,7 +50,9 @@ type AlignedFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
 
 static MALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
-static FREE: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+/// Until resolved: a stand-in, so `free(NULL)` on the hot path (the one
+/// call that can reach it that early) is safe.
+static FREE: AtomicPtr<c_void> = AtomicPtr::new(free_unresolved as *mut c_void);
 static CALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 static REALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 static POSIX_MEMALIGN: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
@@ -346,6 +350,11 @@ pub unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
     set_errno(libc::ENOMEM);
     null_mut()
 }
+
+/// `free` before the real one is known: only null can get here (every
+/// other pointer the program frees came from an allocator that was
+/// resolved), and freeing null does nothing.
+unsafe extern "C" fn free_unresolved(_p: *mut c_void) {}
 
 // Fallbacks for functions the allocator lacks, installed in their slots by
 // `resolve` (so only ever called once resolved). C ABI, like the functions

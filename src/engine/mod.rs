@@ -4,10 +4,12 @@
 //! A way in (the `#[global_allocator]` wrapper or the LD_PRELOAD hooks) keeps
 //! the hot paths itself, inline:
 //! - allocation: `if countdown > size { countdown -= size; inner alloc }`,
-//!   otherwise [`should_sample`] decides; a sampled object is allocated
-//!   page-aligned and passed to [`record_alloc_from`];
-//! - free: `if ptr & 4095 != 0 { inner free }`, otherwise [`release`] says
-//!   whether it was a sample (and records its free).
+//!   otherwise [`should_sample`] decides; a sampled object is served by
+//!   [`alloc_sample`] from heapprof's own [`sample_heap`] and recorded (if
+//!   the heap cannot serve it, the way in allocates it unsampled);
+//! - free: `if !owns(ptr) { inner free }` — one compare against the sample
+//!   heap's address range — otherwise [`free_sample`] records the free and
+//!   gives the memory back to the sample heap.
 //!
 //! Everything here runs only on those rare slow paths. It takes no lock, makes
 //! no allocation through the profiled allocator (the thread is marked busy
@@ -16,16 +18,15 @@
 
 pub(crate) mod aggregate;
 pub(crate) mod buffer;
-pub(crate) mod live_table;
 pub(crate) mod record;
+pub mod sample_heap;
 pub mod sampler;
 pub(crate) mod stack;
 pub(crate) mod stack_table;
 pub mod thread_state;
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use crate::live_table::LiveTable;
 use crate::sampler::{Rng, DEFAULT_RATE};
 use crate::thread_state::ThreadState;
 
@@ -34,7 +35,6 @@ static RATE_SET_BY_CODE: AtomicBool = AtomicBool::new(false);
 static SEED: AtomicU64 = AtomicU64::new(0);
 static THREADS: AtomicU64 = AtomicU64::new(0);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static LIVE: LiveTable = LiveTable::new();
 
 /// Countdown while sampling is off: bytes between looks at the rate.
 const RECHECK_WHEN_OFF: usize = 64 << 20;
@@ -117,6 +117,7 @@ pub fn init(env_rate: Option<u64>, env_seed: Option<u64>) -> bool {
     if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
         THREAD_KEY.store(u64::from(key), Ordering::Relaxed);
     }
+    sample_heap::reserve();
     stack::warm_up();
     INIT.store(DONE, Ordering::Release);
     true
@@ -179,8 +180,37 @@ fn start_thread(st: &ThreadState) {
     st.started.set(true);
 }
 
-/// Records a sampled allocation of `size` requested bytes at `ptr` (which the
-/// way in allocated page-aligned). Captures the stack first, before touching
+/// Whether `ptr` is heapprof's own memory (a sample, or the preload
+/// library's bootstrap arena at the start of the sample heap's range): the
+/// free hot path's one compare and branch.
+#[inline(always)]
+pub fn owns(ptr: *const u8) -> bool {
+    sample_heap::contains(ptr)
+}
+
+/// The sampled path of an allocation: `size` bytes aligned to `align` (a
+/// power of two) from the sample heap, zeroed if asked, and recorded. Null
+/// if the sample heap cannot serve it (counted there): the way in then
+/// serves the allocation from its inner allocator, unsampled. Always
+/// inlined, so [`record_alloc_from`] is called from the hook's own frame
+/// (see [`crate::stack`]).
+#[inline(always)]
+pub fn alloc_sample(
+    st: &ThreadState,
+    size: usize,
+    align: usize,
+    zero: bool,
+    hook_marker: usize,
+) -> *mut u8 {
+    let p = sample_heap::alloc(size, align, zero);
+    if !p.is_null() {
+        record_alloc_from(st, p, size, hook_marker);
+    }
+    p
+}
+
+/// Records a sampled allocation of `size` requested bytes at `ptr` (an
+/// object of the sample heap). Captures the stack first, before touching
 /// anything shared. `hook_marker` is the address of a local variable in the
 /// way in's hook frame (a function never inlined into its caller), so the
 /// stack starts at the program's call into the allocator; 0 keeps every
@@ -196,74 +226,38 @@ pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marke
     let now = crate::os::monotonic_ns();
     let words = record::alloc(&mut rec, n, id, size as u64, rate, now, tag);
     push(st, words);
-    // The record is published before the address, so a free that finds the
-    // address always finds the sample's record somewhere (maybe not drained).
-    LIVE.insert(ptr as usize, id);
-    // Before the program sees the address (see NOT_SAMPLED).
-    let slot = filter_slot(ptr as usize);
-    if slot.load(Ordering::Relaxed) == ptr as usize {
-        slot.store(0, Ordering::Relaxed);
-    }
+    // The record is published before the id is stored by the object, so a
+    // free that finds the id always finds the sample's record somewhere
+    // (maybe not drained yet).
+    sample_heap::set_id(ptr, id);
 }
 
-/// Page-aligned addresses recently found *not* to be samples.
-///
-/// Why: a freed sample's page-aligned block goes back to the allocator,
-/// which hands it out again at once (glibc's per-thread cache is LIFO), now
-/// unsampled; a program that churns that size class then frees the same
-/// page-aligned address over and over, and every such free would search the
-/// live-sample table (measured on CPython under the preload library at the
-/// default rate: ~190k such frees in a 0.9 s run, ~0.4 µs each when the
-/// table is out of cache). The filter makes the repeat a load and a compare.
-///
-/// Why it is exact: a slot holds `p` only if some thread found `p` not to be
-/// a sample and stored it before freeing (or keeping) the block;
-/// [`record_alloc_from`] clears the slot of every new sample before the
-/// program can see its address. A thread freeing `p` obtained it from the
-/// allocation that made it (through the program's own synchronisation, and
-/// the allocator's own if the block was reused), so it sees that clear or a
-/// later store, and a later store of `p` can only come from a free that
-/// found `p` unsampled. Relaxed atomics suffice: every order needed comes
-/// with those happens-before edges.
-const FILTER_SLOTS: usize = 4096;
-static NOT_SAMPLED: [AtomicUsize; FILTER_SLOTS] = [const { AtomicUsize::new(0) }; FILTER_SLOTS];
-
-#[inline(always)]
-fn filter_slot(addr: usize) -> &'static AtomicUsize {
-    // Page numbers, mixed (Fibonacci hashing) into FILTER_SLOTS buckets.
-    let h = ((addr >> 12) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52;
-    &NOT_SAMPLED[h as usize % FILTER_SLOTS]
-}
-
-/// Called for a page-aligned pointer about to be freed (or moved): if it is
-/// a live sample, records its free and returns true (the way in must then
-/// free it with the page-aligned layout it was allocated with).
+/// Frees the sample at `ptr` (which [`owns`], and is not the preload
+/// library's bootstrap arena): records its free and gives its memory back
+/// to the sample heap.
 #[inline(never)]
-pub fn release(st: &ThreadState, ptr: *mut u8) -> bool {
-    let addr = ptr as usize;
-    let slot = filter_slot(addr);
-    if slot.load(Ordering::Relaxed) == addr {
-        return false;
+pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
+    if record_free(st, ptr) {
+        sample_heap::free(ptr);
     }
-    match LIVE.remove(addr) {
+}
+
+/// Records the free of the live sample at `ptr` but keeps its memory (a
+/// `realloc` that stays in place and is sampled again). False if `ptr` is
+/// not a sample.
+pub fn record_free(st: &ThreadState, ptr: *mut u8) -> bool {
+    match sample_heap::id_of(ptr) {
         Some(id) => {
             push(st, &record::free(id));
             true
         }
-        None => {
-            // Before the block goes back to the allocator (see NOT_SAMPLED).
-            slot.store(addr, Ordering::Relaxed);
-            false
-        }
+        None => false,
     }
 }
 
-/// Whether `ptr` is a live sample (without releasing it).
-pub fn is_sampled(ptr: *mut u8) -> bool {
-    let addr = ptr as usize;
-    addr & (crate::os::PAGE - 1) == 0
-        && filter_slot(addr).load(Ordering::Relaxed) != addr
-        && LIVE.contains(addr)
+/// Bytes usable at the live sample `ptr`: at least its requested size.
+pub fn sample_usable_size(ptr: *const u8) -> usize {
+    sample_heap::usable_size(ptr)
 }
 
 fn push(st: &ThreadState, words: &[u64]) {
@@ -303,17 +297,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_not_sampled_filter_never_hides_a_later_sample() {
+    fn a_sample_is_owned_until_freed_and_its_memory_reused() {
+        let _turn = sample_heap::tests::SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let st = ThreadState::new();
-        let addr = 0x7f00_dead_0000usize;
-        assert!(!release(&st, addr as *mut u8));
-        assert!(!release(&st, addr as *mut u8), "filtered miss");
-        assert!(!is_sampled(addr as *mut u8));
-        // The same address becomes a sample (as when the allocator hands
-        // the block back and this time it is sampled).
-        record_alloc_from(&st, addr as *mut u8, 64, 0);
-        assert!(is_sampled(addr as *mut u8), "the filter must not hide it");
-        assert!(release(&st, addr as *mut u8), "the cache must not hide it");
-        assert!(!release(&st, addr as *mut u8));
+        let p = alloc_sample(&st, 200, 16, true, 0);
+        assert!(!p.is_null() && owns(p));
+        assert!(sample_usable_size(p) >= 200);
+        free_sample(&st, p);
+        let q = alloc_sample(&st, 200, 16, false, 0);
+        assert_eq!(p, q, "a freed slot is the next one handed out");
+        free_sample(&st, q);
+        let local = 0u64;
+        assert!(!owns(&local as *const u64 as *const u8));
     }
 }

@@ -1,0 +1,746 @@
+//! The sample heap: heapprof's own memory, from which every sampled object
+//! is served (never from the inner allocator).
+//!
+//! # Why
+//! A sample used to be a page-aligned block of the inner allocator, which is
+//! how a free recognised it. That made each sample cost the allocator's
+//! slowest path (glibc turns a page-aligned request into a large one and
+//! consolidates its fast bins first: ~60,000 instructions), a page of memory
+//! per live sample (23× the heap at `HEAPPROF_RATE=1`), and a table probe
+//! on every page-aligned free that was not a sample. Owning the memory, as
+//! tcmalloc's and jemalloc's samplers do, removes all three.
+//!
+//! # The address test
+//! At start-up heapprof reserves one large range of address space
+//! (`mmap(PROT_NONE, MAP_NORESERVE)`: no memory, no commit charge, tens of
+//! GiB by default, halved until the kernel agrees). A pointer is heapprof's
+//! iff `p - BASE < LEN` (wrapping subtraction), one compare and a branch on
+//! every free. Both statics are 0 until the reservation is published (LEN
+//! last, with `Release`; [`contains`] reads LEN first with `Acquire`), so
+//! before that nothing is in range; a sample's address reaches a freeing
+//! thread only after the reservation, through the program's own
+//! synchronisation. The range never changes once published.
+//!
+//! # Layout of the range
+//! | part | what | committed |
+//! |---|---|---|
+//! | prefix (256 KiB) | the preload library's bootstrap arena ([`prefix`]) | at reservation |
+//! | span table | one byte per small span: its class + 1 (0: not carved) | at reservation |
+//! | small metadata | 8 bytes per possible slot, 4096 per span | with its span |
+//! | large metadata | 16 bytes per page of the large region | with its run |
+//! | small region | 64 KiB spans, each cut into slots of one class | span by span |
+//! | large region | runs of whole pages | run by run |
+//!
+//! Memory is committed (`mprotect` to read-write) only when a span or run is
+//! first carved from its region's bump pointer; carving is contiguous, so
+//! the kernel merges the committed parts into a handful of mappings. Pages
+//! never touched cost nothing even when committed. If the reservation
+//! itself fails (a tight `ulimit -v`), the range is a 256 KiB static array
+//! holding only the prefix, and every sample falls back (below).
+//!
+//! # Small samples: size classes
+//! Sizes up to 16 KiB use 36 classes: 16 to 128 bytes in steps of 16, then
+//! four classes per doubling (160, 192, 224, 256, 320, …, 16384), so a
+//! sample wastes under 25% of its size (under 16 bytes below 128). Each
+//! class carves 64 KiB spans (64 KiB-aligned) into equal slots. A request
+//! aligned to `A` (16 < A ≤ 16 KiB) takes the first class whose size is a
+//! multiple of `A` and holds the size rounded up to `A`; slot addresses in a
+//! span are multiples of the class size, hence of `A`. Every power of two
+//! from 16 to 16384 is a class, so one always exists.
+//!
+//! Free slots of a class form a lock-free stack (Treiber), linked through
+//! the slots' metadata words, not through the objects. The head packs a
+//! 32-bit slot number with a 32-bit tag that every successful push or pop
+//! increments, so a pop that read a stale link (the slot was popped and
+//! pushed again meanwhile: ABA) fails its compare-and-swap and retries.
+//! A span is carved by the thread that found its class empty: it keeps the
+//! first slot and pushes the rest as one pre-linked chain, one CAS.
+//!
+//! # Large samples: page runs
+//! Larger sizes, and alignments above 16 KiB (any power of two up to 1 GiB),
+//! take runs of whole pages, in classes of page counts (1 to 8, then four
+//! per doubling), each with its own free stack linked through the run's
+//! first page's metadata. An aligned request takes a run of `pages +
+//! align/4096 - 1` pages and starts at the first aligned page inside; the
+//! pages skipped are virtual only. A freed run is given back to the system
+//! at once (`madvise(MADV_DONTNEED)`), so a burst of big samples does not
+//! pin memory, and is then reused; so every large run starts zeroed, which
+//! `calloc` relies on. Runs are never split or merged: a run stays in its
+//! class, and the large region (a quarter of the reservation) is what
+//! bounds fragmentation.
+//!
+//! # Metadata, from the address alone
+//! A small slot's metadata word is found from its span (`offset >> 16`),
+//! its class (the span table) and its index in the span (`offset / size`);
+//! a large object's from its page. While a slot is live the word holds the
+//! sample id, which the free record carries (no hash table anywhere), and
+//! the usable size is the class size (or the run's end minus the address):
+//! at least what was asked, as `malloc_usable_size` and `realloc` need.
+//!
+//! # Exhaustion and limits
+//! The heap never blocks and never fails an allocation: when it cannot
+//! carve (region full, `mprotect` refused, or the testing/limit knob
+//! [`set_limit`] reached, `HEAPPROF_SAMPLE_HEAP_LIMIT`), the way in serves
+//! the allocation from the inner allocator, unsampled, and [`fallbacks`]
+//! counts it; the dumper thread prints one line about it once
+//! ([`fallback_notice`]). Hooks never print.
+//!
+//! # Rules kept
+//! No locks (atomics only), no allocation (memory comes from `mmap`), frees
+//! from any thread. Fork-safe: the child inherits a copy of the range and
+//! of every stack head, so it can free its parent's samples; a thread caught
+//! mid-carve in the parent only leaks that span's free slots in the child.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+/// The page size runs are made of.
+pub const PAGE: usize = 4096;
+/// Bytes at the start of the range for the way in's own use (the preload
+/// library's bootstrap arena).
+pub const PREFIX_BYTES: usize = 256 << 10;
+
+/// Reservation sizes tried, largest first (halving down to the smallest).
+const RESERVE_MAX: usize = 32 << 30;
+const RESERVE_MIN: usize = 64 << 20;
+
+const SPAN_SHIFT: u32 = 16;
+const SPAN: usize = 1 << SPAN_SHIFT;
+/// Most slots a span holds (16-byte slots).
+const SLOTS_PER_SPAN: usize = SPAN / 16;
+const SLOTS_SHIFT: u32 = 12;
+const _: () = assert!(SLOTS_PER_SPAN == 1 << SLOTS_SHIFT);
+/// Largest size served from a size class.
+pub const SMALL_MAX: usize = 16 << 10;
+const SMALL_CLASSES: usize = 36;
+const LARGE_CLASSES: usize = 128;
+/// Largest alignment served (more falls back to the inner allocator).
+pub const MAX_ALIGN: usize = 1 << 30;
+
+// The reservation. BASE and LEN are the address test; the rest is the
+// layout, written before LEN is published.
+static BASE: AtomicUsize = AtomicUsize::new(0);
+static LEN: AtomicUsize = AtomicUsize::new(0);
+static SPAN_TABLE: AtomicUsize = AtomicUsize::new(0);
+static SMALL_META: AtomicUsize = AtomicUsize::new(0);
+static SMALL_BASE: AtomicUsize = AtomicUsize::new(0);
+static SMALL_SPANS: AtomicUsize = AtomicUsize::new(0);
+static LARGE_META: AtomicUsize = AtomicUsize::new(0);
+static LARGE_BASE: AtomicUsize = AtomicUsize::new(0);
+static LARGE_PAGES: AtomicUsize = AtomicUsize::new(0);
+
+const UNRESERVED: u8 = 0;
+const RESERVING: u8 = 1;
+const RESERVED: u8 = 2;
+static STATE: AtomicU8 = AtomicU8::new(UNRESERVED);
+
+/// Spans carved so far (the small region's bump pointer).
+static SPANS_CARVED: AtomicUsize = AtomicUsize::new(0);
+/// Pages carved so far (the large region's bump pointer).
+static PAGES_CARVED: AtomicUsize = AtomicUsize::new(0);
+/// Bytes carved from both regions, against [`LIMIT`].
+static CARVED_BYTES: AtomicUsize = AtomicUsize::new(0);
+static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+static NOTICED: AtomicBool = AtomicBool::new(false);
+
+/// Free stacks: (tag << 32) | (slot or run number + 1); 0 in the low half
+/// is empty.
+static SMALL_FREE: [AtomicU64; SMALL_CLASSES] = [const { AtomicU64::new(0) }; SMALL_CLASSES];
+static LARGE_FREE: [AtomicU64; LARGE_CLASSES] = [const { AtomicU64::new(0) }; LARGE_CLASSES];
+
+/// Where the range lives if nothing can be reserved: the prefix only.
+#[repr(C, align(4096))]
+struct Fallback(core::cell::UnsafeCell<[u8; PREFIX_BYTES]>);
+// SAFETY: never read or written here; the way in owns what it carves from
+// the prefix.
+unsafe impl Sync for Fallback {}
+static FALLBACK: Fallback = Fallback(core::cell::UnsafeCell::new([0; PREFIX_BYTES]));
+
+/// Whether `p` lies in heapprof's range (a sample, or the prefix): the free
+/// hot path's one test.
+#[inline(always)]
+pub fn contains(p: *const u8) -> bool {
+    let len = LEN.load(Ordering::Acquire);
+    (p as usize).wrapping_sub(BASE.load(Ordering::Relaxed)) < len
+}
+
+/// The prefix (start, length) once reserved.
+pub fn prefix() -> Option<(*mut u8, usize)> {
+    reserve().then(|| (BASE.load(Ordering::Relaxed) as *mut u8, PREFIX_BYTES))
+}
+
+/// Caps the bytes the heap carves (a limit, and a way for tests to
+/// simulate exhaustion). Applies to carving from now on.
+pub fn set_limit(bytes: usize) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// Allocations chosen for sampling that the heap could not serve (served
+/// unsampled by the inner allocator instead).
+pub fn fallbacks() -> u64 {
+    FALLBACKS.load(Ordering::Relaxed)
+}
+
+/// The one line to print about fallbacks, the first time there are any.
+pub fn fallback_notice() -> Option<String> {
+    let n = fallbacks();
+    if n == 0 || NOTICED.swap(true, Ordering::Relaxed) {
+        return None;
+    }
+    let limit = LIMIT.load(Ordering::Relaxed);
+    let why = if limit != usize::MAX {
+        format!("its limit (HEAPPROF_SAMPLE_HEAP_LIMIT={limit}) is reached")
+    } else if SMALL_SPANS.load(Ordering::Relaxed) == 0 {
+        "no address space could be reserved for it (check ulimit -v)".to_owned()
+    } else {
+        "it could not map more memory".to_owned()
+    };
+    Some(format!(
+        "heapprof: the sample heap is full because {why}; {n} allocation(s) chosen for sampling were served unsampled by the allocator, so the profile undercounts (free samples, or raise the limit)"
+    ))
+}
+
+/// Bytes carved from the heap so far (committed; only touched pages are
+/// resident).
+pub fn carved_bytes() -> usize {
+    CARVED_BYTES.load(Ordering::Relaxed)
+}
+
+/// Reserves the range, once. Lock-free: a thread arriving while another
+/// reserves gets false (its caller falls back) rather than wait.
+pub fn reserve() -> bool {
+    match STATE.load(Ordering::Acquire) {
+        RESERVED => return true,
+        RESERVING => return false,
+        _ => {}
+    }
+    if STATE
+        .compare_exchange(UNRESERVED, RESERVING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return STATE.load(Ordering::Acquire) == RESERVED;
+    }
+    let mut len = RESERVE_MAX;
+    let base = loop {
+        // SAFETY: a fresh anonymous mapping touches no existing memory.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            break Some(p as usize);
+        }
+        if len <= RESERVE_MIN {
+            break None;
+        }
+        len /= 2;
+    };
+    match base.filter(|&b| layout(b, len)) {
+        Some(b) => {
+            BASE.store(b, Ordering::Relaxed);
+            LEN.store(len, Ordering::Release);
+        }
+        None => {
+            if let Some(b) = base {
+                // SAFETY: our own mapping, never published.
+                unsafe { libc::munmap(b as *mut libc::c_void, len) };
+            }
+            BASE.store(FALLBACK.0.get() as usize, Ordering::Relaxed);
+            LEN.store(PREFIX_BYTES, Ordering::Release);
+        }
+    }
+    STATE.store(RESERVED, Ordering::Release);
+    true
+}
+
+/// Lays the parts out in `[base, base + len)` and commits the fixed ones.
+fn layout(base: usize, len: usize) -> bool {
+    let small_len = len / 4;
+    let spans = small_len / SPAN;
+    let large_pages = len / 4 / PAGE;
+    let span_table = base + PREFIX_BYTES;
+    let small_meta = (span_table + spans).next_multiple_of(PAGE);
+    let large_meta = small_meta + spans * SLOTS_PER_SPAN * 8;
+    let small_base = (large_meta + large_pages * 16).next_multiple_of(SPAN);
+    let large_base = small_base + spans * SPAN;
+    if large_base + large_pages * PAGE > base + len || !commit(base, span_table + spans - base) {
+        return false;
+    }
+    SPAN_TABLE.store(span_table, Ordering::Relaxed);
+    SMALL_META.store(small_meta, Ordering::Relaxed);
+    SMALL_BASE.store(small_base, Ordering::Relaxed);
+    SMALL_SPANS.store(spans, Ordering::Relaxed);
+    LARGE_META.store(large_meta, Ordering::Relaxed);
+    LARGE_BASE.store(large_base, Ordering::Relaxed);
+    LARGE_PAGES.store(large_pages, Ordering::Relaxed);
+    true
+}
+
+/// Makes `[addr, addr + len)` (inside the reservation) readable and writable.
+fn commit(addr: usize, len: usize) -> bool {
+    let start = addr & !(PAGE - 1);
+    let end = (addr + len).next_multiple_of(PAGE);
+    // SAFETY: the range lies inside our own reservation, which nothing else
+    // maps; making it accessible affects no other memory.
+    unsafe {
+        libc::mprotect(
+            start as *mut libc::c_void,
+            end - start,
+            libc::PROT_READ | libc::PROT_WRITE,
+        ) == 0
+    }
+}
+
+/// Takes `bytes` from the limit, or says no.
+fn charge(bytes: usize) -> bool {
+    let limit = LIMIT.load(Ordering::Relaxed);
+    CARVED_BYTES
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            c.checked_add(bytes).filter(|&n| n <= limit)
+        })
+        .is_ok()
+}
+
+/// Advances a region's bump pointer by `n` units if it stays within `cap`.
+fn bump(cursor: &AtomicUsize, n: usize, cap: usize) -> Option<usize> {
+    cursor
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            c.checked_add(n).filter(|&e| e <= cap)
+        })
+        .ok()
+}
+
+// ---- size classes ----
+
+/// The small class of `size` (1..=SMALL_MAX).
+#[inline]
+fn small_class(size: usize) -> usize {
+    debug_assert!((1..=SMALL_MAX).contains(&size));
+    if size <= 128 {
+        return (size + 15) / 16 - 1;
+    }
+    let k = usize::BITS - 1 - (size - 1).leading_zeros(); // 2^k < size <= 2^(k+1)
+    let step = 1usize << (k - 2);
+    let j = (size - (1 << k)).div_ceil(step) - 1;
+    8 + 4 * (k as usize - 7) + j
+}
+
+/// The slot size of small class `c`.
+#[inline]
+fn small_size(c: usize) -> usize {
+    if c < 8 {
+        return 16 * (c + 1);
+    }
+    let k = 7 + (c - 8) / 4;
+    let j = (c - 8) % 4;
+    (1 << k) + (j + 1) * (1 << (k - 2))
+}
+
+/// The class for `size` bytes aligned to `align`, if small.
+fn small_class_for(size: usize, align: usize) -> Option<usize> {
+    if align <= 16 {
+        return (size <= SMALL_MAX).then(|| small_class(size.max(1)));
+    }
+    let s = size.max(1).checked_next_multiple_of(align)?;
+    if s > SMALL_MAX {
+        return None;
+    }
+    (small_class(s)..SMALL_CLASSES).find(|&c| small_size(c).is_multiple_of(align))
+}
+
+/// The large class of a run of `pages` pages, and its page count.
+fn large_class(pages: usize) -> usize {
+    if pages <= 8 {
+        return pages.max(1) - 1;
+    }
+    let k = usize::BITS - 1 - (pages - 1).leading_zeros(); // k >= 3
+    let step = 1usize << (k - 2);
+    let j = (pages - (1 << k)).div_ceil(step) - 1;
+    8 + 4 * (k as usize - 3) + j
+}
+
+fn large_pages(c: usize) -> usize {
+    if c < 8 {
+        return c + 1;
+    }
+    let k = 3 + (c - 8) / 4;
+    let j = (c - 8) % 4;
+    (1 << k) + (j + 1) * (1 << (k - 2))
+}
+
+// ---- lock-free stacks over metadata words ----
+
+/// Pops the stack at `head`, whose entries link through `link(n)`.
+fn pop(head: &AtomicU64, link: impl Fn(usize) -> &'static AtomicU64) -> Option<usize> {
+    let mut h = head.load(Ordering::Acquire);
+    loop {
+        let top = (h & 0xffff_ffff) as usize;
+        if top == 0 {
+            return None;
+        }
+        // May be stale if another thread pops `top` meanwhile: then the tag
+        // has moved on and the CAS fails.
+        let next = link(top - 1).load(Ordering::Relaxed) & 0xffff_ffff;
+        let new = ((h >> 32).wrapping_add(1) << 32) | next;
+        match head.compare_exchange_weak(h, new, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => return Some(top - 1),
+            Err(now) => h = now,
+        }
+    }
+}
+
+/// Pushes the chain `first ..= last` (already linked from `first` to
+/// `last`) onto the stack at `head`.
+fn push(head: &AtomicU64, first: usize, last: &AtomicU64) {
+    let mut h = head.load(Ordering::Relaxed);
+    loop {
+        last.store(h & 0xffff_ffff, Ordering::Relaxed);
+        let new = ((h >> 32).wrapping_add(1) << 32) | (first as u64 + 1);
+        match head.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(now) => h = now,
+        }
+    }
+}
+
+/// The metadata word of global small slot `g` (span << 12 | index).
+fn small_word(g: usize) -> &'static AtomicU64 {
+    let a = SMALL_META.load(Ordering::Relaxed) + g * 8;
+    // SAFETY: `g` names a slot of a carved span, whose metadata was
+    // committed before the slot became reachable; AtomicU64 has the size
+    // and alignment of the word, and the memory is only ever used as one.
+    unsafe { &*(a as *const AtomicU64) }
+}
+
+/// The two metadata words of large page `q`: [id or link, run info].
+fn large_words(q: usize) -> &'static [AtomicU64; 2] {
+    let a = LARGE_META.load(Ordering::Relaxed) + q * 16;
+    // SAFETY: as for small_word: committed with the run that holds page q.
+    unsafe { &*(a as *const [AtomicU64; 2]) }
+}
+
+fn span_class(span: usize) -> &'static AtomicU8 {
+    // SAFETY: the span table (one byte per span) is committed at
+    // reservation, and `span` < SMALL_SPANS.
+    unsafe { &*((SPAN_TABLE.load(Ordering::Relaxed) + span) as *const AtomicU8) }
+}
+
+// ---- allocation ----
+
+/// `size` bytes aligned to `align` (a power of two) from the heap, or null
+/// when it cannot serve them (counted in [`fallbacks`], except while another
+/// thread is still reserving the range): the caller then serves the
+/// allocation unsampled. Zeroed if `zero`.
+pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !reserve() {
+        return core::ptr::null_mut();
+    }
+    let p = if !align.is_power_of_two() || align > MAX_ALIGN {
+        core::ptr::null_mut()
+    } else {
+        match small_class_for(size, align) {
+            Some(c) => {
+                let p = alloc_small(c);
+                if zero && !p.is_null() {
+                    // SAFETY: a slot of at least `size` bytes, ours to give out.
+                    unsafe { core::ptr::write_bytes(p, 0, size) };
+                }
+                p
+            }
+            // Large runs always start zeroed (fresh or given back).
+            None => alloc_large(size, align),
+        }
+    };
+    if p.is_null() {
+        FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    }
+    p
+}
+
+fn alloc_small(c: usize) -> *mut u8 {
+    let g = match pop(&SMALL_FREE[c], small_word) {
+        Some(g) => g,
+        None => match carve_span(c) {
+            Some(g) => g,
+            None => return core::ptr::null_mut(),
+        },
+    };
+    let (span, index) = (g >> SLOTS_SHIFT, g & (SLOTS_PER_SPAN - 1));
+    (SMALL_BASE.load(Ordering::Relaxed) + (span << SPAN_SHIFT) + index * small_size(c)) as *mut u8
+}
+
+/// Carves a new span for class `c`; returns its first slot, the others
+/// pushed onto the class's stack.
+fn carve_span(c: usize) -> Option<usize> {
+    let spans = SMALL_SPANS.load(Ordering::Relaxed);
+    if spans == 0 || !charge(SPAN) {
+        return None;
+    }
+    let span = bump(&SPANS_CARVED, 1, spans)?;
+    let meta = SMALL_META.load(Ordering::Relaxed) + span * SLOTS_PER_SPAN * 8;
+    let data = SMALL_BASE.load(Ordering::Relaxed) + (span << SPAN_SHIFT);
+    if !commit(meta, SLOTS_PER_SPAN * 8) || !commit(data, SPAN) {
+        return None;
+    }
+    span_class(span).store(c as u8 + 1, Ordering::Relaxed);
+    let n = SPAN / small_size(c);
+    let first = span << SLOTS_SHIFT;
+    if n > 1 {
+        for i in 1..n - 1 {
+            small_word(first + i).store((first + i + 2) as u64, Ordering::Relaxed);
+        }
+        push(&SMALL_FREE[c], first + 1, small_word(first + n - 1));
+    }
+    Some(first)
+}
+
+fn alloc_large(size: usize, align: usize) -> *mut u8 {
+    let Some(pages) = size.max(1).checked_next_multiple_of(PAGE).map(|b| b / PAGE) else {
+        return core::ptr::null_mut();
+    };
+    let need = pages + align.max(PAGE) / PAGE - 1;
+    if need > LARGE_PAGES.load(Ordering::Relaxed) {
+        return core::ptr::null_mut();
+    }
+    let c = large_class(need);
+    if c >= LARGE_CLASSES {
+        return core::ptr::null_mut();
+    }
+    let run = match pop(&LARGE_FREE[c], |q| &large_words(q)[0]) {
+        Some(r) => r,
+        None => match carve_run(c) {
+            Some(r) => r,
+            None => return core::ptr::null_mut(),
+        },
+    };
+    let base = LARGE_BASE.load(Ordering::Relaxed);
+    let p = (base + run * PAGE).next_multiple_of(align.max(PAGE));
+    let q = (p - base) / PAGE;
+    large_words(q)[1].store(((c as u64) << 32) | run as u64, Ordering::Relaxed);
+    p as *mut u8
+}
+
+fn carve_run(c: usize) -> Option<usize> {
+    let n = large_pages(c);
+    if !charge(n * PAGE) {
+        return None;
+    }
+    let run = bump(&PAGES_CARVED, n, LARGE_PAGES.load(Ordering::Relaxed))?;
+    let meta = LARGE_META.load(Ordering::Relaxed) + run * 16;
+    let data = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
+    (commit(meta, n * 16) && commit(data, n * PAGE)).then_some(run)
+}
+
+/// Where `p` (in range) lives: a small slot, a large object's page, or
+/// neither (the prefix, or an address never handed out).
+enum Place {
+    Small { g: usize, class: usize },
+    Large { q: usize },
+    Other,
+}
+
+fn place(p: *const u8) -> Place {
+    let a = p as usize;
+    let small = a.wrapping_sub(SMALL_BASE.load(Ordering::Relaxed));
+    let spans = SMALL_SPANS.load(Ordering::Relaxed);
+    if small < spans << SPAN_SHIFT {
+        let span = small >> SPAN_SHIFT;
+        let c = span_class(span).load(Ordering::Relaxed) as usize;
+        if c == 0 {
+            return Place::Other;
+        }
+        let index = (small & (SPAN - 1)) / small_size(c - 1);
+        return Place::Small {
+            g: (span << SLOTS_SHIFT) | index,
+            class: c - 1,
+        };
+    }
+    let large = a.wrapping_sub(LARGE_BASE.load(Ordering::Relaxed));
+    if large < LARGE_PAGES.load(Ordering::Relaxed) * PAGE {
+        return Place::Large { q: large / PAGE };
+    }
+    Place::Other
+}
+
+/// The word that holds the sample id of the live object at `p`.
+fn id_word(p: *const u8) -> Option<&'static AtomicU64> {
+    match place(p) {
+        Place::Small { g, .. } => Some(small_word(g)),
+        Place::Large { q } => Some(&large_words(q)[0]),
+        Place::Other => None,
+    }
+}
+
+/// Remembers that the live object at `p` is sample `id`.
+pub fn set_id(p: *const u8, id: u64) {
+    if let Some(w) = id_word(p) {
+        w.store(id, Ordering::Relaxed);
+    }
+}
+
+/// The sample id of the live object at `p`.
+pub fn id_of(p: *const u8) -> Option<u64> {
+    id_word(p).map(|w| w.load(Ordering::Relaxed))
+}
+
+/// Bytes usable at `p` (a live object of the heap): at least its size.
+pub fn usable_size(p: *const u8) -> usize {
+    match place(p) {
+        Place::Small { class, .. } => small_size(class),
+        Place::Large { q } => {
+            let info = large_words(q)[1].load(Ordering::Relaxed);
+            let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
+            (run + large_pages(c) - q) * PAGE
+        }
+        Place::Other => 0,
+    }
+}
+
+/// Returns the live object at `p` to the heap. Objects not from the heap
+/// (the prefix) are ignored.
+pub fn free(p: *mut u8) {
+    match place(p) {
+        Place::Small { g, class } => push(&SMALL_FREE[class], g, small_word(g)),
+        Place::Large { q } => {
+            let info = large_words(q)[1].load(Ordering::Relaxed);
+            let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
+            let start = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
+            // SAFETY: the whole run is ours and no longer used.
+            let given_back = unsafe {
+                libc::madvise(
+                    start as *mut libc::c_void,
+                    large_pages(c) * PAGE,
+                    libc::MADV_DONTNEED,
+                )
+            } == 0;
+            // A run that could not be given back is not zero: never reuse it.
+            if given_back {
+                push(&LARGE_FREE[c], run, &large_words(run)[0]);
+            }
+        }
+        Place::Other => {}
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The heap is one per process: tests that count or reuse take turns.
+    pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn small_classes_are_monotone_cover_and_waste_little() {
+        assert_eq!(small_size(SMALL_CLASSES - 1), SMALL_MAX);
+        for c in 1..SMALL_CLASSES {
+            assert!(small_size(c) > small_size(c - 1));
+            assert!(small_size(c).is_multiple_of(16));
+        }
+        for s in 1..=SMALL_MAX {
+            let c = small_class(s);
+            assert!(small_size(c) >= s, "size {s}");
+            assert!(c == 0 || small_size(c - 1) < s, "size {s}: not the smallest");
+            assert!(small_size(c) - s < 16 || (small_size(c) - s) * 4 < s, "size {s}");
+        }
+    }
+
+    #[test]
+    fn large_classes_are_monotone_and_cover() {
+        for p in 1..100_000 {
+            let c = large_class(p);
+            assert!(large_pages(c) >= p && (c == 0 || large_pages(c - 1) < p));
+        }
+        assert!(large_class(1 << 21) < LARGE_CLASSES);
+    }
+
+    #[test]
+    fn aligned_classes_exist_up_to_small_max() {
+        for shift in 4..=14 {
+            let a = 1usize << shift;
+            for s in [1, a - 1, a, a + 1, 3 * a, SMALL_MAX] {
+                if let Some(c) = small_class_for(s, a) {
+                    assert!(small_size(c) >= s && small_size(c).is_multiple_of(a));
+                } else {
+                    assert!(s.next_multiple_of(a) > SMALL_MAX);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn objects_are_aligned_disjoint_and_reused() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live: Vec<(usize, usize)> = Vec::new();
+        for shift in 0..=20 {
+            let align = 1usize << shift;
+            for size in [1, 24, 100, 5000, 20_000, 70_000] {
+                let p = alloc(size, align, true);
+                assert!(!p.is_null() && contains(p));
+                assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                assert!(usable_size(p) >= size);
+                // SAFETY: `size` zeroed bytes of our own.
+                let bytes = unsafe { core::slice::from_raw_parts_mut(p, size) };
+                assert!(bytes.iter().all(|&b| b == 0));
+                bytes.fill(0xAB);
+                live.push((p as usize, size));
+            }
+        }
+        live.sort();
+        for w in live.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "overlap");
+        }
+        let before = carved_bytes();
+        for &(p, _) in &live {
+            free(p as *mut u8);
+        }
+        for &(_, size) in &live {
+            free(alloc(size, 16, false));
+        }
+        assert_eq!(carved_bytes(), before, "freed memory is reused");
+    }
+
+    #[test]
+    fn ids_are_kept_per_object_from_any_thread() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let hs: Vec<_> = (0..4u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for round in 0..200u64 {
+                        let objs: Vec<(usize, u64)> = (0..50u64)
+                            .map(|i| {
+                                let p = alloc(16 + (i as usize % 7) * 300, 16, false);
+                                let id = (t << 40) | (round << 20) | i;
+                                set_id(p, id);
+                                (p as usize, id)
+                            })
+                            .collect();
+                        for (p, id) in objs {
+                            assert_eq!(id_of(p as *const u8), Some(id));
+                            free(p as *mut u8);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn nothing_outside_is_in_range() {
+        assert!(reserve());
+        let x = 5u64;
+        assert!(!contains(&x as *const u64 as *const u8));
+        assert!(!contains(core::ptr::null()));
+        let b = Box::new(1u8);
+        assert!(!contains(&*b));
+    }
+}
