@@ -623,34 +623,46 @@ fn sigusr2_dumps_a_running_program() {
     );
 }
 
-fn jemalloc_chain(dir: &Path) -> Command {
+/// `family` chained in front of jemalloc; `prove`: the program also checks
+/// that jemalloc serves its unsampled allocations.
+fn jemalloc_chain(dir: &Path, prove: bool) -> Command {
     assert!(
         Path::new(JEMALLOC).exists(),
         "{JEMALLOC} is missing: install Debian's libjemalloc2 (scripts/install-deps.sh)"
     );
     let mut c = preloaded(program("family"), dir);
-    c.env("LD_PRELOAD", format!("{} {JEMALLOC}", library().display()))
-        .arg("--jemalloc");
+    c.env("LD_PRELOAD", format!("{} {JEMALLOC}", library().display()));
+    if prove {
+        c.arg("--jemalloc");
+    }
     c
 }
 
 #[test]
 fn chained_in_front_of_jemalloc() {
+    // At rate 1 every object is a sample, served by heapprof's sample heap:
+    // exact through the chain (the program checks each contract itself).
     let dir = out_dir("jemalloc");
-    let out = run(jemalloc_chain(&dir).env("HEAPPROF_RATE", "1"), b"");
+    let out = run(jemalloc_chain(&dir, false).env("HEAPPROF_RATE", "1"), b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "family: 13 objects kept, 0 failures\n");
+    assert_eq!(out.stderr, "");
+    assert_family_exact(&only_profile(&dir, None));
+
+    // With sampling off, everything the program allocates is jemalloc's.
+    let dir = out_dir("jemalloc-off");
+    let out = run(jemalloc_chain(&dir, true).env("HEAPPROF_RATE", "0"), b"");
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(
         out.stdout,
         "jemalloc serves malloc\nfamily: 13 objects kept, 0 failures\n"
     );
-    assert_eq!(out.stderr, "");
-    assert_family_exact(&only_profile(&dir, None));
 
     // jemalloc has no pvalloc or reallocarray: built from its own functions,
     // never taken from glibc (which would crash on free).
     for rate in ["4096", "65536"] {
         let dir = out_dir(&format!("jemalloc-churn-{rate}"));
-        let out = run(jemalloc_chain(&dir).env("HEAPPROF_RATE", rate), b"");
+        let out = run(jemalloc_chain(&dir, true).env("HEAPPROF_RATE", rate), b"");
         assert_eq!(out.code, 0, "rate {rate}: {out:?}");
         let churn = through(&only_profile(&dir, None), "churn_all");
         assert!(

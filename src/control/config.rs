@@ -9,6 +9,7 @@
 //! | `HEAPPROF_SIGNAL` | signal that triggers a dump: a name (`USR2`, `SIGUSR1`) or number; `none` disables | `USR2` |
 //! | `HEAPPROF_INTERVAL` | seconds between periodic dumps (decimals allowed); `0` disables | off |
 //! | `HEAPPROF_AT_EXIT` | dump at normal process exit (`1`/`0`, `true`/`false`, `on`/`off`) | off (Rust), on (preload) |
+//! | `HEAPPROF_SAMPLE_HEAP_LIMIT` | a limit (and a testing knob) on the bytes of heapprof's sample heap, which serves sampled objects; past it, samples are served unsampled by the allocator and counted (one line on stderr); `k`/`m`/`g` suffixes | none |
 //! | `HEAPPROF_SYMBOLIZE` | `0` writes raw profiles: addresses, mappings and build IDs only, symbolized later by `go tool pprof` (for big binaries, where in-process symbolization costs much memory) | `1` |
 //!
 //! A value that does not parse never stops the program: heapprof prints one

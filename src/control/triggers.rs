@@ -380,6 +380,7 @@ fn print_pending() {
             signal_name(taken)
         ));
     }
+    pending.extend(crate::engine::sample_heap::fallback_notice());
     for line in pending {
         say(&line);
     }
