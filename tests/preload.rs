@@ -672,6 +672,129 @@ fn chained_in_front_of_jemalloc() {
     }
 }
 
+// ---- The sample heap (sampled objects live in heapprof's own memory) ----
+
+/// `sampleheap MODE` under the library at `rate`; asserts a clean exit.
+fn sample_heap_run(mode: &str, rate: &str, env: &[(&str, &str)]) -> (Outcome, PathBuf) {
+    let dir = out_dir(&format!("sampleheap-{mode}-{rate}"));
+    let out = run(
+        preloaded(program("sampleheap"), &dir)
+            .arg(mode)
+            .env("HEAPPROF_RATE", rate)
+            .env("HEAPPROF_SEED", "7")
+            .envs(env.iter().copied()),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{mode} at rate {rate}: {out:?}");
+    (out, dir)
+}
+
+/// RssAnon and VmHWM (KiB) that `sampleheap hold N` reports for itself.
+fn held_memory(cmd: &mut Command) -> (u64, u64) {
+    let out = run(cmd, b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    let w: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!((w[0], w[2]), ("rss_anon_kb", "hwm_kb"), "{out:?}");
+    (w[1].parse().unwrap(), w[3].parse().unwrap())
+}
+
+#[test]
+fn small_samples_do_not_cost_a_page_each() {
+    // 200k objects of 16-256 bytes, every one a sample: a page each would be
+    // 800 MB against ~32 MB bare.
+    let dir = out_dir("sampleheap-hold");
+    let n = "200000";
+    let (bare_rss, bare_hwm) = held_memory(clean(program("sampleheap")).args(["hold", n]));
+    let (rss, hwm) = held_memory(
+        preloaded(program("sampleheap"), &dir)
+            .args(["hold", n])
+            .env("HEAPPROF_RATE", "1"),
+    );
+    assert!(
+        rss <= 3 * bare_rss + 4096 && hwm <= 3 * bare_hwm + 4096,
+        "rate 1: RssAnon {rss} KiB, VmHWM {hwm} KiB; bare {bare_rss}, {bare_hwm}"
+    );
+    // And every one is in the profile written at exit.
+    let t = leaf(&only_profile(&dir, None), "hold_small");
+    assert_eq!((t[0], t[2]), (200000, 200000), "{t:?}");
+}
+
+#[test]
+fn every_alignment_and_calloc_of_reused_samples() {
+    let (out, dir) = sample_heap_run("align", "1", &[]);
+    assert_eq!(out.stdout, "align: 106 objects kept, 0 failures\n");
+    assert_eq!(out.stderr, "");
+    let p = only_profile(&dir, None);
+    let aligns = || (4..=20).map(|k| 1u64 << k);
+    let posix: u64 = aligns().map(|a| 100 + 3 * a + 5).sum();
+    let aligned: u64 = aligns().map(|a| 5 * a).sum();
+    let memalign: u64 = aligns().map(|a| 100 + 2 * a + 1).sum();
+    assert_eq!(leaf(&p, "al_posix"), [34, posix, 34, posix]);
+    assert_eq!(leaf(&p, "al_aligned"), [34, aligned, 34, aligned]);
+    assert_eq!(leaf(&p, "al_memalign"), [34, memalign, 34, memalign]);
+    assert_eq!(leaf(&p, "al_valloc"), [2, 50100, 2, 50100]);
+    assert_eq!(leaf(&p, "al_pvalloc"), [2, 4096 + 53248, 2, 4096 + 53248]);
+    let c = leaf(&p, "calloc_reused");
+    let sizes: Vec<u64> = std::iter::successors(Some(1u64), |s| Some(s * 3 / 2 + 1))
+        .take_while(|&s| s < 70000)
+        .collect();
+    let bytes: u64 = sizes.iter().sum::<u64>() * 6;
+    assert_eq!(c, [6 * sizes.len() as u64, bytes, 0, 0], "a malloc and a calloc per round");
+}
+
+#[test]
+fn realloc_moves_samples_in_and_out_keeping_contents() {
+    // Rate 1: every block a sample (moves within the sample heap); 8192: a
+    // mix, so blocks move into and out of it.
+    for rate in ["1", "8192"] {
+        let (out, dir) = sample_heap_run("realloc", rate, &[]);
+        assert_eq!(out.stdout, "realloc: 0 failures\n", "rate {rate}");
+        let t = through(&only_profile(&dir, None), "do_realloc");
+        assert_eq!(t[2..], [0, 0], "rate {rate}: all freed");
+        if rate == "1" {
+            assert_eq!(t[0], 20000, "one sample per realloc");
+        } else {
+            // Scaled estimate of the same 20000.
+            assert!(t[0].abs_diff(20000) < 3000, "rate {rate}: {t:?}");
+        }
+    }
+}
+
+#[test]
+fn a_forked_child_frees_its_parents_samples() {
+    let (out, dir) = sample_heap_run("fork", "1", &[]);
+    assert_eq!(out.stdout, "fork: 0 failures\n");
+    let all = profiles(&dir);
+    assert_eq!(all.len(), 2, "parent's and child's: {all:?}");
+    let child = all.iter().find(|p| p.0 != all[0].0.min(all[1].0)).unwrap();
+    let parent = all.iter().find(|p| p.0 != child.0).unwrap();
+    let (parent, child) = (decode(&parent.2), decode(&child.2));
+    assert_eq!(leaf(&parent, "parent_alloc"), [11, 101000, 11, 101000]);
+    assert_eq!(leaf(&child, "parent_alloc"), [11, 101000, 0, 0]);
+    assert_eq!(leaf(&child, "child_alloc"), [5, 1500, 5, 1500]);
+}
+
+#[test]
+fn a_full_sample_heap_falls_back_to_the_allocator_and_says_so_once() {
+    let (out, dir) = sample_heap_run("exhaust", "1", &[("HEAPPROF_SAMPLE_HEAP_LIMIT", "1m")]);
+    assert_eq!(out.stdout, "exhaust: 0 failures\n");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    let n: u64 = lines[0]
+        .strip_prefix("heapprof: the sample heap is full because its limit (HEAPPROF_SAMPLE_HEAP_LIMIT=1048576) is reached; ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", lines[0]));
+    let p = only_profile(&dir, None);
+    let fill = leaf(&p, "fill_up");
+    // Those the heap took are exact; the rest were served unsampled, counted.
+    assert!(fill[0] >= 500 && fill[0] < 3000 && fill[0] + n >= 3000, "{fill:?}, {n} fell back");
+    assert_eq!(fill[1], fill[0] * 1000);
+    assert_eq!(fill[2..], [0, 0], "every one freed, sampled or not");
+    // Freed samples made room again: exact once more.
+    assert_eq!(leaf(&p, "after_free"), [100, 100000, 100, 100000]);
+}
+
 #[test]
 fn says_once_when_preload_cannot_see_the_allocations() {
     // A program with its own malloc: output unchanged, one line on stderr.
