@@ -14,10 +14,16 @@
 //! - `churn_1t/<variant>`: replace a random live block of a random size
 //!   (log-uniform over 16 B..8 KiB) in a working set of 4096 blocks;
 //! - `sampled_path/rate_1/64`: rate 1, so every pair takes the sampled path
-//!   (stack capture, record, live table): the price of one sample, from
+//!   (stack capture, record, the sample heap): the price of one sample, from
 //!   which the amortised cost at any rate and size follows (about
-//!   `size / rate` of it per allocation).
-//!
+//!   `size / rate` of it per allocation);
+//! - `sampled_path/sample_heap/<size>`: the sampled path without the stack
+//!   capture and record: the sample heap's allocate, remember the id and
+//!   free, for a small class, a page and a 64 KiB run (the run's free
+//!   gives its pages back with `madvise`); next to it
+//!   `sampled_path/system_page_aligned/<size>`, what a sample cost before
+//!   the sample heap (a page-aligned block of `System`).
+
 //! Variants: `system` (`System` alone), `profiler_default_rate` (one sample
 //! per 512 KiB on average: small sizes are rarely sampled, large ones often,
 //! and that mix is the real cost) and `profiler_off` (rate 0: the hot path
@@ -30,15 +36,8 @@
 //!
 //! Reading the numbers:
 //! - `profiler_off - system` is the hot path (a thread-local compare and
-//!   subtract, an AND on free); `profiler_default_rate - profiler_off` is
+//!   subtract, an address-range compare on free); `profiler_default_rate - profiler_off` is
 //!   sampling, which grows with size (one sample costs `sampled_path`).
-//! - A freed sample is a page-aligned block; glibc's per-thread cache hands
-//!   it straight back to the next allocation of the same size, unsampled but
-//!   page-aligned, so in a tight loop every free of it takes the
-//!   out-of-line live-table lookup. That is real behaviour of the default
-//!   rate and shows in `profiler_default_rate` at small sizes whenever the
-//!   block stays in circulation (it may or may not, depending on what else
-//!   the thread allocates).
 //! - Each variant runs at a different time on a heap other benches have
 //!   shaped; glibc's non-cached sizes (4096, 65536) swing by 10-15 ns between
 //!   runs with heap layout, and two-thread wall times swing with scheduling
@@ -73,12 +72,7 @@ enum Variant {
     ProfilerOff,
 }
 
-/// `profiler_off` runs before `profiler_default_rate`: a freed sample leaves
-/// a page-aligned block at the head of glibc's per-thread cache for its size,
-/// the next allocations of that size get it back unsampled, and each free of
-/// it then takes the out-of-line lookup (see the module docs). Measured after
-/// the default-rate variant, `profiler_off` would inherit such blocks and stop
-/// measuring the hot path alone.
+/// Every variant, in the order each group measures them.
 const VARIANTS: [Variant; 3] = [
     Variant::System,
     Variant::ProfilerOff,
@@ -330,15 +324,29 @@ fn sampled_path(c: &mut Criterion) {
         b.iter(|| pairs(&PROFILER, layout, 1));
         heapprof::set_rate(DEFAULT_RATE);
     });
+    use heapprof::engine::sample_heap;
+    for size in [64usize, 4096, 65536] {
+        g.bench_with_input(BenchmarkId::new("sample_heap", size), &size, |b, &size| {
+            b.iter(|| {
+                let p = sample_heap::alloc(black_box(size), 16, false);
+                sample_heap::set_id(p, 1);
+                sample_heap::free(black_box(p));
+            })
+        });
+        let page = Layout::from_size_align(size, 4096).unwrap();
+        g.bench_with_input(
+            BenchmarkId::new("system_page_aligned", size),
+            &size,
+            |b, _| b.iter(|| pairs(&System, page, 1)),
+        );
+    }
     g.finish();
 }
 
 /// Takes one sample before any bench, so one-time set-up (reading the
 /// environment, starting the dumper thread, loading unwind tables, mapping
-/// the thread's buffer and the live table) is not charged to the first
-/// profiled bench. The sample is kept, never freed, so that its page-aligned
-/// block does not go back into glibc's cache for 64-byte blocks and then
-/// serve the 64-byte benches (see `VARIANTS`).
+/// the thread's buffer and the sample heap) is not charged to the first
+/// profiled bench. The sample is kept, never freed.
 fn warm_up_profiler() {
     let l = Layout::from_size_align(64, 8).unwrap();
     heapprof::set_rate(1);

@@ -40,8 +40,8 @@ const PROFILER: u8 = 1;
 /// `SYSTEM` to `PROFILER` and never back: blocks the runtime allocated before
 /// the switch came from `System`, and `Profiler` frees any block it did not
 /// sample through its inner `System` with the caller's layout, which is
-/// exactly how `System` wants them freed. The reverse (a sampled, page-aligned
-/// block handed to `System` with the caller's smaller alignment) never happens.
+/// exactly how `System` wants them freed. The reverse (a sample, which lives
+/// in heapprof's sample heap, handed to `System`) never happens.
 static MODE: AtomicU8 = AtomicU8::new(SYSTEM);
 static HEAPPROF: Profiler<System> = Profiler::new(System);
 

@@ -43,19 +43,23 @@
 //! dumping and symbolizing) go straight to those functions through this
 //! crate's `#[global_allocator]`, never through the hooks.
 //!
-//! **Sampled objects** are allocated page-aligned through the real
-//! allocator (its `posix_memalign`, else `memalign`, else `aligned_alloc`),
-//! which is how a free recognises them. A cost to know about: glibc makes a
-//! page-aligned block from a request of size + 4096 bytes, a "large"
-//! request, and every large request first consolidates all the fast bins
-//! (`malloc_consolidate`); a program whose heap is mostly small objects
-//! (CPython with `PYTHONMALLOC=malloc`) pays for that at every sample.
+//! **Sampled objects** (about one allocation in several thousand at the
+//! default rate; all of them at `HEAPPROF_RATE=1`) are served by heapprof's
+//! own sample heap (`heapprof::engine::sample_heap`), never by the real
+//! allocator: a range of address space the engine reserves at start-up, so
+//! that a free recognises a sample by its address alone (one compare), cut
+//! into size classes for small samples and page runs for large ones. The
+//! real allocator never sees a sample; if the sample heap cannot map memory,
+//! the allocation is served by the real allocator, unsampled, and one line
+//! on stderr says so.
 //!
 //! **The bootstrap arena.** `dlsym` may allocate, and other libraries'
 //! constructors may run (and allocate) before ours: the first call to any
 //! hook resolves the real functions, and while that is under way every hook
-//! serves calls from a static arena of page-aligned blocks that `free`,
-//! `realloc` and `malloc_usable_size` recognise by address ([`bootstrap`]).
+//! serves calls from an arena of page-aligned blocks (the first 256 KiB of
+//! the sample heap's range, so the same one compare on `free` covers it)
+//! that `free`, `realloc` and `malloc_usable_size` recognise by address
+//! ([`bootstrap`]).
 //!
 //! **Thread state in initial-exec TLS.** Each thread's sampling countdown,
 //! re-entrancy flag and record buffer (`heapprof::thread_state::ThreadState`,
@@ -110,12 +114,11 @@
 //! An unsampled allocation costs ten instructions and an indirect jump over
 //! the real function (`malloc`: load the TLS offset, read the thread
 //! pointer, load, compare and store the countdown, load the real function,
-//! jump); freeing an unsampled pointer five (`free`: a shift, a branch, the
-//! jump). Page-aligned pointers that were not sampled (about 1 in 256 with
-//! glibc) take the slow path, where a table of addresses lately found not
-//! to be samples usually answers before the engine's live-sample table.
-//! Sampled objects are page-aligned (how a free recognises them) and cost a
-//! stack capture each. Figures: `scripts/bench-preload.sh`.
+//! jump); freeing an unsampled pointer six (`free`: two loads of the sample
+//! heap's range, a subtract, a compare, a branch, the jump), whatever its
+//! alignment. Sampled objects cost a stack capture each and a few dozen
+//! instructions of the sample heap. Figures: `scripts/bench-preload.sh`
+//! (wall time), `scripts/bench-callgrind.sh` (instructions, peak RSS).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 

@@ -314,9 +314,10 @@ pub unsafe fn pvalloc(size: usize) -> *mut c_void {
 
 /// `size` bytes aligned to `align` (a power of two) from the real
 /// allocator, through the first of `posix_memalign`, `memalign` and
-/// `aligned_alloc` it defines; null (errno ENOMEM) on failure. This is how
-/// sampled objects are allocated page-aligned: all three are standard and
-/// every allocator one would chain provides at least one.
+/// `aligned_alloc` it defines; null (errno ENOMEM) on failure. The
+/// stand-ins for missing aligned functions and the library's own
+/// over-aligned Rust allocations use it: all three are standard and every
+/// allocator one would chain provides at least one.
 ///
 /// # Safety
 /// Resolved.

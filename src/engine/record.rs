@@ -4,8 +4,8 @@
 //! alloc: [ALLOC | nframes << 8, id, size, rate, time_ns, tag, frame0 .. frameN-1]
 //! free:  [FREE, id]
 //! ```
-//! `id` is the sample's unique number (the live-sample table maps address to
-//! id, so reuse of an address never confuses two samples), `rate` the sampling
+//! `id` is the sample's unique number (the sample heap keeps it beside the
+//! object, so reuse of an address never confuses two samples), `rate` the sampling
 //! rate it was taken at (1 for leak-check sessions), `time_ns` the monotonic
 //! allocation time, `tag` the leak-check session (0 for none).
 

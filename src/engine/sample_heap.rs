@@ -146,6 +146,11 @@ static NOTICED: AtomicBool = AtomicBool::new(false);
 
 /// Free stacks: (tag << 32) | (slot or run number + 1); 0 in the low half
 /// is empty.
+/// Set in the metadata word of a free slot or run (beside its link), so a
+/// second free of the same pointer is ignored rather than corrupting a
+/// stack. Sample ids never reach it.
+const FREE_BIT: u64 = 1 << 63;
+
 static SMALL_FREE: [AtomicU64; SMALL_CLASSES] = [const { AtomicU64::new(0) }; SMALL_CLASSES];
 static LARGE_FREE: [AtomicU64; LARGE_CLASSES] = [const { AtomicU64::new(0) }; LARGE_CLASSES];
 
@@ -401,7 +406,7 @@ fn pop(head: &AtomicU64, link: impl Fn(usize) -> &'static AtomicU64) -> Option<u
 fn push(head: &AtomicU64, first: usize, last: &AtomicU64) {
     let mut h = head.load(Ordering::Relaxed);
     loop {
-        last.store(h & 0xffff_ffff, Ordering::Relaxed);
+        last.store(FREE_BIT | (h & 0xffff_ffff), Ordering::Relaxed);
         let new = ((h >> 32).wrapping_add(1) << 32) | (first as u64 + 1);
         match head.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed) {
             Ok(_) => return,
@@ -494,7 +499,7 @@ fn carve_span(c: usize) -> Option<usize> {
     let first = span << SLOTS_SHIFT;
     if n > 1 {
         for i in 1..n - 1 {
-            small_word(first + i).store((first + i + 2) as u64, Ordering::Relaxed);
+            small_word(first + i).store(FREE_BIT | (first + i + 2) as u64, Ordering::Relaxed);
         }
         push(&SMALL_FREE[c], first + 1, small_word(first + n - 1));
     }
@@ -585,9 +590,12 @@ pub fn set_id(p: *const u8, id: u64) {
     }
 }
 
-/// The sample id of the live object at `p`.
+/// The sample id of the live object at `p` (None if `p` is not one: the
+/// prefix, or an object already freed).
 pub fn id_of(p: *const u8) -> Option<u64> {
-    id_word(p).map(|w| w.load(Ordering::Relaxed))
+    id_word(p)
+        .map(|w| w.load(Ordering::Relaxed))
+        .filter(|id| id & FREE_BIT == 0)
 }
 
 /// Bytes usable at `p` (a live object of the heap): at least its size.
@@ -603,12 +611,16 @@ pub fn usable_size(p: *const u8) -> usize {
     }
 }
 
-/// Returns the live object at `p` to the heap. Objects not from the heap
-/// (the prefix) are ignored.
+/// Returns the live object at `p` to the heap. Anything else (the prefix,
+/// an object already freed) is ignored.
 pub fn free(p: *mut u8) {
+    if id_of(p).is_none() {
+        return;
+    }
     match place(p) {
         Place::Small { g, class } => push(&SMALL_FREE[class], g, small_word(g)),
         Place::Large { q } => {
+            large_words(q)[0].store(FREE_BIT, Ordering::Relaxed);
             let info = large_words(q)[1].load(Ordering::Relaxed);
             let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
             let start = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
@@ -683,6 +695,7 @@ pub(crate) mod tests {
             for size in [1, 24, 100, 5000, 20_000, 70_000] {
                 let p = alloc(size, align, true);
                 assert!(!p.is_null() && contains(p));
+                set_id(p, 1);
                 assert_eq!(p as usize % align, 0, "size {size} align {align}");
                 assert!(usable_size(p) >= size);
                 // SAFETY: `size` zeroed bytes of our own.
@@ -701,7 +714,9 @@ pub(crate) mod tests {
             free(p as *mut u8);
         }
         for &(_, size) in &live {
-            free(alloc(size, 16, false));
+            let p = alloc(size, 16, false);
+            set_id(p, 2);
+            free(p);
         }
         assert_eq!(carved_bytes(), before, "freed memory is reused");
     }
@@ -731,6 +746,25 @@ pub(crate) mod tests {
             .collect();
         for h in hs {
             h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_second_free_is_ignored() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        for size in [40, 100_000] {
+            let p = alloc(size, 16, false);
+            set_id(p, 9);
+            free(p);
+            assert_eq!(id_of(p), None);
+            free(p);
+            let a = alloc(size, 16, false);
+            let b = alloc(size, 16, false);
+            assert_ne!(a, b, "size {size}: one slot handed out twice");
+            set_id(a, 10);
+            set_id(b, 11);
+            free(a);
+            free(b);
         }
     }
 

@@ -23,7 +23,7 @@
 
 #define NOINLINE __attribute__((noinline))
 
-void *kept[400000]; /* not static: keeps the allocations (see threads.c) */
+void *kept[2000000]; /* not static: keeps the allocations (see threads.c) */
 static int nkept, failures;
 
 static void fail(const char *what, size_t a, size_t b) {

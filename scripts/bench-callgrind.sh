@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# What heapprof costs real programs, in instructions (valgrind's callgrind:
+# exact and stable run to run, unlike wall time on a shared machine), and in
+# peak memory, side by side in one run:
+#
+#   python3   PYTHONMALLOC=malloc workload.py (JSON, dicts, regexes; 30k records)
+#   sqlite3   20k indexed inserts and aggregates, in memory
+#   perl      a 100k-entry hash of arrays
+#   cc1       the C compiler proper on a generated 150-function file
+#   alloc     alloc_bench.c, 1 thread x 1M malloc/calloc/realloc/free
+#   rust      examples/bench_churn: Profiler<System> vs System, 3M ops
+#
+# each bare and under target/release/libheapprof_preload.so at the default
+# rate (bench_churn: --mode system vs --mode profiler), ratio printed. Then
+# the peak RSS (VmHWM) and RssAnon of a program holding ~240 MB of 16-256 B
+# objects (tests/c/sampleheap.c hold), bare, at the default rate and at
+# HEAPPROF_RATE=1.
+#
+#   bash scripts/bench-callgrind.sh
+#   BASE=/path/to/other/target/release bash scripts/bench-callgrind.sh
+#       also measures another build's libheapprof_preload.so and
+#       examples/bench_churn (e.g. before a change), in the same run
+#   ONLY="python sqlite" bash scripts/bench-callgrind.sh   a subset
+#
+# Targets (issue #8): python3, sqlite3, perl, cc1 <= +1.0 %; alloc <= +7 %;
+# rust <= +1 %; RSS at the default rate <= bare x 1.01 + 2 MB, at rate 1
+# <= 3 x bare.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+command -v valgrind >/dev/null || bash scripts/install-deps.sh
+
+cargo build --release --quiet -p heapprof-preload
+cargo build --release --quiet --example bench_churn
+LIB=$root/target/release/libheapprof_preload.so
+CHURN=$root/target/release/examples/bench_churn
+BASE=${BASE:-}
+ONLY=${ONLY:-python sqlite perl cc1 alloc rust rss}
+
+work=$(mktemp -d /tmp/heapprof-cg.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+progs=$root/scripts/bench-programs
+cc -O2 -g -pthread -o "$work/alloc_bench" "$progs/alloc_bench.c"
+cc -O2 -g -o "$work/sampleheap" "$root/tests/c/sampleheap.c"
+python3 "$progs/gen_c.py" 150 >"$work/big.c"
+sed 's/where i < 500000/where i < 20000/' "$progs/inserts.sql" >"$work/inserts.sql"
+sed 's/range(100000)/range(30000)/' "$progs/workload.py" >"$work/workload.py"
+PYTHON=python3
+[ -x /usr/bin/python3 ] && PYTHON=/usr/bin/python3
+CC1=$(cc -print-prog-name=cc1)
+
+# Instructions executed by "$@" (callgrind's total Ir), environment as given.
+instr() {
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$@" \
+    >"$work/out" 2>"$work/vg.err" || { cat "$work/vg.err" >&2; exit 1; }
+  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/vg.err"
+}
+
+# Runs program $2 with preload library $1 (or none) under callgrind, in a
+# clean environment (no HEAPPROF_* but the output prefix, no at-exit dump:
+# the steady cost); prints its instruction count.
+prog_instr() {
+  local lib=$1 fn=$2
+  (
+    unset LD_PRELOAD
+    for v in $(compgen -e | grep '^HEAPPROF_' || true); do unset "$v"; done
+    export HEAPPROF_OUT=$work/prof HEAPPROF_AT_EXIT=0
+    instr_env=()
+    [ -n "$lib" ] && instr_env=(env "LD_PRELOAD=$lib")
+    case $fn in
+      python) instr "${instr_env[@]}" env PYTHONMALLOC=malloc "$PYTHON" "$work/workload.py" ;;
+      sqlite) instr "${instr_env[@]}" sh -c 'exec sqlite3 :memory: <"$1"' sh "$work/inserts.sql" ;;
+      perl) instr "${instr_env[@]}" perl -e 'my %h; $h{"key$_"} = [$_, "v" x ($_ % 40)] for 1..100000; my $n = 0; $n += @{$h{$_}} for keys %h; print "$n\n"' ;;
+      cc1) instr "${instr_env[@]}" "$CC1" -quiet -O2 "$work/big.c" -o "$work/big.s" ;;
+      alloc) instr "${instr_env[@]}" "$work/alloc_bench" 1 1 ;;
+    esac
+  )
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f (%+.2f %%)", a / b, (a / b - 1) * 100 }'; }
+
+printf '%-8s %16s %16s %22s' program bare heapprof "heapprof/bare"
+[ -n "$BASE" ] && printf ' %16s %22s' base "base/bare"
+echo
+for name in python sqlite perl cc1 alloc; do
+  [[ " $ONLY " == *" $name "* ]] || continue
+  bare=$(prog_instr "" "$name")
+  new=$(prog_instr "$LIB" "$name")
+  printf '%-8s %16s %16s %22s' "$name" "$bare" "$new" "$(ratio "$new" "$bare")"
+  if [ -n "$BASE" ]; then
+    old=$(prog_instr "$BASE/libheapprof_preload.so" "$name")
+    printf ' %16s %22s' "$old" "$(ratio "$old" "$bare")"
+  fi
+  echo
+done
+
+if [[ " $ONLY " == *" rust "* ]]; then
+  churn() { instr "$1" --mode "$2" --threads 1 --ops 3000000; }
+  bare=$(HEAPPROF_OUT=$work/prof churn "$CHURN" system)
+  new=$(HEAPPROF_OUT=$work/prof churn "$CHURN" profiler)
+  printf '%-8s %16s %16s %22s' rust "$bare" "$new" "$(ratio "$new" "$bare")"
+  if [ -n "$BASE" ]; then
+    old=$(HEAPPROF_OUT=$work/prof churn "$BASE/examples/bench_churn" profiler)
+    printf ' %16s %22s' "$old" "$(ratio "$old" "$bare")"
+  fi
+  echo
+fi
+
+if [[ " $ONLY " == *" rss "* ]]; then
+  # 1.6M objects of 16-256 bytes: ~240 MB bare with glibc.
+  n=1600000
+  hold() {
+    (
+      unset LD_PRELOAD
+      for v in $(compgen -e | grep '^HEAPPROF_' || true); do unset "$v"; done
+      export HEAPPROF_OUT=$work/prof HEAPPROF_AT_EXIT=0 "$@"
+      "$work/sampleheap" hold "$n"
+    ) | awk '{ printf "RssAnon %7.1f MB  VmHWM %7.1f MB", $2 / 1024, $4 / 1024 }'
+  }
+  echo "hold $n objects of 16-256 B:"
+  echo "  bare                     $(hold)"
+  echo "  heapprof, default rate   $(hold LD_PRELOAD="$LIB")"
+  echo "  heapprof, rate 1         $(hold LD_PRELOAD="$LIB" HEAPPROF_RATE=1)"
+  if [ -n "$BASE" ]; then
+    echo "  base, default rate       $(hold LD_PRELOAD="$BASE/libheapprof_preload.so")"
+    echo "  base, rate 1             $(hold LD_PRELOAD="$BASE/libheapprof_preload.so" HEAPPROF_RATE=1)"
+  fi
+fi
