@@ -1,6 +1,7 @@
 //! The process around the library, looked at once from the constructor:
-//! keeping programs it executes unprofiled, and saying (once, on stderr)
-//! when profiling cannot see what the user expects.
+//! its environment (recording the profiled pid, leaving `LD_PRELOAD`; see
+//! [`crate::lineage`]), and saying (once, on stderr) when profiling cannot
+//! see what the user expects.
 
 use core::ffi::{c_char, c_void, CStr};
 use core::sync::atomic::Ordering;
@@ -41,11 +42,11 @@ extern "C" {
     static mut environ: *mut *mut c_char;
 }
 
-/// Unless `HEAPPROF_CHILDREN=1`, removes this library from the process's
-/// `LD_PRELOAD`, so programs it executes — which inherit the environment —
-/// run unprofiled. Other entries are kept, in order. Entries are matched by
-/// path or by file name; separators are those the loader accepts (spaces and
-/// colons).
+/// Removes this library from the process's `LD_PRELOAD`, so programs it
+/// executes — which inherit the environment — run without it (an inert
+/// child's children, see [`crate::lineage`]). Other entries are kept, in
+/// order. Entries are matched by path or by file name; separators are those
+/// the loader accepts (spaces and colons).
 ///
 /// The `environ` array is edited directly rather than through
 /// `setenv`/`unsetenv`: a program may define its own (bash does, over its
@@ -53,19 +54,7 @@ extern "C" {
 /// that reads the array `main` received (bash again) must see the change
 /// too. So the entry is replaced in place (a new string, never freed), or
 /// removed by moving the later entries down, as glibc's `unsetenv` does.
-pub fn keep_children_unprofiled() {
-    let children = match config::getenv("HEAPPROF_CHILDREN") {
-        None => false,
-        Some(v) => config::parse_bool(v).unwrap_or_else(|| {
-            say(&format!(
-                "heapprof: HEAPPROF_CHILDREN={v:?} is not valid: use 1 or 0; using the default (0: programs this one runs are not profiled)"
-            ));
-            false
-        }),
-    };
-    if children {
-        return;
-    }
+pub fn remove_self_from_preload() {
     let Some(me) = own_path() else {
         return;
     };
@@ -117,6 +106,46 @@ pub fn keep_children_unprofiled() {
             }
             i += 1;
         }
+    }
+}
+
+/// Sets `NAME=value` in the process environment, in the `environ` array
+/// itself (see [`remove_self_from_preload`] for why): an existing entry is
+/// replaced in place; a new one goes into a copy of the array one entry
+/// longer, which becomes `environ` (glibc's `main` caller reads `environ`
+/// after the constructors, so `main`'s `envp` is the new array too). The
+/// new strings and array are never freed, as glibc never frees what it did
+/// not allocate.
+pub fn set_var(name: &str, value: &str) {
+    let Ok(line) = CString::new(format!("{name}={value}")) else {
+        return;
+    };
+    let prefix = format!("{name}=");
+    // SAFETY: as in remove_self_from_preload: the constructor runs before
+    // main and other threads; entries are replaced by, and the array by,
+    // leaked allocations that live forever.
+    unsafe {
+        let env = environ;
+        let mut n = 0;
+        if !env.is_null() {
+            while !(*env.add(n)).is_null() {
+                if CStr::from_ptr(*env.add(n))
+                    .to_bytes()
+                    .starts_with(prefix.as_bytes())
+                {
+                    *env.add(n) = line.into_raw();
+                    return;
+                }
+                n += 1;
+            }
+        }
+        let mut grown: Vec<*mut c_char> = Vec::with_capacity(n + 2);
+        for i in 0..n {
+            grown.push(*env.add(i));
+        }
+        grown.push(line.into_raw());
+        grown.push(core::ptr::null_mut());
+        environ = grown.leak().as_mut_ptr();
     }
 }
 
