@@ -88,8 +88,7 @@
 //! is profiled, under that pid. Another pid is a new process — fork + exec,
 //! `vfork`, `posix_spawn`, `system` — profiled only with
 //! `HEAPPROF_CHILDREN=1`; otherwise the library is inert there (no engine,
-//! no thread, no handlers), removes itself from that child's `LD_PRELOAD`,
-//! rewrites the process's GOT slots to call the real allocator directly
+//! no thread, no handlers), leaves the child's environment alone, rewrites the process's GOT slots to call the real allocator directly
 //! ([`unhook`]), and sends the profiled process one datagram, which prints,
 //! once, that programs it started were not profiled and how to change that.
 //! Forked children that do not exec keep profiling, under their own pid.

@@ -23,9 +23,11 @@
 //!   its own. With `HEAPPROF_CHILDREN=1` it is profiled, records its own pid
 //!   (for its own exec chain) and writes files under it. Otherwise the
 //!   library is **inert** there: no engine, no dumper thread, no signal
-//!   handler, no exit dump; the library leaves `LD_PRELOAD` (so the child's
-//!   own children never load it), and [`crate::unhook`] takes the hooks out
-//!   of the process's calls, so it costs nothing per allocation either.
+//!   handler, no exit dump, and [`crate::unhook`] takes the hooks out of the
+//!   process's calls, so it costs nothing per allocation either. The child's
+//!   environment is left as it was given (`LD_PRELOAD` included: its own
+//!   children are inert the same way, and launchers that re-exec, such as
+//!   valgrind's, keep working).
 //!
 //! Forked children that do not exec are the profiled process's own code (a
 //! pre-fork worker pool): they keep profiling, under their own pid, as the
@@ -79,8 +81,8 @@ pub fn inert() -> bool {
 
 /// Decides this process's role (see the module docs) and sets it up: for a
 /// profiled one, records its pid and opens the notification socket, and
-/// returns true; for an inert one, tells the profiled process, leaves
-/// `LD_PRELOAD`, unhooks, and returns false. Called once, from the
+/// returns true; for an inert one, tells the profiled process, unhooks, and
+/// returns false. Called once, from the
 /// constructor.
 pub fn profile_this_process() -> bool {
     // SAFETY: getpid has no preconditions.
@@ -97,7 +99,6 @@ pub fn profile_this_process() -> bool {
         }
         INERT.store(true, Ordering::Relaxed);
         crate::tls::state().enter_forever();
-        env::remove_self_from_preload();
         crate::unhook::unhook();
         return false;
     }
