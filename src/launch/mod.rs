@@ -13,7 +13,7 @@
 //! `--children`).
 //!
 //! **Signals.** SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are
-//! blocked in `heapprof run` (the command starts with an empty mask) and
+//! blocked in `heapprof run` (and unblocked in the command before it execs) and
 //! taken with `sigwaitinfo`, together with SIGCHLD. One sent by a process
 //! (`kill`, `si_code` ≤ 0) is forwarded to the command. One the kernel sent
 //! (`si_code` = `SI_KERNEL`: Ctrl-C, Ctrl-\, a terminal hang-up) is not:
@@ -54,14 +54,6 @@ pub const FORWARDED: [i32; 6] = [
     libc::SIGUSR1,
     libc::SIGUSR2,
 ];
-
-/// The usage lines of `heapprof run` (for the CLI's usage text).
-pub const USAGE: &str = "\
-  heapprof run [--rate BYTES] [--out DIR] [--children] [--interval SECS] -- COMMAND [ARGS...]
-      run COMMAND under the preload library (found next to heapprof, or at
-      $HEAPPROF_PRELOAD), following it through exec; --children profiles the
-      programs it starts too; then list the profiles and the top stacks
-";
 
 /// What `heapprof run` was asked to do.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -227,8 +219,7 @@ fn profiles_under(prefix: &Path) -> BTreeSet<(u32, u64, PathBuf)> {
     found
 }
 
-/// Blocks the forwarded signals and SIGCHLD in this thread (the command is
-/// spawned with an empty mask by std); returns the set.
+/// Blocks the forwarded signals and SIGCHLD in this thread; returns the set.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset operations on a local set; pthread_sigmask changes only
     // this thread's mask.
@@ -301,6 +292,17 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         };
     }
     let set = block_signals();
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls pthread_sigmask, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
+                Ok(())
+            });
+        }
+    }
     let mut child = cmd.spawn().map_err(|e| LaunchError {
         message: format!("cannot run {}: {e}", o.command[0].to_string_lossy()),
         status: if e.kind() == std::io::ErrorKind::NotFound {
@@ -345,7 +347,7 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32) -> String {
             crate::report::top(&r, &crate::report::SampleKind::Default, TOP_ROWS)
         }) {
             Ok(top) => {
-                let _ = write!(s, "heapprof: top in-use stacks of the main process ({}):\n{top:.TOP_DEPTH$}", path.display());
+                let _ = write!(s, "heapprof: top in-use stacks of the main process:\n{top:.TOP_DEPTH$}");
             }
             Err(e) => {
                 let _ = write!(s, "heapprof: cannot read {}: {e}", path.display());
