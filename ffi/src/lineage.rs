@@ -37,17 +37,24 @@
 //!
 //! # Telling the user
 //! An inert child knows it was skipped; the profiled process must say so,
-//! once. Each profiled image binds an abstract-namespace unix datagram
-//! socket named `heapprof.PID.TAG` (`TAG` random, fresh for each image): no
-//! file, gone with the process, close-on-exec so no program inherits the
-//! descriptor. The inert child's constructor sends it one empty datagram
-//! (three system calls, nothing waits); the profiled process's dumper thread
-//! watches the socket (with the dump pipe) and, at the first datagram or at
-//! exit, prints one line naming `HEAPPROF_CHILDREN=1` at the first datagram, and
-//! closes the socket. Children of forked children, whose environment names
-//! the profiled ancestor, are reported by that ancestor. A datagram still
-//! queued when the image execs is lost with the socket (the new image starts
-//! over); so is one sent after the profiled process exited.
+//! once. The first profiled image binds an abstract-namespace unix datagram
+//! socket named `heapprof.PID.TAG` (`TAG` random): no file, gone with the
+//! process. The inert child's constructor sends it one empty datagram
+//! (three system calls, nothing waits); the profiled process's dumper
+//! thread watches the socket (with its dump pipe) and, at the first
+//! datagram or at exit, prints one line naming `HEAPPROF_CHILDREN=1`, and
+//! closes the socket.
+//!
+//! Once per process, not per image: the socket is not close-on-exec, and
+//! its descriptor is recorded too (`HEAPPROF_PID=PID:TAG:FD`), so the next
+//! image of the same process adopts it (checked by name with
+//! `getsockname`), and once it has been closed no later image listens
+//! again. A new process that inherits the descriptor (fork + exec) closes
+//! it in its constructor, so no program it runs sees it; only one that
+//! never loads the library (statically linked, setuid, or started without
+//! `LD_PRELOAD`) keeps it, unused. Children of forked children, whose
+//! environment names the profiled ancestor, are reported by that ancestor;
+//! a datagram sent after the profiled process exited is lost.
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -88,25 +95,46 @@ pub fn profile_this_process() -> bool {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let recorded = config::getenv(VAR).and_then(parse);
-    let profiled = match recorded {
-        None => true,
-        Some((pid, _)) if pid == me => true,
-        Some(_) => children_wanted(),
-    };
+    // The socket an earlier image of this process left open for us, or a
+    // profiled parent's copy that this new process inherited.
+    let inherited = recorded.and_then(|r| r.fd.filter(|&fd| is_socket_of(fd, r.pid, r.tag)));
+    let same_process = recorded.is_some_and(|r| r.pid == me);
+    if !same_process {
+        if let Some(fd) = inherited {
+            // Not this process's to keep (see the module docs).
+            // SAFETY: a descriptor this process inherited and never used.
+            unsafe { libc::close(fd) };
+        }
+    }
+    let profiled = recorded.is_none() || same_process || children_wanted();
     if !profiled {
-        if let Some((pid, tag)) = recorded {
-            notify(pid, tag);
+        if let Some(r) = recorded {
+            notify(r.pid, r.tag);
         }
         INERT.store(true, Ordering::Relaxed);
         crate::tls::state().enter_forever();
         crate::unhook::unhook();
         return false;
     }
-    let tag = new_tag();
-    env::set_var(VAR, &format!("{me}:{tag:016x}"));
-    // With HEAPPROF_CHILDREN=1 no child is ever skipped: nothing to hear.
-    if !children_wanted() {
-        listen(me, tag);
+    let (tag, fd) = match recorded {
+        // The exec chain goes on: same name, same socket (if still open:
+        // closed once the line was printed).
+        Some(r) if same_process => (r.tag, inherited),
+        // A new root (first, or a child asked for): with
+        // HEAPPROF_CHILDREN=1 no child is ever skipped, so nothing to hear.
+        _ => {
+            let tag = new_tag();
+            (tag, if children_wanted() { None } else { listen(me, tag) })
+        }
+    };
+    match fd {
+        Some(fd) => {
+            SOCKET_INODE.store(inode(fd), Ordering::Relaxed);
+            OWNER.store(me, Ordering::Relaxed);
+            SOCKET.store(fd, Ordering::Release);
+            env::set_var(VAR, &format!("{me}:{tag:016x}:{fd}"));
+        }
+        None => env::set_var(VAR, &format!("{me}:{tag:016x}")),
     }
     heapprof::triggers::set_note_source(heapprof::triggers::NoteSource {
         fd: || SOCKET.load(Ordering::Acquire),
@@ -138,13 +166,39 @@ fn inert_by_pid() -> bool {
     let me = unsafe { libc::getpid() };
     config::getenv(VAR)
         .and_then(parse)
-        .is_some_and(|(pid, _)| pid != me)
+        .is_some_and(|r| r.pid != me)
 }
 
-/// `PID:TAG` (TAG in hex).
-fn parse(v: &str) -> Option<(i32, u64)> {
-    let (pid, tag) = v.trim().split_once(':')?;
-    Some((pid.parse().ok()?, u64::from_str_radix(tag, 16).ok()?))
+/// What `HEAPPROF_PID` says.
+#[derive(Clone, Copy)]
+struct Recorded {
+    pid: i32,
+    tag: u64,
+    /// The notification socket's descriptor, while it is open.
+    fd: Option<i32>,
+}
+
+/// `PID:TAG[:FD]` (TAG in hex).
+fn parse(v: &str) -> Option<Recorded> {
+    let mut parts = v.trim().split(':');
+    let pid = parts.next()?.parse().ok()?;
+    let tag = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let fd = parts.next().and_then(|f| f.parse().ok());
+    Some(Recorded { pid, tag, fd })
+}
+
+/// Whether `fd` is the notification socket `heapprof.PID.TAG`.
+fn is_socket_of(fd: i32, pid: i32, tag: u64) -> bool {
+    let (want, want_len) = address(pid, tag);
+    // SAFETY: all-zero is a valid sockaddr_un; getsockname writes at most
+    // `len` bytes into it.
+    unsafe {
+        let mut got: libc::sockaddr_un = core::mem::zeroed();
+        let mut len = core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        libc::getsockname(fd, (&mut got as *mut libc::sockaddr_un).cast(), &mut len) == 0
+            && len == want_len
+            && got.sun_path == want.sun_path
+    }
 }
 
 fn new_tag() -> u64 {
@@ -183,32 +237,27 @@ fn address(pid: i32, tag: u64) -> (libc::sockaddr_un, libc::socklen_t) {
 /// `heapprof::triggers`: programs take the lowest free numbers.
 const HIGH_FD: libc::c_int = 900;
 
-fn listen(pid: i32, tag: u64) {
+/// Binds the notification socket; its descriptor. Not close-on-exec: an
+/// image this process execs adopts it (see the module docs).
+fn listen(pid: i32, tag: u64) -> Option<i32> {
     let (addr, len) = address(pid, tag);
     // SAFETY: plain socket calls on a descriptor we own; `addr` is valid for
     // `len` bytes.
     unsafe {
-        let fd = libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        );
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK, 0);
         if fd < 0 {
-            return;
+            return None;
         }
         if libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
             libc::close(fd);
-            return;
+            return None;
         }
-        let mut fd = fd;
-        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD);
-        if high >= 0 {
-            libc::close(fd);
-            fd = high;
+        let high = libc::fcntl(fd, libc::F_DUPFD, HIGH_FD);
+        if high < 0 {
+            return Some(fd);
         }
-        SOCKET_INODE.store(inode(fd), Ordering::Relaxed);
-        OWNER.store(pid, Ordering::Relaxed);
-        SOCKET.store(fd, Ordering::Release);
+        libc::close(fd);
+        Some(high)
     }
 }
 
