@@ -38,7 +38,10 @@ fn library() -> &'static Path {
         if profile_dir.file_name() == Some(OsStr::new("release")) {
             cmd.arg("--release");
         }
-        assert!(cmd.status().unwrap().success(), "cargo build -p heapprof-preload failed");
+        assert!(
+            cmd.status().unwrap().success(),
+            "cargo build -p heapprof-preload failed"
+        );
         let lib = profile_dir.join("libheapprof_preload.so");
         assert!(lib.exists(), "{} was not built", lib.display());
         lib
@@ -74,7 +77,11 @@ fn leaker() -> &'static Path {
             .arg(workspace().join("tests/c/leaker.c"))
             .output()
             .expect("run cc");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         exe
     })
 }
@@ -129,7 +136,12 @@ fn text(b: &[u8]) -> String {
 fn leaks(dir: &Path) -> Vec<(u32, [u64; 4])> {
     common::dumps(dir)
         .iter()
-        .map(|(pid, _, p)| (*pid, common::leaf_totals(&common::read_profile(p), "leak_three")))
+        .map(|(pid, _, p)| {
+            (
+                *pid,
+                common::leaf_totals(&common::read_profile(p), "leak_three"),
+            )
+        })
         .collect()
 }
 
@@ -138,7 +150,10 @@ fn leak_of(dir: &Path, pid: u32) -> [u64; 4] {
     let all = leaks(dir);
     let with: Vec<_> = all.iter().filter(|(_, l)| l[0] > 0).collect();
     assert_eq!(with.len(), 1, "one profile of the leaker: {all:?}");
-    assert_eq!(with[0].0, pid, "written under the pid of the process started: {all:?}");
+    assert_eq!(
+        with[0].0, pid,
+        "written under the pid of the process started: {all:?}"
+    );
     with[0].1
 }
 
@@ -186,7 +201,10 @@ fn env_and_a_two_level_wrapper_chain_profile_the_real_program() {
         "wrap.sh",
         &format!("exec nice -n 1 env BAR=2 {} \"$@\"", leaker().display()),
     );
-    let outer = script("start.sh", &format!("cd /\nexec {} \"$@\"", inner.display()));
+    let outer = script(
+        "start.sh",
+        &format!("cd /\nexec {} \"$@\"", inner.display()),
+    );
     let dir = out_dir("chain");
     let (out, pid) = run(preloaded(&outer, &dir).arg("9"));
     assert_eq!(out.status.code(), Some(9), "{out:?}");
@@ -206,7 +224,11 @@ fn forked_children_are_profiled_only_when_asked() {
         text(&out.stdout),
         "leaker: LD_PRELOAD set\nleaker: LD_PRELOAD set\n"
     );
-    assert!(leaks(&dir).iter().all(|(_, l)| l[0] == 0), "{:?}", leaks(&dir));
+    assert!(
+        leaks(&dir).iter().all(|(_, l)| l[0] == 0),
+        "{:?}",
+        leaks(&dir)
+    );
     let err = text(&out.stderr);
     assert_eq!(err.matches(CHILDREN_LINE).count(), 1, "said once:\n{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -251,7 +273,10 @@ fn python_subprocess_children_follow_the_rule() {
     let err = text(&out.stderr);
     assert_eq!(err.matches(CHILDREN_LINE).count(), 1, "{err}");
     let all = common::dumps(&dir);
-    assert!(all.iter().all(|(pid, _, _)| *pid == py), "only python: {all:?}");
+    assert!(
+        all.iter().all(|(pid, _, _)| *pid == py),
+        "only python: {all:?}"
+    );
 
     let dir = out_dir("py-sub-children");
     let (out, py) = run(preloaded(python(), &dir)
@@ -280,7 +305,10 @@ fn python() -> &'static str {
 fn heapprof_run(dir: &Path, args: &[&str]) -> (Output, u32) {
     library();
     let mut c = clean(env!("CARGO_BIN_EXE_heapprof"));
-    c.arg("run").args(["--rate", "1", "--out"]).arg(dir).args(args);
+    c.arg("run")
+        .args(["--rate", "1", "--out"])
+        .arg(dir)
+        .args(args);
     run(&mut c)
 }
 
@@ -298,7 +326,10 @@ fn heapprof_run_profiles_a_command_and_passes_its_status_through() {
         assert_eq!(leak_of(&dir, *pid), LEAKED);
         // Where it went, and the top stack, on stderr.
         let err = text(&out.stderr);
-        assert!(err.contains(&format!("{}  (main process)", path.display())), "{err}");
+        assert!(
+            err.contains(&format!("{}  (main process)", path.display())),
+            "{err}"
+        );
         assert!(err.contains("leak_three"), "{err}");
     }
     // Death by SIGTERM: 128 + 15, as the shell says.
@@ -321,7 +352,12 @@ fn heapprof_run_forwards_signals_sent_to_it() {
     let mut c = clean(env!("CARGO_BIN_EXE_heapprof"));
     c.args(["run", "--out"])
         .arg(&dir)
-        .args(["--", "sh", "-c", "trap 'echo got USR1; exit 5' USR1; echo ready; while :; do sleep 0.05; done"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got USR1; exit 5' USR1; echo ready; while :; do sleep 0.05; done",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
     let mut child = c.spawn().unwrap();

@@ -493,7 +493,10 @@ fn a_forked_and_execd_child_is_inert_unless_children_are_asked_for() {
     // library is inert there: no profile of it, and the parent says so once.
     let dir = out_dir("exec");
     let bare = run(clean(program("forker")).args(["exec", hello]), b"");
-    let out = run(preloaded(program("forker"), &dir).args(["exec", hello]), b"");
+    let out = run(
+        preloaded(program("forker"), &dir).args(["exec", hello]),
+        b"",
+    );
     assert_eq!((out.code, bare.code), (0, 0), "{out:?}");
     assert_eq!(
         out.stdout,

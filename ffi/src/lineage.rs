@@ -124,7 +124,14 @@ pub fn profile_this_process() -> bool {
         // HEAPPROF_CHILDREN=1 no child is ever skipped, so nothing to hear.
         _ => {
             let tag = new_tag();
-            (tag, if children_wanted() { None } else { listen(me, tag) })
+            (
+                tag,
+                if children_wanted() {
+                    None
+                } else {
+                    listen(me, tag)
+                },
+            )
         }
     };
     match fd {
@@ -317,14 +324,7 @@ fn note() -> Option<String> {
     }
     let mut byte = 0u8;
     // SAFETY: a non-blocking receive into a one-byte local buffer.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_DONTWAIT,
-        )
-    };
+    let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_DONTWAIT) };
     if n < 0 {
         return None;
     }

@@ -114,8 +114,7 @@ pub fn object_of(addr: usize) -> usize {
             for i in 0..usize::from(info.dlpi_phnum) {
                 let ph = &*info.dlpi_phdr.add(i);
                 let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
-                if ph.p_type == libc::PT_LOAD
-                    && find.addr.wrapping_sub(start) < ph.p_memsz as usize
+                if ph.p_type == libc::PT_LOAD && find.addr.wrapping_sub(start) < ph.p_memsz as usize
                 {
                     find.base = info.dlpi_phdr as usize;
                     return 1;

@@ -274,11 +274,7 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mu
                 }
                 let sym = &*(symtab as *const Sym).add(index);
                 let name = CStr::from_ptr((strtab + sym.name as usize) as *const c_char);
-                let Some(t) = work
-                    .targets
-                    .iter()
-                    .find(|t| t.hook != 0 && t.name == name)
-                else {
+                let Some(t) = work.targets.iter().find(|t| t.hook != 0 && t.name == name) else {
                     continue;
                 };
                 let slot = base.wrapping_add(r.offset as usize) as *mut usize;

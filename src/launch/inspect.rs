@@ -81,8 +81,8 @@ pub fn resolve(command: &OsStr) -> Result<PathBuf, LaunchError> {
             dir
         };
         let p = dir.join(command);
-        let executable = std::fs::metadata(&p)
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        let executable =
+            std::fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
         if executable {
             return Ok(p);
         }

@@ -343,11 +343,14 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32) -> String {
     }
     let last = written.iter().rfind(|(pid, _, _)| *pid == main_pid);
     if let Some((_, _, path)) = last {
-        match crate::report::load(path).and_then(|r| {
-            crate::report::top(&r, &crate::report::SampleKind::Default, TOP_ROWS)
-        }) {
+        match crate::report::load(path)
+            .and_then(|r| crate::report::top(&r, &crate::report::SampleKind::Default, TOP_ROWS))
+        {
             Ok(top) => {
-                let _ = write!(s, "heapprof: top in-use stacks of the main process:\n{top:.TOP_DEPTH$}");
+                let _ = write!(
+                    s,
+                    "heapprof: top in-use stacks of the main process:\n{top:.TOP_DEPTH$}"
+                );
             }
             Err(e) => {
                 let _ = write!(s, "heapprof: cannot read {}: {e}", path.display());
@@ -389,7 +392,15 @@ mod tests {
     #[test]
     fn options_then_command() {
         let o = parse(&os(&[
-            "--rate", "1", "--out=d", "--children", "--interval", "2.5", "--", "prog", "--rate",
+            "--rate",
+            "1",
+            "--out=d",
+            "--children",
+            "--interval",
+            "2.5",
+            "--",
+            "prog",
+            "--rate",
         ]))
         .unwrap();
         assert_eq!(o.rate.as_deref(), Some("1"));
@@ -405,10 +416,19 @@ mod tests {
     #[test]
     fn bad_options_say_what_is_wanted() {
         let e = parse(&os(&["--rate", "lots", "--", "x"])).unwrap_err();
-        assert!(e.message.contains("--rate") && e.message.contains("\"lots\""), "{e}");
+        assert!(
+            e.message.contains("--rate") && e.message.contains("\"lots\""),
+            "{e}"
+        );
         assert!(parse(&os(&["--interval", "soon", "x"])).is_err());
-        assert!(parse(&os(&["--bogus", "x"])).unwrap_err().message.contains("--bogus"));
-        assert!(parse(&os(&["--rate", "1"])).unwrap_err().message.contains("needs a command"));
+        assert!(parse(&os(&["--bogus", "x"]))
+            .unwrap_err()
+            .message
+            .contains("--bogus"));
+        assert!(parse(&os(&["--rate", "1"]))
+            .unwrap_err()
+            .message
+            .contains("needs a command"));
     }
 
     #[test]
@@ -422,14 +442,21 @@ mod tests {
         assert_eq!(get("HEAPPROF_CHILDREN"), Some(Some("1".into())));
         assert_eq!(get("HEAPPROF_INTERVAL"), None);
         let preload = get("LD_PRELOAD").unwrap().unwrap();
-        assert!(preload.as_bytes().starts_with(b"/lib/libheapprof_preload.so"));
+        assert!(preload
+            .as_bytes()
+            .starts_with(b"/lib/libheapprof_preload.so"));
     }
 
     #[test]
     fn profiles_are_found_by_prefix() {
         let d = std::env::temp_dir().join(format!("heapprof-launch-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        for n in ["heapprof.12.0.pb.gz", "heapprof.12.1.pb.gz", "other.3.0.pb.gz", "heapprof.x.pb.gz"] {
+        for n in [
+            "heapprof.12.0.pb.gz",
+            "heapprof.12.1.pb.gz",
+            "other.3.0.pb.gz",
+            "heapprof.x.pb.gz",
+        ] {
             std::fs::write(d.join(n), b"").unwrap();
         }
         let found: Vec<(u32, u64)> = profiles_under(&d.join("heapprof"))
