@@ -66,15 +66,17 @@ fn out_dir(name: &str) -> PathBuf {
     d
 }
 
-/// `tests/c/leaker.c`, compiled once.
-fn leaker() -> &'static Path {
-    static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let exe = scratch().join("leaker");
+/// `tests/c/NAME.c`, compiled once.
+fn c_program(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = scratch().join(name);
+    if !built.iter().any(|b| b == name) {
         let out = Command::new("cc")
             .args(["-O2", "-g", "-o"])
             .arg(&exe)
-            .arg(workspace().join("tests/c/leaker.c"))
+            .arg(workspace().join(format!("tests/c/{name}.c")))
+            .arg("-ldl")
             .output()
             .expect("run cc");
         assert!(
@@ -82,8 +84,15 @@ fn leaker() -> &'static Path {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        exe
-    })
+        built.push(name.to_string());
+    }
+    exe
+}
+
+/// `tests/c/leaker.c`.
+fn leaker() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| c_program("leaker"))
 }
 
 /// A `#!/bin/sh` script in the scratch directory.
@@ -300,6 +309,54 @@ fn python() -> &'static str {
     } else {
         "python3"
     }
+}
+
+#[test]
+fn posix_spawn_vfork_and_system_children_follow_the_rule() {
+    let spawner = c_program("spawner");
+    let leaker = leaker().to_str().unwrap();
+    let probe = |threads: &str, malloc: &str| {
+        format!("leaker: LD_PRELOAD set\nleaker: {threads}, malloc {malloc}\n").repeat(3)
+            + "spawner: 0 0 0\n"
+    };
+    // Bare, for reference: one thread, malloc bound to glibc's.
+    let (out, _) = run(clean(&spawner).env("LEAKER_PROBE", "1").arg(leaker));
+    assert_eq!(
+        text(&out.stdout),
+        probe("1 thread", "global").replace("LD_PRELOAD set", "LD_PRELOAD unset")
+    );
+
+    // Default: each child inert — no dumper thread, its GOT calling glibc
+    // directly (unhooked) — no profile of it, and one line from the parent.
+    let dir = out_dir("spawner");
+    let (out, parent) = run(preloaded(&spawner, &dir)
+        .env("LEAKER_PROBE", "1")
+        .arg(leaker));
+    assert_eq!(text(&out.stdout), probe("1 thread", "direct"), "{out:?}");
+    let err = text(&out.stderr);
+    assert_eq!(err.matches(CHILDREN_LINE).count(), 1, "{err}");
+    assert!(
+        leaks(&dir).iter().all(|(_, l)| l[0] == 0),
+        "{:?}",
+        leaks(&dir)
+    );
+    assert!(common::dumps(&dir).iter().all(|(pid, _, _)| *pid == parent));
+
+    // HEAPPROF_CHILDREN=1: three profiled children, each exact, each under
+    // its own pid.
+    let dir = out_dir("spawner-children");
+    let (out, parent) = run(preloaded(&spawner, &dir)
+        .env("HEAPPROF_CHILDREN", "1")
+        .env("LEAKER_PROBE", "1")
+        .arg(leaker));
+    assert_eq!(text(&out.stdout), probe("2 threads", "global"), "{out:?}");
+    assert_eq!(text(&out.stderr), "");
+    let children: Vec<_> = leaks(&dir)
+        .into_iter()
+        .filter(|(pid, _)| *pid != parent)
+        .collect();
+    assert_eq!(children.len(), 3, "{children:?}");
+    assert!(children.iter().all(|(_, l)| *l == LEAKED), "{children:?}");
 }
 
 fn heapprof_run(dir: &Path, args: &[&str]) -> (Output, u32) {

@@ -4,7 +4,15 @@
  *
  *   leaker [CODE]       exit with CODE (default 0)
  *   leaker sig N        die of signal N
+ *
+ * With LEAKER_PROBE set it also prints how many threads it has (a profiled
+ * process has heapprof's dumper thread) and whether its calls to malloc go
+ * through the global definition (the hook, or glibc's when bare) or
+ * straight to another function (an inert, unhooked process).
  */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,9 +27,26 @@ __attribute__((noinline)) void leak_three(void) {
   }
 }
 
+static int threads(void) {
+  DIR *d = opendir("/proc/self/task");
+  int n = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d)))
+    if (e->d_name[0] != '.') n++;
+  if (d) closedir(d);
+  return n;
+}
+
 int main(int argc, char **argv) {
   leak_three();
   printf("leaker: LD_PRELOAD %s\n", getenv("LD_PRELOAD") ? "set" : "unset");
+  if (getenv("LEAKER_PROBE")) {
+    /* The address through this program's GOT, and the global definition. */
+    void *(*volatile mine)(size_t) = malloc;
+    void *global = dlsym(RTLD_DEFAULT, "malloc");
+    printf("leaker: %d thread%s, malloc %s\n", threads(), threads() == 1 ? "" : "s",
+           (void *)mine == global ? "global" : "direct");
+  }
   fflush(stdout);
   if (argc == 3 && strcmp(argv[1], "sig") == 0) {
     signal(atoi(argv[2]), SIG_DFL);
