@@ -223,6 +223,20 @@ fn env_and_a_two_level_wrapper_chain_profile_the_real_program() {
 }
 
 #[test]
+fn valgrinds_launcher_is_followed_to_the_program() {
+    // `valgrind` is a shell script that execs valgrind.bin, which execs the
+    // tool, which loads the program: one process throughout.
+    let dir = out_dir("valgrind");
+    let (out, pid) = run(preloaded("valgrind", &dir)
+        .args(["-q", "--tool=none"])
+        .arg(leaker())
+        .arg("6"));
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert_eq!(text(&out.stdout), "leaker: LD_PRELOAD set\n");
+    assert_eq!(leak_of(&dir, pid), LEAKED);
+}
+
+#[test]
 fn forked_children_are_profiled_only_when_asked() {
     let cmd = format!("{0}; {0}; true", leaker().display());
     let dir = out_dir("sh-child");

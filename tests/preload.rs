@@ -699,8 +699,8 @@ fn says_once_when_preload_cannot_see_the_allocations() {
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
 }
 
-/// Debian's python3 (not a version manager's shim script, which would exec
-/// the real one without the library).
+/// Debian's python3 (not a version manager's shim script: followed through
+/// its exec, but a bash script whose forked helpers leave profiles too).
 fn python() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
