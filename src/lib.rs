@@ -60,6 +60,7 @@
 mod allocator;
 pub mod control;
 pub mod engine;
+pub mod launch;
 pub mod os;
 pub mod profile;
 pub mod report;

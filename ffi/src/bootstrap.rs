@@ -70,6 +70,11 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     }
 }
 
+/// Whether any block was ever handed out.
+pub fn used() -> bool {
+    NEXT.load(Ordering::Relaxed) != 0
+}
+
 /// Whether `p` points into the arena.
 #[inline]
 pub fn contains(p: *const u8) -> bool {

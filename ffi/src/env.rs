@@ -1,6 +1,7 @@
 //! The process around the library, looked at once from the constructor:
-//! keeping programs it executes unprofiled, and saying (once, on stderr)
-//! when profiling cannot see what the user expects.
+//! its environment (recording the profiled pid, see [`crate::lineage`]),
+//! and saying (once, on stderr) when profiling cannot
+//! see what the user expects.
 
 use core::ffi::{c_char, c_void, CStr};
 use core::sync::atomic::Ordering;
@@ -11,112 +12,49 @@ use heapprof::triggers::say;
 
 use crate::real;
 
-/// Any address inside this library.
-fn here() -> *const c_void {
-    here as fn() -> *const c_void as *const c_void
-}
-
-/// This library's file name as the loader knows it (the `LD_PRELOAD` entry
-/// it was loaded from, after `$LIB`/`$ORIGIN` expansion).
-fn own_path() -> Option<&'static CStr> {
-    // SAFETY: all-zero Dl_info is valid; dladdr fills it, and dli_fname
-    // points at the loader's name for the object, which lives as long as the
-    // object (this library is never unloaded).
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(here(), &mut info) == 0 || info.dli_fname.is_null() {
-            return None;
-        }
-        Some(CStr::from_ptr(info.dli_fname))
-    }
-}
-
-fn basename(path: &[u8]) -> &[u8] {
-    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
-}
-
 extern "C" {
     /// The process environment (glibc's `__environ`, or the executable's
     /// copy of it: the same variable either way).
     static mut environ: *mut *mut c_char;
 }
 
-/// Unless `HEAPPROF_CHILDREN=1`, removes this library from the process's
-/// `LD_PRELOAD`, so programs it executes — which inherit the environment —
-/// run unprofiled. Other entries are kept, in order. Entries are matched by
-/// path or by file name; separators are those the loader accepts (spaces and
-/// colons).
-///
-/// The `environ` array is edited directly rather than through
-/// `setenv`/`unsetenv`: a program may define its own (bash does, over its
-/// variable table, which is not built yet when this runs), and a program
-/// that reads the array `main` received (bash again) must see the change
-/// too. So the entry is replaced in place (a new string, never freed), or
-/// removed by moving the later entries down, as glibc's `unsetenv` does.
-pub fn keep_children_unprofiled() {
-    let children = match config::getenv("HEAPPROF_CHILDREN") {
-        None => false,
-        Some(v) => config::parse_bool(v).unwrap_or_else(|| {
-            say(&format!(
-                "heapprof: HEAPPROF_CHILDREN={v:?} is not valid: use 1 or 0; using the default (0: programs this one runs are not profiled)"
-            ));
-            false
-        }),
-    };
-    if children {
-        return;
-    }
-    let Some(me) = own_path() else {
+/// Sets `NAME=value` in the process environment, in the `environ` array
+/// itself (not through `setenv`: a program may define its own — bash does, over its variable table, which is not built yet when this runs — and a program that reads the array `main` received, bash again, must see the change too): an existing entry is
+/// replaced in place; a new one goes into a copy of the array one entry
+/// longer, which becomes `environ` (glibc's `main` caller reads `environ`
+/// after the constructors, so `main`'s `envp` is the new array too). The
+/// new strings and array are never freed, as glibc never frees what it did
+/// not allocate.
+pub fn set_var(name: &str, value: &str) {
+    let Ok(line) = CString::new(format!("{name}={value}")) else {
         return;
     };
-    let me = me.to_bytes();
-    let is_me = |e: &[u8]| e == me || basename(e) == basename(me);
-    // SAFETY: this runs in the library constructor, before the program's
-    // main and (normally) before any other thread, so nothing else reads or
-    // writes the environment meanwhile. `environ` is a null-terminated array
-    // of pointers to NUL-terminated strings; entries are only moved down or
-    // replaced by leaked strings that live forever.
+    let prefix = format!("{name}=");
+    // SAFETY: the constructor runs before main and (normally) before any
+    // other thread, so nothing else reads or writes the environment; entries are replaced by, and the array by,
+    // leaked allocations that live forever.
     unsafe {
         let env = environ;
-        if env.is_null() {
-            return;
-        }
-        let mut i = 0;
-        while !(*env.add(i)).is_null() {
-            let entry = CStr::from_ptr(*env.add(i)).to_bytes();
-            let Some(value) = entry.strip_prefix(b"LD_PRELOAD=") else {
-                i += 1;
-                continue;
-            };
-            let entries: Vec<&[u8]> = value
-                .split(|b| b" :\t\n".contains(b))
-                .filter(|e| !e.is_empty())
-                .collect();
-            let kept: Vec<&[u8]> = entries.iter().copied().filter(|e| !is_me(e)).collect();
-            if kept.len() == entries.len() {
-                // Not listed (loaded through /etc/ld.so.preload, or a copy
-                // under another name): leave it.
-                i += 1;
-                continue;
-            }
-            if kept.is_empty() {
-                let mut j = i;
-                loop {
-                    *env.add(j) = *env.add(j + 1);
-                    if (*env.add(j)).is_null() {
-                        break;
-                    }
-                    j += 1;
+        let mut n = 0;
+        if !env.is_null() {
+            while !(*env.add(n)).is_null() {
+                if CStr::from_ptr(*env.add(n))
+                    .to_bytes()
+                    .starts_with(prefix.as_bytes())
+                {
+                    *env.add(n) = line.into_raw();
+                    return;
                 }
-                continue;
+                n += 1;
             }
-            let mut line = b"LD_PRELOAD=".to_vec();
-            line.extend_from_slice(&kept.join(&b' '));
-            if let Ok(line) = CString::new(line) {
-                *env.add(i) = line.into_raw();
-            }
-            i += 1;
         }
+        let mut grown: Vec<*mut c_char> = Vec::with_capacity(n + 2);
+        for i in 0..n {
+            grown.push(*env.add(i));
+        }
+        grown.push(line.into_raw());
+        grown.push(core::ptr::null_mut());
+        environ = grown.leak().as_mut_ptr();
     }
 }
 
@@ -164,7 +102,8 @@ fn foreign_malloc() {
         say("heapprof: this program has its own malloc, which LD_PRELOAD cannot replace: its allocations are not profiled");
         return;
     }
-    // SAFETY: as in own_path.
+    // SAFETY: all-zero Dl_info is valid; dladdr fills it, and dli_fname
+    // points at the loader's name for the object, which stays loaded.
     let name = unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
         if libc::dladdr(m, &mut info) != 0 && !info.dli_fname.is_null() {

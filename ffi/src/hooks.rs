@@ -66,8 +66,12 @@ fn owned(p: *const c_void) -> bool {
 /// Slow paths only: whether this allocation of `size` bytes is sampled.
 #[inline]
 fn sample(st: &ThreadState, size: usize) -> bool {
+    if !crate::ready() {
+        crate::park_if_inert(st);
+        return false;
+    }
     // Zero-byte objects carry no weight (and would scale by 1/0).
-    size != 0 && crate::ready() && engine::should_sample(st, size)
+    size != 0 && engine::should_sample(st, size)
 }
 
 /// Frees the sample at `p`, leaving errno as it was.

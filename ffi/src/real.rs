@@ -92,17 +92,71 @@ pub fn resolved() -> bool {
     STATE.load(Ordering::Acquire) == RESOLVED
 }
 
-/// The object (its load address) that defines the code or data at `addr`.
+/// The object that defines the code or data at `addr` — the one whose loaded
+/// segments contain it — as a number that identifies it (the address of its
+/// program headers; 0 if none). Walks the loader's
+/// list of objects with `dl_iterate_phdr` rather than calling `dladdr`,
+/// which also looks for the nearest symbol by scanning the object's whole
+/// symbol table (700,000 instructions for ten look-ups in libc, at every
+/// process start).
 pub fn object_of(addr: usize) -> usize {
-    // SAFETY: Dl_info is plain data for which all-zero is valid; dladdr only
-    // writes it and reads the loader's own tables.
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(addr as *const c_void, &mut info) == 0 {
-            return 0;
-        }
-        info.dli_fbase as usize
+    struct Find {
+        addr: usize,
+        base: usize,
     }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: the loader passes a valid info for one object, whose
+        // program headers it keeps mapped during the call; `data` is the
+        // `Find` passed below.
+        unsafe {
+            let find = &mut *data.cast::<Find>();
+            let info = &*info;
+            for i in 0..usize::from(info.dlpi_phnum) {
+                let ph = &*info.dlpi_phdr.add(i);
+                let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
+                if ph.p_type == libc::PT_LOAD && find.addr.wrapping_sub(start) < ph.p_memsz as usize
+                {
+                    find.base = info.dlpi_phdr as usize;
+                    return 1;
+                }
+            }
+            0
+        }
+    }
+    let mut find = Find { addr, base: 0 };
+    // SAFETY: `each` only reads the loader's data and writes `find`.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut find as *mut Find).cast()) };
+    find.base
+}
+
+/// The function each interposed name forwards to, once resolved (null
+/// before): what the loader would have bound the name to without this
+/// library, or the stand-in built here for one the allocator lacks. For
+/// [`crate::unhook`]; `reallocarray` is never forwarded, so not listed.
+pub fn forwards() -> [(&'static CStr, *mut c_void); 10] {
+    let r = |s: &AtomicPtr<c_void>| {
+        if resolved() {
+            s.load(Ordering::Relaxed)
+        } else {
+            null_mut()
+        }
+    };
+    [
+        (c"malloc", r(&MALLOC)),
+        (c"free", r(&FREE)),
+        (c"calloc", r(&CALLOC)),
+        (c"realloc", r(&REALLOC)),
+        (c"posix_memalign", r(&POSIX_MEMALIGN)),
+        (c"memalign", r(&MEMALIGN)),
+        (c"aligned_alloc", r(&ALIGNED_ALLOC)),
+        (c"valloc", r(&VALLOC)),
+        (c"pvalloc", r(&PVALLOC)),
+        (c"malloc_usable_size", r(&USABLE)),
+    ]
 }
 
 #[cold]

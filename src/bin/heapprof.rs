@@ -22,6 +22,11 @@ usage:
       from the profile's `age` sample labels
   heapprof flamegraph FILE -o OUT.svg [--sample TYPE]
       an SVG flame graph (-o - writes it to standard output)
+  heapprof run [--rate BYTES] [--out DIR] [--children] [--interval SECS] -- COMMAND [ARGS...]
+      run COMMAND under the preload library (found next to heapprof, or at
+      $HEAPPROF_PRELOAD), following it through exec; --children profiles the
+      programs it starts too; then list its profiles and top stacks, and
+      exit with its status
 
 options:
   -n N            rows to show (default 10; 0 shows all)
@@ -32,7 +37,8 @@ options:
   -o, --output P  output file for `flamegraph`
   -h, --help      this text
 
-Errors print one line on stderr and exit with status 2.
+Errors print one line on stderr and exit with status 2 (`run`: the
+command's own status, 128+N if signal N ended it).
 ";
 
 /// Exit status for every error: bad arguments and unreadable input alike.
@@ -59,6 +65,10 @@ fn main() -> ExitCode {
         std::process::exit(i32::from(FAILURE));
     }));
 
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if raw.first().is_some_and(|a| a == "run") {
+        return launch(&raw[1..]);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
@@ -72,6 +82,21 @@ fn main() -> ExitCode {
             let line = e.to_string().replace(['\n', '\r'], " ");
             let _ = writeln!(io::stderr(), "heapprof: {line}");
             ExitCode::from(FAILURE)
+        }
+    }
+}
+
+/// `heapprof run`: the command's status, or an error line.
+fn launch(args: &[std::ffi::OsString]) -> ExitCode {
+    if args.first().is_some_and(|a| a == "-h" || a == "--help") {
+        let _ = io::stdout().write_all(USAGE.as_bytes());
+        return ExitCode::SUCCESS;
+    }
+    match heapprof::launch::parse(args).and_then(|o| heapprof::launch::run(&o)) {
+        Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "heapprof: {e}");
+            ExitCode::from(e.status.clamp(0, 255) as u8)
         }
     }
 }
@@ -250,12 +275,12 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         }
         other if other.starts_with('-') => {
             return Err(usage(format!(
-                "expected a command (top, diff, leaks, flamegraph) before {other:?}"
+                "expected a command (top, diff, leaks, flamegraph, run) before {other:?}"
             )))
         }
         other => {
             return Err(usage(format!(
-                "unknown command {other:?}; the commands are top, diff, leaks and flamegraph"
+                "unknown command {other:?}; the commands are top, diff, leaks, flamegraph and run"
             )))
         }
     };

@@ -344,14 +344,17 @@ fn wait_for_wake(timeout: Duration) -> Woke {
         open_pipe();
     }
     let fd = PIPE_READ.load(Ordering::Acquire);
-    let mut pfd = libc::pollfd {
+    let note = NOTE_SOURCE.get().map_or(-1, |n| (n.fd)());
+    let mut fds = [fd, note].map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
-    };
+    });
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    // SAFETY: two valid pollfds (poll skips a negative descriptor); a
+    // readable note descriptor just ends the wait (the loop then prints).
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    let pfd = fds[0];
     let mut woke = Woke { dump: false };
     if r > 0 && pfd.revents & libc::POLLNVAL != 0 {
         // Closed under us: wait out the timeout rather than spin; the next
@@ -371,8 +374,28 @@ fn wait_for_wake(timeout: Duration) -> Woke {
     woke
 }
 
+/// A source of one-off lines for the dumper to print (the preload library's
+/// "programs this process started were not profiled"): `fd` is a descriptor
+/// to wake the dumper when readable (-1: none; polled alongside the pipe),
+/// `take` the line, if any, asked for at every wake-up and at exit. Both run
+/// on the dumper thread or in the `atexit` handler, never on a hook; `take`
+/// must stop `fd` from being readable (or return -1 from `fd` afterwards).
+#[derive(Clone, Copy)]
+pub struct NoteSource {
+    pub fd: fn() -> i32,
+    pub take: fn() -> Option<String>,
+}
+
+static NOTE_SOURCE: std::sync::OnceLock<NoteSource> = std::sync::OnceLock::new();
+
+/// Registers the note source (the first registration wins).
+pub fn set_note_source(source: NoteSource) {
+    let _ = NOTE_SOURCE.set(source);
+}
+
 fn print_pending() {
     let mut pending = std::mem::take(&mut ensure(&mut settings()).pending);
+    pending.extend(NOTE_SOURCE.get().and_then(|n| (n.take)()));
     let taken = SIGNAL_TAKEN.swap(0, Ordering::AcqRel);
     if taken != 0 {
         pending.push(format!(
