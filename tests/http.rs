@@ -65,7 +65,10 @@ impl Proc {
         loop {
             let lines = self.stderr.lock().unwrap().clone();
             if let Some(l) = lines.iter().find(|l| l.contains("/debug/pprof/")) {
-                let url = l.split_whitespace().find(|w| w.starts_with("http://")).unwrap();
+                let url = l
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://"))
+                    .unwrap();
                 let hostport = url.trim_start_matches("http://").split('/').next().unwrap();
                 return hostport.rsplit(':').next().unwrap().parse().unwrap();
             }
@@ -137,7 +140,14 @@ fn send(port: u16, raw: &[u8]) -> Reply {
         .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&bytes)));
     let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -160,7 +170,7 @@ fn url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}/debug/pprof/{path}")
 }
 
-fn string<'a>(p: &'a Profile, i: i64) -> &'a str {
+fn string(p: &Profile, i: i64) -> &str {
     &p.string_table[i as usize]
 }
 
@@ -209,7 +219,10 @@ fn a_running_rust_program_over_http() {
     let (top, err) = common::go_pprof(&["-top", "-unit=B", &url(port, "heap")]);
     assert!(top.contains("Type: inuse_space"), "{top}");
     assert!(top.contains(LEAK), "{top}\n{err}");
-    assert!(!top.contains("scratch_churn"), "freed memory in use:\n{top}");
+    assert!(
+        !top.contains("scratch_churn"),
+        "freed memory in use:\n{top}"
+    );
     for bad in ["symboliz", "unrecognized", "failed"] {
         assert!(!err.contains(bad), "pprof complained: {err}");
     }
@@ -301,8 +314,25 @@ fn a_running_rust_program_over_http() {
         leaks(&first, 3),
         leaks(&second, 3)
     );
-    let (top, _) = common::go_pprof(&["-top", "-sample_index=alloc_space", &url(port, "delta_heap")]);
+    let (top, _) = common::go_pprof(&[
+        "-top",
+        "-sample_index=alloc_space",
+        &url(port, "delta_heap"),
+    ]);
     assert!(top.contains(LEAK), "{top}");
+
+    // After all these requests, at rate 1: nothing the server allocated
+    // was sampled (its threads are marked busy).
+    let all = get(port, "/debug/pprof/allocs").profile();
+    let tallies = heapprof::tallies_of(&all);
+    assert!(tallies.iter().any(|t| t.mentions(LEAK)));
+    for t in &tallies {
+        assert!(
+            !t.mentions("heapprof::control") && !t.mentions("httparse"),
+            "the server's own allocation was sampled: {:?}",
+            t.frames
+        );
+    }
 
     assert_eq!(
         p.stderr_lines()
@@ -361,7 +391,10 @@ fn status_codes_and_methods() {
     assert!(head.body.is_empty());
     assert!(head.header("Content-Length").parse::<u64>().unwrap() > 0);
     // HTTP/1.0 without Host works too.
-    assert_eq!(send(port, b"GET /debug/pprof/heap HTTP/1.0\r\n\r\n").status, 200);
+    assert_eq!(
+        send(port, b"GET /debug/pprof/heap HTTP/1.0\r\n\r\n").status,
+        200
+    );
     p.kill();
 }
 
@@ -386,7 +419,8 @@ fn idle_connections_and_garbage_do_not_stop_it() {
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
     for s in &mut idle[20..] {
-        s.write_all(b"GET /debug/pprof/heap HTTP/1.1\r\nHost: x").unwrap();
+        s.write_all(b"GET /debug/pprof/heap HTTP/1.1\r\nHost: x")
+            .unwrap();
     }
     let t = Instant::now();
     let r = get(port, "/debug/pprof/heap");
@@ -400,7 +434,11 @@ fn idle_connections_and_garbage_do_not_stop_it() {
     // 100 requests of random bytes (some past the head limit).
     let mut rng = Rng(0x5eed_1234_abcd);
     for i in 0..100 {
-        let len = if i % 10 == 0 { 9000 + (rng.next() % 4000) } else { 1 + rng.next() % 600 };
+        let len = if i % 10 == 0 {
+            9000 + (rng.next() % 4000)
+        } else {
+            1 + rng.next() % 600
+        };
         let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -415,19 +453,30 @@ fn idle_connections_and_garbage_do_not_stop_it() {
         );
     }
     // Heads too long, too many headers, a bad request line.
-    let long = format!("GET /debug/pprof/heap HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    let long = format!(
+        "GET /debug/pprof/heap HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
     let many = format!(
         "GET /debug/pprof/heap HTTP/1.1\r\n{}\r\n",
         (0..100).map(|i| format!("H{i}: v\r\n")).collect::<String>()
     );
-    for (raw, want) in [(long.as_bytes(), 431), (many.as_bytes(), 431), (&b"\x00\x01 / HTTP/9\r\n\r\n"[..], 400)] {
+    for (raw, want) in [
+        (long.as_bytes(), 431),
+        (many.as_bytes(), 431),
+        (&b"\x00\x01 / HTTP/9\r\n\r\n"[..], 400),
+    ] {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let _ = s.write_all(raw);
         let mut reply = Vec::new();
         let _ = s.read_to_end(&mut reply);
         let want = format!("HTTP/1.1 {want} ");
-        assert!(reply.starts_with(want.as_bytes()), "{:?}", String::from_utf8_lossy(&reply));
+        assert!(
+            reply.starts_with(want.as_bytes()),
+            "{:?}",
+            String::from_utf8_lossy(&reply)
+        );
     }
 
     // Still serving, and the idle connections were answered 408 and closed.
@@ -438,7 +487,11 @@ fn idle_connections_and_garbage_do_not_stop_it() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut reply = Vec::new();
     let _ = s.read_to_end(&mut reply);
-    assert!(reply.starts_with(b"HTTP/1.1 408 "), "{:?}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply.starts_with(b"HTTP/1.1 408 "),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
     drop(idle);
     assert!(p.child_alive());
     p.kill();
@@ -483,7 +536,10 @@ fn listening(port: u16) -> Vec<String> {
 #[test]
 fn a_bare_port_listens_on_loopback_only() {
     let port = free_port();
-    let p = rust_program(&[("HEAPPROF_HTTP", &port.to_string())], &["--seconds", "60"]);
+    let p = rust_program(
+        &[("HEAPPROF_HTTP", &port.to_string())],
+        &["--seconds", "60"],
+    );
     assert_eq!(p.port(), port);
     let line = p
         .stderr_lines()
@@ -574,7 +630,8 @@ fn a_forked_child_serves_nothing() {
     assert!(sockets(p.pid) >= 1, "the parent still listens");
     let r = get(port, "/debug/pprof/heap");
     assert_eq!(r.status, 200, "the parent still serves");
-    idle.write_all(b"GET /debug/pprof/ HTTP/1.0\r\n\r\n").unwrap();
+    idle.write_all(b"GET /debug/pprof/ HTTP/1.0\r\n\r\n")
+        .unwrap();
     let mut reply = Vec::new();
     idle.read_to_end(&mut reply).unwrap();
     assert!(reply.starts_with(b"HTTP/1.1 200 "));
@@ -621,7 +678,11 @@ fn a_c_program_under_the_preload_library() {
         .arg(&src)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut cmd = Command::new(&exe);
     cmd.arg("60")
         .env("LD_PRELOAD", library())

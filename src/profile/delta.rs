@@ -265,7 +265,13 @@ pub fn alloc_delta(prev: Option<&Profile>, new: &Profile) -> Result<Profile, Str
         let factors: Vec<i64> = prev
             .sample_type
             .iter()
-            .map(|t| if st(t.r#type).starts_with("alloc_") { -1 } else { 0 })
+            .map(|t| {
+                if st(t.r#type).starts_with("alloc_") {
+                    -1
+                } else {
+                    0
+                }
+            })
             .collect();
         m.add(prev, &factors)?;
     }
@@ -349,7 +355,7 @@ mod tests {
             });
             p.location.push(Location {
                 id,
-                    line: vec![Line {
+                line: vec![Line {
                     function_id: id,
                     line: 1,
                     column: 0,

@@ -91,6 +91,7 @@ pub struct Control {
 }
 
 struct Running {
+    addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -130,6 +131,11 @@ impl Control {
                 )),
             }
         }
+    }
+
+    /// The address being served (port 0 resolved), if any.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref().map(|r| r.addr)
     }
 
     fn stop(&mut self) {
@@ -229,6 +235,7 @@ fn start(addr: SocketAddr) -> io::Result<(Running, SocketAddr)> {
         .spawn(move || poll_loop(listener, tx, stop2))?;
     Ok((
         Running {
+            addr: bound,
             stop,
             thread: Some(thread),
         },
@@ -251,9 +258,10 @@ impl<T: AsRawFd> Tracked<T> {
     /// `None` (and `inner` closed) if the table is full.
     fn new(inner: T) -> Option<Tracked<T>> {
         let fd = inner.as_raw_fd();
-        let slot = FDS
-            .iter()
-            .position(|s| s.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed).is_ok())?;
+        let slot = FDS.iter().position(|s| {
+            s.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })?;
         Some(Tracked { slot, inner })
     }
 }
@@ -484,5 +492,50 @@ fn send(stream: &TcpStream, response: &Response, head_only: bool) {
             Ok(n) if n > 0 => continue,
             _ => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(addr: SocketAddr, target: &str) -> io::Result<String> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.write_all(format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())?;
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply)?;
+        let line = String::from_utf8_lossy(&reply)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        Ok(line)
+    }
+
+    #[test]
+    fn starts_stops_and_rebinds_the_same_port() {
+        let mut c = Control::new();
+        c.ensure(Some("127.0.0.1:0".parse().unwrap()));
+        let addr = c.local_addr().expect("serving");
+        assert_eq!(
+            status(addr, "/debug/pprof/heap").unwrap(),
+            "HTTP/1.1 200 OK"
+        );
+        // Unchanged: nothing happens.
+        c.ensure(Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.local_addr(), Some(addr));
+        c.ensure(None);
+        assert_eq!(c.local_addr(), None);
+        assert!(status(addr, "/debug/pprof/heap").is_err(), "stopped");
+        // The port is free again at once.
+        c.ensure(Some(addr));
+        assert_eq!(c.local_addr(), Some(addr));
+        assert_eq!(status(addr, "/nope").unwrap(), "HTTP/1.1 404 Not Found");
+        // A port in use: no server, and the failure is not retried.
+        let mut other = Control::new();
+        other.ensure(Some(addr));
+        assert_eq!(other.local_addr(), None);
+        c.ensure(None);
     }
 }

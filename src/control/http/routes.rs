@@ -275,7 +275,9 @@ fn serve_profile(
     if !(1..=MAX_SECONDS).contains(&seconds) {
         return Response::error(
             400,
-            &format!("invalid value for \"seconds\" - must be a positive integer up to {MAX_SECONDS}"),
+            &format!(
+                "invalid value for \"seconds\" - must be a positive integer up to {MAX_SECONDS}"
+            ),
         );
     }
     if debug != 0 {
