@@ -305,6 +305,7 @@ struct Job {
 
 fn poll_loop(listener: Tracked<TcpListener>, tx: SyncSender<Job>, stop: Arc<AtomicBool>) {
     thread_state::current().enter_forever();
+    let own = identity(listener.inner.as_raw_fd());
     let mut pending: Vec<Pending> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     while !stop.load(Ordering::Acquire) {
@@ -344,6 +345,11 @@ fn poll_loop(listener: Tracked<TcpListener>, tx: SyncSender<Job>, stop: Arc<Atom
                 continue;
             }
             match read_head(&mut pending[i]) {
+                // A client trickling bytes is timed out like an idle one.
+                HeadState::More if pending[i].since.elapsed() >= HEAD_TIMEOUT => {
+                    let p = pending.swap_remove(i);
+                    reject(p.conn, 408, "request head not received in time");
+                }
                 HeadState::More => {}
                 HeadState::Closed => {
                     pending.swap_remove(i);
@@ -366,12 +372,35 @@ fn poll_loop(listener: Tracked<TcpListener>, tx: SyncSender<Job>, stop: Arc<Atom
                 }
             }
         }
+        if fds[0].revents & libc::POLLNVAL != 0 || identity(listener.inner.as_raw_fd()) != own {
+            // The program closed our descriptor (daemons close them all):
+            // the number may be the program's own by now, so never touch
+            // or close it again.
+            FDS[listener.slot].store(-1, Ordering::Release);
+            std::mem::forget(listener);
+            say("heapprof: the program closed the /debug/pprof/ listening socket (HEAPPROF_HTTP); serving stopped");
+            return;
+        }
         if fds[0].revents != 0 {
             accept_all(&listener.inner, &mut pending);
         }
     }
     // Dropping `tx` ends the workers once the queue is empty; dropping the
     // listener frees the port.
+}
+
+/// Which open file a descriptor refers to (device, inode), to notice the
+/// program closing ours and reusing the number.
+fn identity(fd: libc::c_int) -> (u64, u64) {
+    // SAFETY: fstat writes into a zeroed local struct.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::fstat(fd, &mut st) == 0 {
+            (st.st_dev, st.st_ino)
+        } else {
+            (0, 0)
+        }
+    }
 }
 
 fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>) {
@@ -398,9 +427,14 @@ fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>) {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // WouldBlock (all accepted) or a per-connection error
-            // (ECONNABORTED, EMFILE): try again at the next readiness.
-            Err(_) => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // Out of descriptors (EMFILE) or a connection gone before it
+            // was accepted: the listener stays readable, so pause rather
+            // than spin, then try again.
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(50));
+                return;
+            }
         }
     }
 }
@@ -537,5 +571,39 @@ mod tests {
         other.ensure(Some(addr));
         assert_eq!(other.local_addr(), None);
         c.ensure(None);
+    }
+
+    #[test]
+    fn a_listener_closed_by_the_program_is_left_alone() {
+        let mut c = Control::new();
+        c.ensure(Some("127.0.0.1:0".parse().unwrap()));
+        let addr = c.local_addr().unwrap();
+        let fd = FDS
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .find(|&fd| {
+                fd >= 0 && {
+                    // SAFETY: borrowing a listed descriptor only to read its
+                    // address; ManuallyDrop keeps it open.
+                    let l = std::mem::ManuallyDrop::new(unsafe {
+                        <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                    });
+                    l.local_addr().ok() == Some(addr)
+                }
+            })
+            .expect("the listener is listed");
+        // The program closes it, as a daemon closing every descriptor does,
+        // and the number is reused for a file of its own.
+        // SAFETY: closing the server's listener behind its back on purpose.
+        unsafe { libc::close(fd) };
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        std::thread::sleep(Duration::from_millis(3 * POLL_MS as u64));
+        assert!(TcpStream::connect(addr).is_err(), "no longer listening");
+        let mut text = String::new();
+        (&file).read_to_string(&mut text).unwrap();
+        assert!(
+            text.contains("Pid:"),
+            "the program's file stays open and intact"
+        );
     }
 }

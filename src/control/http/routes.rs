@@ -225,7 +225,13 @@ pub fn respond(req: &Request, server: &Server) -> Response {
         r.headers.push(("Allow", "GET, HEAD".into()));
         return r;
     }
-    let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+    // Absolute form (`GET http://host:port/debug/pprof/heap`, as sent to
+    // proxies) names the same path.
+    let target = match req.target.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => &req.target,
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let query = Query::parse(query);
     if path == "/debug/pprof" {
         let mut r = Response::error(301, "moved to /debug/pprof/");
