@@ -414,6 +414,33 @@ fn idle_connections_and_garbage_do_not_stop_it() {
     let p = rust_program(&[("HEAPPROF_HTTP", "127.0.0.1:0")], &["--seconds", "60"]);
     let port = p.port();
 
+    // One client trickles its head a byte at a time, slower than the
+    // head timeout allows.
+    let trickle = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let start = Instant::now();
+        let mut reply = Vec::new();
+        for b in b"GET /debug/pprof/heap HTTP/1.1\r\nX-Slow: "
+            .iter()
+            .chain([b'a'; 100].iter())
+        {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            let mut buf = [0u8; 512];
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            if !reply.is_empty() {
+                break;
+            }
+        }
+        (start.elapsed(), reply)
+    });
     // 20 connections that send nothing, 5 that stop mid-head.
     let mut idle: Vec<TcpStream> = (0..25)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
@@ -493,6 +520,12 @@ fn idle_connections_and_garbage_do_not_stop_it() {
         String::from_utf8_lossy(&reply)
     );
     drop(idle);
+    let (took, reply) = trickle.join().unwrap();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 408 ") && took < Duration::from_secs(9),
+        "a trickling client got {:?} after {took:?}",
+        String::from_utf8_lossy(&reply)
+    );
     assert!(p.child_alive());
     p.kill();
 }
