@@ -395,6 +395,16 @@ fn status_codes_and_methods() {
         send(port, b"GET /debug/pprof/heap HTTP/1.0\r\n\r\n").status,
         200
     );
+    // Ten at once: profiles are computed one at a time, the others wait
+    // their turn (or, past the wait, are told 503); none hangs or fails.
+    let at_once: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || get(port, "/debug/pprof/heap").status))
+        .collect();
+    let statuses: Vec<u16> = at_once.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503) && statuses.contains(&200),
+        "{statuses:?}"
+    );
     p.kill();
 }
 
