@@ -5,7 +5,7 @@
 //! how to build its profile and which sample type is its default; the
 //! common parts come with it: gzipped pprof with Go's `Content-Type` and
 //! `Content-Disposition`, `?seconds=N` (a delta of two profiles N seconds
-//! apart, [`crate::profile::delta::delta`]), `?debug=1` (the heaviest stacks
+//! apart, `profile::delta::delta`), `?debug=1` (the heaviest stacks
 //! as text, as `heapprof top` prints them), `?gc=1` (accepted; there is no
 //! collector to run), a line on the index page with its count. A
 //! [`Serve::Custom`] row answers the whole request itself (`delta_heap`,
