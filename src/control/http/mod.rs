@@ -332,11 +332,20 @@ fn poll_loop(listener: Tracked<TcpListener>, tx: SyncSender<Job>, stop: Arc<Atom
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        // Heads first (the accept below may reorder `pending`).
+        // Heads first: `fds[i + 1]` is `pending[i]` until the accept below
+        // adds and evicts connections. Walking down keeps the pairing
+        // (swap_remove only moves an element already visited).
         let mut i = pending.len();
         while i > 0 {
             i -= 1;
             let revents = fds[i + 1].revents;
+            if revents & libc::POLLNVAL != 0 {
+                // Closed by the program under us: as for the listener below.
+                let p = pending.swap_remove(i);
+                FDS[p.conn.slot].store(-1, Ordering::Release);
+                std::mem::forget(p.conn);
+                continue;
+            }
             if revents == 0 {
                 if pending[i].since.elapsed() >= HEAD_TIMEOUT {
                     let p = pending.swap_remove(i);
