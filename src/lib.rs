@@ -26,7 +26,10 @@
 //! - [`dump_to`] a path, [`write_profile`] to any writer, [`profile`] as a
 //!   message, or [`tallies`] to read the per-stack numbers in-process;
 //! - `kill -USR2 <pid>`, every `HEAPPROF_INTERVAL` seconds, or at exit with
-//!   `HEAPPROF_AT_EXIT=1`, to `PREFIX.PID.SEQ.pb.gz` files (see [`Config`]).
+//!   `HEAPPROF_AT_EXIT=1`, to `PREFIX.PID.SEQ.pb.gz` files (see [`Config`]);
+//! - over HTTP with `HEAPPROF_HTTP=6060`: a Go-compatible `/debug/pprof/`
+//!   (`go tool pprof http://127.0.0.1:6060/debug/pprof/heap`, Parca, Grafana
+//!   Alloy; see [`control::http`]).
 //!
 //! Then `go tool pprof -top heap.pb.gz`, or `heapprof top heap.pb.gz`.
 //!

@@ -9,7 +9,9 @@
 //! go tool pprof -top ./my-server heapprof.PID.0.pb.gz
 //! ```
 //!
-//! All `HEAPPROF_*` variables apply (see `heapprof::config`); here
+//! All `HEAPPROF_*` variables apply (see `heapprof::config`), including
+//! `HEAPPROF_HTTP=6060`, which serves `/debug/pprof/heap` from the process
+//! (`heapprof::control::http`); here
 //! `HEAPPROF_AT_EXIT` defaults to on, so a plain run leaves a profile of what
 //! was still live at exit. Chain it in front of another allocator with
 //! `LD_PRELOAD="libheapprof_preload.so libjemalloc.so.2"`.

@@ -11,6 +11,7 @@
 //! | `HEAPPROF_AT_EXIT` | dump at normal process exit (`1`/`0`, `true`/`false`, `on`/`off`) | off (Rust), on (preload) |
 //! | `HEAPPROF_SAMPLE_HEAP_LIMIT` | a limit (and a testing knob) on the bytes of heapprof's sample heap, which serves sampled objects; past it, samples are served unsampled by the allocator and counted (one line on stderr); `k`/`m`/`g` suffixes | none |
 //! | `HEAPPROF_SYMBOLIZE` | `0` writes raw profiles: addresses, mappings and build IDs only, symbolized later by `go tool pprof` (for big binaries, where in-process symbolization costs much memory) | `1` |
+//! | `HEAPPROF_HTTP` | serve Go-style `/debug/pprof/` on `HOST:PORT`, or on `127.0.0.1:PORT` for a bare `PORT` (port `0` picks a free one); `off` disables (see [`crate::control::http`]) | off |
 //!
 //! A value that does not parse never stops the program: heapprof prints one
 //! line naming the variable, the value and what is accepted, and uses the
@@ -24,6 +25,7 @@
 //! applies.
 
 use std::ffi::CStr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,6 +48,8 @@ pub struct Config {
     pub at_exit: bool,
     /// Whether dumps name functions, files and lines (false: raw addresses).
     pub symbolize: bool,
+    /// Address of the `/debug/pprof/` HTTP server, or none.
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -58,6 +62,7 @@ impl Default for Config {
             interval: None,
             at_exit: false,
             symbolize: true,
+            http: None,
         }
     }
 }
@@ -124,6 +129,11 @@ impl Config {
         take("HEAPPROF_SYMBOLIZE", "use 1 or 0", &mut |v| {
             parse_bool(v).map(|b| c.symbolize = b).is_some()
         });
+        take(
+            "HEAPPROF_HTTP",
+            "use PORT (on 127.0.0.1) or HOST:PORT such as 6060 or 0.0.0.0:6060 (port 0 picks a free one), or off",
+            &mut |v| parse_http(v).map(|a| c.http = a).is_some(),
+        );
         (c, problems)
     }
 
@@ -155,6 +165,13 @@ impl Config {
     /// Symbolized (true) or raw (false) profiles.
     pub fn symbolize(mut self, on: bool) -> Self {
         self.symbolize = on;
+        self
+    }
+    /// Serves `/debug/pprof/` on `addr` (or with `None` stops serving).
+    /// Stack traces and file paths are exposed to whoever can connect:
+    /// prefer a loopback address.
+    pub fn http(mut self, addr: Option<SocketAddr>) -> Self {
+        self.http = addr;
         self
     }
     /// Turns the dump at exit on or off.
@@ -276,6 +293,32 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// `PORT` or `:PORT` (on 127.0.0.1: never all interfaces unless named),
+/// `HOST:PORT` with an IP address or `localhost`, `[IPv6]:PORT`;
+/// `off`, `none` or empty gives `Some(None)`.
+pub fn parse_http(v: &str) -> Option<Option<SocketAddr>> {
+    let v = v.trim();
+    if ["", "off", "none", "false", "no"]
+        .iter()
+        .any(|n| v.eq_ignore_ascii_case(n))
+    {
+        return Some(None);
+    }
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let bare = v.strip_prefix(':').unwrap_or(v);
+    if bare.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Some(SocketAddr::new(loopback, bare.parse().ok()?)));
+    }
+    if let Ok(a) = v.parse::<SocketAddr>() {
+        return Some(Some(a));
+    }
+    let (host, port) = v.rsplit_once(':')?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(Some(SocketAddr::new(loopback, port.parse().ok()?)));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +342,21 @@ mod tests {
         assert_eq!(parse_signal("none"), Some(None));
         assert_eq!(parse_signal("NOPE"), None);
         assert_eq!(parse_signal("9"), None);
+    }
+
+    #[test]
+    fn http_addresses() {
+        let a = |s: &str| Some(Some(s.parse::<SocketAddr>().unwrap()));
+        assert_eq!(parse_http("6060"), a("127.0.0.1:6060"));
+        assert_eq!(parse_http(":6060"), a("127.0.0.1:6060"));
+        assert_eq!(parse_http("0"), a("127.0.0.1:0"));
+        assert_eq!(parse_http("0.0.0.0:6060"), a("0.0.0.0:6060"));
+        assert_eq!(parse_http("[::1]:6060"), a("[::1]:6060"));
+        assert_eq!(parse_http("localhost:7"), a("127.0.0.1:7"));
+        assert_eq!(parse_http("off"), Some(None));
+        assert_eq!(parse_http("70000"), None);
+        assert_eq!(parse_http("example.com:80"), None);
+        assert_eq!(parse_http("6060x"), None);
     }
 
     #[test]

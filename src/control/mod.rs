@@ -1,7 +1,9 @@
 //! Control: the settings ([`config`]), the one place the process starts
-//! profiling ([`startup`]), and what asks for profiles ([`triggers`]). It sits
-//! above the engine and profile writing and calls down into both.
+//! profiling ([`startup`]), what asks for profiles ([`triggers`]) and what
+//! serves them over HTTP ([`http`]). It sits above the engine and profile
+//! writing and calls down into both.
 
 pub mod config;
+pub mod http;
 pub mod startup;
 pub mod triggers;

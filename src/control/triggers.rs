@@ -290,13 +290,15 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     crate::stack::load_fast_unwinder();
     let mut next_interval: Option<Instant> = None;
     let mut last_drain = Instant::now();
+    let mut http = crate::control::http::Control::new();
     loop {
         print_pending();
-        let (interval, rate) = {
-            let g = settings();
-            let c = g.as_ref().map(|s| &s.config);
-            (c.and_then(|c| c.interval), crate::engine::rate())
+        let (interval, rate, http_addr) = {
+            let mut g = settings();
+            let c = &ensure(&mut g).config;
+            (c.interval, crate::engine::rate(), c.http)
         };
+        http.ensure(http_addr);
         let now = Instant::now();
         match (interval, next_interval) {
             (Some(every), None) => next_interval = Some(now + every),
@@ -488,6 +490,7 @@ extern "C" fn fork_parent() {
 extern "C" fn fork_child() {
     release_fork_guards();
     let _busy = thread_state::current().enter();
+    crate::control::http::after_fork_child();
     crate::output::reset_sequence();
     open_pipe();
     spawn_dumper();
