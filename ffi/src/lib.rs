@@ -126,6 +126,7 @@ pub mod bootstrap;
 mod env;
 pub mod hooks;
 pub mod real;
+pub mod threads;
 pub mod tls;
 
 /// Set once the constructor has started the engine.
@@ -163,6 +164,8 @@ extern "C" fn start() {
     // over data it is still building (bash does).
     let _ = heapprof::triggers::out_prefix();
     heapprof::startup::start();
+    // Live threads by creation stack: the pthread_create hook ([`threads`]).
+    threads::start();
     READY.store(true, Ordering::Release);
 }
 
