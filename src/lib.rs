@@ -59,6 +59,8 @@ pub mod engine;
 pub mod os;
 pub mod profile;
 pub mod report;
+#[cfg(feature = "threads")]
+mod thread_hook;
 
 // Short paths for the modules used across layers and by the ways in.
 pub use control::{config, startup, triggers};

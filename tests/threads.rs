@@ -128,7 +128,11 @@ fn wait(child: &mut Child) -> i32 {
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + TIMEOUT;
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -189,7 +193,10 @@ fn threads_profile(path: &Path) -> Profile {
     );
     assert_eq!(s(&p, p.default_sample_type), "threads");
     let pt = p.period_type.as_ref().unwrap();
-    assert_eq!((s(&p, pt.r#type), s(&p, pt.unit), p.period), ("threads", "count", 1));
+    assert_eq!(
+        (s(&p, pt.r#type), s(&p, pt.unit), p.period),
+        ("threads", "count", 1)
+    );
     assert!(p.time_nanos > 0);
     p
 }
@@ -201,7 +208,10 @@ fn heapprof_cli(args: &[&OsStr]) -> String {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     );
-    assert!(out.status.success(), "heapprof {args:?} failed:\n{se}\n{so}");
+    assert!(
+        out.status.success(),
+        "heapprof {args:?} failed:\n{se}\n{so}"
+    );
     so
 }
 
@@ -209,7 +219,9 @@ fn heapprof_cli(args: &[&OsStr]) -> String {
 fn live_threads_by_creation_stack_are_exact_at_each_dump() {
     let dir = out_dir("exact");
     let mut cmd = preloaded(threadleak(), &dir);
-    cmd.arg("exact").stdin(Stdio::piped()).stdout(Stdio::piped());
+    cmd.arg("exact")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     let pid = child.id();
     let mut stdin = child.stdin.take().unwrap();
@@ -262,7 +274,10 @@ fn live_threads_by_creation_stack_are_exact_at_each_dump() {
     let leak_row = row(" leak_blocked").unwrap_or_else(|| panic!("{top}"));
     assert!(leak_row.trim_start().starts_with("7 70.00%"), "{top}");
     let (tags, _) = common::go_pprof(&["-tags", f]);
-    assert!(tags.contains("thread_name") && tags.contains("leaker"), "{tags}");
+    assert!(
+        tags.contains("thread_name") && tags.contains("leaker"),
+        "{tags}"
+    );
     let (space, _) = common::go_pprof(&["-top", "-sample_index=stack_reservation", f]);
     assert!(space.contains("Type: stack_reservation"), "{space}");
     let out = heapprof_cli(&["top".as_ref(), first.as_os_str()]);
@@ -315,7 +330,10 @@ fn a_growing_site_grows_over_interval_dumps_and_heapprof_leaks_names_it() {
     // Two leaked per round: even, never shrinking, 28 at the exit dump; a
     // churned thread is alive only between its create and join.
     assert!(counts.windows(2).all(|w| w[0][0] <= w[1][0]), "{counts:?}");
-    assert!(counts.iter().all(|c| c[0] % 2 == 0 && c[1] <= 1), "{counts:?}");
+    assert!(
+        counts.iter().all(|c| c[0] % 2 == 0 && c[1] <= 1),
+        "{counts:?}"
+    );
     assert_eq!(counts.last().unwrap()[0], 28, "{counts:?}");
     assert!(counts[0][0] < 28, "{counts:?}");
 
@@ -346,4 +364,48 @@ fn a_storm_of_creates_and_joins_runs_unchanged_and_leaves_nothing() {
     let p = threads_profile(&series[0]);
     assert!(p.sample.is_empty(), "{:?}", by_leaf(&p));
     assert!(s(&p, p.comment[0]).contains("live=0 created=6004 untracked=0"));
+}
+
+/// `examples/thread_leak.rs`, built with the `threads` feature.
+fn thread_leak_example() -> PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        cargo_build(&["--example", "thread_leak", "--features", "threads"]);
+        profile_dir().0.join("examples/thread_leak")
+    })
+    .clone()
+}
+
+#[test]
+fn rust_threads_with_the_feature_are_counted_by_the_line_that_spawned_them() {
+    let dir = out_dir("rust");
+    let mut cmd = clean(thread_leak_example());
+    cmd.env("HEAPPROF_OUT", dir.join("p"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready live=5");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR2) }, 0);
+    let threads = dir.join(format!("p.{pid}.0.threads.pb.gz"));
+    wait_for(&threads);
+    assert!(dir.join(format!("p.{pid}.0.pb.gz")).exists());
+    drop(child.stdin.take());
+    assert_eq!(wait(&mut child), 0);
+
+    // 5 parked workers of 256 KiB stacks; the 50 joined and 4 scoped
+    // threads are gone. The leaf is the program's call to spawn (std's
+    // plumbing left out); names are those given to the Builder.
+    let p = threads_profile(&threads);
+    assert_eq!(
+        by_leaf(&p),
+        BTreeMap::from([("thread_leak::leak_worker".to_string(), [5, 5 * (256 << 10)])])
+    );
+    let mut n = names(&p)["thread_leak::leak_worker"].clone();
+    n.sort();
+    assert_eq!(n, ["conn-0", "conn-1", "conn-2", "conn-3", "conn-4"]);
+    let (top, _) = common::go_pprof(&["-top", threads.to_str().unwrap()]);
+    assert!(top.contains("thread_leak::leak_worker"), "{top}");
 }

@@ -33,6 +33,9 @@ pub fn start() {
     let rate = config::getenv("HEAPPROF_RATE").and_then(config::parse_bytes);
     let seed = config::getenv("HEAPPROF_SEED").and_then(|s| s.trim().parse::<u64>().ok());
     if engine::init(rate, seed) {
+        // Before the dumper thread exists: its creation is heapprof's own.
+        #[cfg(feature = "threads")]
+        crate::thread_hook::enable();
         triggers::start();
         STARTED.store(true, Ordering::Release);
     }

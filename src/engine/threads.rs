@@ -136,7 +136,12 @@ fn fresh() -> Option<u32> {
             return None;
         }
         if TIERS[k]
-            .compare_exchange(core::ptr::null_mut(), mem, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                core::ptr::null_mut(),
+                mem,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             // SAFETY: our mapping was never published.
@@ -300,7 +305,8 @@ pub unsafe fn register(
     for (d, &f) in s.frames.iter().zip(&frames[..n]) {
         d.store(f, Ordering::Relaxed);
     }
-    s.created_mono_ns.store(os::monotonic_ns(), Ordering::Relaxed);
+    s.created_mono_ns
+        .store(os::monotonic_ns(), Ordering::Relaxed);
     s.stack_bytes.store(stack as u64, Ordering::Relaxed);
     s.start.store(start, Ordering::Relaxed);
     s.arg.store(arg, Ordering::Relaxed);
@@ -371,7 +377,8 @@ extern "C" fn fork_child() {
             continue;
         }
         if st & PHASE != FREE {
-            s.state.store(((st >> 2) + 1) << 2 | FREE, Ordering::Relaxed);
+            s.state
+                .store(((st >> 2) + 1) << 2 | FREE, Ordering::Relaxed);
         }
         push(i as u32, s);
     }

@@ -69,6 +69,9 @@ pub(crate) struct Builder<'a> {
     /// (return address, innermost lines trimmed) -> location id.
     locations: HashMap<(u64, usize), u64>,
     stacks: HashMap<StackId, Vec<u64>>,
+    /// Frames also trimmed from the leaf end, after the allocator's (the
+    /// threads profile leaves out std's thread-spawning plumbing).
+    pub(crate) also_trim: Option<fn(&Frame) -> bool>,
 }
 
 /// Functions pprof prunes from the leaf end of raw profiles (RE2, fully
@@ -166,6 +169,7 @@ impl<'a> Builder<'a> {
             functions: HashMap::new(),
             locations: HashMap::new(),
             stacks: HashMap::new(),
+            also_trim: None,
         }
     }
 
@@ -217,7 +221,23 @@ impl Builder<'_> {
             return locs;
         };
         let resolved: Vec<_> = frames.iter().map(|&ip| sym.frames(ip)).collect();
-        let (first, skip) = trim_point(&resolved);
+        let (mut first, mut skip) = trim_point(&resolved);
+        if let Some(more) = self.also_trim {
+            let trim = |f: &Frame| more(f) || crate::symbolize::is_allocator_frame(f);
+            while first + 1 < resolved.len()
+                && !resolved[first][skip..].is_empty()
+                && resolved[first][skip..].iter().all(trim)
+            {
+                first += 1;
+                skip = 0;
+            }
+            let lines = &resolved[first];
+            skip += lines[skip..]
+                .iter()
+                .take_while(|f| trim(f))
+                .count()
+                .min(lines.len().saturating_sub(skip + 1));
+        }
         let mut locs = Vec::with_capacity(resolved.len() - first);
         for (i, lines) in resolved.iter().enumerate().skip(first) {
             let skip = if i == first { skip } else { 0 };

@@ -14,8 +14,9 @@
 //!   buckets heap profiles use, see [`crate::snapshot::age_bucket`]).
 //!   Summing a stack's samples gives its live count.
 //! - Stacks start at the caller of `pthread_create` (heapprof's hook is left
-//!   out), symbolized with the heap profiles' symbolizer and mappings, or raw
-//!   with `HEAPPROF_SYMBOLIZE=0`.
+//!   out; for Rust threads, std's spawn plumbing too, so the leaf is the
+//!   program's call to `spawn`), symbolized with the heap profiles'
+//!   symbolizer and mappings, or raw with `HEAPPROF_SYMBOLIZE=0`.
 //! - `time_nanos` is the moment of the snapshot, so a series of these
 //!   profiles (one per interval dump) orders in time for `heapprof leaks`.
 //!
@@ -31,7 +32,7 @@ use crate::engine::threads::{self, LiveThread};
 use crate::pprof::Builder;
 use crate::snapshot::age_bucket;
 use crate::stack_table::StackTable;
-use crate::symbolize::Symbolizer;
+use crate::symbolize::{Frame, Symbolizer};
 use crate::{mappings, output, proto, thread_state};
 
 /// Whether threads are tracked in this process (the preload library, or a
@@ -68,6 +69,7 @@ pub(crate) fn build(
 ) -> proto::Profile {
     let symbolized = sym.is_some();
     let mut b = Builder::new(sym, maps);
+    b.also_trim = Some(is_spawn_plumbing);
     for (t, u) in [("threads", "count"), ("stack_reservation", "bytes")] {
         let vt = b.value_type(t, u);
         b.p.sample_type.push(vt);
@@ -122,6 +124,20 @@ pub(crate) fn build(
         });
     }
     b.finish()
+}
+
+/// Rust's thread-spawning plumbing (`std::thread::Builder::spawn`, `std::sys`'s
+/// `Thread::new`, …), left out at the leaf so a Rust thread's stack starts
+/// at the program's call to spawn, as a C thread's starts at its call to
+/// `pthread_create`.
+fn is_spawn_plumbing(f: &Frame) -> bool {
+    const PLUMBING: &[&str] = &[
+        "std::thread::",
+        "<std::thread::",
+        "std::sys::",
+        "<std::sys::",
+    ];
+    PLUMBING.iter().any(|p| f.name.starts_with(p))
 }
 
 /// The threads profile now, as a pprof message.
@@ -225,8 +241,7 @@ mod tests {
         let bytes: i64 = p.sample.iter().map(|x| x.value[1]).sum();
         assert_eq!(bytes, 5 * (8 << 20));
         let has = |name: &str, age: i64, v: [i64; 2]| {
-            got.iter()
-                .any(|g| g.0 == name && g.1 == age && g.2 == v)
+            got.iter().any(|g| g.0 == name && g.1 == age && g.2 == v)
         };
         // The two fresh "worker" threads of stack `a` share a sample.
         assert!(has("worker", 0, [2, 2 * (8 << 20)]), "{got:?}");
