@@ -2,7 +2,7 @@
 # Installs what the test suite runs against, when missing: Go's pprof reader
 # (golang-go), a C/C++ compiler, jemalloc (to chain the preload library in
 # front of it), sqlite3 and perl (real programs under the preload library),
-# valgrind (callgrind instruction counts in scripts/bench-inert.sh).
+# valgrind (callgrind instruction counts in scripts/).
 # Idempotent; needs root (CI machines run as root) or sudo.
 set -euo pipefail
 
@@ -14,6 +14,7 @@ command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v perl >/dev/null 2>&1 || need+=(perl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+[ -x /usr/bin/time ] || need+=(time)
 [ -e /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] || [ -e /usr/lib/aarch64-linux-gnu/libjemalloc.so.2 ] || need+=(libjemalloc2)
 
 if [ ${#need[@]} -eq 0 ]; then

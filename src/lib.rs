@@ -67,6 +67,8 @@ pub mod launch;
 pub mod os;
 pub mod profile;
 pub mod report;
+#[cfg(feature = "threads")]
+mod thread_hook;
 
 // Short paths for the modules used across layers and by the ways in.
 pub use control::{config, startup, triggers};

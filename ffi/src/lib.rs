@@ -135,6 +135,7 @@ mod env;
 pub mod hooks;
 pub mod lineage;
 pub mod real;
+pub mod threads;
 pub mod tls;
 pub mod unhook;
 
@@ -186,6 +187,8 @@ extern "C" fn start() {
     // over data it is still building (bash does).
     let _ = heapprof::triggers::out_prefix();
     heapprof::startup::start();
+    // Live threads by creation stack: the pthread_create hook ([`threads`]).
+    threads::start();
     READY.store(true, Ordering::Release);
 }
 

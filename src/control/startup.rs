@@ -36,6 +36,9 @@ pub fn start() {
         engine::sample_heap::set_limit(limit as usize);
     }
     if engine::init(rate, seed) {
+        // Before the dumper thread exists: its creation is heapprof's own.
+        #[cfg(feature = "threads")]
+        crate::thread_hook::enable();
         triggers::start();
         STARTED.store(true, Ordering::Release);
     }

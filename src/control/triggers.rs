@@ -415,7 +415,10 @@ fn print_pending() {
 /// problem) any failure. Returns the path written.
 pub fn dump_now() -> Option<PathBuf> {
     let prefix = out_prefix();
-    match crate::dump::dump_numbered(&prefix) {
+    // Threads profiles (when threads are tracked) share the heap profile's number.
+    let written = crate::dump::dump_numbered(&prefix)
+        .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p));
+    match written {
         Ok(p) => {
             if let Some(s) = settings().as_mut() {
                 s.last_error = None;

@@ -24,6 +24,7 @@ pub mod sampler;
 pub(crate) mod stack;
 pub(crate) mod stack_table;
 pub mod thread_state;
+pub mod threads;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 

@@ -12,3 +12,4 @@ pub mod scale;
 pub(crate) mod snapshot;
 pub(crate) mod symbolize;
 pub(crate) mod tallies;
+pub mod threads_pprof;

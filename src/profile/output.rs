@@ -100,6 +100,23 @@ pub fn write_numbered(prefix: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     }
 }
 
+/// Writes `bytes` as the companion of the numbered profile `heap`
+/// (`PREFIX.PID.SEQ.pb.gz`): `PREFIX.PID.SEQ.KIND.pb.gz`, same sequence
+/// number, never replacing a file; returns the path written.
+pub fn write_companion(heap: &Path, kind: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let name = heap.as_os_str().as_bytes();
+    let mut stem = name.strip_suffix(b".pb.gz").unwrap_or(name).to_vec();
+    stem.extend_from_slice(format!(".{kind}.pb.gz").as_bytes());
+    let path = PathBuf::from(std::ffi::OsString::from_vec(stem));
+    let tmp = write_temp(&path, bytes)?;
+    rename_noreplace(&tmp, &path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        named_error(&path, e)
+    })?;
+    Ok(path)
+}
+
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| {

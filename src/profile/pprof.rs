@@ -35,18 +35,18 @@ use crate::stack_table::StackId;
 use crate::symbolize::{trim_point, Frame, Symbolizer};
 
 #[derive(Default)]
-struct Strings {
+pub(crate) struct Strings {
     table: Vec<String>,
     index: HashMap<String, i64>,
 }
 
 impl Strings {
-    fn new() -> Strings {
+    pub(crate) fn new() -> Strings {
         let mut s = Strings::default();
         s.get("");
         s
     }
-    fn get(&mut self, v: &str) -> i64 {
+    pub(crate) fn get(&mut self, v: &str) -> i64 {
         if let Some(&i) = self.index.get(v) {
             return i;
         }
@@ -57,15 +57,21 @@ impl Strings {
     }
 }
 
-struct Builder<'a> {
-    p: proto::Profile,
-    s: Strings,
+/// A profile under construction: strings, mappings, locations and
+/// functions interned, stacks symbolized and trimmed. Also used for the
+/// threads profile ([`crate::profile::threads_pprof`]).
+pub(crate) struct Builder<'a> {
+    pub(crate) p: proto::Profile,
+    pub(crate) s: Strings,
     sym: Option<&'a mut Symbolizer>,
     maps: &'a [Mapping],
     functions: HashMap<(String, String, String), u64>,
     /// (return address, innermost lines trimmed) -> location id.
     locations: HashMap<(u64, usize), u64>,
     stacks: HashMap<StackId, Vec<u64>>,
+    /// Frames also trimmed from the leaf end, after the allocator's (the
+    /// threads profile leaves out std's thread-spawning plumbing).
+    pub(crate) also_trim: Option<fn(&Frame) -> bool>,
 }
 
 /// Functions pprof prunes from the leaf end of raw profiles (RE2, fully
@@ -81,15 +87,7 @@ const RAW_DROP_FRAMES: &str = concat!(
 /// process's executable mappings.
 pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) -> proto::Profile {
     let symbolized = sym.is_some();
-    let mut b = Builder {
-        p: proto::Profile::default(),
-        s: Strings::new(),
-        sym,
-        maps,
-        functions: HashMap::new(),
-        locations: HashMap::new(),
-        stacks: HashMap::new(),
-    };
+    let mut b = Builder::new(sym, maps);
     for (t, u) in [
         ("alloc_objects", "count"),
         ("alloc_space", "bytes"),
@@ -116,24 +114,7 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
         }
     ));
     b.p.comment.push(comment);
-    if !symbolized {
-        b.p.drop_frames = b.s.get(RAW_DROP_FRAMES);
-    }
-    for (i, m) in maps.iter().enumerate() {
-        let mapping = proto::Mapping {
-            id: i as u64 + 1,
-            memory_start: m.start,
-            memory_limit: m.end,
-            file_offset: m.offset,
-            filename: b.s.get(&m.path),
-            build_id: b.s.get(&m.build_id),
-            has_functions: symbolized,
-            has_filenames: symbolized,
-            has_line_numbers: symbolized,
-            has_inline_frames: symbolized,
-        };
-        b.p.mapping.push(mapping);
-    }
+    b.add_mappings(symbolized);
     let (k_bytes, k_age) = (b.s.get("bytes"), b.s.get("age"));
     let u_seconds = b.s.get("seconds");
     for e in &snap.entries {
@@ -177,8 +158,52 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
     b.p
 }
 
+impl<'a> Builder<'a> {
+    /// An empty profile over `maps`, symbolized with `sym` or raw.
+    pub(crate) fn new(sym: Option<&'a mut Symbolizer>, maps: &'a [Mapping]) -> Builder<'a> {
+        Builder {
+            p: proto::Profile::default(),
+            s: Strings::new(),
+            sym,
+            maps,
+            functions: HashMap::new(),
+            locations: HashMap::new(),
+            stacks: HashMap::new(),
+            also_trim: None,
+        }
+    }
+
+    /// The mappings (and, raw, the frames pprof is to drop).
+    pub(crate) fn add_mappings(&mut self, symbolized: bool) {
+        if !symbolized {
+            self.p.drop_frames = self.s.get(RAW_DROP_FRAMES);
+        }
+        for (i, m) in self.maps.iter().enumerate() {
+            let mapping = proto::Mapping {
+                id: i as u64 + 1,
+                memory_start: m.start,
+                memory_limit: m.end,
+                file_offset: m.offset,
+                filename: self.s.get(&m.path),
+                build_id: self.s.get(&m.build_id),
+                has_functions: symbolized,
+                has_filenames: symbolized,
+                has_line_numbers: symbolized,
+                has_inline_frames: symbolized,
+            };
+            self.p.mapping.push(mapping);
+        }
+    }
+
+    /// The finished profile.
+    pub(crate) fn finish(mut self) -> proto::Profile {
+        self.p.string_table = std::mem::take(&mut self.s.table);
+        self.p
+    }
+}
+
 impl Builder<'_> {
-    fn value_type(&mut self, t: &str, u: &str) -> proto::ValueType {
+    pub(crate) fn value_type(&mut self, t: &str, u: &str) -> proto::ValueType {
         proto::ValueType {
             r#type: self.s.get(t),
             unit: self.s.get(u),
@@ -186,7 +211,7 @@ impl Builder<'_> {
     }
 
     /// Location ids of a stack, leaf first, allocator frames trimmed.
-    fn stack(&mut self, id: StackId, frames: &[u64]) -> Vec<u64> {
+    pub(crate) fn stack(&mut self, id: StackId, frames: &[u64]) -> Vec<u64> {
         if let Some(l) = self.stacks.get(&id) {
             return l.clone();
         }
@@ -196,7 +221,23 @@ impl Builder<'_> {
             return locs;
         };
         let resolved: Vec<_> = frames.iter().map(|&ip| sym.frames(ip)).collect();
-        let (first, skip) = trim_point(&resolved);
+        let (mut first, mut skip) = trim_point(&resolved);
+        if let Some(more) = self.also_trim {
+            let trim = |f: &Frame| more(f) || crate::symbolize::is_allocator_frame(f);
+            while first + 1 < resolved.len()
+                && !resolved[first][skip..].is_empty()
+                && resolved[first][skip..].iter().all(trim)
+            {
+                first += 1;
+                skip = 0;
+            }
+            let lines = &resolved[first];
+            skip += lines[skip..]
+                .iter()
+                .take_while(|f| trim(f))
+                .count()
+                .min(lines.len().saturating_sub(skip + 1));
+        }
         let mut locs = Vec::with_capacity(resolved.len() - first);
         for (i, lines) in resolved.iter().enumerate().skip(first) {
             let skip = if i == first { skip } else { 0 };

@@ -233,7 +233,7 @@ pub fn leak_trend(profiles: &[Resolved], n: usize) -> Result<TrendReport, Report
     }
     let mut indices = Vec::with_capacity(order.len());
     for p in &order {
-        indices.push(p.sample_index(&SampleKind::InuseSpace)?);
+        indices.push(p.sample_index(&SampleKind::Default)?);
     }
     let t0 = order[0].time_nanos;
     let times: Vec<f64> = order

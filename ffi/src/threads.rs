@@ -1,0 +1,94 @@
+//! The interposed `pthread_create`: every thread the program creates is
+//! registered with its creating stack (`heapprof::engine::threads`), for the
+//! threads profile written next to each heap profile
+//! (`PREFIX.PID.SEQ.threads.pb.gz`).
+//!
+//! The hook forwards to the next definition (`dlsym(RTLD_NEXT,
+//! "pthread_create")`, glibc's), looked up in the library constructor, or on
+//! the first call if another library's constructor creates a thread before
+//! ours runs (those early threads are not tracked: the registry starts with
+//! the constructor). The new thread starts in the engine's trampoline, which
+//! arms a pthread key whose destructor forgets the thread however it ends —
+//! return, `pthread_exit`, cancellation — so neither `pthread_exit` nor
+//! `pthread_cancel` needs a hook.
+//!
+//! Like the malloc hooks: no lock, nothing allocated through the hooks (the
+//! thread is busy while the engine captures the stack), nothing printed.
+//! The real `pthread_create` runs outside the busy state, so the memory it
+//! allocates for the new thread (its TLS) is profiled as before.
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use heapprof::engine::threads;
+
+type CreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    threads::StartRoutine,
+    *mut c_void,
+) -> c_int;
+
+static REAL: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Looks up the real `pthread_create` (null if there is none, which a
+/// dynamically linked glibc program always has).
+fn real() -> *mut c_void {
+    let p = REAL.load(Ordering::Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: a NUL-terminated name; RTLD_NEXT finds the definition after
+    // this library (glibc's). Allocations dlsym makes go through the malloc
+    // hooks, which serve them.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) };
+    REAL.store(p, Ordering::Release);
+    p
+}
+
+/// From the constructor: find the real function and start tracking.
+pub fn start() {
+    if !real().is_null() {
+        threads::enable();
+    }
+}
+
+/// Interposed `pthread_create`.
+///
+/// # Safety
+/// As C's `pthread_create`.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: threads::StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    let real = real();
+    if real.is_null() {
+        return libc::EAGAIN;
+    }
+    // SAFETY: REAL holds glibc's pthread_create, of this signature.
+    let real: CreateFn = unsafe { core::mem::transmute::<*mut c_void, CreateFn>(real) };
+    if !crate::ready() {
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real(thread, attr, start, arg) };
+    }
+    let marker = 0u8;
+    let marker = core::hint::black_box(&marker) as *const u8 as usize;
+    let st = crate::tls::state();
+    // SAFETY: `attr` is null or initialised (pthread_create's contract).
+    let record = unsafe { threads::register(st, attr, start as usize, arg as usize, marker) };
+    if record.is_null() {
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real(thread, attr, start, arg) };
+    }
+    // SAFETY: the trampoline runs `start(arg)` from the record.
+    let rc = unsafe { real(thread, attr, threads::trampoline, record) };
+    if rc != 0 {
+        // SAFETY: no thread received the record.
+        unsafe { threads::abandon(record) };
+    }
+    rc
+}

@@ -1,0 +1,519 @@
+//! The thread registry: every live thread created through `pthread_create`,
+//! with the stack that created it — the native analogue of Go's goroutine
+//! profile.
+//!
+//! # Model
+//! A way in interposes `pthread_create` (the preload library always; a Rust
+//! executable with the `threads` feature, see `crate::thread_hook`). Its
+//! hook calls [`register`], which captures the creating stack (every
+//! creation: threads are rare next to allocations, so nothing is sampled),
+//! takes a slot and fills it, and returns a pointer to the slot. The hook
+//! then calls the real `pthread_create` with [`trampoline`] as the start
+//! routine and the slot as its argument; the slot carries the program's own
+//! start routine and argument. If the real call fails, [`abandon`] gives the
+//! slot back.
+//!
+//! The new thread runs [`trampoline`], which stores its kernel thread id in
+//! the slot (its name is read from `/proc/self/task/TID/comm` when a profile
+//! is written, so names set later with `pthread_setname_np` or `prctl` are
+//! seen) and sets a pthread key to the slot, then calls the program's start
+//! routine. The key's destructor forgets the thread. glibc runs key
+//! destructors on every way a thread ends — its start routine returns,
+//! `pthread_exit`, cancellation — after the thread's cleanup handlers and
+//! TLS destructors, for joinable and detached threads alike, so nothing
+//! else needs interposing. A thread is counted from just before the real
+//! `pthread_create` to its key destructor.
+//!
+//! # Memory and concurrency
+//! Slots live in memory heapprof maps itself, in tiers that double in size
+//! and are never unmapped (like [`crate::live_table`]), so a reader can
+//! always touch any slot it has heard of. Free slots form a lock-free stack
+//! (a Treiber stack whose head carries a generation count against ABA);
+//! fresh slots come from a bump counter. Nothing on these paths locks,
+//! allocates through the profiled allocator, prints or panics.
+//!
+//! Each slot has a seqlock-style `state` word, `generation << 2 | phase`:
+//! the creating thread moves a slot it owns to WRITING (new generation),
+//! writes the fields, then publishes LIVE; the exiting thread sets FREE.
+//! A reader ([`snapshot`], off the hook paths) copies a LIVE slot and keeps
+//! the copy only if the state word is unchanged afterwards.
+//!
+//! After `fork` only the forking thread exists in the child: a
+//! `pthread_atfork` child handler forgets every other thread and rebuilds
+//! the free list.
+//!
+//! # Stack reservation
+//! Each thread's stack size, from its attributes (`pthread_attr_getstacksize`)
+//! or, for threads created without attributes, glibc's default
+//! (`pthread_getattr_default_np`, read when tracking starts: honours
+//! `RLIMIT_STACK`, 8 MiB by default). glibc maps that much (plus a guard
+//! page) with `mmap`, so it never shows in a heap profile.
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::os;
+use crate::thread_state::ThreadState;
+
+/// Frames kept per creation stack. Deeper stacks keep their innermost frames.
+pub const MAX_THREAD_FRAMES: usize = 64;
+
+const FREE: u64 = 0;
+const WRITING: u64 = 1;
+const LIVE: u64 = 2;
+const PHASE: u64 = 3;
+
+#[repr(C)]
+struct Slot {
+    /// `generation << 2 | phase`.
+    state: AtomicU64,
+    /// Next free slot (index + 1; 0: none) while on the free list.
+    next_free: AtomicU32,
+    /// Kernel thread id, set by the thread when it starts (0 before).
+    tid: AtomicU32,
+    nframes: AtomicU32,
+    created_mono_ns: AtomicU64,
+    stack_bytes: AtomicU64,
+    /// The program's start routine and argument, for the trampoline.
+    start: AtomicUsize,
+    arg: AtomicUsize,
+    frames: [AtomicU64; MAX_THREAD_FRAMES],
+}
+
+const FIRST_TIER_SLOTS: usize = 64;
+const MAX_TIERS: usize = 20;
+
+/// Slots of every tier, in index order: tier `k` holds indices
+/// `FIRST * (2^k - 1) .. FIRST * (2^(k+1) - 1)`.
+static TIERS: [AtomicPtr<Slot>; MAX_TIERS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_TIERS];
+/// Slots ever handed out from the tiers (indices below it may be in use).
+static FRESH: AtomicU32 = AtomicU32::new(0);
+/// Free-list head: `generation << 32 | (index + 1)`.
+static FREE_HEAD: AtomicU64 = AtomicU64::new(0);
+/// Threads created while the registry could not take them (no memory).
+static UNTRACKED: AtomicU64 = AtomicU64::new(0);
+/// Threads ever registered.
+static CREATED: AtomicU64 = AtomicU64::new(0);
+
+const OFF: u8 = 0;
+const STARTING: u8 = 1;
+const ON: u8 = 2;
+static ENABLED: AtomicU8 = AtomicU8::new(OFF);
+static KEY: AtomicU64 = AtomicU64::new(u64::MAX);
+/// glibc's default stack size for threads created without attributes.
+static DEFAULT_STACK: AtomicU64 = AtomicU64::new(8 << 20);
+
+fn tier_of(index: usize) -> (usize, usize) {
+    let q = index / FIRST_TIER_SLOTS + 1;
+    let k = (usize::BITS - 1 - q.leading_zeros()) as usize;
+    (k, index - FIRST_TIER_SLOTS * ((1 << k) - 1))
+}
+
+fn tier_bytes(k: usize) -> usize {
+    (FIRST_TIER_SLOTS << k) * core::mem::size_of::<Slot>()
+}
+
+/// The slot at `index`, if its tier is mapped.
+fn slot(index: usize) -> Option<&'static Slot> {
+    let (k, off) = tier_of(index);
+    let base = TIERS.get(k)?.load(Ordering::Acquire);
+    // SAFETY: a mapped tier holds FIRST << k slots, off is below that, and
+    // tiers are never unmapped; all-zero is a valid (FREE) slot.
+    (!base.is_null()).then(|| unsafe { &*base.add(off) })
+}
+
+/// A never-used slot from the tiers, mapping a new tier if needed.
+fn fresh() -> Option<u32> {
+    let index = FRESH.fetch_add(1, Ordering::Relaxed) as usize;
+    let (k, _) = tier_of(index);
+    if k >= MAX_TIERS {
+        return None;
+    }
+    if TIERS[k].load(Ordering::Acquire).is_null() {
+        let mem = os::map(tier_bytes(k)).cast::<Slot>();
+        if mem.is_null() {
+            return None;
+        }
+        if TIERS[k]
+            .compare_exchange(
+                core::ptr::null_mut(),
+                mem,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            // SAFETY: our mapping was never published.
+            unsafe { os::unmap(mem.cast(), tier_bytes(k)) };
+        }
+    }
+    Some(index as u32)
+}
+
+fn pop() -> Option<u32> {
+    let mut head = FREE_HEAD.load(Ordering::Acquire);
+    loop {
+        let index = head as u32;
+        if index == 0 {
+            return fresh();
+        }
+        // Slots are never unmapped: reading a stale `next_free` is harmless,
+        // the generation in the head makes the CAS fail then.
+        let next = slot(index as usize - 1)?.next_free.load(Ordering::Relaxed);
+        let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
+        match FREE_HEAD.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some(index - 1),
+            Err(h) => head = h,
+        }
+    }
+}
+
+fn push(index: u32, s: &Slot) {
+    let mut head = FREE_HEAD.load(Ordering::Relaxed);
+    loop {
+        s.next_free.store(head as u32, Ordering::Relaxed);
+        let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(index + 1);
+        match FREE_HEAD.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
+}
+
+fn index_of(s: &Slot) -> Option<u32> {
+    let addr = s as *const Slot as usize;
+    for (k, t) in TIERS.iter().enumerate() {
+        let base = t.load(Ordering::Acquire) as usize;
+        if base != 0 && addr >= base && addr < base + tier_bytes(k) {
+            let off = (addr - base) / core::mem::size_of::<Slot>();
+            return Some((FIRST_TIER_SLOTS * ((1 << k) - 1) + off) as u32);
+        }
+    }
+    None
+}
+
+/// Sets the slot FREE (next generation) and puts it on the free list.
+fn release(s: &Slot) {
+    let g = s.state.load(Ordering::Relaxed) >> 2;
+    s.state.store((g + 1) << 2 | FREE, Ordering::Release);
+    if let Some(i) = index_of(s) {
+        push(i, s);
+    }
+}
+
+/// Turns tracking on: the exit key, the fork handler, the default stack
+/// size. Idempotent; returns whether tracking is on. A thread arriving while
+/// another is still here gets false (its thread goes untracked) rather than
+/// waiting. Safe from a hook (allocations it makes go to the real allocator
+/// in both ways in: libc's `pthread_atfork` and `dlsym` reach a Rust
+/// program's `malloc`, not its global allocator).
+pub fn enable() -> bool {
+    match ENABLED.compare_exchange(OFF, STARTING, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(s) => return s == ON,
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C" fn.
+    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
+        ENABLED.store(OFF, Ordering::Release);
+        return false;
+    }
+    KEY.store(u64::from(key), Ordering::Relaxed);
+    if let Some(n) = default_stack_size() {
+        DEFAULT_STACK.store(n, Ordering::Relaxed);
+    }
+    // SAFETY: registering a plain extern "C" function for the whole process.
+    unsafe { libc::pthread_atfork(None, None, Some(fork_child)) };
+    ENABLED.store(ON, Ordering::Release);
+    true
+}
+
+/// Whether threads are being tracked.
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Acquire) == ON
+}
+
+extern "C" {
+    // glibc >= 2.18; not in the libc crate.
+    fn pthread_getattr_default_np(attr: *mut libc::pthread_attr_t) -> c_int;
+}
+
+fn default_stack_size() -> Option<u64> {
+    // SAFETY: the attr is initialised by pthread_getattr_default_np before
+    // it is read and destroyed afterwards.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if pthread_getattr_default_np(&mut attr) != 0 {
+            return None;
+        }
+        let mut size = 0usize;
+        let rc = libc::pthread_attr_getstacksize(&attr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        (rc == 0 && size > 0).then_some(size as u64)
+    }
+}
+
+/// The start routine type of `pthread_create`, callable with unwinding
+/// allowed (cancellation and `pthread_exit` unwind through it).
+pub type StartRoutine = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
+
+/// Records a thread about to be created with `attr` (may be null) to run
+/// `start(arg)`, capturing the calling stack. `hook_marker` is the address
+/// of a local in the way in's `pthread_create` frame, which must call this
+/// directly (see [`crate::stack`]). Returns the record to pass to the real
+/// `pthread_create` as the argument of [`trampoline`], or null when the
+/// thread is not tracked (tracking off, the caller is heapprof itself, or no
+/// memory for the registry): then call the real function with the
+/// program's own `start` and `arg`.
+///
+/// # Safety
+/// `attr` is null or an initialised attribute object.
+#[inline(never)]
+pub unsafe fn register(
+    st: &ThreadState,
+    attr: *const libc::pthread_attr_t,
+    start: usize,
+    arg: usize,
+    hook_marker: usize,
+) -> *mut c_void {
+    if !enabled() || st.is_busy() {
+        return core::ptr::null_mut();
+    }
+    let _busy = st.enter();
+    let mut frames = [0u64; MAX_THREAD_FRAMES];
+    let n = crate::stack::capture(&mut frames, hook_marker);
+    let Some(index) = pop() else {
+        UNTRACKED.fetch_add(1, Ordering::Relaxed);
+        return core::ptr::null_mut();
+    };
+    let Some(s) = slot(index as usize) else {
+        UNTRACKED.fetch_add(1, Ordering::Relaxed);
+        return core::ptr::null_mut();
+    };
+    let mut stack = 0usize;
+    // SAFETY: a non-null attr is initialised (contract).
+    if attr.is_null() || unsafe { libc::pthread_attr_getstacksize(attr, &mut stack) } != 0 {
+        stack = DEFAULT_STACK.load(Ordering::Relaxed) as usize;
+    }
+    let g = s.state.load(Ordering::Relaxed) >> 2;
+    s.state.store((g + 1) << 2 | WRITING, Ordering::Relaxed);
+    fence(Ordering::Release);
+    s.tid.store(0, Ordering::Relaxed);
+    s.nframes.store(n as u32, Ordering::Relaxed);
+    for (d, &f) in s.frames.iter().zip(&frames[..n]) {
+        d.store(f, Ordering::Relaxed);
+    }
+    s.created_mono_ns
+        .store(os::monotonic_ns(), Ordering::Relaxed);
+    s.stack_bytes.store(stack as u64, Ordering::Relaxed);
+    s.start.store(start, Ordering::Relaxed);
+    s.arg.store(arg, Ordering::Relaxed);
+    s.state.store((g + 1) << 2 | LIVE, Ordering::Release);
+    CREATED.fetch_add(1, Ordering::Relaxed);
+    (s as *const Slot).cast_mut().cast()
+}
+
+/// Forgets a registered thread whose creation failed.
+///
+/// # Safety
+/// `record` came from [`register`] and was not passed to a thread.
+pub unsafe fn abandon(record: *mut c_void) {
+    // SAFETY: a record is a slot of a tier (contract), never unmapped.
+    release(unsafe { &*record.cast::<Slot>() });
+}
+
+/// The start routine heapprof passes to the real `pthread_create`: notes
+/// the thread's id, arms the exit key, and runs the program's routine with
+/// its argument. Holds nothing that needs dropping across that call, so
+/// the forced unwinding of cancellation and `pthread_exit` may pass.
+///
+/// # Safety
+/// `record` came from [`register`] and is passed to exactly one thread.
+pub unsafe extern "C-unwind" fn trampoline(record: *mut c_void) -> *mut c_void {
+    // SAFETY: a record is a live slot (contract); pthread_create made the
+    // creator's writes visible to this thread.
+    let s = unsafe { &*record.cast::<Slot>() };
+    let start = s.start.load(Ordering::Relaxed);
+    let arg = s.arg.load(Ordering::Relaxed) as *mut c_void;
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+    s.tid.store(tid, Ordering::Relaxed);
+    let key = KEY.load(Ordering::Relaxed);
+    // SAFETY: the key exists (tracking is on, or there would be no record);
+    // setspecific stores one pointer (glibc allocates only for keys past
+    // its first 32, through the real allocator).
+    unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, record) };
+    // SAFETY: `start` is the program's start routine, of this type; it may
+    // unwind (cancellation), which "C-unwind" permits.
+    let f: StartRoutine = unsafe { core::mem::transmute::<usize, StartRoutine>(start) };
+    // SAFETY: calling the program's start routine as pthread_create would.
+    unsafe { f(arg) }
+}
+
+/// The exit key's destructor: the thread is ending (returned, exited or
+/// cancelled).
+extern "C" fn thread_exit(record: *mut c_void) {
+    if !record.is_null() {
+        // SAFETY: the key only ever holds slot records set by the trampoline.
+        release(unsafe { &*record.cast::<Slot>() });
+    }
+}
+
+/// In a forked child only the forking thread exists: forget the others.
+extern "C" fn fork_child() {
+    let key = KEY.load(Ordering::Relaxed);
+    // SAFETY: getspecific on our key only reads.
+    let mine = unsafe { libc::pthread_getspecific(key as libc::pthread_key_t) } as usize;
+    // Single-threaded here: rebuild the free list from scratch.
+    FREE_HEAD.store(0, Ordering::Relaxed);
+    let fresh = (FRESH.load(Ordering::Relaxed) as usize).min(slots_capacity());
+    for i in (0..fresh).rev() {
+        let Some(s) = slot(i) else { continue };
+        let st = s.state.load(Ordering::Relaxed);
+        let is_mine = s as *const Slot as usize == mine;
+        if is_mine && st & PHASE == LIVE {
+            continue;
+        }
+        if st & PHASE != FREE {
+            s.state
+                .store(((st >> 2) + 1) << 2 | FREE, Ordering::Relaxed);
+        }
+        push(i as u32, s);
+    }
+    FRESH.store(fresh as u32, Ordering::Relaxed);
+}
+
+fn slots_capacity() -> usize {
+    FIRST_TIER_SLOTS * ((1 << MAX_TIERS) - 1)
+}
+
+/// One live thread, as [`snapshot`] copies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveThread {
+    /// The creating stack, innermost first (the caller of `pthread_create`).
+    pub frames: Vec<u64>,
+    /// Monotonic creation time.
+    pub created_mono_ns: u64,
+    /// The stack size it was created with.
+    pub stack_bytes: u64,
+    /// Kernel thread id; 0 if it has not started running yet.
+    pub tid: u32,
+}
+
+/// Every live tracked thread (allocates: call off the hook paths).
+pub fn snapshot() -> Vec<LiveThread> {
+    let mut out = Vec::new();
+    let fresh = (FRESH.load(Ordering::Acquire) as usize).min(slots_capacity());
+    for i in 0..fresh {
+        let Some(s) = slot(i) else { continue };
+        let before = s.state.load(Ordering::Acquire);
+        if before & PHASE != LIVE {
+            continue;
+        }
+        let n = (s.nframes.load(Ordering::Relaxed) as usize).min(MAX_THREAD_FRAMES);
+        let t = LiveThread {
+            frames: s.frames[..n]
+                .iter()
+                .map(|f| f.load(Ordering::Relaxed))
+                .collect(),
+            created_mono_ns: s.created_mono_ns.load(Ordering::Relaxed),
+            stack_bytes: s.stack_bytes.load(Ordering::Relaxed),
+            tid: s.tid.load(Ordering::Relaxed),
+        };
+        fence(Ordering::Acquire);
+        if s.state.load(Ordering::Relaxed) == before {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// How many tracked threads are live now (no allocation).
+pub fn live_count() -> usize {
+    let fresh = (FRESH.load(Ordering::Acquire) as usize).min(slots_capacity());
+    (0..fresh)
+        .filter_map(slot)
+        .filter(|s| s.state.load(Ordering::Relaxed) & PHASE == LIVE)
+        .count()
+}
+
+/// Threads registered since the process started.
+pub fn created_count() -> u64 {
+    CREATED.load(Ordering::Relaxed)
+}
+
+/// Threads that went untracked for lack of registry memory.
+pub fn untracked_count() -> u64 {
+    UNTRACKED.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_cover_indices_without_gaps() {
+        assert_eq!(tier_of(0), (0, 0));
+        assert_eq!(tier_of(63), (0, 63));
+        assert_eq!(tier_of(64), (1, 0));
+        assert_eq!(tier_of(191), (1, 127));
+        assert_eq!(tier_of(192), (2, 0));
+        let mut next = 0;
+        for k in 0..6 {
+            let first = FIRST_TIER_SLOTS * ((1 << k) - 1);
+            assert_eq!(first, next);
+            assert_eq!(tier_of(first), (k, 0));
+            next = first + (FIRST_TIER_SLOTS << k);
+            assert_eq!(tier_of(next - 1), (k, (FIRST_TIER_SLOTS << k) - 1));
+        }
+    }
+
+    /// The registry is process-wide: one test drives it through its whole
+    /// life, from several threads at once.
+    #[test]
+    fn register_release_reuse_and_snapshot_under_concurrency() {
+        assert!(enable());
+        let base = live_count();
+        let st = ThreadState::new();
+        // SAFETY: null attr; records are abandoned exactly once.
+        let recs: Vec<usize> = (0..300)
+            .map(|i| unsafe { register(&st, core::ptr::null(), 0x1000 + i, i, 0) } as usize)
+            .collect();
+        assert!(recs.iter().all(|&r| r != 0));
+        assert_eq!(live_count(), base + 300);
+        let snap = snapshot();
+        assert!(snap.len() >= 300);
+        assert!(snap.iter().all(|t| !t.frames.is_empty()));
+        assert!(snap
+            .iter()
+            .all(|t| t.stack_bytes == DEFAULT_STACK.load(Ordering::Relaxed)));
+        for &r in &recs {
+            // SAFETY: each record once.
+            unsafe { abandon(r as *mut c_void) };
+        }
+        assert_eq!(live_count(), base);
+        let before = FRESH.load(Ordering::Relaxed);
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let st = ThreadState::new();
+                    for round in 0..2000 {
+                        // SAFETY: as above.
+                        let r = unsafe { register(&st, core::ptr::null(), 1, round, 0) };
+                        assert!(!r.is_null());
+                        // SAFETY: as above.
+                        unsafe { abandon(r) };
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(live_count(), base);
+        // Freed slots are reused: at most one per concurrent thread is new.
+        assert!(FRESH.load(Ordering::Relaxed) <= before + 4);
+    }
+}

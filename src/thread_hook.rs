@@ -1,0 +1,117 @@
+//! The Rust way in for the threads profile (cargo feature `threads`):
+//! `pthread_create` interposed from the executable itself.
+//!
+//! # How it works
+//! With the feature on, this crate defines `pthread_create` (`#[no_mangle]`).
+//! Linked into an executable, that definition wins over libc's in two ways:
+//! - at static link time, every call from the executable's own code —
+//!   `std::thread::spawn` and `Builder::spawn`, rayon, tokio's blocking
+//!   pool, any C code compiled in — binds to it, because a definition in an
+//!   object file takes precedence over a shared library's;
+//! - at run time, shared libraries that call `pthread_create` (a C library
+//!   loaded by the program) find it first too: the linker exports an
+//!   executable's definition of a symbol that a shared library on the link
+//!   line also defines, and the executable comes first in the loader's
+//!   search order.
+//!
+//! The hook registers the thread with its creating stack
+//! ([`crate::engine::threads`]) and forwards to the next definition,
+//! `dlsym(RTLD_NEXT, "pthread_create")` (glibc's). Threads profiles are then
+//! written beside every triggered heap dump (`PREFIX.PID.SEQ.threads.pb.gz`)
+//! and by [`crate::profile::threads_pprof`].
+//!
+//! Profiling start-up ([`crate::startup`], run by `Profiler`'s first
+//! allocation) refers to this module, which is what makes the linker keep
+//! it: a definition in a library crate is only linked if something pulls its
+//! object file in. A program that uses the feature without `Profiler` gets
+//! tracking from its first `pthread_create` on.
+//!
+//! # Limits
+//! - Only threads created after start-up are tracked (in practice every
+//!   thread: spawning one allocates, which starts profiling first). The
+//!   main thread and threads created by `clone` directly are not.
+//! - A statically linked executable has no `RTLD_NEXT` to forward to; the
+//!   hook then fails thread creation with `EAGAIN`, so the feature is for
+//!   dynamically linked programs (the Rust default on Linux).
+//! - Under the LD_PRELOAD library the executable's definition still comes
+//!   first; it forwards to the library's, so both engines count the thread.
+//! - Do not enable the feature for the preload library's own build: it
+//!   defines `pthread_create` itself and the two would collide.
+//! - Why opt-in: interposing a libc function changes every thread creation
+//!   in the process, including those of C libraries the program links.
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::engine::threads;
+
+type CreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    threads::StartRoutine,
+    *mut c_void,
+) -> c_int;
+
+static REAL: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+/// The hook's address, stored by [`enable`] so that start-up refers to it.
+static HOOK: AtomicUsize = AtomicUsize::new(0);
+
+fn real() -> *mut c_void {
+    let p = REAL.load(Ordering::Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: a NUL-terminated name; RTLD_NEXT searches the objects after
+    // the executable. dlsym's own allocations go to libc's malloc, not to
+    // the program's global allocator.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) };
+    REAL.store(p, Ordering::Release);
+    p
+}
+
+/// Finds the real function and turns tracking on (from start-up).
+pub(crate) fn enable() {
+    HOOK.store(pthread_create as *const () as usize, Ordering::Relaxed);
+    if !real().is_null() {
+        threads::enable();
+    }
+}
+
+/// Interposed `pthread_create` (see the module docs).
+///
+/// # Safety
+/// As C's `pthread_create`.
+#[no_mangle]
+#[inline(never)]
+pub unsafe extern "C" fn pthread_create(
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: threads::StartRoutine,
+    arg: *mut c_void,
+) -> c_int {
+    let real = real();
+    if real.is_null() {
+        return libc::EAGAIN;
+    }
+    // SAFETY: REAL holds the next pthread_create, of this signature.
+    let real: CreateFn = unsafe { core::mem::transmute::<*mut c_void, CreateFn>(real) };
+    let st = crate::thread_state::current();
+    if !threads::enabled() && !st.is_busy() {
+        threads::enable();
+    }
+    let marker = 0u8;
+    let marker = core::hint::black_box(&marker) as *const u8 as usize;
+    // SAFETY: `attr` is null or initialised (pthread_create's contract).
+    let record = unsafe { threads::register(st, attr, start as usize, arg as usize, marker) };
+    if record.is_null() {
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real(thread, attr, start, arg) };
+    }
+    // SAFETY: the trampoline runs `start(arg)` from the record.
+    let rc = unsafe { real(thread, attr, threads::trampoline, record) };
+    if rc != 0 {
+        // SAFETY: no thread received the record.
+        unsafe { threads::abandon(record) };
+    }
+    rc
+}

@@ -1,0 +1,203 @@
+/* Threads that never exit, for tests/preload.rs (the threads profile).
+ *
+ *   threadleak exact
+ *     leaves exactly, then prints "ready default_stack=N" (glibc's default
+ *     stack size) and waits for a line on stdin:
+ *       leak_blocked       LEAKED joinable threads blocked forever, named "leaker"
+ *       leak_detached      DETACHED detached threads blocked forever
+ *     and none from these sites, whose threads have all ended:
+ *       churn_joined       CHURN threads created and joined
+ *       churn_exit         EXITS threads ending in pthread_exit, joined
+ *       churn_cancelled    CANCELS threads blocked, cancelled, joined
+ *       churn_detached     DETACHED_EXITS detached threads that return
+ *     A second "ready" line follows once the LEAKED joinable ones are
+ *     cancelled and joined (the test dumps at each); then it waits for
+ *     another line or end of input and exits.
+ *   threadleak grow ROUNDS MS
+ *     each round leaks 2 threads at leak_blocked and churns 20 at
+ *     churn_joined, then sleeps MS milliseconds; prints "done" and exits.
+ *   threadleak storm THREADS PER_THREAD
+ *     THREADS threads each create and join PER_THREAD threads that add to a
+ *     checksum; prints the checksum (identical with and without heapprof).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NOINLINE __attribute__((noinline))
+#define LEAKED 7
+#define DETACHED 3
+#define CHURN 200
+#define EXITS 50
+#define CANCELS 30
+#define DETACHED_EXITS 40
+
+static void *block_forever(void *arg) {
+  if (arg) pthread_setname_np(pthread_self(), (const char *)arg);
+  for (;;) pause(); /* a cancellation point; signals just loop */
+  return NULL;
+}
+
+static void *quick(void *arg) { return arg; }
+
+static void *exits(void *arg) {
+  pthread_exit(arg);
+  return NULL;
+}
+
+static void check(int rc, const char *what) {
+  if (rc != 0) {
+    fprintf(stderr, "%s failed: %s\n", what, strerror(rc));
+    exit(1);
+  }
+}
+
+NOINLINE void leak_blocked(pthread_t *out) {
+  check(pthread_create(out, NULL, block_forever, "leaker"), "pthread_create");
+}
+
+NOINLINE void leak_detached(void) {
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 1 << 20);
+  pthread_t t;
+  check(pthread_create(&t, &a, block_forever, NULL), "pthread_create");
+  pthread_attr_destroy(&a);
+}
+
+NOINLINE void churn_joined(void) {
+  pthread_t t;
+  check(pthread_create(&t, NULL, quick, NULL), "pthread_create");
+  pthread_join(t, NULL);
+}
+
+NOINLINE void churn_exit(void) {
+  pthread_t t;
+  check(pthread_create(&t, NULL, exits, NULL), "pthread_create");
+  pthread_join(t, NULL);
+}
+
+NOINLINE void churn_cancelled(void) {
+  pthread_t t;
+  check(pthread_create(&t, NULL, block_forever, NULL), "pthread_create");
+  pthread_cancel(t);
+  void *res;
+  pthread_join(t, &res);
+  if (res != PTHREAD_CANCELED) {
+    fprintf(stderr, "not cancelled\n");
+    exit(1);
+  }
+}
+
+NOINLINE void churn_detached(void) {
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_t t;
+  check(pthread_create(&t, &a, quick, NULL), "pthread_create");
+  pthread_attr_destroy(&a);
+}
+
+/* Threads of this process the kernel still has. */
+static int tasks(void) {
+  DIR *d = opendir("/proc/self/task");
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+static void wait_for_stdin_line(void) {
+  char buf[64];
+  if (!fgets(buf, sizeof buf, stdin)) return;
+}
+
+static int exact(void) {
+  int base = tasks(); /* main and heapprof's dumper */
+  pthread_t leaked[LEAKED];
+  for (int i = 0; i < LEAKED; i++) leak_blocked(&leaked[i]);
+  for (int i = 0; i < DETACHED; i++) leak_detached();
+  for (int i = 0; i < CHURN; i++) churn_joined();
+  for (int i = 0; i < EXITS; i++) churn_exit();
+  for (int i = 0; i < CANCELS; i++) churn_cancelled();
+  for (int i = 0; i < DETACHED_EXITS; i++) churn_detached();
+  /* Detached threads that returned are gone once the kernel says so (their
+   * key destructors ran before). */
+  while (tasks() != base + LEAKED + DETACHED) usleep(1000);
+  pthread_attr_t dflt;
+  size_t stack = 0;
+  pthread_getattr_default_np(&dflt);
+  pthread_attr_getstacksize(&dflt, &stack);
+  pthread_attr_destroy(&dflt);
+  printf("ready default_stack=%zu\n", stack);
+  fflush(stdout);
+  wait_for_stdin_line();
+  for (int i = 0; i < LEAKED; i++) {
+    pthread_cancel(leaked[i]);
+    pthread_join(leaked[i], NULL);
+  }
+  printf("ready default_stack=%zu\n", stack);
+  fflush(stdout);
+  wait_for_stdin_line();
+  return 0;
+}
+
+static int grow(int rounds, int ms) {
+  for (int r = 0; r < rounds; r++) {
+    pthread_t t;
+    leak_blocked(&t);
+    leak_blocked(&t);
+    for (int i = 0; i < 20; i++) churn_joined();
+    usleep((useconds_t)ms * 1000);
+  }
+  printf("done\n");
+  return 0;
+}
+
+static unsigned long per_thread;
+static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long sum;
+
+static void *add(void *arg) {
+  unsigned long v = (unsigned long)arg;
+  pthread_mutex_lock(&sum_lock);
+  sum += v * v % 1000003;
+  pthread_mutex_unlock(&sum_lock);
+  return NULL;
+}
+
+static void *creator(void *arg) {
+  unsigned long base = (unsigned long)arg * per_thread;
+  for (unsigned long i = 0; i < per_thread; i++) {
+    pthread_t t;
+    check(pthread_create(&t, NULL, add, (void *)(base + i)), "pthread_create");
+    pthread_join(t, NULL);
+  }
+  return NULL;
+}
+
+static int storm(int threads, unsigned long n) {
+  per_thread = n;
+  pthread_t t[64];
+  if (threads > 64) threads = 64;
+  for (int i = 0; i < threads; i++)
+    check(pthread_create(&t[i], NULL, creator, (void *)(unsigned long)i), "pthread_create");
+  for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
+  printf("storm: %d x %lu threads, checksum %lu\n", threads, n, sum);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "exact") == 0) return exact();
+  if (argc >= 4 && strcmp(argv[1], "grow") == 0) return grow(atoi(argv[2]), atoi(argv[3]));
+  if (argc >= 4 && strcmp(argv[1], "storm") == 0)
+    return storm(atoi(argv[2]), strtoul(argv[3], NULL, 10));
+  fprintf(stderr, "usage: threadleak exact | grow ROUNDS MS | storm THREADS N\n");
+  return 2;
+}
