@@ -17,6 +17,7 @@
 pub(crate) mod aggregate;
 pub(crate) mod buffer;
 pub(crate) mod live_table;
+pub(crate) mod pressure;
 pub(crate) mod record;
 pub mod sampler;
 pub(crate) mod stack;
