@@ -259,9 +259,15 @@ pub fn file_build_id(path: &Path) -> Option<String> {
 /// from their symbol tables in-process, their DWARF being large and not the
 /// program's.
 fn is_system_object(path: &str) -> bool {
-    ["/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/usr/libexec/"]
-        .iter()
-        .any(|d| path.starts_with(d))
+    [
+        "/lib/",
+        "/lib64/",
+        "/usr/lib/",
+        "/usr/lib64/",
+        "/usr/libexec/",
+    ]
+    .iter()
+    .any(|d| path.starts_with(d))
 }
 
 /// Whether a mangled symbol is one of the Rust runtime's entry points at
@@ -274,7 +280,8 @@ fn is_system_object(path: &str) -> bool {
 fn is_runtime_symbol(mangled: &str) -> bool {
     let name = format!("{:#}", backtrace::SymbolName::new(mangled.as_bytes()));
     name == "std::rt::lang_start_internal"
-        || (name.trim_start_matches('<').starts_with("std::sys::") && name.ends_with("::thread_start"))
+        || (name.trim_start_matches('<').starts_with("std::sys::")
+            && name.ends_with("::thread_start"))
 }
 
 fn unknown() -> Frame {

@@ -30,9 +30,9 @@ use crate::symbolize::{trim_point, Frame, Frames, Policy, Symbolizer};
 /// Whether `p` has locations that [`symbolize`] would name: addresses
 /// without lines in mappings not marked `has_functions`.
 pub fn needs_symbolizing(p: &Profile) -> bool {
-    p.location
-        .iter()
-        .any(|l| l.line.is_empty() && mapping_index(p, l).is_some_and(|i| !p.mapping[i].has_functions))
+    p.location.iter().any(|l| {
+        l.line.is_empty() && mapping_index(p, l).is_some_and(|i| !p.mapping[i].has_functions)
+    })
 }
 
 fn mapping_index(p: &Profile, l: &proto::Location) -> Option<usize> {
@@ -254,7 +254,10 @@ mod tests {
         };
         let notes = symbolize(&mut p);
         assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(notes[0].contains("/nonexistent/heapprof-test-bin"), "{notes:?}");
+        assert!(
+            notes[0].contains("/nonexistent/heapprof-test-bin"),
+            "{notes:?}"
+        );
         assert!(p.location[0].line.is_empty());
         assert!(!p.mapping[0].has_functions);
     }
