@@ -27,6 +27,10 @@ usage:
       $HEAPPROF_PRELOAD), following it through exec; --children profiles the
       programs it starts too; then list its profiles and top stacks, and
       exit with its status
+  heapprof symbolize FILE -o OUT.pb.gz
+      a copy of a raw profile (HEAPPROF_SYMBOLIZE=0) with function names,
+      files, lines and inlined frames from the binaries on this machine,
+      for any pprof reader (every command above does this by itself)
 
 options:
   -n N            rows to show (default 10; 0 shows all)
@@ -34,7 +38,7 @@ options:
   --sample TYPE   inuse_space (default), inuse_objects, alloc_space,
                   alloc_objects, or another sample type the profile has
   --older-than S  seconds for `leaks` with one profile (default 60)
-  -o, --output P  output file for `flamegraph`
+  -o, --output P  output file for `flamegraph` and `symbolize`
   -h, --help      this text
 
 Errors print one line on stderr and exit with status 2 (`run`: the
@@ -273,14 +277,29 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             }
             return Ok(Outcome::Done);
         }
+        "symbolize" => {
+            let a = parse_args(cmd, rest, accepts(false, false, true))?;
+            if a.help {
+                return Ok(Outcome::Usage(0));
+            }
+            let [file] = positionals::<1>(cmd, "FILE", &a)?;
+            let Some(output) = &a.output else {
+                return Err(usage(
+                    "symbolize needs an output file: -o OUT.pb.gz".to_string(),
+                ));
+            };
+            let notes = report::symbolize_raw::symbolize_file(file, Path::new(output))?;
+            report::symbolize_raw::say_once(&notes);
+            return Ok(Outcome::Done);
+        }
         other if other.starts_with('-') => {
             return Err(usage(format!(
-                "expected a command (top, diff, leaks, flamegraph, run) before {other:?}"
+                "expected a command (top, diff, leaks, flamegraph, symbolize, run) before {other:?}"
             )))
         }
         other => {
             return Err(usage(format!(
-                "unknown command {other:?}; the commands are top, diff, leaks, flamegraph and run"
+                "unknown command {other:?}; the commands are top, diff, leaks, flamegraph, symbolize and run"
             )))
         }
     };

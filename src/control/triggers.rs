@@ -330,6 +330,9 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
             crate::aggregate::with(|_| ());
             last_drain = now;
         }
+        if let Some(line) = crate::engine::pressure::take_note() {
+            say(&line);
+        }
     }
 }
 
@@ -425,6 +428,8 @@ pub fn dump_now() -> Option<PathBuf> {
             }
             Some(p)
         }
+        // Said once, with the other low-memory events, by the dumper.
+        Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => None,
         Err(e) => {
             let line = format!(
                 "{e} (set HEAPPROF_OUT to a path prefix in a writable directory; heapprof will retry at the next dump)"
@@ -447,6 +452,9 @@ extern "C" fn at_exit() {
     let wanted = ensure(&mut settings()).config.at_exit;
     if wanted {
         dump_now();
+    }
+    if let Some(line) = crate::engine::pressure::take_note() {
+        say(&line);
     }
 }
 

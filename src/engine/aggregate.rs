@@ -73,11 +73,14 @@ impl Aggregate {
                 tag,
                 frames,
             } => {
-                let key = BucketKey {
-                    stack: self.stacks.intern(frames),
-                    size,
-                    rate,
+                // Room first, so that running out of memory drops this
+                // record instead of aborting the program (see `pressure`).
+                let room = self.buckets.try_reserve(1).is_ok() && self.live.try_reserve(1).is_ok();
+                let Some(stack) = self.stacks.try_intern(frames).filter(|_| room) else {
+                    crate::engine::pressure::dropped_record();
+                    return;
                 };
+                let key = BucketKey { stack, size, rate };
                 let counts = self.buckets.entry(key).or_default();
                 counts.allocs += 1;
                 if !self.freed_early.remove(&id) {
@@ -92,7 +95,11 @@ impl Aggregate {
                     }
                 }
                 None => {
-                    self.freed_early.insert(id);
+                    if self.freed_early.try_reserve(1).is_ok() {
+                        self.freed_early.insert(id);
+                    } else {
+                        crate::engine::pressure::dropped_record();
+                    }
                 }
             },
         }

@@ -18,6 +18,7 @@
 
 pub(crate) mod aggregate;
 pub(crate) mod buffer;
+pub(crate) mod pressure;
 pub(crate) mod record;
 pub mod sample_heap;
 pub mod sampler;

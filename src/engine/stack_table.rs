@@ -15,6 +15,7 @@ pub struct StackTable {
 
 impl StackTable {
     /// The id of `frames`, adding it if new.
+    #[allow(dead_code)] // the aggregator uses `try_intern`; tests use this
     pub fn intern(&mut self, frames: &[u64]) -> StackId {
         if let Some(&id) = self.ids.get(frames) {
             return id;
@@ -26,8 +27,38 @@ impl StackTable {
         id
     }
 
+    /// [`intern`](Self::intern) without aborting when memory runs out:
+    /// `None` if a new stack cannot be stored.
+    pub fn try_intern(&mut self, frames: &[u64]) -> Option<StackId> {
+        if let Some(&id) = self.ids.get(frames) {
+            return Some(id);
+        }
+        self.ids.try_reserve(1).ok()?;
+        self.stacks.try_reserve(1).ok()?;
+        let (a, b) = (try_boxed(frames)?, try_boxed(frames)?);
+        let id = self.stacks.len() as StackId;
+        self.stacks.push(a);
+        self.ids.insert(b, id);
+        Some(id)
+    }
+
+    /// How many distinct stacks there are.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
     /// The frames of a stack.
     pub fn get(&self, id: StackId) -> &[u64] {
         &self.stacks[id as usize]
     }
+}
+
+/// A boxed copy of `frames`, or `None` when memory runs out.
+fn try_boxed(frames: &[u64]) -> Option<Box<[u64]>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(frames.len()).ok()?;
+    v.extend_from_slice(frames);
+    // Exact capacity: boxing does not reallocate.
+    (v.capacity() == v.len()).then(|| v.into_boxed_slice())
 }

@@ -1,42 +1,104 @@
 //! Taking a profile on demand: snapshot, symbolize, encode, write.
+//!
+//! Before any of it, a dump checks that the address space has room for what
+//! it will need ([`crate::engine::pressure`]): a symbolized profile needs
+//! room for the symbolizer (the mapped files it reads DWARF from, and its
+//! tables); without it the profile is written raw; without room even for a
+//! raw profile, none is written (an `OutOfMemory` error) and no file appears.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::engine::pressure;
 use crate::{mappings, output, pprof, proto, snapshot, symbolize, thread_state};
 
-/// The current heap profile as a pprof message.
-pub fn profile() -> proto::Profile {
+/// Heap the symbolizer may use while it parses the program's DWARF (a
+/// generous bound of what scripts/bench-dump-memory.sh measures).
+const SYMBOLIZER_HEAP: usize = 24 << 20;
+
+/// What a profile will need, beyond the symbolizer: the snapshot, the
+/// pprof message, its encoding and the gzip stream, each a few hundred bytes
+/// per bucket and per stack frame, twice over for the copies between steps.
+fn raw_need() -> usize {
+    let (buckets, stacks) = crate::aggregate::with(|a| (a.buckets.len(), a.stacks.len()));
+    (2 << 20) + buckets * 1024 + stacks * 128 * 16
+}
+
+/// Room for the symbolizer: its heap and the program's own objects, which
+/// it maps whole to read their DWARF.
+fn symbolize_need(maps: &[mappings::Mapping]) -> usize {
+    let mut files: Vec<&str> = maps.iter().map(|m| m.path.as_str()).collect();
+    files.sort_unstable();
+    files.dedup();
+    let mapped: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    SYMBOLIZER_HEAP + mapped as usize
+}
+
+fn out_of_memory() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        "heapprof: not enough memory for a profile now; none written",
+    )
+}
+
+/// The current heap profile, or `None` when there is no room even for a raw
+/// one.
+fn try_profile() -> Option<proto::Profile> {
     let _busy = thread_state::current().enter();
-    let snap = snapshot::take();
+    let raw = raw_need();
+    if !pressure::room_for(raw) {
+        pressure::skipped_dump();
+        return None;
+    }
     let maps = mappings::current();
-    if crate::triggers::symbolize_enabled() {
+    let mut symbolized = crate::triggers::symbolize_enabled();
+    if symbolized && !pressure::room_for(raw + symbolize_need(&maps)) {
+        pressure::raw_dump();
+        symbolized = false;
+    }
+    let snap = snapshot::take();
+    Some(if symbolized {
         symbolize::with(|sym| pprof::build(&snap, Some(sym), &maps))
     } else {
         pprof::build(&snap, None, &maps)
-    }
+    })
+}
+
+/// The current heap profile as a pprof message (empty when there is no
+/// memory for one).
+pub fn profile() -> proto::Profile {
+    try_profile().unwrap_or_default()
+}
+
+fn try_profile_gz() -> io::Result<Vec<u8>> {
+    let _busy = thread_state::current().enter();
+    let p = try_profile().ok_or_else(out_of_memory)?;
+    Ok(output::encode_gz(&p))
 }
 
 /// The current heap profile, gzipped (a `.pb.gz` file's contents).
 pub fn profile_gz() -> Vec<u8> {
-    let _busy = thread_state::current().enter();
-    output::encode_gz(&profile())
+    try_profile_gz().unwrap_or_default()
 }
 
 /// Writes the gzipped profile to `w`.
 pub fn write_profile<W: Write + ?Sized>(w: &mut W) -> io::Result<()> {
-    let bytes = profile_gz();
+    let bytes = try_profile_gz()?;
     w.write_all(&bytes)
 }
 
 /// Writes the gzipped profile to `path`, atomically.
 pub fn dump_to(path: impl AsRef<Path>) -> io::Result<()> {
     let _busy = thread_state::current().enter();
-    output::write_atomic(path.as_ref(), &profile_gz())
+    output::write_atomic(path.as_ref(), &try_profile_gz()?)
 }
 
 /// Writes the next `PREFIX.PID.SEQ.pb.gz`; returns its path.
 pub fn dump_numbered(prefix: &Path) -> io::Result<PathBuf> {
     let _busy = thread_state::current().enter();
-    output::write_numbered(prefix, &profile_gz())
+    output::write_numbered(prefix, &try_profile_gz()?)
 }

@@ -106,7 +106,7 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
         "heapprof {}: rate={} dropped_records={} unwinder={}",
         env!("CARGO_PKG_VERSION"),
         snap.rate,
-        crate::buffer::dropped_records(),
+        crate::buffer::dropped_records() + crate::engine::pressure::dropped_records(),
         if crate::stack::fast_unwinder_loaded() {
             "libunwind"
         } else {

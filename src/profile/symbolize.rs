@@ -1,9 +1,33 @@
 //! Dump-time symbolization: return addresses to functions, files and lines,
-//! with inlined frames, cached across dumps.
+//! with inlined frames.
 //!
 //! Runs only while writing a profile or a leak report, never on an allocation
-//! path. Uses the `backtrace` crate's resolver (gimli over the objects' DWARF,
-//! falling back to their symbol tables), which demangles Rust and C++ names.
+//! path, and also in the CLI for raw profiles (`heapprof symbolize`, reports).
+//!
+//! # Cost model
+//! An address is looked up in the file it was mapped from: its file offset
+//! (from the mapping) goes to `blazesym`, which reads that file's ELF symbol
+//! tables and, where asked, its DWARF (also from a debug file found by build
+//! ID or debug link under `/usr/lib/debug`). DWARF is what costs memory —
+//! libc's full debug info from `libc6-dbg` alone decompresses to ~10 MB — so
+//! in-process the [`Policy::InProcess`] reads DWARF only for the program's own
+//! objects (anything outside the system library directories: the
+//! executable, a Rust program's statically linked `std`, the program's own
+//! shared libraries), and symbol tables only for system libraries (names of
+//! functions with symbols, no lines). The CLI ([`Policy::Everything`]) reads
+//! DWARF everywhere.
+//!
+//! Nothing parsed outlives a dump: a [`Symbolizer`] is built for one profile
+//! and dropped after it, and [`with`] then hands glibc's freed pages back to
+//! the kernel (`malloc_trim`, looked up with `dlsym`, so harmless on other
+//! allocators). What is kept is a small cache of resolved frames per return
+//! address (a few hundred bytes each), so a later dump of the same stacks
+//! opens no file at all; it is cleared when the mappings change.
+//!
+//! A mapped file is checked against the GNU build ID recorded for its
+//! mapping before use: a file that is gone, or was replaced, leaves its
+//! addresses unnamed (`??`) rather than misnamed, and is listed in
+//! [`Symbolizer::problems`].
 //!
 //! Allocator frames are trimmed: a stack starts where the program called into
 //! the allocator, as Go drops its `runtime.malloc` frames. A leading frame is
@@ -13,7 +37,12 @@
 //! sees is their own code or the library that asked for memory.
 
 use hashbrown::HashMap;
+use std::path::Path;
 use std::sync::Arc;
+
+use blazesym::symbolize::{source, Input, Symbolized};
+
+use crate::mappings::Mapping;
 
 /// One (possibly inlined) source frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -31,46 +60,255 @@ pub struct Frame {
 /// Frames for one return address, innermost (inlined callee) first.
 pub type Frames = Arc<[Frame]>;
 
-/// A cache of resolved addresses.
-#[derive(Default)]
-pub struct Symbolizer {
-    cache: HashMap<u64, Frames>,
+/// Which objects get DWARF (names, lines, inlined frames) rather than symbol
+/// tables only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// The program's own objects only: what a dump in the profiled process
+    /// can afford.
+    InProcess,
+    /// Every object, with debug files from `/usr/lib/debug` (the CLI).
+    Everything,
 }
 
-impl Symbolizer {
-    /// The frames at return address `ret` (looked up at `ret - 1`, inside
-    /// the call instruction).
-    pub fn frames(&mut self, ret: u64) -> Frames {
-        self.cache
-            .entry(ret)
-            .or_insert_with(|| resolve(ret))
-            .clone()
+/// Why a mapped file could not be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// The file is not there (or not readable).
+    Missing { path: String },
+    /// The file's build ID is not the one recorded for the mapping.
+    Mismatch {
+        path: String,
+        want: String,
+        have: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing { path } => write!(f, "{path} is not on this machine"),
+            Problem::Mismatch { path, want, have } => write!(
+                f,
+                "{path} has build ID {have}, not {want} as in the profile (a different build)"
+            ),
+        }
     }
 }
 
-fn resolve(ret: u64) -> Frames {
-    let mut out = Vec::new();
-    let pc = ret.saturating_sub(1);
-    backtrace::resolve(pc as usize as *mut core::ffi::c_void, |sym| {
-        let (name, system_name) = match sym.name() {
-            Some(n) => (
-                format!("{n:#}"),
-                String::from_utf8_lossy(n.as_bytes()).into_owned(),
-            ),
-            None => (String::from("??"), String::new()),
+/// What is known about a mapping's file.
+enum FileState {
+    Unchecked,
+    Usable,
+    Unusable,
+}
+
+/// Resolves return addresses of one address space (this process's, or one
+/// described by a profile's mappings) to frames, for one profile.
+pub struct Symbolizer {
+    maps: Vec<Mapping>,
+    state: Vec<FileState>,
+    policy: Policy,
+    inner: Option<blazesym::symbolize::Symbolizer>,
+    cache: HashMap<u64, Frames>,
+    problems: Vec<Problem>,
+}
+
+impl Default for Symbolizer {
+    /// A symbolizer for this process as it is mapped now.
+    fn default() -> Symbolizer {
+        Symbolizer::new(crate::mappings::current(), Policy::InProcess)
+    }
+}
+
+impl Symbolizer {
+    /// A symbolizer for addresses in `maps` (executable mappings).
+    pub fn new(maps: Vec<Mapping>, policy: Policy) -> Symbolizer {
+        let state = maps.iter().map(|_| FileState::Unchecked).collect();
+        Symbolizer {
+            maps,
+            state,
+            policy,
+            inner: None,
+            cache: HashMap::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// Files that could not be used, one entry each.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// The frames at return address `ret` (looked up at `ret - 1`, inside
+    /// the call instruction).
+    pub fn frames(&mut self, ret: u64) -> Frames {
+        if let Some(f) = self.cache.get(&ret) {
+            return f.clone();
+        }
+        let f: Frames = self.resolve(ret.saturating_sub(1)).into();
+        self.cache.insert(ret, f.clone());
+        f
+    }
+
+    fn resolve(&mut self, pc: u64) -> Vec<Frame> {
+        let Some(i) = self.maps.iter().position(|m| pc >= m.start && pc < m.end) else {
+            return vec![unknown()];
         };
-        let file = sym
-            .filename()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        out.push(Frame {
-            name,
-            system_name,
-            file,
-            line: sym.lineno().unwrap_or(0),
+        if !self.usable(i) {
+            return vec![unknown()];
+        }
+        let m = &self.maps[i];
+        let offset = pc - m.start + m.offset;
+        let inner = self.inner.get_or_insert_with(|| {
+            blazesym::symbolize::Symbolizer::builder()
+                .enable_demangling(false)
+                .enable_auto_reload(false)
+                .build()
         });
-    });
-    out.into()
+        let mut elf = source::Elf::new(&m.path);
+        elf.debug_syms = match self.policy {
+            Policy::Everything => true,
+            Policy::InProcess if is_system_object(&m.path) => false,
+            // The Rust runtime's root frames: names from the symbol table.
+            Policy::InProcess => {
+                let mut plain = source::Elf::new(&m.path);
+                plain.debug_syms = false;
+                let name = inner
+                    .symbolize(&source::Source::Elf(plain), Input::FileOffset(&[offset]))
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .and_then(|s| match s {
+                        Symbolized::Sym(sym) => Some(sym.name.into_owned()),
+                        Symbolized::Unknown(_) => None,
+                    });
+                !name.is_some_and(|n| is_runtime_symbol(&n))
+            }
+        };
+        let src = source::Source::Elf(elf);
+        let Ok(mut syms) = inner.symbolize(&src, Input::FileOffset(&[offset])) else {
+            return vec![unknown()];
+        };
+        match syms.pop() {
+            Some(Symbolized::Sym(sym)) => {
+                // blazesym lists the outer function first, each inlined call
+                // carrying the location inside its callee; we want callee first.
+                let mut out = Vec::with_capacity(sym.inlined.len() + 1);
+                for f in sym.inlined.iter().rev() {
+                    out.push(frame(&f.name, f.code_info.as_ref()));
+                }
+                out.push(frame(&sym.name, sym.code_info.as_deref()));
+                out
+            }
+            _ => vec![unknown()],
+        }
+    }
+
+    /// Whether mapping `i`'s file is there and is the build that was mapped.
+    fn usable(&mut self, i: usize) -> bool {
+        match self.state[i] {
+            FileState::Usable => return true,
+            FileState::Unusable => return false,
+            FileState::Unchecked => {}
+        }
+        let m = &self.maps[i];
+        let problem = match file_build_id(Path::new(&m.path)) {
+            None => Some(Problem::Missing {
+                path: m.path.clone(),
+            }),
+            Some(have) if !m.build_id.is_empty() && have != m.build_id => Some(Problem::Mismatch {
+                path: m.path.clone(),
+                want: m.build_id.clone(),
+                have,
+            }),
+            Some(_) => None,
+        };
+        let ok = problem.is_none();
+        // Every mapping of the same file shares the verdict.
+        let path = m.path.clone();
+        for (j, other) in self.maps.iter().enumerate() {
+            if other.path == path && other.build_id == self.maps[i].build_id {
+                self.state[j] = if ok {
+                    FileState::Usable
+                } else {
+                    FileState::Unusable
+                };
+            }
+        }
+        if let Some(p) = problem {
+            self.problems.push(p);
+        }
+        ok
+    }
+}
+
+/// The hex GNU build ID of an ELF file (empty if it has none); `None` if
+/// the file cannot be read.
+pub fn file_build_id(path: &Path) -> Option<String> {
+    if !path.is_file() {
+        return None;
+    }
+    match blazesym::helper::read_elf_build_id(&path) {
+        Ok(Some(id)) => Some(id.iter().map(|b| format!("{b:02x}")).collect()),
+        Ok(None) => Some(String::new()),
+        Err(_) => None,
+    }
+}
+
+/// Objects of the system (libc, the loader, distribution libraries): named
+/// from their symbol tables in-process, their DWARF being large and not the
+/// program's.
+fn is_system_object(path: &str) -> bool {
+    [
+        "/lib/",
+        "/lib64/",
+        "/usr/lib/",
+        "/usr/lib64/",
+        "/usr/libexec/",
+    ]
+    .iter()
+    .any(|d| path.starts_with(d))
+}
+
+/// Whether a mangled symbol is one of the Rust runtime's entry points at
+/// the root of every stack (`main`'s and each thread's): non-generic
+/// functions of the precompiled `std`, which sit in its huge compilation
+/// units (tens of milliseconds and megabytes of DWARF each) and inline
+/// nothing of the program's. Their symbol-table names suffice. (Generic
+/// runtime functions — `FnOnce::call_once`, `catch_unwind` — are compiled
+/// into the program's own units, inline its code, and keep their DWARF.)
+fn is_runtime_symbol(mangled: &str) -> bool {
+    let name = format!("{:#}", backtrace::SymbolName::new(mangled.as_bytes()));
+    name == "std::rt::lang_start_internal"
+        || (name.trim_start_matches('<').starts_with("std::sys::")
+            && name.ends_with("::thread_start"))
+}
+
+fn unknown() -> Frame {
+    Frame {
+        name: String::from("??"),
+        system_name: String::new(),
+        file: String::new(),
+        line: 0,
+    }
+}
+
+fn frame(raw: &str, code: Option<&blazesym::symbolize::CodeInfo<'_>>) -> Frame {
+    let name = if raw.is_empty() {
+        String::from("??")
+    } else {
+        format!("{:#}", backtrace::SymbolName::new(raw.as_bytes()))
+    };
+    let (file, line) = match code {
+        Some(c) => (c.to_path().display().to_string(), c.line.unwrap_or(0)),
+        None => (String::new(), 0),
+    };
+    Frame {
+        name,
+        system_name: raw.to_owned(),
+        file,
+        line,
+    }
 }
 
 /// Where a stack starts once allocator frames are trimmed: the index of the
@@ -177,18 +415,57 @@ fn is_allocator_name(name: &str) -> bool {
         || (name.starts_with('<') && name.contains(" as alloc::"))
 }
 
-static SYMBOLIZER: std::sync::Mutex<Option<Symbolizer>> = std::sync::Mutex::new(None);
+/// Serialises in-process symbolization and holds the frames kept between
+/// dumps: (the mappings they were resolved against, return address → frames).
+type Kept = Option<(Vec<Mapping>, HashMap<u64, Frames>)>;
+static KEPT: std::sync::Mutex<Kept> = std::sync::Mutex::new(None);
 
-/// Runs `f` with the process-wide cache (never held together with the
-/// aggregator lock).
+/// Frames kept between dumps at most; past this the cache starts afresh.
+const KEEP_MAX: usize = 1 << 16;
+
+/// Runs `f` with a symbolizer for this process, dropped afterwards (its
+/// parsed files with it) and the freed memory returned to the kernel.
+/// Resolved frames are kept for the next call while the mappings stay the
+/// same. Never called with the aggregator lock held.
 pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
-    let mut g = lock();
-    f(g.get_or_insert_with(Symbolizer::default))
+    let mut kept = lock();
+    let maps = crate::mappings::current();
+    let mut sym = Symbolizer::new(maps, Policy::InProcess);
+    if let Some((old_maps, cache)) = kept.take() {
+        if old_maps == sym.maps && cache.len() < KEEP_MAX {
+            sym.cache = cache;
+        }
+    }
+    let r = f(&mut sym);
+    let opened = sym.inner.is_some();
+    let Symbolizer { maps, cache, .. } = sym;
+    *kept = Some((maps, cache));
+    drop(kept);
+    if opened {
+        trim_heap();
+    }
+    r
 }
 
-/// The cache's lock (poisoning ignored: a cache is always consistent).
-pub fn lock() -> std::sync::MutexGuard<'static, Option<Symbolizer>> {
-    SYMBOLIZER.lock().unwrap_or_else(|e| e.into_inner())
+/// The symbolization lock (poisoning ignored: the cache is always consistent).
+pub fn lock() -> std::sync::MutexGuard<'static, Kept> {
+    KEPT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Returns free heap memory to the kernel: glibc's `malloc_trim(0)` if the
+/// process has it (found by name, so other C libraries are unaffected).
+pub fn trim_heap() {
+    type Trim = unsafe extern "C" fn(libc::size_t) -> libc::c_int;
+    // SAFETY: dlsym with a NUL-terminated name; RTLD_DEFAULT searches the
+    // global scope. A non-null result is glibc's malloc_trim, whose C
+    // signature is `int malloc_trim(size_t)`.
+    unsafe {
+        let p = libc::dlsym(libc::RTLD_DEFAULT, c"malloc_trim".as_ptr());
+        if !p.is_null() {
+            let trim: Trim = core::mem::transmute::<*mut libc::c_void, Trim>(p);
+            trim(0);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ pub(crate) mod leak_check;
 pub mod leaks;
 pub mod model;
 pub mod read;
+pub mod symbolize_raw;
 pub mod top;
 
 use std::path::Path;
@@ -103,6 +104,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<Resolved, ReportError> {
 /// Decodes and resolves a profile from its bytes (gzipped or not); `input`
 /// names it in reports and errors.
 pub fn parse(input: &str, bytes: &[u8]) -> Result<Resolved, ReportError> {
-    let profile = read::decode(input, bytes)?;
+    let mut profile = read::decode(input, bytes)?;
+    // Raw profiles are named from the files on this machine.
+    symbolize_raw::say_once(&symbolize_raw::symbolize(&mut profile));
     Resolved::from_profile(input, &profile)
 }

@@ -1,0 +1,85 @@
+//! When heapprof's own memory runs out.
+//!
+//! # Model
+//! heapprof must never be what kills the program it watches, so none of its
+//! own growth may go through an allocation whose failure aborts (Rust's
+//! infallible `Vec`/`HashMap` growth calls `handle_alloc_error`):
+//! - record buffers are memory heapprof maps itself; a chunk that cannot be
+//!   mapped drops its record ([`crate::buffer`]);
+//! - the aggregator reserves room (`try_reserve`) before it keeps a record;
+//!   when that fails the record is dropped and counted here;
+//! - a dump first checks that the address space has room for what it will
+//!   need (a mapping of that size, made and released at once): without room
+//!   for symbolizing it writes a raw profile (addresses, mappings, build IDs,
+//!   which `heapprof top` names later); without room even for that it writes
+//!   nothing — never a partial file — and the program runs on.
+//!
+//! Whichever happens first is said once on stderr, by the dumper thread
+//! (never from a hook); later ones are only counted (the counts are in each
+//! profile's comment).
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static RAW_DUMPS: AtomicU64 = AtomicU64::new(0);
+static SKIPPED_DUMPS: AtomicU64 = AtomicU64::new(0);
+/// Something happened that has not been said yet.
+static PENDING: AtomicBool = AtomicBool::new(false);
+static SAID: AtomicBool = AtomicBool::new(false);
+
+/// A record the aggregator could not keep.
+pub fn dropped_record() {
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+    PENDING.store(true, Ordering::Relaxed);
+}
+
+/// A dump written raw for want of memory to symbolize.
+pub fn raw_dump() {
+    RAW_DUMPS.fetch_add(1, Ordering::Relaxed);
+    PENDING.store(true, Ordering::Relaxed);
+}
+
+/// A dump not written for want of memory.
+pub fn skipped_dump() {
+    SKIPPED_DUMPS.fetch_add(1, Ordering::Relaxed);
+    PENDING.store(true, Ordering::Relaxed);
+}
+
+/// Records dropped by the aggregator for want of memory.
+pub fn dropped_records() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Dumps written raw, and dumps skipped, for want of memory.
+pub fn dumps_degraded() -> (u64, u64) {
+    (
+        RAW_DUMPS.load(Ordering::Relaxed),
+        SKIPPED_DUMPS.load(Ordering::Relaxed),
+    )
+}
+
+/// The one line to print, the first time there is something to say.
+pub fn take_note() -> Option<String> {
+    if !PENDING.swap(false, Ordering::Relaxed) || SAID.swap(true, Ordering::Relaxed) {
+        return None;
+    }
+    let (raw, skipped) = dumps_degraded();
+    Some(format!(
+        "heapprof: low on memory; the program runs on, heapprof saves memory \
+         (so far: {} records dropped, {raw} profiles written raw, {skipped} not written; \
+         counts in each profile's comment; said once)",
+        dropped_records()
+    ))
+}
+
+/// Whether `bytes` of address space can be had now: maps that much
+/// (without touching it, so it costs no memory) and unmaps it at once.
+pub fn room_for(bytes: usize) -> bool {
+    let p = crate::os::map(bytes.max(4096));
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: `p` is the mapping of that length just made, never used.
+    unsafe { crate::os::unmap(p, bytes.max(4096)) };
+    true
+}

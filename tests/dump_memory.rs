@@ -1,0 +1,70 @@
+//! What dumps cost the profiled process's memory: symbolized dumps parse
+//! debug info, and none of it may stay behind. An idle program with ~21 MiB
+//! live (examples/idle.rs) takes three SIGUSR2 dumps; its RssAnon afterwards
+//! stays within a loose bound of where it started (the figures to meet are
+//! measured by scripts/bench-dump-memory.sh, not here).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn rss_anon_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("RssAnon in /proc/PID/status")
+}
+
+#[test]
+fn three_symbolized_dumps_keep_rss_anon_within_8_mb() {
+    let dir = common::temp_dir("dump-memory");
+    let mut child = Command::new(common::example("idle"))
+        .args(["--mb", "21", "--seconds", "60"])
+        .env("HEAPPROF_OUT", dir.join("p"))
+        .env("HEAPPROF_AT_EXIT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("ready"), "{line}");
+    let before = rss_anon_kb(pid);
+    for n in 1..=3 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGUSR2) };
+        let t = Instant::now();
+        while common::dumps(&dir).len() < n {
+            assert!(t.elapsed() < Duration::from_secs(30), "dump {n} never came");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The file is renamed into place after the dump's memory is freed.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = rss_anon_kb(pid);
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+
+    // The dumps are symbolized: the program's own functions with lines.
+    let (_, _, last) = common::dumps(&dir).pop().unwrap();
+    let p = common::read_profile(&last);
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    assert!(
+        p.function
+            .iter()
+            .any(|f| s(f.name).ends_with("idle::grow") && s(f.filename).ends_with("idle.rs")),
+        "the program's functions are named"
+    );
+    assert!(p.location.iter().any(|l| l.line.iter().any(|x| x.line > 0)));
+    let growth_mb = (after as f64 - before as f64) / 1024.0;
+    assert!(
+        growth_mb <= 8.0,
+        "RssAnon grew {growth_mb:.1} MB over three dumps ({before} kB -> {after} kB)"
+    );
+}
