@@ -11,16 +11,16 @@ const USAGE: &str = "\
 heapprof: read pprof heap profiles (heapprof's or Go's, gzipped or not)
 
 usage:
-  heapprof top FILE [-n N] [--sample TYPE] [--depth D]
+  heapprof top FILE [-n N] [--sample TYPE] [--depth D] [--all-frames]
       the heaviest stacks, leaf function first, with file:line and share
-  heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D]
+  heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D] [--all-frames]
       per stack NEW minus BASE, largest growth first
   heapprof leaks FILE... [--older-than SECS] [-n N] [--depth D]
       three or more profiles of one process: stacks whose in-use bytes grow
       steadily (leak suspects), apart from plateaus (caches) and churn;
       one profile: stacks holding in-use bytes older than SECS (default 60),
       from the profile's `age` sample labels
-  heapprof flamegraph FILE -o OUT.svg [--sample TYPE]
+  heapprof flamegraph FILE -o OUT.svg [--sample TYPE] [--all-frames]
       an SVG flame graph (-o - writes it to standard output)
 
 options:
@@ -30,6 +30,9 @@ options:
                   alloc_objects, or another sample type the profile has
   --older-than S  seconds for `leaks` with one profile (default 60)
   -o, --output P  output file for `flamegraph`
+  --all-frames    show every frame, also the runtime's root frames (_start,
+                  libc start-up, thread start, Rust's lang_start and
+                  catch_unwind wrappers), which reports leave out by default
   -h, --help      this text
 
 Errors print one line on stderr and exit with status 2.
@@ -90,6 +93,7 @@ struct Args {
     older_than: u64,
     output: Option<String>,
     depth: Option<usize>,
+    all_frames: bool,
     help: bool,
 }
 
@@ -113,6 +117,7 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
         older_than: report::DEFAULT_OLDER_THAN_SECS,
         output: None,
         depth: None,
+        all_frames: false,
         help: false,
     };
     let mut it = raw.iter();
@@ -139,6 +144,7 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
         };
         match name {
             "-h" | "--help" => args.help = true,
+            "--all-frames" => args.all_frames = true,
             "-n" | "--rows" => {
                 let v = value("a number of rows")?;
                 args.rows = v.parse().map_err(|_| {
@@ -196,10 +202,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 return Ok(Outcome::Usage(0));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
-            render(
-                &report::top(&report::load(file)?, &a.sample, a.rows)?,
-                a.depth,
-            )
+            render(&report::top(&load(file, &a)?, &a.sample, a.rows)?, a.depth)
         }
         "diff" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
@@ -207,7 +210,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 return Ok(Outcome::Usage(0));
             }
             let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
-            let (base, new) = (report::load(base)?, report::load(new)?);
+            let (base, new) = (load(base, &a)?, load(new, &a)?);
             render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth)
         }
         "leaks" => {
@@ -223,7 +226,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             let profiles = a
                 .positional
                 .iter()
-                .map(report::load)
+                .map(|f| load(f, &a))
                 .collect::<Result<Vec<_>, _>>()?;
             render(&report::leaks(&profiles, a.older_than, a.rows)?, a.depth)
         }
@@ -239,7 +242,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                         .to_string(),
                 ));
             };
-            let profile = report::load(file)?;
+            let profile = load(file, &a)?;
             if output == "-" {
                 let svg = report::flamegraph(&profile, &a.sample)?;
                 emit(&svg)?;
@@ -261,6 +264,17 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
     };
     emit(out.as_bytes())?;
     Ok(Outcome::Done)
+}
+
+/// Loads a profile for a report: without the runtime's root frames unless
+/// `--all-frames` was given.
+fn load(file: &str, a: &Args) -> Result<report::Resolved, ReportError> {
+    let profile = report::load(file)?;
+    Ok(if a.all_frames {
+        profile
+    } else {
+        report::program_only(profile)
+    })
 }
 
 /// A report as text; the reports read the frames-per-stack limit from the

@@ -29,6 +29,14 @@
 //! one the offset into its mapped file (stable across runs despite address
 //! randomisation), or the bare address when even the mapping is unknown.
 //!
+//! # Runtime frames
+//!
+//! [`program_only`] cuts the runtime's root frames (`_start`, libc's
+//! start-up and thread-start functions, Rust's `lang_start` and
+//! `catch_unwind` wrappers) from every stack, see [`frames`]; the `heapprof`
+//! command applies it to every report unless `--all-frames` is given. The
+//! library's [`load`] and [`parse`] keep stacks complete.
+//!
 //! # Sample types
 //!
 //! [`SampleKind::Default`] selects `inuse_space` when the profile has it,
@@ -68,6 +76,7 @@ pub mod diff;
 pub mod error;
 pub mod flame;
 pub mod format;
+pub mod frames;
 pub(crate) mod leak_check;
 pub mod leaks;
 pub mod model;
@@ -79,6 +88,7 @@ use std::path::Path;
 pub use diff::{diff, DiffReport, DiffRow};
 pub use error::ReportError;
 pub use flame::{flamegraph, folded, write_flamegraph};
+pub use frames::{program_frames, program_only};
 pub use leaks::{
     classify, leak_age, leak_trend, leaks, AgeReport, AgeRow, LeakClass, LeaksReport, Trend,
     TrendReport, TrendRow, DEFAULT_OLDER_THAN_SECS,
