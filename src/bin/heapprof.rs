@@ -15,11 +15,13 @@ usage:
       the heaviest stacks, leaf function first, with file:line and share
   heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D] [--all-frames]
       per stack NEW minus BASE, largest growth first
-  heapprof leaks FILE... [--older-than SECS] [-n N] [--depth D]
-      three or more profiles of one process: stacks whose in-use bytes grow
-      steadily (leak suspects), apart from plateaus (caches) and churn;
-      one profile: stacks holding in-use bytes older than SECS (default 60),
-      from the profile's `age` sample labels
+  heapprof leaks FILE... [-n N] [--sample TYPE] [--depth D] [--all-frames]
+      one profile or several of one process: per stack, steady growth (leak
+      suspects, with a confidence and the leak rate), plateaus (caches),
+      churn, or not enough samples yet (with how long to wait), from the live
+      samples' ages and how their count moves
+  heapprof leaks FILE --older-than SECS [-n N] [--depth D]
+      stacks holding in-use bytes at least SECS old (`age` sample labels)
   heapprof flamegraph FILE -o OUT.svg [--sample TYPE] [--all-frames]
       an SVG flame graph (-o - writes it to standard output)
 
@@ -28,7 +30,7 @@ options:
   --depth D       frames to show per stack (default 24; 0 shows all)
   --sample TYPE   inuse_space (default), inuse_objects, alloc_space,
                   alloc_objects, or another sample type the profile has
-  --older-than S  seconds for `leaks` with one profile (default 60)
+  --older-than S  `leaks` on one profile: rank by memory at least S s old
   -o, --output P  output file for `flamegraph`
   --all-frames    show every frame, also the runtime's root frames (_start,
                   libc start-up, thread start, Rust's lang_start and
@@ -90,7 +92,7 @@ struct Args {
     positional: Vec<String>,
     rows: usize,
     sample: SampleKind,
-    older_than: u64,
+    older_than: Option<u64>,
     output: Option<String>,
     depth: Option<usize>,
     all_frames: bool,
@@ -114,7 +116,7 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
         positional: Vec::new(),
         rows: DEFAULT_ROWS,
         sample: SampleKind::Default,
-        older_than: report::DEFAULT_OLDER_THAN_SECS,
+        older_than: None,
         output: None,
         depth: None,
         all_frames: false,
@@ -158,11 +160,11 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
             }
             "--older-than" if accepts.older_than => {
                 let v = value("a number of seconds")?;
-                args.older_than = v.parse().map_err(|_| {
+                args.older_than = Some(v.parse().map_err(|_| {
                     usage(format!(
                         "--older-than needs a whole number of seconds, got {v:?}"
                     ))
-                })?;
+                })?);
             }
             "-o" | "--output" if accepts.output => args.output = Some(value("a file name")?),
             "--depth" if accepts.depth => {
@@ -214,13 +216,13 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth)
         }
         "leaks" => {
-            let a = parse_args(cmd, rest, accepts(false, true, false))?;
+            let a = parse_args(cmd, rest, accepts(true, true, false))?;
             if a.help {
                 return Ok(Outcome::Usage(0));
             }
             if a.positional.is_empty() {
                 return Err(usage(
-                    "leaks needs one profile, or three or more of one process".to_string(),
+                    "leaks needs one profile or several of one process".to_string(),
                 ));
             }
             let profiles = a
@@ -228,7 +230,13 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 .iter()
                 .map(|f| load(f, &a))
                 .collect::<Result<Vec<_>, _>>()?;
-            render(&report::leaks(&profiles, a.older_than, a.rows)?, a.depth)
+            let opts = report::LeakOptions {
+                sample: a.sample.clone(),
+                n: a.rows,
+                older_than_secs: a.older_than,
+                ..Default::default()
+            };
+            render(&report::leaks(&profiles, &opts)?, a.depth)
         }
         "flamegraph" | "flame" => {
             let a = parse_args(cmd, rest, accepts(true, false, true))?;

@@ -46,23 +46,17 @@
 //!
 //! # Leaks
 //!
-//! [`leaks`](leaks()) works in one of two modes:
-//!
-//! - **Trend**, with three or more profiles of one process (written every N
-//!   seconds, say): profiles are ordered by `time_nanos`, each stack's
-//!   `inuse_space` series is fitted with a least-squares line (slope in bytes
-//!   per second, R²), and [`leaks::classify`] puts it in one class:
-//!   *steady growth* (a leak suspect: a good linear fit, most intervals
-//!   growing, and still growing in the later half), *plateau* (grew, then
-//!   flat for the later half: a cache or pool filled once) or *churn* (no
-//!   sustained growth). Steady growers are reported first, fastest first;
-//!   churn is only counted, never listed as a leak.
-//! - **Age**, with one profile: stacks are ranked by in-use bytes alive for
-//!   at least `--older-than` seconds (default 60). The age comes from each
-//!   sample's numeric label `age` (unit `seconds`): the lower bound, in
-//!   seconds, of the age bucket the sample's live objects fall in, so a
-//!   bucket counts as old when that bound reaches the threshold. Samples
-//!   without an `age` label are of unknown age and are not counted as old.
+//! [`leaks`](leaks()) judges each stack's live samples — raw counts, the
+//! profile's scaling inverted — from one profile or a series of one
+//! process: how the count moves (a leak's never falls) and when its live
+//! samples were allocated, from the numeric `age` label (unit `seconds`,
+//! the lower bound of a fine age bucket) against the time since profiling
+//! started (`duration_nanos`). Each stack is *steady growth* (a leak
+//! suspect, with a confidence and the leak rate with an interval),
+//! *plateau* (a cache that filled once), *churn*, or *not enough samples
+//! yet* (with the wait for a verdict). The model and why it holds for
+//! sampled counts: [`leaks`](mod@leaks). With `--older-than` one profile is
+//! ranked by memory at least that old ([`leak_age`]).
 //!
 //! Our profiles also carry the numeric label `bytes` (unit `bytes`): the
 //! object size, as Go writes it.
@@ -90,8 +84,8 @@ pub use error::ReportError;
 pub use flame::{flamegraph, folded, write_flamegraph};
 pub use frames::{program_frames, program_only};
 pub use leaks::{
-    classify, leak_age, leak_trend, leaks, AgeReport, AgeRow, LeakClass, LeaksReport, Trend,
-    TrendReport, TrendRow, DEFAULT_OLDER_THAN_SECS,
+    judge, leak_age, leak_verdicts, leaks, AgeReport, AgeRow, Evidence, Grouping, LeakClass,
+    LeakOptions, LeakReport, LeakRow, LeaksReport, Verdict, DEFAULT_OLDER_THAN_SECS,
 };
 pub use model::{
     Frame, FrameKey, LabelValue, Resolved, ResolvedSample, SampleKind, SampleLabel, SampleType,
