@@ -85,7 +85,7 @@ pub use flame::{flamegraph, folded, write_flamegraph};
 pub use frames::{program_frames, program_only};
 pub use leaks::{
     judge, leak_age, leak_verdicts, leaks, AgeReport, AgeRow, Evidence, Grouping, LeakClass,
-    LeakOptions, LeakReport, LeakRow, LeaksReport, Verdict, DEFAULT_OLDER_THAN_SECS,
+    LeakOptions, VerdictReport, VerdictRow, LeaksReport, Verdict, DEFAULT_OLDER_THAN_SECS,
 };
 pub use model::{
     Frame, FrameKey, LabelValue, Resolved, ResolvedSample, SampleKind, SampleLabel, SampleType,

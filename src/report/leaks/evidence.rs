@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use super::verdict::Evidence;
+/// How heapprof's profiles bucket ages (re-exported for simulations).
+pub use crate::snapshot::{age_bucket, age_bucket_end};
 use crate::report::model::{Frame, FrameKey, LabelValue, Resolved, ResolvedSample, SampleType};
 use crate::report::ReportError;
 
@@ -118,11 +120,23 @@ pub fn seconds_per(unit: &str) -> Option<f64> {
     })
 }
 
+fn age_interval(s: &ResolvedSample) -> Option<(f64, f64)> {
+    let (value, unit) = s.num_label("age")?;
+    age_interval_of(value, unit)
+}
+
+/// The allocation time, in seconds from the window's start, of a sample
+/// whose age is in `[lo, hi)` seconds at the window's end: the middle of the
+/// bucket, kept inside the window.
+pub fn birth_time(lo: f64, hi: f64, window: f64) -> f64 {
+    let age = (0.5 * (lo + hi)).min(window).max(lo.min(window));
+    (window - age).max(0.0)
+}
+
 /// A sample's age as an interval of seconds: heapprof's `age` label is the
 /// lower bound of a bucket ([`crate::snapshot::age_bucket`]) in whole
 /// seconds; other units are taken as exact.
-fn age_interval(s: &ResolvedSample) -> Option<(f64, f64)> {
-    let (value, unit) = s.num_label("age")?;
+pub fn age_interval_of(value: i64, unit: &str) -> Option<(f64, f64)> {
     let per = seconds_per(unit)?;
     if value < 0 {
         return None;
@@ -252,11 +266,7 @@ pub fn gather(
         if unaged.get(&g.key).copied().unwrap_or(0) == 0 {
             g.evidence.births = aged
                 .into_iter()
-                .map(|(lo, hi, n)| {
-                    // The middle of the age bucket, clamped to the window.
-                    let age = (0.5 * (lo + hi)).min(window).max(lo.min(window));
-                    ((window - age).max(0.0), n)
-                })
+                .map(|(lo, hi, n)| (birth_time(lo, hi, window), n))
                 .collect();
         } else {
             from_ages = false;

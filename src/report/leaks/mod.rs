@@ -117,9 +117,9 @@ pub struct LeakOptions {
     pub older_than_secs: Option<u64>,
 }
 
-/// One stack (or label value) of a [`LeakReport`].
+/// One stack (or label value) of a [`VerdictReport`].
 #[derive(Clone, Debug)]
-pub struct LeakRow {
+pub struct VerdictRow {
     /// Leaf first; empty when grouped by label.
     pub frames: Vec<Frame>,
     /// The label value, when grouped by label (`None`: samples without it).
@@ -135,7 +135,7 @@ pub struct LeakRow {
     pub rate_interval: (f64, f64),
 }
 
-impl LeakRow {
+impl VerdictRow {
     /// The value in the last profile.
     pub fn inuse(&self) -> i64 {
         self.series.last().copied().unwrap_or(0)
@@ -144,7 +144,7 @@ impl LeakRow {
 
 /// The verdicts over one profile or a series.
 #[derive(Clone, Debug)]
-pub struct LeakReport {
+pub struct VerdictReport {
     pub sample: SampleType,
     /// Inputs and their `time_nanos`, in time order.
     pub profiles: Vec<(String, i64)>,
@@ -159,13 +159,13 @@ pub struct LeakReport {
     pub from_ages: bool,
     pub group: Grouping,
     /// Steady growers, fastest first (the first `n`), and how many.
-    pub steady: Vec<LeakRow>,
+    pub steady: Vec<VerdictRow>,
     pub steady_count: usize,
     /// Plateaus, largest first.
-    pub plateau: Vec<LeakRow>,
+    pub plateau: Vec<VerdictRow>,
     pub plateau_count: usize,
     /// Not enough samples yet, largest first.
-    pub undecided: Vec<LeakRow>,
+    pub undecided: Vec<VerdictRow>,
     pub undecided_count: usize,
     /// How many stacks churned (never listed).
     pub churn_count: usize,
@@ -206,7 +206,7 @@ fn in_time_order(profiles: &[Resolved]) -> Result<Vec<&Resolved>, ReportError> {
 /// Judges every stack (or label value) with live samples across `profiles`
 /// (one, or several of one process in any order: they are sorted by
 /// `time_nanos`, which must then be set and distinct).
-pub fn leak_verdicts(profiles: &[Resolved], opts: &LeakOptions) -> Result<LeakReport, ReportError> {
+pub fn leak_verdicts(profiles: &[Resolved], opts: &LeakOptions) -> Result<VerdictReport, ReportError> {
     if profiles.is_empty() {
         return Err(ReportError::Usage(
             "leaks needs one profile or several of one process".to_string(),
@@ -245,7 +245,7 @@ pub fn leak_verdicts(profiles: &[Resolved], opts: &LeakOptions) -> Result<LeakRe
         let verdict = judge(&group.evidence);
         let n = verdict.samples.max(1) as f64;
         let per_sample = group.values.last().copied().unwrap_or(0) as f64 / n;
-        let row = LeakRow {
+        let row = VerdictRow {
             label: match &group.key {
                 GroupKey::Label(v) => Some(v.clone()),
                 GroupKey::Stack(_) => None,
@@ -278,7 +278,7 @@ pub fn leak_verdicts(profiles: &[Resolved], opts: &LeakOptions) -> Result<LeakRe
         undecided.truncate(opts.n);
     }
     let first = order[0];
-    Ok(LeakReport {
+    Ok(VerdictReport {
         sample: g.sample,
         profiles: order
             .iter()
@@ -303,7 +303,7 @@ pub fn leak_verdicts(profiles: &[Resolved], opts: &LeakOptions) -> Result<LeakRe
 /// The result of `heapprof leaks`.
 #[derive(Clone, Debug)]
 pub enum LeaksReport {
-    Verdicts(LeakReport),
+    Verdicts(VerdictReport),
     Age(AgeReport),
 }
 
@@ -345,6 +345,14 @@ fn wait_words(seconds: f64) -> String {
     format!("about {:.0} more seconds", seconds.ceil().max(1.0))
 }
 
+fn p_words(p: f64) -> String {
+    if p < 0.001 {
+        "p < 0.001".to_string()
+    } else {
+        format!("p = {p:.3}")
+    }
+}
+
 fn percent(u: f64) -> String {
     format!("{:.0}%", (u * 100.0).clamp(0.0, 100.0))
 }
@@ -353,8 +361,8 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-impl LeakReport {
-    fn write_row(&self, f: &mut fmt::Formatter<'_>, i: usize, row: &LeakRow) -> fmt::Result {
+impl VerdictReport {
+    fn write_row(&self, f: &mut fmt::Formatter<'_>, i: usize, row: &VerdictRow) -> fmt::Result {
         let unit = &self.sample.unit;
         let v = &row.verdict;
         let samples = plural(v.samples, "live sample", "live samples");
@@ -362,14 +370,14 @@ impl LeakReport {
             LeakClass::SteadyGrowth => {
                 writeln!(
                     f,
-                    "{:>4}. rate {} (90%: {} to {}), {} in use; confidence {} (p = {:.2})",
+                    "{:>4}. rate {} (90%: {} to {}), {} in use; confidence {} ({})",
                     i + 1,
                     format::rate(row.rate, unit),
                     format::rate(row.rate_interval.0, unit),
                     format::rate(row.rate_interval.1, unit),
                     format::value(row.inuse(), unit),
                     v.confidence(),
-                    v.p_value
+                    p_words(v.p_value)
                 )?;
                 write!(
                     f,
@@ -415,7 +423,7 @@ impl LeakReport {
     }
 }
 
-impl fmt::Display for LeakReport {
+impl fmt::Display for VerdictReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let first = self.profiles.first().map(|p| p.0.as_str()).unwrap_or("");
         let last = self.profiles.last().map(|p| p.0.as_str()).unwrap_or("");

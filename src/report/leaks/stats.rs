@@ -90,7 +90,7 @@ pub fn poisson_interval(k: u64, alpha: f64) -> (f64, f64) {
     }
     let solve = |target: &dyn Fn(f64) -> f64, mut lo: f64, mut hi: f64| {
         // `target` is increasing in the mean; find where it crosses 0.
-        for _ in 0..100 {
+        for _ in 0..50 {
             let mid = 0.5 * (lo + hi);
             if target(mid) < 0.0 {
                 lo = mid;

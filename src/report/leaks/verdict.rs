@@ -24,6 +24,10 @@ pub const HIGH_CONFIDENCE: f64 = 0.01;
 pub const MEDIUM_CONFIDENCE: f64 = 0.1;
 /// Confidence of the interval on the leak rate.
 pub const RATE_INTERVAL: f64 = 0.9;
+/// A leak's live samples split between the window's halves like fair coin
+/// flips; a split this unlikely (either way) is not a leak's: too few old
+/// samples survive (turnover) or too few new ones arrive (slowing growth).
+pub const LEAK_SPLIT_MIN_CHANCE: f64 = 0.01;
 /// A plateau needs the chance that a leak at the earlier rate added nothing
 /// in the later half to be below this.
 pub const PLATEAU_MAX_CHANCE: f64 = 0.05;
@@ -147,6 +151,22 @@ pub fn samples_for_high_confidence() -> u64 {
 
 /// Classifies one stack; see the model in the [module docs](super).
 pub fn judge(e: &Evidence) -> Verdict {
+    let mut v = classify(e);
+    if matches!(
+        v.class,
+        LeakClass::SteadyGrowth | LeakClass::NotEnoughSamples
+    ) {
+        let (lo, hi) = stats::poisson_interval(v.samples, 1.0 - RATE_INTERVAL);
+        v.rate_interval = if v.samples > 0 {
+            (v.rate * lo / v.samples as f64, v.rate * hi / v.samples as f64)
+        } else {
+            (0.0, 0.0)
+        };
+    }
+    v
+}
+
+fn classify(e: &Evidence) -> Verdict {
     let window = if e.window.is_finite() && e.window > 0.0 {
         e.window
     } else {
@@ -195,7 +215,6 @@ pub fn judge(e: &Evidence) -> Verdict {
         p_value = p_value.max(trend_p);
     }
     let per_second = |k: f64| if window > 0.0 { k / window } else { 0.0 };
-    let (lo, hi) = stats::poisson_interval(n, 1.0 - RATE_INTERVAL);
     let mut v = Verdict {
         class: LeakClass::Churn,
         samples: n,
@@ -207,7 +226,7 @@ pub fn judge(e: &Evidence) -> Verdict {
         p_value,
         trend_p,
         rate: per_second(n as f64),
-        rate_interval: (per_second(lo), per_second(hi)),
+        rate_interval: (0.0, 0.0),
         wait_seconds: None,
     };
     // Seconds until `target` samples are expected at the current rate.
@@ -215,9 +234,10 @@ pub fn judge(e: &Evidence) -> Verdict {
     if n == 0 || window <= 0.0 {
         return v;
     }
-    // Sampled objects of a leak are never freed: a count that fell (beyond
-    // a tenth of its peak, for stacks that also free some) is churn.
-    if fell > peak / 10 || survivors == 0 {
+    // Sampled objects of a leak are never freed: a count that fell is
+    // churn (beyond 2% of its peak, for big stacks that also free some;
+    // those are split-tested below).
+    if fell > peak / 50 || survivors == 0 {
         return v;
     }
     if arrivals == 0 {
@@ -229,6 +249,16 @@ pub fn judge(e: &Evidence) -> Verdict {
             v.class = LeakClass::NotEnoughSamples;
             v.wait_seconds = Some(wait_for(VERDICT_SAMPLES));
         }
+        return v;
+    }
+    let total = early + late;
+    if stats::binomial_upper_tail(total, total - early, 0.5) < LEAK_SPLIT_MIN_CHANCE {
+        // Far more young samples than a leak would have: objects turn over.
+        return v;
+    }
+    if stats::binomial_upper_tail(total, total - late, 0.5) < LEAK_SPLIT_MIN_CHANCE {
+        // Far fewer new samples than old: growth is stopping.
+        v.class = LeakClass::Plateau;
         return v;
     }
     if n < MIN_SAMPLES {
