@@ -11,16 +11,18 @@ const USAGE: &str = "\
 heapprof: read pprof heap profiles (heapprof's or Go's, gzipped or not)
 
 usage:
-  heapprof top FILE [-n N] [--sample TYPE] [--depth D]
+  heapprof top FILE [-n N] [--sample TYPE] [--depth D] [--all-frames]
       the heaviest stacks, leaf function first, with file:line and share
-  heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D]
+  heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D] [--all-frames]
       per stack NEW minus BASE, largest growth first
-  heapprof leaks FILE... [--older-than SECS] [-n N] [--depth D]
-      three or more profiles of one process: stacks whose in-use bytes grow
-      steadily (leak suspects), apart from plateaus (caches) and churn;
-      one profile: stacks holding in-use bytes older than SECS (default 60),
-      from the profile's `age` sample labels
-  heapprof flamegraph FILE -o OUT.svg [--sample TYPE]
+  heapprof leaks FILE... [-n N] [--sample TYPE] [--depth D] [--all-frames]
+      one profile or several of one process: per stack, steady growth (leak
+      suspects, with a confidence and the leak rate), plateaus (caches),
+      churn, or not enough samples yet (with how long to wait), from the live
+      samples' ages and how their count moves
+  heapprof leaks FILE --older-than SECS [-n N] [--depth D]
+      stacks holding in-use bytes at least SECS old (`age` sample labels)
+  heapprof flamegraph FILE -o OUT.svg [--sample TYPE] [--all-frames]
       an SVG flame graph (-o - writes it to standard output)
   heapprof run [--rate BYTES] [--out DIR] [--children] [--interval SECS] -- COMMAND [ARGS...]
       run COMMAND under the preload library (found next to heapprof, or at
@@ -37,8 +39,11 @@ options:
   --depth D       frames to show per stack (default 24; 0 shows all)
   --sample TYPE   inuse_space (default), inuse_objects, alloc_space,
                   alloc_objects, or another sample type the profile has
-  --older-than S  seconds for `leaks` with one profile (default 60)
+  --older-than S  `leaks` on one profile: rank by memory at least S s old
   -o, --output P  output file for `flamegraph` and `symbolize`
+  --all-frames    show every frame, also the runtime's root frames (_start,
+                  libc start-up, thread start, Rust's lang_start and
+                  catch_unwind wrappers), which reports leave out by default
   -h, --help      this text
 
 Errors print one line on stderr and exit with status 2 (`run`: the
@@ -116,9 +121,10 @@ struct Args {
     positional: Vec<String>,
     rows: usize,
     sample: SampleKind,
-    older_than: u64,
+    older_than: Option<u64>,
     output: Option<String>,
     depth: Option<usize>,
+    all_frames: bool,
     help: bool,
 }
 
@@ -139,9 +145,10 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
         positional: Vec::new(),
         rows: DEFAULT_ROWS,
         sample: SampleKind::Default,
-        older_than: report::DEFAULT_OLDER_THAN_SECS,
+        older_than: None,
         output: None,
         depth: None,
+        all_frames: false,
         help: false,
     };
     let mut it = raw.iter();
@@ -168,6 +175,7 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
         };
         match name {
             "-h" | "--help" => args.help = true,
+            "--all-frames" => args.all_frames = true,
             "-n" | "--rows" => {
                 let v = value("a number of rows")?;
                 args.rows = v.parse().map_err(|_| {
@@ -181,11 +189,11 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
             }
             "--older-than" if accepts.older_than => {
                 let v = value("a number of seconds")?;
-                args.older_than = v.parse().map_err(|_| {
+                args.older_than = Some(v.parse().map_err(|_| {
                     usage(format!(
                         "--older-than needs a whole number of seconds, got {v:?}"
                     ))
-                })?;
+                })?);
             }
             "-o" | "--output" if accepts.output => args.output = Some(value("a file name")?),
             "--depth" if accepts.depth => {
@@ -225,10 +233,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 return Ok(Outcome::Usage(0));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
-            render(
-                &report::top(&report::load(file)?, &a.sample, a.rows)?,
-                a.depth,
-            )
+            render(&report::top(&load(file, &a)?, &a.sample, a.rows)?, a.depth)
         }
         "diff" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
@@ -236,25 +241,31 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 return Ok(Outcome::Usage(0));
             }
             let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
-            let (base, new) = (report::load(base)?, report::load(new)?);
+            let (base, new) = (load(base, &a)?, load(new, &a)?);
             render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth)
         }
         "leaks" => {
-            let a = parse_args(cmd, rest, accepts(false, true, false))?;
+            let a = parse_args(cmd, rest, accepts(true, true, false))?;
             if a.help {
                 return Ok(Outcome::Usage(0));
             }
             if a.positional.is_empty() {
                 return Err(usage(
-                    "leaks needs one profile, or three or more of one process".to_string(),
+                    "leaks needs one profile or several of one process".to_string(),
                 ));
             }
             let profiles = a
                 .positional
                 .iter()
-                .map(report::load)
+                .map(|f| load(f, &a))
                 .collect::<Result<Vec<_>, _>>()?;
-            render(&report::leaks(&profiles, a.older_than, a.rows)?, a.depth)
+            let opts = report::LeakOptions {
+                sample: a.sample.clone(),
+                n: a.rows,
+                older_than_secs: a.older_than,
+                ..Default::default()
+            };
+            render(&report::leaks(&profiles, &opts)?, a.depth)
         }
         "flamegraph" | "flame" => {
             let a = parse_args(cmd, rest, accepts(true, false, true))?;
@@ -268,7 +279,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                         .to_string(),
                 ));
             };
-            let profile = report::load(file)?;
+            let profile = load(file, &a)?;
             if output == "-" {
                 let svg = report::flamegraph(&profile, &a.sample)?;
                 emit(&svg)?;
@@ -305,6 +316,17 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
     };
     emit(out.as_bytes())?;
     Ok(Outcome::Done)
+}
+
+/// Loads a profile for a report: without the runtime's root frames unless
+/// `--all-frames` was given.
+fn load(file: &str, a: &Args) -> Result<report::Resolved, ReportError> {
+    let profile = report::load(file)?;
+    Ok(if a.all_frames {
+        profile
+    } else {
+        report::program_only(profile)
+    })
 }
 
 /// A report as text; the reports read the frames-per-stack limit from the

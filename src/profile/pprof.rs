@@ -6,12 +6,15 @@
 //! - Each bucket (stack, size) becomes samples carrying a numeric label
 //!   `bytes` (unit `bytes`) with the requested object size. Its live objects
 //!   are split by age: one sample per age bucket, with a numeric label `age`
-//!   (unit `seconds`) whose value is the bucket's lower bound (0, 1, 10, 30,
-//!   60, 300, 600, 1800, 3600, 21600, 86400), holding those objects in both
-//!   the alloc and the inuse values. Objects already freed form one more
-//!   sample without `age`, with alloc values only. Summing a stack's samples
-//!   gives its four totals; `-tagfocus age=60:` selects memory at least a
-//!   minute old.
+//!   (unit `seconds`) whose value is the bucket's lower bound
+//!   ([`crate::snapshot::age_bucket`]: whole seconds below 32 s, then 16
+//!   buckets per doubling, never wider than 1/16 of the age), holding those
+//!   objects in both the alloc and the inuse values. Objects already freed
+//!   form one more sample without `age`, with alloc values only. Summing a
+//!   stack's samples gives its four totals; `-tagfocus age=60:` selects
+//!   memory at least a minute old. `duration_nanos` is the time since
+//!   profiling started (the process's start, for both ways in), so it bounds
+//!   every age: `heapprof leaks` compares the ages with it.
 //! - Values are scaled per bucket ([`crate::scale`]).
 //! - Locations: address = return address − 1, inlined frames as several
 //!   lines (callee first), mapping from `/proc/self/maps` with GNU build IDs;

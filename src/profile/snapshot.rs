@@ -7,19 +7,33 @@ use hashbrown::HashMap;
 use crate::aggregate::{self, BucketKey};
 use crate::stack_table::StackId;
 
-/// Lower bounds, in seconds, of the age buckets live samples are split into.
-/// A live sample `a` seconds old falls in the last bound `<= a`.
-pub const AGE_BUCKETS: &[u64] = &[0, 1, 10, 30, 60, 300, 600, 1800, 3600, 21600, 86400];
+/// Ages below this many seconds are kept to the second.
+pub const AGE_EXACT_BELOW_SECS: u64 = 32;
 
-/// The age bucket (its lower bound in seconds) of an age in nanoseconds.
+/// The age bucket (its lower bound in whole seconds) of an age in
+/// nanoseconds. Buckets are one second wide below
+/// [`AGE_EXACT_BELOW_SECS`], then 16 per doubling (the age rounded down to
+/// five significant bits: 32, 34, …, 62, 64, 68, …), so a bucket is never
+/// wider than 1/16 of its lower bound. That is fine enough to tell, from one
+/// profile, whether a stack's live samples were allocated evenly over the
+/// process's life (a leak) or all early (a cache) or all just now (churn),
+/// and keeps a (stack, size) bucket to at most ~350 age samples over a year.
 pub fn age_bucket(age_ns: u64) -> u64 {
     let secs = age_ns / 1_000_000_000;
-    AGE_BUCKETS
-        .iter()
-        .copied()
-        .take_while(|&b| b <= secs)
-        .last()
-        .unwrap_or(0)
+    if secs < AGE_EXACT_BELOW_SECS {
+        return secs;
+    }
+    let shift = (64 - secs.leading_zeros()) - 5;
+    (secs >> shift) << shift
+}
+
+/// The end (exclusive, in seconds) of the age bucket starting at `lower`
+/// (a value [`age_bucket`] returns).
+pub fn age_bucket_end(lower: u64) -> u64 {
+    if lower < AGE_EXACT_BELOW_SECS {
+        return lower + 1;
+    }
+    lower.saturating_add(1 << ((64 - lower.leading_zeros()) - 5))
 }
 
 /// Raw counts of one bucket, with its live samples split by age.
@@ -28,7 +42,8 @@ pub struct Entry {
     pub key: BucketKey,
     pub allocs: u64,
     pub live: u64,
-    /// (age bucket lower bound in seconds, live samples), by bucket.
+    /// (age bucket lower bound in seconds, see [`age_bucket`], live
+    /// samples), by bucket.
     pub live_by_age: Vec<(u64, u64)>,
 }
 
@@ -95,8 +110,26 @@ mod tests {
         assert_eq!(age_bucket(0), 0);
         assert_eq!(age_bucket(999_999_999), 0);
         assert_eq!(age_bucket(1_000_000_000), 1);
-        assert_eq!(age_bucket(59_000_000_000), 30);
+        assert_eq!(age_bucket(31_999_999_999), 31);
+        assert_eq!(age_bucket(33_000_000_000), 32);
+        assert_eq!(age_bucket(59_000_000_000), 58);
         assert_eq!(age_bucket(60_000_000_000), 60);
-        assert_eq!(age_bucket(u64::MAX), 86400);
+        assert_eq!(age_bucket(67_000_000_000), 64);
+        assert_eq!(age_bucket(3_700_000_000_000), 3584);
+        assert_eq!(age_bucket(u64::MAX), 17_179_869_184);
+    }
+
+    #[test]
+    fn buckets_tile_the_ages_finely() {
+        let mut lower = 0;
+        while lower < 1 << 30 {
+            let end = age_bucket_end(lower);
+            assert!(end > lower);
+            // Never wider than a second or 1/16 of the age.
+            assert!(end - lower <= (lower / 16).max(1), "{lower}..{end}");
+            assert_eq!(age_bucket(lower * 1_000_000_000), lower);
+            assert_eq!(age_bucket((end - 1) * 1_000_000_000 + 999_999_999), lower);
+            lower = end;
+        }
     }
 }

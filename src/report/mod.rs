@@ -29,6 +29,14 @@
 //! one the offset into its mapped file (stable across runs despite address
 //! randomisation), or the bare address when even the mapping is unknown.
 //!
+//! # Runtime frames
+//!
+//! [`program_only`] cuts the runtime's root frames (`_start`, libc's
+//! start-up and thread-start functions, Rust's `lang_start` and
+//! `catch_unwind` wrappers) from every stack, see [`frames`]; the `heapprof`
+//! command applies it to every report unless `--all-frames` is given. The
+//! library's [`load`] and [`parse`] keep stacks complete.
+//!
 //! # Sample types
 //!
 //! [`SampleKind::Default`] selects `inuse_space` when the profile has it,
@@ -38,23 +46,17 @@
 //!
 //! # Leaks
 //!
-//! [`leaks`](leaks()) works in one of two modes:
-//!
-//! - **Trend**, with three or more profiles of one process (written every N
-//!   seconds, say): profiles are ordered by `time_nanos`, each stack's
-//!   `inuse_space` series is fitted with a least-squares line (slope in bytes
-//!   per second, R²), and [`leaks::classify`] puts it in one class:
-//!   *steady growth* (a leak suspect: a good linear fit, most intervals
-//!   growing, and still growing in the later half), *plateau* (grew, then
-//!   flat for the later half: a cache or pool filled once) or *churn* (no
-//!   sustained growth). Steady growers are reported first, fastest first;
-//!   churn is only counted, never listed as a leak.
-//! - **Age**, with one profile: stacks are ranked by in-use bytes alive for
-//!   at least `--older-than` seconds (default 60). The age comes from each
-//!   sample's numeric label `age` (unit `seconds`): the lower bound, in
-//!   seconds, of the age bucket the sample's live objects fall in, so a
-//!   bucket counts as old when that bound reaches the threshold. Samples
-//!   without an `age` label are of unknown age and are not counted as old.
+//! [`leaks`](leaks()) judges each stack's live samples — raw counts, the
+//! profile's scaling inverted — from one profile or a series of one
+//! process: how the count moves (a leak's never falls) and when its live
+//! samples were allocated, from the numeric `age` label (unit `seconds`,
+//! the lower bound of a fine age bucket) against the time since profiling
+//! started (`duration_nanos`). Each stack is *steady growth* (a leak
+//! suspect, with a confidence and the leak rate with an interval),
+//! *plateau* (a cache that filled once), *churn*, or *not enough samples
+//! yet* (with the wait for a verdict). The model and why it holds for
+//! sampled counts: [`leaks`](mod@leaks). With `--older-than` one profile is
+//! ranked by memory at least that old ([`leak_age`]).
 //!
 //! Our profiles also carry the numeric label `bytes` (unit `bytes`): the
 //! object size, as Go writes it.
@@ -68,6 +70,7 @@ pub mod diff;
 pub mod error;
 pub mod flame;
 pub mod format;
+pub mod frames;
 pub(crate) mod leak_check;
 pub mod leaks;
 pub mod model;
@@ -80,9 +83,10 @@ use std::path::Path;
 pub use diff::{diff, DiffReport, DiffRow};
 pub use error::ReportError;
 pub use flame::{flamegraph, folded, write_flamegraph};
+pub use frames::{program_frames, program_only};
 pub use leaks::{
-    classify, leak_age, leak_trend, leaks, AgeReport, AgeRow, LeakClass, LeaksReport, Trend,
-    TrendReport, TrendRow, DEFAULT_OLDER_THAN_SECS,
+    judge, leak_age, leak_verdicts, leaks, AgeReport, AgeRow, Evidence, Grouping, LeakClass,
+    LeakOptions, VerdictReport, VerdictRow, LeaksReport, Verdict, DEFAULT_OLDER_THAN_SECS,
 };
 pub use model::{
     Frame, FrameKey, LabelValue, Resolved, ResolvedSample, SampleKind, SampleLabel, SampleType,

@@ -1,0 +1,325 @@
+//! From profiles to [`Evidence`]: raw live-sample counts, ages and the
+//! window, per stack or per label value.
+
+use std::collections::HashMap;
+
+use super::verdict::Evidence;
+/// How heapprof's profiles bucket ages (re-exported for simulations).
+pub use crate::snapshot::{age_bucket, age_bucket_end};
+use crate::report::model::{Frame, FrameKey, LabelValue, Resolved, ResolvedSample, SampleType};
+use crate::report::ReportError;
+
+/// What `heapprof leaks` judges one by one.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Grouping {
+    /// Each distinct stack (the default).
+    #[default]
+    Stack,
+    /// Each value of the sample label with this key, stacks merged (string
+    /// labels by value, numeric ones with their unit); samples without the
+    /// label form one group of their own.
+    Label(String),
+}
+
+/// The identity of a group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupKey {
+    Stack(Vec<FrameKey>),
+    Label(Option<String>),
+}
+
+/// One group's data over the series.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub key: GroupKey,
+    /// The stack's frames (leaf first); empty when grouped by label.
+    pub frames: Vec<Frame>,
+    pub evidence: Evidence,
+    /// The selected value summed per profile, in time order.
+    pub values: Vec<i64>,
+}
+
+/// Where the raw counts of one profile come from.
+struct Columns {
+    value: usize,
+    objects: Option<usize>,
+    space: Option<usize>,
+    /// The sampling rate in bytes (the period), when the profile is a
+    /// sampled heap profile (period type `space`/`bytes`, period > 1).
+    rate: Option<f64>,
+}
+
+impl Columns {
+    fn of(p: &Resolved, value: usize) -> Columns {
+        let find = |name: &str| p.sample_types.iter().position(|t| t.name == name);
+        let rate = match &p.period_type {
+            Some(t) if t.unit == "bytes" && p.period > 1 => Some(p.period as f64),
+            _ => None,
+        };
+        Columns {
+            value,
+            objects: find("inuse_objects"),
+            space: find("inuse_space"),
+            rate,
+        }
+    }
+
+    /// How many samples the profiler took for `s`'s live objects.
+    ///
+    /// Heap profiles are scaled per (stack, size) bucket as Go's
+    /// `scaleHeapSample` does: `objects = ⌊n·k⌋`, `space = ⌊n·size·k⌋` with
+    /// `k = 1/(1 − e^(−size/rate))`. The object size is `space / objects`
+    /// (which the scaling leaves unchanged; the `bytes` label when a value
+    /// is zero), so `n = objects / k`, rounded (the truncation loses less
+    /// than one object). Unscaled profiles (rate 1, or not heap profiles)
+    /// count live things directly: `inuse_objects`, or the selected value
+    /// when it is a count (`threads`/`count`, say).
+    fn raw(&self, s: &ResolvedSample, selected_is_count: bool) -> u64 {
+        let get = |i: Option<usize>| i.and_then(|i| s.values.get(i)).copied().unwrap_or(0);
+        let v = get(Some(self.value));
+        if v <= 0 {
+            return 0;
+        }
+        let (objects, space) = (get(self.objects), get(self.space));
+        if self.objects.is_none() || objects <= 0 {
+            if selected_is_count || self.objects.is_none() && self.space.is_none() {
+                return v as u64;
+            }
+            return 1;
+        }
+        let Some(rate) = self.rate else {
+            return objects as u64;
+        };
+        let size = if space > 0 {
+            space as f64 / objects as f64
+        } else {
+            s.num_label("bytes").map_or(0.0, |(b, _)| b as f64)
+        };
+        if !(size > 0.0) {
+            return objects as u64;
+        }
+        let k = 1.0 / (1.0 - (-size / rate).exp());
+        if !k.is_finite() || k < 1.0 {
+            return objects as u64;
+        }
+        ((objects as f64 / k).round() as u64).max(1)
+    }
+}
+
+/// Seconds per unit of an `age` label, for the units a profile may
+/// plausibly use; `None` for anything else (then the age is unknown).
+pub fn seconds_per(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "seconds" | "second" | "s" | "" => 1.0,
+        "milliseconds" | "ms" => 1e-3,
+        "microseconds" | "us" => 1e-6,
+        "nanoseconds" | "ns" => 1e-9,
+        "minutes" | "minute" | "min" => 60.0,
+        "hours" | "hour" | "h" => 3600.0,
+        _ => return None,
+    })
+}
+
+fn age_interval(s: &ResolvedSample) -> Option<(f64, f64)> {
+    let (value, unit) = s.num_label("age")?;
+    age_interval_of(value, unit)
+}
+
+/// The allocation time, in seconds from the window's start, of a sample
+/// whose age is in `[lo, hi)` seconds at the window's end: the middle of the
+/// bucket, kept inside the window.
+pub fn birth_time(lo: f64, hi: f64, window: f64) -> f64 {
+    let age = (0.5 * (lo + hi)).min(window).max(lo.min(window));
+    (window - age).max(0.0)
+}
+
+/// A sample's age as an interval of seconds: heapprof's `age` label is the
+/// lower bound of a bucket ([`crate::snapshot::age_bucket`]) in whole
+/// seconds; other units are taken as exact.
+pub fn age_interval_of(value: i64, unit: &str) -> Option<(f64, f64)> {
+    let per = seconds_per(unit)?;
+    if value < 0 {
+        return None;
+    }
+    if per == 1.0 {
+        let end = crate::snapshot::age_bucket_end(value as u64);
+        return Some((value as f64, end as f64));
+    }
+    let age = value as f64 * per;
+    Some((age, age))
+}
+
+fn group_key(grouping: &Grouping, p: &Resolved, s: &ResolvedSample) -> GroupKey {
+    match grouping {
+        Grouping::Stack => GroupKey::Stack(
+            p.stacks
+                .get(s.stack)
+                .map(|st| st.key().to_vec())
+                .unwrap_or_default(),
+        ),
+        Grouping::Label(key) => GroupKey::Label(s.labels.iter().find(|l| &l.key == key).map(
+            |l| match &l.value {
+                LabelValue::Str(v) => v.clone(),
+                LabelValue::Num { value, unit } if unit.is_empty() => value.to_string(),
+                LabelValue::Num { value, unit } => format!("{value} {unit}"),
+            },
+        )),
+    }
+}
+
+/// The series every report is built from.
+pub struct Gathered {
+    pub groups: Vec<Group>,
+    /// Seconds from profiling's start to the last profile.
+    pub window: f64,
+    /// Whether the last profile's ages placed the births (else they were
+    /// reconstructed from the series).
+    pub from_ages: bool,
+    pub sample: SampleType,
+}
+
+/// Gathers per-group evidence over `order` (profiles in time order, with
+/// the selected value's index in each).
+pub fn gather(
+    order: &[&Resolved],
+    indices: &[usize],
+    grouping: &Grouping,
+) -> Result<Gathered, ReportError> {
+    let (Some(first), Some(last)) = (order.first(), order.last()) else {
+        return Err(ReportError::Usage(
+            "leaks needs at least one profile".to_string(),
+        ));
+    };
+    let last_index = indices.last().copied().unwrap_or(0);
+    let sample = last.sample_type(last_index);
+    let selected_is_count = matches!(sample.unit.as_str(), "count" | "");
+
+    let mut groups: HashMap<GroupKey, Group> = HashMap::new();
+    let k_last = order.len() - 1;
+    // Ages (lower, upper seconds, samples) of the last profile, per group.
+    let mut ages: HashMap<GroupKey, Vec<(f64, f64, u64)>> = HashMap::new();
+    let mut unaged: HashMap<GroupKey, u64> = HashMap::new();
+    let mut max_age: f64 = 0.0;
+    for (k, (p, &index)) in order.iter().zip(indices).enumerate() {
+        let cols = Columns::of(p, index);
+        for s in &p.samples {
+            let n = cols.raw(s, selected_is_count);
+            let v = s.values.get(index).copied().unwrap_or(0);
+            if n == 0 {
+                continue;
+            }
+            let key = group_key(grouping, p, s);
+            let g = groups.entry(key.clone()).or_insert_with(|| Group {
+                key: key.clone(),
+                frames: match grouping {
+                    Grouping::Stack => p
+                        .stacks
+                        .get(s.stack)
+                        .map(|st| st.frames.clone())
+                        .unwrap_or_default(),
+                    Grouping::Label(_) => Vec::new(),
+                },
+                evidence: Evidence {
+                    counts: vec![0; order.len()],
+                    ..Evidence::default()
+                },
+                values: vec![0; order.len()],
+            });
+            g.evidence.counts[k] += n;
+            g.values[k] = g.values[k].saturating_add(v);
+            if k == k_last {
+                match age_interval(s) {
+                    Some((lo, hi)) => {
+                        max_age = max_age.max(hi);
+                        ages.entry(key).or_default().push((lo, hi, n));
+                    }
+                    None => *unaged.entry(key).or_default() += n,
+                }
+            }
+        }
+    }
+
+    // The window: from profiling's start (the last profile's duration says
+    // when) to the last profile; without one, from the first profile, or
+    // the oldest age.
+    let secs = |ns: i128| ns as f64 / 1e9;
+    let span = secs(i128::from(last.time_nanos) - i128::from(first.time_nanos));
+    let window = if last.duration_nanos > 0 {
+        secs(i128::from(last.duration_nanos)).max(span)
+    } else if order.len() > 1 {
+        span.max(max_age)
+    } else {
+        max_age
+    };
+    let start_ns = i128::from(last.time_nanos) - (window * 1e9) as i128;
+    let times: Vec<f64> = order
+        .iter()
+        .map(|p| secs(i128::from(p.time_nanos) - start_ns).clamp(0.0, window))
+        .collect();
+
+    let mut from_ages = true;
+    let mut out: Vec<Group> = groups.into_values().collect();
+    for g in &mut out {
+        g.evidence.times = times.clone();
+        g.evidence.window = window;
+        let aged = ages.remove(&g.key).unwrap_or_default();
+        if unaged.get(&g.key).copied().unwrap_or(0) == 0 {
+            g.evidence.births = aged
+                .into_iter()
+                .map(|(lo, hi, n)| (birth_time(lo, hi, window), n))
+                .collect();
+        } else {
+            from_ages = false;
+            g.evidence.births = births_from_series(&times, &g.evidence.counts);
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(Gathered {
+        groups: out,
+        window,
+        from_ages,
+        sample,
+    })
+}
+
+/// Allocation times reconstructed from a count series when ages are
+/// missing: what the first profile holds was allocated before it (placed
+/// halfway), each rise between two profiles halfway between them; a fall
+/// removes the most recent.
+fn births_from_series(times: &[f64], counts: &[u64]) -> Vec<(f64, u64)> {
+    let mut births: Vec<(f64, u64)> = Vec::new();
+    let mut prev_t = 0.0;
+    let mut prev_c = 0u64;
+    for (&t, &c) in times.iter().zip(counts) {
+        if c > prev_c {
+            births.push((0.5 * (prev_t + t), c - prev_c));
+        } else {
+            let mut drop = prev_c - c;
+            while drop > 0 {
+                let Some(last) = births.last_mut() else { break };
+                let d = drop.min(last.1);
+                last.1 -= d;
+                drop -= d;
+                if last.1 == 0 {
+                    births.pop();
+                }
+            }
+        }
+        prev_t = t;
+        prev_c = c;
+    }
+    births
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_births() {
+        let b = births_from_series(&[10.0, 20.0, 30.0], &[2, 2, 5]);
+        assert_eq!(b, [(5.0, 2), (25.0, 3)]);
+        let b = births_from_series(&[10.0, 20.0, 30.0], &[2, 5, 1]);
+        assert_eq!(b, [(5.0, 1)]);
+    }
+}
