@@ -126,6 +126,7 @@ pub mod bootstrap;
 mod env;
 pub mod hooks;
 pub mod real;
+pub mod signals;
 pub mod tls;
 
 /// Set once the constructor has started the engine.
@@ -154,6 +155,9 @@ extern "C" fn start() {
     // First: from here on the engine finds thread state in our TLS block.
     tls::measure_offset();
     heapprof::thread_state::set_state_fn(tls::state_ptr);
+    // Before the engine starts: heapprof's own signal calls must reach the
+    // real functions, not the interposed ones.
+    signals::init();
     env::keep_children_unprofiled();
     env::warn_if_blind();
     heapprof::triggers::set_at_exit_default(true);

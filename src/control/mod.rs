@@ -3,5 +3,6 @@
 //! above the engine and profile writing and calls down into both.
 
 pub mod config;
+pub mod dump_signal;
 pub mod startup;
 pub mod triggers;
