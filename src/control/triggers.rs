@@ -421,21 +421,17 @@ fn wait_for_wake(timeout: Duration, base: &libc::sigset_t) -> Woke {
 fn print_pending() {
     let mut pending = std::mem::take(&mut ensure(&mut settings()).pending);
     if let Some((sig, why)) = dump_signal::take_yielded() {
+        let name = signal_name(sig);
         let what = match why {
-            Why::Blocks => "the program blocks",
-            Why::Waits => "the program waits for",
-            Why::Handler => "the program set its own handler for",
+            Why::Blocks => format!("the program blocks {name} itself"),
+            Why::Waits => format!("the program waits for {name} itself"),
+            Why::Handler => format!("the program set its own handler for {name}"),
         };
-        pending.push(format!(
-            "heapprof: {what} {} itself; leaving it to the program, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as USR1, or none)",
-            signal_name(sig)
-        ));
+        pending.push(yielded_line(&what, sig));
     }
     if let Some(sig) = handler_replaced() {
-        pending.push(format!(
-            "heapprof: the program set its own handler for {} itself; leaving it to the program, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as USR1, or none)",
-            signal_name(sig)
-        ));
+        let what = format!("the program set its own handler for {}", signal_name(sig));
+        pending.push(yielded_line(&what, sig));
     }
     let taken = SIGNAL_TAKEN.swap(0, Ordering::AcqRel);
     if taken != 0 {
@@ -447,6 +443,13 @@ fn print_pending() {
     for line in pending {
         say(&line);
     }
+}
+
+fn yielded_line(what: &str, sig: i32) -> String {
+    let other = if sig == libc::SIGUSR1 { "USR2" } else { "USR1" };
+    format!(
+        "heapprof: {what}; leaving it to the program, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as {other}, or none)"
+    )
 }
 
 /// The signal our handler was installed on, if a handler the program set

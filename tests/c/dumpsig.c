@@ -1,0 +1,303 @@
+/* What a program sees of heapprof's dump signal (tests/dump_signal.rs).
+ *
+ *   dumpsig waits     two threads wait in sleep, nanosleep, poll, epoll_wait,
+ *                     select, usleep and (with an empty temporary mask) ppoll,
+ *                     pselect, epoll_pwait; each wait must
+ *                     last its full time. Stops when stdin closes. Prints the
+ *                     count of waits, every problem, the observed masks and
+ *                     dispositions.
+ *   dumpsig spawn     children through fork+execl/execvp/execve, posix_spawn,
+ *                     posix_spawnp, system and popen print their SigBlk.
+ *   dumpsig sigwait SIG   blocks SIG, says "ready", takes it 3 times with
+ *                     sigwaitinfo. (signalfd SIG: the same through a signalfd.)
+ *   dumpsig handler SIG   installs a handler for SIG, says "ready", waits for
+ *                     it 3 times and says on which thread it ran.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static volatile int stop;
+static int waits[2], problems;
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static void problem(int who, const char *what, const char *detail) {
+  pthread_mutex_lock(&out_lock);
+  printf("thread %d: %s: %s\n", who, what, detail);
+  problems++;
+  pthread_mutex_unlock(&out_lock);
+}
+
+/* A wait that returned `r` (0: timed out / slept it all) after starting at
+ * `t0` for `want` ms. */
+static void check(int who, const char *what, int r, double t0, double want) {
+  double took = now_ms() - t0;
+  char buf[96];
+  waits[who]++;
+  if (r != 0) {
+    snprintf(buf, sizeof buf, "returned %d (%s)", r, r < 0 ? strerror(errno) : "early");
+    problem(who, what, buf);
+  } else if (took < want - 0.5) {
+    snprintf(buf, sizeof buf, "lasted %.1f ms of %.0f", took, want);
+    problem(who, what, buf);
+  }
+}
+
+static const struct timespec ms100 = {0, 100 * 1000 * 1000};
+
+static void print_mask(const char *who) {
+  sigset_t a, b;
+  pthread_sigmask(SIG_BLOCK, NULL, &a);
+  sigprocmask(SIG_BLOCK, NULL, &b);
+  char buf[256] = "";
+  for (int s = 1; s < 65; s++) {
+    if (sigismember(&a, s) != sigismember(&b, s)) strcat(buf, " (pthread_sigmask and sigprocmask differ)");
+    if (sigismember(&a, s)) sprintf(buf + strlen(buf), " %d", s);
+  }
+  printf("mask %s:%s\n", who, buf[0] ? buf : " none");
+}
+
+static void *second(void *arg) {
+  (void)arg;
+  int never[2];
+  if (pipe(never)) abort();
+  int ep = epoll_create1(0);
+  struct epoll_event ev = {.events = EPOLLIN}, out;
+  epoll_ctl(ep, EPOLL_CTL_ADD, never[0], &ev);
+  while (!stop) {
+    double t0 = now_ms();
+    struct pollfd in = {.fd = 0, .events = POLLIN};
+    int r = poll(&in, 1, 100);
+    if (r > 0) {
+      char b[64];
+      if (read(0, b, sizeof b) <= 0) stop = 1;
+      continue;
+    }
+    check(1, "poll(stdin)", r, t0, 100);
+    t0 = now_ms();
+    check(1, "epoll_wait(pipe)", epoll_wait(ep, &out, 1, 100), t0, 100);
+    t0 = now_ms();
+    check(1, "nanosleep", nanosleep(&ms100, NULL), t0, 100);
+    t0 = now_ms();
+    check(1, "clock_nanosleep", clock_nanosleep(CLOCK_MONOTONIC, 0, &ms100, NULL), t0, 100);
+    t0 = now_ms();
+    check(1, "usleep", usleep(100000), t0, 100);
+  }
+  pthread_mutex_lock(&out_lock);
+  print_mask("thread");
+  pthread_mutex_unlock(&out_lock);
+  return NULL;
+}
+
+static int waits_mode(void) {
+  /* The program's own mask round trip: block one signal, restore. */
+  sigset_t one, old;
+  sigemptyset(&one);
+  sigaddset(&one, SIGWINCH);
+  pthread_sigmask(SIG_BLOCK, &one, &old);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+  pthread_t t;
+  pthread_create(&t, NULL, second, NULL);
+  int ep = epoll_create1(0);
+  struct epoll_event out;
+  sigset_t none;
+  sigemptyset(&none);
+  printf("ready\n");
+  fflush(stdout);
+  while (!stop) {
+    double t0 = now_ms();
+    unsigned left = sleep(1);
+    check(0, "sleep", (int)left, t0, 1000);
+    struct timespec rem = {0, 0};
+    t0 = now_ms();
+    check(0, "nanosleep", nanosleep(&ms100, &rem), t0, 100);
+    t0 = now_ms();
+    check(0, "poll", poll(NULL, 0, 100), t0, 100);
+    t0 = now_ms();
+    check(0, "epoll_wait", epoll_wait(ep, &out, 1, 100), t0, 100);
+    t0 = now_ms();
+    struct timeval tv = {0, 100000};
+    check(0, "select", select(0, NULL, NULL, NULL, &tv), t0, 100);
+    t0 = now_ms();
+    check(0, "ppoll(empty mask)", ppoll(NULL, 0, &ms100, &none), t0, 100);
+    t0 = now_ms();
+    check(0, "pselect(empty mask)", pselect(0, NULL, NULL, NULL, &ms100, &none), t0, 100);
+    t0 = now_ms();
+    check(0, "epoll_pwait(empty mask)", epoll_pwait(ep, &out, 1, 100, &none), t0, 100);
+  }
+  pthread_join(t, NULL);
+  print_mask("main");
+  struct sigaction a1, a2;
+  sigaction(SIGUSR1, NULL, &a1);
+  sigaction(SIGUSR2, NULL, &a2);
+  printf("dispositions: %s %s\n", a1.sa_handler == SIG_DFL ? "default" : "other",
+         a2.sa_handler == SIG_DFL ? "default" : "other");
+  printf("waits %d and %d, problems %d\n", waits[0], waits[1], problems);
+  return problems != 0;
+}
+
+#define CMD "exec grep SigBlk /proc/self/status"
+
+static void label(const char *how) {
+  printf("%s: ", how);
+  fflush(stdout);
+}
+
+static void reap(pid_t pid) {
+  int st;
+  waitpid(pid, &st, 0);
+}
+
+static int spawn_mode(void) {
+  char *argv[] = {"sh", "-c", CMD, NULL};
+  pid_t pid;
+
+  label("fork+execl");
+  if ((pid = fork()) == 0) {
+    execl("/bin/sh", "sh", "-c", CMD, (char *)NULL);
+    _exit(127);
+  }
+  reap(pid);
+  label("fork+execlp");
+  if ((pid = fork()) == 0) {
+    execlp("sh", "sh", "-c", CMD, (char *)NULL);
+    _exit(127);
+  }
+  reap(pid);
+  label("fork+execle");
+  if ((pid = fork()) == 0) {
+    execle("/bin/sh", "sh", "-c", CMD, (char *)NULL, environ);
+    _exit(127);
+  }
+  reap(pid);
+  label("fork+execvp");
+  if ((pid = fork()) == 0) {
+    execvp("sh", argv);
+    _exit(127);
+  }
+  reap(pid);
+  label("fork+execve");
+  if ((pid = fork()) == 0) {
+    execve("/bin/sh", argv, environ);
+    _exit(127);
+  }
+  reap(pid);
+  label("posix_spawn");
+  if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ) == 0) reap(pid);
+  label("posix_spawnp+attr");
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+  if (posix_spawnp(&pid, "sh", NULL, &attr, argv, environ) == 0) reap(pid);
+  /* A mask the program chose is the child's. */
+  label("posix_spawn+SIGWINCH");
+  sigset_t winch;
+  sigemptyset(&winch);
+  sigaddset(&winch, SIGWINCH);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setsigmask(&attr, &winch);
+  if (posix_spawn(&pid, "/bin/sh", NULL, &attr, argv, environ) == 0) reap(pid);
+  posix_spawnattr_destroy(&attr);
+  label("system");
+  system(CMD);
+  label("popen");
+  FILE *f = popen(CMD, "r");
+  char line[128];
+  while (f && fgets(line, sizeof line, f)) fputs(line, stdout);
+  if (f) pclose(f);
+  print_mask("main");
+  return 0;
+}
+
+static int sigwait_mode(int sig, int use_fd) {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, sig);
+  pthread_sigmask(SIG_BLOCK, &s, NULL);
+  int fd = use_fd ? signalfd(-1, &s, 0) : -1;
+  printf("ready\n");
+  fflush(stdout);
+  for (int i = 0; i < 3; i++) {
+    int got, from;
+    if (use_fd) {
+      struct signalfd_siginfo si;
+      if (read(fd, &si, sizeof si) != sizeof si) return 1;
+      got = (int)si.ssi_signo;
+      from = (int)si.ssi_pid;
+    } else {
+      siginfo_t si;
+      if (sigwaitinfo(&s, &si) < 0) return 1;
+      got = si.si_signo;
+      from = si.si_pid;
+    }
+    printf("got %d from %s\n", got, from == getppid() ? "parent" : "elsewhere");
+    fflush(stdout);
+  }
+  return 0;
+}
+
+static volatile sig_atomic_t handled, on_main;
+
+static void on_sig(int sig) {
+  (void)sig;
+  handled++;
+  if (syscall(SYS_gettid) == getpid()) on_main++;
+}
+
+static void *idle(void *arg) {
+  (void)arg;
+  while (!stop) poll(NULL, 0, 20);
+  return NULL;
+}
+
+static int handler_mode(int sig) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sig;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(sig, &sa, NULL)) return 1;
+  pthread_t t;
+  pthread_create(&t, NULL, idle, NULL);
+  printf("ready\n");
+  fflush(stdout);
+  while (handled < 3) pause();
+  stop = 1;
+  pthread_join(t, NULL);
+  printf("handler ran %d times, %d on the main thread\n", (int)handled, (int)on_main);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *mode = argc > 1 ? argv[1] : "";
+  int sig = argc > 2 ? atoi(argv[2]) : SIGUSR2;
+  free(malloc(1000)); /* something to profile */
+  if (!strcmp(mode, "waits")) return waits_mode();
+  if (!strcmp(mode, "spawn")) return spawn_mode();
+  if (!strcmp(mode, "sigwait")) return sigwait_mode(sig, 0);
+  if (!strcmp(mode, "signalfd")) return sigwait_mode(sig, 1);
+  if (!strcmp(mode, "handler")) return handler_mode(sig);
+  fprintf(stderr, "usage: dumpsig waits|spawn|sigwait SIG|signalfd SIG|handler SIG\n");
+  return 2;
+}
