@@ -64,7 +64,7 @@
 //! included.
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 pub type SigmaskFn =
     unsafe extern "C" fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int;
@@ -89,6 +89,11 @@ static DUMPER_TAKES: AtomicI32 = AtomicI32::new(0);
 static YIELDED: AtomicI32 = AtomicI32::new(0);
 /// The dumper thread's `pthread_t` (0: not running).
 static DUMPER_THREAD: AtomicUsize = AtomicUsize::new(0);
+/// Whether the dumper is in (or about to enter) its wait, and how many
+/// waits it has finished: a yield waits for the dumper to leave a wait
+/// that may have the signal unblocked.
+static IN_WAIT: AtomicBool = AtomicBool::new(false);
+static WAITS_DONE: AtomicUsize = AtomicUsize::new(0);
 
 /// Why heapprof left its signal to the program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,12 +267,39 @@ pub fn program_takes(sig: c_int, why: Why) {
     }
     let hid = HIDDEN.compare_exchange(sig, 0, Ordering::AcqRel, Ordering::Acquire) == Ok(sig);
     let took =
-        DUMPER_TAKES.compare_exchange(sig, 0, Ordering::AcqRel, Ordering::Acquire) == Ok(sig);
+        DUMPER_TAKES.compare_exchange(sig, 0, Ordering::SeqCst, Ordering::SeqCst) == Ok(sig);
     if hid || took {
         YIELDED.store(sig | (why as i32) << 8, Ordering::Release);
         // The dumper may be waiting with the signal unblocked: wake it so it
         // waits with it blocked from now on.
         crate::triggers::poke();
+        if took {
+            settle();
+        }
+    }
+}
+
+/// Waits (briefly, once per yield) until the dumper is out of any wait
+/// begun with the yielded signal unblocked, so that signal never reaches
+/// it again — with the program's own handler installed it would run there.
+/// (Without it, one arriving meanwhile runs heapprof's handler on the
+/// dumper, which sends it on.) Bounded: a dumper that cannot be scheduled
+/// for 200 ms is not waited for.
+fn settle() {
+    if on_dumper_thread() {
+        return;
+    }
+    let done = WAITS_DONE.load(Ordering::SeqCst);
+    let ms = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    for _ in 0..200 {
+        if !IN_WAIT.load(Ordering::SeqCst) || WAITS_DONE.load(Ordering::SeqCst) != done {
+            return;
+        }
+        // SAFETY: sleeping on a valid timespec.
+        unsafe { libc::nanosleep(&ms, core::ptr::null_mut()) };
     }
 }
 
@@ -299,12 +331,29 @@ pub(crate) fn on_dumper_thread() -> bool {
 /// The mask the dumper waits in: its own (`base`) without the signal it
 /// takes. (`base` rather than a full set: glibc never lets a thread block
 /// its internal SIGCANCEL/SIGSETXID, and `ppoll` would.)
+///
+/// Marks the wait begun: call [`wait_done`] when it returns.
 pub(crate) fn wait_mask(base: &libc::sigset_t) -> libc::sigset_t {
     let mut m = *base;
-    let sig = dumper_takes();
+    // Before reading the signal (both SeqCst, as in `program_takes`): a
+    // yield either sees this wait or is seen by it.
+    IN_WAIT.store(true, Ordering::SeqCst);
+    let sig = DUMPER_TAKES.load(Ordering::SeqCst);
     if sig != 0 {
         // SAFETY: a valid set and a signal number.
         unsafe { libc::sigdelset(&mut m, sig) };
     }
     m
+}
+
+/// The dumper's wait (begun by [`wait_mask`]) has returned.
+pub(crate) fn wait_done() {
+    WAITS_DONE.fetch_add(1, Ordering::SeqCst);
+    IN_WAIT.store(false, Ordering::SeqCst);
+}
+
+/// In a forked child: the parent's dumper, and its wait, are gone.
+pub(crate) fn after_fork() {
+    IN_WAIT.store(false, Ordering::SeqCst);
+    DUMPER_THREAD.store(0, Ordering::Release);
 }

@@ -397,6 +397,7 @@ fn wait_for_wake(timeout: Duration, base: &libc::sigset_t) -> Woke {
     let mask = dump_signal::wait_mask(base);
     // SAFETY: one valid pollfd, a valid timeout and mask.
     let r = unsafe { dump_signal::ppoll(&mut pfd, 1, &ts, &mask) };
+    dump_signal::wait_done();
     let mut woke = Woke { dump: false };
     if r > 0 && pfd.revents & libc::POLLNVAL != 0 {
         // Closed under us: wait out the timeout rather than spin; the next
@@ -564,6 +565,7 @@ extern "C" fn fork_child() {
     release_fork_guards();
     let _busy = thread_state::current().enter();
     crate::output::reset_sequence();
+    dump_signal::after_fork();
     open_pipe();
     spawn_dumper();
 }
