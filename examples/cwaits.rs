@@ -64,13 +64,28 @@ fn waits(who: &str, watch_stdin: bool) -> usize {
         }
         let t0 = Instant::now();
         // SAFETY: a valid timespec; no remainder wanted.
-        check(who, "nanosleep", unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) }, t0);
+        check(
+            who,
+            "nanosleep",
+            unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) },
+            t0,
+        );
         let t0 = Instant::now();
         // SAFETY: no descriptors: a pure timed wait.
-        check(who, "poll", unsafe { libc::poll(core::ptr::null_mut(), 0, 100) }, t0);
+        check(
+            who,
+            "poll",
+            unsafe { libc::poll(core::ptr::null_mut(), 0, 100) },
+            t0,
+        );
         let t0 = Instant::now();
         // SAFETY: an empty epoll set and one event slot.
-        check(who, "epoll_wait", unsafe { libc::epoll_wait(ep, &mut ev, 1, 100) }, t0);
+        check(
+            who,
+            "epoll_wait",
+            unsafe { libc::epoll_wait(ep, &mut ev, 1, 100) },
+            t0,
+        );
         // Something for the profiles to show.
         std::hint::black_box(vec![0u8; 4096]);
         n += 4;

@@ -181,7 +181,10 @@ impl Running {
 fn wait_for_profile(dir: &Path, pid: u32, seq: u64) {
     let deadline = Instant::now() + TIMEOUT;
     while !common::dumps(dir).iter().any(|d| d.0 == pid && d.1 == seq) {
-        assert!(Instant::now() < deadline, "no profile {seq} after its signal");
+        assert!(
+            Instant::now() < deadline,
+            "no profile {seq} after its signal"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -300,10 +303,28 @@ fn program_wants_it(mode: &str, sig: i32, name: &str, expect: &[&str], said: &st
 #[test]
 fn preload_a_program_that_blocks_and_waits_for_the_signal_gets_it() {
     let got = ["got 12 from parent"; 3];
-    program_wants_it("sigwait", libc::SIGUSR2, "USR2", &got, "blocks SIGUSR2 itself");
-    program_wants_it("signalfd", libc::SIGUSR2, "USR2", &got, "blocks SIGUSR2 itself");
+    program_wants_it(
+        "sigwait",
+        libc::SIGUSR2,
+        "USR2",
+        &got,
+        "blocks SIGUSR2 itself",
+    );
+    program_wants_it(
+        "signalfd",
+        libc::SIGUSR2,
+        "USR2",
+        &got,
+        "blocks SIGUSR2 itself",
+    );
     let got = ["got 10 from parent"; 3];
-    program_wants_it("sigwait", libc::SIGUSR1, "USR1", &got, "blocks SIGUSR1 itself");
+    program_wants_it(
+        "sigwait",
+        libc::SIGUSR1,
+        "USR1",
+        &got,
+        "blocks SIGUSR1 itself",
+    );
 }
 
 #[test]

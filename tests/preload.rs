@@ -594,7 +594,11 @@ fn a_program_with_its_own_sigusr2_handler_keeps_it() {
     // The program wins, and heapprof says so once.
     let said: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(said.len(), 1, "{}", out.stderr);
-    assert!(said[0].contains("own handler for SIGUSR2"), "{}", out.stderr);
+    assert!(
+        said[0].contains("own handler for SIGUSR2"),
+        "{}",
+        out.stderr
+    );
     only_profile(&dir, None);
 }
 

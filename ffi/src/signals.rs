@@ -93,7 +93,7 @@ impl Real {
 }
 
 macro_rules! call {
-    ($real:expr, fn($($t:ty),*) -> $r:ty, $($arg:expr),*) => {{
+    ($real:expr, fn($($t:ty),* $(,)?) -> $r:ty, $($arg:expr),* $(,)?) => {{
         let p = $real.get();
         if p.is_null() {
             set_errno(libc::ENOSYS);
@@ -219,15 +219,16 @@ fn current_mask() -> sigset_t {
 ///
 /// # Safety
 /// As `pthread_sigmask`.
-unsafe fn mask_call(
-    real: &Real,
-    how: c_int,
-    set: *const sigset_t,
-    old: *mut sigset_t,
-) -> c_int {
+unsafe fn mask_call(real: &Real, how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int {
     let h = dump_signal::hidden();
     let r = if h == 0 || set.is_null() {
-        call!(real, fn(c_int, *const sigset_t, *mut sigset_t) -> c_int, how, set, old)
+        call!(
+            real,
+            fn(c_int, *const sigset_t, *mut sigset_t) -> c_int,
+            how,
+            set,
+            old
+        )
     } else {
         // SAFETY: a non-null set from the caller.
         let mut s = unsafe { *set };
@@ -242,7 +243,13 @@ unsafe fn mask_call(
             // SAFETY: a local set.
             unsafe { libc::sigaddset(&mut s, h) };
         }
-        call!(real, fn(c_int, *const sigset_t, *mut sigset_t) -> c_int, how, &s, old)
+        call!(
+            real,
+            fn(c_int, *const sigset_t, *mut sigset_t) -> c_int,
+            how,
+            &s,
+            old
+        )
     };
     if r == 0 && !old.is_null() {
         // SAFETY: the real call filled the caller's set.
@@ -262,7 +269,11 @@ pub unsafe extern "C" fn pthread_sigmask(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn sigprocmask(how: c_int, set: *const sigset_t, old: *mut sigset_t) -> c_int {
+pub unsafe extern "C" fn sigprocmask(
+    how: c_int,
+    set: *const sigset_t,
+    old: *mut sigset_t,
+) -> c_int {
     // SAFETY: the caller's contract.
     unsafe { mask_call(&SIGPROCMASK, how, set, old) }
 }
@@ -315,7 +326,13 @@ pub unsafe extern "C" fn sigaction(
     old: *mut libc::sigaction,
 ) -> c_int {
     if !ours_installed(sig) {
-        return call!(SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, act, old);
+        return call!(
+            SIGACTION,
+            fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int,
+            sig,
+            act,
+            old
+        );
     }
     // SAFETY: a non-null act from the caller.
     if !act.is_null() && unsafe { (*act).sa_sigaction } == libc::SIG_DFL {
@@ -326,7 +343,13 @@ pub unsafe extern "C" fn sigaction(
         }
         return 0;
     }
-    let r = call!(SIGACTION, fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int, sig, act, old);
+    let r = call!(
+        SIGACTION,
+        fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int,
+        sig,
+        act,
+        old
+    );
     if r == 0 {
         if !old.is_null() {
             // SAFETY: the caller's out-struct (it held ours).
@@ -349,9 +372,10 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
         }
         // SAFETY: `signal` has this signature; the caller's arguments.
         return unsafe {
-            core::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t>(p)(
-                sig, handler,
-            )
+            core::mem::transmute::<
+                *mut c_void,
+                unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t,
+            >(p)(sig, handler)
         };
     }
     if handler == libc::SIG_DFL {
@@ -364,9 +388,10 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     }
     // SAFETY: as above.
     let r = unsafe {
-        core::mem::transmute::<*mut c_void, unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t>(p)(
-            sig, handler,
-        )
+        core::mem::transmute::<
+            *mut c_void,
+            unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t,
+        >(p)(sig, handler)
     };
     if r == libc::SIG_ERR {
         return r;
@@ -413,7 +438,14 @@ pub unsafe extern "C" fn ppoll(
     // SAFETY: the caller's contract.
     let m = unsafe { keep_hidden(mask) };
     let mask = m.as_ref().map_or(mask, |m| m as *const sigset_t);
-    call!(PPOLL, fn(*mut libc::pollfd, libc::nfds_t, *const timespec, *const sigset_t) -> c_int, fds, n, ts, mask)
+    call!(
+        PPOLL,
+        fn(*mut libc::pollfd, libc::nfds_t, *const timespec, *const sigset_t) -> c_int,
+        fds,
+        n,
+        ts,
+        mask
+    )
 }
 
 #[no_mangle]
@@ -428,7 +460,23 @@ pub unsafe extern "C" fn pselect(
     // SAFETY: the caller's contract.
     let m = unsafe { keep_hidden(mask) };
     let mask = m.as_ref().map_or(mask, |m| m as *const sigset_t);
-    call!(PSELECT, fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const timespec, *const sigset_t) -> c_int, n, r, w, e, ts, mask)
+    call!(
+        PSELECT,
+        fn(
+            c_int,
+            *mut libc::fd_set,
+            *mut libc::fd_set,
+            *mut libc::fd_set,
+            *const timespec,
+            *const sigset_t,
+        ) -> c_int,
+        n,
+        r,
+        w,
+        e,
+        ts,
+        mask
+    )
 }
 
 #[no_mangle]
@@ -442,7 +490,15 @@ pub unsafe extern "C" fn epoll_pwait(
     // SAFETY: the caller's contract.
     let m = unsafe { keep_hidden(mask) };
     let mask = m.as_ref().map_or(mask, |m| m as *const sigset_t);
-    call!(EPOLL_PWAIT, fn(c_int, *mut libc::epoll_event, c_int, c_int, *const sigset_t) -> c_int, ep, events, max, timeout, mask)
+    call!(
+        EPOLL_PWAIT,
+        fn(c_int, *mut libc::epoll_event, c_int, c_int, *const sigset_t) -> c_int,
+        ep,
+        events,
+        max,
+        timeout,
+        mask
+    )
 }
 
 #[no_mangle]
@@ -456,7 +512,15 @@ pub unsafe extern "C" fn epoll_pwait2(
     // SAFETY: the caller's contract.
     let m = unsafe { keep_hidden(mask) };
     let mask = m.as_ref().map_or(mask, |m| m as *const sigset_t);
-    call!(EPOLL_PWAIT2, fn(c_int, *mut libc::epoll_event, c_int, *const timespec, *const sigset_t) -> c_int, ep, events, max, timeout, mask)
+    call!(
+        EPOLL_PWAIT2,
+        fn(c_int, *mut libc::epoll_event, c_int, *const timespec, *const sigset_t) -> c_int,
+        ep,
+        events,
+        max,
+        timeout,
+        mask
+    )
 }
 
 /// A wait for signals in `set`: if it names heapprof's, the program wants it.
@@ -487,7 +551,12 @@ pub unsafe extern "C" fn sigwait(set: *const sigset_t, sig: *mut c_int) -> c_int
 pub unsafe extern "C" fn sigwaitinfo(set: *const sigset_t, info: *mut libc::siginfo_t) -> c_int {
     // SAFETY: the caller's contract.
     unsafe { claim(set) };
-    call!(SIGWAITINFO, fn(*const sigset_t, *mut libc::siginfo_t) -> c_int, set, info)
+    call!(
+        SIGWAITINFO,
+        fn(*const sigset_t, *mut libc::siginfo_t) -> c_int,
+        set,
+        info
+    )
 }
 
 #[no_mangle]
@@ -498,14 +567,26 @@ pub unsafe extern "C" fn sigtimedwait(
 ) -> c_int {
     // SAFETY: the caller's contract.
     unsafe { claim(set) };
-    call!(SIGTIMEDWAIT, fn(*const sigset_t, *mut libc::siginfo_t, *const timespec) -> c_int, set, info, ts)
+    call!(
+        SIGTIMEDWAIT,
+        fn(*const sigset_t, *mut libc::siginfo_t, *const timespec) -> c_int,
+        set,
+        info,
+        ts
+    )
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn signalfd(fd: c_int, mask: *const sigset_t, flags: c_int) -> c_int {
     // SAFETY: the caller's contract.
     unsafe { claim(mask) };
-    call!(SIGNALFD, fn(c_int, *const sigset_t, c_int) -> c_int, fd, mask, flags)
+    call!(
+        SIGNALFD,
+        fn(c_int, *const sigset_t, c_int) -> c_int,
+        fd,
+        mask,
+        flags
+    )
 }
 
 /// Gives the calling thread the program's view of its mask for an `exec`
@@ -541,7 +622,13 @@ type Argv = *const *const c_char;
 #[no_mangle]
 pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
     let h = before_exec();
-    let r = call!(EXECVE, fn(*const c_char, Argv, Argv) -> c_int, path, argv, envp);
+    let r = call!(
+        EXECVE,
+        fn(*const c_char, Argv, Argv) -> c_int,
+        path,
+        argv,
+        envp
+    );
     after_exec(h);
     r
 }
@@ -565,7 +652,13 @@ pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
     let h = before_exec();
-    let r = call!(EXECVPE, fn(*const c_char, Argv, Argv) -> c_int, file, argv, envp);
+    let r = call!(
+        EXECVPE,
+        fn(*const c_char, Argv, Argv) -> c_int,
+        file,
+        argv,
+        envp
+    );
     after_exec(h);
     r
 }
@@ -579,7 +672,15 @@ pub unsafe extern "C" fn execveat(
     flags: c_int,
 ) -> c_int {
     let h = before_exec();
-    let r = call!(EXECVEAT, fn(c_int, *const c_char, Argv, Argv, c_int) -> c_int, dirfd, path, argv, envp, flags);
+    let r = call!(
+        EXECVEAT,
+        fn(c_int, *const c_char, Argv, Argv, c_int) -> c_int,
+        dirfd,
+        path,
+        argv,
+        envp,
+        flags
+    );
     after_exec(h);
     r
 }
@@ -670,9 +771,7 @@ pub unsafe extern "C" fn posix_spawn(
         return libc::ENOSYS;
     }
     // SAFETY: `posix_spawn` has this signature; the caller's arguments.
-    unsafe {
-        core::mem::transmute::<*mut c_void, SpawnFn>(p)(pid, path, actions, attr, argv, envp)
-    }
+    unsafe { core::mem::transmute::<*mut c_void, SpawnFn>(p)(pid, path, actions, attr, argv, envp) }
 }
 
 #[no_mangle]
@@ -692,9 +791,7 @@ pub unsafe extern "C" fn posix_spawnp(
         return libc::ENOSYS;
     }
     // SAFETY: `posix_spawnp` has this signature; the caller's arguments.
-    unsafe {
-        core::mem::transmute::<*mut c_void, SpawnFn>(p)(pid, file, actions, attr, argv, envp)
-    }
+    unsafe { core::mem::transmute::<*mut c_void, SpawnFn>(p)(pid, file, actions, attr, argv, envp) }
 }
 
 type SpawnFn = unsafe extern "C" fn(
@@ -724,7 +821,10 @@ pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut 
     } else {
         // SAFETY: `popen` has this signature; the caller's arguments.
         unsafe {
-            core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE>(p)(cmd, mode)
+            core::mem::transmute::<
+                *mut c_void,
+                unsafe extern "C" fn(*const c_char, *const c_char) -> *mut libc::FILE,
+            >(p)(cmd, mode)
         }
     };
     after_exec(h);

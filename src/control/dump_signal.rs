@@ -42,15 +42,24 @@
 //! mask reads back with the signal in it.
 //!
 //! # The Rust way in
-//! Nothing is interposed in a Rust binary, so: the program's own
-//! `libc::pthread_sigmask` reads the hidden signal as blocked; a handler the
-//! program installs later runs on the dumper thread (the only one taking the
-//! signal) — once per signal, as it would, but not on the main thread;
-//! `std::process::Command` children are fine (std resets the child's mask),
-//! but a C library's `system()`/`popen()`/`fork`+`exec` child inherits the
-//! block. A start-up on another thread than the main one (no allocation
-//! before a thread was spawned: impossible in std) would leave the main
-//! thread exposed.
+//! Nothing is interposed in a Rust binary, so the waits are as safe (the
+//! block and the dumper need no interposition) but the block shows:
+//! - the program's own `libc::pthread_sigmask` reads the signal as blocked;
+//! - children inherit the block: `std::process::Command` (std, as of Rust
+//!   1.95, spawns with `posix_spawn` without setting a mask, so the child
+//!   starts with its parent thread's), and a C library's `system()`,
+//!   `popen()` or `fork`+`exec`. A child that uses heapprof itself still
+//!   dumps on the signal (its dumper takes a signal it finds blocked); one
+//!   that relies on the signal's default action does not die of it. A
+//!   program that cares can unblock it in `CommandExt::pre_exec`;
+//! - a handler the program installs later runs on the dumper thread (the
+//!   only one taking the signal): once per signal, as it would, but not on
+//!   the main thread; the dumper says once that it no longer dumps on it;
+//! - `sigwait` on the signal competes with the dumper (which then dumps).
+//!
+//! A start-up on another thread than the main one (the first allocation
+//! made on a thread spawned before any other: not with std) would leave the
+//! main thread exposed.
 //!
 //! # heapprof's own calls
 //! Under the preload library `pthread_sigmask`, `sigaction` and `ppoll` are
@@ -266,8 +275,7 @@ pub fn program_takes(sig: c_int, why: Why) {
         return;
     }
     let hid = HIDDEN.compare_exchange(sig, 0, Ordering::AcqRel, Ordering::Acquire) == Ok(sig);
-    let took =
-        DUMPER_TAKES.compare_exchange(sig, 0, Ordering::SeqCst, Ordering::SeqCst) == Ok(sig);
+    let took = DUMPER_TAKES.compare_exchange(sig, 0, Ordering::SeqCst, Ordering::SeqCst) == Ok(sig);
     if hid || took {
         YIELDED.store(sig | (why as i32) << 8, Ordering::Release);
         // The dumper may be waiting with the signal unblocked: wake it so it
