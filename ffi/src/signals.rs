@@ -50,8 +50,8 @@
 //! another thread's mask blocked everything reads the signal as unblocked.
 //!
 //! # Cost
-//! Each wrapper adds a few loads and compares to the system call it makes
-//! (and, for calls that name heapprof's signal, a `sigismember` or two);
+//! Each wrapper adds a few loads, bit operations and compares to the
+//! system call it makes (a copy of the set when it must change it);
 //! none locks or allocates, so all of them are as async-signal-safe as the
 //! functions they wrap, and a forked child may call them before `exec`. The
 //! real functions are resolved in the constructor ([`init`]); one called
@@ -190,20 +190,7 @@ fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
-fn member(set: &sigset_t, sig: c_int) -> bool {
-    // SAFETY: a valid set and a signal number.
-    unsafe { libc::sigismember(set, sig) == 1 }
-}
-
-fn only(sig: c_int) -> sigset_t {
-    // SAFETY: initialising a local set.
-    unsafe {
-        let mut s: sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut s);
-        libc::sigaddset(&mut s, sig);
-        s
-    }
-}
+use dump_signal::{member, only};
 
 /// The calling thread's real mask.
 fn current_mask() -> sigset_t {
@@ -231,23 +218,29 @@ unsafe fn mask_call(real: &Real, how: c_int, set: *const sigset_t, old: *mut sig
         )
     } else {
         // SAFETY: a non-null set from the caller.
-        let mut s = unsafe { *set };
-        let asks = member(&s, h);
-        if asks && how != libc::SIG_UNBLOCK && !dump_signal::blanket(&s, h) {
+        let given = unsafe { &*set };
+        let asks = member(given, h);
+        // A copy only when the set must change (it is 128 bytes).
+        let mut copy;
+        let mut pass = set;
+        if asks && how != libc::SIG_UNBLOCK && !dump_signal::blanket(given, h) {
             // The program blocks the signal itself: it wants it.
             dump_signal::program_takes(h, Why::Blocks);
-        } else if how == libc::SIG_UNBLOCK {
-            // SAFETY: a local set.
-            unsafe { libc::sigdelset(&mut s, h) };
-        } else if how == libc::SIG_SETMASK {
-            // SAFETY: a local set.
-            unsafe { libc::sigaddset(&mut s, h) };
+        } else if (how == libc::SIG_UNBLOCK && asks) || (how == libc::SIG_SETMASK && !asks) {
+            // Unblocking it, or a new mask without it: it stays blocked.
+            copy = *given;
+            if asks {
+                dump_signal::del(&mut copy, h);
+            } else {
+                dump_signal::add(&mut copy, h);
+            }
+            pass = &copy;
         }
         call!(
             real,
             fn(c_int, *const sigset_t, *mut sigset_t) -> c_int,
             how,
-            &s,
+            pass,
             old
         )
     };
@@ -411,12 +404,12 @@ unsafe fn keep_hidden(mask: *const sigset_t) -> Option<sigset_t> {
         return None;
     }
     // SAFETY: non-null, the caller's set.
-    let mut m = unsafe { *mask };
-    if member(&m, h) {
+    if member(unsafe { &*mask }, h) {
         return None;
     }
-    // SAFETY: a local set.
-    unsafe { libc::sigaddset(&mut m, h) };
+    // SAFETY: as above.
+    let mut m = unsafe { *mask };
+    dump_signal::add(&mut m, h);
     Some(m)
 }
 
@@ -747,7 +740,7 @@ unsafe fn spawn_attr(attr: *const libc::posix_spawnattr_t) -> Option<libc::posix
                 return None;
             }
         }
-        libc::sigdelset(&mut cur, h);
+        dump_signal::del(&mut cur, h);
         libc::posix_spawnattr_setflags(&mut a, flags | libc::POSIX_SPAWN_SETSIGMASK as c_short);
         libc::posix_spawnattr_setsigmask(&mut a, &cur);
         Some(a)

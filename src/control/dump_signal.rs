@@ -179,19 +179,55 @@ pub unsafe fn ppoll(
     }
 }
 
-fn member(set: &libc::sigset_t, sig: c_int) -> bool {
-    // SAFETY: a valid set and a signal number.
-    unsafe { libc::sigismember(set, sig) == 1 }
+// Set operations on the first word, inline: these run in every wrapped
+// call. glibc's layout: signal n (1..=64, every signal Linux has) is bit
+// n - 1 of the first `unsigned long`.
+
+#[inline]
+fn bit(sig: c_int) -> u64 {
+    if (1..=64).contains(&sig) {
+        1 << (sig - 1)
+    } else {
+        0
+    }
 }
 
-fn only(sig: c_int) -> libc::sigset_t {
-    // SAFETY: initialising a local set.
-    unsafe {
-        let mut s: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut s);
-        libc::sigaddset(&mut s, sig);
-        s
-    }
+#[inline]
+fn word(set: &libc::sigset_t) -> u64 {
+    // SAFETY: sigset_t is an array of at least one 64-bit unsigned long.
+    unsafe { *(set as *const libc::sigset_t).cast::<u64>() }
+}
+
+#[inline]
+fn word_mut(set: &mut libc::sigset_t) -> &mut u64 {
+    // SAFETY: as above.
+    unsafe { &mut *(set as *mut libc::sigset_t).cast::<u64>() }
+}
+
+/// Whether `set` holds `sig`.
+#[inline]
+pub fn member(set: &libc::sigset_t, sig: c_int) -> bool {
+    sig != 0 && word(set) & bit(sig) != 0
+}
+
+/// Adds `sig` to `set`.
+#[inline]
+pub fn add(set: &mut libc::sigset_t, sig: c_int) {
+    *word_mut(set) |= bit(sig);
+}
+
+/// Removes `sig` from `set`.
+#[inline]
+pub fn del(set: &mut libc::sigset_t, sig: c_int) {
+    *word_mut(set) &= !bit(sig);
+}
+
+/// The set holding `sig` alone.
+pub fn only(sig: c_int) -> libc::sigset_t {
+    // SAFETY: a zeroed sigset_t is the empty set.
+    let mut s: libc::sigset_t = unsafe { core::mem::zeroed() };
+    add(&mut s, sig);
+    s
 }
 
 /// The signal heapprof currently blocks in program threads and hides from
@@ -209,32 +245,43 @@ pub fn dumper_takes() -> c_int {
 
 /// The signals whose presence together marks "block everything" rather
 /// than "block this signal".
-const BLANKET: [c_int; 10] = [
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGPIPE,
-    libc::SIGALRM,
-    libc::SIGTERM,
-    libc::SIGCHLD,
-    libc::SIGWINCH,
-];
+const BLANKET: u64 = {
+    let s = [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPIPE,
+        libc::SIGALRM,
+        libc::SIGTERM,
+        libc::SIGCHLD,
+        libc::SIGWINCH,
+    ];
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < s.len() {
+        w |= 1 << (s[i] - 1);
+        i += 1;
+    }
+    w
+};
 
 /// Whether `set` blocks (nearly) everything — every common asynchronous
 /// signal besides `sig` — as `sigfillset` masks do.
+#[inline]
 pub fn blanket(set: &libc::sigset_t, sig: c_int) -> bool {
-    BLANKET.iter().all(|&s| s == sig || member(set, s))
+    let need = BLANKET & !bit(sig);
+    word(set) & need == need
 }
 
 /// Turns a thread's real mask into the program's view of it: without the
 /// hidden signal `h` (pass [`hidden`] as read before the call that produced
 /// `set`), unless the mask blocks everything anyway.
+#[inline]
 pub fn view(set: &mut libc::sigset_t, h: c_int) {
-    if h != 0 && member(set, h) && !blanket(set, h) {
-        // SAFETY: a valid set and a signal number.
-        unsafe { libc::sigdelset(set, h) };
+    if member(set, h) && !blanket(set, h) {
+        del(set, h);
     }
 }
 
@@ -244,9 +291,9 @@ pub fn view(set: &mut libc::sigset_t, h: c_int) {
 /// view — the dumper still takes it.
 pub fn take(sig: c_int) {
     let set = only(sig);
-    // SAFETY: blocking one signal in the calling thread.
+    // SAFETY: a zeroed sigset_t is a valid out-set.
     let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
-    // SAFETY: valid sets.
+    // SAFETY: blocking one signal in the calling thread; valid sets.
     let r = unsafe { sigmask(libc::SIG_BLOCK, &set, &mut old) };
     HIDDEN.store(
         if r == 0 && !member(&old, sig) { sig } else { 0 },
@@ -346,11 +393,7 @@ pub(crate) fn wait_mask(base: &libc::sigset_t) -> libc::sigset_t {
     // Before reading the signal (both SeqCst, as in `program_takes`): a
     // yield either sees this wait or is seen by it.
     IN_WAIT.store(true, Ordering::SeqCst);
-    let sig = DUMPER_TAKES.load(Ordering::SeqCst);
-    if sig != 0 {
-        // SAFETY: a valid set and a signal number.
-        unsafe { libc::sigdelset(&mut m, sig) };
-    }
+    del(&mut m, DUMPER_TAKES.load(Ordering::SeqCst));
     m
 }
 
