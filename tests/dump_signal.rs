@@ -55,6 +55,29 @@ fn scratch() -> PathBuf {
     d
 }
 
+/// tests/c/countmalloc.c as a shared library, compiled once.
+fn countmalloc() -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let so = scratch().join("libcountmalloc.so");
+    if !*built {
+        let src = workspace().join("tests/c/countmalloc.c");
+        let out = Command::new("cc")
+            .args(["-O2", "-shared", "-fPIC", "-Wall", "-o"])
+            .arg(&so)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        *built = true;
+    }
+    so
+}
+
 /// tests/c/dumpsig.c, compiled once.
 fn dumpsig() -> PathBuf {
     static BUILT: Mutex<bool> = Mutex::new(false);
@@ -66,6 +89,7 @@ fn dumpsig() -> PathBuf {
             .args(["-O2", "-g", "-pthread", "-Wall", "-o"])
             .arg(&exe)
             .arg(&src)
+            .arg("-ldl")
             .output()
             .unwrap();
         assert!(
@@ -354,4 +378,43 @@ fn rust_program_c_library_waits_last_their_full_time() {
     assert!(out[0].ends_with("problems 0"), "{out:#?}");
     let seqs: Vec<(u32, u64)> = common::dumps(&dir).iter().map(|d| (d.0, d.1)).collect();
     assert_eq!(seqs, (0..20).map(|s| (pid, s)).collect::<Vec<_>>());
+}
+
+#[test]
+fn preload_signal_wrappers_never_allocate() {
+    // countmalloc.so after the library: the allocator it forwards to, which
+    // counts what each thread allocates — the library's own allocations
+    // included. At rate 1 any allocation would also be a sample.
+    for sig in [libc::SIGUSR2, libc::SIGUSR1] {
+        let dir = out_dir(&format!("noalloc-{sig}"));
+        let name = if sig == libc::SIGUSR2 { "USR2" } else { "USR1" };
+        let out = preloaded(dumpsig(), &dir)
+            .args(["noalloc", &sig.to_string()])
+            .env(
+                "LD_PRELOAD",
+                format!("{} {}", library().display(), countmalloc().display()),
+            )
+            .env("HEAPPROF_RATE", "1")
+            .env("HEAPPROF_SIGNAL", name)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        // The counter sees a malloc (and at rate 1 perhaps the engine's own
+        // first allocations on this thread).
+        let one: u32 = lines[0]
+            .strip_prefix("one malloc counts ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(one >= 1, "{stdout}");
+        assert_eq!(lines[1..], ["allocations in the wrappers: 0"], "{name}");
+        // The yield at the end was still said, once, by the dumper.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("blocks SIG{name} itself")),
+            "{stderr}"
+        );
+    }
 }

@@ -10,11 +10,14 @@
  *                     posix_spawnp, system and popen print their SigBlk.
  *   dumpsig sigwait SIG   blocks SIG, says "ready", takes it 3 times with
  *                     sigwaitinfo. (signalfd SIG: the same through a signalfd.)
+ *   dumpsig noalloc SIG   counts the allocations its thread makes in the
+ *                     interposed signal functions (under countmalloc.so).
  *   dumpsig handler SIG   installs a handler for SIG, starts a thread, says
  *                     "ready", waits for it 3 times and says how often it ran
  *                     on a thread the program did not create.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -296,6 +299,55 @@ static int handler_mode(int sig) {
   return 0;
 }
 
+static void on_winch(int sig) { (void)sig; }
+
+/* Every interposed signal function but the ones that exec or wait, many
+ * times, then the yield (blocking the dump signal): the allocations the
+ * calling thread made meanwhile, as counted by countmalloc.so. */
+static int noalloc_mode(int sig) {
+  long (*mine)(void) = (long (*)(void))dlsym(RTLD_DEFAULT, "countmalloc_mine");
+  if (!mine) {
+    printf("countmalloc.so is not loaded\n");
+    return 1;
+  }
+  sigset_t one, old, none;
+  sigemptyset(&one);
+  sigaddset(&one, SIGWINCH);
+  sigemptyset(&none);
+  struct timespec zero = {0, 0};
+  struct sigaction sa, prev;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_winch;
+  int ep = epoll_create1(0);
+  struct epoll_event out;
+  siginfo_t si;
+  long before = mine();
+  void *volatile p = malloc(10); /* the counter counts */
+  free(p);
+  printf("one malloc counts %ld\n", mine() - before);
+  before = mine();
+  for (int i = 0; i < 1000; i++) {
+    pthread_sigmask(SIG_BLOCK, &one, &old);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_sigmask(SIG_UNBLOCK, &none, NULL);
+    sigprocmask(SIG_BLOCK, NULL, &old);
+    sigaction(SIGWINCH, &sa, &prev);
+    sigaction(sig, NULL, &prev);
+    sigaction(sig, &prev, NULL); /* the default it reads: kept as heapprof's */
+    signal(SIGWINCH, SIG_DFL);
+    ppoll(NULL, 0, &zero, &none);
+    pselect(0, NULL, NULL, NULL, &zero, &none);
+    epoll_pwait(ep, &out, 1, 0, &none);
+    sigtimedwait(&one, &si, &zero);
+  }
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, sig);
+  pthread_sigmask(SIG_BLOCK, &s, NULL);
+  printf("allocations in the wrappers: %ld\n", mine() - before);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "";
   int sig = argc > 2 ? atoi(argv[2]) : SIGUSR2;
@@ -305,6 +357,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "sigwait")) return sigwait_mode(sig, 0);
   if (!strcmp(mode, "signalfd")) return sigwait_mode(sig, 1);
   if (!strcmp(mode, "handler")) return handler_mode(sig);
+  if (!strcmp(mode, "noalloc")) return noalloc_mode(sig);
   fprintf(stderr, "usage: dumpsig waits|spawn|sigwait SIG|signalfd SIG|handler SIG\n");
   return 2;
 }
