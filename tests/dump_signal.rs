@@ -418,3 +418,22 @@ fn preload_signal_wrappers_never_allocate() {
         );
     }
 }
+
+#[test]
+fn preload_raise_of_the_signal_still_dumps() {
+    // raise() is thread-directed: the raising thread blocks the signal, so
+    // the library asks the dumper itself, as the handler would have.
+    let dir = out_dir("raise");
+    let out = preloaded(dumpsig(), &dir)
+        .args(["raise", &libc::SIGUSR2.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout,
+        "profile 0 written\nprofile 1 written\nprofile 2 written\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(common::dumps(&dir).len(), 4, "three raised, one at exit");
+}

@@ -26,6 +26,8 @@
 //!   `SIG_DFL`, and setting `SIG_DFL` then keeps heapprof's handler (bare,
 //!   the program has the default; heapprof just takes the signal instead of
 //!   dying of it) — so a save-and-restore of the "default" changes nothing.
+//! - `raise` of the signal (thread-directed, so it would stay pending in
+//!   the raising thread): asks the dumper for the dump directly.
 //! - `sigsuspend`, `ppoll`, `pselect`, `epoll_pwait`, `epoll_pwait2`: a
 //!   temporary mask keeps the signal blocked, so a dump never wakes them.
 //! - `execve`, `execv`, `execvp`, `execvpe`, `execveat`, `fexecve`, and the
@@ -45,8 +47,11 @@
 //!   wait, so neither returns early.
 //!
 //! Not covered: `sigset`, `sysv_signal`, `bsd_signal` (old System V and BSD
-//! names), `clone`/`vfork` followed by a raw `execve` system call, and masks
-//! set with the raw `rt_sigprocmask` system call. A thread created while
+//! names), `pthread_kill`/`tgkill` of the signal to a program thread (it
+//! stays pending there), `clone`/`vfork` followed by a raw `execve` system
+//! call, glibc-internal spawns other than `system`/`popen` (`wordexp`),
+//! masks set with the raw `rt_sigprocmask` system call, and what
+//! `/proc/self/status` says (`SigBlk` shows the block). A thread created while
 //! another thread's mask blocked everything reads the signal as unblocked.
 //!
 //! # Cost
@@ -133,8 +138,10 @@ static POSIX_SPAWN: Real = Real::new(c"posix_spawn");
 static POSIX_SPAWNP: Real = Real::new(c"posix_spawnp");
 static SYSTEM: Real = Real::new(c"system");
 static POPEN: Real = Real::new(c"popen");
+static RAISE: Real = Real::new(c"raise");
 
-static ALL: [&Real; 23] = [
+static ALL: [&Real; 24] = [
+    &RAISE,
     &PTHREAD_SIGMASK,
     &SIGPROCMASK,
     &SIGACTION,
@@ -391,6 +398,22 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     }
     handed_over(sig);
     libc::SIG_DFL
+}
+
+/// `raise` of the dump signal while heapprof blocks it in this thread: the
+/// signal would stay pending here, so ask the dumper directly, which is
+/// what heapprof's handler would have done before `raise` returned.
+#[no_mangle]
+pub unsafe extern "C" fn raise(sig: c_int) -> c_int {
+    let h = dump_signal::hidden();
+    if sig != 0 && sig == h && ours_installed(sig) {
+        let cur = current_mask();
+        if member(&cur, h) && !dump_signal::blanket(&cur, h) {
+            heapprof::triggers::request_dump();
+            return 0;
+        }
+    }
+    call!(RAISE, fn(c_int) -> c_int, sig)
 }
 
 /// `mask` with the hidden signal added, if the caller's temporary mask

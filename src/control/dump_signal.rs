@@ -55,7 +55,10 @@
 //! - a handler the program installs later runs on the dumper thread (the
 //!   only one taking the signal): once per signal, as it would, but not on
 //!   the main thread; the dumper says once that it no longer dumps on it;
-//! - `sigwait` on the signal competes with the dumper (which then dumps).
+//! - `sigwait` on the signal competes with the dumper (which then dumps);
+//! - a thread-directed signal (`raise`, `pthread_kill`) to a program thread
+//!   stays pending there: send it to the process (`kill`), or call
+//!   `heapprof::dump()`.
 //!
 //! A start-up on another thread than the main one (the first allocation
 //! made on a thread spawned before any other: not with std) would leave the

@@ -207,6 +207,12 @@ pub fn poke() {
     wake(WAKE_RECONFIGURE);
 }
 
+/// Asks the dumper for a dump, as the signal does (lock-free,
+/// async-signal-safe: one `write(2)`).
+pub fn request_dump() {
+    wake(WAKE_DUMP);
+}
+
 fn wake(byte: u8) {
     let fd = PIPE_WRITE.load(Ordering::Acquire);
     if fd >= 0 {

@@ -10,6 +10,7 @@
  *                     posix_spawnp, system and popen print their SigBlk.
  *   dumpsig sigwait SIG   blocks SIG, says "ready", takes it 3 times with
  *                     sigwaitinfo. (signalfd SIG: the same through a signalfd.)
+ *   dumpsig raise SIG     raises SIG 3 times, waiting for each profile.
  *   dumpsig noalloc SIG   counts the allocations its thread makes in the
  *                     interposed signal functions (under countmalloc.so).
  *   dumpsig handler SIG   installs a handler for SIG, starts a thread, says
@@ -348,6 +349,22 @@ static int noalloc_mode(int sig) {
   return 0;
 }
 
+/* raise(SIG) three times, each time waiting (up to 20 s) for the profile
+ * it asks for: HEAPPROF_OUT.PID.SEQ.pb.gz. */
+static int raise_mode(int sig) {
+  const char *out = getenv("HEAPPROF_OUT");
+  if (!out) return 2;
+  for (int seq = 0; seq < 3; seq++) {
+    if (raise(sig) != 0) return 1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s.%d.%d.pb.gz", out, (int)getpid(), seq);
+    int waited = 0;
+    while (access(path, F_OK) != 0 && waited++ < 2000) poll(NULL, 0, 10);
+    printf("profile %d %s\n", seq, access(path, F_OK) == 0 ? "written" : "missing");
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "";
   int sig = argc > 2 ? atoi(argv[2]) : SIGUSR2;
@@ -358,6 +375,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "signalfd")) return sigwait_mode(sig, 1);
   if (!strcmp(mode, "handler")) return handler_mode(sig);
   if (!strcmp(mode, "noalloc")) return noalloc_mode(sig);
+  if (!strcmp(mode, "raise")) return raise_mode(sig);
   fprintf(stderr, "usage: dumpsig waits|spawn|sigwait SIG|signalfd SIG|handler SIG\n");
   return 2;
 }
