@@ -73,7 +73,9 @@
 //!
 //! Everything here is lock-free and allocation-free: the interposed
 //! functions call it from any context, a forked child before `exec`
-//! included.
+//! included. The one wait: a yield waits, once, up to 200 ms (normally a
+//! context switch) for the dumper to leave a wait begun with the signal
+//! unblocked ([`program_takes`]).
 
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
