@@ -2,7 +2,8 @@
  *
  *   dumpsig waits     two threads wait in sleep, nanosleep, poll, epoll_wait,
  *                     select, usleep and (with an empty temporary mask) ppoll,
- *                     pselect, epoll_pwait; each wait must
+ *                     pselect, epoll_pwait, and sigsuspend for a SIGWINCH
+ *                     another thread sends; each wait must
  *                     last its full time. Stops when stdin closes. Prints the
  *                     count of waits, every problem, the observed masks and
  *                     dispositions.
@@ -83,8 +84,32 @@ static void print_mask(const char *who) {
   printf("mask %s:%s\n", who, buf[0] ? buf : " none");
 }
 
+static volatile sig_atomic_t winches;
+static void on_winch(int sig) {
+  (void)sig;
+  winches++;
+}
+
+/* Sends SIGWINCH to the second thread every 100 ms: it blocks SIGWINCH
+ * and takes it only in sigsuspend, the classic way. */
+static void *ticker(void *arg) {
+  pthread_t to = *(pthread_t *)arg;
+  while (!stop) {
+    nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    pthread_kill(to, SIGWINCH);
+  }
+  return NULL;
+}
+
 static void *second(void *arg) {
   (void)arg;
+  sigset_t winch, none;
+  sigemptyset(&winch);
+  sigaddset(&winch, SIGWINCH);
+  sigemptyset(&none);
+  pthread_sigmask(SIG_BLOCK, &winch, NULL);
+  pthread_t me = pthread_self(), tick;
+  pthread_create(&tick, NULL, ticker, &me);
   int never[2];
   if (pipe(never)) abort();
   int ep = epoll_create1(0);
@@ -108,7 +133,14 @@ static void *second(void *arg) {
     check(1, "clock_nanosleep", clock_nanosleep(CLOCK_MONOTONIC, 0, &ms100, NULL), t0, 100);
     t0 = now_ms();
     check(1, "usleep", usleep(100000), t0, 100);
+    /* Only the ticker's SIGWINCH may end it. */
+    int before = winches;
+    waits[1]++;
+    if (sigsuspend(&none) != -1 || errno != EINTR || winches == before)
+      problem(1, "sigsuspend(empty mask)", "woken by another signal");
   }
+  pthread_join(tick, NULL);
+  pthread_sigmask(SIG_UNBLOCK, &winch, NULL);
   pthread_mutex_lock(&out_lock);
   print_mask("thread");
   pthread_mutex_unlock(&out_lock);
@@ -123,6 +155,10 @@ static int waits_mode(void) {
   pthread_sigmask(SIG_BLOCK, &one, &old);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
 
+  struct sigaction sw;
+  memset(&sw, 0, sizeof sw);
+  sw.sa_handler = on_winch;
+  sigaction(SIGWINCH, &sw, NULL);
   pthread_t t;
   pthread_create(&t, NULL, second, NULL);
   int ep = epoll_create1(0);
@@ -299,8 +335,6 @@ static int handler_mode(int sig) {
          (int)elsewhere);
   return 0;
 }
-
-static void on_winch(int sig) { (void)sig; }
 
 /* Every interposed signal function but the ones that exec or wait, many
  * times, then the yield (blocking the dump signal): the allocations the
