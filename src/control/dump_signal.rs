@@ -17,7 +17,7 @@
 //!   normally the main thread before `main`. Threads inherit the mask, so
 //!   every thread the program creates blocks it too.
 //! - **The dumper takes it.** heapprof's dumper thread blocks every signal,
-//!   except this one while it waits (`ppoll` with a mask, [`wait_mask`]): the
+//!   except this one while it waits (`ppoll` with a mask): the
 //!   signal is delivered there, its handler writes the self-pipe byte, and
 //!   `ppoll` returns. A signal arriving during a dump stays pending until the
 //!   next wait (which is the coalescing the triggers want anyway), so a dump
