@@ -4,8 +4,11 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=src/tls.c");
+    println!("cargo:rerun-if-changed=src/exec.c");
     cc::Build::new()
         .file("src/tls.c")
+        // The variadic exec functions (see src/signals.rs).
+        .file("src/exec.c")
         // Position-independent (a shared library) but with the TLS model the
         // source asks for; optimised so the accessor is two instructions.
         .pic(true)

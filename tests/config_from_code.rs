@@ -32,8 +32,10 @@ fn interval_signal_and_prefix_from_code() {
     config.clone().interval(None).install();
     std::thread::sleep(Duration::from_millis(400));
     let before = common::dumps(&dir).len();
-    // SAFETY: raising a signal heapprof handles (it only wakes its thread).
-    unsafe { libc::raise(libc::SIGUSR1) };
+    // To the process, as `kill` does: heapprof blocks its signal in the
+    // program's threads, so a raise() here would stay pending.
+    // SAFETY: signalling our own process with a signal heapprof handles.
+    unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
     assert_eq!(wait_for(&dir, before + 1), before + 1);
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(

@@ -599,9 +599,20 @@ fn allocations_before_start_and_after_the_exit_dump_are_served() {
 
 #[test]
 fn a_program_with_its_own_sigusr2_handler_keeps_it() {
-    let (out, dir) = same_as_bare("sigusr2", program("sigusr2"), &[], &[], b"");
+    let dir = out_dir("sigusr2");
+    let bare = run(&mut clean(program("sigusr2")), b"");
+    let out = run(&mut preloaded(program("sigusr2"), &dir), b"");
+    assert_eq!((out.code, &out.stdout), (bare.code, &bare.stdout));
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, "handler ran 3 times\n");
+    // The program wins, and heapprof says so once.
+    let said: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(said.len(), 1, "{}", out.stderr);
+    assert!(
+        said[0].contains("own handler for SIGUSR2"),
+        "{}",
+        out.stderr
+    );
     only_profile(&dir, None);
 }
 

@@ -135,6 +135,7 @@ mod env;
 pub mod hooks;
 pub mod lineage;
 pub mod real;
+pub mod signals;
 pub mod threads;
 pub mod tls;
 pub mod unhook;
@@ -175,6 +176,10 @@ extern "C" fn start() {
     // First: from here on the engine finds thread state in our TLS block.
     tls::measure_offset();
     heapprof::thread_state::set_state_fn(tls::state_ptr);
+    // Before anything else: heapprof's own signal calls must reach the real
+    // functions, not the interposed ones (also in an inert child, where the
+    // wrappers stay and pass calls straight through).
+    signals::init();
     if !lineage::profile_this_process() {
         // A child not asked for: inert, unhooked, silent.
         return;

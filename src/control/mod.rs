@@ -4,6 +4,7 @@
 //! writing and calls down into both.
 
 pub mod config;
+pub mod dump_signal;
 pub mod http;
 pub mod startup;
 pub mod triggers;

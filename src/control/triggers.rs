@@ -6,15 +6,28 @@
 //! allocation hook. The signal handler only writes one byte to a non-blocking
 //! self-pipe (saving `errno`); a dedicated dumper thread, with every signal
 //! blocked so the application's own signal handling is untouched, waits on
-//! that pipe with `poll` and a timeout. One wake-up drains every byte in the
+//! that pipe with `ppoll` and a timeout. One wake-up drains every byte in the
 //! pipe and writes one profile, so a storm of signals coalesces: signals that
 //! arrive during a dump cause at most one more. The timeout serves the
 //! `HEAPPROF_INTERVAL` dumps and a periodic drain of the per-thread buffers
 //! (which bounds their memory at high sampling rates).
 //!
+//! **The signal never interrupts the program** (no `EINTR`, no sleep cut
+//! short): installing the handler also blocks the signal in the calling
+//! thread — the main thread, before other threads exist — so every program
+//! thread inherits the block, and the dumper thread alone unblocks it, only
+//! while it waits in `ppoll`, where the handler then runs. The model, what
+//! the program sees of it (nothing, under the preload library, which
+//! interposes the mask, disposition, wait, `exec` and spawn calls) and the
+//! limits of the Rust way in: [`crate::control::dump_signal`].
+//!
 //! The handler is installed only if the signal has no handler yet; if the
 //! application already has one, heapprof leaves it and says so once. If the
-//! application installs its own later, it simply wins.
+//! application installs its own later, it wins, and the dumper says so once
+//! (under the preload library the program's handler then runs where it
+//! would bare; in a Rust binary it runs on the dumper thread). A program
+//! that blocks or waits for the signal itself gets it too (see
+//! `dump_signal`).
 //!
 //! At exit, an `atexit` handler writes a last profile if asked (and prints
 //! any configuration problem not printed yet). After `fork`, the child gets
@@ -31,6 +44,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::control::dump_signal::{self, Why};
 use crate::thread_state;
 
 struct Settings {
@@ -188,6 +202,17 @@ fn pipe_is_ours() -> bool {
     i != 0 && i == PIPE_INODE.load(Ordering::Relaxed)
 }
 
+/// Wakes the dumper to re-read its state (lock-free: one `write(2)`).
+pub fn poke() {
+    wake(WAKE_RECONFIGURE);
+}
+
+/// Asks the dumper for a dump, as the signal does (lock-free,
+/// async-signal-safe: one `write(2)`).
+pub fn request_dump() {
+    wake(WAKE_DUMP);
+}
+
 fn wake(byte: u8) {
     let fd = PIPE_WRITE.load(Ordering::Acquire);
     if fd >= 0 {
@@ -197,11 +222,20 @@ fn wake(byte: u8) {
     }
 }
 
-extern "C" fn on_signal(_sig: libc::c_int) {
-    // Async-signal-safe: errno saved, one write(2), errno restored.
+extern "C" fn on_signal(sig: libc::c_int) {
+    // Async-signal-safe: errno saved, one write(2) (or kill(2)), errno
+    // restored.
     // SAFETY: __errno_location is the calling thread's errno slot.
     let errno = unsafe { *libc::__errno_location() };
-    wake(WAKE_DUMP);
+    if sig != dump_signal::dumper_takes() && dump_signal::on_dumper_thread() {
+        // Yielded to the program (or moved) while the dumper was waiting
+        // with it unblocked: send it on, process-directed; the dumper now
+        // blocks it, so it reaches the program's sigwait or thread.
+        // SAFETY: kill(2) on our own process.
+        unsafe { libc::kill(libc::getpid(), sig) };
+    } else {
+        wake(WAKE_DUMP);
+    }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
 }
@@ -232,14 +266,15 @@ fn install_signal(want: i32) {
         // SAFETY: querying and restoring a signal disposition.
         unsafe {
             let mut cur: libc::sigaction = core::mem::zeroed();
-            libc::sigaction(have, core::ptr::null(), &mut cur);
+            dump_signal::sigaction(have, core::ptr::null(), &mut cur);
             if cur.sa_sigaction == handler_addr() {
                 let mut dfl: libc::sigaction = core::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(have, &dfl, core::ptr::null_mut());
+                dump_signal::sigaction(have, &dfl, core::ptr::null_mut());
             }
         }
         INSTALLED_SIGNAL.store(0, Ordering::Release);
+        dump_signal::release(have);
     }
     if want == 0 {
         return;
@@ -247,7 +282,7 @@ fn install_signal(want: i32) {
     // SAFETY: sigaction with zeroed structs and a valid extern "C" handler.
     unsafe {
         let mut old: libc::sigaction = core::mem::zeroed();
-        libc::sigaction(want, core::ptr::null(), &mut old);
+        dump_signal::sigaction(want, core::ptr::null(), &mut old);
         if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != handler_addr() {
             SIGNAL_TAKEN.store(want, Ordering::Release);
             return;
@@ -256,8 +291,9 @@ fn install_signal(want: i32) {
         act.sa_sigaction = handler_addr();
         act.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut act.sa_mask);
-        if libc::sigaction(want, &act, core::ptr::null_mut()) == 0 {
+        if dump_signal::sigaction(want, &act, core::ptr::null_mut()) == 0 {
             INSTALLED_SIGNAL.store(want, Ordering::Release);
+            dump_signal::take(want);
         }
     }
 }
@@ -275,9 +311,9 @@ fn spawn_dumper() {
         let mut all: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        dump_signal::sigmask(libc::SIG_SETMASK, &all, &mut old);
         libc::pthread_create(&mut tid, &attr, dumper_main, core::ptr::null_mut());
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        dump_signal::sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         libc::pthread_attr_destroy(&mut attr);
     }
 }
@@ -288,6 +324,15 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: naming the calling thread with a short NUL-terminated string.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
     crate::stack::load_fast_unwinder();
+    dump_signal::set_dumper_thread();
+    // The mask this thread was created with (all but glibc's internal
+    // signals); it waits in it minus the dump signal.
+    // SAFETY: reading the calling thread's mask into a local.
+    let base = unsafe {
+        let mut m: libc::sigset_t = core::mem::zeroed();
+        dump_signal::sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut m);
+        m
+    };
     let mut next_interval: Option<Instant> = None;
     let mut last_drain = Instant::now();
     let mut http = crate::control::http::Control::new();
@@ -315,7 +360,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         if let Some(t) = next_interval {
             wait = wait.min(t.saturating_duration_since(now));
         }
-        let woke = wait_for_wake(wait);
+        let woke = wait_for_wake(wait, &base);
         if woke.dump {
             dump_now();
         }
@@ -340,7 +385,7 @@ struct Woke {
     dump: bool,
 }
 
-fn wait_for_wake(timeout: Duration) -> Woke {
+fn wait_for_wake(timeout: Duration, base: &libc::sigset_t) -> Woke {
     if !pipe_is_ours() {
         // Never write into a descriptor the program now uses: forget the
         // old numbers (without closing them) and make a new pipe.
@@ -355,17 +400,27 @@ fn wait_for_wake(timeout: Duration) -> Woke {
         events: libc::POLLIN,
         revents: 0,
     });
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: two valid pollfds (poll skips a negative descriptor); a
-    // readable note descriptor just ends the wait (the loop then prints).
-    let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // The dump signal is unblocked only in here: its handler runs on this
+    // thread, between dumps, and ppoll returns (EINTR, the byte in the pipe).
+    let mask = dump_signal::wait_mask(base);
+    // SAFETY: two valid pollfds (ppoll skips a negative descriptor; a
+    // readable note descriptor just ends the wait, the loop then prints), a
+    // valid timeout and mask.
+    let r = unsafe { dump_signal::ppoll(fds.as_mut_ptr(), 2, &ts, &mask) };
+    dump_signal::wait_done();
     let pfd = fds[0];
     let mut woke = Woke { dump: false };
     if r > 0 && pfd.revents & libc::POLLNVAL != 0 {
         // Closed under us: wait out the timeout rather than spin; the next
         // round re-creates the pipe.
         std::thread::sleep(timeout);
-    } else if r > 0 {
+    } else if r != 0 {
+        // Readable, or interrupted by the handler that just wrote to it: the
+        // pipe is non-blocking, so draining an empty one costs one read.
         let mut buf = [0u8; 256];
         loop {
             // SAFETY: reading into a local buffer of the given length.
@@ -401,6 +456,19 @@ pub fn set_note_source(source: NoteSource) {
 fn print_pending() {
     let mut pending = std::mem::take(&mut ensure(&mut settings()).pending);
     pending.extend(NOTE_SOURCE.get().and_then(|n| (n.take)()));
+    if let Some((sig, why)) = dump_signal::take_yielded() {
+        let name = signal_name(sig);
+        let what = match why {
+            Why::Blocks => format!("the program blocks {name} itself"),
+            Why::Waits => format!("the program waits for {name} itself"),
+            Why::Handler => format!("the program set its own handler for {name}"),
+        };
+        pending.push(yielded_line(&what, sig));
+    }
+    if let Some(sig) = handler_replaced() {
+        let what = format!("the program set its own handler for {}", signal_name(sig));
+        pending.push(yielded_line(&what, sig));
+    }
     let taken = SIGNAL_TAKEN.swap(0, Ordering::AcqRel);
     if taken != 0 {
         pending.push(format!(
@@ -412,6 +480,45 @@ fn print_pending() {
     for line in pending {
         say(&line);
     }
+}
+
+fn yielded_line(what: &str, sig: i32) -> String {
+    let other = if sig == libc::SIGUSR1 { "USR2" } else { "USR1" };
+    format!(
+        "heapprof: {what}; leaving it to the program, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as {other}, or none)"
+    )
+}
+
+/// The signal our handler was installed on, if a handler the program set
+/// without heapprof seeing it (the Rust way in) has replaced it since: once.
+/// The dumper keeps taking the signal, so the program's handler runs there.
+fn handler_replaced() -> Option<i32> {
+    static SAID: AtomicI32 = AtomicI32::new(0);
+    let sig = INSTALLED_SIGNAL.load(Ordering::Acquire);
+    if sig == 0 || sig != dump_signal::dumper_takes() || SAID.load(Ordering::Relaxed) == sig {
+        return None;
+    }
+    // SAFETY: querying a disposition into a zeroed local.
+    let cur = unsafe {
+        let mut cur: libc::sigaction = core::mem::zeroed();
+        dump_signal::sigaction(sig, core::ptr::null(), &mut cur);
+        cur.sa_sigaction
+    };
+    if cur == handler_addr() {
+        return None;
+    }
+    SAID.store(sig, Ordering::Relaxed);
+    Some(sig)
+}
+
+/// Whether `handler` is heapprof's signal handler.
+pub fn is_our_handler(handler: libc::sighandler_t) -> bool {
+    handler == handler_addr()
+}
+
+/// The signal heapprof's handler is installed on (0: none).
+pub fn handler_signal() -> i32 {
+    INSTALLED_SIGNAL.load(Ordering::Acquire)
 }
 
 /// Writes the next numbered profile now, reporting (once per distinct
@@ -503,6 +610,7 @@ extern "C" fn fork_child() {
     let _busy = thread_state::current().enter();
     crate::control::http::after_fork_child();
     crate::output::reset_sequence();
+    dump_signal::after_fork();
     open_pipe();
     spawn_dumper();
 }
