@@ -166,6 +166,12 @@ extern "C" fn start() {
     // over data it is still building (bash does).
     let _ = heapprof::triggers::out_prefix();
     heapprof::startup::start();
+    // Before anything samples: the hooks' copy of the sample heap's range
+    // (waiting out, should it be so, another thread's reservation).
+    while !hooks::publish_range() {
+        // SAFETY: plain system call.
+        unsafe { libc::sched_yield() };
+    }
     READY.store(true, Ordering::Release);
 }
 
