@@ -30,12 +30,12 @@ cd "$(dirname "$0")/.."
 root=$PWD
 command -v valgrind >/dev/null || bash scripts/install-deps.sh
 
-cargo build --release --quiet -p heapprof-preload
-cargo build --release --quiet --example bench_churn
-LIB=$root/target/release/libheapprof_preload.so
-CHURN=$root/target/release/examples/bench_churn
 BASE=${BASE:-}
 ONLY=${ONLY:-python sqlite perl cc1 alloc rust rss}
+cargo build --release --quiet -p heapprof-preload
+[[ " $ONLY " != *" rust "* ]] || cargo build --release --quiet --example bench_churn
+LIB=$root/target/release/libheapprof_preload.so
+CHURN=$root/target/release/examples/bench_churn
 
 work=$(mktemp -d /tmp/heapprof-cg.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -58,21 +58,21 @@ instr() {
 
 # Runs program $2 with preload library $1 (or none) under callgrind, in a
 # clean environment (no HEAPPROF_* but the output prefix, no at-exit dump:
-# the steady cost); prints its instruction count.
+# the steady cost); prints its instruction count. (Variables are exported,
+# not passed through env(1): callgrind follows no exec.)
 prog_instr() {
   local lib=$1 fn=$2
   (
     unset LD_PRELOAD
     for v in $(compgen -e | grep '^HEAPPROF_' || true); do unset "$v"; done
     export HEAPPROF_OUT=$work/prof HEAPPROF_AT_EXIT=0
-    instr_env=()
-    [ -n "$lib" ] && instr_env=(env "LD_PRELOAD=$lib")
+    [ -n "$lib" ] && export LD_PRELOAD=$lib
     case $fn in
-      python) instr "${instr_env[@]}" env PYTHONMALLOC=malloc "$PYTHON" "$work/workload.py" ;;
-      sqlite) instr "${instr_env[@]}" sh -c 'exec sqlite3 :memory: <"$1"' sh "$work/inserts.sql" ;;
-      perl) instr "${instr_env[@]}" perl -e 'my %h; $h{"key$_"} = [$_, "v" x ($_ % 40)] for 1..100000; my $n = 0; $n += @{$h{$_}} for keys %h; print "$n\n"' ;;
-      cc1) instr "${instr_env[@]}" "$CC1" -quiet -O2 "$work/big.c" -o "$work/big.s" ;;
-      alloc) instr "${instr_env[@]}" "$work/alloc_bench" 1 1 ;;
+      python) PYTHONMALLOC=malloc instr "$PYTHON" "$work/workload.py" ;;
+      sqlite) instr sqlite3 :memory: <"$work/inserts.sql" ;;
+      perl) instr perl -e 'my %h; $h{"key$_"} = [$_, "v" x ($_ % 40)] for 1..100000; my $n = 0; $n += @{$h{$_}} for keys %h; print "$n\n"' ;;
+      cc1) instr "$CC1" -quiet -O2 "$work/big.c" -o "$work/big.s" ;;
+      alloc) instr "$work/alloc_bench" 1 1 ;;
     esac
   )
 }

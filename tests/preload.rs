@@ -764,7 +764,11 @@ fn every_alignment_and_calloc_of_reused_samples() {
         .take_while(|&s| s < 70000)
         .collect();
     let bytes: u64 = sizes.iter().sum::<u64>() * 6;
-    assert_eq!(c, [6 * sizes.len() as u64, bytes, 0, 0], "a malloc and a calloc per round");
+    assert_eq!(
+        c,
+        [6 * sizes.len() as u64, bytes, 0, 0],
+        "a malloc and a calloc per round"
+    );
 }
 
 #[test]
@@ -813,7 +817,10 @@ fn a_full_sample_heap_falls_back_to_the_allocator_and_says_so_once() {
     let p = only_profile(&dir, None);
     let fill = leaf(&p, "fill_up");
     // Those the heap took are exact; the rest were served unsampled, counted.
-    assert!(fill[0] >= 500 && fill[0] < 3000 && fill[0] + n >= 3000, "{fill:?}, {n} fell back");
+    assert!(
+        fill[0] >= 500 && fill[0] < 3000 && fill[0] + n >= 3000,
+        "{fill:?}, {n} fell back"
+    );
     assert_eq!(fill[1], fill[0] * 1000);
     assert_eq!(fill[2..], [0, 0], "every one freed, sampled or not");
     // Freed samples made room again: exact once more.

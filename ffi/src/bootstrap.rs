@@ -46,7 +46,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     let pages = size.max(1).div_ceil(PAGE) * PAGE;
-    let Some((arena, _)) = sample_heap::prefix() else {
+    let Some((arena, _)) = sample_heap::prefix().filter(|_| crate::hooks::publish_range()) else {
         // Another thread is reserving the range this very moment.
         return core::ptr::null_mut();
     };

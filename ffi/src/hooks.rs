@@ -57,10 +57,35 @@ pub static EARLY_MALLOCS: AtomicUsize = AtomicUsize::new(0);
 /// Alignment malloc guarantees on 64-bit glibc (and jemalloc).
 pub const MIN_ALIGN: usize = 16;
 
-/// Whether `p` is heapprof's own memory (a sample or a bootstrap block).
+/// heapprof's own range (the sample heap, which begins with the bootstrap
+/// arena), mirrored from the engine into this crate's statics, which the
+/// hot paths read directly (the engine's, in another crate, are reached
+/// through the GOT: two more loads on every `free`). Published, length
+/// last, before any pointer in the range is handed out: by the bootstrap
+/// arena before its first block, and by the constructor before the
+/// library is ready (only then does anything sample). 0/0: nothing.
+static RANGE_BASE: AtomicUsize = AtomicUsize::new(0);
+static RANGE_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Copies the engine's range into [`RANGE_BASE`]/[`RANGE_LEN`] (reserving
+/// it if need be). False only while another thread is reserving it.
+pub fn publish_range() -> bool {
+    match engine::sample_heap::range() {
+        Some((base, len)) => {
+            RANGE_BASE.store(base, Ordering::Relaxed);
+            RANGE_LEN.store(len, Ordering::Release);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether `p` is heapprof's own memory (a sample or a bootstrap block):
+/// the same test as `heapprof::engine::owns`, on the mirrored range.
 #[inline(always)]
 fn owned(p: *const c_void) -> bool {
-    engine::owns(p.cast())
+    let len = RANGE_LEN.load(Ordering::Acquire);
+    (p as usize).wrapping_sub(RANGE_BASE.load(Ordering::Relaxed)) < len
 }
 
 /// Slow paths only: whether this allocation of `size` bytes is sampled.

@@ -194,6 +194,12 @@ extern "C" fn start() {
     heapprof::startup::start();
     // Live threads by creation stack: the pthread_create hook ([`threads`]).
     threads::start();
+    // Before anything samples: the hooks' copy of the sample heap's range
+    // (waiting out, should it be so, another thread's reservation).
+    while !hooks::publish_range() {
+        // SAFETY: plain system call.
+        unsafe { libc::sched_yield() };
+    }
     READY.store(true, Ordering::Release);
 }
 

@@ -32,7 +32,8 @@ pub fn start() {
     let _busy = thread_state::current().enter();
     let rate = config::getenv("HEAPPROF_RATE").and_then(config::parse_bytes);
     let seed = config::getenv("HEAPPROF_SEED").and_then(|s| s.trim().parse::<u64>().ok());
-    if let Some(limit) = config::getenv("HEAPPROF_SAMPLE_HEAP_LIMIT").and_then(config::parse_bytes) {
+    if let Some(limit) = config::getenv("HEAPPROF_SAMPLE_HEAP_LIMIT").and_then(config::parse_bytes)
+    {
         engine::sample_heap::set_limit(limit as usize);
     }
     if engine::init(rate, seed) {

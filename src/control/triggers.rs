@@ -360,7 +360,11 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         if let Some(t) = next_interval {
             wait = wait.min(t.saturating_duration_since(now));
         }
-        let woke = wait_for_wake(wait, &base);
+        // Never straight back to the aggregator's lock: a drain that took
+        // longer than the period (samples arriving as fast as they are
+        // applied) would otherwise starve fork handlers and dumps waiting
+        // for that lock.
+        let woke = wait_for_wake(wait.max(Duration::from_millis(5)), &base);
         if woke.dump {
             dump_now();
         }

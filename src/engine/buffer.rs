@@ -160,6 +160,18 @@ pub unsafe fn drain_all(mut f: impl FnMut(&[u64])) {
         let buf = unsafe { &*b };
         let head = unsafe { &mut *buf.head.get() };
         let read = unsafe { &mut *buf.read.get() };
+        // Only the chunks that exist now: a producer that fills chunks as
+        // fast as they are read must not keep the aggregator here (holding
+        // its lock, which fork and dumps wait for) for ever.
+        let mut last = *head;
+        loop {
+            // SAFETY: chunks after the head stay mapped until consumed.
+            let next = unsafe { &*last }.next.load(Ordering::Acquire);
+            if next.is_null() {
+                break;
+            }
+            last = next;
+        }
         loop {
             // SAFETY: the head chunk stays mapped until we unmap it here.
             let chunk = unsafe { &**head };
@@ -175,7 +187,7 @@ pub unsafe fn drain_all(mut f: impl FnMut(&[u64])) {
                 f(words);
                 *read = len;
             }
-            if next.is_null() {
+            if next.is_null() || *head == last {
                 break;
             }
             let done = *head;

@@ -170,6 +170,12 @@ pub fn contains(p: *const u8) -> bool {
     (p as usize).wrapping_sub(BASE.load(Ordering::Relaxed)) < len
 }
 
+/// The whole range (start, length), reserving it if need be; None only
+/// while another thread is reserving it.
+pub fn range() -> Option<(usize, usize)> {
+    reserve().then(|| (BASE.load(Ordering::Relaxed), LEN.load(Ordering::Relaxed)))
+}
+
 /// The prefix (start, length) once reserved.
 pub fn prefix() -> Option<(*mut u8, usize)> {
     reserve().then(|| (BASE.load(Ordering::Relaxed) as *mut u8, PREFIX_BYTES))
@@ -658,8 +664,14 @@ pub(crate) mod tests {
         for s in 1..=SMALL_MAX {
             let c = small_class(s);
             assert!(small_size(c) >= s, "size {s}");
-            assert!(c == 0 || small_size(c - 1) < s, "size {s}: not the smallest");
-            assert!(small_size(c) - s < 16 || (small_size(c) - s) * 4 < s, "size {s}");
+            assert!(
+                c == 0 || small_size(c - 1) < s,
+                "size {s}: not the smallest"
+            );
+            assert!(
+                small_size(c) - s < 16 || (small_size(c) - s) * 4 < s,
+                "size {s}"
+            );
         }
     }
 
