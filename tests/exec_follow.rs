@@ -417,6 +417,38 @@ fn heapprof_run_profiles_a_command_and_passes_its_status_through() {
 }
 
 #[test]
+fn heapprof_run_out_is_relative_to_where_it_ran_whatever_the_command_does() {
+    library();
+    // The wrapper changes directory before it execs the program.
+    let s = script(
+        "cd-then-exec.sh",
+        &format!("cd /\nexec {} \"$@\"", leaker().display()),
+    );
+    let work = out_dir("run-relative");
+    let mut c = clean(env!("CARGO_BIN_EXE_heapprof"));
+    c.current_dir(&work)
+        .args(["run", "--rate", "1", "--out", "profiles", "--"])
+        .arg(&s);
+    let (out, _) = run(&mut c);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let dir = work.join("profiles");
+    assert_eq!(leak_of(&dir, pid_of_only(&dir)), LEAKED);
+
+    // No command: a usage error, status 2, one line.
+    let (out, _) = run(clean(env!("CARGO_BIN_EXE_heapprof")).args(["run", "--rate", "1"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr).lines().count(), 1, "{out:?}");
+    assert!(text(&out.stderr).contains("needs a command"), "{out:?}");
+}
+
+/// The pid of the only profile in `dir`.
+fn pid_of_only(dir: &Path) -> u32 {
+    let all = common::dumps(dir);
+    assert_eq!(all.len(), 1, "{all:?}");
+    all[0].0
+}
+
+#[test]
 fn heapprof_run_forwards_signals_sent_to_it() {
     let dir = out_dir("run-forward");
     library();
