@@ -16,6 +16,10 @@
 //! application already has one, heapprof leaves it and says so once. If the
 //! application installs its own later, it simply wins.
 //!
+//! A registered [`NoteSource`] (the preload library's skipped-children
+//! socket) is polled with the pipe, and its one-off line printed with the
+//! pending messages.
+//!
 //! At exit, an `atexit` handler writes a last profile if asked (and prints
 //! any configuration problem not printed yet). After `fork`, the child gets
 //! a fresh pipe, restarts numbering at 0 under its own pid and a new dumper
