@@ -223,6 +223,32 @@ fn env_and_a_two_level_wrapper_chain_profile_the_real_program() {
 }
 
 #[test]
+fn an_image_after_exec_numbers_on_without_overwriting() {
+    // The script dumps (SIGUSR2 to itself), waits with builtins only until
+    // that profile is in place, then becomes the leaker, whose exit dump
+    // restarts at sequence 0 and must skip the name already taken.
+    let dir = out_dir("renumber");
+    let prefix = dir.join("p");
+    let s = script(
+        "dump-then-exec.sh",
+        &format!(
+            "kill -USR2 $$\nwhile [ ! -e \"{}.$$.0.pb.gz\" ]; do :; done\nexec {}",
+            prefix.display(),
+            leaker().display()
+        ),
+    );
+    let (out, pid) = run(&mut preloaded(&s, &dir));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stderr), "");
+    let all = common::dumps(&dir);
+    let seen: Vec<(u32, u64)> = all.iter().map(|(p, s, _)| (*p, *s)).collect();
+    assert_eq!(seen, [(pid, 0), (pid, 1)]);
+    let leak = |i: usize| common::leaf_totals(&common::read_profile(&all[i].2), "leak_three");
+    assert_eq!(leak(0), [0; 4], "the shell's profile");
+    assert_eq!(leak(1), LEAKED, "the program's");
+}
+
+#[test]
 fn valgrinds_launcher_is_followed_to_the_program() {
     // `valgrind` is a shell script that execs valgrind.bin, which execs the
     // tool, which loads the program: one process throughout.
