@@ -223,6 +223,32 @@ fn env_and_a_two_level_wrapper_chain_profile_the_real_program() {
 }
 
 #[test]
+fn an_image_after_exec_numbers_on_without_overwriting() {
+    // The script dumps (SIGUSR2 to itself), waits with builtins only until
+    // that profile is in place, then becomes the leaker, whose exit dump
+    // restarts at sequence 0 and must skip the name already taken.
+    let dir = out_dir("renumber");
+    let prefix = dir.join("p");
+    let s = script(
+        "dump-then-exec.sh",
+        &format!(
+            "kill -USR2 $$\nwhile [ ! -e \"{}.$$.0.pb.gz\" ]; do :; done\nexec {}",
+            prefix.display(),
+            leaker().display()
+        ),
+    );
+    let (out, pid) = run(&mut preloaded(&s, &dir));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stderr), "");
+    let all = common::dumps(&dir);
+    let seen: Vec<(u32, u64)> = all.iter().map(|(p, s, _)| (*p, *s)).collect();
+    assert_eq!(seen, [(pid, 0), (pid, 1)]);
+    let leak = |i: usize| common::leaf_totals(&common::read_profile(&all[i].2), "leak_three");
+    assert_eq!(leak(0), [0; 4], "the shell's profile");
+    assert_eq!(leak(1), LEAKED, "the program's");
+}
+
+#[test]
 fn valgrinds_launcher_is_followed_to_the_program() {
     // `valgrind` is a shell script that execs valgrind.bin, which execs the
     // tool, which loads the program: one process throughout.
@@ -414,6 +440,38 @@ fn heapprof_run_profiles_a_command_and_passes_its_status_through() {
         text(&out.stderr),
         "heapprof: no-such-command-heapprof: command not found\n"
     );
+}
+
+#[test]
+fn heapprof_run_out_is_relative_to_where_it_ran_whatever_the_command_does() {
+    library();
+    // The wrapper changes directory before it execs the program.
+    let s = script(
+        "cd-then-exec.sh",
+        &format!("cd /\nexec {} \"$@\"", leaker().display()),
+    );
+    let work = out_dir("run-relative");
+    let mut c = clean(env!("CARGO_BIN_EXE_heapprof"));
+    c.current_dir(&work)
+        .args(["run", "--rate", "1", "--out", "profiles", "--"])
+        .arg(&s);
+    let (out, _) = run(&mut c);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let dir = work.join("profiles");
+    assert_eq!(leak_of(&dir, pid_of_only(&dir)), LEAKED);
+
+    // No command: a usage error, status 2, one line.
+    let (out, _) = run(clean(env!("CARGO_BIN_EXE_heapprof")).args(["run", "--rate", "1"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr).lines().count(), 1, "{out:?}");
+    assert!(text(&out.stderr).contains("needs a command"), "{out:?}");
+}
+
+/// The pid of the only profile in `dir`.
+fn pid_of_only(dir: &Path) -> u32 {
+    let all = common::dumps(dir);
+    assert_eq!(all.len(), 1, "{all:?}");
+    all[0].0
 }
 
 #[test]

@@ -9,6 +9,9 @@
 //! go tool pprof -top ./my-server heapprof.PID.0.pb.gz
 //! ```
 //!
+//! or, in one line that finds the library, passes the exit status through
+//! and shows the result: `heapprof run -- ./my-server` (`heapprof::launch`).
+//!
 //! All `HEAPPROF_*` variables apply (see `heapprof::config`), including
 //! `HEAPPROF_HTTP=6060`, which serves `/debug/pprof/heap` from the process
 //! (`heapprof::control::http`); here
@@ -94,9 +97,10 @@
 //! is profiled, under that pid. Another pid is a new process — fork + exec,
 //! `vfork`, `posix_spawn`, `system` — profiled only with
 //! `HEAPPROF_CHILDREN=1`; otherwise the library is inert there (no engine,
-//! no thread, no handlers), leaves the child's environment alone, rewrites the process's GOT slots to call the real allocator directly
-//! ([`unhook`]), and sends the profiled process one datagram, which prints,
-//! once, that programs it started were not profiled and how to change that.
+//! no thread, no handlers), leaves the child's environment alone, rewrites
+//! the process's GOT slots to call the real allocator directly ([`unhook`]),
+//! and sends the profiled process one datagram, which prints, once, that
+//! programs it started were not profiled and how to change that.
 //! Forked children that do not exec keep profiling, under their own pid.
 //!
 //! **After exit starts.** Nothing is torn down: the `atexit` dump runs after

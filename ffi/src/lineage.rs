@@ -39,11 +39,14 @@
 //! An inert child knows it was skipped; the profiled process must say so,
 //! once. The first profiled image binds an abstract-namespace unix datagram
 //! socket named `heapprof.PID.TAG` (`TAG` random): no file, gone with the
-//! process. The inert child's constructor sends it one empty datagram
-//! (three system calls, nothing waits); the profiled process's dumper
-//! thread watches the socket (with its dump pipe) and, at the first
-//! datagram or at exit, prints one line naming `HEAPPROF_CHILDREN=1`, and
-//! closes the socket.
+//! process. The inert child's constructor sends it an empty datagram; the
+//! profiled process's dumper thread watches the socket (with its dump pipe)
+//! and, at the first datagram or at exit, prints one line naming
+//! `HEAPPROF_CHILDREN=1`, and closes the socket. The first skipped child
+//! waits (up to 200 ms, polling every millisecond) until its sends are
+//! refused, i.e. the line is out: a parent that ends with `_exit` (dash)
+//! right after the child could otherwise go before its dumper thread ran.
+//! Later children find the socket closed at once.
 //!
 //! Once per process, not per image: the socket is not close-on-exec, and
 //! its descriptor is recorded too (`HEAPPROF_PID=PID:TAG:FD`), so the next
@@ -280,24 +283,44 @@ fn inode(fd: libc::c_int) -> u64 {
     }
 }
 
-/// From an inert child: one empty datagram to the profiled process. Fails
-/// silently (the profiled process has exited, or never listened).
+/// Longest an inert child waits for the profiled process to print.
+const NOTIFY_WAIT_MS: u32 = 200;
+
+/// From an inert child: an empty datagram to the profiled process, then —
+/// so the line is out before a parent that ends with `_exit` (dash) is
+/// gone — a wait until the profiled process has printed it and closed the
+/// socket (further sends are refused), at most [`NOTIFY_WAIT_MS`]. Only
+/// the first skipped child of a process waits: later ones find the socket
+/// closed at once. Fails silently (the profiled process has exited, or
+/// never listened).
 fn notify(pid: i32, tag: u64) {
     let (addr, len) = address(pid, tag);
-    // SAFETY: a socket we own, one send of zero bytes to a valid address.
+    // SAFETY: a socket we own, sends of zero bytes to a valid address, and
+    // sleeps on a local timespec.
     unsafe {
         let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return;
         }
-        libc::sendto(
-            fd,
-            core::ptr::null::<c_void>(),
-            0,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        );
+        for _ in 0..NOTIFY_WAIT_MS {
+            let sent = libc::sendto(
+                fd,
+                core::ptr::null::<c_void>(),
+                0,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            );
+            if sent < 0 && *libc::__errno_location() != libc::EAGAIN {
+                // Refused: printed (or nobody listens).
+                break;
+            }
+            let ms = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000,
+            };
+            libc::nanosleep(&ms, core::ptr::null_mut());
+        }
         libc::close(fd);
     }
 }

@@ -16,7 +16,8 @@
 //! the loader would bind to our hook: [`wins`] checks that nobody earlier in
 //! the global scope defines it (a non-PIE executable that takes `malloc`'s
 //! address "defines" it by a PLT stub, which the loader skips for calls; so
-//! do we). Slots in RELRO (read-only after relocation) are made writable for
+//! do we). Our hooks' addresses come from `dlsym` on this library's own
+//! handle ([`hooks_by_name`]). Slots in RELRO (read-only after relocation) are made writable for
 //! the store and read-only again. Each store is one aligned word, and both
 //! the old and the new function are valid targets at every moment, so
 //! another thread calling meanwhile (one an earlier constructor started) is
@@ -28,10 +29,14 @@
 //! (never forwarded, see [`crate::hooks`]). Nothing is rewritten at all if
 //! the bootstrap arena ever handed out a block: such a block must reach our
 //! `free`, which recognises it.
+//!
+//! Cost, once: a walk over each object's relocations (two for a non-PIE
+//! executable), about 100,000 instructions for CPython. Figures:
+//! `scripts/bench-inert.sh`.
 
-use core::ffi::{c_char, c_int, c_void, CStr};
+use core::ffi::{c_int, c_void, CStr};
 
-use crate::{bootstrap, hooks, real};
+use crate::{bootstrap, real};
 
 #[cfg(target_arch = "x86_64")]
 const R_GLOB_DAT: u32 = 6;
@@ -55,8 +60,6 @@ const DT_RELASZ: i64 = 8;
 const DT_PLTREL: i64 = 20;
 const DT_JMPREL: i64 = 23;
 const PT_DYNAMIC: u32 = 2;
-/// glibc's `dladdr1` flag asking for the symbol table entry.
-const RTLD_DL_SYMENT: c_int = 1;
 const PT_GNU_RELRO: u32 = 0x6474_e552;
 
 #[repr(C)]
@@ -77,7 +80,7 @@ struct Sym {
     name: u32,
     _info: u8,
     _other: u8,
-    _shndx: u16,
+    shndx: u16,
     _value: u64,
     _size: u64,
 }
@@ -92,61 +95,59 @@ struct Target {
 
 struct Work {
     own: usize,
+    /// The main executable (as [`real::object_of`] names objects).
+    exe: usize,
+    /// Per target: the executable refers to the name without defining it.
+    imported: [bool; 10],
+    /// False on the first walk (finding `imported`), true on the rewrite.
+    patching: bool,
     /// The system's page size (what mprotect works in).
     page: usize,
     targets: [Target; 10],
     patched: usize,
 }
 
-/// Our hook for each name [`real::forwards`] lists.
-fn hook_of(name: &CStr) -> usize {
-    match name.to_bytes() {
-        b"malloc" => hooks::malloc as *const () as usize,
-        b"free" => hooks::free as *const () as usize,
-        b"calloc" => hooks::calloc as *const () as usize,
-        b"realloc" => hooks::realloc as *const () as usize,
-        b"posix_memalign" => hooks::posix_memalign as *const () as usize,
-        b"memalign" => hooks::memalign as *const () as usize,
-        b"aligned_alloc" => hooks::aligned_alloc as *const () as usize,
-        b"valloc" => hooks::valloc as *const () as usize,
-        b"pvalloc" => hooks::pvalloc as *const () as usize,
-        b"malloc_usable_size" => hooks::malloc_usable_size as *const () as usize,
-        _ => 0,
+/// Our own definition of each name [`real::forwards`] lists, by `dlsym` on
+/// this library's handle (which searches this library first). Not
+/// `hooks::malloc as usize`: the library's own references to an exported
+/// function go through its GOT, so they give the global definition, which
+/// is the executable's PLT stub in a non-PIE executable that takes
+/// `malloc`'s address (CPython).
+fn hooks_by_name(names: &[&CStr]) -> [usize; 10] {
+    let mut out = [0usize; 10];
+    // SAFETY: dladdr of a function of this library fills `info` with the
+    // loader's name for it; dlopen with RTLD_NOLOAD only takes a reference
+    // to an object already loaded (never released: the library stays).
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let here = hooks_by_name as fn(&[&CStr]) -> [usize; 10] as *const c_void;
+        if libc::dladdr(here, &mut info) == 0 || info.dli_fname.is_null() {
+            return out;
+        }
+        let handle = libc::dlopen(info.dli_fname, libc::RTLD_LAZY | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return out;
+        }
+        for (o, name) in out.iter_mut().zip(names) {
+            let p = libc::dlsym(handle, name.as_ptr()) as usize;
+            // Only a definition in this very library counts.
+            if real::object_of(p) == real::object_of(here as usize) {
+                *o = p;
+            }
+        }
     }
+    out
 }
 
 /// Whether the loader binds calls to `name` to our `hook`: the global
-/// definition is ours, or a PLT stub of the executable (an undefined symbol
-/// with an address, which call binding passes over, and behind which, this
-/// library being preloaded, we come next).
-fn wins(name: &CStr, hook: usize) -> bool {
+/// definition is ours, or a PLT stub of the executable — an undefined
+/// symbol with an address (`imported`: the executable refers to `name` but
+/// does not define it), which call binding passes over, and behind which,
+/// this library being preloaded, we come next.
+fn wins(name: &CStr, hook: usize, exe: usize, imported: bool) -> bool {
     // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the global scope.
     let d = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
-    if d == hook {
-        return true;
-    }
-    // SAFETY: getauxval only reads the auxiliary vector.
-    let exe = real::object_of(unsafe { libc::getauxval(libc::AT_PHDR) } as usize);
-    if d == 0 || real::object_of(d) != exe {
-        return false;
-    }
-    // SAFETY: dladdr1 fills `info` and points `sym` at the loader's symbol
-    // entry for `d`, both valid while the executable is loaded (always).
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        let mut sym: *const Sym = core::ptr::null();
-        let found = libc::dladdr1(
-            d as *const c_void,
-            &mut info,
-            (&mut sym as *mut *const Sym).cast(),
-            RTLD_DL_SYMENT,
-        );
-        found != 0
-            && !sym.is_null()
-            && (*sym)._shndx == 0
-            && !info.dli_sname.is_null()
-            && CStr::from_ptr(info.dli_sname) == name
-    }
+    d == hook || (d != 0 && imported && real::object_of(d) == exe)
 }
 
 /// Rewrites the malloc family's slots in every loaded object but this
@@ -155,15 +156,15 @@ pub fn unhook() -> usize {
     if bootstrap::used() {
         return 0;
     }
-    let forwards = real::forwards();
     let mut targets = [Target {
         name: c"",
         hook: 0,
         real: 0,
     }; 10];
-    for (t, (name, to)) in targets.iter_mut().zip(forwards) {
-        let hook = hook_of(name);
-        if !to.is_null() && hook != 0 && wins(name, hook) {
+    let forwards = real::forwards();
+    let hooks = hooks_by_name(&forwards.map(|(name, _)| name));
+    for ((t, (name, to)), hook) in targets.iter_mut().zip(forwards).zip(hooks) {
+        if !to.is_null() {
             *t = Target {
                 name,
                 hook,
@@ -172,19 +173,58 @@ pub fn unhook() -> usize {
         }
     }
     let mut work = Work {
-        own: real::object_of(hook_of(c"malloc")),
+        own: real::object_of(hooks_by_name as fn(&[&CStr]) -> [usize; 10] as usize),
+        // SAFETY: getauxval only reads the auxiliary vector.
+        exe: real::object_of(unsafe { libc::getauxval(libc::AT_PHDR) } as usize),
         // SAFETY: sysconf only reads a constant.
         page: match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
             p if p > 0 && (p as usize).is_power_of_two() => p as usize,
             _ => 4096,
         },
         targets,
+        imported: [false; 10],
+        patching: false,
         patched: 0,
     };
-    // SAFETY: `each` reads the loader's data for each object and writes
-    // only GOT slots (see its comments) and `work`.
+    // Which names the executable imports, if that matters (a global
+    // definition that is not ours: a PLT stub of a non-PIE executable, or
+    // someone else's); then the rewrite.
+    let stub = |t: &Target| {
+        // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the global scope.
+        let d = unsafe { libc::dlsym(libc::RTLD_DEFAULT, t.name.as_ptr()) } as usize;
+        t.hook != 0 && d != t.hook && real::object_of(d) == work.exe
+    };
+    if work.targets.iter().any(stub) {
+        // SAFETY: `each` reads the loader's data for each object and writes
+        // only GOT slots (see its comments) and `work`.
+        unsafe { libc::dl_iterate_phdr(Some(each), (&mut work as *mut Work).cast()) };
+    }
+    for (t, imported) in work.targets.iter_mut().zip(work.imported) {
+        if t.hook != 0 && !wins(t.name, t.hook, work.exe, imported) {
+            t.hook = 0;
+        }
+    }
+    work.patching = true;
+    // SAFETY: as above.
     unsafe { libc::dl_iterate_phdr(Some(each), (&mut work as *mut Work).cast()) };
     work.patched
+}
+
+/// Whether the NUL-terminated symbol name at `p` is `want`, reading no
+/// further than the first difference (most names differ in the first byte).
+///
+/// # Safety
+/// `p` points at a NUL-terminated string.
+#[inline]
+unsafe fn same_name(p: *const u8, want: &CStr) -> bool {
+    for (i, &b) in want.to_bytes_with_nul().iter().enumerate() {
+        // SAFETY: every byte up to and including the first NUL is readable,
+        // and we stop at the first difference (at the latest at a NUL).
+        if unsafe { *p.add(i) } != b {
+            return false;
+        }
+    }
+    true
 }
 
 unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
@@ -194,7 +234,8 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mu
     unsafe {
         let work = &mut *data.cast::<Work>();
         let info = &*info;
-        if info.dlpi_phdr as usize == work.own {
+        let id = info.dlpi_phdr as usize;
+        if id == work.own || (!work.patching && id != work.exe) {
             return 0;
         }
         let base = info.dlpi_addr as usize;
@@ -273,10 +314,19 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mu
                     continue;
                 }
                 let sym = &*(symtab as *const Sym).add(index);
-                let name = CStr::from_ptr((strtab + sym.name as usize) as *const c_char);
-                let Some(t) = work.targets.iter().find(|t| t.hook != 0 && t.name == name) else {
+                let name = (strtab + sym.name as usize) as *const u8;
+                let Some(at) = work
+                    .targets
+                    .iter()
+                    .position(|t| t.hook != 0 && same_name(name, t.name))
+                else {
                     continue;
                 };
+                if !work.patching {
+                    work.imported[at] |= sym.shndx == 0;
+                    continue;
+                }
+                let t = work.targets[at];
                 let slot = base.wrapping_add(r.offset as usize) as *mut usize;
                 let value = core::ptr::read_volatile(slot);
                 let unresolved = kind == R_JUMP_SLOT && value.wrapping_sub(lo) < hi - lo;

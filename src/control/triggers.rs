@@ -29,6 +29,10 @@
 //! that blocks or waits for the signal itself gets it too (see
 //! `dump_signal`).
 //!
+//! A registered [`NoteSource`] (the preload library's skipped-children
+//! socket) is polled with the pipe, and its one-off line printed with the
+//! pending messages.
+//!
 //! At exit, an `atexit` handler writes a last profile if asked (and prints
 //! any configuration problem not printed yet). After `fork`, the child gets
 //! a fresh pipe, restarts numbering at 0 under its own pid and a new dumper

@@ -271,11 +271,25 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
             o.command[0].to_string_lossy()
         ));
     }
+    let absolute;
+    let mut o = o;
     if let Some(dir) = &o.out {
         std::fs::create_dir_all(dir).map_err(|e| LaunchError {
             message: format!("cannot create the output directory {}: {e}", dir.display()),
             status: 2,
         })?;
+        // Absolute: wrappers change directory (pyenv's do) before the
+        // program writes its profile.
+        if let Ok(abs) = std::fs::canonicalize(dir) {
+            absolute = RunOptions {
+                out: Some(abs),
+                rate: o.rate.clone(),
+                children: o.children,
+                interval: o.interval.clone(),
+                command: o.command.clone(),
+            };
+            o = &absolute;
+        }
     }
     let prefix = prefix(o);
     let before = profiles_under(&prefix);
@@ -343,13 +357,23 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32) -> String {
     }
     let last = written.iter().rfind(|(pid, _, _)| *pid == main_pid);
     if let Some((_, _, path)) = last {
-        match crate::report::load(path)
-            .and_then(|r| crate::report::top(&r, &crate::report::SampleKind::Default, TOP_ROWS))
-        {
-            Ok(top) => {
+        let top =
+            |kind| crate::report::load(path).and_then(|r| crate::report::top(&r, &kind, TOP_ROWS));
+        match top(crate::report::SampleKind::Default) {
+            Ok(t) if t.total == 0 => {
+                // Everything was freed by exit (Python's finalization does
+                // that): what allocated most is the better answer.
+                if let Ok(t) = top(crate::report::SampleKind::AllocSpace) {
+                    let _ = write!(
+                        s,
+                        "heapprof: nothing was in use at exit; the stacks that allocated most in the main process:\n{t:.TOP_DEPTH$}"
+                    );
+                }
+            }
+            Ok(t) => {
                 let _ = write!(
                     s,
-                    "heapprof: top in-use stacks of the main process:\n{top:.TOP_DEPTH$}"
+                    "heapprof: top in-use stacks of the main process:\n{t:.TOP_DEPTH$}"
                 );
             }
             Err(e) => {
