@@ -409,3 +409,29 @@ fn rust_threads_with_the_feature_are_counted_by_the_line_that_spawned_them() {
     let (top, _) = common::go_pprof(&["-top", threads.to_str().unwrap()]);
     assert!(top.contains("thread_leak::leak_worker"), "{top}");
 }
+
+#[test]
+fn a_forked_child_counts_only_the_thread_that_forked() {
+    let dir = out_dir("fork");
+    let mut cmd = preloaded(threadleak(), &dir);
+    let child = cmd.arg("fork").stdout(Stdio::piped()).spawn().unwrap();
+    let parent = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "forked\n");
+    let mut by_pid: BTreeMap<bool, Vec<BTreeMap<String, [i64; 2]>>> = BTreeMap::new();
+    for f in threads_series(&dir) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let pid: u32 = name.split('.').nth(1).unwrap().parse().unwrap();
+        let p = threads_profile(&f);
+        by_pid
+            .entry(pid == parent)
+            .or_default()
+            .push(by_leaf(&p).into_iter().map(|(k, v)| (k, [v[0], 0])).collect());
+    }
+    let want = |leaf: &str, n: i64| BTreeMap::from([(leaf.to_string(), [n, 0])]);
+    assert_eq!(by_pid[&true], [want("leak_blocked", 3)]);
+    let mut children = by_pid[&false].clone();
+    children.sort();
+    assert_eq!(children, [BTreeMap::new(), want("fork_site", 1)]);
+}
