@@ -3,7 +3,9 @@
 //! - `leak_worker` spawns a named worker per "connection" that parks forever
 //!   (the leak to find);
 //! - `churn` spawns and joins short-lived threads (no growth);
-//! - `scoped` runs `std::thread::scope` threads, which end before it returns.
+//! - `scoped` runs `std::thread::scope` threads, which end before it returns;
+//! - one more is spawned and joined while heapprof's own locks are held by
+//!   another thread (the hook must not wait on them).
 //!
 //! Prints `ready live=N` once its threads are in place, where N is the live
 //! count heapprof reports; then waits for a line on stdin (send SIGUSR2
@@ -54,6 +56,15 @@ fn main() {
         churn();
     }
     scoped();
+    // While this thread holds heapprof's locks (and so counts as heapprof's
+    // own work, whose threads are not tracked), another thread spawns one:
+    // the hook must not wait on those locks (it would deadlock).
+    let n = heapprof::__with_profiler_locks_held(|| {
+        std::thread::spawn(|| std::thread::spawn(|| 7).join().unwrap())
+            .join()
+            .unwrap()
+    });
+    assert_eq!(n, 7);
     // A joined thread has ended (and been forgotten) when join returns;
     // `scope` returns when its threads' closures are done, a moment before
     // the threads end: wait for that.

@@ -272,7 +272,11 @@ fn live_threads_by_creation_stack_are_exact_at_each_dump() {
     assert!(top.contains("Type: threads"), "{top}");
     let row = |f: &str| top.lines().find(|l| l.ends_with(f)).map(str::to_owned);
     let leak_row = row(" leak_blocked").unwrap_or_else(|| panic!("{top}"));
-    assert!(leak_row.trim_start().starts_with("7 70.00%"), "{top}");
+    assert_eq!(
+        leak_row.split_whitespace().take(2).collect::<Vec<_>>(),
+        ["7", "70.00%"],
+        "{top}"
+    );
     let (tags, _) = common::go_pprof(&["-tags", f]);
     assert!(
         tags.contains("thread_name") && tags.contains("leaker"),
@@ -395,8 +399,8 @@ fn rust_threads_with_the_feature_are_counted_by_the_line_that_spawned_them() {
     drop(child.stdin.take());
     assert_eq!(wait(&mut child), 0);
 
-    // 5 parked workers of 256 KiB stacks; the 50 joined and 4 scoped
-    // threads are gone. The leaf is the program's call to spawn (std's
+    // 5 parked workers of 256 KiB stacks; the 50 joined, 4 scoped and one
+    // spawned while heapprof's locks were held are gone. The leaf is the program's call to spawn (std's
     // plumbing left out); names are those given to the Builder.
     let p = threads_profile(&threads);
     assert_eq!(
@@ -408,4 +412,65 @@ fn rust_threads_with_the_feature_are_counted_by_the_line_that_spawned_them() {
     assert_eq!(n, ["conn-0", "conn-1", "conn-2", "conn-3", "conn-4"]);
     let (top, _) = common::go_pprof(&["-top", threads.to_str().unwrap()]);
     assert!(top.contains("thread_leak::leak_worker"), "{top}");
+    let comment = s(&p, p.comment[0]);
+    assert!(
+        comment.contains("live=5 created=60 untracked=0"),
+        "{comment}"
+    );
+}
+
+#[test]
+fn raw_threads_profiles_are_symbolized_by_go_pprof() {
+    let dir = out_dir("raw");
+    let out = preloaded(threadleak(), &dir)
+        .args(["grow", "3", "10"])
+        .env("HEAPPROF_SYMBOLIZE", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let series = threads_series(&dir);
+    let p = threads_profile(&series[0]);
+    assert!(p.function.is_empty() && !p.mapping.iter().any(|m| m.has_functions));
+    let (top, _) = common::go_pprof(&[
+        "-top",
+        threadleak().to_str().unwrap(),
+        series[0].to_str().unwrap(),
+    ]);
+    let row = top
+        .lines()
+        .find(|l| l.ends_with(" leak_blocked"))
+        .unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(
+        row.split_whitespace().take(2).collect::<Vec<_>>(),
+        ["6", "100%"],
+        "{top}"
+    );
+}
+
+#[test]
+fn a_forked_child_counts_only_the_thread_that_forked() {
+    let dir = out_dir("fork");
+    let mut cmd = preloaded(threadleak(), &dir);
+    let child = cmd.arg("fork").stdout(Stdio::piped()).spawn().unwrap();
+    let parent = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "forked\n");
+    let mut by_pid: BTreeMap<bool, Vec<BTreeMap<String, [i64; 2]>>> = BTreeMap::new();
+    for f in threads_series(&dir) {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let pid: u32 = name.split('.').nth(1).unwrap().parse().unwrap();
+        let p = threads_profile(&f);
+        by_pid.entry(pid == parent).or_default().push(
+            by_leaf(&p)
+                .into_iter()
+                .map(|(k, v)| (k, [v[0], 0]))
+                .collect(),
+        );
+    }
+    let want = |leaf: &str, n: i64| BTreeMap::from([(leaf.to_string(), [n, 0])]);
+    assert_eq!(by_pid[&true], [want("leak_blocked", 3)]);
+    let mut children = by_pid[&false].clone();
+    children.sort();
+    assert_eq!(children, [BTreeMap::new(), want("fork_site", 1)]);
 }

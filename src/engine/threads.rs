@@ -26,7 +26,7 @@
 //!
 //! # Memory and concurrency
 //! Slots live in memory heapprof maps itself, in tiers that double in size
-//! and are never unmapped (like [`crate::live_table`]), so a reader can
+//! and are never unmapped (like `engine::live_table`), so a reader can
 //! always touch any slot it has heard of. Free slots form a lock-free stack
 //! (a Treiber stack whose head carries a generation count against ABA);
 //! fresh slots come from a bump counter. Nothing on these paths locks,
@@ -262,7 +262,7 @@ pub type StartRoutine = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
 /// Records a thread about to be created with `attr` (may be null) to run
 /// `start(arg)`, capturing the calling stack. `hook_marker` is the address
 /// of a local in the way in's `pthread_create` frame, which must call this
-/// directly (see [`crate::stack`]). Returns the record to pass to the real
+/// directly (see `engine::stack`). Returns the record to pass to the real
 /// `pthread_create` as the argument of [`trampoline`], or null when the
 /// thread is not tracked (tracking off, the caller is heapprof itself, or no
 /// memory for the registry): then call the real function with the

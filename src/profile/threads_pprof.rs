@@ -11,7 +11,7 @@
 //!   label `thread_name` (from `/proc/self/task/TID/comm`, so names set at
 //!   any time count; empty for a thread that has not started running yet)
 //!   and a numeric label `age` (unit `seconds`, the lower bound of the same
-//!   buckets heap profiles use, see [`crate::snapshot::age_bucket`]).
+//!   buckets heap profiles use, see `profile::snapshot::age_bucket`).
 //!   Summing a stack's samples gives its live count.
 //! - Stacks start at the caller of `pthread_create` (heapprof's hook is left
 //!   out; for Rust threads, std's spawn plumbing too, so the leaf is the

@@ -16,6 +16,11 @@
  *   threadleak grow ROUNDS MS
  *     each round leaks 2 threads at leak_blocked and churns 20 at
  *     churn_joined, then sleeps MS milliseconds; prints "done" and exits.
+ *   threadleak fork
+ *     leaks 3 threads at leak_blocked, forks a child from main (which exits
+ *     at once), then a thread created at fork_site forks a child that exits
+ *     from that thread; prints "forked". At exit the parent has 3 live
+ *     threads, the first child none, the second one: the forking thread.
  *   threadleak storm THREADS PER_THREAD
  *     THREADS threads each create and join PER_THREAD threads that add to a
  *     checksum; prints the checksum (identical with and without heapprof).
@@ -26,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define NOINLINE __attribute__((noinline))
@@ -160,6 +166,31 @@ static int grow(int rounds, int ms) {
   return 0;
 }
 
+static void *forking(void *arg) {
+  (void)arg;
+  pid_t c = fork();
+  if (c == 0) exit(0);
+  waitpid(c, NULL, 0);
+  return NULL;
+}
+
+NOINLINE void fork_site(void) {
+  pthread_t t;
+  check(pthread_create(&t, NULL, forking, NULL), "pthread_create");
+  pthread_join(t, NULL);
+}
+
+static int forks(void) {
+  pthread_t t;
+  for (int i = 0; i < 3; i++) leak_blocked(&t);
+  pid_t c = fork();
+  if (c == 0) exit(0);
+  waitpid(c, NULL, 0);
+  fork_site();
+  printf("forked\n");
+  return 0;
+}
+
 static unsigned long per_thread;
 static pthread_mutex_t sum_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long sum;
@@ -196,8 +227,9 @@ static int storm(int threads, unsigned long n) {
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "exact") == 0) return exact();
   if (argc >= 4 && strcmp(argv[1], "grow") == 0) return grow(atoi(argv[2]), atoi(argv[3]));
+  if (argc >= 2 && strcmp(argv[1], "fork") == 0) return forks();
   if (argc >= 4 && strcmp(argv[1], "storm") == 0)
     return storm(atoi(argv[2]), strtoul(argv[3], NULL, 10));
-  fprintf(stderr, "usage: threadleak exact | grow ROUNDS MS | storm THREADS N\n");
+  fprintf(stderr, "usage: threadleak exact | grow ROUNDS MS | fork | storm THREADS N\n");
   return 2;
 }
