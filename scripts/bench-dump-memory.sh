@@ -5,7 +5,8 @@
 # (PYTHONMALLOC=malloc, ~21 MiB live) — it starts the idle program, reads
 # RssAnon and VmHWM from /proc/PID/status, sends SIGUSR2 three times (waiting
 # for each profile file), and prints RssAnon before/after each dump, the peak
-# (VmHWM) and the time from signal to file.
+# (VmHWM), the time from signal to file and the dumper thread's CPU time
+# for it (which, unlike the wall time, does not grow with other load).
 #
 # usage: scripts/bench-dump-memory.sh [rust|preload|both]   (default both)
 #   PROFILE=release|debug (default release); HEAPPROF_SYMBOLIZE=0 for raw dumps;
@@ -41,12 +42,23 @@ def status():
         if k in ("RssAnon", "VmHWM", "VmRSS"):
             d[k] = int(v.split()[0])
     return d
+def dumper_cpu_ns():
+    # Time on CPU of heapprof's dumper thread (load-independent, unlike
+    # signal-to-file on a busy machine), from schedstat's first field.
+    for t in os.listdir(f"/proc/{p.pid}/task"):
+        try:
+            if open(f"/proc/{p.pid}/task/{t}/comm").read().strip() == "heapprof-dumper":
+                return int(open(f"/proc/{p.pid}/task/{t}/schedstat").read().split()[0])
+        except OSError:
+            pass
+    return 0
 time.sleep(0.3)
 base = status()
 print(f"{name}: before: RssAnon {base['RssAnon']/1024:.1f} MB, VmHWM {base['VmHWM']/1024:.1f} MB")
 d = os.path.dirname(prefix)
 for i in range(dumps):
     before = status()
+    cpu0 = dumper_cpu_ns()
     t0 = time.monotonic()
     os.kill(p.pid, signal.SIGUSR2)
     want = f"{os.path.basename(prefix)}.{p.pid}.{i}.pb.gz"
@@ -57,7 +69,8 @@ for i in range(dumps):
     ms = (time.monotonic() - t0) * 1000
     time.sleep(0.2)
     after = status()
-    print(f"{name}: dump {i+1}: {ms:6.1f} ms signal-to-file; RssAnon {before['RssAnon']/1024:.1f} -> {after['RssAnon']/1024:.1f} MB "
+    cpu = (dumper_cpu_ns() - cpu0) / 1e6
+    print(f"{name}: dump {i+1}: {ms:6.1f} ms signal-to-file ({cpu:.1f} ms dumper CPU); RssAnon {before['RssAnon']/1024:.1f} -> {after['RssAnon']/1024:.1f} MB "
           f"({(after['RssAnon']-base['RssAnon'])/1024:+.1f} MB over before), VmHWM {after['VmHWM']/1024:.1f} MB "
           f"(peak {(after['VmHWM']-base['VmRSS'])/1024:+.1f} MB over before)")
 p.stdin.close()

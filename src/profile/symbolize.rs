@@ -420,8 +420,10 @@ fn is_allocator_name(name: &str) -> bool {
 type Kept = Option<(Vec<Mapping>, HashMap<u64, Frames>)>;
 static KEPT: std::sync::Mutex<Kept> = std::sync::Mutex::new(None);
 
-/// Frames kept between dumps at most; past this the cache starts afresh.
-const KEEP_MAX: usize = 1 << 16;
+/// Addresses whose frames are kept between dumps at most (a few hundred
+/// bytes each, so about a megabyte); past this the cache starts afresh and
+/// the next dump parses again: time, never unbounded memory.
+const KEEP_MAX: usize = 4096;
 
 /// Runs `f` with a symbolizer for this process, dropped afterwards (its
 /// parsed files with it) and the freed memory returned to the kernel.
