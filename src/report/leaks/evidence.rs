@@ -225,7 +225,7 @@ pub fn gather(
                 },
                 values: vec![0; order.len()],
             });
-            g.evidence.counts[k] += n;
+            g.evidence.counts[k] = g.evidence.counts[k].saturating_add(n);
             g.values[k] = g.values[k].saturating_add(v);
             if k == k_last {
                 match age_interval(s) {
@@ -233,7 +233,10 @@ pub fn gather(
                         max_age = max_age.max(hi);
                         ages.entry(key).or_default().push((lo, hi, n));
                     }
-                    None => *unaged.entry(key).or_default() += n,
+                    None => {
+                        let u = unaged.entry(key).or_default();
+                        *u = u.saturating_add(n);
+                    }
                 }
             }
         }

@@ -62,8 +62,8 @@ impl LeakClass {
                 "none freed so far, but too few samples for a verdict; profile longer"
             }
             LeakClass::Churn => {
-                "freed again (the live count fell, or no live sample survived a third of the \
-                 window); not leaks"
+                "freed again (the live count fell, or too few live samples survived long); not \
+                 leaks"
             }
         }
     }
@@ -177,8 +177,7 @@ fn classify(e: &Evidence) -> Verdict {
     let fell: u64 = e
         .counts
         .windows(2)
-        .map(|w| w[0].saturating_sub(w[1]))
-        .sum();
+        .fold(0u64, |a, w| a.saturating_add(w[0].saturating_sub(w[1])));
     let frac = |t: f64| {
         if window > 0.0 && t.is_finite() {
             (t / window).clamp(0.0, 1.0)
@@ -196,15 +195,15 @@ fn classify(e: &Evidence) -> Verdict {
         oldest = oldest.min(u);
         youngest = youngest.max(u);
         if u < 0.5 {
-            early += c;
+            early = early.saturating_add(c);
         } else {
-            late += c;
+            late = late.saturating_add(c);
         }
         if u < SURVIVOR_BEFORE {
-            survivors += c;
+            survivors = survivors.saturating_add(c);
         }
         if u > ARRIVAL_AFTER {
-            arrivals += c;
+            arrivals = arrivals.saturating_add(c);
         }
     }
     let pi = SLOWED_RATIO / (1.0 + SLOWED_RATIO);
@@ -251,7 +250,7 @@ fn classify(e: &Evidence) -> Verdict {
         }
         return v;
     }
-    let total = early + late;
+    let total = early.saturating_add(late);
     if stats::binomial_upper_tail(total, total - early, 0.5) < LEAK_SPLIT_MIN_CHANCE {
         // Far more young samples than a leak would have: objects turn over.
         return v;
