@@ -597,7 +597,11 @@ fn leaks_verdicts_from_sampled_counts_and_ages() {
         assert_eq!((leak.verdict.early, leak.verdict.late), (4, 4), "{v}");
         // 8 samples in 30 s, each standing for ~512 KiB of 1 KiB objects.
         let per_sample = 1024.0 / (1.0 - (-1024.0f64 / RATE as f64).exp());
-        assert!((leak.rate - 8.0 / 30.0 * per_sample).abs() < 1.0, "{}", leak.rate);
+        assert!(
+            (leak.rate - 8.0 / 30.0 * per_sample).abs() < 1.0,
+            "{}",
+            leak.rate
+        );
         assert!(leak.rate_interval.0 < leak.rate && leak.rate < leak.rate_interval.1);
         assert_eq!(v.plateau.len(), 1, "{v}");
         assert_eq!(leaf(&v.plateau[0]), "app::cache::fill");
@@ -628,7 +632,10 @@ fn leaks_verdicts_from_sampled_counts_and_ages() {
     args.extend(files.iter().rev().map(|p| s(p)));
     let out = assert_ok(&heapprof(&args));
     assert!(out.contains("10 profiles over 27.0 s"), "{out}");
-    assert!(out.contains("window: 30.0 s since profiling started"), "{out}");
+    assert!(
+        out.contains("window: 30.0 s since profiling started"),
+        "{out}"
+    );
     assert!(out.contains("steady growth (1 stacks)"), "{out}");
     assert!(out.contains("8 live samples, none freed"), "{out}");
     assert!(out.contains("confidence medium (p = 0.056)"), "{out}");
@@ -646,7 +653,10 @@ fn leaks_verdicts_from_sampled_counts_and_ages() {
     assert!(!out.contains("app::churn::work"), "churn listed: {out}");
     // One profile works too; so do two.
     let out = assert_ok(&heapprof(&["leaks", s(&files[9])]));
-    assert!(out.contains("one profile") && out.contains("main.leak"), "{out}");
+    assert!(
+        out.contains("one profile") && out.contains("main.leak"),
+        "{out}"
+    );
     let out = assert_ok(&heapprof(&["leaks", s(&files[4]), s(&files[9])]));
     assert!(out.contains("2 profiles"), "{out}");
     // alloc_* only ever grows: refused.
@@ -670,7 +680,10 @@ fn threads_profile(k: usize) -> Profile {
     b.p.sample_type.push(vt);
     b.p.period_type = None;
     b.p.period = 0;
-    let leak = b.stack(&[&[("main.spawn_per_request", "src/main.rs", 7)], &[main_at(40)]]);
+    let leak = b.stack(&[
+        &[("main.spawn_per_request", "src/main.rs", 7)],
+        &[main_at(40)],
+    ]);
     let pool = b.stack(&[&[("app::pool::start", "src/pool.rs", 2)], &[main_at(41)]]);
     let n = k as i64 + 1;
     b.p.sample.push(Sample {
@@ -732,7 +745,10 @@ fn leaks_groups_by_label_value() {
         let stack = b.stack(&[&[("app::handle", "src/h.rs", 3)], &[main_at(50)]]);
         let key = b.s("request");
         for (kind, births) in [
-            ("upload", (0..=k).map(|i| 3.0 * i as f64 + 1.0).collect::<Vec<_>>()),
+            (
+                "upload",
+                (0..=k).map(|i| 3.0 * i as f64 + 1.0).collect::<Vec<_>>(),
+            ),
             ("query", if k % 2 == 0 { vec![t - 0.5; 3] } else { vec![] }),
         ] {
             let value = b.s(kind);

@@ -75,7 +75,9 @@ fn leaks_finds_the_slow_leak_and_nothing_else() {
         // called a leak.
         assert!(!v.steady.is_empty(), "{what}:\n{v}");
         assert!(
-            leaves(&v.steady).iter().all(|l| l.ends_with("leak_steadily")),
+            leaves(&v.steady)
+                .iter()
+                .all(|l| l.ends_with("leak_steadily")),
             "{what}:\n{v}"
         );
         assert!(v.steady[0].verdict.samples >= 6, "{what}:\n{v}");
@@ -83,9 +85,14 @@ fn leaks_finds_the_slow_leak_and_nothing_else() {
         // interval's reach.
         let (lo, hi) = v.steady[0].rate_interval;
         assert!(lo < 800.0 * 1024.0 && hi > 400.0 * 1024.0, "{what}:\n{v}");
-        assert!(leaves(&v.plateau).contains(&"workload::fill_cache"), "{what}:\n{v}");
         assert!(
-            !leaves(&v.undecided).iter().any(|l| l.ends_with("leak_steadily")),
+            leaves(&v.plateau).contains(&"workload::fill_cache"),
+            "{what}:\n{v}"
+        );
+        assert!(
+            !leaves(&v.undecided)
+                .iter()
+                .any(|l| l.ends_with("leak_steadily")),
             "{what}:\n{v}"
         );
         for rows in [&v.steady, &v.plateau, &v.undecided] {
@@ -119,16 +126,26 @@ fn leaks_finds_the_slow_leak_and_nothing_else() {
         .unwrap_or("");
     assert!(steady.contains("workload::leak_steadily"), "{text}");
     assert!(steady.contains("confidence"), "{text}");
-    assert!(!steady.contains("fill_cache") && !steady.contains("churn"), "{text}");
-    assert!(!text.contains("lang_start") && !text.contains("_start"), "{text}");
+    assert!(
+        !steady.contains("fill_cache") && !steady.contains("churn"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("lang_start") && !text.contains("_start"),
+        "{text}"
+    );
 }
 
 #[test]
 fn top_is_exact_at_rate_one_and_the_flame_graph_names_the_leak() {
     let files = run_workload(
         "cli-exact",
-        &[("HEAPPROF_RATE", "1"), ("HEAPPROF_AT_EXIT", "1")],
-        &["--seconds", "3", "--threads", "1"],
+        &[
+            ("HEAPPROF_RATE", "1"),
+            ("HEAPPROF_AT_EXIT", "1"),
+            ("HEAPPROF_INTERVAL", "1"),
+        ],
+        &["--seconds", "3", "--threads", "1", "--cache-secs", "1"],
     );
     let last = report::load(files.last().unwrap()).unwrap();
     let top = report::top(&last, &SampleKind::InuseSpace, 0).unwrap();
@@ -167,7 +184,10 @@ fn top_is_exact_at_rate_one_and_the_flame_graph_names_the_leak() {
     let svg = svg.to_str().unwrap();
     for (cmd, report) in [
         (vec!["top", last_file, "-n", "0", "--depth", "0"], None),
-        (vec!["diff", first, last_file, "-n", "0", "--depth", "0"], None),
+        (
+            vec!["diff", first, last_file, "-n", "0", "--depth", "0"],
+            None,
+        ),
         (vec!["leaks", last_file, "-n", "0", "--depth", "0"], None),
         (vec!["flamegraph", last_file, "-o", svg], Some(svg)),
     ] {
@@ -192,6 +212,9 @@ fn top_is_exact_at_rate_one_and_the_flame_graph_names_the_leak() {
         for name in runtime {
             assert!(all.contains(name), "{cmd:?} --all-frames lacks {name}");
         }
-        assert!(all.contains("clone"), "{cmd:?} --all-frames lacks thread start");
+        assert!(
+            all.contains("clone"),
+            "{cmd:?} --all-frames lacks thread start"
+        );
     }
 }

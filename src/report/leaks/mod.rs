@@ -109,7 +109,7 @@ use std::fmt;
 
 pub use age::{leak_age, AgeReport, AgeRow, DEFAULT_OLDER_THAN_SECS};
 pub use evidence::{GroupKey, Grouping};
-pub use verdict::{judge, Evidence, LeakClass, Verdict};
+pub use verdict::{judge, Birth, Evidence, LeakClass, Verdict};
 
 use super::format;
 use super::model::{Frame, Resolved, SampleKind, SampleType};
@@ -218,7 +218,10 @@ fn in_time_order(profiles: &[Resolved]) -> Result<Vec<&Resolved>, ReportError> {
 /// Judges every stack (or label value) with live samples across `profiles`
 /// (one, or several of one process in any order: they are sorted by
 /// `time_nanos`, which must then be set and distinct).
-pub fn leak_verdicts(profiles: &[Resolved], opts: &LeakOptions) -> Result<VerdictReport, ReportError> {
+pub fn leak_verdicts(
+    profiles: &[Resolved],
+    opts: &LeakOptions,
+) -> Result<VerdictReport, ReportError> {
     if profiles.is_empty() {
         return Err(ReportError::Usage(
             "leaks needs one profile or several of one process".to_string(),

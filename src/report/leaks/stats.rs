@@ -199,7 +199,10 @@ mod tests {
         let (lo, hi) = poisson_interval(0, 0.05);
         assert!(lo == 0.0 && close(hi, 3.689, 1e-3), "{lo} {hi}");
         let (lo, hi) = poisson_interval(6, 0.05);
-        assert!(close(lo, 2.202, 1e-3) && close(hi, 13.06, 1e-2), "{lo} {hi}");
+        assert!(
+            close(lo, 2.202, 1e-3) && close(hi, 13.06, 1e-2),
+            "{lo} {hi}"
+        );
         let (lo, hi) = poisson_interval(1_000_000, 0.05);
         assert!(lo < 1e6 && hi > 1e6 && hi - lo < 5000.0);
         assert!(close(normal_upper_tail(1.959_964), 0.025, 1e-6));
