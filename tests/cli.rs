@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use heapprof::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
-use heapprof::report::{self, LeakClass, ReportError, Resolved, SampleKind};
+use heapprof::report::{self, ReportError, Resolved, SampleKind};
 use prost::Message;
 
 const KIB: i64 = 1024;
@@ -515,86 +515,271 @@ fn diff_matches_unsymbolized_frames_by_module_offset() {
 // ---------------------------------------------------------------------------
 // leaks
 
-#[test]
-fn classify_tells_growth_plateau_and_churn_apart() {
-    let t: Vec<f64> = (0..10).map(|i| i as f64 * 10.0).collect();
-    let line: Vec<f64> = (0..10).map(|i| 1000.0 + 50.0 * i as f64).collect();
-    let c = report::classify(&t, &line);
-    assert_eq!(c.class, LeakClass::SteadyGrowth);
-    assert!((c.slope - 5.0).abs() < 1e-9);
-    assert!((c.r_squared - 1.0).abs() < 1e-9);
-    assert_eq!(c.grew_fraction, 1.0);
+/// The default sampling rate, as the sampled fixtures are written.
+const RATE: i64 = 524_288;
 
-    let noisy: Vec<f64> = (0..10)
-        .map(|i| 1000.0 + 50.0 * i as f64 + if i % 3 == 0 { 30.0 } else { -20.0 })
-        .collect();
-    assert_eq!(report::classify(&t, &noisy).class, LeakClass::SteadyGrowth);
+/// A heapprof-like sampled profile at `RATE`, `t` seconds after profiling
+/// started: for each (stack, object size, birth times of its live samples)
+/// one sample per age bucket holding those samples' scaled values, with
+/// `bytes` and `age` labels, as `src/profile/pprof.rs` writes them.
+fn sampled_profile(t: f64, stacks: &[(&[Src], i64, Vec<f64>)]) -> Profile {
+    let mut b = Builder::new(7);
+    b.p.period = RATE;
+    for (frames, size, births) in stacks {
+        let lines: Vec<&[Src]> = frames.iter().map(std::slice::from_ref).collect();
+        let stack = b.stack(&lines);
+        let mut by_age: std::collections::BTreeMap<i64, u64> = Default::default();
+        for &born in births.iter().filter(|&&born| born <= t) {
+            // heapprof's buckets: whole seconds below 32 s (enough here).
+            let age = (t - born).floor() as i64;
+            assert!(age < 32, "fixture ages stay in the exact range");
+            *by_age.entry(age).or_default() += 1;
+        }
+        for (age, n) in by_age {
+            let (objs, bytes) =
+                heapprof::scale::scale_heap_sample(n, n * *size as u64, RATE as u64);
+            let (objs, bytes) = (objs as i64, bytes as i64);
+            b.sample(
+                &stack,
+                [objs, bytes, objs, bytes],
+                &[("bytes", *size, "bytes"), ("age", age, "seconds")],
+            );
+        }
+    }
+    let mut p = b.finish(T0 + (t * 1e9) as i64);
+    p.duration_nanos = (t * 1e9) as i64;
+    p
+}
 
-    let plateau = [
-        0.0, 500.0, 900.0, 1000.0, 1000.0, 1000.0, 1000.0, 1000.0, 990.0, 1000.0,
-    ];
-    assert_eq!(report::classify(&t, &plateau).class, LeakClass::Plateau);
+const SLOW_ONE: Src = ("app::rare::leak", "src/rare.rs", 4);
 
-    let churn: Vec<f64> = CHURN_KIB.iter().map(|v| *v as f64).collect();
-    assert_eq!(report::classify(&t, &churn).class, LeakClass::Churn);
-    let flat = [7.0; 10];
-    assert_eq!(report::classify(&t, &flat).class, LeakClass::Churn);
-    let shrinking: Vec<f64> = line.iter().rev().copied().collect();
-    assert_eq!(report::classify(&t, &shrinking).class, LeakClass::Churn);
-    // A spike that was freed again is not a plateau.
-    let spike = [0.0, 0.0, 0.0, 1000.0, 0.0, 0.0, 0.0, 0.0, 0.0, 10.0];
-    assert_eq!(report::classify(&t, &spike).class, LeakClass::Churn);
-    // Degenerate inputs classify without panicking.
-    assert_eq!(report::classify(&[], &[]).class, LeakClass::Churn);
-    assert_eq!(report::classify(&[1.0], &[5.0]).class, LeakClass::Churn);
-    let nan = [f64::NAN, 1.0, f64::INFINITY];
-    let _ = report::classify(&nan, &nan);
+/// Profile `k` (0..10) of a 30 s window, a profile every 3 s:
+/// - `main.leak` leaks 1 KiB objects: 8 samples, born every 3.5 s;
+/// - `app::cache::fill` filled 8 samples of 64 KiB in the first 5 s;
+/// - `app::churn::work` has 3 fresh samples of 32 KiB in every profile;
+/// - `app::rare::leak` has one sample, born at 13 s.
+fn sampled_series(k: usize) -> Profile {
+    let t = 3.0 * (k + 1) as f64;
+    let leak: Vec<f64> = (0..8).map(|i| 1.5 + 3.5 * i as f64).collect();
+    let cache: Vec<f64> = (0..8).map(|i| 0.5 * (i + 1) as f64).collect();
+    let churn = vec![t - 0.2, t - 0.1, t];
+    sampled_profile(
+        t,
+        &[
+            (&[LEAK, main_at(30)], 1024, leak),
+            (&[CACHE, main_at(32)], 64 * 1024, cache),
+            (&[CHURN, main_at(33)], 32 * 1024, churn),
+            (&[SLOW_ONE, main_at(34)], 2048, vec![13.0]),
+        ],
+    )
+}
+
+fn verdicts(profiles: &[Resolved]) -> report::VerdictReport {
+    report::leak_verdicts(profiles, &report::LeakOptions::default()).expect("verdicts")
 }
 
 #[test]
-fn leaks_trend_ranks_steady_growth_and_hides_churn() {
+fn leaks_verdicts_from_sampled_counts_and_ages() {
     // Out of time order on purpose: leaks sorts by time_nanos.
-    let mut profiles: Vec<Resolved> = (0..SERIES).map(resolved).collect();
-    profiles.reverse();
+    let mut profiles: Vec<Resolved> = (0..10)
+        .map(|k| report::parse(&format!("s.{k}"), &sampled_series(k).encode_to_vec()).unwrap())
+        .collect();
     profiles.swap(2, 7);
-    let report::LeaksReport::Trend(t) =
-        report::leaks(&profiles, report::DEFAULT_OLDER_THAN_SECS, 0).expect("leaks")
-    else {
-        panic!("several profiles must give the trend report");
-    };
-    assert_eq!(t.steady.len(), 2);
-    assert_eq!(t.steady_count, 2);
-    assert_eq!(t.steady[0].frames[1].function, "main.leak");
-    assert_eq!(t.steady[0].trend.class, LeakClass::SteadyGrowth);
-    assert_eq!(t.steady[1].frames[0].function, "main.slow_leak");
-    assert!((t.steady[0].trend.slope - 100.0 * 1024.0 / 10.0).abs() < 1e-6);
-    assert!((t.steady[1].trend.slope - 12.0 * 1024.0 / 10.0).abs() < 1e-6);
-    assert_eq!(t.steady[0].series.first(), Some(&102_400));
-    assert_eq!(t.steady[0].series.last(), Some(&1_024_000));
-    assert_eq!(t.plateau.len(), 1);
-    assert_eq!(t.plateau[0].frames[0].function, "app::cache::fill");
-    assert_eq!(t.churn_count, 1);
-    assert_eq!(t.profiles[0].0, "heap.0");
-    assert!((t.span_seconds - 90.0).abs() < 1e-9);
+    let last = std::slice::from_ref(&profiles[9]);
+    for v in [verdicts(&profiles), verdicts(last)] {
+        let leaf = |r: &report::VerdictRow| r.frames[0].function.clone();
+        assert_eq!(v.steady.len(), 1, "{v}");
+        let leak = &v.steady[0];
+        assert_eq!(leaf(leak), "main.leak");
+        // Raw counts: the scaled values inverted.
+        assert_eq!(leak.verdict.samples, 8, "{v}");
+        assert_eq!(leak.verdict.fell, 0);
+        assert_eq!((leak.verdict.early, leak.verdict.late), (4, 4), "{v}");
+        // 8 samples in 30 s, each standing for ~512 KiB of 1 KiB objects.
+        let per_sample = 1024.0 / (1.0 - (-1024.0f64 / RATE as f64).exp());
+        assert!(
+            (leak.rate - 8.0 / 30.0 * per_sample).abs() < 1.0,
+            "{}",
+            leak.rate
+        );
+        assert!(leak.rate_interval.0 < leak.rate && leak.rate < leak.rate_interval.1);
+        assert_eq!(v.plateau.len(), 1, "{v}");
+        assert_eq!(leaf(&v.plateau[0]), "app::cache::fill");
+        assert_eq!(v.plateau[0].verdict.samples, 8);
+        assert_eq!(v.undecided.len(), 1, "{v}");
+        assert_eq!(leaf(&v.undecided[0]), "app::rare::leak");
+        // One sample in 30 s: six are expected after 180 s.
+        assert_eq!(v.undecided[0].verdict.wait_seconds, Some(150.0));
+        assert_eq!(v.churn_count, 1);
+        assert!(v.from_ages);
+        assert!((v.window_seconds - 30.0).abs() < 1e-9);
+    }
+    let v = verdicts(&profiles);
+    assert_eq!(v.profiles[0].0, "s.0");
+    assert_eq!(v.steady[0].counts, [1, 2, 3, 4, 4, 5, 6, 7, 8, 8]);
+    // p = P(Bin(8, 1/5) >= 4): the even split cannot exclude slowed growth.
+    assert!((v.steady[0].verdict.p_value - 0.056).abs() < 0.001, "{v}");
 
     let dir = scratch("leaks");
-    let mut files = write_series(&dir);
-    files.reverse();
+    let files: Vec<PathBuf> = (0..10)
+        .map(|k| {
+            let path = dir.join(format!("s.{k}.pb.gz"));
+            std::fs::write(&path, gzip(&sampled_series(k).encode_to_vec())).unwrap();
+            path
+        })
+        .collect();
     let mut args = vec!["leaks"];
+    args.extend(files.iter().rev().map(|p| s(p)));
+    let out = assert_ok(&heapprof(&args));
+    assert!(out.contains("10 profiles over 27.0 s"), "{out}");
+    assert!(
+        out.contains("window: 30.0 s since profiling started"),
+        "{out}"
+    );
+    assert!(out.contains("steady growth (1 stacks)"), "{out}");
+    assert!(out.contains("8 live samples, none freed"), "{out}");
+    assert!(out.contains("confidence medium (p = 0.056)"), "{out}");
+    assert!(out.contains("plateau (1 stacks)"), "{out}");
+    assert!(out.contains("not enough samples yet (1 stacks)"), "{out}");
+    assert!(
+        out.contains("not enough samples yet: about 3 more minutes at this rate"),
+        "{out}"
+    );
+    assert!(out.contains("churn (1 stacks)"), "{out}");
+    let leak = out.find("main.leak (").expect("leak listed");
+    let cache = out.find("app::cache::fill").expect("plateau listed");
+    let rare = out.find("app::rare::leak").expect("undecided listed");
+    assert!(leak < cache && cache < rare, "{out}");
+    assert!(!out.contains("app::churn::work"), "churn listed: {out}");
+    // One profile works too; so do two.
+    let out = assert_ok(&heapprof(&["leaks", s(&files[9])]));
+    assert!(
+        out.contains("one profile") && out.contains("main.leak"),
+        "{out}"
+    );
+    let out = assert_ok(&heapprof(&["leaks", s(&files[4]), s(&files[9])]));
+    assert!(out.contains("2 profiles"), "{out}");
+    // alloc_* only ever grows: refused.
+    assert_error(
+        &heapprof(&["leaks", s(&files[9]), "--sample", "alloc_space"]),
+        &["alloc_space", "inuse"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A profile whose only sample type counts live threads, by creation
+/// stack, without ages: `main.spawn_per_request` never joins (one more
+/// thread every 3 s), `app::pool::start` started 4 at once.
+fn threads_profile(k: usize) -> Profile {
+    let mut b = Builder::new(3);
+    b.p.sample_type.clear();
+    let vt = ValueType {
+        r#type: b.s("threads"),
+        unit: b.s("count"),
+    };
+    b.p.sample_type.push(vt);
+    b.p.period_type = None;
+    b.p.period = 0;
+    let leak = b.stack(&[
+        &[("main.spawn_per_request", "src/main.rs", 7)],
+        &[main_at(40)],
+    ]);
+    let pool = b.stack(&[&[("app::pool::start", "src/pool.rs", 2)], &[main_at(41)]]);
+    let n = k as i64 + 1;
+    b.p.sample.push(Sample {
+        location_id: leak,
+        value: vec![n],
+        label: vec![],
+    });
+    b.p.sample.push(Sample {
+        location_id: pool,
+        value: vec![4],
+        label: vec![],
+    });
+    b.finish(T0 + k as i64 * 3_000_000_000)
+}
+
+#[test]
+fn leaks_judges_counts_of_live_things() {
+    let profiles: Vec<Resolved> = (0..10)
+        .map(|k| report::parse(&format!("t.{k}"), &threads_profile(k).encode_to_vec()).unwrap())
+        .collect();
+    let v = verdicts(&profiles);
+    assert_eq!(v.sample.name, "threads");
+    assert!(!v.from_ages);
+    assert_eq!(v.steady.len(), 1, "{v}");
+    assert_eq!(v.steady[0].frames[0].function, "main.spawn_per_request");
+    assert_eq!(v.steady[0].verdict.samples, 10);
+    assert_eq!(v.plateau.len(), 1, "{v}");
+    assert_eq!(v.plateau[0].frames[0].function, "app::pool::start");
+    let text = v.to_string();
+    assert!(text.contains("by threads"), "{text}");
+    // 10 threads over 27 s.
+    assert!(text.contains("rate 0.37 count/s"), "{text}");
+
+    let dir = scratch("leaks-threads");
+    let files: Vec<PathBuf> = (0..10)
+        .map(|k| {
+            let path = dir.join(format!("t.{k}.pb"));
+            std::fs::write(&path, threads_profile(k).encode_to_vec()).unwrap();
+            path
+        })
+        .collect();
+    let mut args = vec!["leaks", "--sample", "threads"];
     args.extend(files.iter().map(|p| s(p)));
     let out = assert_ok(&heapprof(&args));
-    assert!(out.contains("10 profiles over 90.0 s"), "{out}");
-    assert!(out.contains("steady growth (2 stacks)"), "{out}");
-    assert!(out.contains("leak suspects"), "{out}");
-    assert!(out.contains("plateau (1 stacks)"), "{out}");
-    assert!(out.contains("churn (1 stacks)"), "{out}");
-    assert!(out.contains("10.0 KiB/s"), "{out}");
-    let leak = out.find("main.leak (").expect("leak listed");
-    let slow = out.find("main.slow_leak").expect("slow leak listed");
-    let cache = out.find("app::cache::fill").expect("plateau listed");
-    assert!(leak < slow && slow < cache, "{out}");
-    assert!(!out.contains("app::churn::work"), "churn listed: {out}");
+    assert!(out.contains("main.spawn_per_request"), "{out}");
+    // One profile without ages or duration cannot be judged.
+    assert_error(&heapprof(&["leaks", s(&files[9])]), &["t.9.pb", "age"]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn leaks_groups_by_label_value() {
+    // Two request kinds on one stack: "upload" leaks, "query" churns (three
+    // in flight in every other profile).
+    let profile = |k: usize| {
+        let t = 3.0 * (k + 1) as f64;
+        let mut b = Builder::new(5);
+        b.p.period = 1;
+        let stack = b.stack(&[&[("app::handle", "src/h.rs", 3)], &[main_at(50)]]);
+        let key = b.s("request");
+        for (kind, births) in [
+            (
+                "upload",
+                (0..=k).map(|i| 3.0 * i as f64 + 1.0).collect::<Vec<_>>(),
+            ),
+            ("query", if k % 2 == 0 { vec![t - 0.5; 3] } else { vec![] }),
+        ] {
+            let value = b.s(kind);
+            for born in births.into_iter().filter(|&x| x <= t) {
+                let age = (t - born).floor() as i64;
+                b.sample(&stack, [1, 100, 1, 100], &[("age", age, "seconds")]);
+                b.p.sample.last_mut().unwrap().label.push(Label {
+                    key,
+                    str: value,
+                    num: 0,
+                    num_unit: 0,
+                });
+            }
+        }
+        let mut p = b.finish(T0 + (t * 1e9) as i64);
+        p.duration_nanos = (t * 1e9) as i64;
+        report::parse("l", &p.encode_to_vec()).unwrap()
+    };
+    let profiles: Vec<Resolved> = (0..10).map(profile).collect();
+    let by_stack = verdicts(&profiles);
+    // Together they fall and rise: the one stack is churn.
+    assert!(by_stack.steady.is_empty(), "{by_stack}");
+    let opts = report::LeakOptions {
+        group: report::Grouping::Label("request".to_string()),
+        ..Default::default()
+    };
+    let v = report::leak_verdicts(&profiles, &opts).unwrap();
+    assert_eq!(v.steady.len(), 1, "{v}");
+    assert_eq!(v.steady[0].label, Some(Some("upload".to_string())));
+    assert_eq!(v.churn_count, 1);
+    assert!(v.to_string().contains("request=upload"), "{v}");
 }
 
 #[test]
@@ -629,7 +814,7 @@ fn leaks_single_profile_uses_age_labels() {
 
     let dir = scratch("leaks-age");
     let files = write_series(&dir);
-    let out = assert_ok(&heapprof(&["leaks", s(&files[9])]));
+    let out = assert_ok(&heapprof(&["leaks", "--older-than", "60", s(&files[9])]));
     assert!(out.contains("older than 60 s"), "{out}");
     assert!(out.contains("old: 1.2 MiB of 1.8 MiB in use"), "{out}");
     assert!(out.contains("120.0 KiB of unknown age"), "{out}");
@@ -639,10 +824,10 @@ fn leaks_single_profile_uses_age_labels() {
     assert!(!out.contains("main.leak"), "{out}");
     assert!(out.contains("app::cache::fill"), "{out}");
 
-    // Two profiles: neither mode; the message points at diff.
+    // --older-than ranks one profile.
     assert_error(
-        &heapprof(&["leaks", s(&files[0]), s(&files[1])]),
-        &["three", "diff"],
+        &heapprof(&["leaks", "--older-than", "60", s(&files[0]), s(&files[1])]),
+        &["--older-than", "one profile"],
     );
     // A Go profile has no age labels.
     assert_error(
@@ -661,7 +846,7 @@ fn leaks_rejects_series_without_distinct_times() {
         report::parse("same", &same.encode_to_vec()).expect("parse"),
         resolved(2),
     ];
-    match report::leak_trend(&profiles, 0) {
+    match report::leak_verdicts(&profiles, &report::LeakOptions::default()) {
         Err(ReportError::Unsuitable { detail, .. }) => assert!(detail.contains("time_nanos")),
         other => panic!("expected an error, got {other:?}"),
     }
@@ -672,7 +857,7 @@ fn leaks_rejects_series_without_distinct_times() {
         report::parse("untimed", &untimed.encode_to_vec()).expect("parse"),
         resolved(2),
     ];
-    assert!(report::leak_trend(&profiles, 0).is_err());
+    assert!(report::leak_verdicts(&profiles, &report::LeakOptions::default()).is_err());
 }
 
 // ---------------------------------------------------------------------------
@@ -1032,14 +1217,24 @@ fn exercise(r: &Resolved) {
         }
         let _ = report::folded(r, kind);
     }
-    if let Ok(a) = report::leaks(std::slice::from_ref(r), 60, 3) {
-        let _ = a.to_string();
+    let opts = report::LeakOptions {
+        n: 3,
+        ..Default::default()
+    };
+    let aged = report::LeakOptions {
+        older_than_secs: Some(60),
+        ..opts.clone()
+    };
+    for o in [&opts, &aged] {
+        if let Ok(a) = report::leaks(std::slice::from_ref(r), o) {
+            let _ = a.to_string();
+        }
     }
     let mut later = r.clone();
     later.time_nanos = r.time_nanos.wrapping_add(1);
     let mut latest = r.clone();
     latest.time_nanos = r.time_nanos.wrapping_add(2);
-    if let Ok(t) = report::leaks(&[r.clone(), later, latest], 60, 3) {
+    if let Ok(t) = report::leaks(&[r.clone(), later, latest], &opts) {
         let _ = t.to_string();
     }
 }

@@ -10,7 +10,7 @@
 //! objects watched for three minutes at the default rate, or 6 MiB/min for
 //! 30 s. Run with `--nocapture` to see the measured rates.
 
-use heapprof::report::leaks::evidence::{age_bucket, age_bucket_end, birth_time};
+use heapprof::report::leaks::evidence::{age_bucket, age_bucket_end, birth_of_age};
 use heapprof::report::{judge, Evidence, LeakClass};
 use heapprof::sampler::Rng;
 
@@ -61,7 +61,7 @@ fn evidence(objects: &[(f64, f64)], single: bool) -> Evidence {
         .map(|o| {
             let lo = age_bucket(((WINDOW - o.0) * 1e9) as u64);
             let hi = age_bucket_end(lo);
-            (birth_time(lo as f64, hi as f64, WINDOW), 1)
+            birth_of_age(lo as f64, hi as f64, WINDOW, 1)
         })
         .collect();
     if single {
@@ -159,13 +159,19 @@ fn rate_of(
 #[test]
 fn slow_leaks_are_found_from_few_samples() {
     for single in [false, true] {
-        let six = rate_of("leak, 6 expected samples", single, LeakClass::SteadyGrowth, |r| {
-            leak(r, 6.0)
-        });
+        let six = rate_of(
+            "leak, 6 expected samples",
+            single,
+            LeakClass::SteadyGrowth,
+            |r| leak(r, 6.0),
+        );
         assert!(six >= 0.90, "{six}");
-        let twelve = rate_of("leak, 12 expected samples", single, LeakClass::SteadyGrowth, |r| {
-            leak(r, 12.0)
-        });
+        let twelve = rate_of(
+            "leak, 12 expected samples",
+            single,
+            LeakClass::SteadyGrowth,
+            |r| leak(r, 12.0),
+        );
         assert!(twelve >= 0.99, "{twelve}");
         // What is not found yet is said to need more samples, not hidden
         // under churn.

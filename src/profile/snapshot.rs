@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(age_bucket(60_000_000_000), 60);
         assert_eq!(age_bucket(67_000_000_000), 64);
         assert_eq!(age_bucket(3_700_000_000_000), 3584);
-        assert_eq!(age_bucket(u64::MAX), 17_179_869_184);
+        assert_eq!(age_bucket(u64::MAX), 18_253_611_008);
     }
 
     #[test]

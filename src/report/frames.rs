@@ -224,7 +224,10 @@ mod tests {
         let stack = [
             f("app::leak", "src/main.rs"),
             f("app::main", "src/main.rs"),
-            f("core::ops::function::FnOnce::call_once", "library/core/src/ops/function.rs"),
+            f(
+                "core::ops::function::FnOnce::call_once",
+                "library/core/src/ops/function.rs",
+            ),
             f("std::sys::backtrace::__rust_begin_short_backtrace", STD),
             f("std::rt::lang_start::{{closure}}", STD),
             f("std::panicking::catch_unwind::<i32, &dyn Fn()>", STD),
@@ -243,7 +246,10 @@ mod tests {
         let stack = [
             f("leak", "src/main.rs"),
             f("{closure#0}", "src/main.rs"),
-            f("__rust_begin_short_backtrace", "library/std/src/sys/backtrace.rs"),
+            f(
+                "__rust_begin_short_backtrace",
+                "library/std/src/sys/backtrace.rs",
+            ),
             f("call_once", "library/alloc/src/boxed.rs"),
             f("thread_start", "library/std/src/sys/thread/unix.rs"),
             f("start_thread", "./nptl/pthread_create.c"),
@@ -256,7 +262,10 @@ mod tests {
     fn c_main_and_inner_std_calls_stay() {
         let stack = [
             f("malloc_wrapper", "lib.c"),
-            f("std::panicking::catch_unwind", "library/std/src/panicking.rs"),
+            f(
+                "std::panicking::catch_unwind",
+                "library/std/src/panicking.rs",
+            ),
             f("main", "prog.c"),
             f("__libc_start_main", ""),
             f("_start", ""),
@@ -267,7 +276,10 @@ mod tests {
         );
         // All runtime: the leaf stays.
         let runtime = [f("std::rt::lang_start_internal", STD), f("_start", "")];
-        assert_eq!(names(program_frames(&runtime)), ["std::rt::lang_start_internal"]);
+        assert_eq!(
+            names(program_frames(&runtime)),
+            ["std::rt::lang_start_internal"]
+        );
         // Unsymbolized roots stay: nothing says what they are.
         let mut raw = f("", "");
         raw.function.clear();
@@ -278,7 +290,10 @@ mod tests {
 
     #[test]
     fn long_generic_names_are_shortened() {
-        let long = format!("<app::Map<K>>::insert::<{}>", "alloc::string::String, ".repeat(6));
+        let long = format!(
+            "<app::Map<K>>::insert::<{}>",
+            "alloc::string::String, ".repeat(6)
+        );
         assert_eq!(short_name(&long), "<app::Map<K>>::insert::<…>");
         assert_eq!(short_name("app::f::<u8>"), "app::f::<u8>");
         let nested = format!("a::b::<x<y<{}>>>::c::<z>", "q".repeat(100));

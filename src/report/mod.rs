@@ -85,8 +85,8 @@ pub use error::ReportError;
 pub use flame::{flamegraph, folded, write_flamegraph};
 pub use frames::{program_frames, program_only};
 pub use leaks::{
-    judge, leak_age, leak_verdicts, leaks, AgeReport, AgeRow, Evidence, Grouping, LeakClass,
-    LeakOptions, VerdictReport, VerdictRow, LeaksReport, Verdict, DEFAULT_OLDER_THAN_SECS,
+    judge, leak_age, leak_verdicts, leaks, AgeReport, AgeRow, Birth, Evidence, Grouping, LeakClass,
+    LeakOptions, LeaksReport, Verdict, VerdictReport, VerdictRow, DEFAULT_OLDER_THAN_SECS,
 };
 pub use model::{
     Frame, FrameKey, LabelValue, Resolved, ResolvedSample, SampleKind, SampleLabel, SampleType,

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use super::verdict::Evidence;
-/// How heapprof's profiles bucket ages (re-exported for simulations).
-pub use crate::snapshot::{age_bucket, age_bucket_end};
+use super::verdict::{Birth, Evidence};
 use crate::report::model::{Frame, FrameKey, LabelValue, Resolved, ResolvedSample, SampleType};
 use crate::report::ReportError;
+/// How heapprof's profiles bucket ages (re-exported for simulations).
+pub use crate::snapshot::{age_bucket, age_bucket_end};
 
 /// What `heapprof leaks` judges one by one.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -125,12 +125,16 @@ fn age_interval(s: &ResolvedSample) -> Option<(f64, f64)> {
     age_interval_of(value, unit)
 }
 
-/// The allocation time, in seconds from the window's start, of a sample
-/// whose age is in `[lo, hi)` seconds at the window's end: the middle of the
-/// bucket, kept inside the window.
-pub fn birth_time(lo: f64, hi: f64, window: f64) -> f64 {
-    let age = (0.5 * (lo + hi)).min(window).max(lo.min(window));
-    (window - age).max(0.0)
+/// When `count` samples whose age is in `[lo, hi)` seconds at the window's
+/// end were allocated, in seconds from the window's start, kept inside the
+/// window.
+pub fn birth_of_age(lo: f64, hi: f64, window: f64, count: u64) -> Birth {
+    let clamp = |t: f64| t.clamp(0.0, window.max(0.0));
+    Birth {
+        from: clamp(window - hi),
+        to: clamp(window - lo),
+        count,
+    }
 }
 
 /// A sample's age as an interval of seconds: heapprof's `age` label is the
@@ -157,13 +161,18 @@ fn group_key(grouping: &Grouping, p: &Resolved, s: &ResolvedSample) -> GroupKey 
                 .map(|st| st.key().to_vec())
                 .unwrap_or_default(),
         ),
-        Grouping::Label(key) => GroupKey::Label(s.labels.iter().find(|l| &l.key == key).map(
-            |l| match &l.value {
-                LabelValue::Str(v) => v.clone(),
-                LabelValue::Num { value, unit } if unit.is_empty() => value.to_string(),
-                LabelValue::Num { value, unit } => format!("{value} {unit}"),
-            },
-        )),
+        Grouping::Label(key) => {
+            GroupKey::Label(
+                s.labels
+                    .iter()
+                    .find(|l| &l.key == key)
+                    .map(|l| match &l.value {
+                        LabelValue::Str(v) => v.clone(),
+                        LabelValue::Num { value, unit } if unit.is_empty() => value.to_string(),
+                        LabelValue::Num { value, unit } => format!("{value} {unit}"),
+                    }),
+            )
+        }
     }
 }
 
@@ -225,7 +234,7 @@ pub fn gather(
                 },
                 values: vec![0; order.len()],
             });
-            g.evidence.counts[k] += n;
+            g.evidence.counts[k] = g.evidence.counts[k].saturating_add(n);
             g.values[k] = g.values[k].saturating_add(v);
             if k == k_last {
                 match age_interval(s) {
@@ -233,7 +242,10 @@ pub fn gather(
                         max_age = max_age.max(hi);
                         ages.entry(key).or_default().push((lo, hi, n));
                     }
-                    None => *unaged.entry(key).or_default() += n,
+                    None => {
+                        let u = unaged.entry(key).or_default();
+                        *u = u.saturating_add(n);
+                    }
                 }
             }
         }
@@ -266,7 +278,7 @@ pub fn gather(
         if unaged.get(&g.key).copied().unwrap_or(0) == 0 {
             g.evidence.births = aged
                 .into_iter()
-                .map(|(lo, hi, n)| (birth_time(lo, hi, window), n))
+                .map(|(lo, hi, n)| birth_of_age(lo, hi, window, n))
                 .collect();
         } else {
             from_ages = false;
@@ -283,24 +295,27 @@ pub fn gather(
 }
 
 /// Allocation times reconstructed from a count series when ages are
-/// missing: what the first profile holds was allocated before it (placed
-/// halfway), each rise between two profiles halfway between them; a fall
-/// removes the most recent.
-fn births_from_series(times: &[f64], counts: &[u64]) -> Vec<(f64, u64)> {
-    let mut births: Vec<(f64, u64)> = Vec::new();
+/// missing: what the first profile holds was allocated before it, each rise
+/// between two profiles in between; a fall removes the most recent.
+fn births_from_series(times: &[f64], counts: &[u64]) -> Vec<Birth> {
+    let mut births: Vec<Birth> = Vec::new();
     let mut prev_t = 0.0;
     let mut prev_c = 0u64;
     for (&t, &c) in times.iter().zip(counts) {
         if c > prev_c {
-            births.push((0.5 * (prev_t + t), c - prev_c));
+            births.push(Birth {
+                from: prev_t,
+                to: t,
+                count: c - prev_c,
+            });
         } else {
             let mut drop = prev_c - c;
             while drop > 0 {
                 let Some(last) = births.last_mut() else { break };
-                let d = drop.min(last.1);
-                last.1 -= d;
+                let d = drop.min(last.count);
+                last.count -= d;
                 drop -= d;
-                if last.1 == 0 {
+                if last.count == 0 {
                     births.pop();
                 }
             }
@@ -317,9 +332,10 @@ mod tests {
 
     #[test]
     fn series_births() {
-        let b = births_from_series(&[10.0, 20.0, 30.0], &[2, 2, 5]);
-        assert_eq!(b, [(5.0, 2), (25.0, 3)]);
-        let b = births_from_series(&[10.0, 20.0, 30.0], &[2, 5, 1]);
-        assert_eq!(b, [(5.0, 1)]);
+        let b = |from, to, count| Birth { from, to, count };
+        let got = births_from_series(&[10.0, 20.0, 30.0], &[2, 2, 5]);
+        assert_eq!(got, [b(0.0, 10.0, 2), b(20.0, 30.0, 3)]);
+        let got = births_from_series(&[10.0, 20.0, 30.0], &[2, 5, 1]);
+        assert_eq!(got, [b(0.0, 10.0, 1)]);
     }
 }

@@ -62,8 +62,8 @@ impl LeakClass {
                 "none freed so far, but too few samples for a verdict; profile longer"
             }
             LeakClass::Churn => {
-                "freed again (the live count fell, or no live sample survived a third of the \
-                 window); not leaks"
+                "freed again (the live count fell, or too few live samples survived long); not \
+                 leaks"
             }
         }
     }
@@ -89,10 +89,30 @@ pub struct Evidence {
     pub counts: Vec<u64>,
     /// Seconds from the window's start to the last profile.
     pub window: f64,
-    /// (allocation time in seconds from the window's start, live samples)
-    /// of the samples live in the last profile: from their ages, or
-    /// reconstructed from the series when the profile has none.
-    pub births: Vec<(f64, u64)>,
+    /// When the samples live in the last profile were allocated: from their
+    /// ages, or reconstructed from the series when the profile has none.
+    pub births: Vec<Birth>,
+}
+
+/// `count` live samples allocated between `from` and `to` seconds after the
+/// window's start (an age bucket, or the time between two profiles),
+/// assumed spread evenly over that span.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Birth {
+    pub from: f64,
+    pub to: f64,
+    pub count: u64,
+}
+
+impl Birth {
+    /// Samples allocated at `t` exactly.
+    pub fn at(t: f64, count: u64) -> Birth {
+        Birth {
+            from: t,
+            to: t,
+            count,
+        }
+    }
 }
 
 /// The verdict on one stack.
@@ -158,7 +178,10 @@ pub fn judge(e: &Evidence) -> Verdict {
     ) {
         let (lo, hi) = stats::poisson_interval(v.samples, 1.0 - RATE_INTERVAL);
         v.rate_interval = if v.samples > 0 {
-            (v.rate * lo / v.samples as f64, v.rate * hi / v.samples as f64)
+            (
+                v.rate * lo / v.samples as f64,
+                v.rate * hi / v.samples as f64,
+            )
         } else {
             (0.0, 0.0)
         };
@@ -177,8 +200,7 @@ fn classify(e: &Evidence) -> Verdict {
     let fell: u64 = e
         .counts
         .windows(2)
-        .map(|w| w[0].saturating_sub(w[1]))
-        .sum();
+        .fold(0u64, |a, w| a.saturating_add(w[0].saturating_sub(w[1])));
     let frac = |t: f64| {
         if window > 0.0 && t.is_finite() {
             (t / window).clamp(0.0, 1.0)
@@ -186,31 +208,41 @@ fn classify(e: &Evidence) -> Verdict {
             1.0
         }
     };
-    let (mut early, mut late, mut survivors, mut arrivals) = (0u64, 0u64, 0u64, 0u64);
+    let (mut survivors, mut arrivals, mut total) = (0u64, 0u64, 0u64);
+    let mut early_share = 0.0f64;
     let (mut oldest, mut youngest) = (1.0f64, 0.0f64);
-    for &(t, c) in &e.births {
-        if c == 0 {
+    for b in &e.births {
+        if b.count == 0 {
             continue;
         }
-        let u = frac(t);
+        let (from, to) = (frac(b.from.min(b.to)), frac(b.to.max(b.from)));
+        let u = 0.5 * (from + to);
         oldest = oldest.min(u);
         youngest = youngest.max(u);
-        if u < 0.5 {
-            early += c;
+        total = total.saturating_add(b.count);
+        // The part of the span in the window's first half: a bucket that
+        // straddles the middle counts half and half.
+        let in_first_half = if to > from {
+            ((to.min(0.5) - from) / (to - from)).clamp(0.0, 1.0)
+        } else if u < 0.5 {
+            1.0
         } else {
-            late += c;
-        }
+            0.0
+        };
+        early_share += b.count as f64 * in_first_half;
         if u < SURVIVOR_BEFORE {
-            survivors += c;
+            survivors = survivors.saturating_add(b.count);
         }
         if u > ARRIVAL_AFTER {
-            arrivals += c;
+            arrivals = arrivals.saturating_add(b.count);
         }
     }
+    let early = (early_share.round() as u64).min(total);
+    let late = total - early;
     let pi = SLOWED_RATIO / (1.0 + SLOWED_RATIO);
     let trend_p = stats::mann_kendall_upward(&e.counts);
-    let mut p_value = stats::binomial_upper_tail(n, late, pi)
-        .max(stats::binomial_upper_tail(n, early, pi));
+    let mut p_value =
+        stats::binomial_upper_tail(n, late, pi).max(stats::binomial_upper_tail(n, early, pi));
     if e.counts.len() >= 3 {
         p_value = p_value.max(trend_p);
     }
@@ -251,7 +283,6 @@ fn classify(e: &Evidence) -> Verdict {
         }
         return v;
     }
-    let total = early + late;
     if stats::binomial_upper_tail(total, total - early, 0.5) < LEAK_SPLIT_MIN_CHANCE {
         // Far more young samples than a leak would have: objects turn over.
         return v;
@@ -278,12 +309,13 @@ mod tests {
     use super::*;
 
     fn evidence(counts: &[u64], births: &[(f64, u64)]) -> Evidence {
+        let births = births.iter().map(|&(t, c)| Birth::at(t, c)).collect();
         let k = counts.len();
         Evidence {
             times: (1..=k).map(|i| i as f64 * 10.0).collect(),
             counts: counts.to_vec(),
             window: k as f64 * 10.0,
-            births: births.to_vec(),
+            births,
         }
     }
 
@@ -291,7 +323,9 @@ mod tests {
     fn the_classes() {
         let leak = evidence(
             &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
-            &(0..10).map(|i| (i as f64 * 10.0 + 5.0, 1)).collect::<Vec<_>>(),
+            &(0..10)
+                .map(|i| (i as f64 * 10.0 + 5.0, 1))
+                .collect::<Vec<_>>(),
         );
         let v = judge(&leak);
         assert_eq!(v.class, LeakClass::SteadyGrowth, "{v:?}");
@@ -313,6 +347,19 @@ mod tests {
         assert_eq!(v.class, LeakClass::NotEnoughSamples);
         // One sample in 100 s: six expected after 600 s, 500 s more.
         assert_eq!(v.wait_seconds, Some(500.0));
+
+        // Coarse buckets straddling the middle count half and half.
+        let mut coarse = evidence(&[1, 2, 3], &[]);
+        coarse.births = (0..3)
+            .map(|i| Birth {
+                from: 10.0 * i as f64,
+                to: 10.0 * (i + 1) as f64,
+                count: 100,
+            })
+            .collect();
+        let v = judge(&coarse);
+        assert_eq!((v.early, v.late), (150, 150));
+        assert_eq!(v.class, LeakClass::SteadyGrowth);
 
         assert_eq!(judge(&Evidence::default()).class, LeakClass::Churn);
         let nan = Evidence {
