@@ -28,6 +28,11 @@
 //! - `kill -USR2 <pid>`, every `HEAPPROF_INTERVAL` seconds, or at exit with
 //!   `HEAPPROF_AT_EXIT=1`, to `PREFIX.PID.SEQ.pb.gz` files (see [`Config`]).
 //!
+//! - with the `threads` feature (always under the preload library), a
+//!   threads profile beside each of those, `PREFIX.PID.SEQ.threads.pb.gz`:
+//!   live threads by the stack that created them
+//!   ([`profile::threads_pprof`]).
+//!
 //! Then `go tool pprof -top heap.pb.gz`, or `heapprof top heap.pb.gz`.
 //!
 //! ## Accuracy
