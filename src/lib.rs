@@ -31,6 +31,11 @@
 //!   (`go tool pprof http://127.0.0.1:6060/debug/pprof/heap`, Parca, Grafana
 //!   Alloy; see [`control::http`]).
 //!
+//! - with the `threads` feature (always under the preload library), a
+//!   threads profile beside each of those, `PREFIX.PID.SEQ.threads.pb.gz`:
+//!   live threads by the stack that created them
+//!   ([`profile::threads_pprof`]).
+//!
 //! Then `go tool pprof -top heap.pb.gz`, or `heapprof top heap.pb.gz`.
 //!
 //! ## Accuracy

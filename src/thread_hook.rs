@@ -2,8 +2,9 @@
 //! `pthread_create` interposed from the executable itself.
 //!
 //! # How it works
-//! With the feature on, this crate defines `pthread_create` (`#[no_mangle]`).
-//! Linked into an executable, that definition wins over libc's in two ways:
+//! With the feature on, this crate defines `pthread_create` (a weak symbol
+//! that jumps to the hook). Linked into an executable, that definition wins
+//! over libc's in two ways:
 //! - at static link time, every call from the executable's own code —
 //!   `std::thread::spawn` and `Builder::spawn`, rayon, tokio's blocking
 //!   pool, any C code compiled in — binds to it, because a definition in an
@@ -35,8 +36,10 @@
 //!   dynamically linked programs (the Rust default on Linux).
 //! - Under the LD_PRELOAD library the executable's definition still comes
 //!   first; it forwards to the library's, so both engines count the thread.
-//! - Do not enable the feature for the preload library's own build: it
-//!   defines `pthread_create` itself and the two would collide.
+//! - The symbol is weak so that it never clashes with a strong definition
+//!   in the same link: the preload library's own, when a workspace build
+//!   (`--all-features`) unifies this feature into the library's copy of
+//!   this crate; that one then serves.
 //! - Why opt-in: interposing a libc function changes every thread creation
 //!   in the process, including those of C libraries the program links.
 
@@ -77,13 +80,52 @@ pub(crate) fn enable() {
     }
 }
 
-/// Interposed `pthread_create` (see the module docs).
+extern "C" {
+    /// The exported name: a weak alias of [`hook`] (below), so that a
+    /// strong `pthread_create` elsewhere in the same link wins without a
+    /// clash — the preload library's, when a workspace build unifies this
+    /// feature into the library's copy of this crate. Referring to it here
+    /// keeps its object file in the link.
+    fn pthread_create(
+        thread: *mut libc::pthread_t,
+        attr: *const libc::pthread_attr_t,
+        start: threads::StartRoutine,
+        arg: *mut c_void,
+    ) -> c_int;
+}
+
+// A jump, not a call: the hook's frame sits directly above the program's,
+// as stack capture expects (see `engine::stack`).
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .text.heapprof_pthread_create,\"ax\",@progbits",
+    ".weak pthread_create",
+    ".type pthread_create,@function",
+    "pthread_create:",
+    "jmp {hook}@PLT",
+    ".size pthread_create, . - pthread_create",
+    ".popsection",
+    hook = sym hook,
+);
+#[cfg(target_arch = "aarch64")]
+core::arch::global_asm!(
+    ".pushsection .text.heapprof_pthread_create,\"ax\",@progbits",
+    ".weak pthread_create",
+    ".type pthread_create,%function",
+    "pthread_create:",
+    "b {hook}",
+    ".size pthread_create, . - pthread_create",
+    ".popsection",
+    hook = sym hook,
+);
+
+/// The interposed `pthread_create`, reached through the exported weak
+/// `pthread_create` (see the module docs).
 ///
 /// # Safety
 /// As C's `pthread_create`.
-#[no_mangle]
 #[inline(never)]
-pub unsafe extern "C" fn pthread_create(
+unsafe extern "C" fn hook(
     thread: *mut libc::pthread_t,
     attr: *const libc::pthread_attr_t,
     start: threads::StartRoutine,

@@ -12,6 +12,10 @@
 //! return, `pthread_exit`, cancellation — so neither `pthread_exit` nor
 //! `pthread_cancel` needs a hook.
 //!
+//! Not seen: threads glibc starts for itself without going through the
+//! symbol (the helper of `timer_create` with `SIGEV_THREAD`, POSIX AIO's
+//! workers), and threads made with `clone` directly.
+//!
 //! Like the malloc hooks: no lock, nothing allocated through the hooks (the
 //! thread is busy while the engine captures the stack), nothing printed.
 //! The real `pthread_create` runs outside the busy state, so the memory it

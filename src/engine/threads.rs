@@ -470,10 +470,21 @@ mod tests {
         }
     }
 
+    fn state_of(record: usize) -> u64 {
+        // SAFETY: records are slots, never unmapped.
+        unsafe { &*(record as *const Slot) }
+            .state
+            .load(Ordering::Relaxed)
+            & PHASE
+    }
+
     /// The registry is process-wide: one test drives it through its whole
-    /// life, from several threads at once.
+    /// life, from several threads at once. With the `threads` feature the
+    /// test harness's own threads are tracked too, so counts over the whole
+    /// registry are exact only without it.
     #[test]
     fn register_release_reuse_and_snapshot_under_concurrency() {
+        let exact = !cfg!(feature = "threads");
         assert!(enable());
         let base = live_count();
         let st = ThreadState::new();
@@ -481,19 +492,28 @@ mod tests {
         let recs: Vec<usize> = (0..300)
             .map(|i| unsafe { register(&st, core::ptr::null(), 0x1000 + i, i, 0) } as usize)
             .collect();
-        assert!(recs.iter().all(|&r| r != 0));
-        assert_eq!(live_count(), base + 300);
+        assert!(recs.iter().all(|&r| r != 0 && state_of(r) == LIVE));
+        // SAFETY: as above.
+        let s0 = unsafe { &*(recs[0] as *const Slot) };
+        assert_eq!(s0.start.load(Ordering::Relaxed), 0x1000);
+        assert_eq!(
+            s0.stack_bytes.load(Ordering::Relaxed),
+            DEFAULT_STACK.load(Ordering::Relaxed)
+        );
         let snap = snapshot();
         assert!(snap.len() >= 300);
         assert!(snap.iter().all(|t| !t.frames.is_empty()));
-        assert!(snap
-            .iter()
-            .all(|t| t.stack_bytes == DEFAULT_STACK.load(Ordering::Relaxed)));
+        if exact {
+            assert_eq!(live_count(), base + 300);
+        }
         for &r in &recs {
             // SAFETY: each record once.
             unsafe { abandon(r as *mut c_void) };
         }
-        assert_eq!(live_count(), base);
+        assert!(recs.iter().all(|&r| state_of(r) == FREE));
+        if exact {
+            assert_eq!(live_count(), base);
+        }
         let before = FRESH.load(Ordering::Relaxed);
         let hs: Vec<_> = (0..4)
             .map(|_| {
@@ -502,7 +522,7 @@ mod tests {
                     for round in 0..2000 {
                         // SAFETY: as above.
                         let r = unsafe { register(&st, core::ptr::null(), 1, round, 0) };
-                        assert!(!r.is_null());
+                        assert!(!r.is_null() && state_of(r as usize) == LIVE);
                         // SAFETY: as above.
                         unsafe { abandon(r) };
                     }
@@ -512,8 +532,12 @@ mod tests {
         for h in hs {
             h.join().unwrap();
         }
-        assert_eq!(live_count(), base);
-        // Freed slots are reused: at most one per concurrent thread is new.
-        assert!(FRESH.load(Ordering::Relaxed) <= before + 4);
+        if exact {
+            assert_eq!(live_count(), base);
+            // Freed slots are reused: at most one per concurrent thread is new.
+            assert!(FRESH.load(Ordering::Relaxed) <= before + 4);
+        } else {
+            assert!(FRESH.load(Ordering::Relaxed) <= before + 64);
+        }
     }
 }
