@@ -6,7 +6,7 @@
 //! starts loads it too. What a program is to the user depends on how it
 //! began, which the constructor tells by one number in the environment:
 //! `HEAPPROF_PID=PID:TAG`, written by the first profiled process (edited in
-//! the `environ` array in place, see [`crate::env::set_var`]) and inherited
+//! the `environ` array in place, see `env::set_var`) and inherited
 //! by everything it starts.
 //!
 //! - **No `HEAPPROF_PID`**: the process the user started. Profiled.
