@@ -19,10 +19,9 @@
 //! do we). Our hooks' addresses come from `dlsym` on this library's own
 //! handle (`hooks_by_name`). Slots in RELRO (read-only after relocation)
 //! are made writable for the store and read-only again. Each store is one
-//! aligned word, and both
-//! the old and the new function are valid targets at every moment, so
-//! another thread calling meanwhile (one an earlier constructor started) is
-//! fine.
+//! aligned word, and both the old and the new function are valid targets
+//! at every moment, so another thread calling meanwhile (one an earlier
+//! constructor started) is fine.
 //!
 //! Not rewritten, and still forwarded by the hooks (correct, just not free):
 //! objects loaded later with `dlopen`, function pointers already copied into
