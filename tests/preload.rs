@@ -552,6 +552,45 @@ fn a_forked_and_execd_child_is_inert_unless_children_are_asked_for() {
 }
 
 #[test]
+fn programs_run_unchanged_as_inert_children() {
+    // HEAPPROF_PID naming another process: what a child not asked for sees.
+    // The library is inert and its hooks taken out of the GOT; every program
+    // behaves as bare, and nothing writes a profile (forked children of an
+    // inert process included).
+    let cases: &[(&str, &[&str])] = &[
+        ("family", &[]),
+        ("newleak", &[]),
+        ("threads", &[]),
+        ("lifecycle", &[]),
+        ("forker", &["fork", "3"]),
+    ];
+    for (name, args) in cases {
+        let bare = run(clean(program(name)).args(*args), b"");
+        let dir = out_dir(&format!("inert-{name}"));
+        let inert = run(
+            preloaded(program(name), &dir)
+                .env("HEAPPROF_PID", "1:0")
+                .env("HEAPPROF_RATE", "1")
+                .args(*args),
+            b"",
+        );
+        assert_eq!(inert, bare, "{name}");
+        assert_eq!(profiles(&dir), [], "{name}");
+    }
+    // In front of jemalloc: the GOT then calls jemalloc directly.
+    let dir = out_dir("inert-jemalloc");
+    let out = run(jemalloc_chain(&dir).env("HEAPPROF_PID", "1:0"), b"");
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (
+            0,
+            "jemalloc serves malloc\nfamily: 13 objects kept, 0 failures\n"
+        )
+    );
+    assert_eq!(profiles(&dir), []);
+}
+
+#[test]
 fn dlopen_of_tls_libraries_from_threads_while_others_allocate() {
     // Distinct files, so every dlopen loads a new module with TLS.
     let module = program("tlsmod");

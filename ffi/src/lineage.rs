@@ -5,9 +5,10 @@
 //! The library stays in `LD_PRELOAD`, so every program a profiled process
 //! starts loads it too. What a program is to the user depends on how it
 //! began, which the constructor tells by one number in the environment:
-//! `HEAPPROF_PID=PID:TAG`, written by the first profiled process (edited in
-//! the `environ` array in place, see [`crate::env::set_var`]) and inherited
-//! by everything it starts.
+//! `HEAPPROF_PID=PID:TAG[:FD]` (the pid; the rest names the notification
+//! socket below), written by the first profiled process (edited in the
+//! `environ` array in place, see `env::set_var`) and inherited by
+//! everything it starts.
 //!
 //! - **No `HEAPPROF_PID`**: the process the user started. Profiled.
 //! - **`PID` is our own pid**: this process replaced its image with `execve`
@@ -67,7 +68,7 @@ use heapprof::triggers::say;
 
 use crate::env;
 
-/// The variable recording the profiled process: `PID:TAG`.
+/// The variable recording the profiled process: `PID:TAG[:FD]`.
 const VAR: &str = "HEAPPROF_PID";
 
 /// Set in a process the library stays inert in.
@@ -92,8 +93,7 @@ pub fn inert() -> bool {
 /// Decides this process's role (see the module docs) and sets it up: for a
 /// profiled one, records its pid and opens the notification socket, and
 /// returns true; for an inert one, tells the profiled process, unhooks, and
-/// returns false. Called once, from the
-/// constructor.
+/// returns false. Called once, from the constructor.
 pub fn profile_this_process() -> bool {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };

@@ -13,15 +13,15 @@
 //!
 //! A slot is rewritten only if it holds our hook, or is a lazily bound PLT
 //! slot not resolved yet (it still points into its own object) whose name
-//! the loader would bind to our hook: [`wins`] checks that nobody earlier in
+//! the loader would bind to our hook: `wins` checks that nobody earlier in
 //! the global scope defines it (a non-PIE executable that takes `malloc`'s
 //! address "defines" it by a PLT stub, which the loader skips for calls; so
 //! do we). Our hooks' addresses come from `dlsym` on this library's own
-//! handle ([`hooks_by_name`]). Slots in RELRO (read-only after relocation) are made writable for
-//! the store and read-only again. Each store is one aligned word, and both
-//! the old and the new function are valid targets at every moment, so
-//! another thread calling meanwhile (one an earlier constructor started) is
-//! fine.
+//! handle (`hooks_by_name`). Slots in RELRO (read-only after relocation)
+//! are made writable for the store and read-only again. Each store is one
+//! aligned word, and both the old and the new function are valid targets
+//! at every moment, so another thread calling meanwhile (one an earlier
+//! constructor started) is fine.
 //!
 //! Not rewritten, and still forwarded by the hooks (correct, just not free):
 //! objects loaded later with `dlopen`, function pointers already copied into
