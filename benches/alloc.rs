@@ -23,7 +23,7 @@
 //!   gives its pages back with `madvise`); next to it
 //!   `sampled_path/system_page_aligned/<size>`, what a sample cost before
 //!   the sample heap (a page-aligned block of `System`).
-
+//!
 //! Variants: `system` (`System` alone), `profiler_default_rate` (one sample
 //! per 512 KiB on average: small sizes are rarely sampled, large ones often,
 //! and that mix is the real cost) and `profiler_off` (rate 0: the hot path

@@ -66,6 +66,9 @@ prog_instr() {
     unset LD_PRELOAD
     for v in $(compgen -e | grep '^HEAPPROF_' || true); do unset "$v"; done
     export HEAPPROF_OUT=$work/prof HEAPPROF_AT_EXIT=0
+    # Fixed hash seeds: Python's and Perl's randomized hashing changes their
+    # instruction counts from run to run by a few percent.
+    export PYTHONHASHSEED=0 PERL_HASH_SEED=0 PERL_PERTURB_KEYS=0
     [ -n "$lib" ] && export LD_PRELOAD=$lib
     case $fn in
       python) PYTHONMALLOC=malloc instr "$PYTHON" "$work/workload.py" ;;

@@ -117,6 +117,7 @@ fn over_aligned_samples_are_exact_at_rate_1() {
     let mut keep = Vec::with_capacity(16);
     keep_aligned(&mut keep);
     for b in &keep {
+        assert_eq!(b.0[2999], 5);
         assert!(owns(&**b as *const Aligned as *const u8));
         assert_eq!(&**b as *const Aligned as usize % 65536, 0);
     }

@@ -335,7 +335,7 @@ fn bump(cursor: &AtomicUsize, n: usize, cap: usize) -> Option<usize> {
 fn small_class(size: usize) -> usize {
     debug_assert!((1..=SMALL_MAX).contains(&size));
     if size <= 128 {
-        return (size + 15) / 16 - 1;
+        return size.div_ceil(16) - 1;
     }
     let k = usize::BITS - 1 - (size - 1).leading_zeros(); // 2^k < size <= 2^(k+1)
     let step = 1usize << (k - 2);
@@ -363,7 +363,7 @@ fn small_class_for(size: usize, align: usize) -> Option<usize> {
     if s > SMALL_MAX {
         return None;
     }
-    (small_class(s)..SMALL_CLASSES).find(|&c| small_size(c).is_multiple_of(align))
+    (small_class(s)..SMALL_CLASSES).find(|&c| small_size(c) % align == 0)
 }
 
 /// The large class of a run of `pages` pages, and its page count.
@@ -659,7 +659,7 @@ pub(crate) mod tests {
         assert_eq!(small_size(SMALL_CLASSES - 1), SMALL_MAX);
         for c in 1..SMALL_CLASSES {
             assert!(small_size(c) > small_size(c - 1));
-            assert!(small_size(c).is_multiple_of(16));
+            assert!(small_size(c) % 16 == 0);
         }
         for s in 1..=SMALL_MAX {
             let c = small_class(s);
@@ -690,7 +690,7 @@ pub(crate) mod tests {
             let a = 1usize << shift;
             for s in [1, a - 1, a, a + 1, 3 * a, SMALL_MAX] {
                 if let Some(c) = small_class_for(s, a) {
-                    assert!(small_size(c) >= s && small_size(c).is_multiple_of(a));
+                    assert!(small_size(c) >= s && small_size(c) % a == 0);
                 } else {
                     assert!(s.next_multiple_of(a) > SMALL_MAX);
                 }
