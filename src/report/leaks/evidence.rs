@@ -95,7 +95,7 @@ impl Columns {
         } else {
             s.num_label("bytes").map_or(0.0, |(b, _)| b as f64)
         };
-        if !(size > 0.0) {
+        if size.is_nan() || size <= 0.0 {
             return objects as u64;
         }
         let k = 1.0 / (1.0 - (-size / rate).exp());

@@ -71,7 +71,7 @@ pub fn binomial_upper_tail(n: u64, k: u64, p: f64) -> f64 {
 
 /// `P(X <= k)` for `X ~ Poisson(mean)`, exact (summed in log space).
 pub fn poisson_cdf(k: u64, mean: f64) -> f64 {
-    if !(mean > 0.0) {
+    if mean.is_nan() || mean <= 0.0 {
         return 1.0;
     }
     let ln_mean = mean.ln();

@@ -361,6 +361,9 @@ mod tests {
         assert_eq!((v.early, v.late), (150, 150));
         assert_eq!(v.class, LeakClass::SteadyGrowth);
 
+        // As the module docs say.
+        assert_eq!(samples_for_high_confidence(), 16);
+
         assert_eq!(judge(&Evidence::default()).class, LeakClass::Churn);
         let nan = Evidence {
             window: f64::NAN,
