@@ -10,9 +10,7 @@
 //! collector to run), a line on the index page with its count. A
 //! [`Serve::Custom`] row answers the whole request itself (`delta_heap`,
 //! whose answer depends on the previous request). Adding a profile is one
-//! row, e.g. `Route { name: "threads", desc: "…", serve: Serve::Profile {
-//! build: crate::threads::profile, default_type: "threads" }, count:
-//! Some(thread_count) }`.
+//! row, as `threads` is.
 
 use std::fmt::Write as _;
 
@@ -70,7 +68,22 @@ pub const ROUTES: &[Route] = &[
         serve: Serve::Custom(delta_heap),
         count: None,
     },
+    Route {
+        name: "threads",
+        desc: "Live threads by the stack that created them (Go's goroutine view for native threads), with each thread's stack reservation; labels thread_name and age.",
+        serve: Serve::Profile {
+            build: crate::profile::threads_pprof::profile,
+            default_type: "threads",
+        },
+        count: Some(live_threads),
+    },
 ];
+
+/// The live thread count, when threads are tracked (preload, or the Rust
+/// `threads` feature); 0 otherwise.
+fn live_threads() -> u64 {
+    crate::profile::threads_pprof::live_count() as u64
+}
 
 /// The longest `?seconds=N` window accepted.
 pub const MAX_SECONDS: i64 = 3600;
