@@ -9,6 +9,7 @@
 //! | `HEAPPROF_SIGNAL` | signal that triggers a dump: a name (`USR2`, `SIGUSR1`) or number; `none` disables | `USR2` |
 //! | `HEAPPROF_INTERVAL` | seconds between periodic dumps (decimals allowed); `0` disables | off |
 //! | `HEAPPROF_AT_EXIT` | dump at normal process exit (`1`/`0`, `true`/`false`, `on`/`off`) | off (Rust), on (preload) |
+//! | `HEAPPROF_LABELS` | labels on every sample of the process, `key=value,key2=value2` (service, version, zone); scope labels ([`crate::with_labels`]) override the same key | none |
 //! | `HEAPPROF_SYMBOLIZE` | `0` writes raw profiles: addresses, mappings and build IDs only, symbolized later by `go tool pprof` (for big binaries, where in-process symbolization costs much memory) | `1` |
 //!
 //! A value that does not parse never stops the program: heapprof prints one
@@ -45,6 +46,8 @@ pub struct Config {
     pub at_exit: bool,
     /// Whether dumps name functions, files and lines (false: raw addresses).
     pub symbolize: bool,
+    /// Labels written on every sample (`HEAPPROF_LABELS`), in order.
+    pub labels: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             interval: None,
             at_exit: false,
             symbolize: true,
+            labels: Vec::new(),
         }
     }
 }
@@ -123,6 +127,11 @@ impl Config {
         take("HEAPPROF_SYMBOLIZE", "use 1 or 0", &mut |v| {
             parse_bool(v).map(|b| c.symbolize = b).is_some()
         });
+        take(
+            "HEAPPROF_LABELS",
+            "use key=value pairs separated by commas, such as service=api,zone=eu-1",
+            &mut |v| parse_labels(v).map(|l| c.labels = l).is_some(),
+        );
         (c, problems)
     }
 
@@ -154,6 +163,14 @@ impl Config {
     /// Symbolized (true) or raw (false) profiles.
     pub fn symbolize(mut self, on: bool) -> Self {
         self.symbolize = on;
+        self
+    }
+    /// Sets the labels written on every sample.
+    pub fn labels(mut self, labels: &[(&str, &str)]) -> Self {
+        self.labels = labels
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self
     }
     /// Turns the dump at exit on or off.
@@ -262,6 +279,23 @@ pub fn parse_interval(v: &str) -> Option<Option<Duration>> {
     Some((secs > 0.0).then(|| Duration::from_secs_f64(secs.max(0.001))))
 }
 
+/// `key=value,key2=value2` (spaces around items trimmed; empty items
+/// ignored; a value may contain `=`; a repeated key keeps its last value).
+/// `None` when an item has no `=`, an empty key or an empty value. Allocates: only for the dumper thread's full configuration.
+pub fn parse_labels(v: &str) -> Option<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, val) = item.split_once('=')?;
+        let (k, val) = (k.trim(), val.trim());
+        if k.is_empty() || val.is_empty() {
+            return None;
+        }
+        out.retain(|(ok, _)| ok != k);
+        out.push((k.to_string(), val.to_string()));
+    }
+    Some(out)
+}
+
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
 pub fn parse_bool(v: &str) -> Option<bool> {
     let v = v.trim();
@@ -298,6 +332,31 @@ mod tests {
         assert_eq!(parse_signal("none"), Some(None));
         assert_eq!(parse_signal("NOPE"), None);
         assert_eq!(parse_signal("9"), None);
+    }
+
+    #[test]
+    fn labels() {
+        let l = |v| parse_labels(v).map(|l| l.into_iter().collect::<Vec<_>>());
+        let own = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            l("service=api, zone=eu-1,"),
+            Some(own(&[("service", "api"), ("zone", "eu-1")]))
+        );
+        assert_eq!(l("q=a=b"), Some(own(&[("q", "a=b")])));
+        assert_eq!(l("k=1,k=2"), Some(own(&[("k", "2")])));
+        assert_eq!(l(""), Some(vec![]));
+        assert_eq!(l("novalue"), None);
+        assert_eq!(l("=v"), None);
+        assert_eq!(l("k="), None);
+        let (c, problems) = Config::from_lookup(|k| {
+            (k == "HEAPPROF_LABELS").then(|| "service".to_string())
+        });
+        assert!(c.labels.is_empty());
+        assert!(problems[0].contains("HEAPPROF_LABELS=\"service\""), "{problems:?}");
     }
 
     #[test]

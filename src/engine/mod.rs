@@ -16,6 +16,7 @@
 
 pub(crate) mod aggregate;
 pub(crate) mod buffer;
+pub mod labels;
 pub(crate) mod live_table;
 pub(crate) mod record;
 pub mod sampler;
@@ -188,13 +189,14 @@ fn start_thread(st: &ThreadState) {
 #[inline(never)]
 pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marker: usize) {
     let tag = st.tag.get();
+    let labels = st.labels.get();
     let _busy = st.enter();
     let mut rec = [0u64; record::MAX_WORDS];
     let n = stack::capture(&mut rec[record::ALLOC_HEADER..], hook_marker);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let rate = if tag != 0 { 1 } else { rate().max(1) };
     let now = crate::os::monotonic_ns();
-    let words = record::alloc(&mut rec, n, id, size as u64, rate, now, tag);
+    let words = record::alloc(&mut rec, n, id, size as u64, rate, now, tag, labels);
     push(st, words);
     // The record is published before the address, so a free that finds the
     // address always finds the sample's record somewhere (maybe not drained).
