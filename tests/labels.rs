@@ -195,7 +195,10 @@ fn nested_scopes_carry_both_keys_and_nothing_after() {
         by_labels("leak_nested"),
         one(&[("route", "/x"), ("tenant", "t1")], 1, 222)
     );
-    assert_eq!(by_labels("leak_overridden"), one(&[("tenant", "t2")], 1, 333));
+    assert_eq!(
+        by_labels("leak_overridden"),
+        one(&[("tenant", "t2")], 1, 333)
+    );
     assert_eq!(by_labels("leak_after_scope"), one(&[], 1, 444));
 }
 

@@ -5,22 +5,23 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use heapprof::report::labels::{self as by_label, Focus};
 use heapprof::report::{self, ReportError, SampleKind};
 
 const USAGE: &str = "\
 heapprof: read pprof heap profiles (heapprof's or Go's, gzipped or not)
 
 usage:
-  heapprof top FILE [-n N] [--sample TYPE] [--depth D]
+  heapprof top FILE [-n N] [--sample TYPE] [--depth D] [--by LABEL] [--focus K=V]
       the heaviest stacks, leaf function first, with file:line and share
-  heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D]
+  heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D] [--by LABEL] [--focus K=V]
       per stack NEW minus BASE, largest growth first
-  heapprof leaks FILE... [--older-than SECS] [-n N] [--depth D]
+  heapprof leaks FILE... [--older-than SECS] [-n N] [--depth D] [--by LABEL] [--focus K=V]
       three or more profiles of one process: stacks whose in-use bytes grow
       steadily (leak suspects), apart from plateaus (caches) and churn;
       one profile: stacks holding in-use bytes older than SECS (default 60),
       from the profile's `age` sample labels
-  heapprof flamegraph FILE -o OUT.svg [--sample TYPE]
+  heapprof flamegraph FILE -o OUT.svg [--sample TYPE] [--focus K=V]
       an SVG flame graph (-o - writes it to standard output)
 
 options:
@@ -29,6 +30,10 @@ options:
   --sample TYPE   inuse_space (default), inuse_objects, alloc_space,
                   alloc_objects, or another sample type the profile has
   --older-than S  seconds for `leaks` with one profile (default 60)
+  --by LABEL      one report per value of the sample label LABEL (route,
+                  tenant...), heaviest first; samples without it: (none);
+                  `leaks` over a series also ranks the values by growth
+  --focus K=V     only samples whose label K is V (repeat: all must hold)
   -o, --output P  output file for `flamegraph`
   -h, --help      this text
 
@@ -90,6 +95,8 @@ struct Args {
     older_than: u64,
     output: Option<String>,
     depth: Option<usize>,
+    by: Option<String>,
+    focus: Vec<Focus>,
     help: bool,
 }
 
@@ -99,6 +106,7 @@ struct Accepts {
     older_than: bool,
     output: bool,
     depth: bool,
+    by: bool,
 }
 
 fn usage(text: String) -> ReportError {
@@ -113,6 +121,8 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
         older_than: report::DEFAULT_OLDER_THAN_SECS,
         output: None,
         depth: None,
+        by: None,
+        focus: Vec::new(),
         help: false,
     };
     let mut it = raw.iter();
@@ -167,7 +177,9 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
                     ))
                 })?);
             }
-            "--sample" | "--older-than" | "-o" | "--output" | "--depth" => {
+            "--by" if accepts.by => args.by = Some(value("a label name, such as route")?),
+            "--focus" => args.focus.push(value("KEY=VALUE")?.parse()?),
+            "--sample" | "--older-than" | "-o" | "--output" | "--depth" | "--by" => {
                 return Err(usage(format!("{cmd} does not take {name}")));
             }
             _ => return Err(usage(format!("unknown option {arg:?} for {cmd}"))),
@@ -184,8 +196,9 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         sample,
         older_than,
         output,
-        // Flame graphs always draw whole stacks.
+        // Flame graphs always draw whole stacks, all in one.
         depth: !output,
+        by: !output,
     };
     let out = match cmd.as_str() {
         "-h" | "--help" | "help" => return Ok(Outcome::Usage(0)),
@@ -196,10 +209,11 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 return Ok(Outcome::Usage(0));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
-            render(
-                &report::top(&report::load(file)?, &a.sample, a.rows)?,
-                a.depth,
-            )
+            let r = by_label::focus(&report::load(file)?, &a.focus);
+            match &a.by {
+                Some(key) => render(&by_label::top_by(&r, key, &a.sample, a.rows)?, a.depth),
+                None => render(&report::top(&r, &a.sample, a.rows)?, a.depth),
+            }
         }
         "diff" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
@@ -208,7 +222,17 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             }
             let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
             let (base, new) = (report::load(base)?, report::load(new)?);
-            render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth)
+            let (base, new) = (
+                by_label::focus(&base, &a.focus),
+                by_label::focus(&new, &a.focus),
+            );
+            match &a.by {
+                Some(key) => render(
+                    &by_label::diff_by(&base, &new, key, &a.sample, a.rows)?,
+                    a.depth,
+                ),
+                None => render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth),
+            }
         }
         "leaks" => {
             let a = parse_args(cmd, rest, accepts(false, true, false))?;
@@ -223,9 +247,15 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             let profiles = a
                 .positional
                 .iter()
-                .map(report::load)
+                .map(|p| report::load(p).map(|r| by_label::focus(&r, &a.focus)))
                 .collect::<Result<Vec<_>, _>>()?;
-            render(&report::leaks(&profiles, a.older_than, a.rows)?, a.depth)
+            match &a.by {
+                Some(key) => render(
+                    &by_label::leaks_by(&profiles, key, a.older_than, a.rows)?,
+                    a.depth,
+                ),
+                None => render(&report::leaks(&profiles, a.older_than, a.rows)?, a.depth),
+            }
         }
         "flamegraph" | "flame" => {
             let a = parse_args(cmd, rest, accepts(true, false, true))?;
@@ -239,7 +269,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                         .to_string(),
                 ));
             };
-            let profile = report::load(file)?;
+            let profile = by_label::focus(&report::load(file)?, &a.focus);
             if output == "-" {
                 let svg = report::flamegraph(&profile, &a.sample)?;
                 emit(&svg)?;

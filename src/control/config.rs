@@ -352,11 +352,13 @@ mod tests {
         assert_eq!(l("novalue"), None);
         assert_eq!(l("=v"), None);
         assert_eq!(l("k="), None);
-        let (c, problems) = Config::from_lookup(|k| {
-            (k == "HEAPPROF_LABELS").then(|| "service".to_string())
-        });
+        let (c, problems) =
+            Config::from_lookup(|k| (k == "HEAPPROF_LABELS").then(|| "service".to_string()));
         assert!(c.labels.is_empty());
-        assert!(problems[0].contains("HEAPPROF_LABELS=\"service\""), "{problems:?}");
+        assert!(
+            problems[0].contains("HEAPPROF_LABELS=\"service\""),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -85,8 +85,7 @@ std::thread_local! {
 
 fn same(a: &Pairs, b: &[(&str, &str)]) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b)
             .all(|((ak, av), (bk, bv))| **ak == **bk && **av == **bv)
 }
@@ -320,7 +319,9 @@ mod tests {
     }
 
     fn owned(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -121,12 +121,7 @@ pub struct TopBy {
 }
 
 /// [`super::top`] per value of label `key` (`n` stacks in each).
-pub fn top_by(
-    r: &Resolved,
-    key: &str,
-    kind: &SampleKind,
-    n: usize,
-) -> Result<TopBy, ReportError> {
+pub fn top_by(r: &Resolved, key: &str, kind: &SampleKind, n: usize) -> Result<TopBy, ReportError> {
     let whole = super::top(r, kind, 1)?;
     let mut groups = Vec::new();
     for value in label_values(&[r], key) {
@@ -165,12 +160,7 @@ pub fn diff_by(
     let whole = super::diff(base, new, kind, 1)?;
     let mut groups = Vec::new();
     for value in label_values(&[base, new], key) {
-        let report = super::diff(
-            &group(base, key, &value),
-            &group(new, key, &value),
-            kind,
-            n,
-        )?;
+        let report = super::diff(&group(base, key, &value), &group(new, key, &value), kind, n)?;
         groups.push(LabelGroup { value, report });
     }
     let delta = |r: &DiffReport| r.new_total.saturating_sub(r.base_total);
@@ -278,7 +268,12 @@ fn write_group(
     report: &impl fmt::Display,
 ) -> fmt::Result {
     writeln!(f)?;
-    writeln!(f, "== {} = {} ==", format::one_line(key), format::one_line(value))?;
+    writeln!(
+        f,
+        "== {} = {} ==",
+        format::one_line(key),
+        format::one_line(value)
+    )?;
     match f.precision() {
         Some(depth) => write!(f, "{report:.depth$}"),
         None => write!(f, "{report}"),
@@ -298,7 +293,13 @@ impl fmt::Display for TopBy {
             self.groups.len()
         )?;
         writeln!(f)?;
-        writeln!(f, "{:>10}  {:>6}  {}", "value", "share", format::one_line(&self.key))?;
+        writeln!(
+            f,
+            "{:>10}  {:>6}  {}",
+            "value",
+            "share",
+            format::one_line(&self.key)
+        )?;
         for g in &self.groups {
             writeln!(
                 f,
@@ -442,7 +443,15 @@ mod tests {
 
     #[test]
     fn focus_and_groups() {
-        let r = profile(1, &[(Some("/a"), 10), (Some("/b"), 30), (None, 5), (Some("/a"), 1)]);
+        let r = profile(
+            1,
+            &[
+                (Some("/a"), 10),
+                (Some("/b"), 30),
+                (None, 5),
+                (Some("/a"), 1),
+            ],
+        );
         let a = focus(&r, &["route=/a".parse().unwrap()]);
         assert_eq!(a.total(0), 11);
         assert_eq!(label_values(&[&r], "route"), ["/a", "/b", NONE_GROUP]);

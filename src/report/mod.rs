@@ -59,6 +59,14 @@
 //! Our profiles also carry the numeric label `bytes` (unit `bytes`): the
 //! object size, as Go writes it.
 //!
+//! # Heap labels
+//!
+//! String labels on samples (route, tenant, `HEAPPROF_LABELS`) select and
+//! split every report: [`labels::focus`] keeps the samples with a label
+//! value (`--focus KEY=VALUE`), and [`labels::top_by`], [`labels::diff_by`]
+//! and [`labels::leaks_by`] run a report per value of one label (`--by KEY`),
+//! samples without it grouped as `(none)`.
+//!
 //! # Errors
 //!
 //! Every [`ReportError`] displays as one line naming the input and the
@@ -68,6 +76,7 @@ pub mod diff;
 pub mod error;
 pub mod flame;
 pub mod format;
+pub mod labels;
 pub(crate) mod leak_check;
 pub mod leaks;
 pub mod model;
