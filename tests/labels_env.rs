@@ -134,3 +134,35 @@ fn process_labels_on_every_sample_and_scopes_override_them() {
         "{top}"
     );
 }
+
+#[test]
+fn label_options_on_a_profile_without_labels_and_bad_ones() {
+    // Go's heap profiles carry no string labels: one group, (none).
+    let go = "tests/data/goheap.pb.gz";
+    let by = heapprof_cli(&["top", go, "--by", "route"]);
+    assert!(by.contains("== route = (none) =="), "{by}");
+    assert_eq!(by.matches("== route =").count(), 1, "{by}");
+    let focused = heapprof_cli(&["top", go, "--focus", "route=/users"]);
+    assert!(
+        focused.contains("(no stack has a nonzero value)"),
+        "{focused}"
+    );
+    let fail = |args: &[&str], want: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_heapprof"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            err.contains(want) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    };
+    fail(&["top", go, "--focus", "route"], "--focus needs KEY=VALUE");
+    fail(&["top", go, "--by"], "--by needs");
+    fail(
+        &["flamegraph", go, "-o", "-", "--by", "route"],
+        "flamegraph does not take --by",
+    );
+}

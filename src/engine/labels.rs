@@ -87,35 +87,65 @@ fn same(a: &Pairs, b: &[(&str, &str)]) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)
-            .all(|((ak, av), (bk, bv))| **ak == **bk && **av == **bv)
+            .all(|((ak, av), (bk, bv))| same_str(ak, bk) && same_str(av, bv))
 }
 
-/// A fast non-cryptographic hash of (parent, pairs), 8 bytes a round; only
-/// for choosing a cache slot (collisions just evict, content is compared).
+/// String equality without a `memcmp` call for the short strings labels
+/// usually are: up to 16 bytes, [`head_tail`] covers every byte.
+#[inline(always)]
+fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len()
+        && if a.len() <= 16 {
+            head_tail(a) == head_tail(b)
+        } else {
+            a == b
+        }
+}
+
+/// Two words that, for up to 16 bytes, hold every byte of `b` (overlapping
+/// loads; for 1–3 bytes the first, middle and last): the cache's hash input
+/// and, with the length, an exact comparison of short strings.
+#[inline(always)]
+fn head_tail(b: &[u8]) -> (u64, u64) {
+    let n = b.len();
+    let w8 = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let w4 = |at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&b[at..at + 4]);
+        u64::from(u32::from_le_bytes(w))
+    };
+    match n {
+        8.. => (w8(0), w8(n - 8)),
+        4.. => (w4(0), w4(n - 4)),
+        1.. => (
+            u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16,
+            0,
+        ),
+        0 => (0, 0),
+    }
+}
+
+/// A cheap hash of (parent, pairs), only for choosing a cache slot: each
+/// string contributes its length and [`head_tail`] (collisions just share a
+/// slot; a hit is confirmed by comparing contents).
+#[inline(always)]
 fn quick_hash(parent: u32, pairs: &[(&str, &str)]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h = u64::from(parent).wrapping_mul(K);
+    let mut h = u64::from(parent) ^ (pairs.len() as u64) << 32;
     let mut mix = |s: &str| {
-        let b = s.as_bytes();
-        h = (h.rotate_left(5) ^ b.len() as u64).wrapping_mul(K);
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
+        let (first, last) = head_tail(s.as_bytes());
+        h = (h ^ s.len() as u64 ^ first).wrapping_mul(K).rotate_left(23) ^ last;
     };
     for (k, v) in pairs {
         mix(k);
         mix(v);
     }
-    h ^ (h >> 29)
+    h.wrapping_mul(K) >> 32
 }
 
 /// The set `parent` with `pairs` added (each overriding its key's value).
@@ -322,6 +352,26 @@ mod tests {
         p.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn short_string_comparison_is_exact() {
+        let mut rng = crate::sampler::Rng::new(7);
+        for _ in 0..20_000 {
+            let r = rng.next_u64();
+            let n = (r % 20) as usize;
+            let a: String = (0..n)
+                .map(|i| (b'a' + ((r >> i) & 1) as u8) as char)
+                .collect();
+            let mut b = a.clone().into_bytes();
+            if n > 0 && r & (1 << 40) != 0 {
+                let i = (r >> 44) as usize % n;
+                b[i] = if b[i] == b'a' { b'b' } else { b'a' };
+            }
+            let b = String::from_utf8(b).unwrap();
+            assert_eq!(same_str(&a, &b), a == b, "{a:?} {b:?}");
+            assert!(!same_str(&a, &format!("{a}x")));
+        }
     }
 
     #[test]

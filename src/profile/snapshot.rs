@@ -83,10 +83,13 @@ pub fn take() -> Snapshot {
             .iter()
             .map(|e| (e.key.stack, agg.stacks.get(e.key.stack).into()))
             .collect();
-        let label_sets = entries
-            .iter()
-            .map(|e| (e.key.labels, crate::engine::labels::pairs(e.key.labels)))
-            .collect();
+        let mut label_sets = HashMap::new();
+        for e in &entries {
+            let id = e.key.labels;
+            label_sets
+                .entry(id)
+                .or_insert_with(|| crate::engine::labels::pairs(id));
+        }
         Snapshot {
             entries,
             stacks,
