@@ -128,7 +128,7 @@ pub fn top_by(r: &Resolved, key: &str, kind: &SampleKind, n: usize) -> Result<To
         let report = super::top(&group(r, key, &value), kind, n)?;
         groups.push(LabelGroup { value, report });
     }
-    groups.sort_by(|a, b| b.report.total.cmp(&a.report.total));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.report.total));
     Ok(TopBy {
         key: key.to_string(),
         input: r.input.clone(),
