@@ -38,6 +38,12 @@
 //!
 //! Then `go tool pprof -top heap.pb.gz`, or `heapprof top heap.pb.gz`.
 //!
+//! ## Which request holds the memory
+//! [`with_labels`] and [`labeled`] (for futures) tag the samples a scope
+//! allocates, `HEAPPROF_LABELS` the whole process; profiles carry them as
+//! pprof string labels (`go tool pprof -tagfocus=route=/users`), and
+//! `heapprof top --by route` splits a report by them. See [`engine::labels`].
+//!
 //! ## Accuracy
 //! At the default rate, numbers are unbiased estimates: each sample is scaled
 //! by the inverse of its probability of being sampled (see [`scale`]).
@@ -86,6 +92,7 @@ pub(crate) use report::leak_check;
 pub use allocator::Profiler;
 pub use config::Config;
 pub use dump::{dump_to, profile_gz, write_profile};
+pub use engine::labels::{labeled, with_labels, Labeled};
 pub use leak_check::{assert_no_leaks, leaks_during, Leak, LeakReport};
 pub use tallies::{StackFrame, StackTally};
 

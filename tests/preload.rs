@@ -378,6 +378,37 @@ fn leaks_through_every_family_member_are_exact_at_rate_1() {
 }
 
 #[test]
+fn heapprof_labels_are_on_every_sample() {
+    let (out, dir) = same_as_bare(
+        "labels",
+        program("family"),
+        &[],
+        &[
+            ("HEAPPROF_RATE", "1"),
+            ("HEAPPROF_LABELS", "service=family,zone=eu-1"),
+        ],
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let p = only_profile(&dir, None);
+    assert_family_exact(&p);
+    let r = heapprof::report::Resolved::from_profile("family", &p).unwrap();
+    assert!(!r.samples.is_empty());
+    for s in &r.samples {
+        let mut strs: Vec<(&str, &str)> = s
+            .labels
+            .iter()
+            .filter_map(|l| match &l.value {
+                heapprof::report::LabelValue::Str(v) => Some((l.key.as_str(), v.as_str())),
+                _ => None,
+            })
+            .collect();
+        strs.sort();
+        assert_eq!(strs, [("service", "family"), ("zone", "eu-1")], "{s:?}");
+    }
+}
+
+#[test]
 fn churn_through_every_family_member_leaves_nothing_at_low_rates() {
     // At these rates some calls are sampled and most not, so realloc meets
     // every mix of sampled and unsampled old and new blocks.

@@ -19,6 +19,10 @@
 //! was still live at exit. Chain it in front of another allocator with
 //! `LD_PRELOAD="libheapprof_preload.so libjemalloc.so.2"`.
 //!
+//! Heap labels: only the process-wide `HEAPPROF_LABELS=key=value,…` here;
+//! per-request scopes (`heapprof::with_labels`) are a Rust API, with no C
+//! API yet.
+//!
 //! ## Model
 //!
 //! **Interposition.** The library defines the whole malloc family — `malloc`,

@@ -5,24 +5,25 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use heapprof::report::labels::{self as by_label, Focus};
 use heapprof::report::{self, ReportError, SampleKind};
 
 const USAGE: &str = "\
 heapprof: read pprof heap profiles (heapprof's or Go's, gzipped or not)
 
 usage:
-  heapprof top FILE [-n N] [--sample TYPE] [--depth D] [--all-frames]
+  heapprof top FILE [-n N] [--sample TYPE] [--depth D] [--all-frames] [--by LABEL] [--focus K=V]
       the heaviest stacks, leaf function first, with file:line and share
-  heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D] [--all-frames]
+  heapprof diff BASE NEW [-n N] [--sample TYPE] [--depth D] [--all-frames] [--by LABEL] [--focus K=V]
       per stack NEW minus BASE, largest growth first
-  heapprof leaks FILE... [-n N] [--sample TYPE] [--depth D] [--all-frames]
+  heapprof leaks FILE... [-n N] [--sample TYPE] [--depth D] [--all-frames] [--by LABEL] [--focus K=V]
       one profile or several of one process: per stack, steady growth (leak
       suspects, with a confidence and the leak rate), plateaus (caches),
       churn, or not enough samples yet (with how long to wait), from the live
       samples' ages and how their count moves
   heapprof leaks FILE --older-than SECS [-n N] [--depth D]
       stacks holding in-use bytes at least SECS old (`age` sample labels)
-  heapprof flamegraph FILE -o OUT.svg [--sample TYPE] [--all-frames]
+  heapprof flamegraph FILE -o OUT.svg [--sample TYPE] [--all-frames] [--focus K=V]
       an SVG flame graph (-o - writes it to standard output)
   heapprof run [--rate BYTES] [--out DIR] [--children] [--interval SECS] -- COMMAND [ARGS...]
       run COMMAND under the preload library (found next to heapprof, or at
@@ -44,6 +45,10 @@ options:
   --all-frames    show every frame, also the runtime's root frames (_start,
                   libc start-up, thread start, Rust's lang_start and
                   catch_unwind wrappers), which reports leave out by default
+  --by LABEL      one report per value of the sample label LABEL (route,
+                  tenant...), heaviest first; samples without it: (none);
+                  `leaks` judges each value as it judges a stack
+  --focus K=V     only samples whose label K is V (repeat: all must hold)
   -h, --help      this text
 
 Errors print one line on stderr and exit with status 2 (`run`: the
@@ -125,6 +130,8 @@ struct Args {
     output: Option<String>,
     depth: Option<usize>,
     all_frames: bool,
+    by: Option<String>,
+    focus: Vec<Focus>,
     help: bool,
 }
 
@@ -134,6 +141,7 @@ struct Accepts {
     older_than: bool,
     output: bool,
     depth: bool,
+    by: bool,
 }
 
 fn usage(text: String) -> ReportError {
@@ -149,6 +157,8 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
         output: None,
         depth: None,
         all_frames: false,
+        by: None,
+        focus: Vec::new(),
         help: false,
     };
     let mut it = raw.iter();
@@ -204,7 +214,9 @@ fn parse_args(cmd: &str, raw: &[String], accepts: Accepts) -> Result<Args, Repor
                     ))
                 })?);
             }
-            "--sample" | "--older-than" | "-o" | "--output" | "--depth" => {
+            "--by" if accepts.by => args.by = Some(value("a label name, such as route")?),
+            "--focus" => args.focus.push(value("KEY=VALUE")?.parse()?),
+            "--sample" | "--older-than" | "-o" | "--output" | "--depth" | "--by" => {
                 return Err(usage(format!("{cmd} does not take {name}")));
             }
             _ => return Err(usage(format!("unknown option {arg:?} for {cmd}"))),
@@ -221,8 +233,9 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         sample,
         older_than,
         output,
-        // Flame graphs always draw whole stacks.
+        // Flame graphs always draw whole stacks, all in one.
         depth: !output,
+        by: !output,
     };
     let out = match cmd.as_str() {
         "-h" | "--help" | "help" => return Ok(Outcome::Usage(0)),
@@ -233,7 +246,11 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 return Ok(Outcome::Usage(0));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
-            render(&report::top(&load(file, &a)?, &a.sample, a.rows)?, a.depth)
+            let r = by_label::focus(&load(file, &a)?, &a.focus);
+            match &a.by {
+                Some(key) => render(&by_label::top_by(&r, key, &a.sample, a.rows)?, a.depth),
+                None => render(&report::top(&r, &a.sample, a.rows)?, a.depth),
+            }
         }
         "diff" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
@@ -242,7 +259,17 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             }
             let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
             let (base, new) = (load(base, &a)?, load(new, &a)?);
-            render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth)
+            let (base, new) = (
+                by_label::focus(&base, &a.focus),
+                by_label::focus(&new, &a.focus),
+            );
+            match &a.by {
+                Some(key) => render(
+                    &by_label::diff_by(&base, &new, key, &a.sample, a.rows)?,
+                    a.depth,
+                ),
+                None => render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth),
+            }
         }
         "leaks" => {
             let a = parse_args(cmd, rest, accepts(true, true, false))?;
@@ -257,13 +284,16 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             let profiles = a
                 .positional
                 .iter()
-                .map(|f| load(f, &a))
+                .map(|f| load(f, &a).map(|r| by_label::focus(&r, &a.focus)))
                 .collect::<Result<Vec<_>, _>>()?;
             let opts = report::LeakOptions {
                 sample: a.sample.clone(),
                 n: a.rows,
                 older_than_secs: a.older_than,
-                ..Default::default()
+                group: match &a.by {
+                    Some(key) => report::Grouping::Label(key.clone()),
+                    None => report::Grouping::Stack,
+                },
             };
             render(&report::leaks(&profiles, &opts)?, a.depth)
         }
@@ -279,7 +309,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                         .to_string(),
                 ));
             };
-            let profile = load(file, &a)?;
+            let profile = by_label::focus(&load(file, &a)?, &a.focus);
             if output == "-" {
                 let svg = report::flamegraph(&profile, &a.sample)?;
                 emit(&svg)?;

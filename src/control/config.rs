@@ -10,6 +10,7 @@
 //! | `HEAPPROF_INTERVAL` | seconds between periodic dumps (decimals allowed); `0` disables | off |
 //! | `HEAPPROF_AT_EXIT` | dump at normal process exit (`1`/`0`, `true`/`false`, `on`/`off`) | off (Rust), on (preload) |
 //! | `HEAPPROF_SAMPLE_HEAP_LIMIT` | a limit (and a testing knob) on the bytes of heapprof's sample heap, which serves sampled objects; past it, samples are served unsampled by the allocator and counted (one line on stderr); `k`/`m`/`g` suffixes | none |
+//! | `HEAPPROF_LABELS` | labels on every sample of the process, `key=value,key2=value2` (service, version, zone); scope labels ([`crate::with_labels`]) override the same key | none |
 //! | `HEAPPROF_SYMBOLIZE` | `0` writes raw profiles: addresses, mappings and build IDs only, symbolized later by `go tool pprof` (for big binaries, where in-process symbolization costs much memory) | `1` |
 //! | `HEAPPROF_HTTP` | serve Go-style `/debug/pprof/` on `HOST:PORT`, or on `127.0.0.1:PORT` for a bare `PORT` (port `0` picks a free one); `off` disables (see [`crate::control::http`]) | off |
 //!
@@ -50,6 +51,8 @@ pub struct Config {
     pub symbolize: bool,
     /// Address of the `/debug/pprof/` HTTP server, or none.
     pub http: Option<SocketAddr>,
+    /// Labels written on every sample (`HEAPPROF_LABELS`), in order.
+    pub labels: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             at_exit: false,
             symbolize: true,
             http: None,
+            labels: Vec::new(),
         }
     }
 }
@@ -134,6 +138,11 @@ impl Config {
             "use PORT (on 127.0.0.1) or HOST:PORT such as 6060 or 0.0.0.0:6060 (port 0 picks a free one), or off",
             &mut |v| parse_http(v).map(|a| c.http = a).is_some(),
         );
+        take(
+            "HEAPPROF_LABELS",
+            "use key=value pairs separated by commas, such as service=api,zone=eu-1",
+            &mut |v| parse_labels(v).map(|l| c.labels = l).is_some(),
+        );
         (c, problems)
     }
 
@@ -172,6 +181,14 @@ impl Config {
     /// prefer a loopback address.
     pub fn http(mut self, addr: Option<SocketAddr>) -> Self {
         self.http = addr;
+        self
+    }
+    /// Sets the labels written on every sample.
+    pub fn labels(mut self, labels: &[(&str, &str)]) -> Self {
+        self.labels = labels
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self
     }
     /// Turns the dump at exit on or off.
@@ -280,6 +297,23 @@ pub fn parse_interval(v: &str) -> Option<Option<Duration>> {
     Some((secs > 0.0).then(|| Duration::from_secs_f64(secs.max(0.001))))
 }
 
+/// `key=value,key2=value2` (spaces around items trimmed; empty items
+/// ignored; a value may contain `=`; a repeated key keeps its last value).
+/// `None` when an item has no `=`, an empty key or an empty value. Allocates: only for the dumper thread's full configuration.
+pub fn parse_labels(v: &str) -> Option<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, val) = item.split_once('=')?;
+        let (k, val) = (k.trim(), val.trim());
+        if k.is_empty() || val.is_empty() {
+            return None;
+        }
+        out.retain(|(ok, _)| ok != k);
+        out.push((k.to_string(), val.to_string()));
+    }
+    Some(out)
+}
+
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
 pub fn parse_bool(v: &str) -> Option<bool> {
     let v = v.trim();
@@ -357,6 +391,33 @@ mod tests {
         assert_eq!(parse_http("70000"), None);
         assert_eq!(parse_http("example.com:80"), None);
         assert_eq!(parse_http("6060x"), None);
+    }
+
+    #[test]
+    fn labels() {
+        let l = |v| parse_labels(v).map(|l| l.into_iter().collect::<Vec<_>>());
+        let own = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            l("service=api, zone=eu-1,"),
+            Some(own(&[("service", "api"), ("zone", "eu-1")]))
+        );
+        assert_eq!(l("q=a=b"), Some(own(&[("q", "a=b")])));
+        assert_eq!(l("k=1,k=2"), Some(own(&[("k", "2")])));
+        assert_eq!(l(""), Some(vec![]));
+        assert_eq!(l("novalue"), None);
+        assert_eq!(l("=v"), None);
+        assert_eq!(l("k="), None);
+        let (c, problems) =
+            Config::from_lookup(|k| (k == "HEAPPROF_LABELS").then(|| "service".to_string()));
+        assert!(c.labels.is_empty());
+        assert!(
+            problems[0].contains("HEAPPROF_LABELS=\"service\""),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -151,6 +151,11 @@ pub fn symbolize_enabled() -> bool {
     ensure(&mut settings()).config.symbolize
 }
 
+/// The process-wide labels (`HEAPPROF_LABELS` or [`Config::labels`]).
+pub fn process_labels() -> Vec<(String, String)> {
+    ensure(&mut settings()).config.labels.clone()
+}
+
 /// The configured dump prefix.
 pub fn out_prefix() -> PathBuf {
     ensure(&mut settings()).config.out.clone()
@@ -590,6 +595,7 @@ extern "C" fn fork_prepare() {
     // none is held by a thread that will not exist in the child.
     let guards: Vec<Box<dyn core::any::Any>> = vec![
         Box::new(crate::aggregate::lock()),
+        Box::new(crate::engine::labels::lock()),
         Box::new(crate::symbolize::lock()),
         Box::new(settings()),
     ];

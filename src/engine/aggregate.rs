@@ -2,7 +2,7 @@
 //!
 //! # Accounting
 //! Samples are counted in buckets keyed by (stack, requested size, rate the
-//! sample was taken at). Each bucket holds how many samples were allocated and
+//! sample was taken at, label set of the allocating thread). Each bucket holds how many samples were allocated and
 //! how many are still live; the four pprof values `alloc_objects`,
 //! `alloc_space`, `inuse_objects` and `inuse_space` are these counts scaled at
 //! write time ([`crate::scale`]). Every live sample is also kept by id with its
@@ -35,6 +35,8 @@ pub struct BucketKey {
     pub stack: StackId,
     pub size: u64,
     pub rate: u64,
+    /// The label set ([`crate::engine::labels`]) active when it was allocated.
+    pub labels: u32,
 }
 
 /// Raw (unscaled) sample counts of a bucket.
@@ -71,6 +73,7 @@ impl Aggregate {
                 rate,
                 time_ns,
                 tag,
+                labels,
                 frames,
             } => {
                 // Room first, so that running out of memory drops this
@@ -80,7 +83,12 @@ impl Aggregate {
                     crate::engine::pressure::dropped_record();
                     return;
                 };
-                let key = BucketKey { stack, size, rate };
+                let key = BucketKey {
+                    stack,
+                    size,
+                    rate,
+                    labels,
+                };
                 let counts = self.buckets.entry(key).or_default();
                 counts.allocs += 1;
                 if !self.freed_early.remove(&id) {
@@ -142,6 +150,7 @@ mod tests {
             rate: 1,
             time_ns: 0,
             tag: 0,
+            labels: 0,
             frames,
         }
     }
@@ -160,12 +169,14 @@ mod tests {
             stack: s12,
             size: 10,
             rate: 1,
+            labels: 0,
         }];
         assert_eq!(c, Counts { allocs: 2, live: 1 });
         let c = a.buckets[&BucketKey {
             stack: s3,
             size: 20,
             rate: 1,
+            labels: 0,
         }];
         assert_eq!(c, Counts { allocs: 1, live: 0 });
         assert_eq!(a.live.len(), 1);

@@ -18,6 +18,7 @@
 
 pub(crate) mod aggregate;
 pub(crate) mod buffer;
+pub mod labels;
 pub(crate) mod pressure;
 pub(crate) mod record;
 pub mod sample_heap;
@@ -220,13 +221,14 @@ pub fn alloc_sample(
 #[inline(never)]
 pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marker: usize) {
     let tag = st.tag.get();
+    let labels = st.labels.get();
     let _busy = st.enter();
     let mut rec = [0u64; record::MAX_WORDS];
     let n = stack::capture(&mut rec[record::ALLOC_HEADER..], hook_marker);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let rate = if tag != 0 { 1 } else { rate().max(1) };
     let now = crate::os::monotonic_ns();
-    let words = record::alloc(&mut rec, n, id, size as u64, rate, now, tag);
+    let words = record::alloc(&mut rec, n, id, size as u64, rate, now, tag, labels);
     push(st, words);
     // The record is published before the id is stored by the object, so a
     // free that finds the id always finds the sample's record somewhere

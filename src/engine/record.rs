@@ -1,20 +1,21 @@
 //! The records threads send the aggregator: word layouts and parsing.
 //!
 //! ```text
-//! alloc: [ALLOC | nframes << 8, id, size, rate, time_ns, tag, frame0 .. frameN-1]
+//! alloc: [ALLOC | nframes << 8, id, size, rate, time_ns, tag, labels, frame0 .. frameN-1]
 //! free:  [FREE, id]
 //! ```
 //! `id` is the sample's unique number (the sample heap keeps it beside the
 //! object, so reuse of an address never confuses two samples), `rate` the sampling
 //! rate it was taken at (1 for leak-check sessions), `time_ns` the monotonic
-//! allocation time, `tag` the leak-check session (0 for none).
+//! allocation time, `tag` the leak-check session (0 for none), `labels` the
+//! thread's label set when it allocated ([`crate::engine::labels`], 0 for none).
 
 use crate::stack::MAX_FRAMES;
 
 const ALLOC: u64 = 1;
 const FREE: u64 = 2;
 /// Words before the frames in an alloc record.
-pub const ALLOC_HEADER: usize = 6;
+pub const ALLOC_HEADER: usize = 7;
 /// Longest record, in words.
 pub const MAX_WORDS: usize = ALLOC_HEADER + MAX_FRAMES;
 
@@ -28,6 +29,7 @@ pub enum Record<'a> {
         rate: u64,
         time_ns: u64,
         tag: u64,
+        labels: u32,
         frames: &'a [u64],
     },
     /// The free of a sampled allocation.
@@ -36,6 +38,7 @@ pub enum Record<'a> {
 
 /// Fills the header of an alloc record whose frames are already in
 /// `rec[ALLOC_HEADER..ALLOC_HEADER + nframes]`; returns the record.
+#[allow(clippy::too_many_arguments)] // one argument per header word
 pub fn alloc(
     rec: &mut [u64; MAX_WORDS],
     nframes: usize,
@@ -44,6 +47,7 @@ pub fn alloc(
     rate: u64,
     time_ns: u64,
     tag: u64,
+    labels: u32,
 ) -> &[u64] {
     rec[0] = ALLOC | (nframes as u64) << 8;
     rec[1] = id;
@@ -51,6 +55,7 @@ pub fn alloc(
     rec[3] = rate;
     rec[4] = time_ns;
     rec[5] = tag;
+    rec[6] = u64::from(labels);
     &rec[..ALLOC_HEADER + nframes]
 }
 
@@ -75,6 +80,7 @@ pub fn parse(mut words: &[u64], mut f: impl FnMut(Record<'_>)) {
                     rate: r[3],
                     time_ns: r[4],
                     tag: r[5],
+                    labels: r[6] as u32,
                     frames: &r[ALLOC_HEADER..],
                 });
                 words = &words[ALLOC_HEADER + n..];
@@ -98,14 +104,14 @@ mod tests {
         let mut rec = [0u64; MAX_WORDS];
         rec[ALLOC_HEADER] = 0xaa;
         rec[ALLOC_HEADER + 1] = 0xbb;
-        let mut words = alloc(&mut rec, 2, 9, 100, 1, 5, 3).to_vec();
+        let mut words = alloc(&mut rec, 2, 9, 100, 1, 5, 3, 4).to_vec();
         words.extend_from_slice(&free(9));
         let mut got = Vec::new();
         parse(&words, |r| got.push(format!("{r:?}")));
         assert_eq!(
             got,
             [
-                "Alloc { id: 9, size: 100, rate: 1, time_ns: 5, tag: 3, frames: [170, 187] }",
+                "Alloc { id: 9, size: 100, rate: 1, time_ns: 5, tag: 3, labels: 4, frames: [170, 187] }",
                 "Free { id: 9 }"
             ]
         );

@@ -31,6 +31,9 @@ pub struct ThreadState {
     pub(crate) busy: Cell<u32>,
     /// Whether the thread has drawn its first countdown.
     pub(crate) started: Cell<bool>,
+    /// The current label set ([`crate::engine::labels`]; 0: none). Read only
+    /// by the sampled path, never by the hot paths.
+    pub(crate) labels: Cell<u32>,
     /// A leak-check session recording every allocation of this thread (0: none).
     pub(crate) tag: Cell<u64>,
     /// This thread's record buffer, acquired on its first record.
@@ -50,6 +53,7 @@ impl ThreadState {
             rng: Cell::new(0),
             busy: Cell::new(0),
             started: Cell::new(false),
+            labels: Cell::new(0),
             tag: Cell::new(0),
             buffer: Cell::new(core::ptr::null_mut()),
         }

@@ -15,6 +15,11 @@
 //!   memory at least a minute old. `duration_nanos` is the time since
 //!   profiling started (the process's start, for both ways in), so it bounds
 //!   every age: `heapprof leaks` compares the ages with it.
+//! - Heap labels: every sample of a bucket also carries string labels
+//!   (`Label.key`/`Label.str`): the process-wide `HEAPPROF_LABELS` and the
+//!   label set of the allocation ([`crate::engine::labels`]), the latter
+//!   winning for a key in both, sorted by key. `-tagfocus=route=/users`,
+//!   `-tagignore` and `-tags` read them.
 //! - Values are scaled per bucket ([`crate::scale`]).
 //! - Locations: address = return address − 1, inlined frames as several
 //!   lines (callee first), mapping from `/proc/self/maps` with GNU build IDs;
@@ -120,6 +125,7 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
     b.add_mappings(symbolized);
     let (k_bytes, k_age) = (b.s.get("bytes"), b.s.get("age"));
     let u_seconds = b.s.get("seconds");
+    let mut tags: HashMap<u32, Vec<proto::Label>> = HashMap::new();
     for e in &snap.entries {
         let Some(frames) = snap.stacks.get(&e.key.stack) else {
             continue;
@@ -132,6 +138,9 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
             num_unit: k_bytes,
             ..Default::default()
         };
+        let tags = tags
+            .entry(e.key.labels)
+            .or_insert_with(|| b.string_labels(snap, e.key.labels));
         let scaled = |n: u64| scale_heap_sample(n, n * size, e.key.rate);
         for &(age, n) in &e.live_by_age {
             let (objs, bytes) = scaled(n);
@@ -144,7 +153,7 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
             b.p.sample.push(proto::Sample {
                 location_id: locs.clone(),
                 value: vec![objs as i64, bytes as i64, objs as i64, bytes as i64],
-                label: vec![size_label.clone(), age_label],
+                label: [vec![size_label.clone(), age_label], tags.clone()].concat(),
             });
         }
         let freed = e.allocs.saturating_sub(e.live);
@@ -153,7 +162,7 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
             b.p.sample.push(proto::Sample {
                 location_id: locs,
                 value: vec![objs as i64, bytes as i64, 0, 0],
-                label: vec![size_label],
+                label: [vec![size_label], tags.clone()].concat(),
             });
         }
     }
@@ -206,6 +215,26 @@ impl<'a> Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// String labels of label set `id` over the process-wide ones.
+    fn string_labels(&mut self, snap: &Snapshot, id: u32) -> Vec<proto::Label> {
+        let set = snap.label_sets.get(&id).copied().unwrap_or(&[]);
+        let mut all: Vec<(&str, &str)> = snap
+            .process_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .filter(|(k, _)| !set.iter().any(|(sk, _)| **sk == **k))
+            .chain(set.iter().map(|(k, v)| (&**k, &**v)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
+            .map(|(k, v)| proto::Label {
+                key: self.s.get(k),
+                str: self.s.get(v),
+                ..Default::default()
+            })
+            .collect()
+    }
+
     pub(crate) fn value_type(&mut self, t: &str, u: &str) -> proto::ValueType {
         proto::ValueType {
             r#type: self.s.get(t),

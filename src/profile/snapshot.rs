@@ -55,10 +55,17 @@ pub struct Snapshot {
     pub rate: u64,
     pub time_unix_ns: u64,
     pub duration_ns: u64,
+    /// The pairs of every label set the entries name (`key.labels`).
+    pub label_sets: HashMap<u32, &'static crate::engine::labels::Pairs>,
+    /// Labels on every sample (`HEAPPROF_LABELS`); a set's pair wins over
+    /// one of these with the same key.
+    pub process_labels: Vec<(String, String)>,
 }
 
 /// Drains the buffers and copies the tallies.
 pub fn take() -> Snapshot {
+    // Before the aggregator lock: the settings lock is never taken under it.
+    let process_labels = crate::triggers::process_labels();
     let now = crate::os::monotonic_ns();
     aggregate::with(|agg| {
         let mut ages: HashMap<(BucketKey, u64), u64> = HashMap::new();
@@ -91,9 +98,18 @@ pub fn take() -> Snapshot {
             .iter()
             .map(|e| (e.key.stack, agg.stacks.get(e.key.stack).into()))
             .collect();
+        let mut label_sets = HashMap::new();
+        for e in &entries {
+            let id = e.key.labels;
+            label_sets
+                .entry(id)
+                .or_insert_with(|| crate::engine::labels::pairs(id));
+        }
         Snapshot {
             entries,
             stacks,
+            label_sets,
+            process_labels,
             rate: crate::engine::rate(),
             time_unix_ns: crate::os::realtime_ns(),
             duration_ns: now.saturating_sub(crate::engine::start_mono_ns()),

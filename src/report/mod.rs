@@ -61,6 +61,15 @@
 //! Our profiles also carry the numeric label `bytes` (unit `bytes`): the
 //! object size, as Go writes it.
 //!
+//! # Heap labels
+//!
+//! String labels on samples (route, tenant, `HEAPPROF_LABELS`) select and
+//! split every report: [`labels::focus`] keeps the samples with a label
+//! value (`--focus KEY=VALUE`), and [`labels::top_by`] and
+//! [`labels::diff_by`] run a report per value of one label (`--by KEY`),
+//! samples without it grouped as `(none)`; [`leaks`](leaks()) judges each
+//! label value as it judges a stack ([`LeakOptions::group`]).
+//!
 //! # Errors
 //!
 //! Every [`ReportError`] displays as one line naming the input and the
@@ -71,6 +80,7 @@ pub mod error;
 pub mod flame;
 pub mod format;
 pub mod frames;
+pub mod labels;
 pub(crate) mod leak_check;
 pub mod leaks;
 pub mod model;
