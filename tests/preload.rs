@@ -610,7 +610,7 @@ fn programs_run_unchanged_as_inert_children() {
     }
     // In front of jemalloc: the GOT then calls jemalloc directly.
     let dir = out_dir("inert-jemalloc");
-    let out = run(jemalloc_chain(&dir).env("HEAPPROF_PID", "1:0"), b"");
+    let out = run(jemalloc_chain(&dir, true).env("HEAPPROF_PID", "1:0"), b"");
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (
