@@ -1,5 +1,5 @@
 //! What a label scope costs: entering and leaving `heapprof::with_labels`
-//! and polling a `heapprof::labeled` future, on a thread that has seen the
+//! or a pre-interned `heapprof::LabelSet`, and polling a `heapprof::labeled` future, on a thread that has seen the
 //! labels before (the per-thread cache hit, the steady state of a server),
 //! and the first sight of new labels (a global intern).
 //!
@@ -49,6 +49,8 @@ fn scope(c: &mut Criterion) {
             })
         })
     });
+    let set = heapprof::LabelSet::new(&two);
+    g.bench_function("label_set/run", |b| b.iter(|| set.run(|| black_box(1))));
     let waker = Waker::from(Arc::new(Noop));
     let mut task = Box::pin(heapprof::labeled(&two, Forever));
     g.bench_function("labeled/poll", |b| {

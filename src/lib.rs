@@ -92,7 +92,7 @@ pub(crate) use report::leak_check;
 pub use allocator::Profiler;
 pub use config::Config;
 pub use dump::{dump_to, profile_gz, write_profile};
-pub use engine::labels::{labeled, with_labels, Labeled};
+pub use engine::labels::{labeled, with_labels, LabelSet, Labeled};
 pub use leak_check::{assert_no_leaks, leaks_during, Leak, LeakReport};
 pub use tallies::{StackFrame, StackTally};
 

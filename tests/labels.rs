@@ -177,6 +177,11 @@ fn leak_after_scope() {
     black_box(Box::leak(Box::new([1u8; 444])));
 }
 
+#[inline(never)]
+fn leak_in_label_set() {
+    black_box(Box::leak(Box::new([1u8; 555])));
+}
+
 #[test]
 fn nested_scopes_carry_both_keys_and_nothing_after() {
     heapprof::set_rate(1);
@@ -187,6 +192,16 @@ fn nested_scopes_carry_both_keys_and_nothing_after() {
         leak_outer();
     });
     leak_after_scope();
+    // A set made inside a scope keeps that scope's labels wherever it runs.
+    let made = heapprof::with_labels(&[("tenant", "t3")], || {
+        heapprof::LabelSet::new(&[("route", "/y")])
+    });
+    std::thread::spawn(move || {
+        heapprof::set_rate(1);
+        heapprof::with_labels(&[("other", "z")], || made.run(leak_in_label_set));
+    })
+    .join()
+    .unwrap();
     let one = |labels: &[(&str, &str)], n: i64, size: i64| {
         BTreeMap::from([(set(labels), [n, n * size, n, n * size])])
     };
@@ -200,6 +215,10 @@ fn nested_scopes_carry_both_keys_and_nothing_after() {
         one(&[("tenant", "t2")], 1, 333)
     );
     assert_eq!(by_labels("leak_after_scope"), one(&[], 1, 444));
+    assert_eq!(
+        by_labels("leak_in_label_set"),
+        one(&[("route", "/y"), ("tenant", "t3")], 1, 555)
+    );
 }
 
 /// A future that leaks one block per poll and finishes after `polls` polls.
@@ -308,9 +327,11 @@ fn entering_the_same_scope_again_allocates_nothing() {
     heapprof::with_labels(&labels, || ());
     let waker = Waker::from(Arc::new(NoopWake));
     let mut task = Box::pin(heapprof::labeled(&labels, std::future::pending::<()>()));
+    let set = heapprof::LabelSet::new(&labels);
     let before = INNER_ALLOCS.with(Cell::get);
     for _ in 0..10_000 {
         black_box(heapprof::with_labels(&labels, || black_box(1)));
+        black_box(set.run(|| black_box(2)));
         let _ = task.as_mut().poll(&mut Context::from_waker(&waker));
     }
     let _again = heapprof::labeled(&labels, std::future::ready(()));
