@@ -84,6 +84,15 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// The file the problem is with.
+    pub fn path(&self) -> &str {
+        match self {
+            Problem::Missing { path } | Problem::Mismatch { path, .. } => path,
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -439,7 +448,8 @@ pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
         }
     }
     let r = f(&mut sym);
-    let opened = sym.inner.is_some();
+    // Free the parsed files before trimming (not at the end of scope).
+    let opened = sym.inner.take().is_some();
     let Symbolizer { maps, cache, .. } = sym;
     *kept = Some((maps, cache));
     drop(kept);
