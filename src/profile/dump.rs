@@ -79,8 +79,9 @@ fn try_profile_gz() -> io::Result<Vec<u8>> {
     let p = try_profile().ok_or_else(out_of_memory)?;
     let gz = output::encode_gz(&p);
     drop(p);
-    // Hand what the dump freed back to the kernel (glibc keeps it otherwise).
-    symbolize::trim_heap();
+    // Hand what a symbolizing dump freed back to the kernel (glibc keeps
+    // it otherwise).
+    symbolize::trim_heap_if_due();
     Ok(gz)
 }
 

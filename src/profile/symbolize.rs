@@ -455,8 +455,20 @@ pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
     drop(kept);
     if opened {
         trim_heap();
+        TRIM_DUE.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     r
+}
+
+/// Set when a symbolizer parsed files, so the dump trims once more after
+/// encoding (trimming walks the whole heap under its locks: not every dump).
+static TRIM_DUE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`trim_heap`], if a symbolizer parsed files since the last call.
+pub fn trim_heap_if_due() {
+    if TRIM_DUE.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        trim_heap();
+    }
 }
 
 /// The symbolization lock (poisoning ignored: the cache is always consistent).
