@@ -14,8 +14,11 @@
 //! objects (anything outside the system library directories: the
 //! executable, a Rust program's statically linked `std`, the program's own
 //! shared libraries), and symbol tables only for system libraries (names of
-//! functions with symbols, no lines). The CLI ([`Policy::Everything`]) reads
-//! DWARF everywhere.
+//! functions with symbols, no lines). One exception inside a Rust program:
+//! the runtime's root frames (`std::rt::lang_start_internal`, each thread's
+//! `thread_start`), which sit in `std`'s huge precompiled compilation units —
+//! about 60 ms and a few MB of DWARF parsing each — get their symbol-table
+//! name only. The CLI ([`Policy::Everything`]) reads DWARF everywhere.
 //!
 //! Nothing parsed outlives a dump: a [`Symbolizer`] is built for one profile
 //! and dropped after it, and [`with`] then hands glibc's freed pages back to
