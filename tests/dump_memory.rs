@@ -36,6 +36,7 @@ fn three_symbolized_dumps_keep_rss_anon_within_8_mb() {
     out.read_line(&mut line).unwrap();
     assert!(line.starts_with("ready"), "{line}");
     let before = rss_anon_kb(pid);
+    let mut after_each = Vec::new();
     for n in 1..=3 {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(pid as i32, libc::SIGUSR2) };
@@ -46,6 +47,7 @@ fn three_symbolized_dumps_keep_rss_anon_within_8_mb() {
         }
         // The file is renamed into place after the dump's memory is freed.
         std::thread::sleep(Duration::from_millis(100));
+        after_each.push(rss_anon_kb(pid));
     }
     let after = rss_anon_kb(pid);
     drop(child.stdin.take());
@@ -62,6 +64,12 @@ fn three_symbolized_dumps_keep_rss_anon_within_8_mb() {
         "the program's functions are named"
     );
     assert!(p.location.iter().any(|l| l.line.iter().any(|x| x.line > 0)));
+    // Later dumps of the same stacks reuse the kept frames: no growth.
+    let later_mb = (after_each[2] as f64 - after_each[0] as f64) / 1024.0;
+    assert!(
+        later_mb <= 2.0,
+        "RssAnon grew {later_mb:.1} MB from dump 1 to dump 3: {after_each:?} kB"
+    );
     let growth_mb = (after as f64 - before as f64) / 1024.0;
     assert!(
         growth_mb <= 8.0,

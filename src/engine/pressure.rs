@@ -9,7 +9,7 @@
 //! - the aggregator reserves room (`try_reserve`) before it keeps a record;
 //!   when that fails the record is dropped and counted here;
 //! - a dump first checks that the address space has room for what it will
-//!   need (a mapping of that size, made and released at once): without room
+//!   need (a reservation of that size, made and released at once): without room
 //!   for symbolizing it writes a raw profile (addresses, mappings, build IDs,
 //!   which `heapprof top` names later); without room even for that it writes
 //!   nothing — never a partial file — and the program runs on.
@@ -72,14 +72,28 @@ pub fn take_note() -> Option<String> {
     ))
 }
 
-/// Whether `bytes` of address space can be had now: maps that much
-/// (without touching it, so it costs no memory) and unmaps it at once.
+/// Whether `bytes` of address space can be had now: reserves that much and
+/// releases it at once. The reservation is inaccessible and unreserved
+/// (`PROT_NONE`, `MAP_NORESERVE`), so it costs no memory and no commit
+/// charge that the program could miss meanwhile; it fails where the
+/// address-space limit (`ulimit -v`, RLIMIT_AS) leaves no room.
 pub fn room_for(bytes: usize) -> bool {
-    let p = crate::os::map(bytes.max(4096));
-    if p.is_null() {
+    let len = bytes.max(4096);
+    // SAFETY: a new anonymous mapping touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
         return false;
     }
-    // SAFETY: `p` is the mapping of that length just made, never used.
-    unsafe { crate::os::unmap(p, bytes.max(4096)) };
+    // SAFETY: unmapping exactly the mapping just made, never used.
+    unsafe { libc::munmap(p, len) };
     true
 }

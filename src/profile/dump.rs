@@ -77,7 +77,12 @@ pub fn profile() -> proto::Profile {
 fn try_profile_gz() -> io::Result<Vec<u8>> {
     let _busy = thread_state::current().enter();
     let p = try_profile().ok_or_else(out_of_memory)?;
-    Ok(output::encode_gz(&p))
+    let gz = output::encode_gz(&p);
+    drop(p);
+    // Hand what a symbolizing dump freed back to the kernel (glibc keeps
+    // it otherwise).
+    symbolize::trim_heap_if_due();
+    Ok(gz)
 }
 
 /// The current heap profile, gzipped (a `.pb.gz` file's contents).

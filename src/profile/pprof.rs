@@ -166,6 +166,18 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
             });
         }
     }
+    // A file that was gone or rebuilt left its addresses unnamed: let
+    // readers try those mappings themselves.
+    if let Some(sym) = b.sym.as_deref() {
+        for (m, mm) in b.p.mapping.iter_mut().zip(maps) {
+            if sym.problems().iter().any(|p| p.path() == mm.path) {
+                m.has_functions = false;
+                m.has_filenames = false;
+                m.has_line_numbers = false;
+                m.has_inline_frames = false;
+            }
+        }
+    }
     b.p.string_table = std::mem::take(&mut b.s.table);
     b.p
 }

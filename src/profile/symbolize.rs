@@ -14,8 +14,11 @@
 //! objects (anything outside the system library directories: the
 //! executable, a Rust program's statically linked `std`, the program's own
 //! shared libraries), and symbol tables only for system libraries (names of
-//! functions with symbols, no lines). The CLI ([`Policy::Everything`]) reads
-//! DWARF everywhere.
+//! functions with symbols, no lines). One exception inside a Rust program:
+//! the runtime's root frames (`std::rt::lang_start_internal`, each thread's
+//! `thread_start`), which sit in `std`'s huge precompiled compilation units —
+//! about 60 ms and a few MB of DWARF parsing each — get their symbol-table
+//! name only. The CLI ([`Policy::Everything`]) reads DWARF everywhere.
 //!
 //! Nothing parsed outlives a dump: a [`Symbolizer`] is built for one profile
 //! and dropped after it, and [`with`] then hands glibc's freed pages back to
@@ -82,6 +85,15 @@ pub enum Problem {
         want: String,
         have: String,
     },
+}
+
+impl Problem {
+    /// The file the problem is with.
+    pub fn path(&self) -> &str {
+        match self {
+            Problem::Missing { path } | Problem::Mismatch { path, .. } => path,
+        }
+    }
 }
 
 impl std::fmt::Display for Problem {
@@ -439,14 +451,27 @@ pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
         }
     }
     let r = f(&mut sym);
-    let opened = sym.inner.is_some();
+    // Free the parsed files before trimming (not at the end of scope).
+    let opened = sym.inner.take().is_some();
     let Symbolizer { maps, cache, .. } = sym;
     *kept = Some((maps, cache));
     drop(kept);
     if opened {
         trim_heap();
+        TRIM_DUE.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     r
+}
+
+/// Set when a symbolizer parsed files, so the dump trims once more after
+/// encoding (trimming walks the whole heap under its locks: not every dump).
+static TRIM_DUE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`trim_heap`], if a symbolizer parsed files since the last call.
+pub fn trim_heap_if_due() {
+    if TRIM_DUE.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        trim_heap();
+    }
 }
 
 /// The symbolization lock (poisoning ignored: the cache is always consistent).
