@@ -170,12 +170,15 @@ fn top_is_exact_at_rate_one_and_the_flame_graph_names_the_leak() {
     assert!(text.contains("leak_steadily"));
 
     // Reports show the program: runtime root frames only with --all-frames.
+    // (libc's internal `__libc_start_call_main`, `start_thread` and `clone`
+    // are named only where libc's debug information is read; in-process
+    // dumps read system libraries' symbol tables alone, so they are not
+    // listed: they are unnamed frames, dropped between runtime frames.)
     let runtime = [
         "std::rt::lang_start",
-        "__libc_start_call_main",
         "__libc_start_main",
         "_start",
-        "start_thread",
+        "thread_start",
         "catch_unwind",
         "__rust_begin_short_backtrace",
     ];
@@ -212,9 +215,5 @@ fn top_is_exact_at_rate_one_and_the_flame_graph_names_the_leak() {
         for name in runtime {
             assert!(all.contains(name), "{cmd:?} --all-frames lacks {name}");
         }
-        assert!(
-            all.contains("clone"),
-            "{cmd:?} --all-frames lacks thread start"
-        );
     }
 }

@@ -28,7 +28,10 @@
 //!   `core::ops::function::`, boxed and `AssertUnwindSafe` `call_once`
 //!   shims).
 //!
-//! Unsymbolized frames are never dropped: nothing says what they are.
+//! Unsymbolized frames are dropped only between runtime frames (a frame
+//! that calls into the runtime is start-up code; libc without debug
+//! information leaves `__libc_start_call_main` unnamed), never on their own:
+//! nothing else says what they are.
 //!
 //! [`program_only`] applies this to a whole [`Resolved`] profile (stacks that
 //! become identical merge), which is what the `heapprof` command does for
@@ -93,6 +96,12 @@ fn is_rust_runtime(frame: &Frame) -> bool {
     RUST_PREFIXES.iter().any(|p| name.starts_with(p)) || name.contains("lang_start")
 }
 
+/// Whether `frame` has a name (not an address alone, nor the `??` a
+/// symbolizer writes for an address it could not name).
+fn is_named(frame: &Frame) -> bool {
+    frame.is_symbolized() && frame.function != "??"
+}
+
 /// Whether `frame` is a runtime root frame, given the frame it calls
 /// (`callee`, one step toward the leaf).
 fn is_runtime_root(frame: &Frame, callee: &Frame) -> bool {
@@ -117,11 +126,29 @@ fn is_runtime_root(frame: &Frame, callee: &Frame) -> bool {
 /// `frames` (leaf first) without the runtime's root frames; never empty
 /// when `frames` is not (the leaf always stays).
 pub fn program_frames(frames: &[Frame]) -> &[Frame] {
+    // `cut`: after the leafmost frame known to be runtime. An unsymbolized
+    // frame on the way is dropped only when a known runtime frame lies
+    // leafward of it (it calls into the runtime, so it is start-up code, such
+    // as libc's unexported `__libc_start_call_main` when libc has no debug
+    // information), or when `__libc_start_main` calls it (that same function
+    // calling a C program's `main`).
     let mut end = frames.len();
-    while end > 1 && is_runtime_root(&frames[end - 1], &frames[end - 2]) {
-        end -= 1;
+    let mut cut = end;
+    while end > 1 {
+        let (frame, callee) = (&frames[end - 1], &frames[end - 2]);
+        let called_by_libc_start = frames
+            .get(end)
+            .is_some_and(|caller| caller.function.starts_with("__libc_start_main"));
+        if is_runtime_root(frame, callee) || (!is_named(frame) && called_by_libc_start) {
+            end -= 1;
+            cut = end;
+        } else if !is_named(frame) {
+            end -= 1;
+        } else {
+            break;
+        }
     }
-    &frames[..end]
+    &frames[..cut]
 }
 
 /// Names longer than this have their generic arguments elided for display.
@@ -238,6 +265,37 @@ mod tests {
             f("_start", ""),
         ];
         assert_eq!(names(program_frames(&stack)), ["app::leak", "app::main"]);
+    }
+
+    #[test]
+    fn libc_without_debug_information() {
+        // libc's unexported `__libc_start_call_main` comes out as `??` or as
+        // a bare address; it is start-up code between runtime frames.
+        let mut bare = f("", "");
+        bare.line = 0;
+        for unnamed in [f("??", ""), bare] {
+            let rust = [
+                f("app::main", "src/main.rs"),
+                f("std::rt::lang_start::{{closure}}", STD),
+                f("std::rt::lang_start_internal", ""),
+                f("main", ""),
+                unnamed.clone(),
+                f("__libc_start_main", ""),
+                f("_start", ""),
+            ];
+            assert_eq!(names(program_frames(&rust)), ["app::main"]);
+            let c = [
+                f("leak", "prog.c"),
+                f("main", "prog.c"),
+                unnamed.clone(),
+                f("__libc_start_main", ""),
+                f("_start", ""),
+            ];
+            assert_eq!(names(program_frames(&c)), ["leak", "main"]);
+            // An unnamed frame with nothing known leafward stays.
+            let lib = [f("leak", "prog.c"), unnamed.clone(), f("_start", "")];
+            assert_eq!(program_frames(&lib).len(), 2);
+        }
     }
 
     #[test]
