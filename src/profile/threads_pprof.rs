@@ -245,8 +245,9 @@ mod tests {
         };
         // The two fresh "worker" threads of stack `a` share a sample.
         assert!(has("worker", 0, [2, 2 * (8 << 20)]), "{got:?}");
-        assert!(has("worker", 60, [1, 8 << 20]), "{got:?}");
-        assert!(has("worker", 1, [1, 8 << 20]), "{got:?}");
+        let bucket = |secs: u64| age_bucket(secs * 1_000_000_000) as i64;
+        assert!(has("worker", bucket(120), [1, 8 << 20]), "{got:?}");
+        assert!(has("worker", bucket(5), [1, 8 << 20]), "{got:?}");
         assert!(has("other", 0, [1, 8 << 20]), "{got:?}");
         // Symbolized: locations name their functions.
         assert!(p.sample.iter().all(|x| !x.location_id.is_empty()));
