@@ -14,6 +14,9 @@
 //!   which `heapprof top` names later); without room even for that it writes
 //!   nothing — never a partial file — and the program runs on.
 //!
+//! - the sample heap ([`crate::engine::sample_heap`]) that cannot reserve
+//!   or map memory serves the allocation unsampled, counted.
+//!
 //! Whichever happens first is said once on stderr, by the dumper thread
 //! (never from a hook); later ones are only counted (the counts are in each
 //! profile's comment).
@@ -30,6 +33,13 @@ static SAID: AtomicBool = AtomicBool::new(false);
 /// A record the aggregator could not keep.
 pub fn dropped_record() {
     DROPPED.fetch_add(1, Ordering::Relaxed);
+    PENDING.store(true, Ordering::Relaxed);
+}
+
+/// An allocation chosen for sampling that the sample heap could not serve
+/// for want of address space or memory (served unsampled; counted by
+/// [`crate::engine::sample_heap::fallbacks`]). Safe on a hook: atomics only.
+pub fn unsampled() {
     PENDING.store(true, Ordering::Relaxed);
 }
 
@@ -66,9 +76,10 @@ pub fn take_note() -> Option<String> {
     let (raw, skipped) = dumps_degraded();
     Some(format!(
         "heapprof: low on memory; the program runs on, heapprof saves memory \
-         (so far: {} records dropped, {raw} profiles written raw, {skipped} not written; \
-         counts in each profile's comment; said once)",
-        dropped_records()
+         (so far: {} records dropped, {} samples served unsampled, {raw} profiles written raw, \
+         {skipped} not written; counts in each profile's comment; said once)",
+        dropped_records(),
+        crate::engine::sample_heap::fallbacks()
     ))
 }
 

@@ -82,8 +82,9 @@
 //! carve (region full, `mprotect` refused, or the testing/limit knob
 //! [`set_limit`] reached, `HEAPPROF_SAMPLE_HEAP_LIMIT`), the way in serves
 //! the allocation from the inner allocator, unsampled, and [`fallbacks`]
-//! counts it; the dumper thread prints one line about it once
-//! ([`fallback_notice`]). Hooks never print.
+//! counts it (also in each profile's comment); the dumper thread says so
+//! once: [`fallback_notice`] for the user's limit, the one "low on memory"
+//! line of [`crate::engine::pressure`] otherwise. Hooks never print.
 //!
 //! # Rules kept
 //! No locks (atomics only), no allocation (memory comes from `mmap`), frees
@@ -101,7 +102,9 @@ pub const PREFIX_BYTES: usize = 256 << 10;
 
 /// Reservation sizes tried, largest first (halving down to the smallest).
 const RESERVE_MAX: usize = 32 << 30;
-const RESERVE_MIN: usize = 64 << 20;
+// Small enough to fit under a tight `ulimit -v` (the layout needs about
+// 3 MiB of it), so a constrained process still samples.
+const RESERVE_MIN: usize = 4 << 20;
 
 const SPAN_SHIFT: u32 = 16;
 const SPAN: usize = 1 << SPAN_SHIFT;
@@ -193,22 +196,18 @@ pub fn fallbacks() -> u64 {
     FALLBACKS.load(Ordering::Relaxed)
 }
 
-/// The one line to print about fallbacks, the first time there are any.
+/// The one line to print about fallbacks, the first time there are any,
+/// when the user's `HEAPPROF_SAMPLE_HEAP_LIMIT` caused them (running out of
+/// address space or memory is said by [`crate::engine::pressure`], with the
+/// rest of heapprof's giving way).
 pub fn fallback_notice() -> Option<String> {
     let n = fallbacks();
-    if n == 0 || NOTICED.swap(true, Ordering::Relaxed) {
+    let limit = LIMIT.load(Ordering::Relaxed);
+    if n == 0 || limit == usize::MAX || NOTICED.swap(true, Ordering::Relaxed) {
         return None;
     }
-    let limit = LIMIT.load(Ordering::Relaxed);
-    let why = if limit != usize::MAX {
-        format!("its limit (HEAPPROF_SAMPLE_HEAP_LIMIT={limit}) is reached")
-    } else if SMALL_SPANS.load(Ordering::Relaxed) == 0 {
-        "no address space could be reserved for it (check ulimit -v)".to_owned()
-    } else {
-        "it could not map more memory".to_owned()
-    };
     Some(format!(
-        "heapprof: the sample heap is full because {why}; {n} allocation(s) chosen for sampling were served unsampled by the allocator, so the profile undercounts (free samples, or raise the limit)"
+        "heapprof: the sample heap is full because its limit (HEAPPROF_SAMPLE_HEAP_LIMIT={limit}) is reached; {n} allocation(s) chosen for sampling were served unsampled by the allocator, so the profile undercounts (free samples, or raise the limit)"
     ))
 }
 
@@ -471,6 +470,11 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     };
     if p.is_null() {
         FALLBACKS.fetch_add(1, Ordering::Relaxed);
+        if LIMIT.load(Ordering::Relaxed) == usize::MAX {
+            // Out of address space or memory, not the user's limit: one of
+            // the things `pressure` says, in its one line.
+            crate::engine::pressure::unsampled();
+        }
     }
     p
 }

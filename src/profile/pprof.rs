@@ -111,10 +111,11 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
     b.p.duration_nanos = snap.duration_ns as i64;
     b.p.default_sample_type = b.s.get("inuse_space");
     let comment = b.s.get(&format!(
-        "heapprof {}: rate={} dropped_records={} unwinder={}",
+        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} unwinder={}",
         env!("CARGO_PKG_VERSION"),
         snap.rate,
         crate::buffer::dropped_records() + crate::engine::pressure::dropped_records(),
+        crate::engine::sample_heap::fallbacks(),
         if crate::stack::fast_unwinder_loaded() {
             "libunwind"
         } else {
