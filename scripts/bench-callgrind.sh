@@ -65,7 +65,9 @@ prog_instr() {
   (
     unset LD_PRELOAD
     for v in $(compgen -e | grep '^HEAPPROF_' || true); do unset "$v"; done
-    export HEAPPROF_OUT=$work/prof HEAPPROF_AT_EXIT=0
+    # HEAPPROF_CHILDREN=1: valgrind's launcher loads the library first, and
+    # would otherwise take it out of LD_PRELOAD before starting the program.
+    export HEAPPROF_OUT=$work/prof HEAPPROF_AT_EXIT=0 HEAPPROF_CHILDREN=1
     # Fixed hash seeds: Python's and Perl's randomized hashing changes their
     # instruction counts from run to run by a few percent.
     export PYTHONHASHSEED=0 PERL_HASH_SEED=0 PERL_PERTURB_KEYS=0
