@@ -64,8 +64,11 @@
 //! align/4096 - 1` pages and starts at the first aligned page inside; the
 //! pages skipped are virtual only. A freed run is given back to the system
 //! at once (`madvise(MADV_DONTNEED)`), so a burst of big samples does not
-//! pin memory, and is then reused; so every large run starts zeroed, which
-//! `calloc` relies on. Runs are never split or merged: a run stays in its
+//! pin memory, and is then reused, zeroed by the kernel (so `calloc` needs
+//! no memset) — except runs of at most 64 KiB while at most 4 MiB of them
+//! are kept: those stay resident, marked dirty, so a program churning such
+//! sizes (every one a sample at rate 1) reuses them without a system call
+//! and page faults, and `calloc` zeroes them. Runs are never split or merged: a run stays in its
 //! class, and the large region (a quarter of the reservation) is what
 //! bounds fragmentation.
 //!
@@ -140,6 +143,14 @@ static PAGES_CARVED: AtomicUsize = AtomicUsize::new(0);
 /// Bytes carved from both regions, against [`LIMIT`].
 static CARVED_BYTES: AtomicUsize = AtomicUsize::new(0);
 static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Bytes of freed runs kept resident (not given back), at most DIRTY_MAX,
+/// each run at most DIRTY_RUN_MAX; such a run's first page's second
+/// metadata word holds DIRTY while it is free.
+static DIRTY_BYTES: AtomicUsize = AtomicUsize::new(0);
+const DIRTY_MAX: usize = 4 << 20;
+const DIRTY_RUN_MAX: usize = 64 << 10;
+const DIRTY: u64 = 1 << 63;
 
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 static NOTICED: AtomicBool = AtomicBool::new(false);
@@ -465,8 +476,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
                 }
                 p
             }
-            // Large runs always start zeroed (fresh or given back).
-            None => alloc_large(size, align),
+            None => alloc_large(size, align, zero),
         }
     };
     if p.is_null() {
@@ -512,7 +522,7 @@ fn carve_span(c: usize) -> Option<usize> {
     Some(first)
 }
 
-fn alloc_large(size: usize, align: usize) -> *mut u8 {
+fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
     let Some(pages) = size.max(1).checked_next_multiple_of(PAGE).map(|b| b / PAGE) else {
         return core::ptr::null_mut();
     };
@@ -524,10 +534,16 @@ fn alloc_large(size: usize, align: usize) -> *mut u8 {
     if c >= LARGE_CLASSES {
         return core::ptr::null_mut();
     }
-    let run = match pop(&LARGE_FREE[c], |q| &large_words(q)[0]) {
-        Some(r) => r,
+    let (run, dirty) = match pop(&LARGE_FREE[c], |q| &large_words(q)[0]) {
+        Some(r) => {
+            let dirty = large_words(r)[1].load(Ordering::Relaxed) & DIRTY != 0;
+            if dirty {
+                DIRTY_BYTES.fetch_sub(large_pages(c) * PAGE, Ordering::Relaxed);
+            }
+            (r, dirty)
+        }
         None => match carve_run(c) {
-            Some(r) => r,
+            Some(r) => (r, false),
             None => return core::ptr::null_mut(),
         },
     };
@@ -535,6 +551,10 @@ fn alloc_large(size: usize, align: usize) -> *mut u8 {
     let p = (base + run * PAGE).next_multiple_of(align.max(PAGE));
     let q = (p - base) / PAGE;
     large_words(q)[1].store(((c as u64) << 32) | run as u64, Ordering::Relaxed);
+    if zero && dirty {
+        // SAFETY: the object's `size` bytes lie inside the run, ours to give.
+        unsafe { core::ptr::write_bytes(p as *mut u8, 0, size) };
+    }
     p as *mut u8
 }
 
@@ -630,16 +650,21 @@ pub fn free(p: *mut u8) {
             let info = large_words(q)[1].load(Ordering::Relaxed);
             let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
             let start = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
+            let bytes = large_pages(c) * PAGE;
+            // Small runs stay resident while few bytes are kept that way:
+            // churn then reuses them without a system call and page faults.
+            let keep = bytes <= DIRTY_RUN_MAX
+                && DIRTY_BYTES
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                        Some(d + bytes).filter(|&n| n <= DIRTY_MAX)
+                    })
+                    .is_ok();
             // SAFETY: the whole run is ours and no longer used.
-            let given_back = unsafe {
-                libc::madvise(
-                    start as *mut libc::c_void,
-                    large_pages(c) * PAGE,
-                    libc::MADV_DONTNEED,
-                )
-            } == 0;
-            // A run that could not be given back is not zero: never reuse it.
-            if given_back {
+            let clean = keep
+                || unsafe { libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_DONTNEED) }
+                    == 0;
+            if clean || keep {
+                large_words(run)[1].store(if keep { DIRTY } else { 0 }, Ordering::Relaxed);
                 push(&LARGE_FREE[c], run, &large_words(run)[0]);
             }
         }
