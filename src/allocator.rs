@@ -109,7 +109,13 @@ impl<A: GlobalAlloc> Profiler<A> {
             return ptr;
         }
         let new = if sample_new {
-            engine::alloc_sample(st, new_size, layout.align(), false, hook_marker(&marker))
+            engine::alloc_sample_with_room(
+                st,
+                new_size,
+                engine::realloc_room(new_size),
+                layout.align(),
+                hook_marker(&marker),
+            )
         } else {
             core::ptr::null_mut()
         };

@@ -130,6 +130,18 @@ fn alloc_sampled(st: &ThreadState, size: usize, align: usize, zero: bool) -> *mu
     p.cast()
 }
 
+/// A sample that a `realloc` moves, with room to grow in place (see
+/// `heapprof::engine::realloc_room`); errno left as it was. Always inlined,
+/// like [`alloc_sampled`].
+#[inline(always)]
+fn alloc_grown(st: &ThreadState, size: usize) -> *mut c_void {
+    let errno = real::errno();
+    let room = engine::realloc_room(size);
+    let p = engine::alloc_sample_with_room(st, size, room, MIN_ALIGN, marker!());
+    real::set_errno(errno);
+    p.cast()
+}
+
 /// A bootstrap block, or null with errno ENOMEM.
 fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
     let p = bootstrap::alloc(size, align);
@@ -322,7 +334,7 @@ unsafe extern "C" fn realloc_slow(
         }
         // A new sample: move it into the sample heap (resized first by the
         // real realloc, so that `size` bytes of it are valid to copy).
-        let a = alloc_sampled(st, size, MIN_ALIGN, false);
+        let a = alloc_grown(st, size);
         if a.is_null() {
             return q;
         }
@@ -345,7 +357,7 @@ unsafe extern "C" fn realloc_slow(
         return p;
     }
     let mut new = if sample_new {
-        alloc_sampled(st, size, MIN_ALIGN, false)
+        alloc_grown(st, size)
     } else {
         null_mut()
     };

@@ -209,6 +209,36 @@ pub fn alloc_sample(
     p
 }
 
+/// Room to give a sample that a `realloc` moves because it grew: large
+/// buffers grow by repeated reallocs (a string builder, a vector), nearly
+/// every one sampled at their size, and each move copies the whole buffer;
+/// with half as much again to spare, most of the following reallocs fit in
+/// place. The spare pages are address space only until written.
+pub fn realloc_room(size: usize) -> usize {
+    if size >= 64 << 10 {
+        size.saturating_add(size / 2)
+    } else {
+        size
+    }
+}
+
+/// [`alloc_sample`] of a sample of `size` bytes with room for `room`
+/// (at least `size`) before a later `realloc` must move it.
+#[inline(always)]
+pub fn alloc_sample_with_room(
+    st: &ThreadState,
+    size: usize,
+    room: usize,
+    align: usize,
+    hook_marker: usize,
+) -> *mut u8 {
+    let p = sample_heap::alloc(room.max(size), align, false);
+    if !p.is_null() {
+        record_alloc_from(st, p, size, hook_marker);
+    }
+    p
+}
+
 /// Records a sampled allocation of `size` requested bytes at `ptr` (an
 /// object of the sample heap). Captures the stack first, before touching
 /// anything shared. `hook_marker` is the address of a local variable in the
