@@ -90,11 +90,20 @@ fn realloc_moves_into_and_out_of_the_sample_heap_keeping_contents() {
         assert_eq!(s, r);
         assert!(holds(s, 40, 2));
         fill(s, 44, 3);
-        // Out: with sampling off the new block is the inner allocator's.
+        // Unsampled at its new size, a former sample stays in the sample
+        // heap (no copy back and forth), but is no sample any more.
         heapprof::set_rate(0);
         let t = realloc(s, layout(44), 5000);
-        assert!(!owns(t));
+        assert!(owns(t));
         assert!(holds(t, 44, 3));
+        let inuse = |f: &str| -> u64 {
+            heapprof::tallies()
+                .iter()
+                .filter(|s| s.frames.iter().any(|fr| fr.function.contains(f)))
+                .map(|s| s.inuse_objects)
+                .sum()
+        };
+        assert_eq!(inuse("realloc_moves_into_and_out"), 0, "freed as a sample");
         dealloc(t, layout(5000));
     }
     heapprof::set_rate(heapprof::config::DEFAULT_RATE);

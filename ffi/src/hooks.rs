@@ -346,20 +346,28 @@ unsafe extern "C" fn realloc_slow(
         }
         return a;
     }
-    // The old block is a sample.
+    // The old block is a sample (or a former one: it stays in the sample
+    // heap, see `heapprof::engine::sample_heap`).
     let usable = engine::sample_usable_size(p.cast());
-    if sample_new && usable >= size && size > usable / 2 {
-        // Sampled again and it fits: stays, recorded as a free and a sample.
+    if usable >= size && size > usable / 2 {
+        // It fits: stays, its free recorded, and the new sample if sampled.
         let errno = real::errno();
-        engine::record_free(st, p.cast());
-        engine::record_alloc_from(st, p.cast(), size, marker!());
+        if sample_new {
+            engine::record_free(st, p.cast());
+            engine::record_alloc_from(st, p.cast(), size, marker!());
+        } else {
+            engine::unsample(st, p.cast());
+        }
         real::set_errno(errno);
         return p;
     }
     let mut new = if sample_new {
         alloc_grown(st, size)
     } else {
-        null_mut()
+        let errno = real::errno();
+        let q = engine::alloc_unsampled(size, engine::realloc_room(size), MIN_ALIGN);
+        real::set_errno(errno);
+        q.cast()
     };
     if new.is_null() {
         // SAFETY: resolved (the sample exists).

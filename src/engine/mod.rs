@@ -277,12 +277,34 @@ pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
 /// not a sample.
 pub fn record_free(st: &ThreadState, ptr: *mut u8) -> bool {
     match sample_heap::id_of(ptr) {
+        // A former sample (see `unsample`): nothing to record.
+        Some(0) => true,
         Some(id) => {
             push(st, &record::free(id));
             true
         }
         None => false,
     }
+}
+
+/// A `realloc` of the sample at `ptr` to a size that is not sampled but
+/// fits where it is: records the sample's free and keeps the memory as an
+/// unsampled object of the sample heap (its free then records nothing).
+pub fn unsample(st: &ThreadState, ptr: *mut u8) {
+    if record_free(st, ptr) {
+        sample_heap::set_id(ptr, 0);
+    }
+}
+
+/// A block of the sample heap for a former sample moved by a `realloc` to
+/// a size that is not sampled (`room`: see [`realloc_room`]); null if the
+/// heap cannot serve it (the way in then uses its inner allocator).
+pub fn alloc_unsampled(size: usize, room: usize, align: usize) -> *mut u8 {
+    let p = sample_heap::alloc_uncounted(room.max(size), align, false);
+    if !p.is_null() {
+        sample_heap::set_id(p, 0);
+    }
+    p
 }
 
 /// Bytes usable at the live sample `ptr`: at least its requested size.

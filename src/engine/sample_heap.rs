@@ -80,6 +80,13 @@
 //! the usable size is the class size (or the run's end minus the address):
 //! at least what was asked, as `malloc_usable_size` and `realloc` need.
 //!
+//! # Former samples
+//! A sample that a `realloc` resizes without sampling the new size stays
+//! in the heap, unsampled (its metadata word holds 0, no sample id): in
+//! place if it fits, else in a new block here. Moving it back to the inner
+//! allocator would copy it, and a buffer grown by many reallocs, sampled at
+//! some sizes and not at others, would be copied back and forth.
+//!
 //! # Exhaustion and limits
 //! The heap never blocks and never fails an allocation: when it cannot
 //! carve (region full, `mprotect` refused, or the testing/limit knob
@@ -464,7 +471,19 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !reserve() {
         return core::ptr::null_mut();
     }
-    let p = if !align.is_power_of_two() || align > MAX_ALIGN {
+    let p = alloc_uncounted(size, align, zero);
+    if p.is_null() {
+        FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    }
+    p
+}
+
+/// [`alloc`] without counting a failure (for blocks that are no samples).
+pub fn alloc_uncounted(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !reserve() {
+        return core::ptr::null_mut();
+    }
+    if !align.is_power_of_two() || align > MAX_ALIGN {
         core::ptr::null_mut()
     } else {
         match small_class_for(size, align) {
@@ -478,11 +497,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             }
             None => alloc_large(size, align, zero),
         }
-    };
-    if p.is_null() {
-        FALLBACKS.fetch_add(1, Ordering::Relaxed);
     }
-    p
 }
 
 fn alloc_small(c: usize) -> *mut u8 {
