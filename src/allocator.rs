@@ -101,7 +101,8 @@ impl<A: GlobalAlloc> Profiler<A> {
         } else {
             0
         };
-        if old_sampled && usable >= new_size && new_size > usable / 2 {
+        let keep = sample_new || engine::keeps_former_sample(new_size);
+        if old_sampled && keep && usable >= new_size && new_size > usable / 2 {
             // Fits where it is (and does not strand most of its slot): the
             // old sample's free, then the new sample if sampled (else it
             // stays as a former sample, see `engine::sample_heap`).
@@ -116,7 +117,7 @@ impl<A: GlobalAlloc> Profiler<A> {
         let room = engine::realloc_room(new_size);
         let new = if sample_new {
             engine::alloc_sample_with_room(st, new_size, room, layout.align(), hook_marker(&marker))
-        } else if old_sampled {
+        } else if old_sampled && keep {
             engine::alloc_unsampled(new_size, room, layout.align())
         } else {
             core::ptr::null_mut()

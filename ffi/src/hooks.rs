@@ -349,7 +349,8 @@ unsafe extern "C" fn realloc_slow(
     // The old block is a sample (or a former one: it stays in the sample
     // heap, see `heapprof::engine::sample_heap`).
     let usable = engine::sample_usable_size(p.cast());
-    if usable >= size && size > usable / 2 {
+    let keep = sample_new || engine::keeps_former_sample(size);
+    if keep && usable >= size && size > usable / 2 {
         // It fits: stays, its free recorded, and the new sample if sampled.
         let errno = real::errno();
         if sample_new {
@@ -363,6 +364,8 @@ unsafe extern "C" fn realloc_slow(
     }
     let mut new = if sample_new {
         alloc_grown(st, size)
+    } else if !keep {
+        null_mut()
     } else {
         let errno = real::errno();
         let q = engine::alloc_unsampled(size, engine::realloc_room(size), MIN_ALIGN);

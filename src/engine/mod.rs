@@ -287,6 +287,14 @@ pub fn record_free(st: &ThreadState, ptr: *mut u8) -> bool {
     }
 }
 
+/// Whether a former sample reallocated to `size` bytes (not sampled) stays
+/// in the sample heap: only large blocks, whose copies cost; a small one
+/// goes back to the inner allocator (a cheap copy), so that its later
+/// reallocs take the hot path again.
+pub fn keeps_former_sample(size: usize) -> bool {
+    size >= 64 << 10
+}
+
 /// A `realloc` of the sample at `ptr` to a size that is not sampled but
 /// fits where it is: records the sample's free and keeps the memory as an
 /// unsampled object of the sample heap (its free then records nothing).

@@ -81,11 +81,13 @@
 //! at least what was asked, as `malloc_usable_size` and `realloc` need.
 //!
 //! # Former samples
-//! A sample that a `realloc` resizes without sampling the new size stays
-//! in the heap, unsampled (its metadata word holds 0, no sample id): in
+//! A large sample (64 KiB or more) that a `realloc` resizes without
+//! sampling the new size stays in the heap, unsampled (its metadata word holds 0, no sample id): in
 //! place if it fits, else in a new block here. Moving it back to the inner
 //! allocator would copy it, and a buffer grown by many reallocs, sampled at
-//! some sizes and not at others, would be copied back and forth.
+//! some sizes and not at others, would be copied back and forth. (A small
+//! one goes back: the copy is cheap, and its later reallocs are then the
+//! allocator's hot path again.)
 //!
 //! # Exhaustion and limits
 //! The heap never blocks and never fails an allocation: when it cannot
