@@ -43,6 +43,7 @@ progs=$root/scripts/bench-programs
 cc -O2 -g -pthread -o "$work/alloc_bench" "$progs/alloc_bench.c"
 cc -O2 -g -o "$work/sampleheap" "$root/tests/c/sampleheap.c"
 python3 "$progs/gen_c.py" 150 >"$work/big.c"
+cc -E "$work/big.c" -o "$work/big.i" # cc1 alone knows no include paths
 sed 's/where i < 500000/where i < 20000/' "$progs/inserts.sql" >"$work/inserts.sql"
 sed 's/range(100000)/range(30000)/' "$progs/workload.py" >"$work/workload.py"
 PYTHON=python3
@@ -65,7 +66,9 @@ prog_instr() {
   (
     unset LD_PRELOAD
     for v in $(compgen -e | grep '^HEAPPROF_' || true); do unset "$v"; done
-    export HEAPPROF_OUT=$work/prof HEAPPROF_AT_EXIT=0
+    # HEAPPROF_CHILDREN=1: valgrind's launcher loads the library first, and
+    # would otherwise take it out of LD_PRELOAD before starting the program.
+    export HEAPPROF_OUT=$work/prof HEAPPROF_AT_EXIT=0 HEAPPROF_CHILDREN=1
     # Fixed hash seeds: Python's and Perl's randomized hashing changes their
     # instruction counts from run to run by a few percent.
     export PYTHONHASHSEED=0 PERL_HASH_SEED=0 PERL_PERTURB_KEYS=0
@@ -74,7 +77,7 @@ prog_instr() {
       python) PYTHONMALLOC=malloc instr "$PYTHON" "$work/workload.py" ;;
       sqlite) instr sqlite3 :memory: <"$work/inserts.sql" ;;
       perl) instr perl -e 'my %h; $h{"key$_"} = [$_, "v" x ($_ % 40)] for 1..100000; my $n = 0; $n += @{$h{$_}} for keys %h; print "$n\n"' ;;
-      cc1) instr "$CC1" -quiet -O2 "$work/big.c" -o "$work/big.s" ;;
+      cc1) instr "$CC1" -fpreprocessed -quiet -O2 "$work/big.i" -o "$work/big.s" ;;
       alloc) instr "$work/alloc_bench" 1 1 ;;
     esac
   )

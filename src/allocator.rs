@@ -101,15 +101,24 @@ impl<A: GlobalAlloc> Profiler<A> {
         } else {
             0
         };
-        if sample_new && usable >= new_size && new_size > usable / 2 {
+        let keep = sample_new || engine::keeps_former_sample(new_size);
+        if old_sampled && keep && usable >= new_size && new_size > usable / 2 {
             // Fits where it is (and does not strand most of its slot): the
-            // old sample's free, then the new sample.
-            engine::record_free(st, ptr);
-            engine::record_alloc_from(st, ptr, new_size, hook_marker(&marker));
+            // old sample's free, then the new sample if sampled (else it
+            // stays as a former sample, see `engine::sample_heap`).
+            if sample_new {
+                engine::record_free(st, ptr);
+                engine::record_alloc_from(st, ptr, new_size, hook_marker(&marker));
+            } else {
+                engine::unsample(st, ptr);
+            }
             return ptr;
         }
+        let room = engine::realloc_room(new_size);
         let new = if sample_new {
-            engine::alloc_sample(st, new_size, layout.align(), false, hook_marker(&marker))
+            engine::alloc_sample_with_room(st, new_size, room, layout.align(), hook_marker(&marker))
+        } else if old_sampled && keep {
+            engine::alloc_unsampled(new_size, room, layout.align())
         } else {
             core::ptr::null_mut()
         };

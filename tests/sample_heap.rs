@@ -90,12 +90,30 @@ fn realloc_moves_into_and_out_of_the_sample_heap_keeping_contents() {
         assert_eq!(s, r);
         assert!(holds(s, 40, 2));
         fill(s, 44, 3);
-        // Out: with sampling off the new block is the inner allocator's.
+        // Unsampled at its new size, a small former sample goes back to the
+        // inner allocator; a large one stays in the sample heap (no copies
+        // back and forth), but is no sample any more.
         heapprof::set_rate(0);
-        let t = realloc(s, layout(44), 5000);
-        assert!(!owns(t));
+        let u = realloc(s, layout(44), 5000);
+        assert!(!owns(u));
+        assert!(holds(u, 44, 3));
+        heapprof::set_rate(1);
+        let v = realloc(u, layout(5000), 100_000);
+        assert!(owns(v));
+        assert!(holds(v, 44, 3));
+        heapprof::set_rate(0);
+        let t = realloc(v, layout(100_000), 200_000);
+        assert!(owns(t));
         assert!(holds(t, 44, 3));
-        dealloc(t, layout(5000));
+        let inuse = |f: &str| -> u64 {
+            heapprof::tallies()
+                .iter()
+                .filter(|s| s.frames.iter().any(|fr| fr.function.contains(f)))
+                .map(|s| s.inuse_objects)
+                .sum()
+        };
+        assert_eq!(inuse("realloc_moves_into_and_out"), 0, "freed as a sample");
+        dealloc(t, layout(200_000));
     }
     heapprof::set_rate(heapprof::config::DEFAULT_RATE);
 }

@@ -134,6 +134,18 @@ fn alloc_sampled(st: &ThreadState, size: usize, align: usize, zero: bool) -> *mu
     p.cast()
 }
 
+/// A sample that a `realloc` moves, with room to grow in place (see
+/// `heapprof::engine::realloc_room`); errno left as it was. Always inlined,
+/// like [`alloc_sampled`].
+#[inline(always)]
+fn alloc_grown(st: &ThreadState, size: usize) -> *mut c_void {
+    let errno = real::errno();
+    let room = engine::realloc_room(size);
+    let p = engine::alloc_sample_with_room(st, size, room, MIN_ALIGN, marker!());
+    real::set_errno(errno);
+    p.cast()
+}
+
 /// A bootstrap block, or null with errno ENOMEM.
 fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
     let p = bootstrap::alloc(size, align);
@@ -326,7 +338,7 @@ unsafe extern "C" fn realloc_slow(
         }
         // A new sample: move it into the sample heap (resized first by the
         // real realloc, so that `size` bytes of it are valid to copy).
-        let a = alloc_sampled(st, size, MIN_ALIGN, false);
+        let a = alloc_grown(st, size);
         if a.is_null() {
             return q;
         }
@@ -338,20 +350,31 @@ unsafe extern "C" fn realloc_slow(
         }
         return a;
     }
-    // The old block is a sample.
+    // The old block is a sample (or a former one: it stays in the sample
+    // heap, see `heapprof::engine::sample_heap`).
     let usable = engine::sample_usable_size(p.cast());
-    if sample_new && usable >= size && size > usable / 2 {
-        // Sampled again and it fits: stays, recorded as a free and a sample.
+    let keep = sample_new || engine::keeps_former_sample(size);
+    if keep && usable >= size && size > usable / 2 {
+        // It fits: stays, its free recorded, and the new sample if sampled.
         let errno = real::errno();
-        engine::record_free(st, p.cast());
-        engine::record_alloc_from(st, p.cast(), size, marker!());
+        if sample_new {
+            engine::record_free(st, p.cast());
+            engine::record_alloc_from(st, p.cast(), size, marker!());
+        } else {
+            engine::unsample(st, p.cast());
+        }
         real::set_errno(errno);
         return p;
     }
     let mut new = if sample_new {
-        alloc_sampled(st, size, MIN_ALIGN, false)
-    } else {
+        alloc_grown(st, size)
+    } else if !keep {
         null_mut()
+    } else {
+        let errno = real::errno();
+        let q = engine::alloc_unsampled(size, engine::realloc_room(size), MIN_ALIGN);
+        real::set_errno(errno);
+        q.cast()
     };
     if new.is_null() {
         // SAFETY: resolved (the sample exists).

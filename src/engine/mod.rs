@@ -212,6 +212,36 @@ pub fn alloc_sample(
     p
 }
 
+/// Room to give a sample that a `realloc` moves because it grew: large
+/// buffers grow by repeated reallocs (a string builder, a vector), nearly
+/// every one sampled at their size, and each move copies the whole buffer;
+/// with half as much again to spare, most of the following reallocs fit in
+/// place. The spare pages are address space only until written.
+pub fn realloc_room(size: usize) -> usize {
+    if size >= 64 << 10 {
+        size.saturating_add(size / 2)
+    } else {
+        size
+    }
+}
+
+/// [`alloc_sample`] of a sample of `size` bytes with room for `room`
+/// (at least `size`) before a later `realloc` must move it.
+#[inline(always)]
+pub fn alloc_sample_with_room(
+    st: &ThreadState,
+    size: usize,
+    room: usize,
+    align: usize,
+    hook_marker: usize,
+) -> *mut u8 {
+    let p = sample_heap::alloc(room.max(size), align, false);
+    if !p.is_null() {
+        record_alloc_from(st, p, size, hook_marker);
+    }
+    p
+}
+
 /// Records a sampled allocation of `size` requested bytes at `ptr` (an
 /// object of the sample heap). Captures the stack first, before touching
 /// anything shared. `hook_marker` is the address of a local variable in the
@@ -251,12 +281,42 @@ pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
 /// not a sample.
 pub fn record_free(st: &ThreadState, ptr: *mut u8) -> bool {
     match sample_heap::id_of(ptr) {
+        // A former sample (see `unsample`): nothing to record.
+        Some(0) => true,
         Some(id) => {
             push(st, &record::free(id));
             true
         }
         None => false,
     }
+}
+
+/// Whether a former sample reallocated to `size` bytes (not sampled) stays
+/// in the sample heap: only large blocks, whose copies cost; a small one
+/// goes back to the inner allocator (a cheap copy), so that its later
+/// reallocs take the hot path again.
+pub fn keeps_former_sample(size: usize) -> bool {
+    size >= 64 << 10
+}
+
+/// A `realloc` of the sample at `ptr` to a size that is not sampled but
+/// fits where it is: records the sample's free and keeps the memory as an
+/// unsampled object of the sample heap (its free then records nothing).
+pub fn unsample(st: &ThreadState, ptr: *mut u8) {
+    if record_free(st, ptr) {
+        sample_heap::set_id(ptr, 0);
+    }
+}
+
+/// A block of the sample heap for a former sample moved by a `realloc` to
+/// a size that is not sampled (`room`: see [`realloc_room`]); null if the
+/// heap cannot serve it (the way in then uses its inner allocator).
+pub fn alloc_unsampled(size: usize, room: usize, align: usize) -> *mut u8 {
+    let p = sample_heap::alloc_uncounted(room.max(size), align, false);
+    if !p.is_null() {
+        sample_heap::set_id(p, 0);
+    }
+    p
 }
 
 /// Bytes usable at the live sample `ptr`: at least its requested size.

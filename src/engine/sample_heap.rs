@@ -64,8 +64,11 @@
 //! align/4096 - 1` pages and starts at the first aligned page inside; the
 //! pages skipped are virtual only. A freed run is given back to the system
 //! at once (`madvise(MADV_DONTNEED)`), so a burst of big samples does not
-//! pin memory, and is then reused; so every large run starts zeroed, which
-//! `calloc` relies on. Runs are never split or merged: a run stays in its
+//! pin memory, and is then reused, zeroed by the kernel (so `calloc` needs
+//! no memset) — except runs of at most 64 KiB while at most 4 MiB of them
+//! are kept: those stay resident, marked dirty, so a program churning such
+//! sizes (every one a sample at rate 1) reuses them without a system call
+//! and page faults, and `calloc` zeroes them. Runs are never split or merged: a run stays in its
 //! class, and the large region (a quarter of the reservation) is what
 //! bounds fragmentation.
 //!
@@ -76,6 +79,15 @@
 //! sample id, which the free record carries (no hash table anywhere), and
 //! the usable size is the class size (or the run's end minus the address):
 //! at least what was asked, as `malloc_usable_size` and `realloc` need.
+//!
+//! # Former samples
+//! A large sample (64 KiB or more) that a `realloc` resizes without
+//! sampling the new size stays in the heap, unsampled (its metadata word holds 0, no sample id): in
+//! place if it fits, else in a new block here. Moving it back to the inner
+//! allocator would copy it, and a buffer grown by many reallocs, sampled at
+//! some sizes and not at others, would be copied back and forth. (A small
+//! one goes back: the copy is cheap, and its later reallocs are then the
+//! allocator's hot path again.)
 //!
 //! # Exhaustion and limits
 //! The heap never blocks and never fails an allocation: when it cannot
@@ -143,6 +155,14 @@ static PAGES_CARVED: AtomicUsize = AtomicUsize::new(0);
 /// Bytes carved from both regions, against [`LIMIT`].
 static CARVED_BYTES: AtomicUsize = AtomicUsize::new(0);
 static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Bytes of freed runs kept resident (not given back), at most DIRTY_MAX,
+/// each run at most DIRTY_RUN_MAX; such a run's first page's second
+/// metadata word holds DIRTY while it is free.
+static DIRTY_BYTES: AtomicUsize = AtomicUsize::new(0);
+const DIRTY_MAX: usize = 4 << 20;
+const DIRTY_RUN_MAX: usize = 64 << 10;
+const DIRTY: u64 = 1 << 63;
 
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 static NOTICED: AtomicBool = AtomicBool::new(false);
@@ -452,7 +472,24 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !reserve() {
         return core::ptr::null_mut();
     }
-    let p = if !align.is_power_of_two() || align > MAX_ALIGN {
+    let p = alloc_uncounted(size, align, zero);
+    if p.is_null() {
+        FALLBACKS.fetch_add(1, Ordering::Relaxed);
+        if LIMIT.load(Ordering::Relaxed) == usize::MAX {
+            // Out of address space or memory, not the user's limit: one of
+            // the things `pressure` says, in its one line.
+            crate::engine::pressure::unsampled();
+        }
+    }
+    p
+}
+
+/// [`alloc`] without counting a failure (for blocks that are no samples).
+pub fn alloc_uncounted(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !reserve() {
+        return core::ptr::null_mut();
+    }
+    if !align.is_power_of_two() || align > MAX_ALIGN {
         core::ptr::null_mut()
     } else {
         match small_class_for(size, align) {
@@ -464,19 +501,9 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
                 }
                 p
             }
-            // Large runs always start zeroed (fresh or given back).
-            None => alloc_large(size, align),
-        }
-    };
-    if p.is_null() {
-        FALLBACKS.fetch_add(1, Ordering::Relaxed);
-        if LIMIT.load(Ordering::Relaxed) == usize::MAX {
-            // Out of address space or memory, not the user's limit: one of
-            // the things `pressure` says, in its one line.
-            crate::engine::pressure::unsampled();
+            None => alloc_large(size, align, zero),
         }
     }
-    p
 }
 
 fn alloc_small(c: usize) -> *mut u8 {
@@ -516,7 +543,7 @@ fn carve_span(c: usize) -> Option<usize> {
     Some(first)
 }
 
-fn alloc_large(size: usize, align: usize) -> *mut u8 {
+fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
     let Some(pages) = size.max(1).checked_next_multiple_of(PAGE).map(|b| b / PAGE) else {
         return core::ptr::null_mut();
     };
@@ -528,10 +555,16 @@ fn alloc_large(size: usize, align: usize) -> *mut u8 {
     if c >= LARGE_CLASSES {
         return core::ptr::null_mut();
     }
-    let run = match pop(&LARGE_FREE[c], |q| &large_words(q)[0]) {
-        Some(r) => r,
+    let (run, dirty) = match pop(&LARGE_FREE[c], |q| &large_words(q)[0]) {
+        Some(r) => {
+            let dirty = large_words(r)[1].load(Ordering::Relaxed) & DIRTY != 0;
+            if dirty {
+                DIRTY_BYTES.fetch_sub(large_pages(c) * PAGE, Ordering::Relaxed);
+            }
+            (r, dirty)
+        }
         None => match carve_run(c) {
-            Some(r) => r,
+            Some(r) => (r, false),
             None => return core::ptr::null_mut(),
         },
     };
@@ -539,6 +572,10 @@ fn alloc_large(size: usize, align: usize) -> *mut u8 {
     let p = (base + run * PAGE).next_multiple_of(align.max(PAGE));
     let q = (p - base) / PAGE;
     large_words(q)[1].store(((c as u64) << 32) | run as u64, Ordering::Relaxed);
+    if zero && dirty {
+        // SAFETY: the object's `size` bytes lie inside the run, ours to give.
+        unsafe { core::ptr::write_bytes(p as *mut u8, 0, size) };
+    }
     p as *mut u8
 }
 
@@ -634,16 +671,21 @@ pub fn free(p: *mut u8) {
             let info = large_words(q)[1].load(Ordering::Relaxed);
             let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
             let start = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
+            let bytes = large_pages(c) * PAGE;
+            // Small runs stay resident while few bytes are kept that way:
+            // churn then reuses them without a system call and page faults.
+            let keep = bytes <= DIRTY_RUN_MAX
+                && DIRTY_BYTES
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                        Some(d + bytes).filter(|&n| n <= DIRTY_MAX)
+                    })
+                    .is_ok();
             // SAFETY: the whole run is ours and no longer used.
-            let given_back = unsafe {
-                libc::madvise(
-                    start as *mut libc::c_void,
-                    large_pages(c) * PAGE,
-                    libc::MADV_DONTNEED,
-                )
-            } == 0;
-            // A run that could not be given back is not zero: never reuse it.
-            if given_back {
+            let clean = keep
+                || unsafe { libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_DONTNEED) }
+                    == 0;
+            if clean || keep {
+                large_words(run)[1].store(if keep { DIRTY } else { 0 }, Ordering::Relaxed);
                 push(&LARGE_FREE[c], run, &large_words(run)[0]);
             }
         }
