@@ -67,8 +67,10 @@ fn five_signals_give_five_growing_profiles() {
         .iter()
         .map(|(_, _, p)| common::leaf_totals(&common::read_profile(p), "leak_steadily")[3])
         .collect();
+    // Sampled: a leak's live samples are never freed, so its estimate never
+    // falls, but a 300 ms gap may bring no new sample.
     assert!(
-        leaked.windows(2).all(|w| w[1] > w[0]),
+        leaked.windows(2).all(|w| w[1] >= w[0]) && leaked[4] > leaked[0],
         "in-use bytes of the steady leak should grow: {leaked:?}"
     );
     assert!(common::temp_files(&dir).is_empty());
