@@ -103,22 +103,12 @@ fn dumpsig() -> PathBuf {
 }
 
 fn out_dir(name: &str) -> PathBuf {
-    let d = scratch().join(format!("out-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(scratch().join(format!("out-{}-{name}", std::process::id())))
 }
 
 /// A command without the runner's HEAPPROF_* or LD_PRELOAD.
 fn clean(prog: impl AsRef<OsStr>) -> Command {
-    let mut c = Command::new(prog);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("HEAPPROF_") || k == "LD_PRELOAD" {
-            c.env_remove(&*k);
-        }
-    }
-    c
+    common::clean_command(prog)
 }
 
 fn preloaded(prog: impl AsRef<OsStr>, out: &Path) -> Command {

@@ -52,18 +52,12 @@ fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         common::ensure_deps();
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("exec-follow");
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        common::fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("exec-follow"))
     })
 }
 
 fn out_dir(name: &str) -> PathBuf {
-    let d = scratch().join(format!("out-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(scratch().join(format!("out-{name}")))
 }
 
 /// `tests/c/NAME.c`, compiled once.
@@ -106,14 +100,7 @@ fn script(name: &str, body: &str) -> PathBuf {
 
 /// A command with none of the test runner's HEAPPROF_* or LD_PRELOAD.
 fn clean(prog: impl AsRef<OsStr>) -> Command {
-    let mut c = Command::new(prog);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("HEAPPROF_") || k == "LD_PRELOAD" || k == "PYTHONMALLOC" {
-            c.env_remove(&*k);
-        }
-    }
-    c
+    common::clean_command(prog)
 }
 
 /// `prog` under the library at rate 1, profiles to `out/p.PID.SEQ.pb.gz`.

@@ -67,19 +67,13 @@ fn scratch() -> &'static Path {
             .and_then(Path::file_name)
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("preload-{profile}"));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        common::fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("preload-{profile}")))
     })
 }
 
 /// A fresh directory for one test's profiles.
 fn out_dir(name: &str) -> PathBuf {
-    let d = scratch().join(format!("out-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(scratch().join(format!("out-{name}")))
 }
 
 fn compile(compiler: &str, args: &[&OsStr]) {
@@ -171,14 +165,7 @@ struct Outcome {
 
 /// A command with none of the test runner's HEAPPROF_* or LD_PRELOAD.
 fn clean(prog: impl AsRef<OsStr>) -> Command {
-    let mut c = Command::new(prog);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("HEAPPROF_") || k == "LD_PRELOAD" || k == "PYTHONMALLOC" {
-            c.env_remove(&*k);
-        }
-    }
-    c
+    common::clean_command(prog)
 }
 
 /// `prog` under the library (alone in LD_PRELOAD), writing profiles to

@@ -57,18 +57,12 @@ fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         common::ensure_deps();
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("threads");
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        common::fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("threads"))
     })
 }
 
 fn out_dir(name: &str) -> PathBuf {
-    let d = scratch().join(format!("out-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(scratch().join(format!("out-{name}")))
 }
 
 /// `tests/c/threadleak.c`, optimised, with debug info.
@@ -93,14 +87,7 @@ fn threadleak() -> &'static Path {
 
 /// A command with none of the test runner's HEAPPROF_* or LD_PRELOAD.
 fn clean(prog: impl AsRef<OsStr>) -> Command {
-    let mut c = Command::new(prog);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy();
-        if k.starts_with("HEAPPROF_") || k == "LD_PRELOAD" {
-            c.env_remove(&*k);
-        }
-    }
-    c
+    common::clean_command(prog)
 }
 
 fn preloaded(prog: impl AsRef<OsStr>, out: &Path) -> Command {

@@ -6,12 +6,29 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 
-/// A fresh empty directory for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("heapprof-test-{}-{name}", std::process::id()));
+/// `d`, emptied (removed and made again); returned for chaining.
+pub fn fresh_dir(d: PathBuf) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A command for `prog` with none of the test runner's `HEAPPROF_*`,
+/// `LD_PRELOAD` or `PYTHONMALLOC`, so each test sets exactly what it tests.
+pub fn clean_command(prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(prog);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("HEAPPROF_") || k == "LD_PRELOAD" || k == "PYTHONMALLOC" {
+            c.env_remove(&*k);
+        }
+    }
+    c
+}
+
+/// A fresh empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    fresh_dir(std::env::temp_dir().join(format!("heapprof-test-{}-{name}", std::process::id())))
 }
 
 /// Installs the tools tests run against, if missing (never skips).
