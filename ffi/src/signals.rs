@@ -774,6 +774,32 @@ unsafe fn spawn_attr(attr: *const libc::posix_spawnattr_t) -> Option<libc::posix
     }
 }
 
+/// `posix_spawn` or `posix_spawnp` (`real`, null if absent) with the
+/// child's mask made what the program would have given it ([`spawn_attr`]).
+///
+/// # Safety
+/// As C's `posix_spawn`; `real` is null or a function of [`SpawnFn`]'s type.
+unsafe fn spawn(
+    real: *mut c_void,
+    pid: *mut libc::pid_t,
+    path: *const c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    if real.is_null() {
+        return libc::ENOSYS;
+    }
+    // SAFETY: the caller's contract.
+    let a = unsafe { spawn_attr(attr) };
+    let attr = a.as_ref().map_or(attr, |a| a as *const _);
+    // SAFETY: `real` has this signature (contract); the caller's arguments.
+    unsafe {
+        core::mem::transmute::<*mut c_void, SpawnFn>(real)(pid, path, actions, attr, argv, envp)
+    }
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn posix_spawn(
     pid: *mut libc::pid_t,
@@ -783,15 +809,8 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    // SAFETY: the caller's contract.
-    let a = unsafe { spawn_attr(attr) };
-    let attr = a.as_ref().map_or(attr, |a| a as *const _);
-    let p = POSIX_SPAWN.get();
-    if p.is_null() {
-        return libc::ENOSYS;
-    }
-    // SAFETY: `posix_spawn` has this signature; the caller's arguments.
-    unsafe { core::mem::transmute::<*mut c_void, SpawnFn>(p)(pid, path, actions, attr, argv, envp) }
+    // SAFETY: the caller's contract; the slot holds `posix_spawn` or null.
+    unsafe { spawn(POSIX_SPAWN.get(), pid, path, actions, attr, argv, envp) }
 }
 
 #[no_mangle]
@@ -803,15 +822,8 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    // SAFETY: the caller's contract.
-    let a = unsafe { spawn_attr(attr) };
-    let attr = a.as_ref().map_or(attr, |a| a as *const _);
-    let p = POSIX_SPAWNP.get();
-    if p.is_null() {
-        return libc::ENOSYS;
-    }
-    // SAFETY: `posix_spawnp` has this signature; the caller's arguments.
-    unsafe { core::mem::transmute::<*mut c_void, SpawnFn>(p)(pid, file, actions, attr, argv, envp) }
+    // SAFETY: the caller's contract; the slot holds `posix_spawnp` or null.
+    unsafe { spawn(POSIX_SPAWNP.get(), pid, file, actions, attr, argv, envp) }
 }
 
 type SpawnFn = unsafe extern "C" fn(
