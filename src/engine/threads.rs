@@ -16,13 +16,26 @@
 //! The new thread runs [`trampoline`], which stores its kernel thread id in
 //! the slot (its name is read from `/proc/self/task/TID/comm` when a profile
 //! is written, so names set later with `pthread_setname_np` or `prctl` are
-//! seen) and sets a pthread key to the slot, then calls the program's start
-//! routine. The key's destructor forgets the thread. glibc runs key
-//! destructors on every way a thread ends — its start routine returns,
-//! `pthread_exit`, cancellation — after the thread's cleanup handlers and
-//! TLS destructors, for joinable and detached threads alike, so nothing
-//! else needs interposing. A thread is counted from just before the real
-//! `pthread_create` to its key destructor.
+//! seen) and its `pthread_self` (for `fork`, below), then runs the
+//! program's start routine inside a pthread cancellation cleanup handler
+//! (`pthread_cleanup_push`, in `thread_start.c`: its `sigsetjmp` returns
+//! twice, which Rust cannot write). The handler forgets the thread, on
+//! every way the thread ends, for joinable and detached threads alike:
+//! - the start routine returns: the handler is popped and run;
+//! - `pthread_exit` or cancellation: both unwind the thread's stack with
+//!   glibc's forced unwinder, which jumps back into the handler's frame as
+//!   it passes it (after the handlers the program pushed itself, inner C++
+//!   destructors included), then unwinds on to glibc's thread start.
+//! So neither `pthread_exit` nor `pthread_cancel` needs interposing, and the
+//! thread's exit sets no pthread key (glibc's key-destructor pass at exit,
+//! which is about half as costly as creating the thread, is skipped for
+//! threads that never set one). A thread is counted from just before the
+//! real `pthread_create` to the moment its start routine is left; its TLS
+//! destructors, key destructors and stack release come after.
+//!
+//! Limits: a start routine that leaves by `longjmp` to a buffer set outside
+//! it (undefined behaviour in C) is not seen leaving; unwinding needs
+//! `libgcc_s`, which glibc itself needs for `pthread_exit`.
 //!
 //! # Memory and concurrency
 //! Slots live in memory heapprof maps itself, in tiers that double in size
@@ -71,6 +84,9 @@ struct Slot {
     next_free: AtomicU32,
     /// Kernel thread id, set by the thread when it starts (0 before).
     tid: AtomicU32,
+    /// The thread's `pthread_self`, set with `tid` (0 before): the one
+    /// identity that survives `fork` in the child.
+    thread: AtomicUsize,
     nframes: AtomicU32,
     created_mono_ns: AtomicU64,
     stack_bytes: AtomicU64,
@@ -100,7 +116,6 @@ const OFF: u8 = 0;
 const STARTING: u8 = 1;
 const ON: u8 = 2;
 static ENABLED: AtomicU8 = AtomicU8::new(OFF);
-static KEY: AtomicU64 = AtomicU64::new(u64::MAX);
 /// glibc's default stack size for threads created without attributes.
 static DEFAULT_STACK: AtomicU64 = AtomicU64::new(8 << 20);
 
@@ -202,8 +217,7 @@ fn release(s: &Slot) {
     }
 }
 
-/// Turns tracking on: the exit key, the fork handler, the default stack
-/// size. Idempotent; returns whether tracking is on. A thread arriving while
+/// Turns tracking on: the fork handler, the default stack size. Idempotent; returns whether tracking is on. A thread arriving while
 /// another is still here gets false (its thread goes untracked) rather than
 /// waiting. Safe from a hook (allocations it makes go to the real allocator
 /// in both ways in: libc's `pthread_atfork` and `dlsym` reach a Rust
@@ -213,13 +227,6 @@ pub fn enable() -> bool {
         Ok(_) => {}
         Err(s) => return s == ON,
     }
-    let mut key: libc::pthread_key_t = 0;
-    // SAFETY: `key` is a valid out-pointer; the destructor is an extern "C" fn.
-    if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } != 0 {
-        ENABLED.store(OFF, Ordering::Release);
-        return false;
-    }
-    KEY.store(u64::from(key), Ordering::Relaxed);
     if let Some(n) = default_stack_size() {
         DEFAULT_STACK.store(n, Ordering::Relaxed);
     }
@@ -301,6 +308,7 @@ pub unsafe fn register(
     s.state.store((g + 1) << 2 | WRITING, Ordering::Relaxed);
     fence(Ordering::Release);
     s.tid.store(0, Ordering::Relaxed);
+    s.thread.store(0, Ordering::Relaxed);
     s.nframes.store(n as u32, Ordering::Relaxed);
     for (d, &f) in s.frames.iter().zip(&frames[..n]) {
         d.store(f, Ordering::Relaxed);
@@ -324,10 +332,23 @@ pub unsafe fn abandon(record: *mut c_void) {
     release(unsafe { &*record.cast::<Slot>() });
 }
 
+extern "C-unwind" {
+    /// `thread_start.c`: runs `start(arg)` and returns its result, calling
+    /// `end(record)` however the thread leaves it (return, `pthread_exit`,
+    /// cancellation).
+    fn heapprof_thread_run(
+        start: StartRoutine,
+        arg: *mut c_void,
+        end: extern "C" fn(*mut c_void),
+        record: *mut c_void,
+    ) -> *mut c_void;
+}
+
 /// The start routine heapprof passes to the real `pthread_create`: notes
-/// the thread's id, arms the exit key, and runs the program's routine with
-/// its argument. Holds nothing that needs dropping across that call, so
-/// the forced unwinding of cancellation and `pthread_exit` may pass.
+/// the thread's identity and runs the program's routine with its argument
+/// under the cleanup handler that forgets the thread. Holds nothing that
+/// needs dropping across that call, so the forced unwinding of
+/// cancellation and `pthread_exit` may pass.
 ///
 /// # Safety
 /// `record` came from [`register`] and is passed to exactly one thread.
@@ -337,42 +358,39 @@ pub unsafe extern "C-unwind" fn trampoline(record: *mut c_void) -> *mut c_void {
     let s = unsafe { &*record.cast::<Slot>() };
     let start = s.start.load(Ordering::Relaxed);
     let arg = s.arg.load(Ordering::Relaxed) as *mut c_void;
-    // SAFETY: gettid has no preconditions.
+    // SAFETY: gettid and pthread_self have no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
     s.tid.store(tid, Ordering::Relaxed);
-    let key = KEY.load(Ordering::Relaxed);
-    // SAFETY: the key exists (tracking is on, or there would be no record);
-    // setspecific stores one pointer (glibc allocates only for keys past
-    // its first 32, through the real allocator).
-    unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, record) };
+    // SAFETY: as above.
+    s.thread
+        .store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
     // SAFETY: `start` is the program's start routine, of this type; it may
     // unwind (cancellation), which "C-unwind" permits.
     let f: StartRoutine = unsafe { core::mem::transmute::<usize, StartRoutine>(start) };
-    // SAFETY: calling the program's start routine as pthread_create would.
-    unsafe { f(arg) }
+    // SAFETY: calling the program's start routine as pthread_create would;
+    // `thread_end` gets this record once.
+    unsafe { heapprof_thread_run(f, arg, thread_end, record) }
 }
 
-/// The exit key's destructor: the thread is ending (returned, exited or
-/// cancelled).
-extern "C" fn thread_exit(record: *mut c_void) {
-    if !record.is_null() {
-        // SAFETY: the key only ever holds slot records set by the trampoline.
-        release(unsafe { &*record.cast::<Slot>() });
-    }
+/// The cleanup handler: the thread is leaving its start routine (returned,
+/// exited or cancelled).
+extern "C" fn thread_end(record: *mut c_void) {
+    // SAFETY: the trampoline passes its own slot record, exactly once.
+    release(unsafe { &*record.cast::<Slot>() });
 }
 
 /// In a forked child only the forking thread exists: forget the others.
 extern "C" fn fork_child() {
-    let key = KEY.load(Ordering::Relaxed);
-    // SAFETY: getspecific on our key only reads.
-    let mine = unsafe { libc::pthread_getspecific(key as libc::pthread_key_t) } as usize;
+    // SAFETY: pthread_self has no preconditions; it is the forking thread's
+    // identity in the parent too.
+    let mine = unsafe { libc::pthread_self() } as usize;
     // Single-threaded here: rebuild the free list from scratch.
     FREE_HEAD.store(0, Ordering::Relaxed);
     let fresh = (FRESH.load(Ordering::Relaxed) as usize).min(slots_capacity());
     for i in (0..fresh).rev() {
         let Some(s) = slot(i) else { continue };
         let st = s.state.load(Ordering::Relaxed);
-        let is_mine = s as *const Slot as usize == mine;
+        let is_mine = s.thread.load(Ordering::Relaxed) == mine;
         if is_mine && st & PHASE == LIVE {
             continue;
         }
