@@ -21,9 +21,12 @@
 //! way in calls [`crate::engine::record_alloc_from`] directly from its hook
 //! function (never inlined into its caller), passing the address of a local
 //! in the hook's frame:
-//! - with libunwind the call structure is fixed: `capture` ←
-//!   `record_alloc_from` ← hook ← caller, so the first three return
-//!   addresses are dropped, after checking the first is `capture`'s own;
+//! - with libunwind the call structure is fixed: `capture_below` ←
+//!   `record_alloc_from` ← hook ← caller ([`capture`]), so the first three
+//!   return addresses are dropped, after checking the first is
+//!   `capture_below`'s own; the `pthread_create` hooks, which have the
+//!   engine's part inlined, use [`capture_in_hook`] (`capture_below` ← hook
+//!   ← caller: two dropped, one frame fewer to unwind for every thread);
 //! - with libgcc each frame comes with the stack pointer it had at its call
 //!   (the callee's CFA), which lies below the frame's locals: the hook and
 //!   everything it called report values at or below the marker, the hook's
@@ -42,14 +45,29 @@ pub const MAX_FRAMES: usize = 128;
 /// Writes up to `out.len()` return addresses, innermost first; returns how
 /// many. With a nonzero `hook_marker` (the address of a local in the hook's
 /// frame) the hook's frame and everything it called are left out; if the
-/// marker is never passed (no CFA information) nothing is left out.
-#[inline(never)]
+/// marker is never passed (no CFA information) nothing is left out. The
+/// hook calls an engine function (never inlined) that calls this.
+#[inline(always)]
 pub fn capture(out: &mut [u64], hook_marker: usize) -> usize {
+    capture_below(out, hook_marker, OWN_FRAMES)
+}
+
+/// As [`capture`], called from the hook's own frame (with everything in
+/// between inlined into it): one frame fewer to unwind.
+#[inline(always)]
+pub fn capture_in_hook(out: &mut [u64], hook_marker: usize) -> usize {
+    capture_below(out, hook_marker, OWN_FRAMES - 1)
+}
+
+/// `own_frames`: frames from this one up to and including the hook.
+#[inline(never)]
+fn capture_below(out: &mut [u64], hook_marker: usize, own_frames: usize) -> usize {
     let fast = UNW_BACKTRACE.load(Ordering::Acquire);
     if !fast.is_null() {
         // SAFETY: UNW_BACKTRACE only ever holds libunwind's unw_backtrace.
         let f: UnwBacktrace = unsafe { core::mem::transmute::<*mut (), UnwBacktrace>(fast) };
-        if let Some(n) = capture_libunwind(f, out, hook_marker != 0) {
+        let skip = if hook_marker != 0 { own_frames } else { 1 };
+        if let Some(n) = capture_libunwind(f, out, skip) {
             return n;
         }
     }
@@ -63,16 +81,19 @@ pub fn capture(out: &mut [u64], hook_marker: usize) -> usize {
 
 type UnwBacktrace = unsafe extern "C" fn(*mut *mut c_void, c_int) -> c_int;
 static UNW_BACKTRACE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
-/// The return address inside [`capture`] after its call to `unw_backtrace`.
+/// The return address inside [`capture_below`] after its call to
+/// `unw_backtrace`.
 static CAPTURE_RET: AtomicU64 = AtomicU64::new(0);
-/// Captures libunwind gave that did not start in `capture` (expected: 0).
+/// Captures libunwind gave that did not start in `capture_below` (expected: 0).
 static FAST_REFUSED: AtomicU64 = AtomicU64::new(0);
-/// Frames from `capture` up to and including the hook.
+/// Frames from `capture_below` up to and including the hook, through
+/// [`capture`]: it, `record_alloc_from`, the hook.
 const OWN_FRAMES: usize = 3;
 
-/// Inlined into [`capture`], so the first frame reported is `capture`'s.
+/// Inlined into [`capture_below`], so the first frame reported is its own;
+/// drops the first `skip`.
 #[inline(always)]
-fn capture_libunwind(f: UnwBacktrace, out: &mut [u64], skip_own: bool) -> Option<usize> {
+fn capture_libunwind(f: UnwBacktrace, out: &mut [u64], skip: usize) -> Option<usize> {
     let len = out.len().min(c_int::MAX as usize) as c_int;
     // SAFETY: `out` has room for `len` pointer-sized entries.
     let n = unsafe { f(out.as_mut_ptr().cast(), len) }.max(0) as usize;
@@ -87,7 +108,7 @@ fn capture_libunwind(f: UnwBacktrace, out: &mut [u64], skip_own: bool) -> Option
         FAST_REFUSED.fetch_add(1, Ordering::Relaxed);
         return None;
     }
-    let skip = if skip_own { OWN_FRAMES.min(n) } else { 1 };
+    let skip = skip.min(n);
     out.copy_within(skip..n, 0);
     let mut kept = n - skip;
     // A null return address marks the outermost frame (thread start).
@@ -179,10 +200,22 @@ mod tests {
         std::hint::black_box(capture(out, marker))
     }
 
+    /// A hook with the engine's part inlined, as the `pthread_create` hooks.
     #[inline(never)]
-    fn caller_of_hook() -> Vec<u64> {
+    fn direct_hook(out: &mut [u64]) -> usize {
+        let marker = 0u8;
+        let marker = std::hint::black_box(&marker) as *const u8 as usize;
+        std::hint::black_box(capture_in_hook(out, marker))
+    }
+
+    #[inline(never)]
+    fn caller_of_hook(direct: bool) -> Vec<u64> {
         let mut out = [0u64; 64];
-        let n = hook(&mut out);
+        let n = if direct {
+            direct_hook(&mut out)
+        } else {
+            hook(&mut out)
+        };
         out[..n].to_vec()
     }
 
@@ -199,8 +232,13 @@ mod tests {
     }
 
     fn check_trimming() {
+        check_trimming_of(false);
+        check_trimming_of(true);
+    }
+
+    fn check_trimming_of(direct: bool) {
         let refused = FAST_REFUSED.load(Ordering::Relaxed);
-        let frames = caller_of_hook();
+        let frames = caller_of_hook(direct);
         let mut sym = crate::symbolize::Symbolizer::default();
         let first: Vec<String> = sym
             .frames(frames[0])
@@ -222,7 +260,7 @@ mod tests {
             .collect();
         assert!(
             !all.iter()
-                .any(|n| n.ends_with("::hook") || n.ends_with("::deeper")),
+                .any(|n| n.ends_with("::hook") || n.ends_with("::direct_hook") || n.ends_with("::deeper")),
             "{all:?}"
         );
         assert!(

@@ -268,8 +268,9 @@ pub type StartRoutine = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
 
 /// Records a thread about to be created with `attr` (may be null) to run
 /// `start(arg)`, capturing the calling stack. `hook_marker` is the address
-/// of a local in the way in's `pthread_create` frame, which must call this
-/// directly (see `engine::stack`). Returns the record to pass to the real
+/// of a local in the way in's `pthread_create` frame, into which this is
+/// always inlined, so the hook's is the only frame of heapprof's above the
+/// capture (see `engine::stack`). Returns the record to pass to the real
 /// `pthread_create` as the argument of [`trampoline`], or null when the
 /// thread is not tracked (tracking off, the caller is heapprof itself, or no
 /// memory for the registry): then call the real function with the
@@ -277,7 +278,7 @@ pub type StartRoutine = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
 ///
 /// # Safety
 /// `attr` is null or an initialised attribute object.
-#[inline(never)]
+#[inline(always)]
 pub unsafe fn register(
     st: &ThreadState,
     attr: *const libc::pthread_attr_t,
@@ -290,7 +291,7 @@ pub unsafe fn register(
     }
     let _busy = st.enter();
     let mut frames = [0u64; MAX_THREAD_FRAMES];
-    let n = crate::stack::capture(&mut frames, hook_marker);
+    let n = crate::stack::capture_in_hook(&mut frames, hook_marker);
     let Some(index) = pop() else {
         UNTRACKED.fetch_add(1, Ordering::Relaxed);
         return core::ptr::null_mut();
