@@ -37,6 +37,7 @@
 //! ([`crate::symbolize::is_allocator_frame`]).
 
 use core::ffi::{c_int, c_void};
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 /// Frames kept per sample. Deeper stacks keep their innermost frames.
@@ -49,19 +50,23 @@ pub const MAX_FRAMES: usize = 128;
 /// hook calls an engine function (never inlined) that calls this.
 #[inline(always)]
 pub fn capture(out: &mut [u64], hook_marker: usize) -> usize {
+    // SAFETY: same layout; capture_below only ever writes initialised values.
+    let out = unsafe { &mut *(out as *mut [u64] as *mut [MaybeUninit<u64>]) };
     capture_below(out, hook_marker, OWN_FRAMES)
 }
 
 /// As [`capture`], called from the hook's own frame (with everything in
-/// between inlined into it): one frame fewer to unwind.
+/// between inlined into it): one frame fewer to unwind. `out` need not be
+/// initialised (no zeroing on the way in); the first frames returned are.
 #[inline(always)]
-pub fn capture_in_hook(out: &mut [u64], hook_marker: usize) -> usize {
+pub fn capture_in_hook(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usize {
     capture_below(out, hook_marker, OWN_FRAMES - 1)
 }
 
-/// `own_frames`: frames from this one up to and including the hook.
+/// `own_frames`: frames from this one up to and including the hook. The
+/// first frames returned of `out` are initialised.
 #[inline(never)]
-fn capture_below(out: &mut [u64], hook_marker: usize, own_frames: usize) -> usize {
+fn capture_below(out: &mut [MaybeUninit<u64>], hook_marker: usize, own_frames: usize) -> usize {
     let fast = UNW_BACKTRACE.load(Ordering::Acquire);
     if !fast.is_null() {
         // SAFETY: UNW_BACKTRACE only ever holds libunwind's unw_backtrace.
@@ -93,17 +98,23 @@ const OWN_FRAMES: usize = 3;
 /// Inlined into [`capture_below`], so the first frame reported is its own;
 /// drops the first `skip`.
 #[inline(always)]
-fn capture_libunwind(f: UnwBacktrace, out: &mut [u64], skip: usize) -> Option<usize> {
+fn capture_libunwind(
+    f: UnwBacktrace,
+    out: &mut [MaybeUninit<u64>],
+    skip: usize,
+) -> Option<usize> {
     let len = out.len().min(c_int::MAX as usize) as c_int;
     // SAFETY: `out` has room for `len` pointer-sized entries.
     let n = unsafe { f(out.as_mut_ptr().cast(), len) }.max(0) as usize;
     if n == 0 {
         return None;
     }
+    // SAFETY: unw_backtrace wrote the first n entries.
+    let first = unsafe { out[0].assume_init() };
     let own = CAPTURE_RET.load(Ordering::Relaxed);
     if own == 0 {
-        CAPTURE_RET.store(out[0], Ordering::Relaxed);
-    } else if own != out[0] {
+        CAPTURE_RET.store(first, Ordering::Relaxed);
+    } else if own != first {
         // Not the structure we expect: use the other unwinder.
         FAST_REFUSED.fetch_add(1, Ordering::Relaxed);
         return None;
@@ -112,7 +123,11 @@ fn capture_libunwind(f: UnwBacktrace, out: &mut [u64], skip: usize) -> Option<us
     out.copy_within(skip..n, 0);
     let mut kept = n - skip;
     // A null return address marks the outermost frame (thread start).
-    if let Some(end) = out[..kept].iter().position(|&ip| ip == 0) {
+    // SAFETY: the first `kept` entries are initialised (moved from skip..n).
+    if let Some(end) = out[..kept]
+        .iter()
+        .position(|ip| unsafe { ip.assume_init() } == 0)
+    {
         kept = end;
     }
     Some(kept)
@@ -151,7 +166,7 @@ pub fn fast_unwinder_loaded() -> bool {
     !UNW_BACKTRACE.load(Ordering::Acquire).is_null()
 }
 
-fn capture_libgcc(out: &mut [u64], hook_marker: usize) -> usize {
+fn capture_libgcc(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usize {
     let mut n = 0;
     let mut past_hook = hook_marker == 0;
     // SAFETY: the unsynchronized tracer is safe to call concurrently with
@@ -169,7 +184,7 @@ fn capture_libgcc(out: &mut [u64], hook_marker: usize) -> usize {
                     return true;
                 }
             }
-            out[n] = ip;
+            out[n].write(ip);
             n += 1;
             true
         });

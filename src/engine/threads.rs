@@ -63,6 +63,7 @@
 //! page) with `mmap`, so it never shows in a heap profile.
 
 use core::ffi::{c_int, c_void};
+use core::mem::MaybeUninit;
 use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::os;
@@ -82,6 +83,8 @@ struct Slot {
     state: AtomicU64,
     /// Next free slot (index + 1; 0: none) while on the free list.
     next_free: AtomicU32,
+    /// This slot's own index, stored when it is taken (for `release`).
+    index: AtomicU32,
     /// Kernel thread id, set by the thread when it starts (0 before).
     tid: AtomicU32,
     /// The thread's `pthread_self`, set with `tid` (0 before): the one
@@ -196,28 +199,15 @@ fn push(index: u32, s: &Slot) {
     }
 }
 
-fn index_of(s: &Slot) -> Option<u32> {
-    let addr = s as *const Slot as usize;
-    for (k, t) in TIERS.iter().enumerate() {
-        let base = t.load(Ordering::Acquire) as usize;
-        if base != 0 && addr >= base && addr < base + tier_bytes(k) {
-            let off = (addr - base) / core::mem::size_of::<Slot>();
-            return Some((FIRST_TIER_SLOTS * ((1 << k) - 1) + off) as u32);
-        }
-    }
-    None
-}
-
 /// Sets the slot FREE (next generation) and puts it on the free list.
 fn release(s: &Slot) {
     let g = s.state.load(Ordering::Relaxed) >> 2;
     s.state.store((g + 1) << 2 | FREE, Ordering::Release);
-    if let Some(i) = index_of(s) {
-        push(i, s);
-    }
+    push(s.index.load(Ordering::Relaxed), s);
 }
 
-/// Turns tracking on: the fork handler, the default stack size. Idempotent; returns whether tracking is on. A thread arriving while
+/// Turns tracking on: the fork handler, the default stack size.
+/// Idempotent; returns whether tracking is on. A thread arriving while
 /// another is still here gets false (its thread goes untracked) rather than
 /// waiting. Safe from a hook (allocations it makes go to the real allocator
 /// in both ways in: libc's `pthread_atfork` and `dlsym` reach a Rust
@@ -290,7 +280,7 @@ pub unsafe fn register(
         return core::ptr::null_mut();
     }
     let _busy = st.enter();
-    let mut frames = [0u64; MAX_THREAD_FRAMES];
+    let mut frames = [MaybeUninit::<u64>::uninit(); MAX_THREAD_FRAMES];
     let n = crate::stack::capture_in_hook(&mut frames, hook_marker);
     let Some(index) = pop() else {
         UNTRACKED.fetch_add(1, Ordering::Relaxed);
@@ -308,11 +298,13 @@ pub unsafe fn register(
     let g = s.state.load(Ordering::Relaxed) >> 2;
     s.state.store((g + 1) << 2 | WRITING, Ordering::Relaxed);
     fence(Ordering::Release);
+    s.index.store(index, Ordering::Relaxed);
     s.tid.store(0, Ordering::Relaxed);
     s.thread.store(0, Ordering::Relaxed);
     s.nframes.store(n as u32, Ordering::Relaxed);
-    for (d, &f) in s.frames.iter().zip(&frames[..n]) {
-        d.store(f, Ordering::Relaxed);
+    for (d, f) in s.frames.iter().zip(&frames[..n]) {
+        // SAFETY: capture_in_hook initialised the first n.
+        d.store(unsafe { f.assume_init() }, Ordering::Relaxed);
     }
     s.created_mono_ns
         .store(os::monotonic_ns(), Ordering::Relaxed);
