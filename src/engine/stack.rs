@@ -25,8 +25,9 @@
 //!   `record_alloc_from` ← hook ← caller ([`capture`]), so the first three
 //!   return addresses are dropped, after checking the first is
 //!   `capture_below`'s own; the `pthread_create` hooks, which have the
-//!   engine's part inlined, use [`capture_in_hook`] (`capture_below` ← hook
-//!   ← caller: two dropped, one frame fewer to unwind for every thread);
+//!   engine's part inlined, call libunwind from their own frame
+//!   ([`capture_in_hook`]: hook ← caller, one dropped, two frames fewer to
+//!   unwind for every thread);
 //! - with libgcc each frame comes with the stack pointer it had at its call
 //!   (the callee's CFA), which lies below the frame's locals: the hook and
 //!   everything it called report values at or below the marker, the hook's
@@ -55,11 +56,23 @@ pub fn capture(out: &mut [u64], hook_marker: usize) -> usize {
     capture_below(out, hook_marker, OWN_FRAMES)
 }
 
-/// As [`capture`], called from the hook's own frame (with everything in
-/// between inlined into it): one frame fewer to unwind. `out` need not be
-/// initialised (no zeroing on the way in); the first frames returned are.
+/// As [`capture`], inlined into the hook's own frame (call it only from
+/// code inlined there): libunwind is called from the hook itself, so its
+/// first frame is the hook's and there are two frames fewer to unwind.
+/// `out` need not be initialised (no zeroing on the way in); the first
+/// frames returned are.
 #[inline(always)]
 pub fn capture_in_hook(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usize {
+    let fast = UNW_BACKTRACE.load(Ordering::Acquire);
+    if !fast.is_null() && hook_marker != 0 {
+        // SAFETY: UNW_BACKTRACE only ever holds libunwind's unw_backtrace.
+        let f: UnwBacktrace = unsafe { core::mem::transmute::<*mut (), UnwBacktrace>(fast) };
+        let n = unwind_fast(f, out);
+        if n != 0 {
+            return keep_after(out, n, 1);
+        }
+    }
+    // libgcc (libunwind not loaded yet): the marker finds the hook's frame.
     capture_below(out, hook_marker, OWN_FRAMES - 1)
 }
 
@@ -103,9 +116,7 @@ fn capture_libunwind(
     out: &mut [MaybeUninit<u64>],
     skip: usize,
 ) -> Option<usize> {
-    let len = out.len().min(c_int::MAX as usize) as c_int;
-    // SAFETY: `out` has room for `len` pointer-sized entries.
-    let n = unsafe { f(out.as_mut_ptr().cast(), len) }.max(0) as usize;
+    let n = unwind_fast(f, out);
     if n == 0 {
         return None;
     }
@@ -119,6 +130,22 @@ fn capture_libunwind(
         FAST_REFUSED.fetch_add(1, Ordering::Relaxed);
         return None;
     }
+    Some(keep_after(out, n, skip))
+}
+
+/// Frames from `unw_backtrace` into `out`: how many it wrote, the first
+/// being the caller's.
+#[inline(always)]
+fn unwind_fast(f: UnwBacktrace, out: &mut [MaybeUninit<u64>]) -> usize {
+    let len = out.len().min(c_int::MAX as usize) as c_int;
+    // SAFETY: `out` has room for `len` pointer-sized entries.
+    unsafe { f(out.as_mut_ptr().cast(), len) }.max(0) as usize
+}
+
+/// Drops the first `skip` of the `n` frames written to `out`, and anything
+/// past a null return address; returns how many are left.
+#[inline(always)]
+fn keep_after(out: &mut [MaybeUninit<u64>], n: usize, skip: usize) -> usize {
     let skip = skip.min(n);
     out.copy_within(skip..n, 0);
     let mut kept = n - skip;
@@ -130,7 +157,7 @@ fn capture_libunwind(
     {
         kept = end;
     }
-    Some(kept)
+    kept
 }
 
 /// Loads libunwind, if the system has it, for cheaper captures. Call from
@@ -217,7 +244,7 @@ mod tests {
 
     /// A hook with the engine's part inlined, as the `pthread_create` hooks.
     #[inline(never)]
-    fn direct_hook(out: &mut [u64]) -> usize {
+    fn direct_hook(out: &mut [MaybeUninit<u64>]) -> usize {
         let marker = 0u8;
         let marker = std::hint::black_box(&marker) as *const u8 as usize;
         std::hint::black_box(capture_in_hook(out, marker))
@@ -225,13 +252,16 @@ mod tests {
 
     #[inline(never)]
     fn caller_of_hook(direct: bool) -> Vec<u64> {
-        let mut out = [0u64; 64];
-        let n = if direct {
-            direct_hook(&mut out)
+        if direct {
+            let mut out = [MaybeUninit::uninit(); 64];
+            let n = direct_hook(&mut out);
+            // SAFETY: the first n are initialised.
+            out[..n].iter().map(|f| unsafe { f.assume_init() }).collect()
         } else {
-            hook(&mut out)
-        };
-        out[..n].to_vec()
+            let mut out = [0u64; 64];
+            let n = hook(&mut out);
+            out[..n].to_vec()
+        }
     }
 
     #[test]

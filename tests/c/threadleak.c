@@ -10,6 +10,15 @@
  *       churn_exit         EXITS threads ending in pthread_exit, joined
  *       churn_cancelled    CANCELS threads blocked, cancelled, joined
  *       churn_detached     DETACHED_EXITS detached threads that return
+ *       churn_exit_nested  NESTED_EXITS threads ending in pthread_exit two
+ *                          calls deep, under a cleanup handler of their own
+ *                          (checked to run), joined
+ *       churn_detached_exit  DETACHED_PTHREAD_EXITS detached threads ending
+ *                          in pthread_exit
+ *       churn_cancel_async ASYNC_CANCELS threads spinning with asynchronous
+ *                          cancellation, cancelled, joined
+ *       churn_detached_cancelled  DETACHED_CANCELS detached threads blocked,
+ *                          then cancelled
  *     A second "ready" line follows once the LEAKED joinable ones are
  *     cancelled and joined (the test dumps at each); then it waits for
  *     another line or end of input and exits.
@@ -28,6 +37,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +51,10 @@
 #define EXITS 50
 #define CANCELS 30
 #define DETACHED_EXITS 40
+#define NESTED_EXITS 20
+#define DETACHED_PTHREAD_EXITS 20
+#define ASYNC_CANCELS 10
+#define DETACHED_CANCELS 10
 
 static void *block_forever(void *arg) {
   if (arg) pthread_setname_np(pthread_self(), (const char *)arg);
@@ -53,6 +67,36 @@ static void *quick(void *arg) { return arg; }
 static void *exits(void *arg) {
   pthread_exit(arg);
   return NULL;
+}
+
+static atomic_int cleanups_run;
+
+static void count_cleanup(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&cleanups_run, 1);
+}
+
+NOINLINE static void exit_deepest(void) { pthread_exit(NULL); }
+
+NOINLINE static void exit_deeper(void) {
+  exit_deepest();
+  __asm__ volatile("" ::: "memory"); /* not a tail call */
+}
+
+static void *exits_nested(void *arg) {
+  pthread_cleanup_push(count_cleanup, arg);
+  exit_deeper();
+  pthread_cleanup_pop(0);
+  return NULL;
+}
+
+static atomic_int spinning;
+
+static void *spin_async(void *arg) {
+  pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, NULL);
+  atomic_store(&spinning, 1);
+  for (;;) __asm__ volatile("" ::: "memory"); /* no cancellation point */
+  return arg;
 }
 
 static void check(int rc, const char *what) {
@@ -109,6 +153,41 @@ NOINLINE void churn_detached(void) {
   pthread_attr_destroy(&a);
 }
 
+NOINLINE void churn_exit_nested(void) {
+  pthread_t t;
+  check(pthread_create(&t, NULL, exits_nested, NULL), "pthread_create");
+  pthread_join(t, NULL);
+}
+
+static pthread_t detached(void *(*fn)(void *)) {
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_t t;
+  check(pthread_create(&t, &a, fn, NULL), "pthread_create");
+  pthread_attr_destroy(&a);
+  return t;
+}
+
+NOINLINE void churn_detached_exit(void) { detached(exits); }
+
+NOINLINE void churn_cancel_async(void) {
+  pthread_t t;
+  atomic_store(&spinning, 0);
+  check(pthread_create(&t, NULL, spin_async, NULL), "pthread_create");
+  while (!atomic_load(&spinning)) usleep(100);
+  pthread_cancel(t);
+  void *res;
+  pthread_join(t, &res);
+  if (res != PTHREAD_CANCELED) {
+    fprintf(stderr, "not cancelled\n");
+    exit(1);
+  }
+}
+
+/* Returns the thread, which stays valid until it is cancelled. */
+NOINLINE pthread_t churn_detached_cancelled(void) { return detached(block_forever); }
+
 /* Threads of this process the kernel still has. */
 static int tasks(void) {
   DIR *d = opendir("/proc/self/task");
@@ -133,8 +212,16 @@ static int exact(void) {
   for (int i = 0; i < EXITS; i++) churn_exit();
   for (int i = 0; i < CANCELS; i++) churn_cancelled();
   for (int i = 0; i < DETACHED_EXITS; i++) churn_detached();
-  /* Detached threads that returned are gone once the kernel says so (their
-   * key destructors ran before). */
+  for (int i = 0; i < NESTED_EXITS; i++) churn_exit_nested();
+  for (int i = 0; i < DETACHED_PTHREAD_EXITS; i++) churn_detached_exit();
+  for (int i = 0; i < ASYNC_CANCELS; i++) churn_cancel_async();
+  for (int i = 0; i < DETACHED_CANCELS; i++) pthread_cancel(churn_detached_cancelled());
+  if (atomic_load(&cleanups_run) != NESTED_EXITS) {
+    fprintf(stderr, "%d cleanup handlers ran, not %d\n", atomic_load(&cleanups_run), NESTED_EXITS);
+    exit(1);
+  }
+  /* Detached threads that ended are gone once the kernel says so (heapprof
+   * forgot them before, as they left their start routines). */
   while (tasks() != base + LEAKED + DETACHED) usleep(1000);
   pthread_attr_t dflt;
   size_t stack = 0;
