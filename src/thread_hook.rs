@@ -34,6 +34,13 @@
 //! - A statically linked executable has no `RTLD_NEXT` to forward to; the
 //!   hook then fails thread creation with `EAGAIN`, so the feature is for
 //!   dynamically linked programs (the Rust default on Linux).
+//! - A thread is forgotten when it leaves its start routine: by returning
+//!   (all `std::thread` threads: std catches panics), `pthread_exit` or
+//!   cancellation, through the engine's cleanup handler (see
+//!   [`crate::engine::threads`]). The last two are a forced unwind, which
+//!   Rust leaves undefined through frames with destructors (std's thread
+//!   start has some): they are for threads C code starts, which are
+//!   counted right on either way in.
 //! - Under the LD_PRELOAD library the executable's definition still comes
 //!   first; it forwards to the library's, so both engines count the thread.
 //! - The symbol is weak so that it never clashes with a strong definition

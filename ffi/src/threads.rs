@@ -8,9 +8,10 @@
 //! the first call if another library's constructor creates a thread before
 //! ours runs (those early threads are not tracked: the registry starts with
 //! the constructor). The new thread starts in the engine's trampoline, which
-//! arms a pthread key whose destructor forgets the thread however it ends —
-//! return, `pthread_exit`, cancellation — so neither `pthread_exit` nor
-//! `pthread_cancel` needs a hook.
+//! runs the program's start routine under a pthread cleanup handler that
+//! forgets the thread however it ends — return, `pthread_exit`,
+//! cancellation — so neither `pthread_exit` nor `pthread_cancel` needs a
+//! hook (see `heapprof::engine::threads`).
 //!
 //! Not seen: threads glibc starts for itself without going through the
 //! symbol (the helper of `timer_create` with `SIGEV_THREAD`, POSIX AIO's
@@ -18,6 +19,9 @@
 //!
 //! Like the malloc hooks: no lock, nothing allocated through the hooks (the
 //! thread is busy while the engine captures the stack), nothing printed.
+//! The engine's registration is inlined into the hook, which calls the
+//! unwinder from its own frame: the creating stack starts at the program's
+//! call with the fewest frames unwound.
 //! The real `pthread_create` runs outside the busy state, so the memory it
 //! allocates for the new thread (its TLS) is profiled as before.
 
