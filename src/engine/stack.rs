@@ -111,11 +111,7 @@ const OWN_FRAMES: usize = 3;
 /// Inlined into [`capture_below`], so the first frame reported is its own;
 /// drops the first `skip`.
 #[inline(always)]
-fn capture_libunwind(
-    f: UnwBacktrace,
-    out: &mut [MaybeUninit<u64>],
-    skip: usize,
-) -> Option<usize> {
+fn capture_libunwind(f: UnwBacktrace, out: &mut [MaybeUninit<u64>], skip: usize) -> Option<usize> {
     let n = unwind_fast(f, out);
     if n == 0 {
         return None;
@@ -256,7 +252,10 @@ mod tests {
             let mut out = [MaybeUninit::uninit(); 64];
             let n = direct_hook(&mut out);
             // SAFETY: the first n are initialised.
-            out[..n].iter().map(|f| unsafe { f.assume_init() }).collect()
+            out[..n]
+                .iter()
+                .map(|f| unsafe { f.assume_init() })
+                .collect()
         } else {
             let mut out = [0u64; 64];
             let n = hook(&mut out);
@@ -304,8 +303,9 @@ mod tests {
             })
             .collect();
         assert!(
-            !all.iter()
-                .any(|n| n.ends_with("::hook") || n.ends_with("::direct_hook") || n.ends_with("::deeper")),
+            !all.iter().any(|n| n.ends_with("::hook")
+                || n.ends_with("::direct_hook")
+                || n.ends_with("::deeper")),
             "{all:?}"
         );
         assert!(

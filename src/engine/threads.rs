@@ -26,6 +26,7 @@
 //!   glibc's forced unwinder, which jumps back into the handler's frame as
 //!   it passes it (after the handlers the program pushed itself, inner C++
 //!   destructors included), then unwinds on to glibc's thread start.
+//!
 //! So neither `pthread_exit` nor `pthread_cancel` needs interposing, and the
 //! thread's exit sets no pthread key (glibc's key-destructor pass at exit,
 //! which is about half as costly as creating the thread, is skipped for
