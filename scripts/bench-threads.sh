@@ -12,16 +12,17 @@
 #   BASE_LIB=/tmp/old/libheapprof_preload.so bash scripts/bench-threads.sh
 #
 # With BASE_LIB (another build of the library, e.g. main's), its runs are
-# made and reported beside this build's, in the same run.
+# made and reported beside this build's ("base"), in the same run.
 #
 # Reports total instructions (Ir) of each run and the difference, and, from
-# a second pair of runs creating no storm threads (N=0), the library's fixed
-# start-up cost apart from the per-thread cost. Callgrind counts user-space
-# instructions only, while creating and joining a thread is mostly kernel
-# work (clone, mmap, futex): so the script also times a bigger storm
-# natively (CPU_N per thread, default 10000), bare and under the library in
-# alternation, ROUNDS rounds (default 5), and reports median wall, user and
-# system seconds.
+# a second set of runs creating no storm threads (N=0), the library's fixed
+# start-up cost apart from the per-thread cost. Every run's output must
+# match the bare one's. Callgrind counts user-space instructions only, while
+# creating and joining a thread is mostly kernel work (clone, mmap, futex):
+# so the script also times a bigger storm natively (CPU_N per thread,
+# default 10000), bare and under the library (and BASE_LIB) in alternation,
+# ROUNDS rounds (default 5), and reports median wall, user and system
+# seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
