@@ -361,7 +361,10 @@ fn leaks_through_every_family_member_are_exact_at_rate_1() {
     );
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, "family: 13 objects kept, 0 failures\n");
-    assert_family_exact(&only_profile(&dir, None));
+    let p = only_profile(&dir, None);
+    assert_family_exact(&p);
+    // The constructor loaded libunwind before the program's first malloc.
+    common::assert_libunwind_from_the_first_sample(&p);
 }
 
 #[test]

@@ -137,6 +137,26 @@ fn exit_dump_alone() {
 }
 
 #[test]
+fn the_first_samples_use_libunwind() {
+    // At rate 1 the program's first allocations in `main` are samples,
+    // long before the dumper thread could have loaded libunwind.
+    let dir = common::temp_dir("unwinder");
+    let (child, pid) = spawn(
+        &dir,
+        &[("HEAPPROF_RATE", "1"), ("HEAPPROF_AT_EXIT", "1")],
+        &["--seconds", "0.2"],
+    );
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
+    let dumps = common::dumps(&dir);
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    assert_eq!(dumps[0].0, pid);
+    let p = common::read_profile(&dumps[0].2);
+    assert!(common::leaf_totals(&p, "leak_steadily")[0] > 0);
+    common::assert_libunwind_from_the_first_sample(&p);
+}
+
+#[test]
 fn bad_configuration_is_one_line_each_and_the_program_runs_on() {
     let dir = common::temp_dir("bad-config");
     let mut cmd = Command::new(common::example("workload"));
