@@ -521,7 +521,7 @@ fn a_forked_and_execd_child_is_inert_unless_children_are_asked_for() {
     assert_eq!((out.code, bare.code), (0, 0), "{out:?}");
     assert_eq!(
         out.stdout,
-        "hello from exec, LD_PRELOAD set\nexec child exited 0\n"
+        "hello from exec, LD_PRELOAD set, libunwind not loaded\nexec child exited 0\n"
     );
     assert_eq!(
         out.stderr.matches("HEAPPROF_CHILDREN=1").count(),
@@ -544,7 +544,7 @@ fn a_forked_and_execd_child_is_inert_unless_children_are_asked_for() {
     );
     assert_eq!(
         out.stdout,
-        "hello from exec, LD_PRELOAD set\nexec child exited 0\n"
+        "hello from exec, LD_PRELOAD set, libunwind not loaded\nexec child exited 0\n"
     );
     assert_eq!(profiles(&dir).len(), 1, "{:?}", profiles(&dir));
 
@@ -561,7 +561,7 @@ fn a_forked_and_execd_child_is_inert_unless_children_are_asked_for() {
     assert_eq!(out.stderr, "");
     assert_eq!(
         out.stdout,
-        "hello from exec, LD_PRELOAD set\nexec child exited 0\n"
+        "hello from exec, LD_PRELOAD set, libunwind loaded\nexec child exited 0\n"
     );
     let all = profiles(&dir);
     assert_eq!(all.len(), 2, "{all:?}");

@@ -19,7 +19,10 @@
 //! last, with `Release`; [`contains`] reads LEN first with `Acquire`), so
 //! before that nothing is in range; a sample's address reaches a freeing
 //! thread only after the reservation, through the program's own
-//! synchronisation. The range never changes once published.
+//! synchronisation. The range never changes once published. The ways in
+//! test a copy of the two words kept in their own statics
+//! ([`RangeMirror`]: the `Profiler`, the preload library), which code in
+//! another crate reads directly instead of through the GOT.
 //!
 //! # Layout of the range
 //! | part | what | committed |
