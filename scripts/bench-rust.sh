@@ -13,9 +13,15 @@
 #   PAIR_SIZE=N to time alloc + free pairs of N bytes on every thread instead
 #   of the churn (the interleaved counterpart of `pair_2t` in benches/alloc.rs,
 #   whose separately timed variants drift on a shared or virtual machine).
-# Needs only cargo, awk and sort. Machine noise: on a shared or virtual
-# machine expect a few percent between runs; compare the ratios, not the
-# absolute times, and rerun when the min-max spread is wide.
+#   CALLGRIND=1 counts instructions instead (valgrind, --fair-sched=yes so
+#   the dumper thread runs as it would natively): each mode once, one
+#   thread, OPS=3000000 unless set; prints each mode's total, its ratio to
+#   `system` and its extra instructions per operation (one free + one
+#   alloc). `off` is the floor: the hot paths alone.
+# Needs only cargo, awk and sort (and valgrind for CALLGRIND=1). Machine
+# noise: on a shared or virtual machine expect a few percent between runs;
+# compare the ratios, not the absolute times, and rerun when the min-max
+# spread is wide. Instruction counts barely move (about 0.1 %).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +37,30 @@ bin=target/release/examples/bench_churn
 modes=(system profiler off)
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
+
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  ops=${OPS:-3000000}
+  echo "bench-rust: instructions (callgrind, --fair-sched=yes), churn slots=$slots threads=1 ops=$ops rate=$rate"
+  declare -A ir
+  for m in "${modes[@]}"; do
+    out="$results.$m"
+    # A fixed seed: the same samples in every run (the dumper thread's
+    # share still varies with scheduling, by about 0.1 %).
+    HEAPPROF_AT_EXIT=0 HEAPPROF_SEED=1 valgrind --fair-sched=yes --tool=callgrind --callgrind-out-file="$out" \
+      "$bin" --mode "$m" --threads 1 --ops "$ops" --slots "$slots" --rate "$rate" >/dev/null 2>&1
+    ir[$m]=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p' "$out")
+    rm -f "$out"
+    [ -n "${ir[$m]}" ] || { echo "bench-rust: callgrind gave no total for $m" >&2; exit 1; }
+  done
+  printf '%-9s %15s %10s %16s\n' mode instructions ratio "extra per op"
+  for m in "${modes[@]}"; do
+    printf '%-9s %15s %10.4f %16.2f\n' "$m" "${ir[$m]}" \
+      "$(awk -v a="${ir[$m]}" -v b="${ir[system]}" 'BEGIN { print a / b }')" \
+      "$(awk -v a="${ir[$m]}" -v b="${ir[system]}" -v n="$ops" 'BEGIN { print (a - b) / n }')"
+  done
+  echo "  (system per op: $(awk -v b="${ir[system]}" -v n="$ops" 'BEGIN { printf "%.1f", b / n }') instructions, the whole loop: rng, free, malloc)"
+  exit 0
+fi
 
 workload="churn (slots=$slots)"
 [ "$pair_size" -eq 0 ] || workload="alloc+free pairs of $pair_size bytes"

@@ -361,7 +361,10 @@ fn leaks_through_every_family_member_are_exact_at_rate_1() {
     );
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, "family: 13 objects kept, 0 failures\n");
-    assert_family_exact(&only_profile(&dir, None));
+    let p = only_profile(&dir, None);
+    assert_family_exact(&p);
+    // The constructor loaded libunwind before the program's first malloc.
+    common::assert_libunwind_from_the_first_sample(&p);
 }
 
 #[test]
@@ -518,7 +521,7 @@ fn a_forked_and_execd_child_is_inert_unless_children_are_asked_for() {
     assert_eq!((out.code, bare.code), (0, 0), "{out:?}");
     assert_eq!(
         out.stdout,
-        "hello from exec, LD_PRELOAD set\nexec child exited 0\n"
+        "hello from exec, LD_PRELOAD set, libunwind not loaded\nexec child exited 0\n"
     );
     assert_eq!(
         out.stderr.matches("HEAPPROF_CHILDREN=1").count(),
@@ -541,7 +544,7 @@ fn a_forked_and_execd_child_is_inert_unless_children_are_asked_for() {
     );
     assert_eq!(
         out.stdout,
-        "hello from exec, LD_PRELOAD set\nexec child exited 0\n"
+        "hello from exec, LD_PRELOAD set, libunwind not loaded\nexec child exited 0\n"
     );
     assert_eq!(profiles(&dir).len(), 1, "{:?}", profiles(&dir));
 
@@ -558,7 +561,7 @@ fn a_forked_and_execd_child_is_inert_unless_children_are_asked_for() {
     assert_eq!(out.stderr, "");
     assert_eq!(
         out.stdout,
-        "hello from exec, LD_PRELOAD set\nexec child exited 0\n"
+        "hello from exec, LD_PRELOAD set, libunwind loaded\nexec child exited 0\n"
     );
     let all = profiles(&dir);
     assert_eq!(all.len(), 2, "{all:?}");

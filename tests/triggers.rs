@@ -124,16 +124,25 @@ fn interval_dumps_and_exit_dump() {
 }
 
 #[test]
-fn exit_dump_alone() {
+fn exit_dump_alone_with_every_sample_by_libunwind() {
     let dir = common::temp_dir("exit");
-    let (child, pid) = spawn(&dir, &[("HEAPPROF_AT_EXIT", "1")], &["--seconds", "0.5"]);
-    let (code, _) = finish(child);
-    assert_eq!(code, 0);
+    // At rate 1 the program's first allocations in `main` are samples,
+    // long before the dumper thread could have loaded libunwind.
+    let (child, pid) = spawn(
+        &dir,
+        &[("HEAPPROF_AT_EXIT", "1"), ("HEAPPROF_RATE", "1")],
+        &["--seconds", "0.5"],
+    );
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 0, "{stderr}");
     let dumps = common::dumps(&dir);
     assert_eq!(
         dumps.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
         [(pid, 0)]
     );
+    let p = common::read_profile(&dumps[0].2);
+    assert!(common::leaf_totals(&p, "leak_steadily")[0] > 0);
+    common::assert_libunwind_from_the_first_sample(&p);
 }
 
 #[test]

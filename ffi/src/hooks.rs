@@ -46,6 +46,7 @@ use core::ptr::null_mut;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use heapprof::engine;
+use heapprof::engine::sample_heap::RangeMirror;
 use heapprof::os::PAGE;
 use heapprof::thread_state::ThreadState;
 
@@ -58,34 +59,24 @@ pub static EARLY_MALLOCS: AtomicUsize = AtomicUsize::new(0);
 pub const MIN_ALIGN: usize = 16;
 
 /// heapprof's own range (the sample heap, which begins with the bootstrap
-/// arena), mirrored from the engine into this crate's statics, which the
-/// hot paths read directly (the engine's, in another crate, are reached
-/// through the GOT: two more loads on every `free`). Published, length
-/// last, before any pointer in the range is handed out: by the bootstrap
-/// arena before its first block, and by the constructor before the
-/// library is ready (only then does anything sample). 0/0: nothing.
-static RANGE_BASE: AtomicUsize = AtomicUsize::new(0);
-static RANGE_LEN: AtomicUsize = AtomicUsize::new(0);
+/// arena), mirrored into this crate's static, which the hot paths read
+/// directly (see [`RangeMirror`]). Published before any pointer in the
+/// range is handed out: by the bootstrap arena before its first block, and
+/// by the constructor before the library is ready (only then does anything
+/// sample).
+static RANGE: RangeMirror = RangeMirror::new();
 
-/// Copies the engine's range into [`RANGE_BASE`]/[`RANGE_LEN`] (reserving
-/// it if need be). False only while another thread is reserving it.
+/// Copies the engine's range into [`RANGE`] (reserving it if need be).
+/// False only while another thread is reserving it.
 pub fn publish_range() -> bool {
-    match engine::sample_heap::range() {
-        Some((base, len)) => {
-            RANGE_BASE.store(base, Ordering::Relaxed);
-            RANGE_LEN.store(len, Ordering::Release);
-            true
-        }
-        None => false,
-    }
+    RANGE.publish()
 }
 
 /// Whether `p` is heapprof's own memory (a sample or a bootstrap block):
 /// the same test as `heapprof::engine::owns`, on the mirrored range.
 #[inline(always)]
 fn owned(p: *const c_void) -> bool {
-    let len = RANGE_LEN.load(Ordering::Acquire);
-    (p as usize).wrapping_sub(RANGE_BASE.load(Ordering::Relaxed)) < len
+    RANGE.contains(p.cast())
 }
 
 /// Slow paths only: whether this allocation of `size` bytes is sampled.

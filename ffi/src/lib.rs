@@ -199,6 +199,9 @@ extern "C" fn start() {
     // while the program starts up, and a program may have its own getenv
     // over data it is still building (bash does).
     let _ = heapprof::triggers::out_prefix();
+    // Before the engine starts, so no sample ever takes libgcc's unwinder
+    // (and nothing dlopen allocates is sampled: not ready yet).
+    heapprof::startup::load_unwinder();
     heapprof::startup::start();
     // Live threads by creation stack: the pthread_create hook ([`threads`]).
     threads::start();

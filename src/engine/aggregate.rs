@@ -91,7 +91,8 @@ impl Aggregate {
                 };
                 let counts = self.buckets.entry(key).or_default();
                 counts.allocs += 1;
-                if !self.freed_early.remove(&id) {
+                // Early frees are rare: skip hashing the id when there are none.
+                if self.freed_early.is_empty() || !self.freed_early.remove(&id) {
                     counts.live += 1;
                     self.live.insert(id, LiveSample { key, time_ns, tag });
                 }

@@ -19,7 +19,10 @@
 //! last, with `Release`; [`contains`] reads LEN first with `Acquire`), so
 //! before that nothing is in range; a sample's address reaches a freeing
 //! thread only after the reservation, through the program's own
-//! synchronisation. The range never changes once published.
+//! synchronisation. The range never changes once published. The ways in
+//! test a copy of the two words kept in their own statics
+//! ([`RangeMirror`]: the `Profiler`, the preload library), which code in
+//! another crate reads directly instead of through the GOT.
 //!
 //! # Layout of the range
 //! | part | what | committed |
@@ -191,6 +194,69 @@ static FALLBACK: Fallback = Fallback(core::cell::UnsafeCell::new([0; PREFIX_BYTE
 pub fn contains(p: *const u8) -> bool {
     let len = LEN.load(Ordering::Acquire);
     (p as usize).wrapping_sub(BASE.load(Ordering::Relaxed)) < len
+}
+
+/// A copy of the address test's two words in a way in's own static.
+///
+/// The statics behind [`contains`] belong to this crate, so code inlined
+/// into another crate (a `#[global_allocator]` in the program, the preload
+/// library) reaches them through the GOT: two more loads on every free.
+/// A mirror living in that crate's own static (a field of its
+/// `Profiler`, a static of the preload library) is read directly, so
+/// the test is `mov, sub, cmp, jb`.
+///
+/// Both words are 0 (nothing in range) until [`RangeMirror::publish`];
+/// a way in publishes before it hands out any pointer of the range, length
+/// last, so a thread that got such a pointer through the program's own
+/// synchronisation sees both words.
+pub struct RangeMirror {
+    base: AtomicUsize,
+    len: AtomicUsize,
+}
+
+impl RangeMirror {
+    /// Nothing in range.
+    pub const fn new() -> RangeMirror {
+        RangeMirror {
+            base: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// [`contains`], on the mirrored words. Relaxed loads suffice: a
+    /// pointer of the range reaches the caller through synchronisation that
+    /// follows its publication (relaxed loads also let the compiler fold
+    /// them into the subtract and the compare).
+    #[inline(always)]
+    pub fn contains(&self, p: *const u8) -> bool {
+        let base = self.base.load(Ordering::Relaxed);
+        (p as usize).wrapping_sub(base) < self.len.load(Ordering::Relaxed)
+    }
+
+    /// Whether the range has been copied here.
+    #[inline]
+    pub fn published(&self) -> bool {
+        self.len.load(Ordering::Acquire) != 0
+    }
+
+    /// Copies the range here (reserving it if need be). False only while
+    /// another thread is reserving it.
+    pub fn publish(&self) -> bool {
+        match range() {
+            Some((base, len)) => {
+                self.base.store(base, Ordering::Relaxed);
+                self.len.store(len, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Default for RangeMirror {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The whole range (start, length), reserving it if need be; None only

@@ -11,6 +11,9 @@ pub type StackId = u32;
 pub struct StackTable {
     ids: HashMap<Box<[u64]>, StackId>,
     stacks: Vec<Box<[u64]>>,
+    /// The stack interned last: a loop sampled many times in a row repeats
+    /// it, and comparing a few words is cheaper than hashing them.
+    last: Option<StackId>,
 }
 
 impl StackTable {
@@ -30,7 +33,11 @@ impl StackTable {
     /// [`intern`](Self::intern) without aborting when memory runs out:
     /// `None` if a new stack cannot be stored.
     pub fn try_intern(&mut self, frames: &[u64]) -> Option<StackId> {
+        if let Some(id) = self.last.filter(|&id| self.get(id) == frames) {
+            return Some(id);
+        }
         if let Some(&id) = self.ids.get(frames) {
+            self.last = Some(id);
             return Some(id);
         }
         self.ids.try_reserve(1).ok()?;
@@ -39,6 +46,7 @@ impl StackTable {
         let id = self.stacks.len() as StackId;
         self.stacks.push(a);
         self.ids.insert(b, id);
+        self.last = Some(id);
         Some(id)
     }
 
@@ -61,4 +69,25 @@ fn try_boxed(frames: &[u64]) -> Option<Box<[u64]>> {
     v.extend_from_slice(frames);
     // Exact capacity: boxing does not reallocate.
     (v.capacity() == v.len()).then(|| v.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_and_alternating_stacks_keep_their_ids() {
+        let mut t = StackTable::default();
+        let a = t.try_intern(&[1, 2, 3]).unwrap();
+        assert_eq!(t.try_intern(&[1, 2, 3]), Some(a));
+        let b = t.try_intern(&[1, 2]).unwrap();
+        let c = t.try_intern(&[1, 2, 3, 4]).unwrap();
+        assert_eq!((a, b, c), (0, 1, 2));
+        assert_eq!(t.try_intern(&[1, 2, 3]), Some(a));
+        assert_eq!(t.try_intern(&[1, 2]), Some(b));
+        assert_eq!(t.intern(&[1, 2, 3, 4]), c);
+        assert_eq!(t.try_intern(&[]), Some(3));
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.get(b), [1, 2]);
+    }
 }

@@ -73,6 +73,24 @@ impl ThreadState {
         }
     }
 
+    /// [`skip`](Self::skip) in three instructions (`sub size, countdown;
+    /// jbe slow`, the countdown subtracted in memory): the countdown is
+    /// decremented even when it does not outlast `size`, and then the slow
+    /// path must call [`unconsume`](Self::unconsume) with the same `size`
+    /// before anything else reads it.
+    #[inline(always)]
+    pub fn consume(&self, size: usize) -> bool {
+        let (c, borrow) = self.countdown.get().overflowing_sub(size);
+        self.countdown.set(c);
+        !borrow && c != 0
+    }
+
+    /// Undoes a [`consume`](Self::consume) of `size` that returned false.
+    #[inline(always)]
+    pub fn unconsume(&self, size: usize) {
+        self.countdown.set(self.countdown.get().wrapping_add(size));
+    }
+
     /// Whether heapprof's own work is running on this thread.
     pub fn is_busy(&self) -> bool {
         self.busy.get() != 0

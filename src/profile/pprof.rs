@@ -111,7 +111,7 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
     b.p.duration_nanos = snap.duration_ns as i64;
     b.p.default_sample_type = b.s.get("inuse_space");
     let comment = b.s.get(&format!(
-        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} unwinder={}",
+        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} unwinder={} libgcc_captures={}",
         env!("CARGO_PKG_VERSION"),
         snap.rate,
         crate::buffer::dropped_records() + crate::engine::pressure::dropped_records(),
@@ -120,7 +120,8 @@ pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) ->
             "libunwind"
         } else {
             "libgcc"
-        }
+        },
+        crate::stack::libgcc_captures()
     ));
     b.p.comment.push(comment);
     b.add_mappings(symbolized);

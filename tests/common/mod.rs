@@ -73,6 +73,17 @@ pub fn read_profile(path: &Path) -> heapprof::proto::Profile {
     heapprof::decode_profile(&bytes).unwrap_or_else(|e| panic!("decode {}: {e}", path.display()))
 }
 
+/// Asserts that every sample of `p`'s process was captured by libunwind:
+/// loaded by a constructor before the first sample, not later by the
+/// dumper thread (libgcc's unwinder costs ~18 times as much per sample).
+pub fn assert_libunwind_from_the_first_sample(p: &heapprof::proto::Profile) {
+    let comment = &p.string_table[p.comment[0] as usize];
+    assert!(
+        comment.contains("unwinder=libunwind libgcc_captures=0"),
+        "{comment}"
+    );
+}
+
 /// Sums the four values of every stack whose leaf function contains `f`.
 pub fn leaf_totals(p: &heapprof::proto::Profile, f: &str) -> [u64; 4] {
     let mut t = [0; 4];
