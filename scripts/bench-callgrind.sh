@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What heapprof costs real programs, in instructions (valgrind's callgrind:
-# exact and stable run to run, unlike wall time on a shared machine), and in
-# peak memory, side by side in one run:
+# exact and stable run to run, unlike wall time on a shared machine; threads
+# scheduled fairly, as natively), and in peak memory, side by side in one run:
 #
 #   python3   PYTHONMALLOC=malloc workload.py (JSON, dicts, regexes; 30k records)
 #   sqlite3   20k indexed inserts and aggregates, in memory
@@ -51,8 +51,11 @@ PYTHON=python3
 CC1=$(cc -print-prog-name=cc1)
 
 # Instructions executed by "$@" (callgrind's total Ir), environment as given.
+# --fair-sched=yes: valgrind otherwise starves heapprof's dumper thread,
+# which loads the fast unwinder, so every sample would take the slow libgcc
+# unwinder, unlike a native run.
 instr() {
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$@" \
+  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.out" "$@" \
     >"$work/out" 2>"$work/vg.err" || { cat "$work/vg.err" >&2; exit 1; }
   sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/vg.err"
 }
