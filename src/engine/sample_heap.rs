@@ -658,6 +658,58 @@ pub fn usable_size(p: *const u8) -> usize {
     }
 }
 
+/// Grows the live object at `p` in place to at least `size` usable bytes
+/// when it is a large object whose run ends at the large region's bump
+/// pointer: the run then takes the pages after it, up to the next class's
+/// page count (a grown run is in every way a run of that class). True if
+/// the object now holds `size` bytes; false when it cannot grow (a small
+/// slot, a run with another after it, the region or the limit full), and
+/// the caller moves it.
+pub fn grow_in_place(p: *const u8, size: usize) -> bool {
+    let Place::Large { q } = place(p) else {
+        return false;
+    };
+    let info = large_words(q)[1].load(Ordering::Relaxed);
+    let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
+    let Some(need) = size
+        .checked_next_multiple_of(PAGE)
+        .map(|b| b / PAGE + (q - run))
+    else {
+        return false;
+    };
+    let have = large_pages(c);
+    if need <= have {
+        return true;
+    }
+    let grown = large_class(need);
+    if grown >= LARGE_CLASSES {
+        return false;
+    }
+    let (end, extra) = (run + have, large_pages(grown) - have);
+    if end + extra > LARGE_PAGES.load(Ordering::Relaxed)
+        || PAGES_CARVED.load(Ordering::Relaxed) != end
+        || !charge(extra * PAGE)
+    {
+        return false;
+    }
+    if PAGES_CARVED
+        .compare_exchange(end, end + extra, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        // Another run was carved meanwhile.
+        CARVED_BYTES.fetch_sub(extra * PAGE, Ordering::Relaxed);
+        return false;
+    }
+    let meta = LARGE_META.load(Ordering::Relaxed) + end * 16;
+    let data = LARGE_BASE.load(Ordering::Relaxed) + end * PAGE;
+    // Like a carve that fails to commit, the pages taken are then lost.
+    if !commit(meta, extra * 16) || !commit(data, extra * PAGE) {
+        return false;
+    }
+    large_words(q)[1].store(((grown as u64) << 32) | run as u64, Ordering::Relaxed);
+    true
+}
+
 /// Returns the live object at `p` to the heap. Anything else (the prefix,
 /// an object already freed) is ignored.
 pub fn free(p: *mut u8) {
