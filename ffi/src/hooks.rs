@@ -156,10 +156,39 @@ fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
     p.cast()
 }
 
+/// Interposed `malloc`, on x86-64 written out: the steps of the portable
+/// version below in six instructions, two fewer than the compiler's (it
+/// neither reads nor writes the countdown through `%fs`, nor jumps through
+/// the slot in memory): load the block's offset from the GOT, load the
+/// countdown, subtract, branch to the slow path unless it stays above 0,
+/// store it, jump to the real function (a nonzero countdown implies
+/// resolved).
+///
+/// # Safety
+/// As C's `malloc`.
+#[cfg(target_arch = "x86_64")]
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + {state}@GOTTPOFF]",
+        "mov rcx, qword ptr fs:[rax + {countdown}]",
+        "sub rcx, rdi",
+        "jbe {slow}",
+        "mov qword ptr fs:[rax + {countdown}], rcx",
+        "jmp qword ptr [rip + {real}]",
+        state = sym tls::heapprof_state,
+        countdown = const heapprof::thread_state::COUNTDOWN_OFFSET,
+        slow = sym malloc_slow,
+        real = sym real::MALLOC,
+    )
+}
+
 /// Interposed `malloc`.
 ///
 /// # Safety
 /// As C's `malloc`.
+#[cfg(not(target_arch = "x86_64"))]
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     if let Some(st) = tls::fast_state() {
@@ -199,10 +228,36 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
     unsafe { real::malloc(size) }
 }
 
+/// Interposed `free`, on x86-64 written out: [`owned`] and the jump to the
+/// real function in six instructions, two fewer than the compiler's (it
+/// neither subtracts nor jumps from memory). The range's length is loaded
+/// first, as `owned` does with `Acquire` (x86 keeps loads in order).
+///
+/// # Safety
+/// As C's `free`.
+#[cfg(target_arch = "x86_64")]
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    core::arch::naked_asm!(
+        "mov rcx, qword ptr [rip + {len}]",
+        "mov rax, rdi",
+        "sub rax, qword ptr [rip + {base}]",
+        "cmp rax, rcx",
+        "jb {slow}",
+        "jmp qword ptr [rip + {real}]",
+        len = sym RANGE_LEN,
+        base = sym RANGE_BASE,
+        slow = sym free_slow,
+        real = sym real::FREE,
+    )
+}
+
 /// Interposed `free`.
 ///
 /// # Safety
 /// As C's `free`.
+#[cfg(not(target_arch = "x86_64"))]
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
     if !owned(p) {

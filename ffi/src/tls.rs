@@ -66,9 +66,10 @@ pub fn measure_offset() {
 }
 
 extern "C" {
-    /// The C block itself (x86-64: named in the GOT-relative load below).
+    /// The C block itself (x86-64: named in the GOT-relative loads, below
+    /// and in the hand-written hooks).
     #[cfg(target_arch = "x86_64")]
-    static heapprof_state: u8;
+    pub(crate) static heapprof_state: u8;
 }
 
 /// The calling thread's state, computed inline (x86-64: always; elsewhere
