@@ -53,8 +53,9 @@ fn thread_pointer() -> usize {
 }
 
 /// Measures `OFFSET`, so that [`fast_state`] can compute the block's address
-/// inline (a register read and an add) instead of calling into C. Called
-/// from the library constructor; harmless to call again.
+/// inline (a register read and an add) instead of calling into C (AArch64;
+/// x86-64 reads the offset from the GOT instead and needs no measure).
+/// Called from the library constructor; harmless to call again.
 pub fn measure_offset() {
     if cfg!(not(any(target_arch = "x86_64", target_arch = "aarch64"))) {
         return;
