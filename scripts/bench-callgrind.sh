@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What heapprof costs real programs, in instructions (valgrind's callgrind:
-# exact and stable run to run, unlike wall time on a shared machine), and in
-# peak memory, side by side in one run:
+# exact and stable run to run, unlike wall time on a shared machine; threads
+# scheduled fairly, as natively), and in peak memory, side by side in one run:
 #
 #   python3   PYTHONMALLOC=malloc workload.py (JSON, dicts, regexes; 30k records)
 #   sqlite3   20k indexed inserts and aggregates, in memory
@@ -21,6 +21,12 @@
 #       also measures another build's libheapprof_preload.so and
 #       examples/bench_churn (e.g. before a change), in the same run
 #   ONLY="python sqlite" bash scripts/bench-callgrind.sh   a subset
+#   FLOOR=1 bash scripts/bench-callgrind.sh
+#       also runs each program under a stand-in library whose constructor
+#       only starts a sleeping thread: the cost of glibc's multi-threaded
+#       malloc (arena locks, atomic fast bins), which heapprof's dumper
+#       thread brings and none of heapprof's code; "floor/bare" and
+#       "heapprof/floor" are then printed too
 #
 # Targets (issue #8): python3, sqlite3, perl, cc1 <= +1.0 %; alloc <= +7 %;
 # rust <= +1 %; RSS at the default rate <= bare x 1.01 + 2 MB, at rate 1
@@ -31,6 +37,7 @@ root=$PWD
 command -v valgrind >/dev/null || bash scripts/install-deps.sh
 
 BASE=${BASE:-}
+FLOOR=${FLOOR:-}
 ONLY=${ONLY:-python sqlite perl cc1 alloc rust rss}
 cargo build --release --quiet -p heapprof-preload
 [[ " $ONLY " != *" rust "* ]] || cargo build --release --quiet --example bench_churn
@@ -42,6 +49,18 @@ trap 'rm -rf "$work"' EXIT
 progs=$root/scripts/bench-programs
 cc -O2 -g -pthread -o "$work/alloc_bench" "$progs/alloc_bench.c"
 cc -O2 -g -o "$work/sampleheap" "$root/tests/c/sampleheap.c"
+if [ -n "$FLOOR" ]; then
+  cat >"$work/floor.c" <<'EOF2'
+#include <pthread.h>
+#include <unistd.h>
+static void *sleeper(void *arg) { for (;;) pause(); return arg; }
+__attribute__((constructor)) static void start(void) {
+  pthread_t t;
+  if (pthread_create(&t, 0, sleeper, 0) == 0) pthread_detach(t);
+}
+EOF2
+  cc -O2 -shared -fPIC -pthread -o "$work/floor.so" "$work/floor.c"
+fi
 python3 "$progs/gen_c.py" 150 >"$work/big.c"
 cc -E "$work/big.c" -o "$work/big.i" # cc1 alone knows no include paths
 sed 's/where i < 500000/where i < 20000/' "$progs/inserts.sql" >"$work/inserts.sql"
@@ -51,8 +70,11 @@ PYTHON=python3
 CC1=$(cc -print-prog-name=cc1)
 
 # Instructions executed by "$@" (callgrind's total Ir), environment as given.
+# --fair-sched=yes: valgrind otherwise starves heapprof's dumper thread,
+# which loads the fast unwinder, so every sample would take the slow libgcc
+# unwinder, unlike a native run.
 instr() {
-  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$@" \
+  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.out" "$@" \
     >"$work/out" 2>"$work/vg.err" || { cat "$work/vg.err" >&2; exit 1; }
   sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/vg.err"
 }
@@ -87,6 +109,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f (%+.2f %%)", a / b, (a /
 
 printf '%-8s %16s %16s %22s' program bare heapprof "heapprof/bare"
 [ -n "$BASE" ] && printf ' %16s %22s' base "base/bare"
+[ -n "$FLOOR" ] && printf ' %16s %22s %22s' floor "floor/bare" "heapprof/floor"
 echo
 for name in python sqlite perl cc1 alloc; do
   [[ " $ONLY " == *" $name "* ]] || continue
@@ -96,6 +119,10 @@ for name in python sqlite perl cc1 alloc; do
   if [ -n "$BASE" ]; then
     old=$(prog_instr "$BASE/libheapprof_preload.so" "$name")
     printf ' %16s %22s' "$old" "$(ratio "$old" "$bare")"
+  fi
+  if [ -n "$FLOOR" ]; then
+    floor=$(prog_instr "$work/floor.so" "$name")
+    printf ' %16s %22s %22s' "$floor" "$(ratio "$floor" "$bare")" "$(ratio "$new" "$floor")"
   fi
   echo
 done

@@ -120,16 +120,12 @@ impl<A: GlobalAlloc> Profiler<A> {
             // SAFETY: an unsampled object was allocated with `layout` itself.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };
         }
-        let usable = if old_sampled {
-            engine::sample_usable_size(ptr)
-        } else {
-            0
-        };
         let keep = sample_new || engine::keeps_former_sample(new_size);
-        if old_sampled && keep && usable >= new_size && new_size > usable / 2 {
-            // Fits where it is (and does not strand most of its slot): the
-            // old sample's free, then the new sample if sampled (else it
-            // stays as a former sample, see `engine::sample_heap`).
+        if old_sampled && keep && engine::stays_in_place(ptr, new_size) {
+            // Fits where it is (and does not strand most of its slot), or
+            // grew in place: the old sample's free, then the new sample if
+            // sampled (else it stays as a former sample, see
+            // `engine::sample_heap`).
             if sample_new {
                 engine::record_free(st, ptr);
                 engine::record_alloc_from(st, ptr, new_size, hook_marker(&marker));

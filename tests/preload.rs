@@ -849,6 +849,36 @@ fn realloc_moves_samples_in_and_out_keeping_contents() {
     }
 }
 
+/// `sampleheap grow`'s own account: (calls, bytes asked for, moves of the
+/// lone buffer once 64 KiB or more).
+fn grow_report(stdout: &str) -> (u64, u64, u64) {
+    let w: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(
+        (w[0], w[2], w[4], w[6], w[7]),
+        ("grow:", "calls,", "bytes,", "moves,", "0"),
+        "{stdout}"
+    );
+    let n = |i: usize| w[i].parse::<u64>().unwrap();
+    (n(1), n(3), n(5))
+}
+
+#[test]
+fn growing_buffers_keep_contents_and_a_lone_large_sample_grows_in_place() {
+    // Rate 1: every step a sample (in place, grown at the end of the sample
+    // heap, or moved within it); 8192 and 1 MiB: a mix (samples, former
+    // samples, blocks moved in from the allocator and back out).
+    for rate in ["1", "8192", "1048576"] {
+        let (out, dir) = sample_heap_run("grow", rate, &[]);
+        let (calls, bytes, moves) = grow_report(&out.stdout);
+        let t = through(&only_profile(&dir, None), "do_grow");
+        assert_eq!(t[2..], [0, 0], "rate {rate}: all freed");
+        if rate == "1" {
+            assert_eq!(t[..2], [calls, bytes], "one sample per call, exact");
+            assert_eq!(moves, 0, "the lone buffer grows where it is");
+        }
+    }
+}
+
 #[test]
 fn a_forked_child_frees_its_parents_samples() {
     let (out, dir) = sample_heap_run("fork", "1", &[]);

@@ -120,12 +120,14 @@
 //! can be said there.
 //!
 //! ## Costs
-//! An unsampled allocation costs ten instructions and an indirect jump over
-//! the real function (`malloc`: load the TLS offset, read the thread
-//! pointer, load, compare and store the countdown, load the real function,
-//! jump); freeing an unsampled pointer six (`free`: two loads of the sample
-//! heap's range, a subtract, a compare, a branch, the jump), whatever its
-//! alignment. Sampled objects cost a stack capture each and a few dozen
+//! An unsampled allocation costs six instructions over the real function
+//! on x86-64 (`malloc`: load the TLS block's offset from the GOT, load the
+//! countdown through `%fs`, subtract, branch, store, jump through the real
+//! function's slot); freeing an unsampled pointer six too (`free`: load the
+//! sample heap's range length, subtract its base from the pointer, compare,
+//! branch, jump), whatever its alignment. (`malloc` and `free` are written
+//! out in assembly there; `calloc`, `realloc` and the aligned functions are
+//! the compiler's, two to four instructions more.) Sampled objects cost a stack capture each and a few dozen
 //! instructions of the sample heap. Figures: `scripts/bench-preload.sh`
 //! (wall time), `scripts/bench-callgrind.sh` (instructions, peak RSS). A child the
 //! library is inert in pays the loader's work for the library and the

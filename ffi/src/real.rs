@@ -49,10 +49,10 @@ type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c
 type AlignedFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
 
-static MALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+pub(crate) static MALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 /// Until resolved: a stand-in, so `free(NULL)` on the hot path (the one
 /// call that can reach it that early) is safe.
-static FREE: AtomicPtr<c_void> = AtomicPtr::new(free_unresolved as *mut c_void);
+pub(crate) static FREE: AtomicPtr<c_void> = AtomicPtr::new(free_unresolved as *mut c_void);
 static CALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 static REALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 static POSIX_MEMALIGN: AtomicPtr<c_void> = AtomicPtr::new(null_mut());

@@ -23,7 +23,10 @@
  * library starts (heapprof_preload_state_bytes). */
 #define HEAPPROF_STATE_BYTES 64
 
-static __thread unsigned char heapprof_state[HEAPPROF_STATE_BYTES]
+/* Not static: the Rust hot paths reach it by name on x86-64 (its offset from
+ * the thread pointer, loaded from the GOT: see tls.rs). Hidden: not exported. */
+__attribute__((visibility("hidden"))) __thread unsigned char
+    heapprof_state[HEAPPROF_STATE_BYTES]
     __attribute__((tls_model("initial-exec"), aligned(16)));
 
 /* The calling thread's state block. */

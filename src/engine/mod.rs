@@ -225,6 +225,19 @@ pub fn realloc_room(size: usize) -> usize {
     }
 }
 
+/// Whether a `realloc` of the sample (or former sample) at `ptr` to `size`
+/// bytes keeps it where it is: it fits without stranding most of its slot,
+/// or it is a large one at the end of the sample heap's carved pages, which
+/// grows in place (to [`realloc_room`]) instead of being copied.
+pub fn stays_in_place(ptr: *const u8, size: usize) -> bool {
+    let usable = sample_heap::usable_size(ptr);
+    if usable >= size {
+        size > usable / 2
+    } else {
+        sample_heap::grow_in_place(ptr, realloc_room(size))
+    }
+}
+
 /// [`alloc_sample`] of a sample of `size` bytes with room for `room`
 /// (at least `size`) before a later `realloc` must move it.
 #[inline(always)]

@@ -73,7 +73,12 @@
 //! sizes (every one a sample at rate 1) reuses them without a system call
 //! and page faults, and `calloc` zeroes them. Runs are never split or merged: a run stays in its
 //! class, and the large region (a quarter of the reservation) is what
-//! bounds fragmentation.
+//! bounds fragmentation. One exception, for `realloc`: a live run that ends
+//! at the region's bump pointer grows in place ([`grow_in_place`]), taking
+//! the pages after it up to a bigger class's page count, and is from then
+//! on a run of that class. A buffer grown by repeated reallocs (nearly every
+//! one sampled once it is large) is then neither copied nor moved while
+//! nothing else carves runs after it.
 //!
 //! # Metadata, from the address alone
 //! A small slot's metadata word is found from its span (`offset >> 16`),
@@ -724,6 +729,58 @@ pub fn usable_size(p: *const u8) -> usize {
     }
 }
 
+/// Grows the live object at `p` in place to at least `size` usable bytes
+/// when it is a large object whose run ends at the large region's bump
+/// pointer: the run then takes the pages after it, up to the next class's
+/// page count (a grown run is in every way a run of that class). True if
+/// the object now holds `size` bytes; false when it cannot grow (a small
+/// slot, a run with another after it, the region or the limit full), and
+/// the caller moves it.
+pub fn grow_in_place(p: *const u8, size: usize) -> bool {
+    let Place::Large { q } = place(p) else {
+        return false;
+    };
+    let info = large_words(q)[1].load(Ordering::Relaxed);
+    let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
+    let Some(need) = size
+        .checked_next_multiple_of(PAGE)
+        .map(|b| b / PAGE + (q - run))
+    else {
+        return false;
+    };
+    let have = large_pages(c);
+    if need <= have {
+        return true;
+    }
+    let grown = large_class(need);
+    if grown >= LARGE_CLASSES {
+        return false;
+    }
+    let (end, extra) = (run + have, large_pages(grown) - have);
+    if end + extra > LARGE_PAGES.load(Ordering::Relaxed)
+        || PAGES_CARVED.load(Ordering::Relaxed) != end
+        || !charge(extra * PAGE)
+    {
+        return false;
+    }
+    if PAGES_CARVED
+        .compare_exchange(end, end + extra, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        // Another run was carved meanwhile.
+        CARVED_BYTES.fetch_sub(extra * PAGE, Ordering::Relaxed);
+        return false;
+    }
+    let meta = LARGE_META.load(Ordering::Relaxed) + end * 16;
+    let data = LARGE_BASE.load(Ordering::Relaxed) + end * PAGE;
+    // Like a carve that fails to commit, the pages taken are then lost.
+    if !commit(meta, extra * 16) || !commit(data, extra * PAGE) {
+        return false;
+    }
+    large_words(q)[1].store(((grown as u64) << 32) | run as u64, Ordering::Relaxed);
+    true
+}
+
 /// Returns the live object at `p` to the heap. Anything else (the prefix,
 /// an object already freed) is ignored.
 pub fn free(p: *mut u8) {
@@ -843,6 +900,36 @@ pub(crate) mod tests {
             free(p);
         }
         assert_eq!(carved_bytes(), before, "freed memory is reused");
+    }
+
+    #[test]
+    fn a_large_object_at_the_end_grows_in_place_and_no_other() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        // Sizes of classes no other test uses: each is carved at the end.
+        let (mb3, mb5) = (3 << 20, 5 << 20);
+        let p = alloc(mb3, 16, false);
+        set_id(p, 21);
+        // SAFETY: `mb3` bytes of our own.
+        unsafe { core::slice::from_raw_parts_mut(p, mb3) }.fill(0x5A);
+        assert!(grow_in_place(p, mb3 + PAGE + 1));
+        assert!(usable_size(p) > mb3 + PAGE);
+        // SAFETY: the grown object holds what it held.
+        let held = unsafe { core::slice::from_raw_parts(p, mb3) };
+        assert!(held.iter().all(|&b| b == 0x5A), "contents kept");
+        assert!(grow_in_place(p, 16), "a size that fits");
+        let q = alloc(mb5, 16, false);
+        set_id(q, 22);
+        assert!(!grow_in_place(p, 2 * mb3), "another run follows it");
+        assert!(grow_in_place(q, 2 * mb5));
+        assert!(usable_size(q) >= 2 * mb5);
+        // SAFETY: the whole grown object is writable.
+        unsafe { core::ptr::write_bytes(q, 1, 2 * mb5) };
+        let s = alloc(100, 16, false);
+        set_id(s, 23);
+        assert!(!grow_in_place(s, 200), "a small slot never grows");
+        for x in [p, q, s] {
+            free(x);
+        }
     }
 
     #[test]

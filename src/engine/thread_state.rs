@@ -40,6 +40,10 @@ pub struct ThreadState {
     pub(crate) buffer: Cell<*mut Buffer>,
 }
 
+/// Where the countdown lies in a [`ThreadState`] (the preload library's
+/// hand-written hot paths read it there).
+pub const COUNTDOWN_OFFSET: usize = core::mem::offset_of!(ThreadState, countdown);
+
 /// Size the C side of the preload library reserves for a [`ThreadState`].
 pub const THREAD_STATE_BYTES: usize = 64;
 const _: () = assert!(core::mem::size_of::<ThreadState>() <= THREAD_STATE_BYTES);

@@ -7,6 +7,12 @@
  *                          1 MiB, kept (al_*); calloc of reused memory is zero
  *   sampleheap realloc     20000 reallocs over 64 live blocks of 1 B to 40 KB,
  *                          contents and malloc_usable_size checked each time
+ *   sampleheap grow        do_grow: buffers grown by realloc to 8 MB and
+ *                          shrunk back (one alone, two in turn, one from a
+ *                          64 KiB-aligned block), contents, alignment and
+ *                          malloc_usable_size checked each step; prints the
+ *                          calls and bytes it asked for and how often the
+ *                          lone buffer moved once 64 KiB or more
  *   sampleheap fork        parent_alloc keeps 11 objects; a forked child
  *                          frees them all and keeps 5 of its own (child_alloc)
  *   sampleheap exhaust     fill_up keeps 3000 x 1000 B, frees them, then
@@ -153,6 +159,79 @@ NOINLINE int do_realloc(void) {
   return failures != 0;
 }
 
+static long grow_calls, grow_bytes;
+
+/* realloc(p, n) of slot `slot`'s buffer (old bytes `old`, generation *gen):
+ * checks what must hold, then refills it for the next step. */
+static unsigned char *resize(unsigned char *p, size_t old, size_t n, int slot, unsigned *gen) {
+  unsigned char *q = realloc(p, n);
+  grow_calls++;
+  grow_bytes += (long)n;
+  if (!q) {
+    fail("grow: realloc", old, n);
+    exit(1);
+  }
+  if ((uintptr_t)q % 16) fail("grow: alignment", n, (uintptr_t)q % 16);
+  for (size_t i = 0; i < (n < old ? n : old); i++)
+    if (q[i] != pattern(slot, *gen, i)) {
+      fail("grow: lost contents", old, n);
+      break;
+    }
+  if (malloc_usable_size(q) < n) fail("grow: usable", n, malloc_usable_size(q));
+  ++*gen;
+  for (size_t i = 0; i < n; i++) q[i] = pattern(slot, *gen, i);
+  return q;
+}
+
+/* Returns the lone buffer's moves (its report is printed by main: stdio's
+ * buffer is no allocation of do_grow's). */
+NOINLINE int do_grow(void) {
+  enum { MAX = 8 << 20 };
+  unsigned gen[4] = {0};
+  int moves = 0;
+  /* One buffer alone, 1 B to 8 MB and back. */
+  unsigned char *a = NULL;
+  size_t n = 0;
+  for (size_t m = 1; m <= MAX; m = m * 5 / 4 + 1) {
+    unsigned char *q = resize(a, n, m, 0, &gen[0]);
+    if (n >= 65536 && q != a) moves++;
+    a = q;
+    n = m;
+  }
+  for (size_t m = n * 4 / 5; m > 0; m = m * 4 / 5) {
+    a = resize(a, n, m, 0, &gen[0]);
+    n = m;
+  }
+  free(a);
+  /* Two in turn, to 4 MB. */
+  unsigned char *b = NULL, *c = NULL;
+  size_t nb = 0, nc = 0;
+  for (size_t m = 1; m <= MAX / 2; m = m * 5 / 4 + 1) {
+    b = resize(b, nb, m, 1, &gen[1]);
+    nb = m;
+    c = resize(c, nc, m + 1000, 2, &gen[2]);
+    nc = m + 1000;
+  }
+  free(b);
+  free(c);
+  /* From a 64 KiB-aligned block. */
+  void *d = NULL;
+  size_t nd = 100000;
+  if (posix_memalign(&d, 65536, nd) != 0) {
+    fail("grow: posix_memalign", nd, 0);
+    exit(1);
+  }
+  grow_calls++;
+  grow_bytes += (long)nd;
+  for (size_t i = 0; i < nd; i++) ((unsigned char *)d)[i] = pattern(3, gen[3], i);
+  for (size_t m = nd + 1; m <= MAX / 2; m = m * 5 / 4 + 1) {
+    d = resize(d, nd, m, 3, &gen[3]);
+    nd = m;
+  }
+  free(d);
+  return moves;
+}
+
 NOINLINE void parent_alloc(void) {
   for (int i = 0; i < 10; i++) keep(memset(malloc(100), 'p', 100));
   keep(memset(malloc(100000), 'P', 100000));
@@ -216,8 +295,14 @@ int main(int argc, char **argv) {
     printf("realloc: %d failures\n", failures);
     return bad;
   }
+  if (strcmp(mode, "grow") == 0) {
+    int moves = do_grow();
+    printf("grow: %ld calls, %ld bytes, %d moves, %d failures\n", grow_calls, grow_bytes, moves,
+           failures);
+    return failures != 0;
+  }
   if (strcmp(mode, "fork") == 0) return do_fork();
   if (strcmp(mode, "exhaust") == 0) return do_exhaust();
-  fprintf(stderr, "usage: sampleheap hold N | align | realloc | fork | exhaust\n");
+  fprintf(stderr, "usage: sampleheap hold N | align | realloc | grow | fork | exhaust\n");
   return 2;
 }
