@@ -214,12 +214,17 @@ pub fn contains(p: *const u8) -> bool {
 /// a way in publishes before it hands out any pointer of the range, length
 /// last, so a thread that got such a pointer through the program's own
 /// synchronisation sees both words.
+#[repr(C)]
 pub struct RangeMirror {
     base: AtomicUsize,
     len: AtomicUsize,
 }
 
 impl RangeMirror {
+    /// Byte offsets of the two words, for hot paths written in assembly.
+    pub const BASE_OFFSET: usize = core::mem::offset_of!(RangeMirror, base);
+    pub const LEN_OFFSET: usize = core::mem::offset_of!(RangeMirror, len);
+
     /// Nothing in range.
     pub const fn new() -> RangeMirror {
         RangeMirror {
