@@ -122,6 +122,8 @@ pub struct Symbolizer {
     state: Vec<FileState>,
     policy: Policy,
     inner: Option<blazesym::symbolize::Symbolizer>,
+    /// Whether any file was opened (so freed memory is worth trimming).
+    opened: bool,
     cache: HashMap<u64, Frames>,
     problems: Vec<Problem>,
 }
@@ -142,6 +144,7 @@ impl Symbolizer {
             state,
             policy,
             inner: None,
+            opened: false,
             cache: HashMap::new(),
             problems: Vec::new(),
         }
@@ -163,8 +166,38 @@ impl Symbolizer {
         f
     }
 
+    /// Resolves every return address of `rets` not yet known, one object at
+    /// a time: an object's file is opened, all its addresses resolved, and
+    /// what was parsed of it dropped before the next object is opened, so a
+    /// dump's peak is that of its largest object, not the sum of all.
+    /// [`Symbolizer::frames`] then finds them ready.
+    pub fn prepare(&mut self, rets: impl IntoIterator<Item = u64>) {
+        let mut todo: Vec<(usize, u64)> = rets
+            .into_iter()
+            .filter(|r| !self.cache.contains_key(r))
+            .filter_map(|r| Some((self.mapping_of(r.saturating_sub(1))?, r)))
+            .collect();
+        // Grouped by file (an object may have several executable mappings).
+        todo.sort_unstable_by(|a, b| {
+            (self.maps[a.0].path.as_str(), a.1).cmp(&(self.maps[b.0].path.as_str(), b.1))
+        });
+        todo.dedup_by_key(|t| t.1);
+        for (k, &(i, ret)) in todo.iter().enumerate() {
+            if k > 0 && self.maps[todo[k - 1].0].path != self.maps[i].path {
+                self.inner = None;
+            }
+            let f: Frames = self.resolve(ret.saturating_sub(1)).into();
+            self.cache.insert(ret, f);
+        }
+        self.inner = None;
+    }
+
+    fn mapping_of(&self, pc: u64) -> Option<usize> {
+        self.maps.iter().position(|m| pc >= m.start && pc < m.end)
+    }
+
     fn resolve(&mut self, pc: u64) -> Vec<Frame> {
-        let Some(i) = self.maps.iter().position(|m| pc >= m.start && pc < m.end) else {
+        let Some(i) = self.mapping_of(pc) else {
             return vec![unknown()];
         };
         if !self.usable(i) {
@@ -172,6 +205,7 @@ impl Symbolizer {
         }
         let m = &self.maps[i];
         let offset = pc - m.start + m.offset;
+        self.opened = true;
         let inner = self.inner.get_or_insert_with(|| {
             blazesym::symbolize::Symbolizer::builder()
                 .enable_demangling(false)
@@ -181,7 +215,7 @@ impl Symbolizer {
         let mut elf = source::Elf::new(&m.path);
         elf.debug_syms = match self.policy {
             Policy::Everything => true,
-            Policy::InProcess if is_system_object(&m.path) => false,
+            Policy::InProcess if symbol_table_only(&m.path) => false,
             // The Rust runtime's root frames: names from the symbol table.
             Policy::InProcess => {
                 let mut plain = source::Elf::new(&m.path);
@@ -267,9 +301,15 @@ pub fn file_build_id(path: &Path) -> Option<String> {
     }
 }
 
-/// Objects of the system (libc, the loader, distribution libraries): named
-/// from their symbol tables in-process, their DWARF being large and not the
-/// program's.
+/// Objects named from their symbol tables in-process, their DWARF being
+/// large and not the program's: the system's (libc, the loader,
+/// distribution libraries) and a language interpreter's own library, which
+/// is the runtime of the programs it runs wherever it is installed (a
+/// pyenv `libpython` as much as `/usr/lib`'s).
+fn symbol_table_only(path: &str) -> bool {
+    is_system_object(path) || is_interpreter_library(path)
+}
+
 fn is_system_object(path: &str) -> bool {
     [
         "/lib/",
@@ -280,6 +320,26 @@ fn is_system_object(path: &str) -> bool {
     ]
     .iter()
     .any(|d| path.starts_with(d))
+}
+
+/// The shared library of an interpreter (`libpython3.11.so.1.0`,
+/// `libruby.so.3.2`, …): by file name, wherever installed.
+fn is_interpreter_library(path: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "libpython",
+        "libruby",
+        "libperl",
+        "liblua",
+        "libluajit",
+        "libjvm",
+        "libnode",
+    ];
+    let file = path.rsplit('/').next().unwrap_or(path);
+    NAMES.iter().any(|n| {
+        file.strip_prefix(n).is_some_and(|rest| {
+            rest.starts_with(|c: char| c == '.' || c == '-' || c.is_ascii_digit())
+        })
+    })
 }
 
 /// Whether a mangled symbol is one of the Rust runtime's entry points at
@@ -452,8 +512,13 @@ pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
     }
     let r = f(&mut sym);
     // Free the parsed files before trimming (not at the end of scope).
-    let opened = sym.inner.take().is_some();
-    let Symbolizer { maps, cache, .. } = sym;
+    sym.inner = None;
+    let Symbolizer {
+        maps,
+        cache,
+        opened,
+        ..
+    } = sym;
     *kept = Some((maps, cache));
     drop(kept);
     if opened {
