@@ -8,17 +8,36 @@
 //! An address is looked up in the file it was mapped from: its file offset
 //! (from the mapping) goes to `blazesym`, which reads that file's ELF symbol
 //! tables and, where asked, its DWARF (also from a debug file found by build
-//! ID or debug link under `/usr/lib/debug`). DWARF is what costs memory —
-//! libc's full debug info from `libc6-dbg` alone decompresses to ~10 MB — so
-//! in-process the [`Policy::InProcess`] reads DWARF only for the program's own
-//! objects (anything outside the system library directories: the
-//! executable, a Rust program's statically linked `std`, the program's own
-//! shared libraries), and symbol tables only for system libraries (names of
-//! functions with symbols, no lines). One exception inside a Rust program:
-//! the runtime's root frames (`std::rt::lang_start_internal`, each thread's
-//! `thread_start`), which sit in `std`'s huge precompiled compilation units —
-//! about 60 ms and a few MB of DWARF parsing each — get their symbol-table
-//! name only. The CLI ([`Policy::Everything`]) reads DWARF everywhere.
+//! ID or debug link under `/usr/lib/debug`). DWARF is what costs time and
+//! memory — libc's full debug info from `libc6-dbg` alone decompresses to
+//! ~10 MB, a pyenv `libpython` has 9 MB — so in-process the
+//! [`Policy::InProcess`] reads DWARF only for the program's own objects
+//! (anything outside the system library directories: the executable, a Rust
+//! program's statically linked `std`, the program's own shared libraries),
+//! and symbol tables only (names of functions with symbols, no lines) for
+//! system libraries and for an interpreter's library (`libpython`,
+//! `libruby`, …, wherever installed): under the preload library a Python
+//! program's own code is its Python, the `python3` executable is the
+//! program's binary (DWARF), and `libpython` is the interpreter — the
+//! runtime of every script, like libc — whose `ceval.c` alone takes ~40 ms
+//! and ~12 MB of pages to parse. The CLI ([`Policy::Everything`]) reads
+//! DWARF everywhere, so a raw profile (`HEAPPROF_SYMBOLIZE=0`) symbolized
+//! by `heapprof` gets the interpreter's lines too. One exception inside a
+//! Rust program: the runtime's root frames (`std::rt::lang_start_internal`,
+//! each thread's `thread_start`), which sit in `std`'s huge precompiled
+//! compilation units — about 60 ms and a few MB of DWARF parsing each — get
+//! their symbol-table name only.
+//!
+//! A profile's addresses are resolved object by object
+//! ([`Symbolizer::prepare`]): one object's file is opened, all its addresses
+//! resolved, and what was parsed of it dropped before the next, so the peak
+//! is that of the largest object, not the sum. Within an object only the
+//! compilation units holding an address are parsed; finding them reads the
+//! unit headers and root entries (blazesym is patched for that:
+//! `vendor/blazesym/PATCHES.md`). The file is memory-mapped, and its pages
+//! count in the process's RSS while mapped (the kernel maps 64 KiB around
+//! each page touched): for a Rust binary that scan is most of a dump's
+//! VmHWM peak.
 //!
 //! Nothing parsed outlives a dump: a [`Symbolizer`] is built for one profile
 //! and dropped after it, and [`with`] then hands glibc's freed pages back to
@@ -581,6 +600,35 @@ mod tests {
                     && f.line > 0),
             "{frames:?}"
         );
+    }
+
+    #[test]
+    fn prepared_frames_are_the_lazily_resolved_ones() {
+        let mut ips = [0u64; 16];
+        let n = crate::stack::capture(&mut ips, 0);
+        let mut lazy = Symbolizer::default();
+        let want: Vec<Frames> = ips[..n].iter().map(|&ip| lazy.frames(ip)).collect();
+        let mut batch = Symbolizer::default();
+        batch.prepare(ips[..n].iter().copied());
+        assert!(ips[..n].iter().all(|ip| batch.cache.contains_key(ip)));
+        assert!(batch.inner.is_none(), "parsed files outlive prepare");
+        let got: Vec<Frames> = ips[..n].iter().map(|&ip| batch.frames(ip)).collect();
+        assert_eq!(got, want);
+        assert!(got.iter().flat_map(|f| f.iter()).any(|f| f.line > 0));
+    }
+
+    #[test]
+    fn interpreter_libraries_by_file_name() {
+        assert!(symbol_table_only(
+            "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0"
+        ));
+        assert!(symbol_table_only("/opt/ruby/lib/libruby.so.3.2"));
+        assert!(symbol_table_only("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(!symbol_table_only("/opt/app/lib/libpythonic_app.so"));
+        assert!(!symbol_table_only(
+            "/root/.pyenv/versions/3.11.7/bin/python3.11"
+        ));
+        assert!(!symbol_table_only("/home/me/app/target/release/libmine.so"));
     }
 
     fn frame(name: &str, file: &str) -> Frame {
