@@ -24,17 +24,15 @@ fn raw_need() -> usize {
     (2 << 20) + buckets * 1024 + stacks * 128 * 16
 }
 
-/// Room for the symbolizer: its heap and the program's own objects, which
-/// it maps whole to read their DWARF.
+/// Room for the symbolizer: its heap and the largest mapped object, which
+/// it maps whole to read its symbols and DWARF (one object at a time).
 fn symbolize_need(maps: &[mappings::Mapping]) -> usize {
-    let mut files: Vec<&str> = maps.iter().map(|m| m.path.as_str()).collect();
-    files.sort_unstable();
-    files.dedup();
-    let mapped: u64 = files
+    let mapped: u64 = maps
         .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
+        .filter_map(|m| std::fs::metadata(&m.path).ok())
         .map(|m| m.len())
-        .sum();
+        .max()
+        .unwrap_or(0);
     SYMBOLIZER_HEAP + mapped as usize
 }
 

@@ -93,8 +93,15 @@ const RAW_DROP_FRAMES: &str = concat!(
 
 /// Builds the profile; symbolized with `sym`, raw without. `maps` are the
 /// process's executable mappings.
-pub fn build(snap: &Snapshot, sym: Option<&mut Symbolizer>, maps: &[Mapping]) -> proto::Profile {
+pub fn build(
+    snap: &Snapshot,
+    mut sym: Option<&mut Symbolizer>,
+    maps: &[Mapping],
+) -> proto::Profile {
     let symbolized = sym.is_some();
+    if let Some(sym) = sym.as_deref_mut() {
+        sym.prepare(snap.stacks.values().flat_map(|s| s.iter().copied()));
+    }
     let mut b = Builder::new(sym, maps);
     for (t, u) in [
         ("alloc_objects", "count"),

@@ -8,17 +8,36 @@
 //! An address is looked up in the file it was mapped from: its file offset
 //! (from the mapping) goes to `blazesym`, which reads that file's ELF symbol
 //! tables and, where asked, its DWARF (also from a debug file found by build
-//! ID or debug link under `/usr/lib/debug`). DWARF is what costs memory —
-//! libc's full debug info from `libc6-dbg` alone decompresses to ~10 MB — so
-//! in-process the [`Policy::InProcess`] reads DWARF only for the program's own
-//! objects (anything outside the system library directories: the
-//! executable, a Rust program's statically linked `std`, the program's own
-//! shared libraries), and symbol tables only for system libraries (names of
-//! functions with symbols, no lines). One exception inside a Rust program:
-//! the runtime's root frames (`std::rt::lang_start_internal`, each thread's
-//! `thread_start`), which sit in `std`'s huge precompiled compilation units —
-//! about 60 ms and a few MB of DWARF parsing each — get their symbol-table
-//! name only. The CLI ([`Policy::Everything`]) reads DWARF everywhere.
+//! ID or debug link under `/usr/lib/debug`). DWARF is what costs time and
+//! memory — libc's full debug info from `libc6-dbg` alone decompresses to
+//! ~10 MB, a pyenv `libpython` has 9 MB — so in-process the
+//! [`Policy::InProcess`] reads DWARF only for the program's own objects
+//! (anything outside the system library directories: the executable, a Rust
+//! program's statically linked `std`, the program's own shared libraries),
+//! and symbol tables only (names of functions with symbols, no lines) for
+//! system libraries and for an interpreter's library (`libpython`,
+//! `libruby`, …, wherever installed): under the preload library a Python
+//! program's own code is its Python, the `python3` executable is the
+//! program's binary (DWARF), and `libpython` is the interpreter — the
+//! runtime of every script, like libc — whose `ceval.c` alone takes ~40 ms
+//! and ~12 MB of pages to parse. The CLI ([`Policy::Everything`]) reads
+//! DWARF everywhere, so a raw profile (`HEAPPROF_SYMBOLIZE=0`) symbolized
+//! by `heapprof` gets the interpreter's lines too. One exception inside a
+//! Rust program: the runtime's root frames (`std::rt::lang_start_internal`,
+//! each thread's `thread_start`), which sit in `std`'s huge precompiled
+//! compilation units — about 60 ms and a few MB of DWARF parsing each — get
+//! their symbol-table name only.
+//!
+//! A profile's addresses are resolved object by object
+//! ([`Symbolizer::prepare`]): one object's file is opened, all its addresses
+//! resolved, and what was parsed of it dropped before the next, so the peak
+//! is that of the largest object, not the sum. Within an object only the
+//! compilation units holding an address are parsed; finding them reads the
+//! unit headers and root entries (blazesym is patched for that:
+//! `vendor/blazesym/PATCHES.md`). The file is memory-mapped, and its pages
+//! count in the process's RSS while mapped (the kernel maps 64 KiB around
+//! each page touched): for a Rust binary that scan is most of a dump's
+//! VmHWM peak.
 //!
 //! Nothing parsed outlives a dump: a [`Symbolizer`] is built for one profile
 //! and dropped after it, and [`with`] then hands glibc's freed pages back to
@@ -122,6 +141,8 @@ pub struct Symbolizer {
     state: Vec<FileState>,
     policy: Policy,
     inner: Option<blazesym::symbolize::Symbolizer>,
+    /// Whether any file was opened (so freed memory is worth trimming).
+    opened: bool,
     cache: HashMap<u64, Frames>,
     problems: Vec<Problem>,
 }
@@ -142,6 +163,7 @@ impl Symbolizer {
             state,
             policy,
             inner: None,
+            opened: false,
             cache: HashMap::new(),
             problems: Vec::new(),
         }
@@ -163,8 +185,38 @@ impl Symbolizer {
         f
     }
 
+    /// Resolves every return address of `rets` not yet known, one object at
+    /// a time: an object's file is opened, all its addresses resolved, and
+    /// what was parsed of it dropped before the next object is opened, so a
+    /// dump's peak is that of its largest object, not the sum of all.
+    /// [`Symbolizer::frames`] then finds them ready.
+    pub fn prepare(&mut self, rets: impl IntoIterator<Item = u64>) {
+        let mut todo: Vec<(usize, u64)> = rets
+            .into_iter()
+            .filter(|r| !self.cache.contains_key(r))
+            .filter_map(|r| Some((self.mapping_of(r.saturating_sub(1))?, r)))
+            .collect();
+        // Grouped by file (an object may have several executable mappings).
+        todo.sort_unstable_by(|a, b| {
+            (self.maps[a.0].path.as_str(), a.1).cmp(&(self.maps[b.0].path.as_str(), b.1))
+        });
+        todo.dedup_by_key(|t| t.1);
+        for (k, &(i, ret)) in todo.iter().enumerate() {
+            if k > 0 && self.maps[todo[k - 1].0].path != self.maps[i].path {
+                self.inner = None;
+            }
+            let f: Frames = self.resolve(ret.saturating_sub(1)).into();
+            self.cache.insert(ret, f);
+        }
+        self.inner = None;
+    }
+
+    fn mapping_of(&self, pc: u64) -> Option<usize> {
+        self.maps.iter().position(|m| pc >= m.start && pc < m.end)
+    }
+
     fn resolve(&mut self, pc: u64) -> Vec<Frame> {
-        let Some(i) = self.maps.iter().position(|m| pc >= m.start && pc < m.end) else {
+        let Some(i) = self.mapping_of(pc) else {
             return vec![unknown()];
         };
         if !self.usable(i) {
@@ -172,6 +224,7 @@ impl Symbolizer {
         }
         let m = &self.maps[i];
         let offset = pc - m.start + m.offset;
+        self.opened = true;
         let inner = self.inner.get_or_insert_with(|| {
             blazesym::symbolize::Symbolizer::builder()
                 .enable_demangling(false)
@@ -181,7 +234,7 @@ impl Symbolizer {
         let mut elf = source::Elf::new(&m.path);
         elf.debug_syms = match self.policy {
             Policy::Everything => true,
-            Policy::InProcess if is_system_object(&m.path) => false,
+            Policy::InProcess if symbol_table_only(&m.path) => false,
             // The Rust runtime's root frames: names from the symbol table.
             Policy::InProcess => {
                 let mut plain = source::Elf::new(&m.path);
@@ -267,9 +320,15 @@ pub fn file_build_id(path: &Path) -> Option<String> {
     }
 }
 
-/// Objects of the system (libc, the loader, distribution libraries): named
-/// from their symbol tables in-process, their DWARF being large and not the
-/// program's.
+/// Objects named from their symbol tables in-process, their DWARF being
+/// large and not the program's: the system's (libc, the loader,
+/// distribution libraries) and a language interpreter's own library, which
+/// is the runtime of the programs it runs wherever it is installed (a
+/// pyenv `libpython` as much as `/usr/lib`'s).
+fn symbol_table_only(path: &str) -> bool {
+    is_system_object(path) || is_interpreter_library(path)
+}
+
 fn is_system_object(path: &str) -> bool {
     [
         "/lib/",
@@ -280,6 +339,26 @@ fn is_system_object(path: &str) -> bool {
     ]
     .iter()
     .any(|d| path.starts_with(d))
+}
+
+/// The shared library of an interpreter (`libpython3.11.so.1.0`,
+/// `libruby.so.3.2`, …): by file name, wherever installed.
+fn is_interpreter_library(path: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "libpython",
+        "libruby",
+        "libperl",
+        "liblua",
+        "libluajit",
+        "libjvm",
+        "libnode",
+    ];
+    let file = path.rsplit('/').next().unwrap_or(path);
+    NAMES.iter().any(|n| {
+        file.strip_prefix(n).is_some_and(|rest| {
+            rest.starts_with(|c: char| c == '.' || c == '-' || c.is_ascii_digit())
+        })
+    })
 }
 
 /// Whether a mangled symbol is one of the Rust runtime's entry points at
@@ -452,8 +531,13 @@ pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
     }
     let r = f(&mut sym);
     // Free the parsed files before trimming (not at the end of scope).
-    let opened = sym.inner.take().is_some();
-    let Symbolizer { maps, cache, .. } = sym;
+    sym.inner = None;
+    let Symbolizer {
+        maps,
+        cache,
+        opened,
+        ..
+    } = sym;
     *kept = Some((maps, cache));
     drop(kept);
     if opened {
@@ -516,6 +600,35 @@ mod tests {
                     && f.line > 0),
             "{frames:?}"
         );
+    }
+
+    #[test]
+    fn prepared_frames_are_the_lazily_resolved_ones() {
+        let mut ips = [0u64; 16];
+        let n = crate::stack::capture(&mut ips, 0);
+        let mut lazy = Symbolizer::default();
+        let want: Vec<Frames> = ips[..n].iter().map(|&ip| lazy.frames(ip)).collect();
+        let mut batch = Symbolizer::default();
+        batch.prepare(ips[..n].iter().copied());
+        assert!(ips[..n].iter().all(|ip| batch.cache.contains_key(ip)));
+        assert!(batch.inner.is_none(), "parsed files outlive prepare");
+        let got: Vec<Frames> = ips[..n].iter().map(|&ip| batch.frames(ip)).collect();
+        assert_eq!(got, want);
+        assert!(got.iter().flat_map(|f| f.iter()).any(|f| f.line > 0));
+    }
+
+    #[test]
+    fn interpreter_libraries_by_file_name() {
+        assert!(symbol_table_only(
+            "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0"
+        ));
+        assert!(symbol_table_only("/opt/ruby/lib/libruby.so.3.2"));
+        assert!(symbol_table_only("/usr/lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(!symbol_table_only("/opt/app/lib/libpythonic_app.so"));
+        assert!(!symbol_table_only(
+            "/root/.pyenv/versions/3.11.7/bin/python3.11"
+        ));
+        assert!(!symbol_table_only("/home/me/app/target/release/libmine.so"));
     }
 
     fn frame(name: &str, file: &str) -> Frame {

@@ -68,6 +68,10 @@ pub(crate) fn build(
     mut names: impl FnMut(u32) -> String,
 ) -> proto::Profile {
     let symbolized = sym.is_some();
+    let mut sym = sym;
+    if let Some(sym) = sym.as_deref_mut() {
+        sym.prepare(live.iter().flat_map(|t| t.frames.iter().copied()));
+    }
     let mut b = Builder::new(sym, maps);
     b.also_trim = Some(is_spawn_plumbing);
     for (t, u) in [("threads", "count"), ("stack_reservation", "bytes")] {

@@ -160,6 +160,7 @@ fn report(tag: u64) -> LeakReport {
             .collect()
     });
     let mut leaks: Vec<Leak> = symbolize::with(|sym| {
+        sym.prepare(grouped.iter().flat_map(|(stack, ..)| stack.iter().copied()));
         grouped
             .iter()
             .map(|(stack, objects, bytes)| Leak {
