@@ -31,13 +31,13 @@
 //! A profile's addresses are resolved object by object
 //! ([`Symbolizer::prepare`]): one object's file is opened, all its addresses
 //! resolved, and what was parsed of it dropped before the next, so the peak
-//! is that of the largest object, not the sum. Within an object only the
-//! compilation units holding an address are parsed; finding them reads the
-//! unit headers and root entries (blazesym is patched for that:
-//! `vendor/blazesym/PATCHES.md`). The file is memory-mapped, and its pages
-//! count in the process's RSS while mapped (the kernel maps 64 KiB around
-//! each page touched): for a Rust binary that scan is most of a dump's
-//! VmHWM peak.
+//! is that of the largest object, not the sum. Within an object blazesym
+//! finds the compilation units holding an address from `.debug_aranges`;
+//! units missing there (most of a Rust binary's: `std`'s precompiled units)
+//! it indexes by reading their headers, names and line program headers.
+//! The file is memory-mapped, and its pages count in the process's RSS
+//! while mapped (the kernel maps 64 KiB around each page touched): for a
+//! Rust binary that indexing is most of a dump's VmHWM peak.
 //!
 //! Nothing parsed outlives a dump: a [`Symbolizer`] is built for one profile
 //! and dropped after it, and [`with`] then hands glibc's freed pages back to

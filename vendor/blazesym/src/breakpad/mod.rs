@@ -1,6 +1,0 @@
-mod file;
-mod parser;
-mod resolver;
-mod types;
-
-pub use resolver::BreakpadResolver;
