@@ -55,13 +55,6 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::engine::threads;
 
-type CreateFn = unsafe extern "C" fn(
-    *mut libc::pthread_t,
-    *const libc::pthread_attr_t,
-    threads::StartRoutine,
-    *mut c_void,
-) -> c_int;
-
 static REAL: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 /// The hook's address, stored by [`enable`] so that start-up refers to it.
 static HOOK: AtomicUsize = AtomicUsize::new(0);
@@ -143,24 +136,14 @@ unsafe extern "C" fn hook(
         return libc::EAGAIN;
     }
     // SAFETY: REAL holds the next pthread_create, of this signature.
-    let real: CreateFn = unsafe { core::mem::transmute::<*mut c_void, CreateFn>(real) };
+    let real: threads::CreateFn =
+        unsafe { core::mem::transmute::<*mut c_void, threads::CreateFn>(real) };
     let st = crate::thread_state::current();
     if !threads::enabled() && !st.is_busy() {
         threads::enable();
     }
     let marker = 0u8;
     let marker = core::hint::black_box(&marker) as *const u8 as usize;
-    // SAFETY: `attr` is null or initialised (pthread_create's contract).
-    let record = unsafe { threads::register(st, attr, start as usize, arg as usize, marker) };
-    if record.is_null() {
-        // SAFETY: forwarding the caller's arguments.
-        return unsafe { real(thread, attr, start, arg) };
-    }
-    // SAFETY: the trampoline runs `start(arg)` from the record.
-    let rc = unsafe { real(thread, attr, threads::trampoline, record) };
-    if rc != 0 {
-        // SAFETY: no thread received the record.
-        unsafe { threads::abandon(record) };
-    }
-    rc
+    // SAFETY: the caller's contract; `real` is the next pthread_create.
+    unsafe { threads::create(real, st, thread, attr, start, arg, marker) }
 }

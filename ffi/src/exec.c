@@ -9,55 +9,46 @@
 #include <stddef.h>
 #include <unistd.h>
 
-/* Counts the arguments after `arg` up to the terminating null pointer. */
-#define COUNT_ARGS(argc, arg)                                                  \
+/* Declares `argv`, the null-terminated array of `arg` and the arguments
+ * after it, on the stack, and leaves `ap` just past its null pointer (where
+ * execle's envp follows); the caller ends `ap`. Returns -1 with E2BIG from
+ * the enclosing function if there are too many. */
+#define COLLECT_ARGV(argv, ap, arg)                                            \
+  ptrdiff_t argc_;                                                             \
   do {                                                                         \
-    va_list ap;                                                                \
-    va_start(ap, arg);                                                         \
-    for (argc = 1; va_arg(ap, const char *) != NULL; argc++) {                 \
-      if (argc == INT_MAX) {                                                   \
-        va_end(ap);                                                            \
+    va_list count_;                                                            \
+    va_start(count_, arg);                                                     \
+    for (argc_ = 1; va_arg(count_, const char *) != NULL; argc_++) {           \
+      if (argc_ == INT_MAX) {                                                  \
+        va_end(count_);                                                        \
         errno = E2BIG;                                                         \
         return -1;                                                             \
       }                                                                        \
     }                                                                          \
-    va_end(ap);                                                                \
-  } while (0)
+    va_end(count_);                                                            \
+  } while (0);                                                                 \
+  char *argv[argc_ + 1];                                                       \
+  va_list ap;                                                                  \
+  va_start(ap, arg);                                                           \
+  argv[0] = (char *)arg;                                                       \
+  for (ptrdiff_t i_ = 1; i_ <= argc_; i_++)                                    \
+    argv[i_] = va_arg(ap, char *)
 
 int heapprof_execl(const char *path, const char *arg, ...) {
-  ptrdiff_t argc;
-  COUNT_ARGS(argc, arg);
-  char *argv[argc + 1];
-  va_list ap;
-  va_start(ap, arg);
-  argv[0] = (char *)arg;
-  for (ptrdiff_t i = 1; i <= argc; i++) argv[i] = va_arg(ap, char *);
+  COLLECT_ARGV(argv, ap, arg);
   va_end(ap);
   return execv(path, argv);
 }
 
 int heapprof_execlp(const char *file, const char *arg, ...) {
-  ptrdiff_t argc;
-  COUNT_ARGS(argc, arg);
-  char *argv[argc + 1];
-  va_list ap;
-  va_start(ap, arg);
-  argv[0] = (char *)arg;
-  for (ptrdiff_t i = 1; i <= argc; i++) argv[i] = va_arg(ap, char *);
+  COLLECT_ARGV(argv, ap, arg);
   va_end(ap);
   return execvp(file, argv);
 }
 
 int heapprof_execle(const char *path, const char *arg, ...) {
-  ptrdiff_t argc;
-  COUNT_ARGS(argc, arg);
-  char *argv[argc + 1];
-  char **envp;
-  va_list ap;
-  va_start(ap, arg);
-  argv[0] = (char *)arg;
-  for (ptrdiff_t i = 1; i <= argc; i++) argv[i] = va_arg(ap, char *);
-  envp = va_arg(ap, char **);
+  COLLECT_ARGV(argv, ap, arg);
+  char **envp = va_arg(ap, char **);
   va_end(ap);
   return execve(path, argv, envp);
 }

@@ -30,13 +30,6 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use heapprof::engine::threads;
 
-type CreateFn = unsafe extern "C" fn(
-    *mut libc::pthread_t,
-    *const libc::pthread_attr_t,
-    threads::StartRoutine,
-    *mut c_void,
-) -> c_int;
-
 static REAL: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Looks up the real `pthread_create` (null if there is none, which a
@@ -78,7 +71,8 @@ pub unsafe extern "C" fn pthread_create(
         return libc::EAGAIN;
     }
     // SAFETY: REAL holds glibc's pthread_create, of this signature.
-    let real: CreateFn = unsafe { core::mem::transmute::<*mut c_void, CreateFn>(real) };
+    let real: threads::CreateFn =
+        unsafe { core::mem::transmute::<*mut c_void, threads::CreateFn>(real) };
     if !crate::ready() {
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real(thread, attr, start, arg) };
@@ -86,17 +80,6 @@ pub unsafe extern "C" fn pthread_create(
     let marker = 0u8;
     let marker = core::hint::black_box(&marker) as *const u8 as usize;
     let st = crate::tls::state();
-    // SAFETY: `attr` is null or initialised (pthread_create's contract).
-    let record = unsafe { threads::register(st, attr, start as usize, arg as usize, marker) };
-    if record.is_null() {
-        // SAFETY: forwarding the caller's arguments.
-        return unsafe { real(thread, attr, start, arg) };
-    }
-    // SAFETY: the trampoline runs `start(arg)` from the record.
-    let rc = unsafe { real(thread, attr, threads::trampoline, record) };
-    if rc != 0 {
-        // SAFETY: no thread received the record.
-        unsafe { threads::abandon(record) };
-    }
-    rc
+    // SAFETY: the caller's contract; `real` is the next pthread_create.
+    unsafe { threads::create(real, st, thread, attr, start, arg, marker) }
 }

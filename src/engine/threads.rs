@@ -317,6 +317,48 @@ pub unsafe fn register(
     (s as *const Slot).cast_mut().cast()
 }
 
+/// The signature of `pthread_create`, for the next definition a way in
+/// forwards to.
+pub type CreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    StartRoutine,
+    *mut c_void,
+) -> c_int;
+
+/// The body of a way in's `pthread_create` hook: [`register`] the thread,
+/// create it with `real` running [`trampoline`] (or, untracked, the
+/// program's own `start`), and [`abandon`] the record if creation fails.
+/// Always inlined into the hook, like [`register`], whose frame
+/// `hook_marker` lies in.
+///
+/// # Safety
+/// As C's `pthread_create`; `real` is the next `pthread_create`.
+#[inline(always)]
+pub unsafe fn create(
+    real: CreateFn,
+    st: &ThreadState,
+    thread: *mut libc::pthread_t,
+    attr: *const libc::pthread_attr_t,
+    start: StartRoutine,
+    arg: *mut c_void,
+    hook_marker: usize,
+) -> c_int {
+    // SAFETY: `attr` is null or initialised (pthread_create's contract).
+    let record = unsafe { register(st, attr, start as usize, arg as usize, hook_marker) };
+    if record.is_null() {
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real(thread, attr, start, arg) };
+    }
+    // SAFETY: the trampoline runs `start(arg)` from the record.
+    let rc = unsafe { real(thread, attr, trampoline, record) };
+    if rc != 0 {
+        // SAFETY: no thread received the record.
+        unsafe { abandon(record) };
+    }
+    rc
+}
+
 /// Forgets a registered thread whose creation failed.
 ///
 /// # Safety
