@@ -79,6 +79,15 @@ impl<A: GlobalAlloc> Profiler<A> {
         let marker = 0u8;
         let st = state();
         st.unconsume(layout.size());
+        if engine::copy_arena::active() {
+            // In a copy of the process (see `engine::copy_arena`).
+            let p = if zeroed {
+                engine::copy_arena::alloc_zeroed(layout.size(), layout.align())
+            } else {
+                engine::copy_arena::alloc(layout.size(), layout.align())
+            };
+            return self.heap_block(p);
+        }
         crate::startup::ensure();
         if engine::should_sample(st, layout.size()) {
             let p = engine::alloc_sample(
@@ -112,6 +121,13 @@ impl<A: GlobalAlloc> Profiler<A> {
     #[inline(never)]
     unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let marker = 0u8;
+        if engine::copy_arena::active() {
+            // SAFETY: `ptr` is live with `layout`, so readable for its size.
+            let p = unsafe {
+                engine::copy_arena::realloc(ptr, layout.size(), new_size, layout.align())
+            };
+            return self.heap_block(p);
+        }
         crate::startup::ensure();
         let st = state();
         let sample_new = !st.skip(new_size) && engine::should_sample(st, new_size);

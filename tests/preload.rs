@@ -1134,3 +1134,48 @@ fn go_pprof_names_the_leaking_c_function() {
         "go tool pprof tried to symbolize:\n{se}"
     );
 }
+
+#[test]
+fn a_dump_is_invisible_to_a_parent_blocked_in_wait() {
+    // The dump resolves the program's DWARF in a copy of the process: no
+    // SIGCHLD, no child for wait(), and the program's functions named with
+    // lines all the same.
+    let dir = out_dir("reaper");
+    let mut cmd = preloaded(program("reaper"), &dir);
+    cmd.env("HEAPPROF_RATE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    for n in 0..2 {
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR2) }, 0);
+        let file = dir.join(format!("p.{pid}.{n}.pb.gz"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !file.exists() {
+            assert!(Instant::now() < deadline, "no profile {n} after SIGUSR2");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let p = decode(&file);
+        let s = |i: i64| p.string_table[i as usize].as_str();
+        let f = p
+            .function
+            .iter()
+            .find(|f| s(f.name) == "reaper_leak")
+            .unwrap_or_else(|| panic!("reaper_leak not in profile {n}"));
+        assert!(s(f.filename).ends_with("reaper.c"), "{}", s(f.filename));
+        let lines = p.location.iter().flat_map(|l| &l.line);
+        assert!(
+            lines.filter(|l| l.function_id == f.id).any(|l| l.line > 0),
+            "reaper_leak has no line in profile {n}"
+        );
+    }
+    drop(child.stdin.take()); // EOF: the real child exits 7
+    assert_eq!(wait(&mut child, &cmd), 0);
+    assert_eq!(
+        lines.next().unwrap().unwrap(),
+        "waited kid status 7 sigchld 1 then ECHILD"
+    );
+}

@@ -139,6 +139,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicBool, Ordering};
+use heapprof::engine::copy_arena;
 
 pub mod bootstrap;
 mod env;
@@ -221,7 +222,10 @@ extern "C" fn start() {
 static CONSTRUCTOR: extern "C" fn() = start;
 
 /// The allocator of the library's own Rust code: the real functions
-/// directly (the bootstrap arena before they are known), never the hooks.
+/// directly (the bootstrap arena before they are known), never the hooks;
+/// in a copy of the process made for a dump, the copy's own arena
+/// (`heapprof::engine::copy_arena`), as the real allocator's locks may be
+/// held there for ever.
 struct RealAllocator;
 
 /// Whether plain `malloc` honours `layout` (std's rule for System).
@@ -232,9 +236,14 @@ fn malloc_fits(layout: &Layout) -> bool {
 // SAFETY: every block comes from the real allocator with at least the
 // layout's size and alignment (malloc when it guarantees the alignment,
 // an aligned allocation otherwise) or from the bootstrap arena (page-aligned,
-// at least `size` bytes, zeroed), and goes back to where it came from.
+// at least `size` bytes, zeroed), and goes back to where it came from; in a
+// copy of the process, from the copy's arena (the layout's size and
+// alignment), whose frees are no-ops or give back its newest block.
 unsafe impl GlobalAlloc for RealAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if copy_arena::active() {
+            return copy_arena::alloc(layout.size(), layout.align());
+        }
         if !real::ensure() {
             return bootstrap::alloc(layout.size(), layout.align());
         }
@@ -249,6 +258,9 @@ unsafe impl GlobalAlloc for RealAllocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if copy_arena::active() {
+            return copy_arena::alloc_zeroed(layout.size(), layout.align());
+        }
         if !real::ensure() {
             // Bootstrap memory is never reused, hence zero.
             return bootstrap::alloc(layout.size(), layout.align());
@@ -268,6 +280,11 @@ unsafe impl GlobalAlloc for RealAllocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        if copy_arena::active() {
+            // Blocks made before the copy stay: the real allocator's locks
+            // may be held there for ever.
+            return copy_arena::free(ptr);
+        }
         if bootstrap::contains(ptr) {
             return;
         }
@@ -280,6 +297,10 @@ unsafe impl GlobalAlloc for RealAllocator {
         // SAFETY: the caller guarantees the new size forms a valid layout
         // with the same alignment.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if copy_arena::active() {
+            // SAFETY: `ptr` is live with `layout`, so readable for its size.
+            return unsafe { copy_arena::realloc(ptr, layout.size(), new_size, layout.align()) };
+        }
         if !bootstrap::contains(ptr) && malloc_fits(&new_layout) {
             // SAFETY: a block of the real allocator (so resolved) whose
             // alignment plain realloc keeps.

@@ -18,6 +18,7 @@
 
 pub(crate) mod aggregate;
 pub(crate) mod buffer;
+pub mod copy_arena;
 pub mod labels;
 pub(crate) mod pressure;
 pub(crate) mod record;
@@ -284,6 +285,10 @@ pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marke
 /// to the sample heap.
 #[inline(never)]
 pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
+    if copy_arena::active() {
+        // In a copy of the process every block in range is the copy's.
+        return copy_arena::free(ptr);
+    }
     if record_free(st, ptr) {
         sample_heap::free(ptr);
     }

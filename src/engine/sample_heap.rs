@@ -34,6 +34,10 @@
 //! | small region | 64 KiB spans, each cut into slots of one class | span by span |
 //! | large region | runs of whole pages | run by run |
 //!
+//! (In a short-lived copy of the process made for a dump, the copy's own
+//! allocations take pages off the large region's bump pointer too, in its
+//! copy of the range: [`carve_private`], for [`crate::engine::copy_arena`].)
+//!
 //! Memory is committed (`mprotect` to read-write) only when a span or run is
 //! first carved from its region's bump pointer; carving is contiguous, so
 //! the kernel merges the committed parts into a handful of mappings. Pages
@@ -664,6 +668,21 @@ fn carve_run(c: usize) -> Option<usize> {
     let meta = LARGE_META.load(Ordering::Relaxed) + run * 16;
     let data = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
     (commit(meta, n * 16) && commit(data, n * PAGE)).then_some(run)
+}
+
+/// `bytes` (rounded up to pages) of committed memory from the large
+/// region, belonging to no run: the arena of a copy of the process
+/// ([`crate::engine::copy_arena`]). Only ever called in such a copy, whose
+/// address space the program never uses again, so the pages are taken
+/// without charge against the limit and never given back.
+pub(crate) fn carve_private(bytes: usize) -> Option<*mut u8> {
+    if !reserve() {
+        return None;
+    }
+    let pages = bytes.checked_next_multiple_of(PAGE)? / PAGE;
+    let run = bump(&PAGES_CARVED, pages, LARGE_PAGES.load(Ordering::Relaxed))?;
+    let data = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
+    commit(data, pages * PAGE).then_some(data as *mut u8)
 }
 
 /// Where `p` (in range) lives: a small slot, a large object's page, or

@@ -30,14 +30,19 @@
 //!
 //! A profile's addresses are resolved object by object
 //! ([`Symbolizer::prepare`]): one object's file is opened, all its addresses
-//! resolved, and what was parsed of it dropped before the next, so the peak
-//! is that of the largest object, not the sum. Within an object blazesym
-//! finds the compilation units holding an address from `.debug_aranges`;
-//! units missing there (most of a Rust binary's: `std`'s precompiled units)
-//! it indexes by reading their headers, names and line program headers.
-//! The file is memory-mapped, and its pages count in the process's RSS
-//! while mapped (the kernel maps 64 KiB around each page touched): for a
-//! Rust binary that indexing is most of a dump's VmHWM peak.
+//! resolved, and what was parsed of it dropped before the next. Within an
+//! object blazesym finds the compilation units holding an address from
+//! `.debug_aranges`; units missing there (most of a Rust binary's: `std`'s
+//! precompiled units) it indexes by reading their headers, names and line
+//! program headers. The file is memory-mapped, and the pages touched count
+//! in RSS while mapped (the kernel maps 64 KiB around each page touched):
+//! for a Rust binary, 16 MB of its 22. So in-process, the addresses that
+//! need DWARF are resolved in a short-lived copy of the process
+//! ([`crate::profile::copy_process`]), which sends their frames back
+//! through a pipe: the program's RSS and peak hold the frames only. Symbol
+//! tables (system and interpreter libraries) are read in the process
+//! itself: they cost little. If no copy can be made, or it fails, the
+//! process resolves the rest itself as before.
 //!
 //! Nothing parsed outlives a dump: a [`Symbolizer`] is built for one profile
 //! and dropped after it, and [`with`] then hands glibc's freed pages back to
@@ -201,7 +206,13 @@ impl Symbolizer {
             (self.maps[a.0].path.as_str(), a.1).cmp(&(self.maps[b.0].path.as_str(), b.1))
         });
         todo.dedup_by_key(|t| t.1);
+        if self.policy == Policy::InProcess {
+            self.resolve_dwarf_in_copy(&todo);
+        }
         for (k, &(i, ret)) in todo.iter().enumerate() {
+            if self.cache.contains_key(&ret) {
+                continue;
+            }
             if k > 0 && self.maps[todo[k - 1].0].path != self.maps[i].path {
                 self.inner = None;
             }
@@ -209,6 +220,43 @@ impl Symbolizer {
             self.cache.insert(ret, f);
         }
         self.inner = None;
+    }
+
+    /// Resolves the addresses of `todo` (grouped by file) that need DWARF in
+    /// a copy of the process ([`crate::profile::copy_process`]), so the
+    /// pages and tables parsed are never the program's memory; the frames
+    /// come back through a pipe into the cache. Whatever the copy did not
+    /// resolve is left for the caller to resolve in-process.
+    fn resolve_dwarf_in_copy(&mut self, todo: &[(usize, u64)]) {
+        let dwarf: Vec<(usize, u64)> = todo
+            .iter()
+            .copied()
+            .filter(|&(i, _)| !symbol_table_only(&self.maps[i].path) && self.usable(i))
+            .collect();
+        if dwarf.is_empty() {
+            return;
+        }
+        let out = crate::profile::copy_process::run(|sink| {
+            // Made before the copy: dropping it would free into the inner
+            // allocator, whose locks another thread may hold here.
+            core::mem::forget(self.inner.take());
+            let mut buf = Vec::new();
+            for (k, &(i, ret)) in dwarf.iter().enumerate() {
+                if k > 0 && self.maps[dwarf[k - 1].0].path != self.maps[i].path {
+                    self.inner = None;
+                }
+                let frames = self.resolve(ret.saturating_sub(1));
+                buf.clear();
+                encode(&mut buf, ret, &frames);
+                sink.write(&buf);
+            }
+        });
+        if let Some(out) = out {
+            let mut rest = &out[..];
+            while let Some((ret, frames)) = decode(&mut rest) {
+                self.cache.insert(ret, frames.into());
+            }
+        }
     }
 
     fn mapping_of(&self, pc: u64) -> Option<usize> {
@@ -305,6 +353,49 @@ impl Symbolizer {
         }
         ok
     }
+}
+
+/// Appends one address's frames to `out`: the address, the frame count,
+/// then each frame's name, symbol, file (length-prefixed) and line.
+fn encode(out: &mut Vec<u8>, ret: u64, frames: &[Frame]) {
+    out.extend_from_slice(&ret.to_le_bytes());
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    for f in frames {
+        for text in [&f.name, &f.system_name, &f.file] {
+            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+        out.extend_from_slice(&f.line.to_le_bytes());
+    }
+}
+
+/// Takes one address's frames off the front of `input` ([`encode`]'s
+/// format); `None` at the end or on a malformed record.
+fn decode(input: &mut &[u8]) -> Option<(u64, Vec<Frame>)> {
+    fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = input.split_at_checked(n)?;
+        *input = rest;
+        Some(head)
+    }
+    fn word(input: &mut &[u8]) -> Option<u32> {
+        Some(u32::from_le_bytes(take(input, 4)?.try_into().ok()?))
+    }
+    fn text(input: &mut &[u8]) -> Option<String> {
+        let n = word(input)? as usize;
+        String::from_utf8(take(input, n)?.to_vec()).ok()
+    }
+    let ret = u64::from_le_bytes(take(input, 8)?.try_into().ok()?);
+    let n = word(input)? as usize;
+    let mut frames = Vec::with_capacity(n.min(64));
+    for _ in 0..n {
+        frames.push(Frame {
+            name: text(input)?,
+            system_name: text(input)?,
+            file: text(input)?,
+            line: word(input)?,
+        });
+    }
+    Some((ret, frames))
 }
 
 /// The hex GNU build ID of an ELF file (empty if it has none); `None` if
