@@ -62,6 +62,7 @@ fn three_symbolized_dumps_keep_rss_anon_and_the_peak_within_8_mb() {
     // The dumps are symbolized: the program's own functions with lines.
     let (_, _, last) = common::dumps(&dir).pop().unwrap();
     let p = common::read_profile(&last);
+    common::assert_dwarf_parsed_in_a_copy(&p);
     let s = |i: i64| p.string_table[i as usize].as_str();
     assert!(
         p.function

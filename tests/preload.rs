@@ -1138,8 +1138,8 @@ fn go_pprof_names_the_leaking_c_function() {
 #[test]
 fn a_dump_is_invisible_to_a_parent_blocked_in_wait() {
     // The dump resolves the program's DWARF in a copy of the process: no
-    // SIGCHLD, no child for wait(), and the program's functions named with
-    // lines all the same.
+    // SIGCHLD, no child for wait(), no atfork handler run, and the
+    // program's functions named with lines all the same.
     let dir = out_dir("reaper");
     let mut cmd = preloaded(program("reaper"), &dir);
     cmd.env("HEAPPROF_RATE", "1")
@@ -1159,6 +1159,7 @@ fn a_dump_is_invisible_to_a_parent_blocked_in_wait() {
             std::thread::sleep(Duration::from_millis(10));
         }
         let p = decode(&file);
+        common::assert_dwarf_parsed_in_a_copy(&p);
         let s = |i: i64| p.string_table[i as usize].as_str();
         let f = p
             .function
@@ -1176,6 +1177,6 @@ fn a_dump_is_invisible_to_a_parent_blocked_in_wait() {
     assert_eq!(wait(&mut child, &cmd), 0);
     assert_eq!(
         lines.next().unwrap().unwrap(),
-        "waited kid status 7 sigchld 1 then ECHILD"
+        "waited kid status 7 sigchld 1 then ECHILD; atfork 1 1"
     );
 }

@@ -251,10 +251,15 @@ impl Symbolizer {
                 sink.write(&buf);
             }
         });
-        if let Some(out) = out {
-            let mut rest = &out[..];
-            while let Some((ret, frames)) = decode(&mut rest) {
-                self.cache.insert(ret, frames.into());
+        match out {
+            Some(out) => {
+                let mut rest = &out[..];
+                while let Some((ret, frames)) = decode(&mut rest) {
+                    self.cache.insert(ret, frames.into());
+                }
+            }
+            None => {
+                COPY_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -353,6 +358,15 @@ impl Symbolizer {
         }
         ok
     }
+}
+
+/// Times a copy of the process could not resolve a profile's DWARF (it
+/// could not be made, got stuck or died), so the process did it itself.
+static COPY_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`COPY_FAILURES`] so far: in each profile's comment.
+pub fn copy_failures() -> u64 {
+    COPY_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Appends one address's frames to `out`: the address, the frame count,

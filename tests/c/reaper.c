@@ -4,8 +4,10 @@
  * until stdin closes, says "ready", and blocks in wait(). The test sends
  * SIGUSR2 meanwhile; wait() must return only when the real child exits,
  * with its pid and status, after exactly one SIGCHLD, and then no child is
- * left (ECHILD). */
+ * left (ECHILD). Its pthread_atfork handlers count the forks it sees: its
+ * own one only. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,10 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t sigchld;
+static int prepared, in_parent;
+
+static void on_prepare(void) { prepared++; }
+static void on_parent(void) { in_parent++; }
 void *reaper_kept[4]; /* not static: keeps the allocations */
 
 static void on_sigchld(int sig) {
@@ -33,6 +39,7 @@ int main(void) {
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_sigchld;
   sigaction(SIGCHLD, &sa, NULL);
+  pthread_atfork(on_prepare, on_parent, NULL);
   reaper_leak();
   pid_t kid = fork();
   if (kid == 0) {
@@ -49,8 +56,9 @@ int main(void) {
   }
   int more = wait(NULL);
   int more_errno = errno;
-  printf("waited %s status %d sigchld %d then %s\n",
+  printf("waited %s status %d sigchld %d then %s; atfork %d %d\n",
          got == kid ? "kid" : "other", WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-         (int)sigchld, more < 0 && more_errno == ECHILD ? "ECHILD" : "more");
+         (int)sigchld, more < 0 && more_errno == ECHILD ? "ECHILD" : "more",
+         prepared, in_parent);
   return 0;
 }

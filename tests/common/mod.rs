@@ -67,6 +67,13 @@ pub fn go_pprof(args: &[&str]) -> (String, String) {
     (so, se)
 }
 
+/// Asserts that `p`'s process resolved its DWARF in copies of itself every
+/// time (src/profile/copy_process.rs), never in its own memory.
+pub fn assert_dwarf_parsed_in_a_copy(p: &heapprof::proto::Profile) {
+    let comment = &p.string_table[p.comment[0] as usize];
+    assert!(comment.contains(" symbolize_copy_failures=0"), "{comment}");
+}
+
 /// Decodes a dump file.
 pub fn read_profile(path: &Path) -> heapprof::proto::Profile {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
