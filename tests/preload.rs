@@ -676,26 +676,42 @@ fn a_program_with_its_own_sigusr2_handler_keeps_it() {
     only_profile(&dir, None);
 }
 
-#[test]
-fn sigusr2_dumps_a_running_program() {
-    let dir = out_dir("signal");
-    let mut cmd = preloaded(program("waiter"), &dir);
+/// Starts `cmd` at rate 1 with piped stdin and stdout and waits for its
+/// "ready" line; returns the child and the rest of its output lines.
+fn start_ready_at_rate_1(
+    cmd: &mut Command,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
     cmd.env("HEAPPROF_RATE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    let pid = child.id();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    (child, lines)
+}
+
+/// Sends SIGUSR2 to `pid` and waits for its dump number `n` in `dir`.
+fn signal_for_dump(pid: u32, dir: &Path, n: u32) -> PathBuf {
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR2) }, 0);
-    let first = dir.join(format!("p.{pid}.0.pb.gz"));
+    let file = dir.join(format!("p.{pid}.{n}.pb.gz"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !first.exists() {
-        assert!(Instant::now() < deadline, "no profile after SIGUSR2");
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "no profile {n} after SIGUSR2");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let p = decode(&first);
+    file
+}
+
+#[test]
+fn sigusr2_dumps_a_running_program() {
+    let dir = out_dir("signal");
+    let mut cmd = preloaded(program("waiter"), &dir);
+    let (mut child, mut lines) = start_ready_at_rate_1(&mut cmd);
+    let p = decode(&signal_for_dump(child.id(), &dir, 0));
     assert_eq!(leaf(&p, "leak_before_signal"), [3, 12288, 3, 12288]);
     drop(child.stdin.take()); // EOF: the program exits
     assert_eq!(wait(&mut child, &cmd), 0);
@@ -1142,23 +1158,9 @@ fn a_dump_is_invisible_to_a_parent_blocked_in_wait() {
     // program's functions named with lines all the same.
     let dir = out_dir("reaper");
     let mut cmd = preloaded(program("reaper"), &dir);
-    cmd.env("HEAPPROF_RATE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let (mut child, mut lines) = start_ready_at_rate_1(&mut cmd);
     for n in 0..2 {
-        // SAFETY: signalling our own child.
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR2) }, 0);
-        let file = dir.join(format!("p.{pid}.{n}.pb.gz"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !file.exists() {
-            assert!(Instant::now() < deadline, "no profile {n} after SIGUSR2");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let p = decode(&file);
+        let p = decode(&signal_for_dump(child.id(), &dir, n));
         common::assert_dwarf_parsed_in_a_copy(&p);
         let s = |i: i64| p.string_table[i as usize].as_str();
         let f = p
