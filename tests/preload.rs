@@ -133,9 +133,10 @@ fn program(name: &str) -> PathBuf {
             );
             compile("cc", &args);
         }
-        "tlsmod" => {
-            let so = scratch().join("tlsmod.so");
-            let src = dir.join("tlsmod.c");
+        // Shared libraries, loaded by the tests themselves.
+        "minimalloc" | "tlsmod" => {
+            let so = scratch().join(format!("lib{name}.so"));
+            let src = dir.join(format!("{name}.c"));
             let mut args: Vec<&OsStr> = common.to_vec();
             args.extend([so.as_os_str(), OsStr::new("-fPIC"), OsStr::new("-shared")]);
             args.push(src.as_os_str());
@@ -770,6 +771,34 @@ fn chained_in_front_of_jemalloc() {
             churn[0] > 0 && churn[2..] == [0, 0],
             "rate {rate}: {churn:?}"
         );
+    }
+}
+
+#[test]
+fn chained_in_front_of_an_allocator_without_aligned_functions() {
+    // The aligned calls (the program's, and heapprof's own for its dump's
+    // compressor) are served by heapprof's sample heap; before, heapprof's
+    // failed, and the at-exit dump aborted the program.
+    for rate in ["1", "524288"] {
+        let dir = out_dir(&format!("minimalloc-{rate}"));
+        let mut cmd = preloaded(program("family"), &dir);
+        cmd.env(
+            "LD_PRELOAD",
+            format!(
+                "{} {}",
+                library().display(),
+                program("minimalloc").display()
+            ),
+        )
+        .env("HEAPPROF_RATE", rate);
+        let out = run(&mut cmd, b"");
+        assert_eq!(out.code, 0, "rate {rate}: {out:?}");
+        assert_eq!(out.stdout, "family: 13 objects kept, 0 failures\n");
+        assert_eq!(out.stderr, "", "rate {rate}");
+        let p = only_profile(&dir, None);
+        if rate == "1" {
+            assert_family_exact(&p);
+        }
     }
 }
 

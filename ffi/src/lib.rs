@@ -196,6 +196,7 @@ extern "C" fn start() {
         return;
     }
     env::warn_if_blind();
+    quiet_panics();
     heapprof::triggers::set_at_exit_default(true);
     // Read every setting now, on this thread, before the program's main:
     // the dumper thread would otherwise read them lazily, calling getenv
@@ -220,6 +221,14 @@ extern "C" fn start() {
 #[used]
 #[link_section = ".init_array"]
 static CONSTRUCTOR: extern "C" fn() = start;
+
+/// Keeps a panic inside the library (this library's own copy of std, not
+/// the program's) off the program's stderr: the dump that panicked fails
+/// and says so in one line with the panic's message
+/// (`heapprof::triggers::dump_now`).
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|_| {}));
+}
 
 /// The allocator of the library's own Rust code: the real functions
 /// directly (the bootstrap arena before they are known), never the hooks;
@@ -288,8 +297,13 @@ unsafe impl GlobalAlloc for RealAllocator {
         if bootstrap::contains(ptr) {
             return;
         }
-        // SAFETY: not a bootstrap block, so it came from the real allocator
-        // (which alloc only used once resolved).
+        if heapprof::engine::owns(ptr) {
+            // An aligned block the real allocator had no function for (see
+            // `real::aligned`), served by the sample heap.
+            return heapprof::engine::free_sample(tls::state(), ptr);
+        }
+        // SAFETY: not heapprof's own memory, so it came from the real
+        // allocator (which alloc only used once resolved).
         unsafe { real::free(ptr.cast()) }
     }
 

@@ -17,7 +17,9 @@
 //! that defines `malloc` (compared with `dladdr`), and a missing one is built
 //! from the ones present: `calloc` from `malloc` + `memset`, `realloc` from
 //! `malloc` + copy + `free`, and all the aligned ones from whichever of
-//! `posix_memalign`, `memalign` or `aligned_alloc` exists. The stand-in goes
+//! `posix_memalign`, `memalign` or `aligned_alloc` exists (with none of
+//! them, from heapprof's own sample heap, unsampled: a block aligned inside
+//! a bigger `malloc` could not be given back to the allocator's `free`). The stand-in goes
 //! into the function's slot, so every forward is one load and one indirect
 //! jump, whichever allocator is behind it. `reallocarray` is never
 //! forwarded (see [`crate::hooks`]).
@@ -402,8 +404,16 @@ pub unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
         // SAFETY: resolved (contract); the allocator's own aligned_alloc.
         return unsafe { slot::<AlignedFn>(&OWN_ALIGNED_ALLOC)(align, rounded) };
     }
-    set_errno(libc::ENOMEM);
-    null_mut()
+    // The allocator has no aligned function at all (a minimal one: malloc,
+    // free and perhaps calloc and realloc). Its blocks cannot be aligned
+    // from outside and still be freed by it, so heapprof's own memory serves
+    // the request, unsampled: its free comes back here by address.
+    let p = heapprof::engine::alloc_unsampled(size.max(1), size.max(1), align);
+    if p.is_null() || !crate::hooks::publish_range() {
+        set_errno(libc::ENOMEM);
+        return null_mut();
+    }
+    p.cast()
 }
 
 /// `free` before the real one is known: only null can get here (every

@@ -538,32 +538,45 @@ pub fn handler_signal() -> i32 {
 /// problem) any failure. Returns the path written.
 pub fn dump_now() -> Option<PathBuf> {
     let prefix = out_prefix();
-    // Threads profiles (when threads are tracked) share the heap profile's number.
-    let written = crate::dump::dump_numbered(&prefix)
-        .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p));
-    match written {
-        Ok(p) => {
+    // Threads profiles (when threads are tracked) share the heap profile's
+    // number. A panic inside heapprof (a bug, or a library that panics on
+    // memory it could not get) fails this dump, never the program: the
+    // dumper and at-exit callers are C-ABI functions, through which a panic
+    // would abort the process. Files are written whole or not at all.
+    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::dump::dump_numbered(&prefix)
+            .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p))
+    }));
+    let line = match written {
+        Ok(Ok(p)) => {
             if let Some(s) = settings().as_mut() {
                 s.last_error = None;
             }
-            Some(p)
+            return Some(p);
         }
         // Said once, with the other low-memory events, by the dumper.
-        Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => None,
-        Err(e) => {
-            let line = format!(
-                "{e} (set HEAPPROF_OUT to a path prefix in a writable directory; heapprof will retry at the next dump)"
-            );
-            let new = settings()
-                .as_mut()
-                .map(|s| s.last_error.replace(line.clone()) != Some(line.clone()))
-                .unwrap_or(true);
-            if new {
-                say(&line);
-            }
-            None
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::OutOfMemory => return None,
+        Ok(Err(e)) => format!(
+            "{e} (set HEAPPROF_OUT to a path prefix in a writable directory; heapprof will retry at the next dump)"
+        ),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+                .replace('\n', " ");
+            format!("heapprof: a dump failed inside heapprof ({what}; a bug: please report it); none written, the next dump will try again")
         }
+    };
+    let new = settings()
+        .as_mut()
+        .map(|s| s.last_error.replace(line.clone()) != Some(line.clone()))
+        .unwrap_or(true);
+    if new {
+        say(&line);
     }
+    None
 }
 
 extern "C" fn at_exit() {
