@@ -41,8 +41,10 @@
 //! ([`crate::profile::copy_process`]), which sends their frames back
 //! through a pipe: the program's RSS and peak hold the frames only. Symbol
 //! tables (system and interpreter libraries) are read in the process
-//! itself: they cost little. If no copy can be made, or it fails, the
-//! process resolves the rest itself as before.
+//! itself: they cost little. If no copy can be made, or it fails, or the
+//! process is so big that a copy costs more than it saves
+//! ([`crate::profile::copy_process::worth_it`]), the process resolves the
+//! rest itself as before.
 //!
 //! Nothing parsed outlives a dump: a [`Symbolizer`] is built for one profile
 //! and dropped after it, and [`with`] then hands glibc's freed pages back to
@@ -233,7 +235,7 @@ impl Symbolizer {
             .copied()
             .filter(|&(i, _)| !symbol_table_only(&self.maps[i].path) && self.usable(i))
             .collect();
-        if dwarf.is_empty() {
+        if dwarf.is_empty() || !crate::profile::copy_process::worth_it() {
             return;
         }
         let out = crate::profile::copy_process::run(|sink| {
