@@ -476,11 +476,15 @@ fn print_pending() {
             Why::Waits => format!("the program waits for {name} itself"),
             Why::Handler => format!("the program set its own handler for {name}"),
         };
-        pending.push(yielded_line(&what, sig));
+        if first_yield_line(sig) {
+            pending.push(yielded_line(&what, sig));
+        }
     }
     if let Some(sig) = handler_replaced() {
         let what = format!("the program set its own handler for {}", signal_name(sig));
-        pending.push(yielded_line(&what, sig));
+        if first_yield_line(sig) {
+            pending.push(yielded_line(&what, sig));
+        }
     }
     let taken = SIGNAL_TAKEN.swap(0, Ordering::AcqRel);
     if taken != 0 {
@@ -500,6 +504,15 @@ fn yielded_line(what: &str, sig: i32) -> String {
     format!(
         "heapprof: {what}; leaving it to the program, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as {other}, or none)"
     )
+}
+
+/// Whether no line has said yet that the program took `sig`. Both ways of
+/// noticing it can see the same event: the interposed `sigaction` installs
+/// the program's handler before it yields, and the dumper may look at the
+/// handler in between.
+fn first_yield_line(sig: i32) -> bool {
+    static SAID: AtomicI32 = AtomicI32::new(0);
+    SAID.swap(sig, Ordering::AcqRel) != sig
 }
 
 /// The signal our handler was installed on, if a handler the program set
