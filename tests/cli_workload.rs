@@ -81,10 +81,13 @@ fn leaks_finds_the_slow_leak_and_nothing_else() {
             "{what}:\n{v}"
         );
         assert!(v.steady[0].verdict.samples >= 6, "{what}:\n{v}");
-        // Its rate: 8 KiB a tick of a bit over 10 ms, well inside the
-        // interval's reach.
+        // Its rate: 8 KiB a tick of a bit over 10 ms (at most 800 KiB/s,
+        // less when ticks run late on a loaded machine), near the 90%
+        // interval: a 90% interval misses the truth one run in ten by
+        // design, so the check allows 25% beyond it, which ~27 samples miss
+        // far more rarely.
         let (lo, hi) = v.steady[0].rate_interval;
-        assert!(lo < 800.0 * 1024.0 && hi > 400.0 * 1024.0, "{what}:\n{v}");
+        assert!(lo < 1000.0 * 1024.0 && hi > 400.0 * 1024.0, "{what}:\n{v}");
         assert!(
             leaves(&v.plateau).contains(&"workload::fill_cache"),
             "{what}:\n{v}"
