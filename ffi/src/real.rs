@@ -19,8 +19,8 @@
 //! `malloc` + copy + `free`, and all the aligned ones from whichever of
 //! `posix_memalign`, `memalign` or `aligned_alloc` exists (with none of
 //! them, from heapprof's own sample heap, unsampled: a block aligned inside
-//! a bigger `malloc` could not be given back to the allocator's `free`). The stand-in goes
-//! into the function's slot, so every forward is one load and one indirect
+//! a bigger `malloc` could not be given back to the allocator's `free`).
+//! The stand-in goes into the function's slot, so every forward is one load and one indirect
 //! jump, whichever allocator is behind it. `reallocarray` is never
 //! forwarded (see [`crate::hooks`]).
 //!
