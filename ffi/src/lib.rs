@@ -127,9 +127,10 @@
 //! sample heap's range length, subtract its base from the pointer, compare,
 //! branch, jump), whatever its alignment. (`malloc` and `free` are written
 //! out in assembly there; `calloc`, `realloc` and the aligned functions are
-//! the compiler's, two to four instructions more.) Sampled objects cost a stack capture each and a few dozen
-//! instructions of the sample heap. Figures: `scripts/bench-preload.sh`
-//! (wall time), `scripts/bench-callgrind.sh` (instructions, peak RSS). A child the
+//! the compiler's, two to four instructions more.) Sampled objects cost a
+//! stack capture each and a few dozen instructions of the sample heap.
+//! Figures: `scripts/bench-preload.sh` (wall time),
+//! `scripts/bench-callgrind.sh` (instructions, peak RSS). A child the
 //! library is inert in pays the loader's work for the library and the
 //! constructor's (about 230,000 instructions, once) and nothing per call:
 //! +0.1 % on a C program churning a million blocks

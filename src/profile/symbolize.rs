@@ -210,16 +210,29 @@ impl Symbolizer {
         todo.dedup_by_key(|t| t.1);
         if self.policy == Policy::InProcess {
             self.resolve_dwarf_in_copy(&todo);
+            todo.retain(|t| !self.cache.contains_key(&t.1));
         }
-        for (k, &(i, ret)) in todo.iter().enumerate() {
-            if self.cache.contains_key(&ret) {
-                continue;
-            }
-            if k > 0 && self.maps[todo[k - 1].0].path != self.maps[i].path {
+        self.resolve_grouped(&todo, |s, ret, frames| {
+            s.cache.insert(ret, frames.into());
+        });
+    }
+
+    /// Resolves each address of `todo` (grouped by file) and hands its
+    /// frames to `each`, dropping what was parsed of one object before the
+    /// next is opened.
+    fn resolve_grouped(
+        &mut self,
+        todo: &[(usize, u64)],
+        mut each: impl FnMut(&mut Self, u64, Vec<Frame>),
+    ) {
+        let mut last: Option<usize> = None;
+        for &(i, ret) in todo {
+            if last.is_some_and(|l| self.maps[l].path != self.maps[i].path) {
                 self.inner = None;
             }
-            let f: Frames = self.resolve(ret.saturating_sub(1)).into();
-            self.cache.insert(ret, f);
+            last = Some(i);
+            let frames = self.resolve(ret.saturating_sub(1));
+            each(self, ret, frames);
         }
         self.inner = None;
     }
@@ -243,15 +256,11 @@ impl Symbolizer {
             // allocator, whose locks another thread may hold here.
             core::mem::forget(self.inner.take());
             let mut buf = Vec::new();
-            for (k, &(i, ret)) in dwarf.iter().enumerate() {
-                if k > 0 && self.maps[dwarf[k - 1].0].path != self.maps[i].path {
-                    self.inner = None;
-                }
-                let frames = self.resolve(ret.saturating_sub(1));
+            self.resolve_grouped(&dwarf, |_, ret, frames| {
                 buf.clear();
                 encode(&mut buf, ret, &frames);
                 sink.write(&buf);
-            }
+            });
         });
         match out {
             Some(out) => {

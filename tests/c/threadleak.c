@@ -144,14 +144,6 @@ NOINLINE void churn_cancelled(void) {
   }
 }
 
-NOINLINE void churn_detached(void) {
-  pthread_attr_t a;
-  pthread_attr_init(&a);
-  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-  pthread_t t;
-  check(pthread_create(&t, &a, quick, NULL), "pthread_create");
-  pthread_attr_destroy(&a);
-}
 
 NOINLINE void churn_exit_nested(void) {
   pthread_t t;
@@ -168,6 +160,8 @@ static pthread_t detached(void *(*fn)(void *)) {
   pthread_attr_destroy(&a);
   return t;
 }
+
+NOINLINE void churn_detached(void) { detached(quick); }
 
 NOINLINE void churn_detached_exit(void) { detached(exits); }
 

@@ -70,8 +70,13 @@ pub fn go_pprof(args: &[&str]) -> (String, String) {
 /// Asserts that `p`'s process resolved its DWARF in copies of itself every
 /// time (src/profile/copy_process.rs), never in its own memory.
 pub fn assert_dwarf_parsed_in_a_copy(p: &heapprof::proto::Profile) {
-    let comment = &p.string_table[p.comment[0] as usize];
+    let comment = comment(p);
     assert!(comment.contains(" symbolize_copy_failures=0"), "{comment}");
+}
+
+/// The first comment of a heapprof profile (its counters).
+fn comment(p: &heapprof::proto::Profile) -> &str {
+    &p.string_table[p.comment[0] as usize]
 }
 
 /// Decodes a dump file.
@@ -84,7 +89,7 @@ pub fn read_profile(path: &Path) -> heapprof::proto::Profile {
 /// loaded by a constructor before the first sample, not later by the
 /// dumper thread (libgcc's unwinder costs ~18 times as much per sample).
 pub fn assert_libunwind_from_the_first_sample(p: &heapprof::proto::Profile) {
-    let comment = &p.string_table[p.comment[0] as usize];
+    let comment = comment(p);
     assert!(
         comment.contains("unwinder=libunwind libgcc_captures=0"),
         "{comment}"
