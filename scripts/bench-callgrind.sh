@@ -73,10 +73,20 @@ CC1=$(cc -print-prog-name=cc1)
 # --fair-sched=yes: valgrind otherwise starves heapprof's dumper thread,
 # which loads the fast unwinder, so every sample would take the slow libgcc
 # unwinder, unlike a native run.
+#
+# Copies of the process that heapprof makes (for a dump, or the watcher's
+# start-up check; see src/control/watcher.rs) are processes of their own:
+# callgrind reports them apart, and only the program's own count is
+# printed ("==PID==" of the first line is the program's); the copies' total
+# is written to $work/copies, shown in the "copies" column.
 instr() {
-  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.out" "$@" \
+  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.out.%p" "$@" \
     >"$work/out" 2>"$work/vg.err" || { cat "$work/vg.err" >&2; exit 1; }
-  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/vg.err"
+  local main
+  main=$(sed -n 's/^==\([0-9]*\)==.*/\1/p' "$work/vg.err" | head -1)
+  sed -n "s/^==$main==.*Collected : \([0-9]*\).*/\1/p" "$work/vg.err"
+  sed -n 's/^==\([0-9]*\)==.*Collected : \([0-9]*\).*/\1 \2/p' "$work/vg.err" |
+    awk -v m="$main" '$1 != m { s += $2 } END { print s + 0 }' >"$work/copies"
 }
 
 # Runs program $2 with preload library $1 (or none) under callgrind, in a
@@ -107,7 +117,7 @@ prog_instr() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f (%+.2f %%)", a / b, (a / b - 1) * 100 }'; }
 
-printf '%-8s %16s %16s %22s' program bare heapprof "heapprof/bare"
+printf '%-8s %16s %16s %22s %12s' program bare heapprof "heapprof/bare" copies
 [ -n "$BASE" ] && printf ' %16s %22s' base "base/bare"
 [ -n "$FLOOR" ] && printf ' %16s %22s %22s' floor "floor/bare" "heapprof/floor"
 echo
@@ -115,7 +125,8 @@ for name in python sqlite perl cc1 alloc; do
   [[ " $ONLY " == *" $name "* ]] || continue
   bare=$(prog_instr "" "$name")
   new=$(prog_instr "$LIB" "$name")
-  printf '%-8s %16s %16s %22s' "$name" "$bare" "$new" "$(ratio "$new" "$bare")"
+  copies=$(cat "$work/copies")
+  printf '%-8s %16s %16s %22s %12s' "$name" "$bare" "$new" "$(ratio "$new" "$bare")" "$copies"
   if [ -n "$BASE" ]; then
     old=$(prog_instr "$BASE/libheapprof_preload.so" "$name")
     printf ' %16s %22s' "$old" "$(ratio "$old" "$bare")"
@@ -131,7 +142,7 @@ if [[ " $ONLY " == *" rust "* ]]; then
   churn() { instr "$1" --mode "$2" --threads 1 --ops 3000000; }
   bare=$(HEAPPROF_OUT=$work/prof churn "$CHURN" system)
   new=$(HEAPPROF_OUT=$work/prof churn "$CHURN" profiler)
-  printf '%-8s %16s %16s %22s' rust "$bare" "$new" "$(ratio "$new" "$bare")"
+  printf '%-8s %16s %16s %22s %12s' rust "$bare" "$new" "$(ratio "$new" "$bare")" "$(cat "$work/copies")"
   if [ -n "$BASE" ]; then
     old=$(HEAPPROF_OUT=$work/prof churn "$BASE/examples/bench_churn" profiler)
     printf ' %16s %22s' "$old" "$(ratio "$old" "$bare")"

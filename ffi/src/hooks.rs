@@ -46,6 +46,7 @@ use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use heapprof::engine::copy_arena;
 use heapprof::engine;
 use heapprof::engine::sample_heap::RangeMirror;
 use heapprof::os::PAGE;
@@ -272,6 +273,10 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 #[cold]
 #[inline(never)]
 extern "C" fn free_slow(p: *mut c_void) {
+    if copy_arena::active() {
+        // SAFETY: in a copy, every block is the copy allocator's to judge.
+        return unsafe { crate::copy_alloc::free(p) };
+    }
     if bootstrap::contains(p.cast()) {
         // Bootstrap blocks are never reused.
         return;
@@ -362,6 +367,10 @@ unsafe extern "C" fn realloc_slow(
         // SAFETY: `p` is live (caller's contract) and not used again.
         unsafe { free(p) };
         return null_mut();
+    }
+    if copy_arena::active() {
+        // SAFETY: `p` is live (caller's contract).
+        return unsafe { crate::copy_alloc::realloc(p, size) };
     }
     if bootstrap::contains(p.cast()) {
         // Move out of the arena (its blocks never grow).
@@ -700,6 +709,10 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         }
         // SAFETY: an ordinary block of the real allocator (so resolved).
         return unsafe { real::usable_size(p) };
+    }
+    if copy_arena::active() {
+        // SAFETY: `p` is live (caller's contract).
+        return unsafe { crate::copy_alloc::usable_size(p) };
     }
     if bootstrap::contains(p.cast()) {
         return bootstrap::size_of(p.cast());

@@ -143,6 +143,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use heapprof::engine::copy_arena;
 
 pub mod bootstrap;
+pub mod copy_alloc;
 mod env;
 pub mod hooks;
 pub mod lineage;
@@ -199,6 +200,11 @@ extern "C" fn start() {
     env::warn_if_blind();
     quiet_panics();
     heapprof::triggers::set_at_exit_default(true);
+    // No dumper thread that glibc knows of until the program has threads
+    // of its own (`heapprof::control::watcher`).
+    heapprof::triggers::set_defer_dumper(true);
+    // In a copy of the process, glibc's own allocations go to its arena.
+    copy_arena::set_on_enter(copy_alloc::install);
     // Read every setting now, on this thread, before the program's main:
     // the dumper thread would otherwise read them lazily, calling getenv
     // while the program starts up, and a program may have its own getenv

@@ -64,6 +64,7 @@ use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use heapprof::config;
+use heapprof::os::raw;
 use heapprof::triggers::say;
 
 use crate::env;
@@ -327,32 +328,30 @@ fn notify(pid: i32, tag: u64) {
 
 /// The dumper thread's note source (see `heapprof::triggers`): the skipped
 /// children line, the first time a datagram is waiting.
-fn note() -> Option<String> {
+fn note() -> Option<&'static str> {
+    // Raw system calls only: the watcher thread asks too, which must never
+    // touch errno (see `heapprof::control::watcher`).
     let fd = SOCKET.load(Ordering::Acquire);
     if fd < 0 {
         return None;
     }
     // Never read from a descriptor the program reused for its own.
-    let ours = inode(fd) == SOCKET_INODE.load(Ordering::Relaxed);
-    // SAFETY: getpid has no preconditions.
-    let owner = unsafe { libc::getpid() } == OWNER.load(Ordering::Relaxed);
+    let ours = raw::inode(fd) == SOCKET_INODE.load(Ordering::Relaxed);
+    let owner = raw::getpid() == OWNER.load(Ordering::Relaxed);
     if !ours || !owner {
         // A forked child's copy (the parent reports), or not ours any more.
         SOCKET.store(-1, Ordering::Release);
         if ours {
-            // SAFETY: our own descriptor, no longer used.
-            unsafe { libc::close(fd) };
+            raw::close(fd);
         }
         return None;
     }
     let mut byte = 0u8;
     // SAFETY: a non-blocking receive into a one-byte local buffer.
-    let n = unsafe { libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_DONTWAIT) };
-    if n < 0 {
+    if unsafe { raw::recv_nowait(fd, &mut byte, 1) } < 0 {
         return None;
     }
     SOCKET.store(-1, Ordering::Release);
-    // SAFETY: our own descriptor, no longer used.
-    unsafe { libc::close(fd) };
-    Some(SKIPPED.to_string())
+    raw::close(fd);
+    Some(SKIPPED)
 }

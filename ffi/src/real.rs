@@ -237,6 +237,27 @@ fn resolve() -> bool {
     true
 }
 
+/// In a copy of the process: points every slot at [`crate::copy_alloc`]'s
+/// functions, keeping the real `malloc_usable_size` in `before_usable`.
+pub(crate) fn divert(before_usable: &AtomicPtr<c_void>) {
+    use crate::copy_alloc as c;
+    before_usable.store(USABLE.load(Ordering::Relaxed), Ordering::Relaxed);
+    let set = |s: &AtomicPtr<c_void>, f: *mut c_void| s.store(f, Ordering::Relaxed);
+    set(&MALLOC, c::malloc as *mut c_void);
+    set(&FREE, c::free as *mut c_void);
+    set(&CALLOC, c::calloc as *mut c_void);
+    set(&REALLOC, c::realloc as *mut c_void);
+    set(&USABLE, c::usable_size as *mut c_void);
+    set(&POSIX_MEMALIGN, c::posix_memalign as *mut c_void);
+    set(&OWN_POSIX_MEMALIGN, c::posix_memalign as *mut c_void);
+    set(&MEMALIGN, c::memalign as *mut c_void);
+    set(&OWN_MEMALIGN, c::memalign as *mut c_void);
+    set(&ALIGNED_ALLOC, c::memalign as *mut c_void);
+    set(&OWN_ALIGNED_ALLOC, c::memalign as *mut c_void);
+    set(&VALLOC, c::valloc as *mut c_void);
+    set(&PVALLOC, c::pvalloc as *mut c_void);
+}
+
 /// Sets the calling thread's errno.
 pub fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns the calling thread's errno slot.

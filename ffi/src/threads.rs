@@ -49,7 +49,12 @@ fn real() -> *mut c_void {
 
 /// From the constructor: find the real function and start tracking.
 pub fn start() {
-    if !real().is_null() {
+    let real = real();
+    if !real.is_null() {
+        // SAFETY: glibc's pthread_create, of this signature.
+        heapprof::triggers::set_real_pthread_create(unsafe {
+            core::mem::transmute::<*mut c_void, heapprof::triggers::PthreadCreateFn>(real)
+        });
         threads::enable();
     }
 }
@@ -70,6 +75,9 @@ pub unsafe extern "C" fn pthread_create(
     if real.is_null() {
         return libc::EAGAIN;
     }
+    // The first thread of the program's own: the dumper thread takes over
+    // from the watcher.
+    heapprof::triggers::program_creates_thread();
     // SAFETY: REAL holds glibc's pthread_create, of this signature.
     let real: threads::CreateFn =
         unsafe { core::mem::transmute::<*mut c_void, threads::CreateFn>(real) };

@@ -8,3 +8,4 @@ pub mod dump_signal;
 pub mod http;
 pub mod startup;
 pub mod triggers;
+pub mod watcher;

@@ -49,6 +49,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::control::dump_signal::{self, Why};
+use crate::control::watcher;
+use crate::os::raw;
 use crate::thread_state;
 
 struct Settings {
@@ -68,18 +70,68 @@ static INSTALLED_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static SIGNAL_TAKEN: AtomicI32 = AtomicI32::new(0);
 static AT_EXIT_DEFAULT: AtomicBool = AtomicBool::new(false);
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// Whether a single-threaded program gets the watcher rather than the
+/// dumper thread until it creates a thread of its own (see
+/// [`crate::control::watcher`]; the preload library asks for it).
+static DEFER_DUMPER: AtomicBool = AtomicBool::new(false);
+/// The dumper thread has been started in this process.
+static DUMPER_STARTED: AtomicBool = AtomicBool::new(false);
+/// The real `pthread_create`, when the way in interposes the name (the
+/// dumper is heapprof's own thread, never one of the program's).
+static REAL_PTHREAD_CREATE: std::sync::atomic::AtomicPtr<()> =
+    std::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 const WAKE_DUMP: u8 = b'D';
 const WAKE_RECONFIGURE: u8 = b'C';
 
 fn settings() -> MutexGuard<'static, Option<Settings>> {
-    SETTINGS.lock().unwrap_or_else(|e| e.into_inner())
+    crate::engine::copy_arena::lock(&SETTINGS)
 }
 
 /// Whether a plain run dumps at exit (the preload library turns this on
 /// before starting). `HEAPPROF_AT_EXIT` still overrides it.
 pub fn set_at_exit_default(on: bool) {
     AT_EXIT_DEFAULT.store(on, Ordering::Relaxed);
+}
+
+/// Keeps the dumper thread out of a single-threaded program until it
+/// creates a thread (the watcher serves meanwhile). Call before starting.
+pub fn set_defer_dumper(on: bool) {
+    DEFER_DUMPER.store(on, Ordering::Relaxed);
+}
+
+/// The signature of `pthread_create`.
+pub type PthreadCreateFn = unsafe extern "C" fn(
+    *mut libc::pthread_t,
+    *const libc::pthread_attr_t,
+    extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    *mut libc::c_void,
+) -> libc::c_int;
+
+/// The real `pthread_create`, for a way in that interposes it.
+pub fn set_real_pthread_create(f: PthreadCreateFn) {
+    REAL_PTHREAD_CREATE.store(f as *mut (), Ordering::Release);
+}
+
+/// The program is about to create a thread: if the watcher stands in for
+/// the dumper, start the dumper (glibc is multi-threaded from now on
+/// anyway) and let the watcher end. One relaxed load otherwise.
+#[inline]
+pub fn program_creates_thread() {
+    if watcher::running() && !DUMPER_STARTED.load(Ordering::Relaxed) {
+        hand_over();
+    }
+}
+
+#[cold]
+fn hand_over() {
+    if DUMPER_STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    crate::engine::set_self_drain(false);
+    spawn_dumper();
+    watcher::stop();
+    poke();
 }
 
 /// Prints one line on stderr without taking any lock.
@@ -121,6 +173,27 @@ pub fn start() {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
         libc::atexit(at_exit);
     }
+    start_dumper_or_watcher();
+}
+
+/// The dumper thread, or, if asked for and possible, the watcher.
+fn start_dumper_or_watcher() {
+    if DEFER_DUMPER.load(Ordering::Relaxed) {
+        let (http, interval) = {
+            let mut g = settings();
+            let c = &ensure(&mut g).config;
+            (c.http.is_some(), c.interval)
+        };
+        let every = interval.map_or(0, |d| d.as_nanos().clamp(1, u64::MAX as u128) as u64);
+        // HTTP serving needs threads of its own: no point in waiting.
+        if !http && watcher::start(every) {
+            crate::engine::set_self_drain(true);
+            // Said now, on this thread: the watcher cannot format lines.
+            print_pending();
+            return;
+        }
+    }
+    DUMPER_STARTED.store(true, Ordering::Release);
     spawn_dumper();
 }
 
@@ -168,38 +241,23 @@ const HIGH_FD: libc::c_int = 900;
 static PIPE_INODE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn open_pipe() {
-    let mut fds = [-1; 2];
-    // SAFETY: `fds` is a valid two-element out-array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
+    // Raw system calls: the watcher remakes the pipe too.
+    if let Ok(mut fds) = raw::pipe2(libc::O_NONBLOCK | libc::O_CLOEXEC) {
         for fd in fds.iter_mut() {
-            // SAFETY: duplicating a descriptor we own; on failure keep it.
-            let high = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, HIGH_FD) };
+            // On failure keep the low number.
+            let high = raw::dup_cloexec_at_least(*fd, HIGH_FD);
             if high >= 0 {
-                // SAFETY: closing the low duplicate we own.
-                unsafe { libc::close(*fd) };
+                raw::close(*fd);
                 *fd = high;
             }
         }
-        PIPE_INODE.store(inode(fds[0]), Ordering::Relaxed);
+        PIPE_INODE.store(raw::inode(fds[0]), Ordering::Relaxed);
         let old_r = PIPE_READ.swap(fds[0], Ordering::AcqRel);
         let old_w = PIPE_WRITE.swap(fds[1], Ordering::AcqRel);
         for fd in [old_r, old_w] {
             if fd >= 0 {
-                // SAFETY: closing descriptors we opened and no longer use.
-                unsafe { libc::close(fd) };
+                raw::close(fd);
             }
-        }
-    }
-}
-
-fn inode(fd: libc::c_int) -> u64 {
-    // SAFETY: fstat writes into a zeroed local struct.
-    unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        if libc::fstat(fd, &mut st) == 0 {
-            st.st_ino
-        } else {
-            0
         }
     }
 }
@@ -207,7 +265,7 @@ fn inode(fd: libc::c_int) -> u64 {
 /// Whether the read end is still the pipe we made (the program may have
 /// closed every descriptor, or reused the number for a file of its own).
 fn pipe_is_ours() -> bool {
-    let i = inode(PIPE_READ.load(Ordering::Acquire));
+    let i = raw::inode(PIPE_READ.load(Ordering::Acquire));
     i != 0 && i == PIPE_INODE.load(Ordering::Relaxed)
 }
 
@@ -222,6 +280,14 @@ pub fn request_dump() {
     wake(WAKE_DUMP);
 }
 
+/// [`request_dump`] in a raw system call (from the watcher).
+pub(crate) fn request_dump_raw() {
+    let fd = PIPE_WRITE.load(Ordering::Acquire);
+    if fd >= 0 {
+        raw::write_all(fd, &[WAKE_DUMP]);
+    }
+}
+
 fn wake(byte: u8) {
     let fd = PIPE_WRITE.load(Ordering::Acquire);
     if fd >= 0 {
@@ -232,6 +298,16 @@ fn wake(byte: u8) {
 }
 
 extern "C" fn on_signal(sig: libc::c_int) {
+    if watcher::on_watcher() {
+        // On the watcher nothing may touch TLS (errno included): raw calls.
+        if sig != dump_signal::dumper_takes() {
+            // Yielded meanwhile: on to the program, as below.
+            raw::kill(raw::getpid(), sig);
+        } else {
+            request_dump_raw();
+        }
+        return;
+    }
     // Async-signal-safe: errno saved, one write(2) (or kill(2)), errno
     // restored.
     // SAFETY: __errno_location is the calling thread's errno slot.
@@ -253,12 +329,17 @@ fn handler_addr() -> libc::sighandler_t {
     on_signal as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t
 }
 
-fn signal_name(sig: i32) -> String {
-    match sig {
-        libc::SIGUSR1 => "SIGUSR1".into(),
-        libc::SIGUSR2 => "SIGUSR2".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        n => format!("signal {n}"),
+/// A signal's name in heapprof's lines.
+struct SignalName(i32);
+
+impl core::fmt::Display for SignalName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            libc::SIGUSR1 => f.write_str("SIGUSR1"),
+            libc::SIGUSR2 => f.write_str("SIGUSR2"),
+            libc::SIGHUP => f.write_str("SIGHUP"),
+            n => write!(f, "signal {n}"),
+        }
     }
 }
 
@@ -321,7 +402,14 @@ fn spawn_dumper() {
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
         dump_signal::sigmask(libc::SIG_SETMASK, &all, &mut old);
-        libc::pthread_create(&mut tid, &attr, dumper_main, core::ptr::null_mut());
+        let real = REAL_PTHREAD_CREATE.load(Ordering::Acquire);
+        if real.is_null() {
+            libc::pthread_create(&mut tid, &attr, dumper_main, core::ptr::null_mut());
+        } else {
+            // SAFETY: registered as a PthreadCreateFn.
+            let create = core::mem::transmute::<*mut (), PthreadCreateFn>(real);
+            create(&mut tid, &attr, dumper_main, core::ptr::null_mut());
+        }
         dump_signal::sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         libc::pthread_attr_destroy(&mut attr);
     }
@@ -447,16 +535,203 @@ fn wait_for_wake(timeout: Duration, base: &libc::sigset_t) -> Woke {
     woke
 }
 
+/// The watcher's wait ([`watcher`]): [`wait_for_wake`] in raw system
+/// calls. Returns whether a dump was asked for.
+pub(crate) fn watcher_wait(timeout_ns: Option<u64>, base: &libc::sigset_t) -> bool {
+    if !pipe_is_ours() {
+        PIPE_READ.store(-1, Ordering::Release);
+        PIPE_WRITE.store(-1, Ordering::Release);
+        open_pipe();
+    }
+    let fd = PIPE_READ.load(Ordering::Acquire);
+    let note = NOTE_SOURCE.get().map_or(-1, |n| (n.fd)());
+    let mut fds = [fd, note].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let ts = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    });
+    let mask = dump_signal::wait_mask(base);
+    let r = raw::ppoll(&mut fds, ts.as_ref(), &mask);
+    dump_signal::wait_done();
+    let mut dump = false;
+    if r > 0 && fds[0].revents & libc::POLLNVAL != 0 {
+        // Closed under us: the next round makes a new pipe.
+        raw::sleep_ns(100_000_000);
+    } else if r != 0 {
+        let mut buf = [0u8; 256];
+        loop {
+            // SAFETY: a local buffer of that length.
+            let n = unsafe { raw::read(fd, buf.as_mut_ptr(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            dump |= buf[..n as usize].contains(&WAKE_DUMP);
+        }
+    }
+    dump
+}
+
+/// What a copy of the process reports back after a dump for the watcher:
+/// the words of the header ([`REPORT_WORDS`] `u64`s: magic, profile
+/// written, the sequence number reached, dumps written raw and skipped for
+/// want of memory, length of the error line), then the error line.
+const REPORT_MAGIC: u64 = 0x4850_5250_0000_0002;
+const REPORT_WORDS: usize = 6;
+
+/// The last dump error the watcher printed (a hash; 0: none since the last
+/// success), so a persistent failure is said once.
+static WATCHER_LAST_ERROR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// One round of the watcher after a wake-up: the lines there are to say
+/// (formatted here, without allocating) and, if asked, a dump, made by a
+/// copy of the process whose report moves this process's state on. Raw
+/// system calls and atomics only.
+pub(crate) fn watcher_round(dump: bool) {
+    watcher_say_pending();
+    if dump {
+        watcher_dump();
+        // A dump short of memory has a line to say.
+        watcher_say_pending();
+    }
+}
+
+/// [`print_pending`] for the watcher: every line is built in a fixed buffer.
+fn watcher_say_pending() {
+    let mut line = raw::LineBuf::<1024>::new();
+    let mut say_line = |write: &mut dyn FnMut(&mut raw::LineBuf<1024>) -> bool| {
+        line.clear();
+        if write(&mut line) {
+            let _ = core::fmt::Write::write_str(&mut line, "\n");
+            raw::write_all(2, line.bytes());
+        }
+    };
+    say_line(&mut |w| {
+        NOTE_SOURCE
+            .get()
+            .and_then(|n| (n.take)())
+            .is_some_and(|note| core::fmt::Write::write_str(w, note).is_ok())
+    });
+    say_line(&mut |w| match dump_signal::take_yielded() {
+        Some((sig, why)) if first_yield_line(sig) => write_yield_line(w, sig, why).is_ok(),
+        _ => false,
+    });
+    say_line(&mut |w| match SIGNAL_TAKEN.swap(0, Ordering::AcqRel) {
+        0 => false,
+        sig => write_taken_line(w, sig).is_ok(),
+    });
+    say_line(&mut |w| crate::engine::sample_heap::fallback_notice_into(w));
+    say_line(&mut |w| crate::engine::pressure::take_note_into(w));
+}
+
+/// A dump made by a copy of the process, for the watcher.
+fn watcher_dump() {
+    let mut buf = [0u8; 4096];
+    // A copy that found one of heapprof's locks held (the program's thread
+    // was draining its buffer) ends at once: try again shortly.
+    for attempt in 0..20 {
+        if attempt > 0 {
+            raw::sleep_ns(5_000_000);
+        }
+        let Some((pid, fd)) = crate::profile::copy_process::start(copy_dump) else {
+            continue;
+        };
+        let mut len = 0;
+        let complete = crate::profile::copy_process::finish(pid, fd, |bytes| {
+            let Some(room) = buf.get_mut(len..len + bytes.len()) else {
+                return false;
+            };
+            room.copy_from_slice(bytes);
+            len += bytes.len();
+            true
+        });
+        let trailer = crate::profile::copy_process::TRAILER;
+        if complete && buf[..len].ends_with(trailer) && apply_report(&buf[..len - trailer.len()]) {
+            return;
+        }
+    }
+    watcher_error(b"heapprof: a dump could not be made in a copy of the process; none written, the next dump will try again");
+}
+
+/// Moves the process's state on by what the copy reports; false if the
+/// report is not one.
+fn apply_report(bytes: &[u8]) -> bool {
+    let mut h = [0u64; REPORT_WORDS];
+    for (i, w) in h.iter_mut().enumerate() {
+        match bytes.get(i * 8..i * 8 + 8) {
+            Some(b) => *w = u64::from_le_bytes(b.try_into().unwrap_or_default()),
+            None => return false,
+        }
+    }
+    let [magic, wrote, seq, raw_dumps, skipped, err_len] = h;
+    let err = &bytes[REPORT_WORDS * 8..];
+    if magic != REPORT_MAGIC || err_len as usize != err.len() {
+        return false;
+    }
+    crate::output::advance_sequence(seq);
+    crate::engine::pressure::add_degraded(raw_dumps, skipped);
+    if wrote != 0 {
+        WATCHER_LAST_ERROR.store(0, Ordering::Relaxed);
+    }
+    if !err.is_empty() {
+        watcher_error(err);
+    }
+    true
+}
+
+/// Prints a dump error line from the watcher, unless it was the last one.
+fn watcher_error(line: &[u8]) {
+    // FNV-1a: enough to tell one line from another.
+    let hash = line
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        })
+        | 1;
+    if WATCHER_LAST_ERROR.swap(hash, Ordering::Relaxed) != hash {
+        raw::write_all(2, line);
+        raw::write_all(2, b"\n");
+    }
+}
+
+/// In the copy: the dump, and the report the watcher reads back.
+fn copy_dump(sink: &mut crate::profile::copy_process::Sink) {
+    let _busy = thread_state::current().enter();
+    let (raw0, skipped0) = crate::engine::pressure::dumps_degraded();
+    let (wrote, err) = match try_dump() {
+        Ok(p) => (p.is_some(), String::new()),
+        Err(e) => (false, e),
+    };
+    let (raw1, skipped1) = crate::engine::pressure::dumps_degraded();
+    let header = [
+        REPORT_MAGIC,
+        wrote as u64,
+        crate::output::sequence(),
+        raw1 - raw0,
+        skipped1 - skipped0,
+        err.len() as u64,
+    ];
+    for w in header {
+        sink.write(&w.to_le_bytes());
+    }
+    sink.write(err.as_bytes());
+}
+
 /// A source of one-off lines for the dumper to print (the preload library's
 /// "programs this process started were not profiled"): `fd` is a descriptor
 /// to wake the dumper when readable (-1: none; polled alongside the pipe),
 /// `take` the line, if any, asked for at every wake-up and at exit. Both run
-/// on the dumper thread or in the `atexit` handler, never on a hook; `take`
-/// must stop `fd` from being readable (or return -1 from `fd` afterwards).
+/// on the dumper thread, the watcher or in the `atexit` handler, never on a
+/// hook, and keep the watcher's rules: raw system calls only, no
+/// allocation, no TLS ([`watcher`]); `take` must stop `fd` from being
+/// readable (or return -1 from `fd` afterwards).
 #[derive(Clone, Copy)]
 pub struct NoteSource {
     pub fd: fn() -> i32,
-    pub take: fn() -> Option<String>,
+    pub take: fn() -> Option<&'static str>,
 }
 
 static NOTE_SOURCE: std::sync::OnceLock<NoteSource> = std::sync::OnceLock::new();
@@ -468,30 +743,20 @@ pub fn set_note_source(source: NoteSource) {
 
 fn print_pending() {
     let mut pending = std::mem::take(&mut ensure(&mut settings()).pending);
-    pending.extend(NOTE_SOURCE.get().and_then(|n| (n.take)()));
+    pending.extend(NOTE_SOURCE.get().and_then(|n| (n.take)()).map(str::to_owned));
     if let Some((sig, why)) = dump_signal::take_yielded() {
-        let name = signal_name(sig);
-        let what = match why {
-            Why::Blocks => format!("the program blocks {name} itself"),
-            Why::Waits => format!("the program waits for {name} itself"),
-            Why::Handler => format!("the program set its own handler for {name}"),
-        };
         if first_yield_line(sig) {
-            pending.push(yielded_line(&what, sig));
+            pending.push(line_of(|w| write_yield_line(w, sig, why)));
         }
     }
     if let Some(sig) = handler_replaced() {
-        let what = format!("the program set its own handler for {}", signal_name(sig));
         if first_yield_line(sig) {
-            pending.push(yielded_line(&what, sig));
+            pending.push(line_of(|w| write_yield_line(w, sig, Why::Handler)));
         }
     }
     let taken = SIGNAL_TAKEN.swap(0, Ordering::AcqRel);
     if taken != 0 {
-        pending.push(format!(
-            "heapprof: {} already has a handler in this program; leaving it, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as USR1, or none)",
-            signal_name(taken)
-        ));
+        pending.push(line_of(|w| write_taken_line(w, taken)));
     }
     pending.extend(crate::engine::sample_heap::fallback_notice());
     for line in pending {
@@ -499,10 +764,31 @@ fn print_pending() {
     }
 }
 
-fn yielded_line(what: &str, sig: i32) -> String {
+fn line_of(write: impl FnOnce(&mut String) -> core::fmt::Result) -> String {
+    let mut s = String::new();
+    let _ = write(&mut s);
+    s
+}
+
+fn write_taken_line(w: &mut impl core::fmt::Write, sig: i32) -> core::fmt::Result {
+    write!(
+        w,
+        "heapprof: {} already has a handler in this program; leaving it, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as USR1, or none)",
+        SignalName(sig)
+    )
+}
+
+fn write_yield_line(w: &mut impl core::fmt::Write, sig: i32, why: Why) -> core::fmt::Result {
+    let name = SignalName(sig);
+    match why {
+        Why::Blocks => write!(w, "heapprof: the program blocks {name} itself")?,
+        Why::Waits => write!(w, "heapprof: the program waits for {name} itself")?,
+        Why::Handler => write!(w, "heapprof: the program set its own handler for {name}")?,
+    }
     let other = if sig == libc::SIGUSR1 { "USR2" } else { "USR1" };
-    format!(
-        "heapprof: {what}; leaving it to the program, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as {other}, or none)"
+    write!(
+        w,
+        "; leaving it to the program, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as {other}, or none)"
     )
 }
 
@@ -550,6 +836,31 @@ pub fn handler_signal() -> i32 {
 /// Writes the next numbered profile now, reporting (once per distinct
 /// problem) any failure. Returns the path written.
 pub fn dump_now() -> Option<PathBuf> {
+    let line = match try_dump() {
+        Ok(p) => {
+            if p.is_some() {
+                if let Some(s) = settings().as_mut() {
+                    s.last_error = None;
+                }
+            }
+            return p;
+        }
+        Err(line) => line,
+    };
+    let new = settings()
+        .as_mut()
+        .map(|s| s.last_error.replace(line.clone()) != Some(line.clone()))
+        .unwrap_or(true);
+    if new {
+        say(&line);
+    }
+    None
+}
+
+/// Writes the next numbered profile: its path, `None` when memory is short
+/// (said once elsewhere, with the other low-memory events), or the line
+/// that says what went wrong.
+fn try_dump() -> Result<Option<PathBuf>, String> {
     let prefix = out_prefix();
     // Threads profiles (when threads are tracked) share the heap profile's
     // number. A panic inside heapprof (a bug, or a library that panics on
@@ -560,18 +871,12 @@ pub fn dump_now() -> Option<PathBuf> {
         crate::dump::dump_numbered(&prefix)
             .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p))
     }));
-    let line = match written {
-        Ok(Ok(p)) => {
-            if let Some(s) = settings().as_mut() {
-                s.last_error = None;
-            }
-            return Some(p);
-        }
-        // Said once, with the other low-memory events, by the dumper.
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::OutOfMemory => return None,
-        Ok(Err(e)) => format!(
+    match written {
+        Ok(Ok(p)) => Ok(Some(p)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::OutOfMemory => Ok(None),
+        Ok(Err(e)) => Err(format!(
             "{e} (set HEAPPROF_OUT to a path prefix in a writable directory; heapprof will retry at the next dump)"
-        ),
+        )),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()
@@ -579,17 +884,9 @@ pub fn dump_now() -> Option<PathBuf> {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default()
                 .replace('\n', " ");
-            format!("heapprof: a dump failed inside heapprof ({what}; a bug: please report it); none written, the next dump will try again")
+            Err(format!("heapprof: a dump failed inside heapprof ({what}; a bug: please report it); none written, the next dump will try again"))
         }
-    };
-    let new = settings()
-        .as_mut()
-        .map(|s| s.last_error.replace(line.clone()) != Some(line.clone()))
-        .unwrap_or(true);
-    if new {
-        say(&line);
     }
-    None
 }
 
 extern "C" fn at_exit() {
@@ -651,6 +948,10 @@ extern "C" fn fork_child() {
     crate::control::http::after_fork_child();
     crate::output::reset_sequence();
     dump_signal::after_fork();
+    watcher::after_fork();
+    DUMPER_STARTED.store(false, Ordering::Release);
     open_pipe();
-    spawn_dumper();
+    // The child has this thread alone: the watcher again, if the way in
+    // asked for it.
+    start_dumper_or_watcher();
 }

@@ -134,10 +134,23 @@ pub fn with<R>(f: impl FnOnce(&mut Aggregate) -> R) -> R {
     f(agg)
 }
 
+/// Drains every buffer into the aggregate if its lock is free now (never
+/// waits: the sampled path calls it).
+pub fn try_drain() {
+    let st = crate::thread_state::current();
+    let _busy = st.enter();
+    let mut guard = match AGGREGATE.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    guard.get_or_insert_with(Aggregate::default).drain();
+}
+
 /// The aggregator lock (poisoning ignored: the state stays consistent because
 /// nothing in it panics midway through an update).
 pub fn lock() -> MutexGuard<'static, Option<Aggregate>> {
-    AGGREGATE.lock().unwrap_or_else(|e| e.into_inner())
+    crate::engine::copy_arena::lock(&AGGREGATE)
 }
 
 #[cfg(test)]

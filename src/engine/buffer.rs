@@ -114,7 +114,9 @@ pub unsafe fn release(b: *mut Buffer) {
     unsafe { &*b }.owned.store(false, Ordering::Release);
 }
 
-/// Appends one record. Returns false (and counts it) if memory ran out.
+/// Appends one record. Returns whether it began a new chunk (the buffer
+/// then holds a full one); a record dropped because memory ran out is
+/// counted.
 ///
 /// # Safety
 /// The calling thread must own `b`; `record.len() <= CHUNK_WORDS`.
@@ -126,24 +128,26 @@ pub unsafe fn push(b: *mut Buffer, record: &[u64]) -> bool {
     // SAFETY: chunks reachable from a buffer stay mapped until consumed past.
     let mut chunk = unsafe { &**tail };
     let mut len = chunk.len.load(Ordering::Relaxed);
+    let mut new = false;
     if len + record.len() > CHUNK_WORDS {
         let fresh = new_chunk();
         if fresh.is_null() {
             DROPPED.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return true;
         }
         chunk.next.store(fresh, Ordering::Release);
         *tail = fresh;
         // SAFETY: just mapped.
         chunk = unsafe { &*fresh };
         len = 0;
+        new = true;
     }
     let words = chunk.words.as_ptr() as *mut u64;
     // SAFETY: len + record.len() <= CHUNK_WORDS, and the consumer reads only
     // below the published `len`, so these words are ours alone.
     unsafe { ptr::copy_nonoverlapping(record.as_ptr(), words.add(len), record.len()) };
     chunk.len.store(len + record.len(), Ordering::Release);
-    true
+    new
 }
 
 /// Calls `f` with every published word range of every buffer, oldest first

@@ -31,10 +31,20 @@
 //!   path, where this arena is asked first. Nothing here is thread-safe, and
 //!   nothing needs to be: the copy has one thread.
 //!
+//! - **Locks** of heapprof's own that another thread held at the copy are
+//!   held for ever too: [`lock`] takes them with a try-lock in a copy and,
+//!   finding one held, ends the copy with [`LOCK_HELD`], so that its maker
+//!   can try again with a new copy a moment later.
+//! - **The preload library's C callers** (glibc's own allocations, made
+//!   inside functions a dump calls) reach the hooks, not heapprof's Rust
+//!   allocator: the library registers [`set_on_enter`] to send those to
+//!   this arena as well.
+//!
 //! Outside a copy [`active`] is false and nothing here runs; the slow paths
 //! pay one relaxed load to ask.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::engine::{sample_heap, thread_state};
 
@@ -63,6 +73,11 @@ pub fn enter() -> bool {
         return false;
     }
     ACTIVE.store(true, Ordering::Relaxed);
+    let hook = ON_ENTER.load(Ordering::Acquire);
+    if !hook.is_null() {
+        // SAFETY: only ever set from a `fn()` by `set_on_enter`.
+        unsafe { core::mem::transmute::<*mut (), fn()>(hook)() };
+    }
     // Every allocation of the Rust way in now takes its slow path. The
     // thread is busy (heapprof's own work), so nothing restores the
     // countdown before the copy exits.
@@ -70,9 +85,58 @@ pub fn enter() -> bool {
     true
 }
 
+static ON_ENTER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers what [`enter`] also runs, in the copy, once this arena is
+/// active (the preload library points its real-allocator slots here).
+pub fn set_on_enter(f: fn()) {
+    ON_ENTER.store(f as *mut (), Ordering::Release);
+}
+
+/// Exit status of a copy that found one of heapprof's locks held.
+pub const LOCK_HELD: i32 = 5;
+
+/// Takes `m`: as usual outside a copy; in a copy, without waiting — a lock
+/// held there is held for ever, so the copy ends ([`LOCK_HELD`]). Poisoning
+/// is ignored (heapprof's state stays consistent: nothing panics midway
+/// through an update).
+pub fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
+    if !active() {
+        return m.lock().unwrap_or_else(|e| e.into_inner());
+    }
+    match m.try_lock() {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        // SAFETY: ends this process, a copy, without running anything more.
+        Err(TryLockError::WouldBlock) => unsafe { libc::_exit(LOCK_HELD) },
+    }
+}
+
+/// The chunks carved so far (start, end), for [`owns`]; a copy lives for
+/// one dump, which needs a few.
+const MAX_CHUNKS: usize = 64;
+static CHUNKS: [[AtomicUsize; 2]; MAX_CHUNKS] =
+    [const { [AtomicUsize::new(0), AtomicUsize::new(0)] }; MAX_CHUNKS];
+static NCHUNKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `p` lies in memory this arena carved (so a block of its own).
+pub fn owns(p: *const u8) -> bool {
+    let p = p as usize;
+    CHUNKS[..NCHUNKS.load(Ordering::Relaxed)]
+        .iter()
+        .any(|[s, e]| (s.load(Ordering::Relaxed)..e.load(Ordering::Relaxed)).contains(&p))
+}
+
 fn carve(bytes: usize) -> bool {
+    let n = NCHUNKS.load(Ordering::Relaxed);
+    if n == MAX_CHUNKS {
+        return false;
+    }
     match sample_heap::carve_private(bytes) {
         Some(p) => {
+            CHUNKS[n][0].store(p as usize, Ordering::Relaxed);
+            CHUNKS[n][1].store(p as usize + bytes, Ordering::Relaxed);
+            NCHUNKS.store(n + 1, Ordering::Relaxed);
             TOP.store(p as usize, Ordering::Relaxed);
             END.store(p as usize + bytes, Ordering::Relaxed);
             LAST.store(0, Ordering::Relaxed);

@@ -15,6 +15,14 @@
 //! no allocation through the profiled allocator (the thread is marked busy
 //! while heapprof's own code runs, see [`crate::thread_state`]) and never
 //! prints or panics.
+//!
+//! **Who drains the record buffers.** Normally a thread above the engine
+//! (the dumper) applies the per-thread buffers to the aggregate now and
+//! then, which bounds their memory. When no such thread runs
+//! ([`set_self_drain`]: the preload library keeps a single-threaded program
+//! single-threaded in glibc's eyes), the sampled path does it: a record that
+//! fills a buffer chunk (64 KiB of records) applies every buffer, if the
+//! aggregator's lock is free at that moment — a try-lock, never a wait.
 
 pub(crate) mod aggregate;
 pub(crate) mod buffer;
@@ -342,6 +350,14 @@ pub fn sample_usable_size(ptr: *const u8) -> usize {
     sample_heap::usable_size(ptr)
 }
 
+static SELF_DRAIN: AtomicBool = AtomicBool::new(false);
+
+/// Whether the sampled path drains the record buffers itself (see the
+/// module docs): on while no dumper thread runs.
+pub fn set_self_drain(on: bool) {
+    SELF_DRAIN.store(on, Ordering::Relaxed);
+}
+
 fn push(st: &ThreadState, words: &[u64]) {
     let mut b = st.buffer.get();
     if b.is_null() {
@@ -359,7 +375,10 @@ fn push(st: &ThreadState, words: &[u64]) {
     }
     // SAFETY: this thread owns `b` (acquired above or earlier by this thread)
     // and records are at most MAX_WORDS, far below a chunk.
-    unsafe { buffer::push(b, words) };
+    let full = unsafe { buffer::push(b, words) };
+    if full && SELF_DRAIN.load(Ordering::Relaxed) {
+        aggregate::try_drain();
+    }
 }
 
 /// pthread key destructor: the thread is exiting, give its buffer back. Runs

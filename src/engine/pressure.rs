@@ -68,19 +68,34 @@ pub fn dumps_degraded() -> (u64, u64) {
     )
 }
 
+/// Counts dumps a copy of the process wrote raw or skipped (atomics only).
+pub fn add_degraded(raw: u64, skipped: u64) {
+    RAW_DUMPS.fetch_add(raw, Ordering::Relaxed);
+    SKIPPED_DUMPS.fetch_add(skipped, Ordering::Relaxed);
+}
+
 /// The one line to print, the first time there is something to say.
 pub fn take_note() -> Option<String> {
+    let mut s = String::new();
+    take_note_into(&mut s).then_some(s)
+}
+
+/// [`take_note`] into `w` (no allocation of its own: the watcher thread
+/// prints it): whether there was a line.
+pub fn take_note_into(w: &mut impl core::fmt::Write) -> bool {
     if !PENDING.swap(false, Ordering::Relaxed) || SAID.swap(true, Ordering::Relaxed) {
-        return None;
+        return false;
     }
     let (raw, skipped) = dumps_degraded();
-    Some(format!(
+    let _ = write!(
+        w,
         "heapprof: low on memory; the program runs on, heapprof saves memory \
          (so far: {} records dropped, {} samples served unsampled, {raw} profiles written raw, \
          {skipped} not written; counts in each profile's comment; said once)",
         dropped_records(),
         crate::engine::sample_heap::fallbacks()
-    ))
+    );
+    true
 }
 
 /// Whether `bytes` of address space can be had now: reserves that much and

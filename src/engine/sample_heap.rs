@@ -301,14 +301,23 @@ pub fn fallbacks() -> u64 {
 /// address space or memory is said by [`crate::engine::pressure`], with the
 /// rest of heapprof's giving way).
 pub fn fallback_notice() -> Option<String> {
+    let mut s = String::new();
+    fallback_notice_into(&mut s).then_some(s)
+}
+
+/// [`fallback_notice`] into `w` (no allocation of its own): whether there
+/// was a line.
+pub fn fallback_notice_into(w: &mut impl core::fmt::Write) -> bool {
     let n = fallbacks();
     let limit = LIMIT.load(Ordering::Relaxed);
     if n == 0 || limit == usize::MAX || NOTICED.swap(true, Ordering::Relaxed) {
-        return None;
+        return false;
     }
-    Some(format!(
+    let _ = write!(
+        w,
         "heapprof: the sample heap is full because its limit (HEAPPROF_SAMPLE_HEAP_LIMIT={limit}) is reached; {n} allocation(s) chosen for sampling were served unsampled by the allocator, so the profile undercounts (free samples, or raise the limit)"
-    ))
+    );
+    true
 }
 
 /// Bytes carved from the heap so far (committed; only touched pages are

@@ -45,9 +45,10 @@
 //! parsing in-process adds only a few percent to its memory; so above
 //! [`MAX_RSS_ANON`] of anonymous memory no copy is made ([`worth_it`]).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::engine::copy_arena;
+use crate::os::raw;
 
 /// Anonymous resident memory above which the process parses in-process
 /// rather than in a copy (see the module docs).
@@ -86,7 +87,7 @@ const CHECK_EVERY_MS: i32 = 100;
 const STUCK_CHECKS: u32 = 3;
 
 /// Ends every complete result; a result without it was cut short.
-const TRAILER: &[u8; 8] = b"HPCOPY\0\x01";
+pub const TRAILER: &[u8; 8] = b"HPCOPY\0\x01";
 
 /// The copy's end of the pipe.
 pub struct Sink {
@@ -113,67 +114,74 @@ impl Sink {
 /// Runs `work` in a copy of the process and returns everything it wrote,
 /// or `None` if there was no copy or its work did not complete.
 pub fn run(work: impl FnOnce(&mut Sink)) -> Option<Vec<u8>> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return None;
-    }
-    let [read_fd, write_fd] = fds;
-    // SAFETY: a clone with no flags and no new stack is a fork without
-    // glibc's wrapper: the child gets a copy of this address space with only
-    // this thread, continuing from here. Exit signal 0: the parent gets no
-    // SIGCHLD and only a `__WCLONE` wait sees the child.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            0 as libc::c_long,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid == 0 {
-        // SAFETY: closing our copy of the read end, which nothing else here uses.
-        unsafe { libc::close(read_fd) };
-        in_copy(write_fd, work);
-    }
-    // SAFETY: the write end is ours; the copy holds its own.
-    unsafe { libc::close(write_fd) };
-    if pid < 0 {
-        // SAFETY: the read end is ours, used by nothing else.
-        unsafe { libc::close(read_fd) };
-        return None;
-    }
-    let pid = pid as libc::pid_t;
-    let (out, complete) = read_all(read_fd, pid);
-    // SAFETY: as above.
-    unsafe { libc::close(read_fd) };
-    if !complete {
-        // SAFETY: `pid` is our own child, not yet reaped (so not reused).
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    reap(pid);
-    let mut out = out?;
-    if !complete || !out.ends_with(TRAILER) {
+    let (pid, fd) = start(work)?;
+    let mut out = Vec::new();
+    let mut kept = true;
+    let complete = finish(pid, fd, |bytes| {
+        kept = out.try_reserve(bytes.len()).is_ok();
+        if kept {
+            out.extend_from_slice(bytes);
+        }
+        kept
+    });
+    if !complete || !kept || !out.ends_with(TRAILER) {
         return None;
     }
     out.truncate(out.len() - TRAILER.len());
     Some(out)
 }
 
+/// Makes a copy of the process running `work`: in the caller, the copy's
+/// pid and the read end of its pipe, for [`finish`]. Only raw system calls
+/// run on the caller's side (the watcher thread makes copies too, see
+/// [`crate::os::raw`]).
+pub fn start(work: impl FnOnce(&mut Sink)) -> Option<(i32, i32)> {
+    let [read_fd, write_fd] = raw::pipe2(libc::O_CLOEXEC).ok()?;
+    let parent = crate::os::pid() as i32;
+    // SAFETY: the copy continues here with this thread alone and goes
+    // straight into `in_copy`, which never returns.
+    let pid = unsafe { raw::copy_process() };
+    if pid == 0 {
+        raw::close(read_fd);
+        in_copy(parent, write_fd, work);
+    }
+    raw::close(write_fd);
+    if pid < 0 {
+        raw::close(read_fd);
+        return None;
+    }
+    Some((pid as i32, read_fd))
+}
+
+/// Hands everything the copy `pid` writes on `fd` to `take` (which returns
+/// false to stop early) until the copy closes it, then closes `fd` and reaps
+/// the copy. Returns whether the copy ran to the end of its output: false
+/// if it got stuck (then it is killed) or `take` stopped. Raw system calls
+/// only, as [`start`].
+pub fn finish(pid: i32, fd: i32, mut take: impl FnMut(&[u8]) -> bool) -> bool {
+    let complete = read_all(fd, pid, &mut take);
+    raw::close(fd);
+    if !complete {
+        raw::kill(pid, libc::SIGKILL);
+    }
+    reap(pid);
+    complete
+}
+
 /// The copy's side: quiet, then the work, then the trailer; never returns.
-fn in_copy(fd: libc::c_int, work: impl FnOnce(&mut Sink)) -> ! {
+fn in_copy(parent: i32, fd: libc::c_int, work: impl FnOnce(&mut Sink)) -> ! {
+    crate::os::set_copy_of(parent);
     // SAFETY: plain system calls on this process's own state: every signal
     // blocked (so none of the program's handlers runs here), no core dump,
     // stdout and stderr onto /dev/null (the copy never writes the
-    // program's output).
+    // program's output). (libc is fine here: this thread is the copy's
+    // only one, whatever thread pointer it has.)
     unsafe {
         // Gone if the thread that made it ends before it does.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         let mut all: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, core::ptr::null_mut());
+        raw::set_mask(&all);
         let none = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -204,83 +212,99 @@ fn exit(code: libc::c_int) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Everything from `fd` until end of file; false if the copy `pid` got
-/// stuck or the bytes could not be kept (then what was read is dropped).
-fn read_all(fd: libc::c_int, pid: libc::pid_t) -> (Option<Vec<u8>>, bool) {
-    let mut out = Vec::new();
+/// Gives `take` everything from `fd` until end of file; false if the copy
+/// `pid` got stuck, a read failed or `take` stopped.
+fn read_all(fd: i32, pid: i32, take: &mut impl FnMut(&[u8]) -> bool) -> bool {
     let mut chunk = [0u8; 16 << 10];
-    let mut deadline = Instant::now() + STALL;
+    let stall = STALL.as_nanos() as u64;
+    let mut deadline = raw::monotonic_ns() + stall;
     let mut asleep = 0;
+    // SAFETY: a zeroed sigset_t is the empty set; the poll keeps the mask.
+    let mut mask: libc::sigset_t = unsafe { core::mem::zeroed() };
+    raw::current_mask(&mut mask);
     loop {
-        if Instant::now() >= deadline {
-            return (None, false);
+        if raw::monotonic_ns() >= deadline {
+            return false;
         }
-        let mut p = libc::pollfd {
+        let mut p = [libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
+        }];
+        let every = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: CHECK_EVERY_MS as libc::c_long * 1_000_000,
         };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, CHECK_EVERY_MS) };
+        let r = raw::ppoll(&mut p, Some(&every), &mask);
+        if r == -(libc::EINTR as isize) {
+            continue;
+        }
         if r < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return (None, false);
+            return false;
         }
         if r == 0 {
             asleep = if is_asleep(pid) { asleep + 1 } else { 0 };
             if asleep >= STUCK_CHECKS {
-                return (None, false);
+                return false;
             }
             continue;
         }
         asleep = 0;
         // SAFETY: `chunk` is valid for writes of its length.
-        let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+        let n = unsafe { raw::read(fd, chunk.as_mut_ptr(), chunk.len()) };
         match n {
-            0 => return (Some(out), true),
+            0 => return true,
             n if n > 0 => {
-                let n = n as usize;
-                if out.try_reserve(n).is_err() {
-                    return (None, false);
+                if !take(&chunk[..n as usize]) {
+                    return false;
                 }
-                out.extend_from_slice(&chunk[..n]);
-                deadline = Instant::now() + STALL;
+                deadline = raw::monotonic_ns() + stall;
             }
-            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
-            _ => return (None, false),
+            n if n == -(libc::EINTR as isize) => {}
+            _ => return false,
         }
     }
 }
 
 /// Whether process `pid` is in an interruptible sleep (state `S` in
 /// `/proc/PID/stat`, which is what waiting on a futex shows).
-fn is_asleep(pid: libc::pid_t) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+fn is_asleep(pid: i32) -> bool {
+    let mut path = raw::LineBuf::<32>::new();
+    if core::fmt::Write::write_fmt(&mut path, format_args!("/proc/{pid}/stat\0")).is_err() {
+        return false;
+    }
+    let Ok(path) = core::ffi::CStr::from_bytes_until_nul(path.bytes()) else {
         return false;
     };
+    let fd = raw::open(path, libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: a local buffer of that length.
+    let n = unsafe { raw::read(fd as i32, buf.as_mut_ptr(), buf.len()) };
+    raw::close(fd as i32);
+    if n <= 0 {
+        return false;
+    }
+    let stat = &buf[..n as usize];
     // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
-    stat.rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+    stat.iter()
+        .rposition(|&b| b == b')')
+        .and_then(|i| stat[i + 1..].iter().find(|b| !b.is_ascii_whitespace()))
+        == Some(&b'S')
 }
 
 /// Waits for the copy to end. ECHILD (the program reaped it with a
 /// `__WALL` wait of its own) is fine: the result is judged by its trailer.
-fn reap(pid: libc::pid_t) {
-    loop {
-        let mut status = 0;
-        // SAFETY: waits for our own clone child; `status` is writable.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WCLONE) };
-        if r >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return;
-        }
-    }
+fn reap(pid: i32) {
+    while raw::wait_clone(pid, 0) == -(libc::EINTR as isize) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn returns_what_the_copy_wrote() {

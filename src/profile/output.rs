@@ -75,10 +75,21 @@ pub fn reset_sequence() {
     SEQ.store(0, Ordering::Relaxed);
 }
 
+/// The next sequence number to try.
+pub fn sequence() -> u64 {
+    SEQ.load(Ordering::Relaxed)
+}
+
+/// Moves the next sequence number up to `seq` (the numbers a copy of the
+/// process used: its own counter is gone with it). Never moves it back.
+pub fn advance_sequence(seq: u64) {
+    SEQ.fetch_max(seq, Ordering::Relaxed);
+}
+
 /// Writes `bytes` as the next `PREFIX.PID.SEQ.pb.gz`, never replacing a file;
 /// returns the path written.
 pub fn write_numbered(prefix: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
-    let pid = std::process::id();
+    let pid = crate::os::pid();
     let name_for = |seq: u64| {
         let mut s = prefix.as_os_str().to_owned();
         s.push(format!(".{pid}.{seq}.pb.gz"));

@@ -248,7 +248,12 @@ impl Symbolizer {
             .copied()
             .filter(|&(i, _)| !symbol_table_only(&self.maps[i].path) && self.usable(i))
             .collect();
-        if dwarf.is_empty() || !crate::profile::copy_process::worth_it() {
+        // Already in a copy (a dump made from the watcher thread, see
+        // `control::watcher`): its memory is thrown away anyway.
+        if dwarf.is_empty()
+            || crate::engine::copy_arena::active()
+            || !crate::profile::copy_process::worth_it()
+        {
             return;
         }
         let out = crate::profile::copy_process::run(|sink| {
@@ -669,14 +674,18 @@ static TRIM_DUE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 
 /// [`trim_heap`], if a symbolizer parsed files since the last call.
 pub fn trim_heap_if_due() {
-    if TRIM_DUE.swap(false, std::sync::atomic::Ordering::Relaxed) {
+    // In a copy, the inner allocator is never used (and its state may be
+    // caught mid-update).
+    if TRIM_DUE.swap(false, std::sync::atomic::Ordering::Relaxed)
+        && !crate::engine::copy_arena::active()
+    {
         trim_heap();
     }
 }
 
 /// The symbolization lock (poisoning ignored: the cache is always consistent).
 pub fn lock() -> std::sync::MutexGuard<'static, Kept> {
-    KEPT.lock().unwrap_or_else(|e| e.into_inner())
+    crate::engine::copy_arena::lock(&KEPT)
 }
 
 /// Returns free heap memory to the kernel: glibc's `malloc_trim(0)` if the

@@ -1,7 +1,30 @@
 //! The few raw OS services the hook paths may use: anonymous memory and the
 //! monotonic clock. Neither allocates through the profiled allocator.
+//! [`raw`] has system calls without libc, for the watcher thread.
 
 use core::ptr;
+use core::sync::atomic::{AtomicI32, Ordering};
+
+pub mod raw;
+
+/// In a copy of the process ([`crate::profile::copy_process`]): the pid of
+/// the process it copies (0 elsewhere).
+static COPY_OF: AtomicI32 = AtomicI32::new(0);
+
+/// The profiled process's pid, which names its profiles: in a copy of the
+/// process made for a dump, the pid of the process copied.
+pub fn pid() -> u32 {
+    match COPY_OF.load(Ordering::Relaxed) {
+        0 => std::process::id(),
+        p => p as u32,
+    }
+}
+
+/// Called first thing in a copy of the process: `parent` is the pid of the
+/// process copied.
+pub fn set_copy_of(parent: i32) {
+    COPY_OF.store(parent, Ordering::Relaxed);
+}
 
 /// Anonymous zeroed memory straight from the kernel, or null.
 pub fn map(len: usize) -> *mut u8 {

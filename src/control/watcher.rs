@@ -1,0 +1,211 @@
+//! The watcher: heapprof's dumper for a program that has no threads of its
+//! own, made so that glibc never learns it exists.
+//!
+//! # Why
+//! The moment a process has a second thread that glibc knows of (one made
+//! with `pthread_create`), glibc's malloc and free leave their
+//! single-threaded paths for good: arena locks and atomic fast bins on every
+//! call. A dumper thread made that way costs a single-threaded program more
+//! than all of heapprof's own code: +1.6 % instructions on CPython, +1.3 %
+//! on perl, +0.4 % on sqlite3 and cc1 (`FLOOR=1 bash
+//! scripts/bench-callgrind.sh`). So the preload library starts this watcher
+//! instead, and the real dumper thread ([`crate::triggers`]) only when the
+//! program creates its first thread (glibc is multi-threaded from then on
+//! anyway) or HTTP serving is asked for.
+//!
+//! # The model
+//! - **A bare thread.** The watcher is made with a raw `clone` of the
+//!   thread kind ([`raw::spawn_thread`]) on a stack heapprof maps itself.
+//!   glibc has no record of it, so it stays single-threaded. The price:
+//!   the watcher shares the main thread's thread pointer, so it must never
+//!   touch TLS — not `errno` (which every libc wrapper writes on failure),
+//!   not heapprof's thread state. It makes only raw system calls
+//!   ([`crate::os::raw`]) and reads and writes atomics, and it allocates
+//!   nothing.
+//! - **It waits as the dumper does**: in `ppoll` on the self-pipe, with
+//!   every signal blocked but the dump signal, which program threads keep
+//!   blocked (see [`crate::control::dump_signal`]); the signal's handler,
+//!   run on the watcher, writes the pipe byte with a raw `write`. The wait's
+//!   timeout serves `HEAPPROF_INTERVAL`.
+//! - **Dumps are made in a copy of the process**
+//!   ([`crate::profile::copy_process`]): the watcher cannot run the dump
+//!   itself (it allocates and uses TLS), but a copy has the watcher's thread
+//!   alone, so there the main thread's TLS is the copy's own, and everything
+//!   heapprof allocates comes from the copy's arena
+//!   ([`crate::engine::copy_arena`]; the preload library sends glibc's own
+//!   calls there too). The copy writes the profile file and sends the
+//!   watcher a short report: the sequence number reached, what it said
+//!   (lines for stderr, which the watcher prints), so the process's own
+//!   state moves on as if it had dumped. A copy that finds one of heapprof's
+//!   locks held by the program's thread ends at once and is made again a
+//!   few milliseconds later.
+//! - **Record buffers are drained by the sampled path** meanwhile
+//!   ([`crate::engine::set_self_drain`]): nothing else would bound them.
+//! - **Handing over.** When the program creates a thread, the real dumper
+//!   starts and the watcher ends at its next wake-up. Should both dump at
+//!   once, numbered files never replace each other.
+//!
+//! What the program can notice: one more task in `/proc/PID/task` (named
+//! `heapprof-dumper`, as the dumper thread is), and copies of the process,
+//! reaped as the symbolizer's are. At exit the program's own thread writes
+//! the last profile, as before. A line for stderr that arises while only
+//! the watcher runs (the program took the dump signal, say) is printed
+//! from the next copy; the skipped-children note waits for the real dumper
+//! or the exit.
+
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+
+use crate::os::raw;
+
+/// The watcher's stack: a dump runs on (a copy of) it, so as big as a
+/// thread's default; untouched pages cost nothing.
+const STACK_BYTES: usize = 8 << 20;
+const GUARD_BYTES: usize = 64 << 10;
+
+/// The watcher's thread id while it runs (the kernel clears it, with a
+/// futex wake, when the thread ends).
+static TID: AtomicI32 = AtomicI32::new(0);
+/// Set to end the watcher at its next wake-up.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// `HEAPPROF_INTERVAL` in nanoseconds (0: none).
+static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this target can run a watcher.
+pub fn supported() -> bool {
+    raw::SUPPORTED
+}
+
+/// Starts the watcher, dumping every `interval_ns` too (0: only when
+/// asked). False if it could not be started (the caller then starts the
+/// dumper thread).
+pub fn start(interval_ns: u64) -> bool {
+    if !supported() || running() {
+        return running();
+    }
+    // A copy must be possible: a process refused one (a seccomp filter, a
+    // process limit) keeps the ordinary dumper thread, which can dump
+    // in-process.
+    let Some((pid, fd)) = crate::profile::copy_process::start(|_| {}) else {
+        return false;
+    };
+    if !crate::profile::copy_process::finish(pid, fd, |_| true) {
+        return false;
+    }
+    let base = raw::map(STACK_BYTES + GUARD_BYTES, libc::MAP_NORESERVE | libc::MAP_STACK);
+    if base.is_null() {
+        return false;
+    }
+    // SAFETY: the lowest pages of the mapping just made, unused: a guard.
+    unsafe { raw::protect_none(base, GUARD_BYTES) };
+    INTERVAL_NS.store(interval_ns, Ordering::Relaxed);
+    STOP.store(false, Ordering::Relaxed);
+    // The watcher starts with every signal blocked (it inherits the mask);
+    // the caller's mask is put back.
+    // SAFETY: masks of the calling thread, valid sets.
+    let old = unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        crate::control::dump_signal::sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    };
+    // SAFETY: the stack is a fresh mapping the watcher alone uses (never
+    // unmapped: leaked when it ends); `TID` is a static; `main` uses no TLS.
+    let r = unsafe {
+        raw::spawn_thread(
+            base.add(STACK_BYTES + GUARD_BYTES),
+            main,
+            TID.as_ptr(),
+        )
+    };
+    // SAFETY: restoring the caller's own mask.
+    unsafe {
+        crate::control::dump_signal::sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut())
+    };
+    if r <= 0 {
+        TID.store(0, Ordering::Relaxed);
+        return false;
+    }
+    // The kernel stored the id (CLONE_PARENT_SETTID) before clone returned.
+    true
+}
+
+/// Whether the watcher runs.
+pub fn running() -> bool {
+    TID.load(Ordering::Acquire) != 0
+}
+
+/// Whether the calling thread is the watcher (a system call: only for the
+/// signal handler, which must know before it touches anything).
+pub fn on_watcher() -> bool {
+    let tid = TID.load(Ordering::Acquire);
+    tid != 0 && raw::gettid() == tid
+}
+
+/// Asks the watcher to end at its next wake-up (the caller wakes it).
+pub fn stop() {
+    STOP.store(true, Ordering::Release);
+}
+
+/// Waits (at most `ms` milliseconds) for the watcher to have ended.
+pub fn wait_ended(ms: u64) {
+    let deadline = raw::monotonic_ns() + ms * 1_000_000;
+    loop {
+        let tid = TID.load(Ordering::Acquire);
+        let now = raw::monotonic_ns();
+        if tid == 0 || now >= deadline {
+            return;
+        }
+        raw::futex_wait(&TID, tid, deadline - now);
+    }
+}
+
+/// In a forked child: the watcher is the parent's (fork copies only the
+/// forking thread).
+pub fn after_fork() {
+    TID.store(0, Ordering::Release);
+}
+
+/// The watcher thread. Raw system calls and atomics only, up to the copy.
+extern "C" fn main() -> ! {
+    raw::set_thread_name(c"heapprof-dumper");
+    // The mask it waits in: everything blocked but the dump signal (the
+    // kernel keeps SIGKILL and SIGSTOP deliverable whatever it says).
+    // SAFETY: a zeroed sigset_t is a valid set to fill.
+    let all = unsafe {
+        let mut s: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut s);
+        s
+    };
+    let mut next_interval = 0u64;
+    loop {
+        if STOP.load(Ordering::Acquire) {
+            raw::exit_thread();
+        }
+        let every = INTERVAL_NS.load(Ordering::Relaxed);
+        let now = raw::monotonic_ns();
+        if every == 0 {
+            next_interval = 0;
+        } else if next_interval == 0 {
+            next_interval = now + every;
+        }
+        let timeout = (next_interval != 0).then(|| next_interval.saturating_sub(now).max(1_000_000));
+        let mut dump = crate::triggers::watcher_wait(timeout, &all);
+        if STOP.load(Ordering::Acquire) {
+            if dump {
+                // Taken from the pipe after the dumper started: its now.
+                crate::triggers::request_dump_raw();
+            }
+            raw::exit_thread();
+        }
+        let now = raw::monotonic_ns();
+        if next_interval != 0 && now >= next_interval {
+            dump = true;
+            next_interval += every;
+            if next_interval <= now {
+                next_interval = now + every;
+            }
+        }
+        crate::triggers::watcher_round(dump);
+    }
+}
