@@ -707,6 +707,96 @@ fn signal_for_dump(pid: u32, dir: &Path, n: u32) -> PathBuf {
     file
 }
 
+/// glibc stays single-threaded in a single-threaded program under the
+/// library: heapprof's watcher (src/control/watcher.rs), a thread glibc
+/// knows nothing of, takes the signal, and copies of the process write the
+/// profiles, exact at rate 1 even when made while the program is inside
+/// malloc and free all the time. Once the program creates a thread, the
+/// dumper thread takes over and the numbering goes on.
+#[test]
+fn a_single_threaded_program_stays_single_threaded_for_glibc() {
+    let dir = out_dir("single");
+    let mut cmd = preloaded(program("single"), &dir);
+    cmd.stderr(Stdio::piped());
+    let (mut child, mut lines) = start_ready_at_rate_1(&mut cmd);
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut ask = |line: &str, reply: bool| {
+        writeln!(stdin, "{line}").unwrap();
+        reply.then(|| lines.next().unwrap().unwrap())
+    };
+    assert_eq!(ask("flag", true).unwrap(), "single 1");
+    assert_eq!(
+        ask("tasks", true).unwrap(),
+        "tasks 2",
+        "the program's and the watcher"
+    );
+    assert_eq!(ask("churn 64000", true).unwrap(), "ok");
+    let p = decode(&signal_for_dump(pid, &dir, 0));
+    assert_eq!(leaf(&p, "churn_keep"), [1000, 100_000, 1000, 100_000]);
+    // Dumps while the program allocates and frees without pause: each copy
+    // is made wherever the program is, inside glibc's malloc included.
+    ask("churn 200000", false);
+    for n in 1..=6 {
+        let p = decode(&signal_for_dump(pid, &dir, n));
+        let kept = leaf(&p, "churn_keep")[2];
+        assert!((1000..=1000 + 3125).contains(&kept), "{kept}");
+    }
+    assert_eq!(ask("", true).unwrap(), "ok");
+    assert_eq!(ask("flag", true).unwrap(), "single 1");
+    assert_eq!(ask("thread", true).unwrap(), "joined");
+    let p = decode(&signal_for_dump(pid, &dir, 7));
+    assert_eq!(leaf(&p, "churn_keep")[2..], [4125, 412_500]);
+    drop(ask);
+    drop(stdin);
+    assert_eq!(wait(&mut child, &cmd), 0);
+    assert_eq!(lines.next().unwrap().unwrap(), "bye");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(err, "");
+    let seqs: Vec<u64> = profiles(&dir).iter().map(|d| d.1).collect();
+    assert_eq!(
+        seqs,
+        (0..=8).collect::<Vec<u64>>(),
+        "numbered on, the exit's last"
+    );
+}
+
+/// A single-threaded daemon that gives up root: its profiles are written
+/// as the program's user, not as the watcher's (Linux keeps credentials per
+/// thread, and glibc changes only the threads it knows). Run as root, as
+/// CI does; as another user the program keeps its user and so do the files.
+#[test]
+fn profiles_of_a_program_that_gave_up_root_are_its_users() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = out_dir("single-drop");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut cmd = preloaded(program("single"), &dir);
+    let (mut child, mut lines) = start_ready_at_rate_1(&mut cmd);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "drop").unwrap();
+    let uid: u32 = lines.next().unwrap().unwrap()["uid ".len()..]
+        .parse()
+        .unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let expect = if unsafe { libc::geteuid() } == 0 {
+        65534
+    } else {
+        uid
+    };
+    assert_eq!(uid, expect);
+    let file = signal_for_dump(child.id(), &dir, 0);
+    assert_eq!(std::fs::metadata(&file).unwrap().uid(), expect);
+    decode(&file);
+    drop(stdin);
+    assert_eq!(wait(&mut child, &cmd), 0);
+}
+
 #[test]
 fn sigusr2_dumps_a_running_program() {
     let dir = out_dir("signal");

@@ -147,5 +147,8 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 
 /// `pvalloc` in the copy.
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    alloc_aligned(size.next_multiple_of(heapprof::os::PAGE), heapprof::os::PAGE)
+    alloc_aligned(
+        size.next_multiple_of(heapprof::os::PAGE),
+        heapprof::os::PAGE,
+    )
 }

@@ -46,8 +46,8 @@ use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use heapprof::engine::copy_arena;
 use heapprof::engine;
+use heapprof::engine::copy_arena;
 use heapprof::engine::sample_heap::RangeMirror;
 use heapprof::os::PAGE;
 use heapprof::thread_state::ThreadState;

@@ -685,12 +685,9 @@ fn apply_report(bytes: &[u8]) -> bool {
 /// Prints a dump error line from the watcher, unless it was the last one.
 fn watcher_error(line: &[u8]) {
     // FNV-1a: enough to tell one line from another.
-    let hash = line
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        })
-        | 1;
+    let hash = line.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
     if WATCHER_LAST_ERROR.swap(hash, Ordering::Relaxed) != hash {
         raw::write_all(2, line);
         raw::write_all(2, b"\n");
@@ -743,7 +740,12 @@ pub fn set_note_source(source: NoteSource) {
 
 fn print_pending() {
     let mut pending = std::mem::take(&mut ensure(&mut settings()).pending);
-    pending.extend(NOTE_SOURCE.get().and_then(|n| (n.take)()).map(str::to_owned));
+    pending.extend(
+        NOTE_SOURCE
+            .get()
+            .and_then(|n| (n.take)())
+            .map(str::to_owned),
+    );
     if let Some((sig, why)) = dump_signal::take_yielded() {
         if first_yield_line(sig) {
             pending.push(line_of(|w| write_yield_line(w, sig, why)));

@@ -70,6 +70,19 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// `HEAPPROF_INTERVAL` in nanoseconds (0: none).
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 
+/// A copy of the process could be made (checked at the first start).
+static COPIES_WORK: AtomicBool = AtomicBool::new(false);
+
+/// glibc's own flag (`__libc_single_threaded`, glibc 2.32 and later): true
+/// until the process first creates a thread. True where it is missing.
+fn glibc_single_threaded() -> bool {
+    // SAFETY: looking up a data symbol by a NUL-terminated name; glibc
+    // declares it `char`.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) };
+    // SAFETY: when present, a one-byte flag glibc keeps for the process.
+    p.is_null() || unsafe { *p.cast::<u8>() } != 0
+}
+
 /// Whether this target can run a watcher.
 pub fn supported() -> bool {
     raw::SUPPORTED
@@ -82,16 +95,27 @@ pub fn start(interval_ns: u64) -> bool {
     if !supported() || running() {
         return running();
     }
-    // A copy must be possible: a process refused one (a seccomp filter, a
-    // process limit) keeps the ordinary dumper thread, which can dump
-    // in-process.
-    let Some((pid, fd)) = crate::profile::copy_process::start(|_| {}) else {
-        return false;
-    };
-    if !crate::profile::copy_process::finish(pid, fd, |_| true) {
+    // Already multi-threaded (a library's constructor made a thread before
+    // ours ran): nothing to keep.
+    if !glibc_single_threaded() {
         return false;
     }
-    let base = raw::map(STACK_BYTES + GUARD_BYTES, libc::MAP_NORESERVE | libc::MAP_STACK);
+    // A copy must be possible: a process refused one (a seccomp filter, a
+    // process limit) keeps the ordinary dumper thread, which can dump
+    // in-process. Checked once: a forked child inherits the answer.
+    if !COPIES_WORK.load(Ordering::Relaxed) {
+        let Some((pid, fd)) = crate::profile::copy_process::start(|_| {}) else {
+            return false;
+        };
+        if !crate::profile::copy_process::finish(pid, fd, |_| true) {
+            return false;
+        }
+        COPIES_WORK.store(true, Ordering::Relaxed);
+    }
+    let base = raw::map(
+        STACK_BYTES + GUARD_BYTES,
+        libc::MAP_NORESERVE | libc::MAP_STACK,
+    );
     if base.is_null() {
         return false;
     }
@@ -111,17 +135,9 @@ pub fn start(interval_ns: u64) -> bool {
     };
     // SAFETY: the stack is a fresh mapping the watcher alone uses (never
     // unmapped: leaked when it ends); `TID` is a static; `main` uses no TLS.
-    let r = unsafe {
-        raw::spawn_thread(
-            base.add(STACK_BYTES + GUARD_BYTES),
-            main,
-            TID.as_ptr(),
-        )
-    };
+    let r = unsafe { raw::spawn_thread(base.add(STACK_BYTES + GUARD_BYTES), main, TID.as_ptr()) };
     // SAFETY: restoring the caller's own mask.
-    unsafe {
-        crate::control::dump_signal::sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut())
-    };
+    unsafe { crate::control::dump_signal::sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) };
     if r <= 0 {
         TID.store(0, Ordering::Relaxed);
         return false;
@@ -189,7 +205,8 @@ extern "C" fn main() -> ! {
         } else if next_interval == 0 {
             next_interval = now + every;
         }
-        let timeout = (next_interval != 0).then(|| next_interval.saturating_sub(now).max(1_000_000));
+        let timeout =
+            (next_interval != 0).then(|| next_interval.saturating_sub(now).max(1_000_000));
         let mut dump = crate::triggers::watcher_wait(timeout, &all);
         if STOP.load(Ordering::Acquire) {
             if dump {

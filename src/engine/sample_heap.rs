@@ -762,6 +762,30 @@ pub fn usable_size(p: *const u8) -> usize {
     }
 }
 
+/// Keeps the live large object at `p` where it is as it shrinks to `size`
+/// bytes (64 KiB or more), giving the whole pages after its new end back to
+/// the system rather than copying it into a smaller run: true if it is
+/// such an object (its usable size is unchanged; the pages given back read
+/// as zero when touched again).
+pub fn shrink_in_place(p: *const u8, size: usize) -> bool {
+    let Place::Large { .. } = place(p) else {
+        return false;
+    };
+    if size < 64 << 10 {
+        return false;
+    }
+    let end = p as usize + usable_size(p);
+    let Some(from) = (p as usize + size).checked_next_multiple_of(PAGE) else {
+        return false;
+    };
+    if from < end {
+        // SAFETY: whole pages of this live run, past the object's new end:
+        // the caller's, and no longer holding anything it needs.
+        unsafe { libc::madvise(from as *mut libc::c_void, end - from, libc::MADV_DONTNEED) };
+    }
+    true
+}
+
 /// Grows the live object at `p` in place to at least `size` usable bytes
 /// when it is a large object whose run ends at the large region's bump
 /// pointer: the run then takes the pages after it, up to the next class's

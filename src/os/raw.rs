@@ -111,7 +111,11 @@ pub unsafe fn syscall6(
 /// `stack_top` ends a writable region the thread alone uses for its life;
 /// `tid` stays valid as long as the thread runs; `entry` touches nothing
 /// through the thread pointer.
-pub unsafe fn spawn_thread(stack_top: *mut u8, entry: extern "C" fn() -> !, tid: *mut i32) -> isize {
+pub unsafe fn spawn_thread(
+    stack_top: *mut u8,
+    entry: extern "C" fn() -> !,
+    tid: *mut i32,
+) -> isize {
     let flags = (libc::CLONE_VM
         | libc::CLONE_FS
         | libc::CLONE_FILES
@@ -296,7 +300,11 @@ pub fn pipe2(flags: i32) -> Result<[i32; 2], isize> {
 
 /// `ppoll(2)`: `timeout` none waits for ever; `mask` is the signal mask
 /// during the wait.
-pub fn ppoll(fds: &mut [libc::pollfd], timeout: Option<&libc::timespec>, mask: &libc::sigset_t) -> isize {
+pub fn ppoll(
+    fds: &mut [libc::pollfd],
+    timeout: Option<&libc::timespec>,
+    mask: &libc::sigset_t,
+) -> isize {
     let ts = timeout.map_or(0, |t| t as *const libc::timespec as usize);
     // SAFETY: valid pollfds, timeout and mask (the kernel's sigset is 8
     // bytes, the first word of glibc's).
@@ -385,7 +393,16 @@ pub fn inode(fd: i32) -> u64 {
     // (glibc's `struct stat` on these targets).
     unsafe {
         let mut st: libc::stat = core::mem::zeroed();
-        if syscall6(libc::SYS_fstat, fd as usize, &mut st as *mut libc::stat as usize, 0, 0, 0, 0) == 0 {
+        if syscall6(
+            libc::SYS_fstat,
+            fd as usize,
+            &mut st as *mut libc::stat as usize,
+            0,
+            0,
+            0,
+            0,
+        ) == 0
+        {
             st.st_ino
         } else {
             0
@@ -436,7 +453,17 @@ pub fn map(len: usize, extra_flags: i32) -> *mut u8 {
 /// `p..p+len` is a mapping nothing uses.
 pub unsafe fn protect_none(p: *mut u8, len: usize) {
     // SAFETY: the caller's contract.
-    unsafe { syscall6(libc::SYS_mprotect, p as usize, len, libc::PROT_NONE as usize, 0, 0, 0) };
+    unsafe {
+        syscall6(
+            libc::SYS_mprotect,
+            p as usize,
+            len,
+            libc::PROT_NONE as usize,
+            0,
+            0,
+            0,
+        )
+    };
 }
 
 /// `prctl(PR_SET_NAME, name)` for the calling thread.
@@ -506,7 +533,10 @@ pub struct LineBuf<const N: usize> {
 impl<const N: usize> LineBuf<N> {
     /// An empty line.
     pub const fn new() -> Self {
-        LineBuf { buf: [0; N], len: 0 }
+        LineBuf {
+            buf: [0; N],
+            len: 0,
+        }
     }
 
     /// What was written so far.

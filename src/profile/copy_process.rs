@@ -197,6 +197,9 @@ fn in_copy(parent: i32, fd: libc::c_int, work: impl FnOnce(&mut Sink)) -> ! {
     if !copy_arena::enter() {
         exit(2);
     }
+    if !adopt_credentials(parent) {
+        exit(6);
+    }
     let mut sink = Sink { fd };
     let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&mut sink)));
     if done.is_err() {
@@ -204,6 +207,61 @@ fn in_copy(parent: i32, fd: libc::c_int, work: impl FnOnce(&mut Sink)) -> ! {
     }
     sink.write(TRAILER);
     exit(0)
+}
+
+/// Gives the copy the credentials of the process's main thread, in case
+/// the thread that made it has others. Linux keeps user and group ids per
+/// thread, and a single-threaded program's `setuid` changes only its main
+/// thread's: the watcher (`control::watcher`), which glibc does not know,
+/// keeps those it started with (root's, in a daemon that dropped them), and
+/// a profile must be written as the program would write it. True if the
+/// copy now has them (or had them already). Raw system calls: glibc's would
+/// try to change every thread it knows of, and they are not in the copy.
+fn adopt_credentials(parent: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/status")) else {
+        return true;
+    };
+    let ids = |key: &str| -> Option<Vec<u64>> {
+        let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+        line.split_whitespace().map(|w| w.parse().ok()).collect()
+    };
+    let (Some(uid), Some(gid), Some(groups)) = (ids("Uid:"), ids("Gid:"), ids("Groups:")) else {
+        return true;
+    };
+    if uid.len() < 3 || gid.len() < 3 {
+        return true;
+    }
+    let (mut r, mut e, mut sv) = (0u32, 0u32, 0u32);
+    // SAFETY: three writable ids.
+    unsafe { libc::getresuid(&mut r, &mut e, &mut sv) };
+    let mut same = [r, e, sv]
+        .iter()
+        .zip(&uid)
+        .all(|(a, b)| u64::from(*a) == *b);
+    // SAFETY: three writable ids.
+    unsafe { libc::getresgid(&mut r, &mut e, &mut sv) };
+    same &= [r, e, sv]
+        .iter()
+        .zip(&gid)
+        .all(|(a, b)| u64::from(*a) == *b);
+    if same {
+        return true;
+    }
+    let groups: Vec<libc::gid_t> = groups.iter().map(|&g| g as libc::gid_t).collect();
+    let call = |nr: libc::c_long, a: u64, b: u64, c: u64| {
+        // SAFETY: credential system calls on this process (the copy) alone,
+        // with plain integer arguments (or the local list of groups).
+        unsafe { raw::syscall6(nr, a as usize, b as usize, c as usize, 0, 0, 0) == 0 }
+    };
+    // Groups first, then group ids, then user ids (after which changing
+    // the others may no longer be allowed).
+    call(
+        libc::SYS_setgroups,
+        groups.len() as u64,
+        groups.as_ptr() as u64,
+        0,
+    ) && call(libc::SYS_setresgid, gid[0], gid[1], gid[2])
+        && call(libc::SYS_setresuid, uid[0], uid[1], uid[2])
 }
 
 /// Ends the copy at once: no atexit handler, no stdio flush (`_exit`).
