@@ -16,7 +16,9 @@
 //!   normally exist; in a Rust binary the thread of the first allocation,
 //!   normally the main thread before `main`. Threads inherit the mask, so
 //!   every thread the program creates blocks it too.
-//! - **The dumper takes it.** heapprof's dumper thread blocks every signal,
+//! - **The dumper takes it.** heapprof's dumper thread (or, in a
+//!   single-threaded program under the preload library, the watcher that
+//!   stands in for it: [`crate::control::watcher`]) blocks every signal,
 //!   except this one while it waits (`ppoll` with a mask): the
 //!   signal is delivered there, its handler writes the self-pipe byte, and
 //!   `ppoll` returns. A signal arriving during a dump stays pending until the

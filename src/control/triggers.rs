@@ -29,6 +29,15 @@
 //! that blocks or waits for the signal itself gets it too (see
 //! `dump_signal`).
 //!
+//! **A single-threaded program under the preload library gets no dumper
+//! thread** until it creates a thread of its own: a thread glibc knows of
+//! would switch its malloc to the multi-threaded paths for good, costing
+//! more than heapprof itself. The [`watcher`] stands in: a bare thread that
+//! waits on the same pipe and signal and has each dump written by a copy of
+//! the process (`watcher_wait`, `watcher_round` here); the sampled path
+//! drains the buffers meanwhile. The program's first `pthread_create` starts
+//! the dumper ([`program_creates_thread`]), and the watcher ends.
+//!
 //! A registered [`NoteSource`] (the preload library's skipped-children
 //! socket) is polled with the pipe, and its one-off line printed with the
 //! pending messages.
@@ -36,7 +45,7 @@
 //! At exit, an `atexit` handler writes a last profile if asked (and prints
 //! any configuration problem not printed yet). After `fork`, the child gets
 //! a fresh pipe, restarts numbering at 0 under its own pid and a new dumper
-//! thread; the `pthread_atfork` prepare handler holds heapprof's locks across
+//! thread (or watcher: the child has one thread); the `pthread_atfork` prepare handler holds heapprof's locks across
 //! the fork so the child never inherits one held by a thread it lacks.
 //!
 //! All messages go to stderr as one line each through `write(2)`, without
@@ -631,7 +640,8 @@ fn watcher_say_pending() {
 fn watcher_dump() {
     let mut buf = [0u8; 4096];
     // A copy that found one of heapprof's locks held (the program's thread
-    // was draining its buffer) ends at once: try again shortly.
+    // was draining its buffer), or that could not be made for want of a
+    // process slot, is tried again shortly; one that failed otherwise is not.
     for attempt in 0..20 {
         if attempt > 0 {
             raw::sleep_ns(5_000_000);
@@ -640,7 +650,7 @@ fn watcher_dump() {
             continue;
         };
         let mut len = 0;
-        let complete = crate::profile::copy_process::finish(pid, fd, |bytes| {
+        let ended = crate::profile::copy_process::finish(pid, fd, |bytes| {
             let Some(room) = buf.get_mut(len..len + bytes.len()) else {
                 return false;
             };
@@ -649,8 +659,14 @@ fn watcher_dump() {
             true
         });
         let trailer = crate::profile::copy_process::TRAILER;
-        if complete && buf[..len].ends_with(trailer) && apply_report(&buf[..len - trailer.len()]) {
+        if ended.complete
+            && buf[..len].ends_with(trailer)
+            && apply_report(&buf[..len - trailer.len()])
+        {
             return;
+        }
+        if ended.status != Some(crate::engine::copy_arena::LOCK_HELD) {
+            break;
         }
     }
     watcher_error(b"heapprof: a dump could not be made in a copy of the process; none written, the next dump will try again");

@@ -28,7 +28,7 @@
 //!   run on the watcher, writes the pipe byte with a raw `write`. The wait's
 //!   timeout serves `HEAPPROF_INTERVAL`.
 //! - **Dumps are made in a copy of the process**
-//!   ([`crate::profile::copy_process`]): the watcher cannot run the dump
+//!   (`crate::profile::copy_process`): the watcher cannot run the dump
 //!   itself (it allocates and uses TLS), but a copy has the watcher's thread
 //!   alone, so there the main thread's TLS is the copy's own, and everything
 //!   heapprof allocates comes from the copy's arena
@@ -107,7 +107,7 @@ pub fn start(interval_ns: u64) -> bool {
         let Some((pid, fd)) = crate::profile::copy_process::start(|_| {}) else {
             return false;
         };
-        if !crate::profile::copy_process::finish(pid, fd, |_| true) {
+        if !crate::profile::copy_process::finish(pid, fd, |_| true).complete {
             return false;
         }
         COPIES_WORK.store(true, Ordering::Relaxed);
@@ -185,14 +185,18 @@ pub fn after_fork() {
 /// The watcher thread. Raw system calls and atomics only, up to the copy.
 extern "C" fn main() -> ! {
     raw::set_thread_name(c"heapprof-dumper");
-    // The mask it waits in: everything blocked but the dump signal (the
-    // kernel keeps SIGKILL and SIGSTOP deliverable whatever it says).
-    // SAFETY: a zeroed sigset_t is a valid set to fill.
+    // Every signal blocked, glibc's own two included (its handlers for them
+    // would act on the main thread's state), and the same in the wait but
+    // for the dump signal (the kernel keeps SIGKILL and SIGSTOP deliverable
+    // whatever a mask says).
+    // SAFETY: a zeroed sigset_t is the empty set; its first word holds
+    // signals 1 to 64, all of Linux's.
     let all = unsafe {
         let mut s: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut s);
+        *(&mut s as *mut libc::sigset_t).cast::<u64>() = u64::MAX;
         s
     };
+    raw::set_mask(&all);
     let mut next_interval = 0u64;
     loop {
         if STOP.load(Ordering::Acquire) {

@@ -371,14 +371,15 @@ pub fn kill(pid: i32, sig: i32) {
     unsafe { syscall6(libc::SYS_kill, pid as usize, sig as usize, 0, 0, 0, 0) };
 }
 
-/// `wait4(pid, NULL, __WCLONE | flags, NULL)`: the pid reaped, 0 or `-errno`.
-pub fn wait_clone(pid: i32, flags: i32) -> isize {
-    // SAFETY: no status or rusage asked for.
+/// `wait4(pid, &status, __WCLONE | flags, NULL)`: the pid reaped, 0 or
+/// `-errno`; `status` gets the wait status.
+pub fn wait_clone(pid: i32, flags: i32, status: &mut i32) -> isize {
+    // SAFETY: `status` is writable; no rusage asked for.
     unsafe {
         syscall6(
             libc::SYS_wait4,
             pid as usize,
-            0,
+            status as *mut i32 as usize,
             (libc::__WCLONE | flags) as usize,
             0,
             0,

@@ -117,14 +117,14 @@ pub fn run(work: impl FnOnce(&mut Sink)) -> Option<Vec<u8>> {
     let (pid, fd) = start(work)?;
     let mut out = Vec::new();
     let mut kept = true;
-    let complete = finish(pid, fd, |bytes| {
+    let ended = finish(pid, fd, |bytes| {
         kept = out.try_reserve(bytes.len()).is_ok();
         if kept {
             out.extend_from_slice(bytes);
         }
         kept
     });
-    if !complete || !kept || !out.ends_with(TRAILER) {
+    if !ended.complete || !kept || !out.ends_with(TRAILER) {
         return None;
     }
     out.truncate(out.len() - TRAILER.len());
@@ -153,19 +153,27 @@ pub fn start(work: impl FnOnce(&mut Sink)) -> Option<(i32, i32)> {
     Some((pid as i32, read_fd))
 }
 
+/// How a copy ended, for [`finish`]'s caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended {
+    /// The copy ran to the end of its output.
+    pub complete: bool,
+    /// Its exit status, if it exited (rather than died of a signal).
+    pub status: Option<i32>,
+}
+
 /// Hands everything the copy `pid` writes on `fd` to `take` (which returns
 /// false to stop early) until the copy closes it, then closes `fd` and reaps
-/// the copy. Returns whether the copy ran to the end of its output: false
-/// if it got stuck (then it is killed) or `take` stopped. Raw system calls
-/// only, as [`start`].
-pub fn finish(pid: i32, fd: i32, mut take: impl FnMut(&[u8]) -> bool) -> bool {
+/// the copy. Incomplete if the copy got stuck (then it is killed) or `take`
+/// stopped. Raw system calls only, as [`start`].
+pub fn finish(pid: i32, fd: i32, mut take: impl FnMut(&[u8]) -> bool) -> Ended {
     let complete = read_all(fd, pid, &mut take);
     raw::close(fd);
     if !complete {
         raw::kill(pid, libc::SIGKILL);
     }
-    reap(pid);
-    complete
+    let status = reap(pid);
+    Ended { complete, status }
 }
 
 /// The copy's side: quiet, then the work, then the trailer; never returns.
@@ -355,8 +363,17 @@ fn is_asleep(pid: i32) -> bool {
 
 /// Waits for the copy to end. ECHILD (the program reaped it with a
 /// `__WALL` wait of its own) is fine: the result is judged by its trailer.
-fn reap(pid: i32) {
-    while raw::wait_clone(pid, 0) == -(libc::EINTR as isize) {}
+fn reap(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    loop {
+        match raw::wait_clone(pid, 0, &mut status) {
+            r if r == -(libc::EINTR as isize) => continue,
+            r if r == pid as isize && libc::WIFEXITED(status) => {
+                return Some(libc::WEXITSTATUS(status))
+            }
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]
