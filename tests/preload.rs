@@ -747,7 +747,6 @@ fn a_single_threaded_program_stays_single_threaded_for_glibc() {
     assert_eq!(ask("thread", true).unwrap(), "joined");
     let p = decode(&signal_for_dump(pid, &dir, 7));
     assert_eq!(leaf(&p, "churn_keep")[2..], [4125, 412_500]);
-    drop(ask);
     drop(stdin);
     assert_eq!(wait(&mut child, &cmd), 0);
     assert_eq!(lines.next().unwrap().unwrap(), "bye");

@@ -73,11 +73,17 @@ fn size_of(p: *mut c_void) -> usize {
 }
 
 /// `malloc` in the copy.
+///
+/// # Safety
+/// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     alloc_aligned(size, HEADER)
 }
 
 /// `free` in the copy: gives the newest block back, otherwise nothing.
+///
+/// # Safety
+/// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn free(p: *mut c_void) {
     if !p.is_null() && copy_arena::owns(p.cast()) {
         // SAFETY: an arena block with a 16-aligned header: its arena block
@@ -88,6 +94,9 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 }
 
 /// `calloc` in the copy.
+///
+/// # Safety
+/// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     let Some(total) = n.checked_mul(size) else {
         return null_mut();
@@ -101,6 +110,9 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 }
 
 /// `realloc` in the copy.
+///
+/// # Safety
+/// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if p.is_null() {
         return alloc_aligned(size, HEADER);
@@ -116,6 +128,9 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 }
 
 /// `malloc_usable_size` in the copy.
+///
+/// # Safety
+/// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn usable_size(p: *mut c_void) -> usize {
     if p.is_null() {
         0
@@ -125,6 +140,9 @@ pub unsafe extern "C" fn usable_size(p: *mut c_void) -> usize {
 }
 
 /// `posix_memalign` in the copy.
+///
+/// # Safety
+/// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
     let p = alloc_aligned(size, align);
     if p.is_null() {
@@ -136,16 +154,25 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 }
 
 /// `memalign`/`aligned_alloc` in the copy.
+///
+/// # Safety
+/// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
     alloc_aligned(size, align)
 }
 
 /// `valloc` in the copy.
+///
+/// # Safety
+/// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
     alloc_aligned(size, heapprof::os::PAGE)
 }
 
 /// `pvalloc` in the copy.
+///
+/// # Safety
+/// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
     alloc_aligned(
         size.next_multiple_of(heapprof::os::PAGE),

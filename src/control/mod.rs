@@ -4,6 +4,7 @@
 //! writing and calls down into both.
 
 pub mod config;
+pub(crate) mod copy_dump;
 pub mod dump_signal;
 pub mod http;
 pub mod startup;

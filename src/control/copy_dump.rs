@@ -1,0 +1,128 @@
+//! A dump written by a copy of the process, for the watcher
+//! ([`crate::control::watcher`]), which can neither allocate nor touch the
+//! main thread's thread-local state, and so cannot dump itself.
+//!
+//! [`run`] makes the copy (`crate::profile::copy_process`); in the copy,
+//! `copy_dump` writes the profile as any dump does, then a report through
+//! the copy's pipe: whether a profile was written, the sequence number
+//! reached, the dumps written raw or skipped for want of memory, and the
+//! error line if it failed. The copy's own state is gone with it, so the
+//! watcher applies the report here: the numbering moves on, the low-memory
+//! counts are added, and an error is printed unless it is the one printed
+//! last. A copy that found one of heapprof's locks held (the program's
+//! thread was draining its buffer: [`crate::engine::copy_arena::lock`]) is
+//! made again a few milliseconds later.
+
+use core::sync::atomic::Ordering;
+
+use crate::os::raw;
+use crate::thread_state;
+
+/// What a copy of the process reports back after a dump for the watcher:
+/// the words of the header ([`REPORT_WORDS`] `u64`s: magic, profile
+/// written, the sequence number reached, dumps written raw and skipped for
+/// want of memory, length of the error line), then the error line.
+const REPORT_MAGIC: u64 = 0x4850_5250_0000_0002;
+const REPORT_WORDS: usize = 6;
+
+/// The last dump error the watcher printed (a hash; 0: none since the last
+/// success), so a persistent failure is said once.
+static LAST_ERROR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Has a copy of the process write the next profile, and moves this
+/// process's state on by its report. Raw system calls and atomics only.
+pub fn run() {
+    let mut buf = [0u8; 4096];
+    // A copy that found one of heapprof's locks held (the program's thread
+    // was draining its buffer), or that could not be made for want of a
+    // process slot, is tried again shortly; one that failed otherwise is not.
+    for attempt in 0..20 {
+        if attempt > 0 {
+            raw::sleep_ns(5_000_000);
+        }
+        let Some((pid, fd)) = crate::profile::copy_process::start(copy_dump) else {
+            continue;
+        };
+        let mut len = 0;
+        let ended = crate::profile::copy_process::finish(pid, fd, |bytes| {
+            let Some(room) = buf.get_mut(len..len + bytes.len()) else {
+                return false;
+            };
+            room.copy_from_slice(bytes);
+            len += bytes.len();
+            true
+        });
+        let trailer = crate::profile::copy_process::TRAILER;
+        if ended.complete
+            && buf[..len].ends_with(trailer)
+            && apply_report(&buf[..len - trailer.len()])
+        {
+            return;
+        }
+        if ended.status != Some(crate::engine::copy_arena::LOCK_HELD) {
+            break;
+        }
+    }
+    say_error(b"heapprof: a dump could not be made in a copy of the process; none written, the next dump will try again");
+}
+
+/// Moves the process's state on by what the copy reports; false if the
+/// report is not one.
+fn apply_report(bytes: &[u8]) -> bool {
+    let mut h = [0u64; REPORT_WORDS];
+    for (i, w) in h.iter_mut().enumerate() {
+        match bytes.get(i * 8..i * 8 + 8) {
+            Some(b) => *w = u64::from_le_bytes(b.try_into().unwrap_or_default()),
+            None => return false,
+        }
+    }
+    let [magic, wrote, seq, raw_dumps, skipped, err_len] = h;
+    let err = &bytes[REPORT_WORDS * 8..];
+    if magic != REPORT_MAGIC || err_len as usize != err.len() {
+        return false;
+    }
+    crate::output::advance_sequence(seq);
+    crate::engine::pressure::add_degraded(raw_dumps, skipped);
+    if wrote != 0 {
+        LAST_ERROR.store(0, Ordering::Relaxed);
+    }
+    if !err.is_empty() {
+        say_error(err);
+    }
+    true
+}
+
+/// Prints a dump error line from the watcher, unless it was the last one.
+fn say_error(line: &[u8]) {
+    // FNV-1a: enough to tell one line from another.
+    let hash = line.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    if LAST_ERROR.swap(hash, Ordering::Relaxed) != hash {
+        raw::write_all(2, line);
+        raw::write_all(2, b"\n");
+    }
+}
+
+/// In the copy: the dump, and the report the watcher reads back.
+fn copy_dump(sink: &mut crate::profile::copy_process::Sink) {
+    let _busy = thread_state::current().enter();
+    let (raw0, skipped0) = crate::engine::pressure::dumps_degraded();
+    let (wrote, err) = match crate::triggers::try_dump() {
+        Ok(p) => (p.is_some(), String::new()),
+        Err(e) => (false, e),
+    };
+    let (raw1, skipped1) = crate::engine::pressure::dumps_degraded();
+    let header = [
+        REPORT_MAGIC,
+        wrote as u64,
+        crate::output::sequence(),
+        raw1 - raw0,
+        skipped1 - skipped0,
+        err.len() as u64,
+    ];
+    for w in header {
+        sink.write(&w.to_le_bytes());
+    }
+    sink.write(err.as_bytes());
+}
