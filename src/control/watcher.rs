@@ -104,10 +104,7 @@ pub fn start(interval_ns: u64) -> bool {
     // process limit) keeps the ordinary dumper thread, which can dump
     // in-process. Checked once: a forked child inherits the answer.
     if !COPIES_WORK.load(Ordering::Relaxed) {
-        let Some((pid, fd)) = crate::profile::copy_process::start(|_| {}) else {
-            return false;
-        };
-        if !crate::profile::copy_process::finish(pid, fd, |_| true).complete {
+        if !crate::profile::copy_process::probe() {
             return false;
         }
         COPIES_WORK.store(true, Ordering::Relaxed);

@@ -162,6 +162,21 @@ pub struct Ended {
     pub status: Option<i32>,
 }
 
+/// Whether a copy of the process can be made here (a seccomp filter or a
+/// process limit may refuse one): one that exits at once, reaped. Raw
+/// system calls only.
+pub fn probe() -> bool {
+    // SAFETY: the copy does nothing but end (`exit_group`, no handlers).
+    let pid = unsafe { raw::copy_process() };
+    if pid == 0 {
+        loop {
+            // SAFETY: ends the copy at once.
+            unsafe { raw::syscall6(libc::SYS_exit_group, 0, 0, 0, 0, 0, 0) };
+        }
+    }
+    pid > 0 && reap(pid as i32) == Some(0)
+}
+
 /// Hands everything the copy `pid` writes on `fd` to `take` (which returns
 /// false to stop early) until the copy closes it, then closes `fd` and reaps
 /// the copy. Incomplete if the copy got stuck (then it is killed) or `take`
