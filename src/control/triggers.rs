@@ -45,8 +45,9 @@
 //! At exit, an `atexit` handler writes a last profile if asked (and prints
 //! any configuration problem not printed yet). After `fork`, the child gets
 //! a fresh pipe, restarts numbering at 0 under its own pid and a new dumper
-//! thread (or watcher: the child has one thread); the `pthread_atfork` prepare handler holds heapprof's locks across
-//! the fork so the child never inherits one held by a thread it lacks.
+//! thread (or watcher: the child has one thread); the `pthread_atfork`
+//! prepare handler holds heapprof's locks across the fork so the child
+//! never inherits one held by a thread it lacks.
 //!
 //! All messages go to stderr as one line each through `write(2)`, without
 //! Rust's stderr lock (which a thread lost in a fork could hold).
@@ -137,6 +138,9 @@ fn hand_over() {
     if DUMPER_STARTED.swap(true, Ordering::AcqRel) {
         return;
     }
+    // What glibc allocates for the dumper thread is heapprof's, not the
+    // program's.
+    let _busy = thread_state::current().enter();
     crate::engine::set_self_drain(false);
     spawn_dumper();
     watcher::stop();

@@ -73,14 +73,27 @@ static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 /// A copy of the process could be made (checked at the first start).
 static COPIES_WORK: AtomicBool = AtomicBool::new(false);
 
+/// Where glibc's `__libc_single_threaded` is (null: not looked up yet, or
+/// missing: [`NO_FLAG`]).
+static SINGLE_FLAG: core::sync::atomic::AtomicPtr<u8> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+const NO_FLAG: *mut u8 = 1 as *mut u8;
+
 /// glibc's own flag (`__libc_single_threaded`, glibc 2.32 and later): true
 /// until the process first creates a thread. True where it is missing.
+/// Looked up once, at the first start (the library constructor): never in a
+/// forked child, where `dlsym` could wait on a loader lock held by a thread
+/// the child does not have.
 fn glibc_single_threaded() -> bool {
-    // SAFETY: looking up a data symbol by a NUL-terminated name; glibc
-    // declares it `char`.
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) };
-    // SAFETY: when present, a one-byte flag glibc keeps for the process.
-    p.is_null() || unsafe { *p.cast::<u8>() } != 0
+    let mut p = SINGLE_FLAG.load(Ordering::Relaxed);
+    if p.is_null() {
+        // SAFETY: looking up a data symbol by a NUL-terminated name.
+        let q = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) };
+        p = if q.is_null() { NO_FLAG } else { q.cast() };
+        SINGLE_FLAG.store(p, Ordering::Relaxed);
+    }
+    // SAFETY: glibc's one-byte flag (declared `char`), for the process's life.
+    p == NO_FLAG || unsafe { *p } != 0
 }
 
 /// Whether this target can run a watcher.

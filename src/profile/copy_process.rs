@@ -35,6 +35,17 @@
 //! `HEAPPROF_SYMBOLIZE=0`. Filters that allow threads otherwise allow this
 //! `clone` or refuse it with an error.)
 //!
+//! # Whole dumps, from the watcher
+//! The watcher (`crate::control::watcher`), which stands in for the dumper
+//! thread in a single-threaded program under the preload library, has each
+//! dump written by a copy (`crate::control::copy_dump`). It shares the main
+//! thread's thread pointer, so the caller's side here ([`start`],
+//! [`finish`], [`probe`]) makes raw system calls only. And since Linux keeps
+//! user and group ids per thread, and glibc changes only those of the
+//! threads it knows, a copy first takes the main thread's ids
+//! (`adopt_credentials`): a daemon that gave up root writes its profiles as
+//! itself.
+//!
 //! # Cost, and when a copy is not worth it
 //! The `clone` copies the process's page tables (about 2 MB per GB of
 //! resident memory, in the copy; a few milliseconds for a large process),
