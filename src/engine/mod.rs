@@ -22,7 +22,9 @@
 //! ([`set_self_drain`]: the preload library keeps a single-threaded program
 //! single-threaded in glibc's eyes), the sampled path does it: a record that
 //! fills a buffer chunk (64 KiB of records) applies every buffer, if the
-//! aggregator's lock is free at that moment — a try-lock, never a wait.
+//! aggregator's lock is free at that moment — a try-lock, never a wait. The
+//! aggregate's tables then grow through heapprof's own allocator (the inner
+//! one, never the hooks), with `try_reserve`, as on the dumper.
 
 pub(crate) mod aggregate;
 pub(crate) mod buffer;
