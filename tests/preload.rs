@@ -745,6 +745,12 @@ fn a_single_threaded_program_stays_single_threaded_for_glibc() {
     assert_eq!(ask("", true).unwrap(), "ok");
     assert_eq!(ask("flag", true).unwrap(), "single 1");
     assert_eq!(ask("thread", true).unwrap(), "joined");
+    // The watcher ends once the dumper thread runs: two tasks again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ask("tasks", true).unwrap() != "tasks 2" {
+        assert!(Instant::now() < deadline, "the watcher did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let p = decode(&signal_for_dump(pid, &dir, 7));
     assert_eq!(leaf(&p, "churn_keep")[2..], [4125, 412_500]);
     drop(stdin);

@@ -142,9 +142,9 @@ fn hand_over() {
     // program's.
     let _busy = thread_state::current().enter();
     crate::engine::set_self_drain(false);
-    spawn_dumper();
     watcher::stop();
-    poke();
+    // The dumper wakes the watcher until it has ended (see dumper_main).
+    spawn_dumper();
 }
 
 /// Prints one line on stderr without taking any lock.
@@ -434,6 +434,13 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: naming the calling thread with a short NUL-terminated string.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
     crate::stack::load_fast_unwinder();
+    // Taking over from the watcher: wake it (it shares the pipe) until it
+    // has seen that it must end, before this thread reads the pipe itself,
+    // so that a program counting its threads soon finds one again.
+    while watcher::running() {
+        poke();
+        watcher::wait_ended(20);
+    }
     dump_signal::set_dumper_thread();
     // The mask this thread was created with (all but glibc's internal
     // signals); it waits in it minus the dump signal.
