@@ -772,6 +772,37 @@ fn a_single_threaded_program_stays_single_threaded_for_glibc() {
     );
 }
 
+/// Where no copy of the process can be made (here a seccomp filter refuses
+/// every `clone` that makes no thread, `tests/c/noclone.c`), the watcher
+/// cannot dump, so a single-threaded program keeps the dumper thread, and
+/// its profiles are as exact as ever (symbolized in-process).
+#[test]
+fn a_process_that_cannot_be_copied_keeps_the_dumper_thread() {
+    let dir = out_dir("noclone");
+    let mut cmd = preloaded(program("noclone"), &dir);
+    cmd.arg(program("single")).stderr(Stdio::piped());
+    let (mut child, mut lines) = start_ready_at_rate_1(&mut cmd);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut ask = |line: &str| {
+        writeln!(stdin, "{line}").unwrap();
+        lines.next().unwrap().unwrap()
+    };
+    assert_eq!(ask("flag"), "single 0", "the dumper thread is glibc's");
+    assert_eq!(ask("churn 64000"), "ok");
+    let p = decode(&signal_for_dump(child.id(), &dir, 0));
+    assert_eq!(leaf(&p, "churn_keep"), [1000, 100_000, 1000, 100_000]);
+    drop(stdin);
+    assert_eq!(wait(&mut child, &cmd), 0);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(err, "");
+}
+
 /// A single-threaded daemon that gives up root: its profiles are written
 /// as the program's user, not as the watcher's (Linux keeps credentials per
 /// thread, and glibc changes only the threads it knows). Run as root, as
