@@ -21,6 +21,10 @@
 #       also measures another build's libheapprof_preload.so and
 #       examples/bench_churn (e.g. before a change), in the same run
 #   ONLY="python sqlite" bash scripts/bench-callgrind.sh   a subset
+#   PERL_PADS="0 40 80 120" ONLY=perl bash scripts/bench-callgrind.sh
+#       perl again with the environment grown by each number of bytes (bare
+#       and profiled alike): perl's count moves by a few percent with it,
+#       as glibc consolidates its fast bins at exit or not
 #   FLOOR=1 bash scripts/bench-callgrind.sh
 #       also runs each program under a stand-in library whose constructor
 #       only starts a sleeping thread: the cost of glibc's multi-threaded
@@ -104,6 +108,8 @@ prog_instr() {
     # Fixed hash seeds: Python's and Perl's randomized hashing changes their
     # instruction counts from run to run by a few percent.
     export PYTHONHASHSEED=0 PERL_HASH_SEED=0 PERL_PERTURB_KEYS=0
+    # PAD (see PERL_PADS): the environment's size, which moves glibc's heap.
+    [ -n "${PAD_BYTES:-}" ] && export BENCH_PAD=$(head -c "$PAD_BYTES" /dev/zero | tr '\0' x)
     [ -n "$lib" ] && export LD_PRELOAD=$lib
     case $fn in
       python) PYTHONMALLOC=malloc instr "$PYTHON" "$work/workload.py" ;;
@@ -136,6 +142,12 @@ for name in python sqlite perl cc1 alloc; do
     printf ' %16s %22s %22s' "$floor" "$(ratio "$floor" "$bare")" "$(ratio "$new" "$floor")"
   fi
   echo
+done
+
+for pad in ${PERL_PADS:-}; do
+  bare=$(PAD_BYTES=$pad prog_instr "" perl)
+  new=$(PAD_BYTES=$pad prog_instr "$LIB" perl)
+  printf '%-8s %16s %16s %22s\n' "perl+$pad" "$bare" "$new" "$(ratio "$new" "$bare")"
 done
 
 if [[ " $ONLY " == *" rust "* ]]; then

@@ -14,9 +14,9 @@
 //! Blocks carry a 16-byte header (their size) before the address handed
 //! out, so `realloc` and `malloc_usable_size` know them. A block from
 //! before the copy stays where it is: freeing it does nothing, and growing
-//! it copies it into the arena, its size read from the sample heap (a
-//! sample) or from the real allocator's `malloc_usable_size` (which only
-//! reads the block's own header).
+//! it copies it into the arena, its size read from the bootstrap arena or
+//! the sample heap (heapprof's own blocks) or from the real allocator's
+//! `malloc_usable_size` (which only reads the block's own header).
 
 use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
@@ -59,6 +59,9 @@ fn size_of(p: *mut c_void) -> usize {
     if copy_arena::owns(p.cast()) {
         // SAFETY: an arena block made here: its header lies just below it.
         return unsafe { p.cast::<u8>().sub(HEADER).cast::<usize>().read() };
+    }
+    if crate::bootstrap::contains(p.cast()) {
+        return crate::bootstrap::size_of(p.cast());
     }
     if engine::owns(p.cast()) {
         return engine::sample_usable_size(p.cast());

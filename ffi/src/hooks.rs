@@ -148,13 +148,16 @@ fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
     p.cast()
 }
 
-/// Interposed `malloc`, on x86-64 written out: the steps of the portable
-/// version below in six instructions, two fewer than the compiler's (it
-/// neither reads nor writes the countdown through `%fs`, nor jumps through
-/// the slot in memory): load the block's offset from the GOT, load the
-/// countdown, subtract, branch to the slow path unless it stays above 0,
-/// store it, jump to the real function (a nonzero countdown implies
-/// resolved).
+/// Interposed `malloc`, on x86-64 written out in four instructions: load
+/// the TLS block's offset from the GOT, subtract the size from the
+/// countdown in place, branch to the slow path if it did not stay above 0,
+/// jump to the real function through its slot (a nonzero countdown implies
+/// resolved). The compiler's version of the portable one below takes eight:
+/// it reads and writes the countdown through `%fs` in separate steps and
+/// jumps through a register. A subtraction that ran the countdown out is
+/// added back first thing on the way to the slow path
+/// ([`malloc_slow_consumed`]); a signal handler that allocates in between
+/// sees the countdown as it would in sequence (the arithmetic is modular).
 ///
 /// # Safety
 /// As C's `malloc`.
@@ -164,15 +167,30 @@ fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     core::arch::naked_asm!(
         "mov rax, qword ptr [rip + {state}@GOTTPOFF]",
-        "mov rcx, qword ptr fs:[rax + {countdown}]",
-        "sub rcx, rdi",
+        "sub qword ptr fs:[rax + {countdown}], rdi",
         "jbe {slow}",
-        "mov qword ptr fs:[rax + {countdown}], rcx",
         "jmp qword ptr [rip + {real}]",
         state = sym tls::heapprof_state,
         countdown = const heapprof::thread_state::COUNTDOWN_OFFSET,
-        slow = sym malloc_slow,
+        slow = sym malloc_slow_consumed,
         real = sym real::MALLOC,
+    )
+}
+
+/// [`malloc`]'s way to its slow path: the TLS block's offset still in
+/// `rax`, the size in `rdi`; gives the countdown back the size the hot path
+/// took, then goes on to [`malloc_slow`].
+///
+/// # Safety
+/// Only as the target of [`malloc`]'s branch.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+unsafe extern "C" fn malloc_slow_consumed(size: usize) -> *mut c_void {
+    core::arch::naked_asm!(
+        "add qword ptr fs:[rax + {countdown}], rdi",
+        "jmp {slow}",
+        countdown = const heapprof::thread_state::COUNTDOWN_OFFSET,
+        slow = sym malloc_slow,
     )
 }
 
@@ -221,12 +239,14 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
 }
 
 /// Interposed `free`, on x86-64 written out: [`owned`] and the jump to the
-/// real function in six instructions, two fewer than the compiler's (it
-/// neither subtracts nor jumps from memory). The range's length is loaded
-/// first, as `owned` does with `Acquire` (x86 keeps loads in order).
-/// `free(NULL)` needs no test of its own: 0 lies outside the range, so it
-/// goes to the real `free`, which returns at once; a null test here would
-/// cost every other free two instructions.
+/// real function in five instructions, three fewer than the compiler's (it
+/// neither subtracts nor compares nor jumps from memory). The range's base
+/// is read before its length, the reverse of `owned`'s `Acquire` order:
+/// harmless, because a pointer in the range reaches a freeing thread only
+/// after the range was published, and x86 keeps the loads after that one
+/// in order. `free(NULL)` needs no test of its own: 0 lies outside the
+/// range, so it goes to the real `free`, which returns at once; a null test
+/// here would cost every other free two instructions.
 ///
 /// # Safety
 /// As C's `free`.
@@ -235,10 +255,9 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
 #[unsafe(naked)]
 pub unsafe extern "C" fn free(p: *mut c_void) {
     core::arch::naked_asm!(
-        "mov rcx, qword ptr [rip + {range} + {len}]",
         "mov rax, rdi",
         "sub rax, qword ptr [rip + {range} + {base}]",
-        "cmp rax, rcx",
+        "cmp rax, qword ptr [rip + {range} + {len}]",
         "jb {slow}",
         "jmp qword ptr [rip + {real}]",
         range = sym RANGE,

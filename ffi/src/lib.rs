@@ -123,12 +123,12 @@
 //! can be said there.
 //!
 //! ## Costs
-//! An unsampled allocation costs six instructions over the real function
-//! on x86-64 (`malloc`: load the TLS block's offset from the GOT, load the
-//! countdown through `%fs`, subtract, branch, store, jump through the real
-//! function's slot); freeing an unsampled pointer six too (`free`: load the
-//! sample heap's range length, subtract its base from the pointer, compare,
-//! branch, jump), whatever its alignment. (`malloc` and `free` are written
+//! An unsampled allocation costs four instructions over the real function
+//! on x86-64 (`malloc`: load the TLS block's offset from the GOT, subtract
+//! the size from the countdown in place through `%fs`, branch, jump through
+//! the real function's slot); freeing an unsampled pointer five (`free`:
+//! copy the pointer, subtract the sample heap's base, compare with its
+//! length, branch, jump), whatever its alignment. (`malloc` and `free` are written
 //! out in assembly there; `calloc`, `realloc` and the aligned functions are
 //! the compiler's, two to four instructions more.) Sampled objects cost a
 //! stack capture each and a few dozen instructions of the sample heap.
