@@ -21,6 +21,9 @@
 #       also measures another build's libheapprof_preload.so and
 #       examples/bench_churn (e.g. before a change), in the same run
 #   ONLY="python sqlite" bash scripts/bench-callgrind.sh   a subset
+#   SEED=7 bash scripts/bench-callgrind.sh   another sampling seed (default 1)
+#   PERL_SEEDS="1 2 3 4" ONLY=perl bash scripts/bench-callgrind.sh
+#       perl again under each sampling seed
 #   PERL_PADS="0 40 80 120" ONLY=perl bash scripts/bench-callgrind.sh
 #       perl again with the environment grown by each number of bytes (bare
 #       and profiled alike): perl's count moves by a few percent with it,
@@ -105,6 +108,10 @@ prog_instr() {
     # HEAPPROF_CHILDREN=1: valgrind's launcher loads the library first, and
     # would otherwise take it out of LD_PRELOAD before starting the program.
     export HEAPPROF_OUT=$work/prof HEAPPROF_AT_EXIT=0 HEAPPROF_CHILDREN=1
+    # A fixed sampling seed, so runs sample the same allocations (SEED=N
+    # for another draw: a program with a few big reallocs costs more when
+    # one of them is sampled, each then copied into the sample heap once).
+    export HEAPPROF_SEED=${SEED:-1}
     # Fixed hash seeds: Python's and Perl's randomized hashing changes their
     # instruction counts from run to run by a few percent.
     export PYTHONHASHSEED=0 PERL_HASH_SEED=0 PERL_PERTURB_KEYS=0
@@ -142,6 +149,12 @@ for name in python sqlite perl cc1 alloc; do
     printf ' %16s %22s %22s' "$floor" "$(ratio "$floor" "$bare")" "$(ratio "$new" "$floor")"
   fi
   echo
+done
+
+for seed in ${PERL_SEEDS:-}; do
+  bare=$(SEED=$seed prog_instr "" perl)
+  new=$(SEED=$seed prog_instr "$LIB" perl)
+  printf '%-8s %16s %16s %22s\n' "perl@$seed" "$bare" "$new" "$(ratio "$new" "$bare")"
 done
 
 for pad in ${PERL_PADS:-}; do

@@ -56,7 +56,7 @@ pub(crate) static MALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 /// call that can reach it that early) is safe.
 pub(crate) static FREE: AtomicPtr<c_void> = AtomicPtr::new(free_unresolved as *mut c_void);
 static CALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
-static REALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+pub(crate) static REALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 static POSIX_MEMALIGN: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 static MEMALIGN: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 static ALIGNED_ALLOC: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
