@@ -128,9 +128,10 @@
 //! the size from the countdown in place through `%fs`, branch, jump through
 //! the real function's slot); freeing an unsampled pointer five (`free`:
 //! copy the pointer, subtract the sample heap's base, compare with its
-//! length, branch, jump), whatever its alignment. (`malloc` and `free` are written
-//! out in assembly there; `calloc`, `realloc` and the aligned functions are
-//! the compiler's, two to four instructions more.) Sampled objects cost a
+//! length, branch, jump), whatever its alignment; an unsampled `realloc`
+//! nine. (`malloc`, `free` and `realloc` are written out in assembly
+//! there; `calloc` and the aligned functions are the compiler's, two to
+//! four instructions more.) Sampled objects cost a
 //! stack capture each and a few dozen instructions of the sample heap.
 //! No thread that glibc knows of is added to a single-threaded program (the
 //! watcher, above): one would cost more than all of this (+1.6 % on
