@@ -326,8 +326,9 @@ fn notify(pid: i32, tag: u64) {
     }
 }
 
-/// The dumper thread's note source (see `heapprof::triggers`): the skipped
-/// children line, the first time a datagram is waiting.
+/// The note source of the dumper thread and the watcher (see
+/// `heapprof::triggers`): the skipped children line, the first time a
+/// datagram is waiting.
 fn note() -> Option<&'static str> {
     // Raw system calls only: the watcher thread asks too, which must never
     // touch errno (see `heapprof::control::watcher`).

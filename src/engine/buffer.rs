@@ -114,9 +114,10 @@ pub unsafe fn release(b: *mut Buffer) {
     unsafe { &*b }.owned.store(false, Ordering::Release);
 }
 
-/// Appends one record. Returns whether it began a new chunk (the buffer
-/// then holds a full one); a record dropped because memory ran out is
-/// counted.
+/// Appends one record. Returns whether the buffer now holds a full chunk:
+/// the record began a new one, or none could be mapped (the record is then
+/// dropped, and counted), so that a caller draining its own buffer
+/// ([`crate::engine::set_self_drain`]) knows when to.
 ///
 /// # Safety
 /// The calling thread must own `b`; `record.len() <= CHUNK_WORDS`.
