@@ -34,7 +34,7 @@
 //! would switch its malloc to the multi-threaded paths for good, costing
 //! more than heapprof itself. The [`watcher`] stands in: a bare thread that
 //! waits on the same pipe and signal and has each dump written by a copy of
-//! the process (`watcher_wait`, `watcher_round` here); the sampled path
+//! the process (`wait_for_wake`, `watcher_round` here); the sampled path
 //! drains the buffers meanwhile. The program's first `pthread_create` starts
 //! the dumper ([`program_creates_thread`]), and the watcher ends.
 //!
@@ -481,8 +481,9 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         // longer than the period (samples arriving as fast as they are
         // applied) would otherwise starve fork handlers and dumps waiting
         // for that lock.
-        let woke = wait_for_wake(wait.max(Duration::from_millis(5)), &base);
-        if woke.dump {
+        let wait = wait.max(Duration::from_millis(5));
+        let dump = wait_for_wake(Some(wait.as_nanos().min(u64::MAX as u128) as u64), &base);
+        if dump {
             dump_now();
         }
         let now = Instant::now();
@@ -502,62 +503,12 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     }
 }
 
-struct Woke {
-    dump: bool,
-}
-
-fn wait_for_wake(timeout: Duration, base: &libc::sigset_t) -> Woke {
-    if !pipe_is_ours() {
-        // Never write into a descriptor the program now uses: forget the
-        // old numbers (without closing them) and make a new pipe.
-        PIPE_READ.store(-1, Ordering::Release);
-        PIPE_WRITE.store(-1, Ordering::Release);
-        open_pipe();
-    }
-    let fd = PIPE_READ.load(Ordering::Acquire);
-    let note = NOTE_SOURCE.get().map_or(-1, |n| (n.fd)());
-    let mut fds = [fd, note].map(|fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    });
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // The dump signal is unblocked only in here: its handler runs on this
-    // thread, between dumps, and ppoll returns (EINTR, the byte in the pipe).
-    let mask = dump_signal::wait_mask(base);
-    // SAFETY: two valid pollfds (ppoll skips a negative descriptor; a
-    // readable note descriptor just ends the wait, the loop then prints), a
-    // valid timeout and mask.
-    let r = unsafe { dump_signal::ppoll(fds.as_mut_ptr(), 2, &ts, &mask) };
-    dump_signal::wait_done();
-    let pfd = fds[0];
-    let mut woke = Woke { dump: false };
-    if r > 0 && pfd.revents & libc::POLLNVAL != 0 {
-        // Closed under us: wait out the timeout rather than spin; the next
-        // round re-creates the pipe.
-        std::thread::sleep(timeout);
-    } else if r != 0 {
-        // Readable, or interrupted by the handler that just wrote to it: the
-        // pipe is non-blocking, so draining an empty one costs one read.
-        let mut buf = [0u8; 256];
-        loop {
-            // SAFETY: reading into a local buffer of the given length.
-            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-            woke.dump |= buf[..n as usize].contains(&WAKE_DUMP);
-        }
-    }
-    woke
-}
-
-/// The watcher's wait ([`watcher`]): [`wait_for_wake`] in raw system
-/// calls. Returns whether a dump was asked for.
-pub(crate) fn watcher_wait(timeout_ns: Option<u64>, base: &libc::sigset_t) -> bool {
+/// The dumper's and the watcher's wait: on the self-pipe and the note
+/// source, with the dump signal unblocked only in here (its handler runs
+/// on this thread, between dumps, and `ppoll` returns: `EINTR`, the byte in
+/// the pipe); `None` waits for ever. Returns whether a dump was asked for.
+/// Raw system calls only, for the watcher ([`watcher`]).
+pub(crate) fn wait_for_wake(timeout_ns: Option<u64>, base: &libc::sigset_t) -> bool {
     if !pipe_is_ours() {
         PIPE_READ.store(-1, Ordering::Release);
         PIPE_WRITE.store(-1, Ordering::Release);
@@ -579,9 +530,12 @@ pub(crate) fn watcher_wait(timeout_ns: Option<u64>, base: &libc::sigset_t) -> bo
     dump_signal::wait_done();
     let mut dump = false;
     if r > 0 && fds[0].revents & libc::POLLNVAL != 0 {
-        // Closed under us: the next round makes a new pipe.
-        raw::sleep_ns(100_000_000);
+        // Closed under us: wait out the timeout rather than spin; the next
+        // round makes a new pipe.
+        raw::sleep_ns(timeout_ns.unwrap_or(100_000_000));
     } else if r != 0 {
+        // Readable, or interrupted by the handler that just wrote to it: the
+        // pipe is non-blocking, so draining an empty one costs one read.
         let mut buf = [0u8; 256];
         loop {
             // SAFETY: a local buffer of that length.

@@ -221,7 +221,7 @@ extern "C" fn main() -> ! {
         }
         let timeout =
             (next_interval != 0).then(|| next_interval.saturating_sub(now).max(1_000_000));
-        let mut dump = crate::triggers::watcher_wait(timeout, &all);
+        let mut dump = crate::triggers::wait_for_wake(timeout, &all);
         if STOP.load(Ordering::Acquire) {
             if dump {
                 // Taken from the pipe after the dumper started: its now.
