@@ -1337,3 +1337,118 @@ fn a_dump_is_invisible_to_a_parent_blocked_in_wait() {
         "waited kid status 7 sigchld 1 then ECHILD; atfork 1 1"
     );
 }
+
+// ---- Descriptors and files (src/os/fds.rs) --------------------------------
+
+#[test]
+fn a_daemon_that_closes_every_descriptor_reads_exactly_what_it_sent() {
+    // libunwind 1.6 validates the addresses of guessed frames through a
+    // pipe it opens on the lowest free descriptors: with the program's own
+    // socket on those numbers, it stole and injected bytes (or hung in a
+    // read, which the program's alarm turns into exit 142).
+    for rate in ["524288", "1"] {
+        let (out, _) = same_as_bare(
+            &format!("fds-daemon-{rate}"),
+            program("fds"),
+            &["daemon"],
+            &[("HEAPPROF_RATE", rate)],
+            b"",
+        );
+        let sent = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ()";
+        assert_eq!(
+            out.stdout,
+            format!(
+                "socketpair 3 4 made\nsocketpair: fds 3 4 got {sent} extra -1\npipe: fds 5 6 got {sent} extra -1\n"
+            ),
+            "rate {rate}"
+        );
+    }
+}
+
+#[test]
+fn with_stdin_closed_descriptor_0_stays_free() {
+    // `exec PROG <&-`: the program starts with 0 closed; fstat(0) fails and
+    // its next pipe is 0 and 3, as in a bare run.
+    let fds = program("fds");
+    let fds = fds.to_str().unwrap();
+    let (out, _) = same_as_bare(
+        "fds-stdin",
+        "sh",
+        &["-c", "exec \"$0\" stdin <&-", fds],
+        &[],
+        b"",
+    );
+    assert_eq!(out.stdout, "fstat(0) fails\npipe 0 3\n");
+}
+
+/// `fds list`'s descriptors: (number, close-on-exec).
+fn listed(stdout: &str) -> Vec<(i32, bool)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("fd ")?;
+            let (n, flag) = rest.split_once(' ').unwrap_or((rest, ""));
+            Some((n.parse().ok()?, flag == "cloexec"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_profiled_program_sees_only_its_own_descriptors_in_its_range() {
+    let dir = out_dir("fds-list");
+    let bare = run(clean(program("fds")).arg("list"), b"");
+    let under = run(preloaded(program("fds"), &dir).arg("list"), b"");
+    assert_eq!((bare.code, under.code), (0, 0), "{bare:?} {under:?}");
+    let floor = heapprof::os::fds::floor();
+    let (bare, under) = (listed(&bare.stdout), listed(&under.stdout));
+    let (low, high): (Vec<_>, Vec<_>) = under.iter().partition(|(fd, _)| *fd < floor);
+    assert_eq!(low, bare, "descriptors below {floor} changed");
+    assert!(
+        high.iter().all(|&(_, cloexec)| cloexec),
+        "heapprof's descriptors must be close-on-exec: {high:?}"
+    );
+}
+
+#[test]
+fn a_child_that_does_not_load_the_library_inherits_nothing() {
+    // Spawned without LD_PRELOAD (as a static or setuid program would run):
+    // its descriptors are the bare run's.
+    let (out, _) = same_as_bare("fds-child", program("fds"), &["child"], &[], b"");
+    assert!(out.stdout.ends_with("child status 0\n"), "{out:?}");
+}
+
+#[test]
+fn links_and_files_planted_at_dump_names_are_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = out_dir("fds-plant");
+    let target = scratch().join("fds-plant-target");
+    std::fs::write(&target, b"precious").unwrap();
+    let out = run(
+        preloaded(program("fds"), &dir)
+            .arg("plant")
+            .arg(&dir)
+            .arg(&target),
+        b"",
+    );
+    assert_eq!((out.code, out.stdout.as_str()), (0, "planted\n"), "{out:?}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+    let mut written = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let meta = std::fs::symlink_metadata(e.path()).unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if meta.file_type().is_symlink() {
+            assert_eq!(std::fs::read_link(e.path()).unwrap(), target, "{name}");
+        } else if std::fs::read(e.path()).unwrap() == b"planted" {
+            assert!(!name.starts_with('.'), "{name}");
+        } else {
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+            written.push(name);
+        }
+    }
+    // The exit dump took the first free sequence number, past the four
+    // planted (and its temporary name past the planted ones).
+    let heap: Vec<_> = written.iter().filter(|n| !n.contains("threads")).collect();
+    assert_eq!(heap.len(), 1, "{written:?}");
+    assert!(heap[0].ends_with(".4.pb.gz"), "{written:?}");
+    decode(&dir.join(heap[0]));
+}

@@ -49,22 +49,28 @@
 //! right after the child could otherwise go before its dumper thread ran.
 //! Later children find the socket closed at once.
 //!
-//! Once per process, not per image: the socket is not close-on-exec, and
-//! its descriptor is recorded too (`HEAPPROF_PID=PID:TAG:FD`), so the next
-//! image of the same process adopts it (checked by name with
-//! `getsockname`), and once it has been closed no later image listens
-//! again. A new process that inherits the descriptor (fork + exec) closes
-//! it in its constructor, so no program it runs sees it; only one that
-//! never loads the library (statically linked, setuid, or started without
-//! `LD_PRELOAD`) keeps it, unused. Children of forked children, whose
-//! environment names the profiled ancestor, are reported by that ancestor;
-//! a datagram sent after the profiled process exited is lost.
+//! Once per process, not per image: the socket's descriptor is recorded too
+//! (`HEAPPROF_PID=PID:TAG:FD`), so the next image of the same process
+//! adopts it (checked by name with `getsockname`), and once it has been
+//! closed no later image listens again. Like every descriptor of heapprof's
+//! it is high and close-on-exec (see `heapprof::os::fds`): the process's
+//! own `exec` functions, interposed in [`crate::signals`], clear the flag
+//! just for that call ([`before_exec`]: only in the process that made the
+//! socket, so no new process, whether it loads the library or is static
+//! or setuid, ever receives it) and the image adopting it sets the flag
+//! again. An `exec` that bypasses the interposed functions (a raw system
+//! call) closes it: the next image then does not listen. A new process
+//! that inherits the descriptor anyway (forked by another thread while an
+//! `exec` was under way) closes it in its constructor. Children of forked
+//! children, whose environment names the profiled ancestor, are reported
+//! by that ancestor; a datagram sent after the profiled process exited is
+//! lost.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use heapprof::config;
-use heapprof::os::raw;
+use heapprof::os::{fds, raw};
 use heapprof::triggers::say;
 
 use crate::env;
@@ -74,12 +80,11 @@ const VAR: &str = "HEAPPROF_PID";
 
 /// Set in a process the library stays inert in.
 static INERT: AtomicBool = AtomicBool::new(false);
-/// The notification socket of this profiled image (-1: none), its inode
-/// (to tell it from a descriptor the program reused), and the pid that
-/// owns it (a forked child inherits the descriptor, not the role).
-static SOCKET: AtomicI32 = AtomicI32::new(-1);
-static SOCKET_INODE: AtomicU64 = AtomicU64::new(0);
-static OWNER: AtomicI32 = AtomicI32::new(0);
+/// The notification socket of this profiled image (none: -1), with the
+/// file it is (to tell it from a descriptor the program reused) and the
+/// process that made it (a forked child inherits the descriptor, not the
+/// role).
+static SOCKET: fds::Held = fds::Held::new();
 
 /// The line a profiled process prints (once) when programs it started were
 /// not profiled.
@@ -140,15 +145,16 @@ pub fn profile_this_process() -> bool {
     };
     match fd {
         Some(fd) => {
-            SOCKET_INODE.store(inode(fd), Ordering::Relaxed);
-            OWNER.store(me, Ordering::Relaxed);
-            SOCKET.store(fd, Ordering::Release);
+            // Adopted from the previous image without it (see the module
+            // docs); a no-op on a socket just made.
+            set_cloexec(fd, true);
+            SOCKET.set(fd);
             env::set_var(VAR, &format!("{me}:{tag:016x}:{fd}"));
         }
         None => env::set_var(VAR, &format!("{me}:{tag:016x}")),
     }
     heapprof::triggers::set_note_source(heapprof::triggers::NoteSource {
-        fd: || SOCKET.load(Ordering::Acquire),
+        fd: || SOCKET.raw(),
         take: note,
     });
     true
@@ -244,43 +250,71 @@ fn address(pid: i32, tag: u64) -> (libc::sockaddr_un, libc::socklen_t) {
     (a, len as libc::socklen_t)
 }
 
-/// Lowest descriptor number the socket moves to, as for the dump pipe in
-/// `heapprof::triggers`: programs take the lowest free numbers.
-const HIGH_FD: libc::c_int = 900;
-
-/// Binds the notification socket; its descriptor. Not close-on-exec: an
-/// image this process execs adopts it (see the module docs).
+/// Binds the notification socket; its descriptor, high and close-on-exec
+/// (see the module docs).
 fn listen(pid: i32, tag: u64) -> Option<i32> {
     let (addr, len) = address(pid, tag);
     // SAFETY: plain socket calls on a descriptor we own; `addr` is valid for
     // `len` bytes.
     unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK, 0);
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
         if fd < 0 {
             return None;
         }
+        let fd = fds::move_high(fd);
         if libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
             libc::close(fd);
             return None;
         }
-        let high = libc::fcntl(fd, libc::F_DUPFD, HIGH_FD);
-        if high < 0 {
-            return Some(fd);
-        }
-        libc::close(fd);
-        Some(high)
+        Some(fd)
     }
 }
 
-fn inode(fd: libc::c_int) -> u64 {
-    // SAFETY: fstat writes into a zeroed local struct.
+/// Sets or clears `fd`'s close-on-exec flag (a raw system call: errno is
+/// left alone, for the `exec` wrappers).
+fn set_cloexec(fd: i32, on: bool) {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD on a descriptor of ours; no memory involved.
     unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        if libc::fstat(fd, &mut st) == 0 {
-            st.st_ino
-        } else {
-            0
-        }
+        raw::syscall6(
+            libc::SYS_fcntl,
+            fd as usize,
+            libc::F_SETFD as usize,
+            flag as usize,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
+/// Called by the `exec` wrappers just before the real call: in the process
+/// that made the notification socket, lets it survive this `exec` for the
+/// next image to adopt; returns it (-1: none) for [`exec_failed`]. Raw
+/// system calls only, errno untouched (a `vfork` child may be calling:
+/// it changes nothing shared, as it is not the socket's process).
+pub fn before_exec() -> i32 {
+    if !SOCKET.made_here() {
+        return -1;
+    }
+    // Taken, so the dumper does not close it under the `exec`.
+    let fd = SOCKET.take();
+    if fd >= 0 {
+        set_cloexec(fd, false);
+    }
+    fd
+}
+
+/// The `exec` failed: the socket [`before_exec`] returned is close-on-exec
+/// and watched again.
+pub fn exec_failed(fd: i32) {
+    if fd >= 0 {
+        set_cloexec(fd, true);
+        SOCKET.set(fd);
     }
 }
 
@@ -332,19 +366,15 @@ fn notify(pid: i32, tag: u64) {
 fn note() -> Option<&'static str> {
     // Raw system calls only: the watcher thread asks too, which must never
     // touch errno (see `heapprof::control::watcher`).
-    let fd = SOCKET.load(Ordering::Acquire);
+    let fd = SOCKET.raw();
     if fd < 0 {
         return None;
     }
     // Never read from a descriptor the program reused for its own.
-    let ours = raw::inode(fd) == SOCKET_INODE.load(Ordering::Relaxed);
-    let owner = raw::getpid() == OWNER.load(Ordering::Relaxed);
-    if !ours || !owner {
-        // A forked child's copy (the parent reports), or not ours any more.
-        SOCKET.store(-1, Ordering::Release);
-        if ours {
-            raw::close(fd);
-        }
+    if SOCKET.get().is_none() || !SOCKET.made_here() {
+        // A forked child's copy (the parent reports: closed here), or not
+        // ours any more (forgotten).
+        SOCKET.close();
         return None;
     }
     let mut byte = 0u8;
@@ -352,7 +382,6 @@ fn note() -> Option<&'static str> {
     if unsafe { raw::recv_nowait(fd, &mut byte, 1) } < 0 {
         return None;
     }
-    SOCKET.store(-1, Ordering::Release);
-    raw::close(fd);
+    SOCKET.close();
     Some(SKIPPED)
 }

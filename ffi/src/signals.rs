@@ -642,6 +642,7 @@ type Argv = *const *const c_char;
 #[no_mangle]
 pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
     let h = before_exec();
+    let kept = crate::lineage::before_exec();
     let r = call!(
         EXECVE,
         fn(*const c_char, Argv, Argv) -> c_int,
@@ -649,6 +650,7 @@ pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> 
         argv,
         envp
     );
+    crate::lineage::exec_failed(kept);
     after_exec(h);
     r
 }
@@ -656,7 +658,9 @@ pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> 
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
     let h = before_exec();
+    let kept = crate::lineage::before_exec();
     let r = call!(EXECV, fn(*const c_char, Argv) -> c_int, path, argv);
+    crate::lineage::exec_failed(kept);
     after_exec(h);
     r
 }
@@ -664,7 +668,9 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
     let h = before_exec();
+    let kept = crate::lineage::before_exec();
     let r = call!(EXECVP, fn(*const c_char, Argv) -> c_int, file, argv);
+    crate::lineage::exec_failed(kept);
     after_exec(h);
     r
 }
@@ -672,6 +678,7 @@ pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
     let h = before_exec();
+    let kept = crate::lineage::before_exec();
     let r = call!(
         EXECVPE,
         fn(*const c_char, Argv, Argv) -> c_int,
@@ -679,6 +686,7 @@ pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) ->
         argv,
         envp
     );
+    crate::lineage::exec_failed(kept);
     after_exec(h);
     r
 }
@@ -692,6 +700,7 @@ pub unsafe extern "C" fn execveat(
     flags: c_int,
 ) -> c_int {
     let h = before_exec();
+    let kept = crate::lineage::before_exec();
     let r = call!(
         EXECVEAT,
         fn(c_int, *const c_char, Argv, Argv, c_int) -> c_int,
@@ -701,6 +710,7 @@ pub unsafe extern "C" fn execveat(
         envp,
         flags
     );
+    crate::lineage::exec_failed(kept);
     after_exec(h);
     r
 }
@@ -708,7 +718,9 @@ pub unsafe extern "C" fn execveat(
 #[no_mangle]
 pub unsafe extern "C" fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
     let h = before_exec();
+    let kept = crate::lineage::before_exec();
     let r = call!(FEXECVE, fn(c_int, Argv, Argv) -> c_int, fd, argv, envp);
+    crate::lineage::exec_failed(kept);
     after_exec(h);
     r
 }

@@ -12,6 +12,7 @@
 //! | `HEAPPROF_SAMPLE_HEAP_LIMIT` | a limit (and a testing knob) on the bytes of heapprof's sample heap, which serves sampled objects; past it, samples are served unsampled by the allocator and counted (one line on stderr); `k`/`m`/`g` suffixes | none |
 //! | `HEAPPROF_LABELS` | labels on every sample of the process, `key=value,key2=value2` (service, version, zone); scope labels ([`crate::with_labels`]) override the same key | none |
 //! | `HEAPPROF_SYMBOLIZE` | `0` writes raw profiles: addresses, mappings and build IDs only, symbolized later by `go tool pprof` or `heapprof` (no parsing at dump time: for very large binaries, and for sandboxes whose seccomp filter kills on the `clone` a symbolized dump makes to parse DWARF outside the program) | `1` |
+//! | `HEAPPROF_FILE_MODE` | permission bits (octal) of the profiles heapprof writes, before the umask | `0600` |
 //! | `HEAPPROF_HTTP` | serve Go-style `/debug/pprof/` on `HOST:PORT`, or on `127.0.0.1:PORT` for a bare `PORT` (port `0` picks a free one); `off` disables (see [`crate::control::http`]) | off |
 //!
 //! A value that does not parse never stops the program: heapprof prints one
@@ -53,6 +54,8 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// Labels written on every sample (`HEAPPROF_LABELS`), in order.
     pub labels: Vec<(String, String)>,
+    /// Permission bits of the files heapprof writes (`HEAPPROF_FILE_MODE`).
+    pub file_mode: u32,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             symbolize: true,
             http: None,
             labels: Vec::new(),
+            file_mode: crate::os::fds::FILE_MODE,
         }
     }
 }
@@ -143,7 +147,19 @@ impl Config {
             "use key=value pairs separated by commas, such as service=api,zone=eu-1",
             &mut |v| parse_labels(v).map(|l| c.labels = l).is_some(),
         );
+        take(
+            "HEAPPROF_FILE_MODE",
+            "use octal permission bits such as 600 or 0640",
+            &mut |v| parse_mode(v).map(|m| c.file_mode = m).is_some(),
+        );
         (c, problems)
+    }
+
+    /// Sets the permission bits of the files heapprof writes (before the
+    /// umask; default `0o600`).
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = mode & 0o777;
+        self
     }
 
     /// Sets the sampling rate.
@@ -314,6 +330,16 @@ pub fn parse_labels(v: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
+/// Octal permission bits (`600`, `0640`), at most `0777`.
+pub fn parse_mode(v: &str) -> Option<u32> {
+    let v = v.trim();
+    let digits = v.strip_prefix("0o").unwrap_or(v);
+    if digits.is_empty() || digits.len() > 4 {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok().filter(|&m| m <= 0o777)
+}
+
 /// `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`.
 pub fn parse_bool(v: &str) -> Option<bool> {
     let v = v.trim();
@@ -366,6 +392,20 @@ mod tests {
         assert_eq!(parse_bytes("lots"), None);
         assert_eq!(parse_bytes("-1"), None);
         assert_eq!(parse_bytes("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn file_modes() {
+        assert_eq!(parse_mode("600"), Some(0o600));
+        assert_eq!(parse_mode("0640"), Some(0o640));
+        assert_eq!(parse_mode("0o644"), Some(0o644));
+        for bad in ["", "8", "1000", "rw", "0x600", "07777"] {
+            assert_eq!(parse_mode(bad), None, "{bad}");
+        }
+        let (c, problems) =
+            Config::from_lookup(|n| (n == "HEAPPROF_FILE_MODE").then(|| "9".into()));
+        assert_eq!(c.file_mode, 0o600);
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
     #[test]

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::control::dump_signal::{self, Why};
 use crate::control::watcher;
-use crate::os::raw;
+use crate::os::{fds, raw};
 use crate::thread_state;
 
 struct Settings {
@@ -72,8 +72,9 @@ struct Settings {
 }
 
 static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
-static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
-static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+/// The self-pipe's ends, high and checked (see [`crate::os::fds`]).
+static PIPE_READ: fds::Held = fds::Held::new();
+static PIPE_WRITE: fds::Held = fds::Held::new();
 /// The signal our handler is installed on (0: none).
 static INSTALLED_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// A signal we wanted but found with a handler already (0: none), to report.
@@ -216,6 +217,7 @@ fn ensure(g: &mut Option<Settings>) -> &mut Settings {
         let base = Config::default().at_exit(AT_EXIT_DEFAULT.load(Ordering::Relaxed));
         let (config, pending) =
             Config::from_lookup_with(base, |n| crate::config::getenv(n).map(str::to_owned));
+        crate::output::set_file_mode(config.file_mode);
         Settings {
             config,
             pending,
@@ -227,6 +229,7 @@ fn ensure(g: &mut Option<Settings>) -> &mut Settings {
 /// Applies a configuration from code ([`Config::install`]).
 pub fn configure(config: Config) {
     let signal = config.signal.unwrap_or(0);
+    crate::output::set_file_mode(config.file_mode);
     ensure(&mut settings()).config = config;
     install_signal(signal);
     wake(WAKE_RECONFIGURE);
@@ -247,39 +250,23 @@ pub fn out_prefix() -> PathBuf {
     ensure(&mut settings()).config.out.clone()
 }
 
-/// Lowest descriptor number the self-pipe moves to: programs take the
-/// lowest free numbers, so a high one is unlikely to be closed and reused
-/// under us (a daemon closing every descriptor is caught by `pipe_is_ours`).
-const HIGH_FD: libc::c_int = 900;
-static PIPE_INODE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
+/// Makes the self-pipe (high, close-on-exec: [`crate::os::fds`]), closing
+/// the one it replaces if that is still ours. Raw system calls: the
+/// watcher remakes the pipe too.
 fn open_pipe() {
-    // Raw system calls: the watcher remakes the pipe too.
-    if let Ok(mut fds) = raw::pipe2(libc::O_NONBLOCK | libc::O_CLOEXEC) {
-        for fd in fds.iter_mut() {
-            // On failure keep the low number.
-            let high = raw::dup_cloexec_at_least(*fd, HIGH_FD);
-            if high >= 0 {
-                raw::close(*fd);
-                *fd = high;
-            }
-        }
-        PIPE_INODE.store(raw::inode(fds[0]), Ordering::Relaxed);
-        let old_r = PIPE_READ.swap(fds[0], Ordering::AcqRel);
-        let old_w = PIPE_WRITE.swap(fds[1], Ordering::AcqRel);
-        for fd in [old_r, old_w] {
-            if fd >= 0 {
-                raw::close(fd);
-            }
-        }
+    // A wake-up meanwhile is lost, as a full pipe drops one.
+    PIPE_WRITE.close();
+    PIPE_READ.close();
+    if let Ok([r, w]) = fds::pipe(libc::O_NONBLOCK) {
+        PIPE_READ.set(r);
+        PIPE_WRITE.set(w);
     }
 }
 
-/// Whether the read end is still the pipe we made (the program may have
-/// closed every descriptor, or reused the number for a file of its own).
+/// Whether both ends are still the pipe we made (the program may have
+/// closed every descriptor, or reused a number for a file of its own).
 fn pipe_is_ours() -> bool {
-    let i = raw::inode(PIPE_READ.load(Ordering::Acquire));
-    i != 0 && i == PIPE_INODE.load(Ordering::Relaxed)
+    PIPE_READ.get().is_some() && PIPE_WRITE.get().is_some()
 }
 
 /// Wakes the dumper to re-read its state (lock-free: one `write(2)`).
@@ -295,14 +282,14 @@ pub fn request_dump() {
 
 /// [`request_dump`] in a raw system call (from the watcher).
 pub(crate) fn request_dump_raw() {
-    let fd = PIPE_WRITE.load(Ordering::Acquire);
+    let fd = PIPE_WRITE.raw();
     if fd >= 0 {
         raw::write_all(fd, &[WAKE_DUMP]);
     }
 }
 
 fn wake(byte: u8) {
-    let fd = PIPE_WRITE.load(Ordering::Acquire);
+    let fd = PIPE_WRITE.raw();
     if fd >= 0 {
         // SAFETY: one byte from a live local; a full pipe just drops it,
         // which is the coalescing we want.
@@ -510,11 +497,9 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
 /// Raw system calls only, for the watcher ([`watcher`]).
 pub(crate) fn wait_for_wake(timeout_ns: Option<u64>, base: &libc::sigset_t) -> bool {
     if !pipe_is_ours() {
-        PIPE_READ.store(-1, Ordering::Release);
-        PIPE_WRITE.store(-1, Ordering::Release);
         open_pipe();
     }
-    let fd = PIPE_READ.load(Ordering::Acquire);
+    let fd = PIPE_READ.raw();
     let note = NOTE_SOURCE.get().map_or(-1, |n| (n.fd)());
     let mut fds = [fd, note].map(|fd| libc::pollfd {
         fd,

@@ -2,8 +2,8 @@
 //!
 //! Two unwinders, both reading DWARF CFI, so code built without frame
 //! pointers (Rust's standard library, most C/C++ distributions) unwinds:
-//! - **libunwind's `unw_backtrace`** (`libunwind.so.8`, Debian `libunwind8`),
-//!   loaded with `dlopen` at start-up by a constructor, before `main` (the
+//! - **libunwind's `unw_backtrace`** (`libunwind.so.8`, Debian `libunwind8`;
+//!   x86-64), loaded with `dlopen` at start-up by a constructor, before `main` (the
 //!   preload library's, or the one [`crate::startup`] registers for the
 //!   Rust way in), else by the dumper thread — never inside a hook, and
 //!   never linked, so nothing depends on it being installed. It
@@ -18,6 +18,31 @@
 //! Neither takes a lock of ours; anything an unwinder allocates (its caches,
 //! first use of an object's tables) goes to the inner allocator because the
 //! caller is marked busy.
+//!
+//! **libunwind's descriptors.** libunwind 1.6 validates the addresses it
+//! reads for frames it had to guess (no unwind information: hand-written
+//! assembly, code without unwind tables) through a pipe: its one-time
+//! initialisation opens it with `pipe2` on the two lowest free descriptors,
+//! and each validation reads a byte from one end and writes one to the
+//! other. Those are the program's numbers: a daemon that closes every
+//! descriptor and opens a socket gets them, and libunwind then steals and
+//! injects bytes on it, or blocks in its `read`; with stdin closed the pipe
+//! is fd 0. On EBADF libunwind even opens a new pipe, from inside a hook.
+//! So on x86-64 heapprof removes the pipe's use rather than moving it
+//! (moving would leave that re-open): at load, before any hook unwinds, it
+//! notes the two lowest free numbers, runs libunwind's initialisation
+//! (`unw_get_accessors` on the local address space), checks that what
+//! appeared there is that pipe (one FIFO, read end then write end,
+//! non-blocking, close-on-exec) and closes it, then replaces the local
+//! address space's `access_mem` accessor (the fourth member of the public
+//! `unw_accessors_t`, all eight checked to be libunwind's code) with
+//! [`libunwind`]'s, which validates without a descriptor (`rt_sigprocmask`
+//! with an invalid `how` reads the word or fails with `EFAULT`, and changes
+//! nothing), so libunwind never reaches its pipe code again. If anything is
+//! not as expected (another libunwind, a sandbox that answers the probe
+//! otherwise), libunwind is not used and libgcc's unwinder serves. On
+//! AArch64 libunwind keeps its validation flag in a private cursor
+//! structure, so libgcc's unwinder is used there.
 //!
 //! heapprof's own frames are dropped here, so stacks start at the program's
 //! call into the allocator, with or without symbols (raw profiles too). The
@@ -163,30 +188,255 @@ fn keep_after(out: &mut [MaybeUninit<u64>], n: usize, skip: usize) -> usize {
     kept
 }
 
-/// Loads libunwind, if the system has it, for cheaper captures. Call from
-/// heapprof's own thread, not from a hook (`dlopen` takes the loader lock
-/// and allocates).
+/// Loads libunwind, if the system has it, for cheaper captures, and takes
+/// its descriptors out of the program's way (see the module doc). Call
+/// from heapprof's own thread or a constructor, not from a hook (`dlopen`
+/// takes the loader lock and allocates).
 pub fn load_fast_unwinder() {
     if !UNW_BACKTRACE.load(Ordering::Acquire).is_null() {
         return;
     }
-    // SAFETY: dlopen/dlsym with NUL-terminated names; RTLD_LOCAL keeps
-    // libunwind's own `_Unwind_*` symbols from interposing libgcc's.
-    unsafe {
-        let h = libc::dlopen(
-            c"libunwind.so.8".as_ptr(),
-            libc::RTLD_NOW | libc::RTLD_LOCAL,
-        );
-        if h.is_null() {
-            return;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(f) = libunwind::load() {
+        // Warm it up (its per-thread cache) before hooks use it.
+        let mut frames = [MaybeUninit::<u64>::uninit(); 8];
+        unwind_fast(f, &mut frames);
+        UNW_BACKTRACE.store(f as *mut (), Ordering::Release);
+    }
+}
+
+/// libunwind 1.6 on x86-64: loading it with its memory validation made
+/// descriptor-free (see the module doc).
+#[cfg(target_arch = "x86_64")]
+mod libunwind {
+    use core::ffi::{c_int, c_void};
+
+    use super::UnwBacktrace;
+    use crate::os::raw;
+
+    /// `unw_accessors_t`'s members up to and including the one replaced, in
+    /// the order of libunwind's public header (`libunwind-common.h`):
+    /// `find_proc_info`, `put_unwind_info`, `get_dyn_info_list_addr`,
+    /// `access_mem`, then `access_reg`, `access_fpreg`, `resume`,
+    /// `get_proc_name`. All eight are checked to be libunwind's own code.
+    const ACCESSORS: usize = 8;
+    const ACCESS_MEM: usize = 3;
+
+    type GetAccessors = unsafe extern "C" fn(*mut c_void) -> *mut usize;
+
+    /// `dlopen`s libunwind and returns its `unw_backtrace` with the local
+    /// address space's `access_mem` replaced by [`access_mem`] and the
+    /// validation pipe closed, or `None` (then libgcc's unwinder is used)
+    /// if anything is not as expected.
+    pub(super) fn load() -> Option<UnwBacktrace> {
+        if !probe_works() {
+            return None;
         }
-        let f = libc::dlsym(h, c"unw_backtrace".as_ptr());
-        if !f.is_null() {
-            // Warm it up (its per-thread cache) before hooks use it.
-            let mut frames = [0u64; 8];
-            let g: UnwBacktrace = core::mem::transmute::<*mut c_void, UnwBacktrace>(f);
-            g(frames.as_mut_ptr().cast(), frames.len() as c_int);
-            UNW_BACKTRACE.store(f.cast(), Ordering::Release);
+        // SAFETY: dlopen/dlsym with NUL-terminated names; RTLD_LOCAL keeps
+        // libunwind's own `_Unwind_*` symbols from interposing libgcc's.
+        let (bt, get, local) = unsafe {
+            let h = libc::dlopen(
+                c"libunwind.so.8".as_ptr(),
+                libc::RTLD_NOW | libc::RTLD_LOCAL,
+            );
+            if h.is_null() {
+                return None;
+            }
+            (
+                libc::dlsym(h, c"unw_backtrace".as_ptr()),
+                libc::dlsym(h, c"_Ux86_64_get_accessors".as_ptr()),
+                libc::dlsym(h, c"_ULx86_64_local_addr_space".as_ptr()),
+            )
+        };
+        if bt.is_null() || get.is_null() || local.is_null() {
+            return None;
+        }
+        let free = lowest_free();
+        // SAFETY: `_Ux86_64_get_accessors` has unw_get_accessors' type;
+        // `_ULx86_64_local_addr_space` is the variable `unw_local_addr_space`
+        // (a pointer to the local address space). The call runs libunwind's
+        // one-time initialisation, which opens the pipe.
+        let acc = unsafe {
+            let get: GetAccessors = core::mem::transmute::<*mut c_void, GetAccessors>(get);
+            get(*(local as *const *mut c_void))
+        };
+        let pipe_gone = close_validation_pipe(free);
+        if acc.is_null() || !pipe_gone {
+            return None;
+        }
+        let base = object_of(bt as usize)?;
+        // SAFETY: `acc` points to the local address space's accessor
+        // struct (eight function pointers, see ACCESSORS), in libunwind's
+        // writable data; no other thread unwinds with libunwind yet (it is
+        // published after this returns).
+        unsafe {
+            for i in 0..ACCESSORS {
+                let f = acc.add(i).read();
+                if f == 0 || object_of(f) != Some(base) {
+                    return None;
+                }
+            }
+            let slot = &*(acc.add(ACCESS_MEM) as *const core::sync::atomic::AtomicUsize);
+            slot.store(
+                access_mem as *const () as usize,
+                core::sync::atomic::Ordering::Release,
+            );
+            Some(core::mem::transmute::<*mut c_void, UnwBacktrace>(bt))
+        }
+    }
+
+    /// The load address of the object holding code address `f`.
+    fn object_of(f: usize) -> Option<usize> {
+        // SAFETY: dladdr only fills the Dl_info it is given.
+        unsafe {
+            let mut info: libc::Dl_info = core::mem::zeroed();
+            (libc::dladdr(f as *const c_void, &mut info) != 0).then_some(info.dli_fbase as usize)
+        }
+    }
+
+    /// Flags of `fd` (`F_GETFD`/`F_GETFL`), or `-errno`.
+    fn fcntl(fd: i32, cmd: c_int) -> isize {
+        // SAFETY: a query on a descriptor number; no memory involved.
+        unsafe { raw::syscall6(libc::SYS_fcntl, fd as usize, cmd as usize, 0, 0, 0, 0) }
+    }
+
+    /// The two lowest free descriptor numbers, where `pipe2` puts the ends.
+    fn lowest_free() -> Option<[i32; 2]> {
+        let mut found = [-1; 2];
+        let mut n = 0;
+        for fd in 0..4096 {
+            if fcntl(fd, libc::F_GETFD) == -(libc::EBADF as isize) {
+                found[n] = fd;
+                n += 1;
+                if n == 2 {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+
+    /// After libunwind's initialisation: whether the numbers that were free
+    /// are free again, closing libunwind's pipe if it is there (both ends
+    /// of one FIFO, non-blocking and close-on-exec, read end first). False
+    /// if they hold anything else (left alone).
+    fn close_validation_pipe(free: Option<[i32; 2]>) -> bool {
+        let Some([r, w]) = free else {
+            return false;
+        };
+        let ebadf = -(libc::EBADF as isize);
+        if fcntl(r, libc::F_GETFD) == ebadf && fcntl(w, libc::F_GETFD) == ebadf {
+            // Initialised earlier (the program uses libunwind): its pipe,
+            // if any, is the program's, as in a bare run.
+            return true;
+        }
+        let flags_ok = |fd: i32, mode: c_int| {
+            let fd_flags = fcntl(fd, libc::F_GETFD);
+            let fl = fcntl(fd, libc::F_GETFL);
+            fd_flags >= 0
+                && fd_flags & libc::FD_CLOEXEC as isize != 0
+                && fl >= 0
+                && fl & libc::O_NONBLOCK as isize != 0
+                && fl & libc::O_ACCMODE as isize == mode as isize
+        };
+        let fifo = |fd: i32| {
+            // SAFETY: fstat into a zeroed local struct.
+            unsafe {
+                let mut st: libc::stat = core::mem::zeroed();
+                let r = raw::syscall6(
+                    libc::SYS_fstat,
+                    fd as usize,
+                    &mut st as *mut libc::stat as usize,
+                    0,
+                    0,
+                    0,
+                    0,
+                );
+                (r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+                    .then_some((st.st_dev, st.st_ino))
+            }
+        };
+        let same = matches!((fifo(r), fifo(w)), (Some(a), Some(b)) if a == b);
+        if same && flags_ok(r, libc::O_RDONLY) && flags_ok(w, libc::O_WRONLY) {
+            raw::close(r);
+            raw::close(w);
+            return true;
+        }
+        false
+    }
+
+    /// Whether [`readable`] tells a readable word from an unmapped one here
+    /// (a sandbox could answer the system call otherwise).
+    fn probe_works() -> bool {
+        let word = 0u64;
+        readable(core::hint::black_box(&word) as *const u64 as usize) && !readable(8)
+    }
+
+    /// Whether the 8 bytes at `addr` can be read, without a descriptor:
+    /// `rt_sigprocmask` with an invalid `how` copies the new mask from
+    /// `addr` first (`EFAULT` if it cannot) and then refuses the change
+    /// (`EINVAL`), so nothing changes (the probe abseil's
+    /// `AddressIsReadable` uses). One raw system call; errno untouched.
+    fn readable(addr: usize) -> bool {
+        if addr < libc::PATH_MAX as usize {
+            return false;
+        }
+        // SAFETY: the kernel only reads `addr` (validating it) and makes
+        // no change: `how` is invalid, no old mask is asked for.
+        let r = unsafe {
+            raw::syscall6(
+                libc::SYS_rt_sigprocmask,
+                usize::MAX,
+                addr,
+                0,
+                core::mem::size_of::<u64>(),
+                0,
+                0,
+            )
+        };
+        r == -(libc::EINVAL as isize)
+    }
+
+    /// The replacement for libunwind's local `access_mem` (x86-64, 1.6):
+    /// the same reads and writes, but an address is validated, when the
+    /// cursor asks (bit 0 of `arg`, set for frames libunwind guessed and,
+    /// with its conservative checks, for every `unw_step`), by [`readable`]
+    /// rather than by libunwind's pipe. Runs inside hooks: no allocation,
+    /// no lock, no errno.
+    unsafe extern "C" fn access_mem(
+        _as: *mut c_void,
+        addr: usize,
+        val: *mut usize,
+        write: c_int,
+        arg: *mut c_void,
+    ) -> c_int {
+        // SAFETY: libunwind's contract for access_mem: `val` is valid, and
+        // `addr` is a word of this process's memory libunwind reads or
+        // writes (its own writes go to the context it was given); reads it
+        // asks to validate are checked first.
+        unsafe {
+            if write != 0 {
+                (addr as *mut usize).write_unaligned(*val);
+                return 0;
+            }
+            if arg as usize & 1 != 0 && !readable(addr) {
+                return -1;
+            }
+            *val = (addr as *const usize).read_unaligned();
+        }
+        0
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_probe_tells_readable_from_unmapped() {
+            assert!(super::probe_works());
+            let page = crate::os::map(4096);
+            assert!(super::readable(page as usize));
+            // SAFETY: the mapping just made, unused.
+            unsafe { crate::os::unmap(page, 4096) };
+            assert!(!super::readable(page as usize));
         }
     }
 }

@@ -274,8 +274,12 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
     let absolute;
     let mut o = o;
     if let Some(dir) = &o.out {
-        std::fs::create_dir_all(dir).map_err(|e| LaunchError {
-            message: format!("cannot create the output directory {}: {e}", dir.display()),
+        // Owner-only, and never through a symbolic link (crate::os::fds).
+        crate::os::fds::create_private_dir(dir).map_err(|e| LaunchError {
+            message: format!(
+                "cannot use the output directory {}: {e} (name a directory, or a path to create)",
+                dir.display()
+            ),
             status: 2,
         })?;
         // Absolute: wrappers change directory (pyenv's do) before the

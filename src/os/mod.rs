@@ -1,10 +1,12 @@
 //! The few raw OS services the hook paths may use: anonymous memory and the
 //! monotonic clock. Neither allocates through the profiled allocator.
-//! [`raw`] has system calls without libc, for the watcher thread.
+//! [`raw`] has system calls without libc, for the watcher thread; [`fds`]
+//! the rule every descriptor and file heapprof makes follows.
 
 use core::ptr;
 use core::sync::atomic::{AtomicI32, Ordering};
 
+pub mod fds;
 pub mod raw;
 
 /// In a copy of the process ([`crate::profile::copy_process`]): the pid of

@@ -147,7 +147,7 @@ pub fn run(work: impl FnOnce(&mut Sink)) -> Option<Vec<u8>> {
 /// run on the caller's side (the watcher thread makes copies too, see
 /// [`crate::os::raw`]).
 pub fn start(work: impl FnOnce(&mut Sink)) -> Option<(i32, i32)> {
-    let [read_fd, write_fd] = raw::pipe2(libc::O_CLOEXEC).ok()?;
+    let [read_fd, write_fd] = crate::os::fds::pipe(0).ok()?;
     let parent = crate::os::pid() as i32;
     // SAFETY: the copy continues here with this thread alone and goes
     // straight into `in_copy`, which never returns.
@@ -368,14 +368,14 @@ fn is_asleep(pid: i32) -> bool {
     let Ok(path) = core::ffi::CStr::from_bytes_until_nul(path.bytes()) else {
         return false;
     };
-    let fd = raw::open(path, libc::O_RDONLY | libc::O_CLOEXEC);
+    let fd = crate::os::fds::open(path, libc::O_RDONLY);
     if fd < 0 {
         return false;
     }
     let mut buf = [0u8; 512];
     // SAFETY: a local buffer of that length.
-    let n = unsafe { raw::read(fd as i32, buf.as_mut_ptr(), buf.len()) };
-    raw::close(fd as i32);
+    let n = unsafe { raw::read(fd, buf.as_mut_ptr(), buf.len()) };
+    raw::close(fd);
     if n <= 0 {
         return false;
     }

@@ -6,14 +6,19 @@
 //! with `SEQ` counting from 0 in each process; the rename refuses to replace
 //! an existing file (`RENAME_NOREPLACE`), moving on to the next number, so no
 //! earlier profile (say, of a previous process with the same pid) is lost.
+//!
+//! Temporary names are `.NAME.tmp.PID.N`, created only if nothing (file or
+//! symbolic link) has the name, taking the next `N` otherwise, owner-only
+//! unless `HEAPPROF_FILE_MODE` says otherwise: see [`crate::os::fds`] for
+//! the rule every file heapprof creates follows.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use prost::Message;
 
+use crate::os::fds;
 use crate::proto;
 
 /// Gzipped protobuf bytes of a profile.
@@ -35,31 +40,57 @@ fn named_error(path: &Path, e: io::Error) -> io::Error {
     )
 }
 
-fn temp_path(path: &Path) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
+/// The mode files are created with (before the umask).
+static MODE: AtomicU32 = AtomicU32::new(fds::FILE_MODE);
+
+/// Sets the mode of the files written from now on (`HEAPPROF_FILE_MODE`).
+pub fn set_file_mode(mode: u32) {
+    MODE.store(mode & 0o777, Ordering::Relaxed);
+}
+
+/// The `N` of the next temporary name.
+static TEMP_N: AtomicU64 = AtomicU64::new(0);
+
+/// Names tried for one temporary file before giving up (every one taken
+/// means someone is planting them).
+const TEMP_TRIES: u32 = 64;
+
+fn temp_path(path: &Path, n: u64) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = format!(
-        ".{name}.tmp.{}.{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    path.with_file_name(tmp)
+    path.with_file_name(format!(".{name}.tmp.{}.{n}", std::process::id()))
 }
 
+/// Writes `bytes` to a new temporary file beside `path`: never one whose
+/// name exists (a file, or a link planted there), taking the next name.
 fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
-    let tmp = temp_path(path);
-    let result = File::create(&tmp).and_then(|mut f| f.write_all(bytes));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(named_error(path, e));
+    let mode = MODE.load(Ordering::Relaxed);
+    for _ in 0..TEMP_TRIES {
+        let tmp = temp_path(path, TEMP_N.fetch_add(1, Ordering::Relaxed));
+        let mut f = match fds::create_new(&tmp, mode) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(named_error(path, e)),
+        };
+        if let Err(e) = f.write_all(bytes) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(named_error(path, e));
+        }
+        return Ok(tmp);
     }
-    Ok(tmp)
+    Err(named_error(
+        path,
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "every temporary name tried exists",
+        ),
+    ))
 }
 
-/// Writes `bytes` to `path` atomically (replacing any file of that name).
+/// Writes `bytes` to `path` atomically, replacing any file of that name (a
+/// path the caller chose; a symbolic link there is replaced, not followed).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = write_temp(path, bytes)?;
     std::fs::rename(&tmp, path).map_err(|e| {
@@ -100,7 +131,7 @@ pub fn write_numbered(prefix: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     loop {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let path = name_for(seq);
-        match rename_noreplace(&tmp, &path) {
+        match fds::rename_noreplace(&tmp, &path) {
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
@@ -121,43 +152,11 @@ pub fn write_companion(heap: &Path, kind: &str, bytes: &[u8]) -> io::Result<Path
     stem.extend_from_slice(format!(".{kind}.pb.gz").as_bytes());
     let path = PathBuf::from(std::ffi::OsString::from_vec(stem));
     let tmp = write_temp(&path, bytes)?;
-    rename_noreplace(&tmp, &path).map_err(|e| {
+    fds::rename_noreplace(&tmp, &path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         named_error(&path, e)
     })?;
     Ok(path)
-}
-
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-    };
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: both are valid NUL-terminated paths relative to the cwd.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        // File systems without RENAME_NOREPLACE: link then unlink also
-        // refuses to replace.
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            std::fs::hard_link(from, to)?;
-            std::fs::remove_file(from)
-        }
-        _ => Err(e),
-    }
 }
 
 #[cfg(test)]
@@ -187,6 +186,27 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
             .collect();
         assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn links_planted_at_temporary_names_are_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("heapprof-plant-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, b"precious").unwrap();
+        let path = dir.join("x.pb.gz");
+        let next = TEMP_N.load(Ordering::Relaxed);
+        for n in next..next + 8 {
+            std::os::unix::fs::symlink(&target, temp_path(&path, n)).unwrap();
+        }
+        write_atomic(&path, b"profile").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious");
+        assert_eq!(std::fs::read(&path).unwrap(), b"profile");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -210,7 +210,8 @@ impl Drop for DeltaSlot<'_> {
 }
 
 fn start(addr: SocketAddr) -> io::Result<(Running, SocketAddr)> {
-    let listener = TcpListener::bind(addr)?;
+    // High and close-on-exec, as every descriptor of heapprof's.
+    let listener = crate::os::fds::high(TcpListener::bind(addr)?);
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let listener = Tracked::new(listener).ok_or_else(|| io::Error::other("too many sockets"))?;
@@ -416,6 +417,7 @@ fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>) {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
+                let stream = crate::os::fds::high(stream);
                 if stream.set_nonblocking(true).is_err() {
                     continue;
                 }
