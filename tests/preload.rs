@@ -1452,3 +1452,35 @@ fn links_and_files_planted_at_dump_names_are_left_alone() {
     assert!(heap[0].ends_with(".4.pb.gz"), "{written:?}");
     decode(&dir.join(heap[0]));
 }
+
+#[test]
+fn an_exec_chain_keeps_its_children_note_and_says_it_once() {
+    // The note socket is close-on-exec; the process's own execs keep it for
+    // the next image (the first starts no child: a later one says the
+    // line), and no child sees it.
+    let fds = program("fds");
+    let script = format!(
+        "exec sh -c '{0} list; exec sh -c \"{0} list\"'",
+        fds.display()
+    );
+    let (out, _) = same_as_bare_stdout("fds-exec-chain", "sh", &["-c", &script]);
+    assert_eq!(
+        out.stderr.matches("were not profiled").count(),
+        1,
+        "{out:?}"
+    );
+}
+
+/// Runs `prog ARGS` bare and under the library: the same exit code and
+/// output (stderr may differ: heapprof's lines).
+fn same_as_bare_stdout(name: &str, prog: &str, args: &[&str]) -> (Outcome, PathBuf) {
+    let dir = out_dir(name);
+    let bare = run(clean(prog).args(args), b"");
+    let under = run(preloaded(prog, &dir).args(args), b"");
+    assert_eq!(
+        (under.code, &under.stdout),
+        (bare.code, &bare.stdout),
+        "{name}: output or exit code changed under the library: {under:?}"
+    );
+    (under, dir)
+}

@@ -241,6 +241,22 @@ impl Default for Held {
     }
 }
 
+/// The whole of a (`/proc`) file, read through a descriptor moved high at
+/// once (see the module doc): for reads in the program's own process.
+pub fn read_to_string(path: impl AsRef<Path>) -> io::Result<String> {
+    use std::io::Read;
+    let c = c_path(path.as_ref())?;
+    let fd = open(&c, libc::O_RDONLY);
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    let mut s = String::new();
+    f.read_to_string(&mut s)?;
+    Ok(s)
+}
+
 /// The default mode of files heapprof creates: owner read and write.
 pub const FILE_MODE: u32 = 0o600;
 /// The mode of directories heapprof creates.

@@ -68,7 +68,7 @@ pub const MAX_RSS_ANON: u64 = 512 << 20;
 /// Whether a copy is worth making now: the process's `RssAnon` is at most
 /// [`MAX_RSS_ANON`].
 pub fn worth_it() -> bool {
-    std::fs::read_to_string("/proc/self/status")
+    crate::os::fds::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| rss_anon(&s))
         .is_some_and(|bytes| bytes <= MAX_RSS_ANON)

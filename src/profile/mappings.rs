@@ -24,7 +24,7 @@ pub struct Mapping {
 
 /// Executable, file-backed mappings of this process, ordered by address.
 pub fn current() -> Vec<Mapping> {
-    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let text = crate::os::fds::read_to_string("/proc/self/maps").unwrap_or_default();
     let objects = loaded_objects();
     let mut out: Vec<Mapping> = text
         .lines()

@@ -52,7 +52,7 @@ fn thread_name(tid: u32) -> String {
     if tid == 0 {
         return String::new();
     }
-    std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", crate::os::pid()))
+    crate::os::fds::read_to_string(format!("/proc/{}/task/{tid}/comm", crate::os::pid()))
         .map(|s| s.trim_end_matches('\n').to_owned())
         .unwrap_or_default()
 }
