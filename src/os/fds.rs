@@ -6,7 +6,10 @@
 //! - **Never inherited.** Every descriptor heapprof or a library it calls
 //!   opens is close-on-exec from its creation (`O_CLOEXEC`, `SOCK_CLOEXEC`,
 //!   `F_DUPFD_CLOEXEC`), so no program the process runs (a setuid or static
-//!   one, one started without the library) receives one.
+//!   one, one started without the library) receives one. The only one that
+//!   outlives an `exec` is the preload library's children-note socket, and
+//!   only the profiled process's own `exec` (its next image adopts it; the
+//!   library's `lineage` module).
 //! - **Never in the program's range.** Programs take the lowest free
 //!   numbers and some depend on which they get (a daemon that closes 0-2
 //!   and expects `open("/dev/null")` to return 0; a test that a new pipe is
@@ -14,11 +17,19 @@
 //!   lives beyond one call is moved at once to a high number, at least
 //!   [`floor`] (just under the soft `RLIMIT_NOFILE`, capped so the kernel's
 //!   descriptor table stays small), with `F_DUPFD_CLOEXEC`, and the low one
-//!   closed ([`move_high`]). One that lives for a single call on heapprof's
-//!   own thread (a `/proc` read, a profile being written) is moved the same
-//!   way; the low number it took is free again two system calls later.
-//!   Work done in a copy of the process ([`crate::profile::copy_process`])
-//!   has a descriptor table of its own and is invisible to the program.
+//!   closed ([`move_high`], [`pipe`], [`high`]). One that lives for a single
+//!   call on heapprof's own thread (a `/proc` read: [`read_to_string`], a
+//!   profile being written: [`create_new`]) is moved the same way. The
+//!   kernel has no call that creates a descriptor at a chosen number, so
+//!   each still holds a low number for the two system calls between its
+//!   creation and the move; the few made after start-up (a self-pipe made
+//!   again because the program closed it, a copy's pipe, a dump's file) are
+//!   the only moments a program's own `open` could see a number taken.
+//!   Work done in a copy of the process (`profile::copy_process`)
+//!   has a descriptor table of its own and is invisible to the program;
+//!   symbolization done in-process (a process too large to copy) opens the
+//!   program's binaries through the symbolizer library, with low numbers,
+//!   for the length of the dump.
 //! - **Never used after the program may have reused the number.** A program
 //!   may close every descriptor (`close_range(3, ~0)`, a daemon's loop) and
 //!   get the same numbers for files of its own. A long-lived descriptor is
@@ -30,7 +41,7 @@
 //!   high number in between is the only gap.
 //!
 //! libunwind's memory-validation pipe, which the library opens on its own,
-//! is closed and its use removed at load ([`crate::engine::stack`]).
+//! is closed and its use removed at load (`engine::stack`).
 //!
 //! Files heapprof creates (profiles, their temporary names) are made with
 //! [`create_new`]: `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, so a name that
@@ -41,8 +52,8 @@
 //! [`create_private_dir`]: `0700`, and a name that exists as a symbolic
 //! link is refused.
 //!
-//! Everything here below the file helpers is raw system calls (the watcher
-//! thread remakes descriptors too, see [`crate::os::raw`]).
+//! The descriptor helpers are raw system calls, errno untouched (the
+//! watcher thread remakes descriptors too, see [`crate::os::raw`]).
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::fs::File;
@@ -60,7 +71,7 @@ const TABLE_CAP: u64 = 4096;
 const ROOM: u64 = 64;
 
 /// The lowest number heapprof's descriptors move to: `ROOM` under the soft
-/// `RLIMIT_NOFILE` (at most [`TABLE_CAP`]), or half the limit if that is
+/// `RLIMIT_NOFILE` (at most 4096), or half the limit if that is
 /// tiny, never under 3.
 pub fn floor() -> i32 {
     let mut lim = [0u64; 2];
