@@ -340,21 +340,9 @@ mod libunwind {
                 && fl & libc::O_ACCMODE as isize == mode as isize
         };
         let fifo = |fd: i32| {
-            // SAFETY: fstat into a zeroed local struct.
-            unsafe {
-                let mut st: libc::stat = core::mem::zeroed();
-                let r = raw::syscall6(
-                    libc::SYS_fstat,
-                    fd as usize,
-                    &mut st as *mut libc::stat as usize,
-                    0,
-                    0,
-                    0,
-                    0,
-                );
-                (r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO)
-                    .then_some((st.st_dev, st.st_ino))
-            }
+            raw::fstat(fd)
+                .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+                .map(|st| (st.st_dev, st.st_ino))
         };
         let same = matches!((fifo(r), fifo(w)), (Some(a), Some(b)) if a == b);
         if same && flags_ok(r, libc::O_RDONLY) && flags_ok(w, libc::O_WRONLY) {

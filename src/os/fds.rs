@@ -148,24 +148,10 @@ pub fn id(fd: i32) -> Option<Id> {
     if fd < 0 {
         return None;
     }
-    // SAFETY: fstat writes into a zeroed local struct of the kernel's layout
-    // (glibc's `struct stat` on these targets).
-    unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        let r = raw::syscall6(
-            libc::SYS_fstat,
-            fd as usize,
-            &mut st as *mut libc::stat as usize,
-            0,
-            0,
-            0,
-            0,
-        );
-        (r == 0).then_some(Id {
-            dev: st.st_dev,
-            ino: st.st_ino,
-        })
-    }
+    raw::fstat(fd).map(|st| Id {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    })
 }
 
 /// A long-lived descriptor of heapprof's: its number and the file it had
@@ -316,35 +302,29 @@ pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
 /// replace.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let (f, t) = (c_path(from)?, c_path(to)?);
-    // SAFETY: NUL-terminated paths relative to the working directory.
-    let r = unsafe {
-        raw::syscall6(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD as usize,
-            f.as_ptr() as usize,
-            libc::AT_FDCWD as usize,
-            t.as_ptr() as usize,
-            libc::RENAME_NOREPLACE as usize,
-            0,
-        )
+    let at = |nr, flags: i32| {
+        // SAFETY: `nr` is renameat2 or linkat, both (olddirfd, oldpath,
+        // newdirfd, newpath, flags); NUL-terminated paths relative to the
+        // working directory.
+        result(unsafe {
+            raw::syscall6(
+                nr,
+                libc::AT_FDCWD as usize,
+                f.as_ptr() as usize,
+                libc::AT_FDCWD as usize,
+                t.as_ptr() as usize,
+                flags as usize,
+                0,
+            )
+        })
     };
-    match result(r) {
+    match at(libc::SYS_renameat2, libc::RENAME_NOREPLACE as i32) {
         Ok(_) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-            // link(2) never follows `from` (a regular file of ours) and
-            // fails with EEXIST if `to` exists in any form.
-            // SAFETY: NUL-terminated paths; no AT_SYMLINK_FOLLOW.
-            result(unsafe {
-                raw::syscall6(
-                    libc::SYS_linkat,
-                    libc::AT_FDCWD as usize,
-                    f.as_ptr() as usize,
-                    libc::AT_FDCWD as usize,
-                    t.as_ptr() as usize,
-                    0,
-                    0,
-                )
-            })?;
+            // link(2) never follows `from` (a regular file of ours: no
+            // AT_SYMLINK_FOLLOW) and fails with EEXIST if `to` exists in any
+            // form.
+            at(libc::SYS_linkat, 0)?;
             std::fs::remove_file(from)
         }
         Err(e) => Err(e),

@@ -388,13 +388,13 @@ pub fn wait_clone(pid: i32, flags: i32, status: &mut i32) -> isize {
     }
 }
 
-/// The inode of `fd` (0 if it is not open).
-pub fn inode(fd: i32) -> u64 {
+/// `fstat(fd)`, or `None` if it is not open.
+pub fn fstat(fd: i32) -> Option<libc::stat> {
     // SAFETY: fstat writes into a zeroed local struct of the kernel's layout
     // (glibc's `struct stat` on these targets).
     unsafe {
         let mut st: libc::stat = core::mem::zeroed();
-        if syscall6(
+        let r = syscall6(
             libc::SYS_fstat,
             fd as usize,
             &mut st as *mut libc::stat as usize,
@@ -402,13 +402,14 @@ pub fn inode(fd: i32) -> u64 {
             0,
             0,
             0,
-        ) == 0
-        {
-            st.st_ino
-        } else {
-            0
-        }
+        );
+        (r == 0).then_some(st)
     }
+}
+
+/// The inode of `fd` (0 if it is not open).
+pub fn inode(fd: i32) -> u64 {
+    fstat(fd).map_or(0, |st| st.st_ino)
 }
 
 /// `open(path, flags)` (a NUL-terminated path): the descriptor or `-errno`.
