@@ -282,15 +282,16 @@ pub fn request_dump() {
 
 /// [`request_dump`] in a raw system call (from the watcher).
 pub(crate) fn request_dump_raw() {
-    let fd = PIPE_WRITE.raw();
-    if fd >= 0 {
+    // Checked: never a byte into a file of the program's that took the
+    // number (a wake-up is lost instead; the dumper remakes the pipe).
+    if let Some(fd) = PIPE_WRITE.get() {
         raw::write_all(fd, &[WAKE_DUMP]);
     }
 }
 
 fn wake(byte: u8) {
-    let fd = PIPE_WRITE.raw();
-    if fd >= 0 {
+    // As in `request_dump_raw`.
+    if let Some(fd) = PIPE_WRITE.get() {
         // SAFETY: one byte from a live local; a full pipe just drops it,
         // which is the coalescing we want.
         unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };

@@ -35,10 +35,10 @@
 //!   get the same numbers for files of its own. A long-lived descriptor is
 //!   kept as a [`Held`]: its number with the device and inode it had, checked
 //!   (one `fstat`, off the hot path) before heapprof reads or writes it, and
-//!   made again when it is gone. The writes that must be lock-free (a signal
-//!   handler's wake-up byte) go to a number checked at the dumper's next
-//!   wake-up; a program that closes heapprof's descriptor and reuses that
-//!   high number in between is the only gap.
+//!   made again when it is gone (the HTTP server, whose sockets std owns,
+//!   compares [`id`]s the same way and stops serving). A program that closes
+//!   heapprof's descriptor and reuses that high number between the check
+//!   and the use is the only gap.
 //!
 //! libunwind's memory-validation pipe, which the library opens on its own,
 //! is closed and its use removed at load (`engine::stack`).
@@ -187,8 +187,8 @@ impl Held {
         self.fd.swap(fd, Ordering::AcqRel)
     }
 
-    /// The number held, unchecked (`-1`: none): for writes that must stay
-    /// a single system call (see the module doc).
+    /// The number held, unchecked (`-1`: none): for `poll`, which reports a
+    /// closed number itself.
     pub fn raw(&self) -> i32 {
         self.fd.load(Ordering::Acquire)
     }

@@ -306,7 +306,7 @@ struct Job {
 
 fn poll_loop(listener: Tracked<TcpListener>, tx: SyncSender<Job>, stop: Arc<AtomicBool>) {
     thread_state::current().enter_forever();
-    let own = identity(listener.inner.as_raw_fd());
+    let own = crate::os::fds::id(listener.inner.as_raw_fd());
     let mut pending: Vec<Pending> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     while !stop.load(Ordering::Acquire) {
@@ -382,7 +382,9 @@ fn poll_loop(listener: Tracked<TcpListener>, tx: SyncSender<Job>, stop: Arc<Atom
                 }
             }
         }
-        if fds[0].revents & libc::POLLNVAL != 0 || identity(listener.inner.as_raw_fd()) != own {
+        if fds[0].revents & libc::POLLNVAL != 0
+            || crate::os::fds::id(listener.inner.as_raw_fd()) != own
+        {
             // The program closed our descriptor (daemons close them all):
             // the number may be the program's own by now, so never touch
             // or close it again.
@@ -397,20 +399,6 @@ fn poll_loop(listener: Tracked<TcpListener>, tx: SyncSender<Job>, stop: Arc<Atom
     }
     // Dropping `tx` ends the workers once the queue is empty; dropping the
     // listener frees the port.
-}
-
-/// Which open file a descriptor refers to (device, inode), to notice the
-/// program closing ours and reusing the number.
-fn identity(fd: libc::c_int) -> (u64, u64) {
-    // SAFETY: fstat writes into a zeroed local struct.
-    unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        if libc::fstat(fd, &mut st) == 0 {
-            (st.st_dev, st.st_ino)
-        } else {
-            (0, 0)
-        }
-    }
 }
 
 fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>) {
