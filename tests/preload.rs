@@ -1484,3 +1484,25 @@ fn same_as_bare_stdout(name: &str, prog: &str, args: &[&str]) -> (Outcome, PathB
     );
     (under, dir)
 }
+
+#[test]
+fn heapprof_file_mode_sets_the_profiles_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+        .unwrap();
+    let dir = out_dir("fds-mode");
+    let out = run(
+        preloaded(program("fds"), &dir)
+            .arg("list")
+            .env("HEAPPROF_FILE_MODE", "0640"),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let (_, _, path) = profiles(&dir).pop().expect("an exit profile");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640 & !umask, "{}", path.display());
+}
