@@ -30,10 +30,11 @@
 //! is fd 0. On EBADF libunwind even opens a new pipe, from inside a hook.
 //! So on x86-64 heapprof removes the pipe's use rather than moving it
 //! (moving would leave that re-open): at load, before any hook unwinds, it
-//! notes the two lowest free numbers, runs libunwind's initialisation
+//! notes which low numbers are free, runs libunwind's initialisation
 //! (`unw_get_accessors` on the local address space), checks that what
-//! appeared there is that pipe (one FIFO, read end then write end,
-//! non-blocking, close-on-exec) and closes it, then replaces the local
+//! appeared on them is that pipe (one FIFO, a read end and a write end,
+//! non-blocking, close-on-exec; anything else and libunwind is not used)
+//! and closes it, then replaces the local
 //! address space's `access_mem` accessor (the fourth member of the public
 //! `unw_accessors_t`, all eight checked to be libunwind's code) with
 //! [`libunwind`]'s, which validates without a descriptor (`rt_sigprocmask`
@@ -251,7 +252,7 @@ mod libunwind {
         if bt.is_null() || get.is_null() || local.is_null() {
             return None;
         }
-        let free = lowest_free();
+        let (free, end) = free_numbers()?;
         // SAFETY: `_Ux86_64_get_accessors` has unw_get_accessors' type;
         // `_ULx86_64_local_addr_space` is the variable `unw_local_addr_space`
         // (a pointer to the local address space). The call runs libunwind's
@@ -260,7 +261,7 @@ mod libunwind {
             let get: GetAccessors = core::mem::transmute::<*mut c_void, GetAccessors>(get);
             get(*(local as *const *mut c_void))
         };
-        let pipe_gone = close_validation_pipe(free);
+        let pipe_gone = close_validation_pipe(&free, end);
         if acc.is_null() || !pipe_gone {
             return None;
         }
@@ -300,57 +301,82 @@ mod libunwind {
         unsafe { raw::syscall6(libc::SYS_fcntl, fd as usize, cmd as usize, 0, 0, 0, 0) }
     }
 
-    /// The two lowest free descriptor numbers, where `pipe2` puts the ends.
-    fn lowest_free() -> Option<[i32; 2]> {
-        let mut found = [-1; 2];
-        let mut n = 0;
-        for fd in 0..4096 {
-            if fcntl(fd, libc::F_GETFD) == -(libc::EBADF as isize) {
-                found[n] = fd;
-                n += 1;
-                if n == 2 {
-                    return Some(found);
-                }
+    /// Descriptor numbers looked at for libunwind's pipe (at most): it goes
+    /// on the lowest free ones; [`ROOM`] more leave space for a few the
+    /// program's other threads may open meanwhile (when the dumper thread
+    /// loads libunwind).
+    const SCAN: usize = 128;
+    const ROOM: usize = 32;
+
+    /// Free numbers below [`SCAN`]: a bitmap, and how far it goes (the
+    /// lowest free number plus [`ROOM`]); `None` if none is free.
+    fn free_numbers() -> Option<([u64; SCAN / 64], usize)> {
+        let mut free = [0u64; SCAN / 64];
+        let mut end = SCAN;
+        let mut fd = 0;
+        while fd < end {
+            if fcntl(fd as i32, libc::F_GETFD) == -(libc::EBADF as isize) {
+                free[fd / 64] |= 1 << (fd % 64);
+                end = end.min(fd + ROOM);
             }
+            fd += 1;
         }
-        None
+        free.iter().any(|&w| w != 0).then_some((free, end))
     }
 
-    /// After libunwind's initialisation: whether the numbers that were free
-    /// are free again, closing libunwind's pipe if it is there (both ends
-    /// of one FIFO, non-blocking and close-on-exec, read end first). False
-    /// if they hold anything else (left alone).
-    fn close_validation_pipe(free: Option<[i32; 2]>) -> bool {
-        let Some([r, w]) = free else {
-            return false;
-        };
-        let ebadf = -(libc::EBADF as isize);
-        if fcntl(r, libc::F_GETFD) == ebadf && fcntl(w, libc::F_GETFD) == ebadf {
-            // Initialised earlier (the program uses libunwind): its pipe,
-            // if any, is the program's, as in a bare run.
-            return true;
-        }
-        let flags_ok = |fd: i32, mode: c_int| {
+    /// After libunwind's initialisation: closes its pipe if it opened one
+    /// on numbers that were `free` (both ends of one FIFO, non-blocking
+    /// and close-on-exec, one read, one write) and says whether nothing
+    /// else appeared there (if anything did, all is left alone).
+    fn close_validation_pipe(free: &[u64; SCAN / 64], end: usize) -> bool {
+        let flags = |fd: i32| {
             let fd_flags = fcntl(fd, libc::F_GETFD);
             let fl = fcntl(fd, libc::F_GETFL);
-            fd_flags >= 0
+            (fd_flags >= 0
                 && fd_flags & libc::FD_CLOEXEC as isize != 0
                 && fl >= 0
-                && fl & libc::O_NONBLOCK as isize != 0
-                && fl & libc::O_ACCMODE as isize == mode as isize
+                && fl & libc::O_NONBLOCK as isize != 0)
+                .then_some(fl as c_int & libc::O_ACCMODE)
         };
         let fifo = |fd: i32| {
             raw::fstat(fd)
                 .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
                 .map(|st| (st.st_dev, st.st_ino))
         };
-        let same = matches!((fifo(r), fifo(w)), (Some(a), Some(b)) if a == b);
-        if same && flags_ok(r, libc::O_RDONLY) && flags_ok(w, libc::O_WRONLY) {
-            raw::close(r);
-            raw::close(w);
-            return true;
+        // The pipe's ends: [read, write], and their file.
+        let mut ends = [-1i32; 2];
+        let mut file = None;
+        for fd in 0..end as i32 {
+            let was_free = free[fd as usize / 64] & (1 << (fd % 64)) != 0;
+            if !was_free || fcntl(fd, libc::F_GETFD) == -(libc::EBADF as isize) {
+                continue;
+            }
+            // New since the scan: only a libunwind-style pipe end will do
+            // (a number the program's other threads took is not ours to
+            // judge, so libunwind is then not used).
+            let end = match flags(fd) {
+                Some(libc::O_RDONLY) => 0,
+                Some(libc::O_WRONLY) => 1,
+                _ => return false,
+            };
+            let Some(f) = fifo(fd) else { return false };
+            if ends[end] >= 0 || file.is_some_and(|g| g != f) {
+                return false;
+            }
+            ends[end] = fd;
+            file = Some(f);
         }
-        false
+        match ends {
+            // Initialised earlier (the program uses libunwind): its pipe,
+            // if any, is the program's, as in a bare run.
+            [-1, -1] => true,
+            [r, w] if r >= 0 && w >= 0 => {
+                raw::close(r);
+                raw::close(w);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Whether [`readable`] tells a readable word from an unmapped one here
