@@ -3,6 +3,7 @@
 //! serves them over HTTP ([`http`]). It sits above the engine and profile
 //! writing and calls down into both.
 
+pub mod blackbox;
 pub mod config;
 pub(crate) mod copy_dump;
 pub mod dump_signal;

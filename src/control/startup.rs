@@ -48,6 +48,8 @@ pub fn start() {
         engine::sample_heap::set_limit(limit as usize);
     }
     if engine::init(rate, seed) {
+        // Before the triggers: its fork handler then runs first in a child.
+        crate::control::blackbox::start();
         // Before the dumper thread exists: its creation is heapprof's own.
         #[cfg(feature = "threads")]
         crate::thread_hook::enable();

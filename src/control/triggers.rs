@@ -455,6 +455,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     let mut http = crate::control::http::Control::new();
     loop {
         print_pending();
+        crate::control::blackbox::tick();
         let (interval, rate, http_addr) = {
             let mut g = settings();
             let c = &ensure(&mut g).config;
