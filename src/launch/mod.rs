@@ -184,7 +184,10 @@ fn environment(o: &RunOptions, library: &Path) -> Vec<(OsString, Option<OsString
     }
     // The black box beside the profiles, unless the user chose a directory.
     if std::env::var_os("HEAPPROF_BLACKBOX").is_none() {
-        env.push(("HEAPPROF_BLACKBOX".into(), Some(out_dir(o).into_os_string())));
+        env.push((
+            "HEAPPROF_BLACKBOX".into(),
+            Some(out_dir(o).into_os_string()),
+        ));
     }
     if let Some(i) = &o.interval {
         env.push(("HEAPPROF_INTERVAL".into(), Some(i.into())));

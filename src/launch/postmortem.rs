@@ -149,10 +149,21 @@ pub fn signal_name(sig: i32) -> String {
 /// signal `sig`: the cause, and the top in-use stacks recovered from its
 /// black box in `dir` (written beside it as `heapprof.PID.blackbox.pb.gz`;
 /// the black box is kept).
-pub fn report(pid: u32, sig: i32, oom: Option<Option<u64>>, dir: &Path, rows: usize, depth: usize) -> String {
+pub fn report(
+    pid: u32,
+    sig: i32,
+    oom: Option<Option<u64>>,
+    dir: &Path,
+    rows: usize,
+    depth: usize,
+) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = write!(s, "heapprof: the command was killed by {}", signal_name(sig));
+    let _ = write!(
+        s,
+        "heapprof: the command was killed by {}",
+        signal_name(sig)
+    );
     match oom {
         Some(Some(limit)) => {
             let _ = write!(
@@ -232,8 +243,12 @@ mod tests {
         assert!(!cg.v2);
         assert_eq!(
             cg.dirs,
-            ["/sys/fs/cgroup/memory/a/b", "/sys/fs/cgroup/memory/a", "/sys/fs/cgroup/memory"]
-                .map(PathBuf::from)
+            [
+                "/sys/fs/cgroup/memory/a/b",
+                "/sys/fs/cgroup/memory/a",
+                "/sys/fs/cgroup/memory"
+            ]
+            .map(PathBuf::from)
         );
     }
 
@@ -249,7 +264,11 @@ mod tests {
     fn reads_flat_counters() {
         let d = std::env::temp_dir().join(format!("heapprof-pm-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("memory.events"), "low 0\nhigh 3\nmax 9\noom 2\noom_kill 1\n").unwrap();
+        std::fs::write(
+            d.join("memory.events"),
+            "low 0\nhigh 3\nmax 9\noom 2\noom_kill 1\n",
+        )
+        .unwrap();
         assert_eq!(counter(&d.join("memory.events"), "oom_kill"), Some(1));
         assert_eq!(counter(&d.join("memory.events"), "oom"), Some(2));
         std::fs::write(d.join("memory.max"), "134217728\n").unwrap();

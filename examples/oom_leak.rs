@@ -1,0 +1,66 @@
+//! A Rust program for the black box tests (tests/blackbox.rs), with
+//! heapprof's `Profiler` as its global allocator:
+//! - `oom_leak grow CHUNK`: leaks CHUNK bytes at a time (touched) in
+//!   `leak_chunk`, with some churn, until killed; after each leak prints the
+//!   total leaked so far;
+//! - `oom_leak idle N SIZE`: leaks N objects of SIZE bytes in `leak_known`,
+//!   prints `ready`, then sleeps until killed.
+//!
+//! Run it with `HEAPPROF_BLACKBOX=DIR`, kill it, then
+//! `heapprof recover DIR/heapprof.PID.blackbox -o heap.pb.gz`.
+
+use std::hint::black_box;
+use std::io::Write;
+
+#[global_allocator]
+static GLOBAL: heapprof::Profiler<std::alloc::System> = heapprof::Profiler::new(std::alloc::System);
+
+#[inline(never)]
+fn leak_chunk(n: usize) {
+    Box::leak(vec![1u8; n].into_boxed_slice());
+}
+
+#[inline(never)]
+fn leak_known(n: usize) {
+    Box::leak(vec![2u8; n].into_boxed_slice());
+}
+
+#[inline(never)]
+fn churn() {
+    for i in 0..64 {
+        black_box(vec![0u8; 1000 + i * 37]);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let num = |i: usize| -> usize { args[i].parse().expect("a number") };
+    let mut out = std::io::stdout().lock();
+    match args.get(1).map(String::as_str) {
+        Some("grow") if args.len() == 3 => {
+            let chunk = num(2);
+            let mut total = 0usize;
+            loop {
+                leak_chunk(chunk);
+                total += chunk;
+                writeln!(out, "leaked {total}").unwrap();
+                out.flush().unwrap();
+                churn();
+            }
+        }
+        Some("idle") if args.len() == 4 => {
+            for _ in 0..num(2) {
+                leak_known(num(3));
+            }
+            writeln!(out, "ready").unwrap();
+            out.flush().unwrap();
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        _ => {
+            eprintln!("usage: oom_leak grow CHUNK | oom_leak idle N SIZE");
+            std::process::exit(2);
+        }
+    }
+}

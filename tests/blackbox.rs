@@ -1,0 +1,444 @@
+//! The black box (`HEAPPROF_BLACKBOX`): real programs killed by the kernel's
+//! OOM killer in a memory cgroup, or by SIGKILL, and the heap profile
+//! recovered from what they left. Needs root (cgroups, mounts), as these
+//! machines give; a C program under the preload library and a Rust program
+//! with `Profiler` (examples/oom_leak.rs).
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+mod common;
+
+const LIMIT_MIB: u64 = 128;
+const CHUNK: u64 = 256 << 10;
+
+fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        common::ensure_deps();
+        common::fresh_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("blackbox"))
+    })
+}
+
+/// The preload library of this test build's profile.
+fn preload() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let target = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo.args(["build", "--quiet", "-p", "heapprof-preload"]);
+        if target.file_name() == Some(OsStr::new("release")) {
+            cargo.arg("--release");
+        }
+        assert!(cargo.status().unwrap().success());
+        target.join("libheapprof_preload.so")
+    })
+}
+
+/// tests/c/oomleak.c, compiled once.
+fn oomleak() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        let exe = scratch().join("oomleak");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/oomleak.c");
+        let out = Command::new("cc")
+            .args(["-O2", "-g", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        exe
+    })
+}
+
+/// A memory cgroup with a limit, removed when dropped.
+struct Cgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl Cgroup {
+    fn new(name: &str, limit: u64) -> Cgroup {
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        let (base, v2) = if v1.join("memory.limit_in_bytes").exists() {
+            (v1.to_path_buf(), false)
+        } else {
+            (PathBuf::from("/sys/fs/cgroup"), true)
+        };
+        let dir = base.join(format!("heapprof-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e} (needs root)", dir.display()));
+        let file = if v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        std::fs::write(dir.join(file), limit.to_string()).unwrap();
+        Cgroup { dir, v2 }
+    }
+
+    /// `argv` run inside this cgroup (a shell joins it, then execs).
+    fn command(&self, argv: &[&OsStr]) -> Command {
+        let mut c = common::clean_command("sh");
+        c.arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+            .arg(&self.dir)
+            .args(argv);
+        c
+    }
+
+    fn oom_kills(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        let text = std::fs::read_to_string(self.dir.join(file)).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no oom_kill in {file}: {text}"))
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// Runs `cmd` to its death; returns its exit status and the last
+/// `leaked N` it printed.
+fn run_to_death(mut cmd: Command) -> (std::process::ExitStatus, u64) {
+    let out = cmd.stderr(Stdio::inherit()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let leaked = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("leaked "))
+        .next_back()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (out.status, leaked)
+}
+
+fn heapprof() -> Command {
+    common::clean_command(env!("CARGO_BIN_EXE_heapprof"))
+}
+
+/// `heapprof recover` of the one black box in `dir`, checked by `go tool
+/// pprof`; returns the profile.
+fn recover(dir: &Path) -> heapprof::proto::Profile {
+    let boxes: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension() == Some(OsStr::new("blackbox")))
+        .collect();
+    assert_eq!(
+        boxes.len(),
+        1,
+        "one black box in {}: {boxes:?}",
+        dir.display()
+    );
+    let out = dir.join("recovered.pb.gz");
+    let r = heapprof()
+        .arg("recover")
+        .arg(&boxes[0])
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (top, _) = common::go_pprof(&["-top", "-sample_index=inuse_space", out.to_str().unwrap()]);
+    assert!(top.contains("flat%"), "{top}");
+    common::read_profile(&out)
+}
+
+/// A program that leaks until the OOM killer ends it: the recovered profile
+/// names the leak with its in-use within sampling tolerance of the truth.
+fn killed_by_the_oom_killer(name: &str, argv: &[&OsStr], preload: bool) {
+    let dir = common::fresh_dir(scratch().join(name));
+    let cg = Cgroup::new(name, LIMIT_MIB << 20);
+    let mut cmd = cg.command(argv);
+    cmd.env("HEAPPROF_BLACKBOX", &dir)
+        .env("HEAPPROF_SEED", "11");
+    if preload {
+        cmd.env("LD_PRELOAD", self::preload());
+    }
+    let (status, truth) = run_to_death(cmd);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert_eq!(cg.oom_kills(), 1, "the OOM killer did it");
+    assert!(truth > (LIMIT_MIB << 20) / 2, "leaked only {truth} bytes");
+    let p = recover(&dir);
+    let [_, _, objects, inuse] = common::leaf_totals(&p, "leak_chunk");
+    // One 256 KiB chunk is sampled with probability 39 % at the default
+    // rate: ~200 samples of ~500 chunks, a standard error of ~6 %.
+    let err = (inuse as f64 - truth as f64).abs() / truth as f64;
+    eprintln!("{name}: leak_chunk in use {inuse} B recovered, {truth} B leaked at the kill");
+    assert!(
+        err < 0.2,
+        "leak_chunk in use {inuse} B ({objects} objects) against {truth} B leaked at the kill"
+    );
+}
+
+#[test]
+fn c_program_killed_by_the_oom_killer() {
+    let chunk = CHUNK.to_string();
+    killed_by_the_oom_killer(
+        "c-oom",
+        &[
+            oomleak().as_os_str(),
+            OsStr::new("grow"),
+            OsStr::new(&chunk),
+        ],
+        true,
+    );
+}
+
+#[test]
+fn rust_program_killed_by_the_oom_killer() {
+    let exe = common::example("oom_leak");
+    let chunk = CHUNK.to_string();
+    killed_by_the_oom_killer(
+        "rust-oom",
+        &[exe.as_os_str(), OsStr::new("grow"), OsStr::new(&chunk)],
+        false,
+    );
+}
+
+/// At rate 1, a program that allocates a known set, idles and is killed
+/// with SIGKILL: the recovered profile has exactly that set.
+fn exact_after_sigkill(name: &str, mut cmd: Command) {
+    let dir = common::fresh_dir(scratch().join(name));
+    cmd.env("HEAPPROF_BLACKBOX", &dir)
+        .env("HEAPPROF_RATE", "1")
+        .args(["idle", "1000", "100"])
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let p = recover(&dir);
+    assert_eq!(
+        common::leaf_totals(&p, "leak_known"),
+        [1000, 100_000, 1000, 100_000]
+    );
+    // And `heapprof top` reads the black box itself.
+    let box_path = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension() == Some(OsStr::new("blackbox")))
+        .unwrap();
+    let top = heapprof().arg("top").arg(&box_path).output().unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success() && text.contains("leak_known"),
+        "{text}"
+    );
+}
+
+#[test]
+fn c_program_exact_at_rate_1_after_sigkill() {
+    let mut cmd = common::clean_command(oomleak());
+    cmd.env("LD_PRELOAD", preload());
+    exact_after_sigkill("c-exact", cmd);
+}
+
+#[test]
+fn rust_program_exact_at_rate_1_after_sigkill() {
+    exact_after_sigkill(
+        "rust-exact",
+        common::clean_command(common::example("oom_leak")),
+    );
+}
+
+#[test]
+fn heapprof_run_names_the_leak_and_the_oom_killer() {
+    let dir = common::fresh_dir(scratch().join("run"));
+    let cg = Cgroup::new("run", LIMIT_MIB << 20);
+    let chunk = CHUNK.to_string();
+    let out = cg
+        .command(&[
+            OsStr::new(env!("CARGO_BIN_EXE_heapprof")),
+            OsStr::new("run"),
+            OsStr::new("--out"),
+            dir.as_os_str(),
+            OsStr::new("--"),
+            oomleak().as_os_str(),
+            OsStr::new("grow"),
+            OsStr::new(&chunk),
+        ])
+        .env("HEAPPROF_PRELOAD", preload())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{err}");
+    assert!(
+        err.contains(&format!(
+            "killed by signal 9 (SIGKILL): killed by the OOM killer (cgroup limit {LIMIT_MIB} MiB)"
+        )),
+        "{err}"
+    );
+    let top = err
+        .split_once("in use at the moment of death")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(top.contains("leak_chunk"), "{err}");
+    // The black box is kept, and its recovered profile written beside it.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".blackbox")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with(".blackbox.pb.gz")),
+        "{names:?}"
+    );
+}
+
+/// Runs `oomleak idle 3 10` bare and with the black box in `dir`, killed
+/// after `ready`: returns (stdout, stderr, status) of the profiled run,
+/// after checking stdout and status match the bare run's.
+fn run_with_blackbox_in(dir: &Path) -> (String, String) {
+    let run = |with: bool| {
+        let mut c = common::clean_command(oomleak());
+        c.args(["idle", "3", "10"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if with {
+            c.env("LD_PRELOAD", preload()).env("HEAPPROF_BLACKBOX", dir);
+        }
+        let mut child = c.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            line,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status,
+        )
+    };
+    let bare = run(false);
+    let with = run(true);
+    assert_eq!((&with.0, with.2), (&bare.0, bare.2));
+    (with.0, with.1)
+}
+
+fn assert_one_line_naming(err: &str, dir: &Path) {
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("heapprof: HEAPPROF_BLACKBOX: ")
+            && lines[0].contains(&dir.display().to_string())
+            && lines[0].contains("the black box is off, the program runs on")
+            && lines[0].contains("set HEAPPROF_BLACKBOX to an existing, writable directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unusable_directory_is_one_line_and_the_program_runs_on() {
+    let base = common::fresh_dir(scratch().join("unusable"));
+    // Missing.
+    let missing = base.join("missing");
+    let (_, err) = run_with_blackbox_in(&missing);
+    assert_one_line_naming(&err, &missing);
+    assert!(err.contains("No such file or directory"), "{err}");
+    // Read-only (a read-only bind mount: root writes through permissions).
+    let (src, ro) = (base.join("src"), base.join("ro"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    let mount =
+        |args: &[&OsStr]| assert!(Command::new("mount").args(args).status().unwrap().success());
+    mount(&[OsStr::new("--bind"), src.as_os_str(), ro.as_os_str()]);
+    mount(&[
+        OsStr::new("-o"),
+        OsStr::new("remount,bind,ro"),
+        ro.as_os_str(),
+    ]);
+    let (_, err) = run_with_blackbox_in(&ro);
+    let _ = Command::new("umount").arg(&ro).status();
+    assert_one_line_naming(&err, &ro);
+    assert!(err.contains("Read-only file system"), "{err}");
+    // Full: a 1 MiB file system has no room for the reservation, which
+    // fails now rather than as a SIGBUS later.
+    let full = base.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    mount(&[
+        OsStr::new("-t"),
+        OsStr::new("tmpfs"),
+        OsStr::new("-o"),
+        OsStr::new("size=1m"),
+        OsStr::new("tmpfs"),
+        full.as_os_str(),
+    ]);
+    let (_, err) = run_with_blackbox_in(&full);
+    let left = std::fs::read_dir(&full).unwrap().count();
+    let _ = Command::new("umount").arg(&full).status();
+    assert_one_line_naming(&err, &full);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(left, 0, "the failed file is removed");
+}
+
+#[test]
+fn a_clean_exit_removes_the_file_unless_kept() {
+    let dir = common::fresh_dir(scratch().join("exit"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/hello.c");
+    let exe = scratch().join("hello");
+    assert!(Command::new("cc")
+        .args(["-O2", "-g", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .arg("-ldl")
+        .status()
+        .unwrap()
+        .success());
+    let run = |keep: &str| {
+        let out = common::clean_command(&exe)
+            .env("LD_PRELOAD", preload())
+            .env("HEAPPROF_BLACKBOX", &dir)
+            .env("HEAPPROF_BLACKBOX_KEEP", keep)
+            .env("HEAPPROF_RATE", "1")
+            .env("HEAPPROF_AT_EXIT", "0")
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run("0"), Vec::<PathBuf>::new());
+    let kept = run("1");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // A kept file still reads as what was live at exit.
+    let top = heapprof().arg("top").arg(&kept[0]).output().unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(text.contains("exec_leak"), "{text}");
+}
