@@ -442,3 +442,50 @@ fn a_clean_exit_removes_the_file_unless_kept() {
     let text = String::from_utf8_lossy(&top.stdout);
     assert!(text.contains("exec_leak"), "{text}");
 }
+
+/// A forked child keeps its own black box, starting from its parent's
+/// live samples at the fork; neither sees the other's later samples.
+fn fork_keeps_separate_files(name: &str, mut cmd: Command) {
+    let dir = common::fresh_dir(scratch().join(name));
+    cmd.env("HEAPPROF_BLACKBOX", &dir)
+        .env("HEAPPROF_RATE", "1")
+        .args(["fork", "1000", "100"])
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut pids = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let l = lines.next().unwrap().unwrap();
+        let (who, pid) = l.split_once(' ').unwrap();
+        pids.insert(who.to_string(), pid.parse::<i32>().unwrap());
+    }
+    for pid in pids.values() {
+        // SAFETY: signalling processes this test started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    child.wait().unwrap();
+    for (who, theirs, not_theirs) in [
+        ("parent", ("after_fork", [5, 1000]), "child_known"),
+        ("child", ("child_known", [10, 3000]), "after_fork"),
+    ] {
+        let pid = pids[who];
+        let bytes = std::fs::read(dir.join(format!("heapprof.{pid}.blackbox"))).unwrap();
+        let p = heapprof::report::blackbox::recover("box", &bytes)
+            .unwrap()
+            .profile;
+        let t = |f: &str| {
+            let [_, _, objects, bytes] = common::leaf_totals(&p, f);
+            [objects, bytes]
+        };
+        assert_eq!(t("leak_known"), [1000, 100_000], "{who}");
+        assert_eq!(t(theirs.0), theirs.1, "{who}");
+        assert_eq!(t(not_theirs), [0, 0], "{who}");
+    }
+}
+
+#[test]
+fn c_fork_child_has_its_own_black_box() {
+    let mut cmd = common::clean_command(oomleak());
+    cmd.env("LD_PRELOAD", preload());
+    fork_keeps_separate_files("c-fork", cmd);
+}

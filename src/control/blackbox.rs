@@ -23,12 +23,17 @@
 //!   alive). A single-threaded program under the preload library has no
 //!   dumper thread: its mappings are those of start-up until it creates a
 //!   thread.
-//! - **fork:** a child must not write its parent's file. Its `atfork`
-//!   handler detaches the inherited mapping, creates the child's own file
-//!   and copies into it the samples live at the fork (the parent's threads
-//!   may change a few slots during that copy; those are dropped or kept as
-//!   the parent left them), then unmaps the parent's. A child that `exec`s
-//!   a program without heapprof, or ends with `_exit`, leaves its file.
+//! - **fork:** a child must not write its parent's file, and cannot copy
+//!   it either (the parent's threads keep changing it while the child
+//!   starts). The child's first `atfork` handler (registered before the
+//!   triggers', so it runs before the child has a second thread) only
+//!   detaches the inherited mapping; its last one (registered after them:
+//!   heapprof's locks are free again) creates the child's own file, fills
+//!   it from the child's private copy of the engine's live samples (the
+//!   aggregate, after draining the record buffers: exactly what was live at
+//!   the fork, plus what the child allocated since), installs it and unmaps
+//!   the parent's. A child that `exec`s a program without heapprof, or ends
+//!   with `_exit`, leaves its file.
 //! - **Exit:** a normal exit removes the file, unless
 //!   `HEAPPROF_BLACKBOX_KEEP=1` (then its header says the process exited).
 //!   The mapping itself stays until the process ends: other threads may
@@ -176,13 +181,27 @@ pub fn start() {
         say(l);
         return;
     }
-    if open(slots, None) && !HANDLERS.swap(true, Ordering::Relaxed) {
+    let Some(base) = open(slots) else { return };
+    // SAFETY: the mapping is file_len(slots) bytes, page-aligned, and is
+    // never unmapped while installed (see `fork_child_last`).
+    unsafe { bb::install(base, slots) };
+    if !HANDLERS.swap(true, Ordering::Relaxed) {
         // SAFETY: registering plain extern "C" functions that live for the
         // whole process.
         unsafe {
-            libc::pthread_atfork(None, None, Some(fork_child));
+            libc::pthread_atfork(None, None, Some(fork_child_first));
             libc::atexit(at_exit);
         }
+    }
+}
+
+/// Registers the fork handler that gives a child its own file: call after
+/// the triggers have registered theirs (see the module doc).
+pub fn after_triggers() {
+    static ONCE: AtomicBool = AtomicBool::new(false);
+    if HANDLERS.load(Ordering::Relaxed) && !ONCE.swap(true, Ordering::Relaxed) {
+        // SAFETY: as in `start`.
+        unsafe { libc::pthread_atfork(None, None, Some(fork_child_last)) };
     }
 }
 
@@ -194,10 +213,9 @@ pub fn path() -> Option<std::path::PathBuf> {
         .then(|| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(p)))
 }
 
-/// Creates, reserves, maps and installs this process's file; with `parent`
-/// (a forked child), copies the parent's live samples and mappings into
-/// it. False (said on stderr) on failure.
-fn open(slots: usize, parent: Option<(*mut u8, usize)>) -> bool {
+/// Creates, reserves and maps this process's file and writes its header;
+/// None (said on stderr) on failure.
+fn open(slots: usize) -> Option<*mut u8> {
     let pid = crate::os::raw::getpid();
     let mut name = LineBuf::<4600>::new();
     let dir = core::str::from_utf8(DIR.get()).unwrap_or("");
@@ -209,7 +227,7 @@ fn open(slots: usize, parent: Option<(*mut u8, usize)>) -> bool {
     .is_err()
         || !FILE.set(name.bytes())
     {
-        return false;
+        return None;
     }
     let len = bb::file_len(slots);
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
@@ -226,7 +244,7 @@ fn open(slots: usize, parent: Option<(*mut u8, usize)>) -> bool {
     }
     if fd < 0 {
         fail("cannot create", errno(), len);
-        return false;
+        return None;
     }
     // SAFETY: fd is ours; len fits off_t.
     let r = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
@@ -261,7 +279,7 @@ fn open(slots: usize, parent: Option<(*mut u8, usize)>) -> bool {
             e,
             len,
         );
-        return false;
+        return None;
     }
     let base: *mut u8 = base.cast();
     let words = |b: *mut u8, i: usize| -> &AtomicU64 {
@@ -285,46 +303,24 @@ fn open(slots: usize, parent: Option<(*mut u8, usize)>) -> bool {
         (bb::H_HEARTBEAT_NS, now),
         (bb::H_PROC_START, start),
     ];
-    if let Some((old, _)) = parent.filter(|(p, s)| !p.is_null() && *s == slots) {
-        copy_live(old, base, slots);
-    }
     for (i, v) in header {
         words(base, i).store(v, Ordering::Relaxed);
     }
-    // SAFETY: the mapping is file_len(slots) bytes, page-aligned, and is
-    // never unmapped while installed (see `fork_child`).
-    unsafe { bb::install(base, slots) };
-    true
+    Some(base)
 }
 
-/// Copies a parent's live samples and mappings (a forked child's file).
-fn copy_live(from: *mut u8, to: *mut u8, slots: usize) {
+/// Copies the mappings of a parent's black box into a child's.
+fn copy_maps(from: *mut u8, to: *mut u8, slots: usize) {
     let w = |b: *mut u8, off: usize| -> &AtomicU64 {
-        // SAFETY: offsets computed from the layout of a file of `slots`
-        // slots, which both mappings are.
+        // SAFETY: offsets inside the layout of a file of `slots` slots,
+        // which both mappings are.
         unsafe { &*b.add(off).cast::<AtomicU64>() }
     };
-    let maps = bb::maps_offset(slots, 1);
-    for off in (maps..bb::file_len(slots)).step_by(8) {
+    for off in (bb::maps_offset(slots, 1)..bb::file_len(slots)).step_by(8) {
         w(to, off).store(w(from, off).load(Ordering::Relaxed), Ordering::Relaxed);
     }
     let cur = bb::H_MAPS_CURRENT * 8;
-    w(to, cur).store(w(from, cur).load(Ordering::Acquire), Ordering::Relaxed);
-    for s in 0..slots {
-        let key = bb::keys_offset() + s * 8;
-        let k = w(from, key).load(Ordering::Acquire);
-        if k & bb::COMMITTED == 0 {
-            continue;
-        }
-        let slot = bb::slots_offset(slots) + s * bb::SLOT_BYTES;
-        for off in (slot..slot + bb::SLOT_BYTES).step_by(8) {
-            w(to, off).store(w(from, off).load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        // Changed meanwhile by a parent thread: leave it out.
-        if w(from, key).load(Ordering::Acquire) == k {
-            w(to, key).store(k, Ordering::Release);
-        }
-    }
+    w(to, cur).store(w(from, cur).load(Ordering::Acquire), Ordering::Release);
 }
 
 /// Whether the file at `path` is a black box this very process left
@@ -454,15 +450,48 @@ fn loader_count() -> u64 {
     v
 }
 
-extern "C" fn fork_child() {
+/// The parent's mapping, detached in a forked child until its own file
+/// replaces it.
+static INHERITED: core::sync::atomic::AtomicPtr<u8> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+static INHERITED_SLOTS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn fork_child_first() {
     let (old, slots) = bb::detach();
+    INHERITED_SLOTS.store(slots, Ordering::Relaxed);
+    INHERITED.store(old, Ordering::Release);
+}
+
+extern "C" fn fork_child_last() {
+    let old = INHERITED.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if old.is_null() {
         return;
     }
+    let slots = INHERITED_SLOTS.load(Ordering::Relaxed);
     let _busy = crate::thread_state::current().enter();
-    open(slots, Some((old, slots)));
-    // SAFETY: the parent's mapping, detached; the child has one thread,
-    // this one, so nothing else is writing through it.
+    if let Some(base) = open(slots) {
+        copy_maps(old, base, slots);
+        crate::aggregate::with(|agg| {
+            for (&id, s) in &agg.live {
+                let k = s.key;
+                let frames = agg.stacks.get(k.stack);
+                // SAFETY: `base` is the new file, mapped whole; nothing else
+                // knows of it until it is installed below.
+                unsafe {
+                    bb::record_into(
+                        base,
+                        slots,
+                        (id, k.size, k.rate, s.time_ns, k.labels),
+                        frames,
+                    )
+                };
+            }
+        });
+        // SAFETY: as in `start`.
+        unsafe { bb::install(base, slots) };
+    }
+    // SAFETY: the parent's mapping, detached before this child had a second
+    // thread; nothing writes through it any more.
     unsafe { libc::munmap(old.cast(), bb::file_len(slots)) };
 }
 

@@ -54,6 +54,7 @@ pub fn start() {
         #[cfg(feature = "threads")]
         crate::thread_hook::enable();
         triggers::start();
+        crate::control::blackbox::after_triggers();
         STARTED.store(true, Ordering::Release);
     }
 }

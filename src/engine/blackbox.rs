@@ -61,8 +61,9 @@
 //! The page cache survives the death of the process, not of the machine: a
 //! kernel crash or power loss keeps only what writeback reached the disk
 //! (slots may then be stale or mixed; nothing here syncs). A forked child
-//! gets its own file from the control layer; the mapping must never be
-//! written by two processes.
+//! gets its own file from the control layer, filled from the child's own
+//! copy of the engine's live samples ([`record_into`]); the mapping must
+//! never be written by two processes.
 
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
@@ -196,37 +197,64 @@ impl View {
 /// `frames` innermost first.
 #[inline]
 pub fn record(id: u64, size: u64, rate: u64, time_ns: u64, labels: u32, frames: &[u64]) {
-    let Some(v) = View::current() else { return };
-    if v.slots == 0 || id == 0 || id & COMMITTED != 0 {
-        return;
+    if let Some(v) = View::current() {
+        v.record(id, size, rate, time_ns, labels, frames);
     }
-    let home = home(id, v.slots);
-    for i in 0..PROBE.min(v.slots) {
-        let slot = (home + i) % v.slots;
-        let key = v.key(slot);
-        if key.load(Ordering::Relaxed) != 0
-            || key
-                .compare_exchange(0, id, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
-            continue;
-        }
-        let n = frames.len().min(SLOT_FRAMES);
-        v.slot_word(slot, 0).store(size, Ordering::Relaxed);
-        v.slot_word(slot, 1).store(rate, Ordering::Relaxed);
-        v.slot_word(slot, 2).store(time_ns, Ordering::Relaxed);
-        v.slot_word(slot, 3).store(
-            frames.len() as u64 | u64::from(labels) << 32,
-            Ordering::Relaxed,
-        );
-        for (j, &f) in frames[..n].iter().enumerate() {
-            v.slot_word(slot, SLOT_HEADER_WORDS + j)
-                .store(f, Ordering::Relaxed);
-        }
-        key.store(id | COMMITTED, Ordering::Release);
-        return;
+}
+
+/// [`record`] into the black box at `base`, not installed yet (a forked
+/// child's new file, filled before it is installed).
+///
+/// # Safety
+/// As for [`install`]; no other thread writes to it meanwhile.
+pub unsafe fn record_into(
+    base: *mut u8,
+    slots: usize,
+    sample: (u64, u64, u64, u64, u32),
+    frames: &[u64],
+) {
+    let (id, size, rate, time_ns, labels) = sample;
+    View {
+        base: base.cast(),
+        slots,
     }
-    v.word(H_OVERFLOW * 8).fetch_add(1, Ordering::Relaxed);
+    .record(id, size, rate, time_ns, labels, frames);
+}
+
+impl View {
+    fn record(&self, id: u64, size: u64, rate: u64, time_ns: u64, labels: u32, frames: &[u64]) {
+        let v = self;
+        if v.slots == 0 || id == 0 || id & COMMITTED != 0 {
+            return;
+        }
+        let home = home(id, v.slots);
+        for i in 0..PROBE.min(v.slots) {
+            let slot = (home + i) % v.slots;
+            let key = v.key(slot);
+            if key.load(Ordering::Relaxed) != 0
+                || key
+                    .compare_exchange(0, id, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let n = frames.len().min(SLOT_FRAMES);
+            v.slot_word(slot, 0).store(size, Ordering::Relaxed);
+            v.slot_word(slot, 1).store(rate, Ordering::Relaxed);
+            v.slot_word(slot, 2).store(time_ns, Ordering::Relaxed);
+            v.slot_word(slot, 3).store(
+                frames.len() as u64 | u64::from(labels) << 32,
+                Ordering::Relaxed,
+            );
+            for (j, &f) in frames[..n].iter().enumerate() {
+                v.slot_word(slot, SLOT_HEADER_WORDS + j)
+                    .store(f, Ordering::Relaxed);
+            }
+            key.store(id | COMMITTED, Ordering::Release);
+            return;
+        }
+        v.word(H_OVERFLOW * 8).fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Clears the slot of the live sample `id`, if it has one.

@@ -3,7 +3,11 @@
  *                        leak_chunk(), with some churn, until killed; after
  *                        each leak prints the total leaked so far
  *   oomleak idle N SIZE  leak N objects of SIZE bytes in leak_known(),
- *                        print "ready", then sleep until killed */
+ *                        print "ready", then sleep until killed
+ *   oomleak fork N SIZE  as idle, then fork: the child leaks 10 x 300 bytes
+ *                        in child_known, the parent 5 x 200 in after_fork;
+ *                        each prints "child PID" or "parent PID" and
+ *                        sleeps until killed */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +24,20 @@ __attribute__((noinline)) void *leak_known(size_t n) {
     void *p = malloc(n);
     if (p)
         memset(p, 2, n);
+    return p;
+}
+
+__attribute__((noinline)) void *child_known(size_t n) {
+    void *p = malloc(n);
+    if (p)
+        memset(p, 3, n);
+    return p;
+}
+
+__attribute__((noinline)) void *after_fork(size_t n) {
+    void *p = malloc(n);
+    if (p)
+        memset(p, 4, n);
     return p;
 }
 
@@ -52,6 +70,24 @@ int main(int argc, char **argv) {
         for (;;)
             pause();
     }
-    fprintf(stderr, "usage: oomleak grow CHUNK | oomleak idle N SIZE\n");
+    if (argc == 4 && strcmp(argv[1], "fork") == 0) {
+        long n = strtol(argv[2], NULL, 10);
+        size_t size = strtoul(argv[3], NULL, 10);
+        for (long i = 0; i < n; i++)
+            leak_known(size);
+        pid_t pid = fork();
+        if (pid < 0)
+            return 3;
+        for (int i = 0; i < (pid == 0 ? 10 : 5); i++) {
+            if (pid == 0)
+                child_known(300);
+            else
+                after_fork(200);
+        }
+        printf("%s %d\n", pid == 0 ? "child" : "parent", (int)getpid());
+        for (;;)
+            pause();
+    }
+    fprintf(stderr, "usage: oomleak grow CHUNK | oomleak idle N SIZE | oomleak fork N SIZE\n");
     return 2;
 }
