@@ -489,3 +489,35 @@ fn c_fork_child_has_its_own_black_box() {
     cmd.env("LD_PRELOAD", preload());
     fork_keeps_separate_files("c-fork", cmd);
 }
+
+/// An `exec` keeps the pid: the new image's black box silently replaces
+/// the one the old image left (same pid, same process start time).
+#[test]
+fn an_exec_replaces_the_file_it_left() {
+    let dir = common::fresh_dir(scratch().join("exec"));
+    let mut child = common::clean_command("sh")
+        .arg("-c")
+        .arg(r#"exec "$0" idle 7 1000"#)
+        .arg(oomleak())
+        .env("LD_PRELOAD", preload())
+        .env("HEAPPROF_BLACKBOX", &dir)
+        .env("HEAPPROF_RATE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = recover(&dir);
+    assert_eq!(common::leaf_totals(&p, "leak_known"), [7, 7000, 7, 7000]);
+}

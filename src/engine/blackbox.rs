@@ -19,7 +19,7 @@
 //! |---|---|---|
 //! | header | 4096 | the `H_*` words below |
 //! | keys | 8 × slots, page-rounded | one word per slot: its state |
-//! | slots | [`SLOT_BYTES`] × slots | one live sample each |
+//! | slots | [`SLOT_BYTES`] × slots, page-rounded | one live sample each |
 //! | mappings | 2 × [`MAPS_BYTES`] | two copies of the executable mappings |
 //!
 //! A key is 0 (empty), `id` (claimed: being written, or a writer killed
@@ -118,7 +118,7 @@ pub const fn slots_offset(slots: usize) -> usize {
 
 /// Byte offset of mappings copy `copy` (1 or 2).
 pub const fn maps_offset(slots: usize, copy: usize) -> usize {
-    slots_offset(slots) + slots * SLOT_BYTES + (copy - 1) * MAPS_BYTES
+    slots_offset(slots) + (slots * SLOT_BYTES).next_multiple_of(4096) + (copy - 1) * MAPS_BYTES
 }
 
 /// Size of a file of `slots` slots.

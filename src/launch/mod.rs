@@ -28,6 +28,14 @@
 //! command's status: its exit code, or 128 + N for death by signal N, as
 //! the shell reports it.
 //!
+//! **Death by a signal.** The command runs with the black box on
+//! (`HEAPPROF_BLACKBOX`, in the output directory unless set already; see
+//! `heapprof::control::blackbox`). If it dies by a signal, `heapprof run`
+//! recovers the black box at once (keeping it) into
+//! `heapprof.PID.blackbox.pb.gz` beside it and prints the signal, the OOM
+//! killer's verdict from the command's memory cgroup, and the top in-use
+//! stacks at the moment of death ([`postmortem`]).
+//!
 //! **Blind spots** are said before the command runs, in one line: a
 //! statically linked program has no dynamic loader to read `LD_PRELOAD`,
 //! and a setuid, setgid or file-capability program runs in secure-execution
