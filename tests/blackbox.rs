@@ -136,6 +136,15 @@ fn run_to_death(mut cmd: Command) -> (std::process::ExitStatus, u64) {
     (out.status, leaked)
 }
 
+/// The first line the child writes on its stdout (a pipe).
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
 fn heapprof() -> Command {
     common::clean_command(env!("CARGO_BIN_EXE_heapprof"))
 }
@@ -231,11 +240,11 @@ fn exact_after_sigkill(name: &str, mut cmd: Command) {
         .args(["idle", "1000", "100"])
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    assert_eq!(
+        first_line(&mut child),
+        "ready
+"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let p = recover(&dir);
@@ -331,10 +340,7 @@ fn run_with_blackbox_in(dir: &Path) -> (String, String) {
             c.env("LD_PRELOAD", preload()).env("HEAPPROF_BLACKBOX", dir);
         }
         let mut child = c.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = first_line(&mut child);
         child.kill().unwrap();
         let out = child.wait_with_output().unwrap();
         (
@@ -506,11 +512,11 @@ fn an_exec_replaces_the_file_it_left() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    assert_eq!(
+        first_line(&mut child),
+        "ready
+"
+    );
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
