@@ -527,3 +527,35 @@ fn an_exec_replaces_the_file_it_left() {
     let p = recover(&dir);
     assert_eq!(common::leaf_totals(&p, "leak_known"), [7, 7000, 7, 7000]);
 }
+
+/// A full black box keeps what fits and says how much it left out.
+#[test]
+fn a_full_black_box_says_what_it_left_out() {
+    let dir = common::fresh_dir(scratch().join("full-table"));
+    let mut child = common::clean_command(oomleak())
+        .args(["idle", "1000", "100"])
+        .env("LD_PRELOAD", preload())
+        .env("HEAPPROF_BLACKBOX", &dir)
+        .env("HEAPPROF_BLACKBOX_SLOTS", "64")
+        .env("HEAPPROF_RATE", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(first_line(&mut child), "ready\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let p = recover(&dir);
+    let [_, _, kept, _] = common::leaf_totals(&p, "leak_known");
+    assert!((1..=64).contains(&kept), "{kept}");
+    let comment = &p.string_table[p.comment[0] as usize];
+    let left_out: u64 = comment
+        .split("; ")
+        .find_map(|part| {
+            part.strip_suffix(
+                " not recorded, the black box was full (raise HEAPPROF_BLACKBOX_SLOTS)",
+            )
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{comment}"));
+    assert!(left_out >= 1000 - kept, "{comment}");
+}

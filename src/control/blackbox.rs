@@ -175,7 +175,20 @@ pub fn start() {
             }
         }
     }
-    if !DIR.set(dir.as_bytes()) {
+    // Absolute, so the exit handler removes the right file after a chdir.
+    let mut abs = LineBuf::<4600>::new();
+    if !dir.starts_with('/') {
+        let mut cwd = [0u8; 4096];
+        // SAFETY: getcwd writes at most the buffer's length, NUL included.
+        let ok = unsafe { !libc::getcwd(cwd.as_mut_ptr().cast(), cwd.len()).is_null() };
+        let n = cwd.iter().position(|&c| c == 0).unwrap_or(0);
+        if ok {
+            let _ = abs.write_str(core::str::from_utf8(&cwd[..n]).unwrap_or("."));
+            let _ = abs.write_str("/");
+        }
+    }
+    let _ = abs.write_str(dir);
+    if !DIR.set(abs.bytes()) {
         let mut l = LineBuf::<4600>::new();
         let _ = write!(l, "heapprof: HEAPPROF_BLACKBOX: the directory name is too long; the black box is off (use a shorter path)");
         say(l);

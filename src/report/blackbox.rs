@@ -234,3 +234,78 @@ pub fn recover_file(input: &str, output: &std::path::Path) -> Result<Recovered, 
     )?;
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A black box of 8 slots as a killed process could leave it: one
+    /// complete sample, one claimed but not committed (its writer killed
+    /// mid-slot), one freed (key cleared, words left), and overflow.
+    fn file() -> Vec<u8> {
+        let slots = 8;
+        let mut f = vec![0u8; bb::file_len(slots)];
+        let mut put = |off: usize, v: u64| f[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        for (i, v) in [
+            (bb::H_MAGIC, bb::MAGIC),
+            (bb::H_VERSION, bb::VERSION),
+            (bb::H_SLOTS, slots as u64),
+            (bb::H_SLOT_FRAMES, bb::SLOT_FRAMES as u64),
+            (bb::H_PID, 42),
+            (bb::H_RATE, 1),
+            (bb::H_OVERFLOW, 3),
+            (bb::H_HEARTBEAT_NS, 5_000_000_000),
+        ] {
+            put(i * 8, v);
+        }
+        let slot = |s: usize, i: usize| bb::slots_offset(slots) + s * bb::SLOT_BYTES + i * 8;
+        for (s, key, size) in [(1, 7 | bb::COMMITTED, 100), (4, 9, 200), (6, 0, 300)] {
+            put(bb::keys_offset() + s * 8, key);
+            put(slot(s, 0), size);
+            put(slot(s, 1), 1);
+            put(slot(s, 2), 1_000_000_000);
+            // 70 frames deep: the slot keeps 60.
+            put(slot(s, 3), 70);
+            for j in 0..bb::SLOT_FRAMES {
+                put(slot(s, bb::SLOT_HEADER_WORDS + j), 0x1000 + j as u64);
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn only_committed_slots_are_recovered_and_the_rest_is_counted() {
+        let r = recover("box", &file()).unwrap();
+        assert_eq!(
+            (r.pid, r.samples, r.in_flight, r.overflow, r.cut_stacks),
+            (42, 1, 1, 3, 1)
+        );
+        let p = &r.profile;
+        let values: Vec<&Vec<i64>> = p.sample.iter().map(|s| &s.value).collect();
+        assert_eq!(values, [&vec![1, 100, 1, 100]]);
+        assert_eq!(p.sample[0].location_id.len(), bb::SLOT_FRAMES);
+        let comment = &p.string_table[p.comment[0] as usize];
+        assert!(
+            comment.contains("1 live samples at rate 1; 1 in flight")
+                && comment.contains(
+                    "3 not recorded, the black box was full (raise HEAPPROF_BLACKBOX_SLOTS)"
+                ),
+            "{comment}"
+        );
+        // Its age: 4 s before the last heartbeat.
+        let age = p.string_table.iter().position(|s| s == "age").unwrap() as i64;
+        let label = p.sample[0].label.iter().find(|l| l.key == age).unwrap();
+        assert_eq!(label.num, 4);
+    }
+
+    #[test]
+    fn a_short_or_foreign_file_is_an_error() {
+        let f = file();
+        assert!(recover("box", &f[..f.len() - 8]).is_err());
+        assert!(recover("box", b"not a black box").is_err());
+        let mut other = f.clone();
+        other[8] = 99; // version
+        let e = recover("box", &other).unwrap_err().to_string();
+        assert!(e.contains("version 99"), "{e}");
+    }
+}
