@@ -1,8 +1,9 @@
 //! A Rust program for the black box tests (tests/blackbox.rs), with
 //! heapprof's `Profiler` as its global allocator:
-//! - `oom_leak grow CHUNK`: leaks CHUNK bytes at a time (touched) in
-//!   `leak_chunk`, with some churn, until killed; after each leak prints the
-//!   total leaked so far;
+//! - `oom_leak grow CHUNK [MAX [PAUSE_MS]]`: leaks CHUNK bytes at a time
+//!   (touched) in `leak_chunk`, with some churn, pausing PAUSE_MS after
+//!   each, until killed (or until MAX bytes, then idles half a second and
+//!   exits); after each leak prints the total leaked so far;
 //! - `oom_leak idle N SIZE`: leaks N objects of SIZE bytes in `leak_known`,
 //!   prints `ready`, then sleeps until killed.
 //!
@@ -37,16 +38,20 @@ fn main() {
     let num = |i: usize| -> usize { args[i].parse().expect("a number") };
     let mut out = std::io::stdout().lock();
     match args.get(1).map(String::as_str) {
-        Some("grow") if args.len() == 3 => {
+        Some("grow") if (3..=5).contains(&args.len()) => {
             let chunk = num(2);
+            let max = if args.len() > 3 { num(3) } else { usize::MAX };
+            let pause = if args.len() > 4 { num(4) } else { 0 };
             let mut total = 0usize;
-            loop {
+            while total < max {
                 leak_chunk(chunk);
                 total += chunk;
                 writeln!(out, "leaked {total}").unwrap();
                 out.flush().unwrap();
                 churn();
+                std::thread::sleep(std::time::Duration::from_millis(pause as u64));
             }
+            std::thread::sleep(std::time::Duration::from_millis(500));
         }
         Some("idle") if args.len() == 4 => {
             for _ in 0..num(2) {
@@ -59,7 +64,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: oom_leak grow CHUNK | oom_leak idle N SIZE");
+            eprintln!("usage: oom_leak grow CHUNK [MAX [PAUSE_MS]] | oom_leak idle N SIZE");
             std::process::exit(2);
         }
     }

@@ -559,3 +559,103 @@ fn a_full_black_box_says_what_it_left_out() {
         .unwrap_or_else(|| panic!("{comment}"));
     assert!(left_out >= 1000 - kept, "{comment}");
 }
+
+/// The numbered dumps in `dir` with their comments, by sequence number.
+fn dumps_with_comments(dir: &Path) -> Vec<(PathBuf, String)> {
+    common::dumps(dir)
+        .into_iter()
+        .map(|(_, _, path)| {
+            let p = common::read_profile(&path);
+            let comments = p
+                .comment
+                .iter()
+                .map(|&i| p.string_table[i as usize].clone())
+                .collect::<Vec<_>>()
+                .join(" | ");
+            (path, comments)
+        })
+        .collect()
+}
+
+/// `oom_leak grow` (Rust, `Profiler`) to 64 MiB, 256 KiB every 10 ms, with
+/// `env`; returns the dumps it left.
+fn grow_to_64_mib(name: &str, env: &[(&str, &str)]) -> Vec<(PathBuf, String)> {
+    let dir = common::fresh_dir(scratch().join(name));
+    let out = common::clean_command(common::example("oom_leak"))
+        .args(["grow", "262144", &(64u64 << 20).to_string(), "10"])
+        .env("HEAPPROF_OUT", dir.join("heapprof"))
+        .env("HEAPPROF_SEED", "5")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    dumps_with_comments(&dir)
+}
+
+#[test]
+fn growth_dumps_come_every_growth_step_never_per_sample() {
+    let dumps = grow_to_64_mib("growth", &[("HEAPPROF_GROWTH", "8m")]);
+    // 64 MiB in steps of 8 MiB (estimated: sampling moves it a little);
+    // ~100 samples were taken.
+    assert!((6..=9).contains(&dumps.len()), "{dumps:#?}");
+    for (path, comment) in &dumps {
+        assert!(
+            comment.contains("heapprof trigger: HEAPPROF_GROWTH=8388608: estimated in-use heap"),
+            "{}: {comment}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn keep_leaves_the_newest_dumps() {
+    let dumps = grow_to_64_mib("keep", &[("HEAPPROF_GROWTH", "8m"), ("HEAPPROF_KEEP", "2")]);
+    assert_eq!(dumps.len(), 2, "{dumps:#?}");
+    // The newest: the last two growth steps.
+    let mib = |c: &str| -> u64 {
+        let at = c.split("estimated in-use heap ").nth(1).unwrap();
+        at.split(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        mib(&dumps[1].1) > mib(&dumps[0].1) && mib(&dumps[1].1) >= 40,
+        "{dumps:#?}"
+    );
+}
+
+/// Near the cgroup's limit, dumps at each threshold, before the OOM
+/// killer, naming the leak.
+#[test]
+fn near_limit_dumps_come_before_the_oom_kill() {
+    let dir = common::fresh_dir(scratch().join("near-limit"));
+    let cg = Cgroup::new("near-limit", LIMIT_MIB << 20);
+    let exe = common::example("oom_leak");
+    let mut cmd = cg.command(&[
+        exe.as_os_str(),
+        OsStr::new("grow"),
+        OsStr::new("262144"),
+        OsStr::new("1000000000000"),
+        OsStr::new("5"),
+    ]);
+    cmd.env("HEAPPROF_OUT", dir.join("heapprof"))
+        .env("HEAPPROF_NEAR_LIMIT", "50,80")
+        // Raw dumps: symbolizing costs tens of MiB, which the cgroup counts.
+        .env("HEAPPROF_SYMBOLIZE", "0");
+    let (status, _) = run_to_death(cmd);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    assert_eq!(cg.oom_kills(), 1);
+    let dumps = dumps_with_comments(&dir);
+    assert_eq!(dumps.len(), 2, "{dumps:#?}");
+    for ((path, comment), pct) in dumps.iter().zip([50, 80]) {
+        assert!(
+            comment.contains("heapprof trigger: HEAPPROF_NEAR_LIMIT: memory")
+                && comment.contains(&format!(
+                    "of the cgroup limit {LIMIT_MIB} MiB (threshold {pct}%)"
+                )),
+            "{comment}"
+        );
+        let top = heapprof().arg("top").arg(path).output().unwrap();
+        let text = String::from_utf8_lossy(&top.stdout);
+        assert!(text.contains("leak_chunk"), "{text}");
+    }
+}

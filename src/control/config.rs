@@ -16,6 +16,9 @@
 //! | `HEAPPROF_BLACKBOX` | directory for the black box `heapprof.PID.blackbox`: the live samples in a shared file mapping that survives `SIGKILL`, recovered by `heapprof recover` (see [`crate::control::blackbox`]) | off |
 //! | `HEAPPROF_BLACKBOX_SLOTS` | live samples the black box holds, 512 bytes of file each | `65536` |
 //! | `HEAPPROF_BLACKBOX_KEEP` | keep the black box file after a normal exit | `0` |
+//! | `HEAPPROF_NEAR_LIMIT` | dump when memory first crosses each percentage of its limit, `80,95` (see [`crate::control::heap_triggers`]) | off |
+//! | `HEAPPROF_GROWTH` | dump each time the estimated in-use heap grows by this many bytes over the last such dump; `k`/`m`/`g` suffixes | off |
+//! | `HEAPPROF_KEEP` | keep only the newest N heap dumps of the process | all |
 //!
 //! A value that does not parse never stops the program: heapprof prints one
 //! line naming the variable, the value and what is accepted, and uses the

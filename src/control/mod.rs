@@ -4,9 +4,11 @@
 //! writing and calls down into both.
 
 pub mod blackbox;
+pub mod cgroup;
 pub mod config;
 pub(crate) mod copy_dump;
 pub mod dump_signal;
+pub mod heap_triggers;
 pub mod http;
 pub mod startup;
 pub mod triggers;

@@ -73,8 +73,17 @@ pub fn profile() -> proto::Profile {
 }
 
 fn try_profile_gz() -> io::Result<Vec<u8>> {
+    try_profile_gz_because(None)
+}
+
+/// The gzipped profile, with `why` (what triggered it) as one more comment.
+fn try_profile_gz_because(why: Option<&str>) -> io::Result<Vec<u8>> {
     let _busy = thread_state::current().enter();
-    let p = try_profile().ok_or_else(out_of_memory)?;
+    let mut p = try_profile().ok_or_else(out_of_memory)?;
+    if let Some(why) = why {
+        p.comment.push(p.string_table.len() as i64);
+        p.string_table.push(why.to_string());
+    }
     let gz = output::encode_gz(&p);
     drop(p);
     // Hand what a symbolizing dump freed back to the kernel (glibc keeps
@@ -104,4 +113,10 @@ pub fn dump_to(path: impl AsRef<Path>) -> io::Result<()> {
 pub fn dump_numbered(prefix: &Path) -> io::Result<PathBuf> {
     let _busy = thread_state::current().enter();
     output::write_numbered(prefix, &try_profile_gz()?)
+}
+
+/// [`dump_numbered`] with a comment saying what triggered the dump.
+pub fn dump_numbered_because(prefix: &Path, why: &str) -> io::Result<PathBuf> {
+    let _busy = thread_state::current().enter();
+    output::write_numbered(prefix, &try_profile_gz_because(Some(why))?)
 }
