@@ -4,6 +4,10 @@
 //!   (touched) in `leak_chunk`, with some churn, pausing PAUSE_MS after
 //!   each, until killed (or until MAX bytes, then idles half a second and
 //!   exits); after each leak prints the total leaked so far;
+//! - `oom_leak peak`: grows to 200 MiB in `grow_peak` (1 MiB blocks),
+//!   holds it 1.5 s, frees it, keeps 8 MiB in `leak_known`, prints
+//!   `freed`, waits for a line on stdin (or its end), and writes
+//!   `heapprof::peak_profile()` to `$PEAK_OUT` before exiting;
 //! - `oom_leak idle N SIZE`: leaks N objects of SIZE bytes in `leak_known`,
 //!   prints `ready`, then sleeps until killed.
 //!
@@ -24,6 +28,13 @@ fn leak_chunk(n: usize) {
 #[inline(never)]
 fn leak_known(n: usize) {
     Box::leak(vec![2u8; n].into_boxed_slice());
+}
+
+#[inline(never)]
+fn grow_peak(n: usize) -> Vec<u8> {
+    // Used here, so the allocation is not a tail call (which would leave
+    // this frame out of the stack).
+    black_box(vec![3u8; n])
 }
 
 #[inline(never)]
@@ -52,6 +63,21 @@ fn main() {
                 std::thread::sleep(std::time::Duration::from_millis(pause as u64));
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        Some("peak") => {
+            let held: Vec<Vec<u8>> = (0..200).map(|_| grow_peak(1 << 20)).collect();
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            drop(held);
+            for _ in 0..8 {
+                leak_known(1 << 20);
+            }
+            writeln!(out, "freed").unwrap();
+            out.flush().unwrap();
+            // Until stdin has a line or is closed.
+            let _ = std::io::stdin().read_line(&mut String::new());
+            let p = heapprof::peak_profile().expect("a peak was kept");
+            let path = std::env::var_os("PEAK_OUT").expect("PEAK_OUT");
+            std::fs::write(path, prost::Message::encode_to_vec(&p)).unwrap();
         }
         Some("idle") if args.len() == 4 => {
             for _ in 0..num(2) {

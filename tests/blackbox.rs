@@ -659,3 +659,84 @@ fn near_limit_dumps_come_before_the_oom_kill() {
         assert!(text.contains("leak_chunk"), "{text}");
     }
 }
+
+/// A program that grows to 200 MiB, frees it and keeps 8 MiB elsewhere:
+/// the peak profile has the growth at its size, the final one does not.
+#[test]
+fn the_peak_profile_holds_the_high_point() {
+    let dir = common::fresh_dir(scratch().join("peak"));
+    let from_code = dir.join("from-code.pb");
+    let out = common::clean_command(common::example("oom_leak"))
+        .arg("peak")
+        .env("HEAPPROF_OUT", dir.join("heapprof"))
+        .env("HEAPPROF_AT_EXIT", "1")
+        .env("HEAPPROF_SEED", "3")
+        .env("PEAK_OUT", &from_code)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid = common::dumps(&dir)[0].0;
+    let final_dump = common::read_profile(&dir.join(format!("heapprof.{pid}.0.pb.gz")));
+    let at_exit = common::read_profile(&dir.join(format!("heapprof.{pid}.peak.pb.gz")));
+    let from_code = common::read_profile(&from_code);
+    for peak in [&at_exit, &from_code] {
+        let [_, _, _, inuse] = common::leaf_totals(peak, "grow_peak");
+        let err = (inuse as f64 - (200 << 20) as f64).abs() / (200 << 20) as f64;
+        assert!(err < 0.1, "grow_peak in use at the peak: {inuse}");
+        assert_eq!(common::leaf_totals(peak, "leak_known"), [0; 4]);
+    }
+    assert_eq!(common::leaf_totals(&final_dump, "grow_peak")[3], 0);
+    assert!(common::leaf_totals(&final_dump, "leak_known")[3] > 4 << 20);
+}
+
+/// `/debug/pprof/heap?peak=1` serves the high point, `/debug/pprof/heap`
+/// the present.
+#[test]
+fn the_peak_profile_is_served_over_http() {
+    use std::io::{Read, Write};
+    let dir = common::fresh_dir(scratch().join("peak-http"));
+    let mut child = common::clean_command(common::example("oom_leak"))
+        .arg("peak")
+        .env("HEAPPROF_OUT", dir.join("heapprof"))
+        .env("HEAPPROF_HTTP", "0")
+        .env("HEAPPROF_SEED", "3")
+        .env("PEAK_OUT", dir.join("from-code.pb"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no address");
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    assert_eq!(first_line(&mut child), "freed\n");
+    let get = |path: &str| -> heapprof::proto::Profile {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let body = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(
+            resp.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&resp[..body])
+        );
+        heapprof::decode_profile(&resp[body..]).unwrap()
+    };
+    let peak = get("/debug/pprof/heap?peak=1");
+    let now = get("/debug/pprof/heap");
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    assert!(common::leaf_totals(&peak, "grow_peak")[3] > 150 << 20);
+    assert_eq!(common::leaf_totals(&now, "grow_peak")[3], 0);
+}

@@ -18,7 +18,8 @@
 //!   kept (with their companion files), whatever wrote them, so no trigger
 //!   can fill a disk.
 //!
-//! Each such dump's profile carries a comment saying what triggered it.
+//! Each such dump's profile carries a comment saying what triggered it,
+//! and comes with the peak profile ([`crate::control::peak`]).
 //! All of it runs on the dumper thread ([`tick`]), which polls every
 //! [`POLL`] while a trigger is set: a cheap read of one cgroup file and the
 //! aggregate's bucket counts. A single-threaded program under the preload
@@ -121,8 +122,9 @@ pub fn poll_every() -> Option<Duration> {
 pub fn tick() {
     let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
     let s = g.get_or_insert_with(State::from_env);
+    let now = in_use_estimate();
+    crate::control::peak::tick(now);
     if let Some(step) = s.growth {
-        let now = in_use_estimate();
         if now >= s.growth_base.saturating_add(step) {
             dump(&format!(
                 "heapprof trigger: HEAPPROF_GROWTH={step}: estimated in-use heap {} MiB, {} MiB over the last growth dump",
@@ -168,6 +170,7 @@ pub fn tick() {
 }
 
 fn dump(why: &str) {
+    crate::control::peak::write();
     if let Err(e) = crate::dump::dump_numbered_because(&crate::triggers::out_prefix(), why) {
         if e.kind() != std::io::ErrorKind::OutOfMemory {
             crate::triggers::say(&format!(

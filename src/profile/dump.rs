@@ -46,6 +46,12 @@ fn out_of_memory() -> io::Error {
 /// The current heap profile, or `None` when there is no room even for a raw
 /// one.
 fn try_profile() -> Option<proto::Profile> {
+    profile_from(None)
+}
+
+/// The profile of `kept` (a snapshot taken earlier: the peak), or of a
+/// snapshot taken now; `None` when there is no room even for a raw one.
+pub fn profile_from(kept: Option<&snapshot::Snapshot>) -> Option<proto::Profile> {
     let _busy = thread_state::current().enter();
     let raw = raw_need();
     if !pressure::room_for(raw) {
@@ -58,11 +64,18 @@ fn try_profile() -> Option<proto::Profile> {
         pressure::raw_dump();
         symbolized = false;
     }
-    let snap = snapshot::take();
+    let now;
+    let snap = match kept {
+        Some(s) => s,
+        None => {
+            now = snapshot::take();
+            &now
+        }
+    };
     Some(if symbolized {
-        symbolize::with(|sym| pprof::build(&snap, Some(sym), &maps))
+        symbolize::with(|sym| pprof::build(snap, Some(sym), &maps))
     } else {
-        pprof::build(&snap, None, &maps)
+        pprof::build(snap, None, &maps)
     })
 }
 
