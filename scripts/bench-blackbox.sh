@@ -82,14 +82,14 @@ if [[ " $PARTS " == *" 1 "* ]]; then
 fi
 
 if [[ " $PARTS " == *" 2 "* ]]; then
-echo "2. HEAPPROF_RATE=1: alloc_bench, 1M operations, every allocation sampled"
-off=$(count off alloc HEAPPROF_RATE=1)
-on=$(count on alloc HEAPPROF_RATE=1)
-# alloc_bench: 4096 warm-up allocations, then per operation one free and
-# one allocation (a realloc counts as both).
-printf '%-8s %16s %16s %12s   %.1f instructions per operation (a record and a forget)\n' \
-  alloc@1 "$off" "$on" "$(ratio "$on" "$off")" "$(awk -v a="$on" -v b="$off" 'BEGIN { print (a - b) / 1004096 }')"
-echo
+  echo "2. HEAPPROF_RATE=1: alloc_bench, 1M operations, every allocation sampled"
+  off=$(count off alloc HEAPPROF_RATE=1)
+  on=$(count on alloc HEAPPROF_RATE=1)
+  # alloc_bench: 4096 warm-up allocations, then per operation one free and
+  # one allocation (a realloc counts as both).
+  printf '%-8s %16s %16s %12s   %.1f instructions per operation (a record and a forget)\n' \
+    alloc@1 "$off" "$on" "$(ratio "$on" "$off")" "$(awk -v a="$on" -v b="$off" 'BEGIN { print (a - b) / 1004096 }')"
+  echo
 fi
 
 [[ " $PARTS " == *" 3 "* ]] || exit 0
