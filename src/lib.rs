@@ -96,6 +96,12 @@ pub use engine::labels::{labeled, with_labels, LabelSet, Labeled};
 pub use leak_check::{assert_no_leaks, leaks_during, Leak, LeakReport};
 pub use tallies::{StackFrame, StackTally};
 
+/// The heap profile at the highest estimated in-use heap so far, as the
+/// dumper thread saw it (see [`control::peak`]); `None` before any growth.
+pub fn peak_profile() -> Option<proto::Profile> {
+    control::peak::peak_profile()
+}
+
 /// The current heap profile as a pprof message.
 pub fn profile() -> proto::Profile {
     dump::profile()

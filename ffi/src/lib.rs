@@ -222,6 +222,12 @@ extern "C" fn start() {
     // (and nothing dlopen allocates is sampled: not ready yet).
     heapprof::startup::load_unwinder();
     heapprof::startup::start();
+    // The black box's mappings now: a single-threaded program has no dumper
+    // thread to write them.
+    {
+        let _busy = heapprof::thread_state::current().enter();
+        heapprof::control::blackbox::refresh_mappings();
+    }
     // Live threads by creation stack: the pthread_create hook ([`threads`]).
     threads::start();
     // Before anything samples: the hooks' copy of the sample heap's range

@@ -30,6 +30,11 @@ usage:
       $HEAPPROF_PRELOAD), following it through exec; --children profiles the
       programs it starts too; then list its profiles and top stacks, and
       exit with its status
+  heapprof recover BLACKBOX -o OUT.pb.gz
+      the heap profile of what was live when a process with
+      HEAPPROF_BLACKBOX=DIR died (DIR/heapprof.PID.blackbox), even by
+      SIGKILL or the OOM killer; every command above also reads a black
+      box directly
   heapprof symbolize FILE -o OUT.pb.gz
       a copy of a raw profile (HEAPPROF_SYMBOLIZE=0) with function names,
       files, lines and inlined frames from the binaries on this machine,
@@ -41,7 +46,7 @@ options:
   --sample TYPE   inuse_space (default), inuse_objects, alloc_space,
                   alloc_objects, or another sample type the profile has
   --older-than S  `leaks` on one profile: rank by memory at least S s old
-  -o, --output P  output file for `flamegraph` and `symbolize`
+  -o, --output P  output file for `flamegraph`, `symbolize` and `recover`
   --all-frames    show every frame, also the runtime's root frames (_start,
                   libc start-up, thread start, Rust's lang_start and
                   catch_unwind wrappers), which reports leave out by default
@@ -333,14 +338,36 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             report::symbolize_raw::say_once(&notes);
             return Ok(Outcome::Done);
         }
+        "recover" => {
+            let a = parse_args(cmd, rest, accepts(false, false, true))?;
+            if a.help {
+                return Ok(Outcome::Usage(0));
+            }
+            let [file] = positionals::<1>(cmd, "BLACKBOX", &a)?;
+            let Some(output) = &a.output else {
+                return Err(usage(
+                    "recover needs an output file: -o OUT.pb.gz".to_string(),
+                ));
+            };
+            let r = report::blackbox::recover_file(file, Path::new(output))?;
+            report::symbolize_raw::say_once(&r.notes);
+            eprintln!(
+                "heapprof: {output}: {} live samples of pid {}{}{}",
+                r.samples,
+                r.pid,
+                if r.in_flight > 0 { format!(", {} in flight at the end left out", r.in_flight) } else { String::new() },
+                if r.overflow > 0 { format!(", {} not recorded (the black box was full: raise HEAPPROF_BLACKBOX_SLOTS)", r.overflow) } else { String::new() },
+            );
+            return Ok(Outcome::Done);
+        }
         other if other.starts_with('-') => {
             return Err(usage(format!(
-                "expected a command (top, diff, leaks, flamegraph, symbolize, run) before {other:?}"
+                "expected a command (top, diff, leaks, flamegraph, recover, symbolize, run) before {other:?}"
             )))
         }
         other => {
             return Err(usage(format!(
-                "unknown command {other:?}; the commands are top, diff, leaks, flamegraph, symbolize and run"
+                "unknown command {other:?}; the commands are top, diff, leaks, flamegraph, recover, symbolize and run"
             )))
         }
     };

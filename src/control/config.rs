@@ -14,6 +14,12 @@
 //! | `HEAPPROF_SYMBOLIZE` | `0` writes raw profiles: addresses, mappings and build IDs only, symbolized later by `go tool pprof` or `heapprof` (no parsing at dump time: for very large binaries, and for sandboxes whose seccomp filter kills on the `clone` a symbolized dump makes to parse DWARF outside the program) | `1` |
 //! | `HEAPPROF_FILE_MODE` | permission bits (octal) of the profiles heapprof writes, before the umask | `0600` |
 //! | `HEAPPROF_HTTP` | serve Go-style `/debug/pprof/` on `HOST:PORT`, or on `127.0.0.1:PORT` for a bare `PORT` (port `0` picks a free one); `off` disables (see [`crate::control::http`]) | off |
+//! | `HEAPPROF_BLACKBOX` | directory for the black box `heapprof.PID.blackbox`: the live samples in a shared file mapping that survives `SIGKILL`, recovered by `heapprof recover` (see [`crate::control::blackbox`]) | off |
+//! | `HEAPPROF_BLACKBOX_SLOTS` | live samples the black box holds, 512 bytes of file each | `65536` |
+//! | `HEAPPROF_BLACKBOX_KEEP` | keep the black box file after a normal exit | `0` |
+//! | `HEAPPROF_NEAR_LIMIT` | dump when memory first crosses each percentage of its limit, `80,95` (see [`crate::control::heap_triggers`]) | off |
+//! | `HEAPPROF_GROWTH` | dump each time the estimated in-use heap grows by this many bytes over the last such dump; `k`/`m`/`g` suffixes | off |
+//! | `HEAPPROF_KEEP` | keep only the newest N heap dumps of the process | all |
 //!
 //! A value that does not parse never stops the program: heapprof prints one
 //! line naming the variable, the value and what is accepted, and uses the

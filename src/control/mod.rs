@@ -3,10 +3,14 @@
 //! serves them over HTTP ([`http`]). It sits above the engine and profile
 //! writing and calls down into both.
 
+pub mod blackbox;
+pub mod cgroup;
 pub mod config;
 pub(crate) mod copy_dump;
 pub mod dump_signal;
+pub mod heap_triggers;
 pub mod http;
+pub mod peak;
 pub mod startup;
 pub mod triggers;
 pub mod watcher;

@@ -48,10 +48,13 @@ pub fn start() {
         engine::sample_heap::set_limit(limit as usize);
     }
     if engine::init(rate, seed) {
+        // Before the triggers: its fork handler then runs first in a child.
+        crate::control::blackbox::start();
         // Before the dumper thread exists: its creation is heapprof's own.
         #[cfg(feature = "threads")]
         crate::thread_hook::enable();
         triggers::start();
+        crate::control::blackbox::after_triggers();
         STARTED.store(true, Ordering::Release);
     }
 }

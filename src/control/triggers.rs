@@ -443,6 +443,8 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     let mut http = crate::control::http::Control::new();
     loop {
         print_pending();
+        crate::control::blackbox::tick();
+        crate::control::heap_triggers::tick();
         let (interval, rate, http_addr) = {
             let mut g = settings();
             let c = &ensure(&mut g).config;
@@ -469,6 +471,9 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         // longer than the period (samples arriving as fast as they are
         // applied) would otherwise starve fork handlers and dumps waiting
         // for that lock.
+        if let Some(poll) = crate::control::heap_triggers::poll_every() {
+            wait = wait.min(poll);
+        }
         let wait = wait.max(Duration::from_millis(5));
         let dump = wait_for_wake(Some(wait.as_nanos().min(u64::MAX as u128) as u64), &base);
         if dump {

@@ -73,6 +73,8 @@ pub fn enter() -> bool {
         return false;
     }
     ACTIVE.store(true, Ordering::Relaxed);
+    // The black box is the process's file, shared with this copy: hands off.
+    crate::engine::blackbox::detach();
     let hook = ON_ENTER.load(Ordering::Acquire);
     if !hook.is_null() {
         // SAFETY: only ever set from a `fn()` by `set_on_enter`.

@@ -27,6 +27,7 @@
 //! one, never the hooks), with `try_reserve`, as on the dumper.
 
 pub(crate) mod aggregate;
+pub mod blackbox;
 pub(crate) mod buffer;
 pub mod copy_arena;
 pub mod labels;
@@ -290,6 +291,8 @@ pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marke
     let now = crate::os::monotonic_ns();
     let words = record::alloc(&mut rec, n, id, size as u64, rate, now, tag, labels);
     push(st, words);
+    let frames = &rec[record::ALLOC_HEADER..record::ALLOC_HEADER + n];
+    blackbox::record(id, size as u64, rate, now, labels, frames);
     // The record is published before the id is stored by the object, so a
     // free that finds the id always finds the sample's record somewhere
     // (maybe not drained yet).
@@ -318,6 +321,7 @@ pub fn record_free(st: &ThreadState, ptr: *mut u8) -> bool {
         // A former sample (see `unsample`): nothing to record.
         Some(0) => true,
         Some(id) => {
+            blackbox::forget(id);
             push(st, &record::free(id));
             true
         }

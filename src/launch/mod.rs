@@ -28,6 +28,14 @@
 //! command's status: its exit code, or 128 + N for death by signal N, as
 //! the shell reports it.
 //!
+//! **Death by a signal.** The command runs with the black box on
+//! (`HEAPPROF_BLACKBOX`, in the output directory unless set already; see
+//! `heapprof::control::blackbox`). If it dies by a signal, `heapprof run`
+//! recovers the black box at once (keeping it) into
+//! `heapprof.PID.blackbox.pb.gz` beside it and prints the signal, the OOM
+//! killer's verdict from the command's memory cgroup, and the top in-use
+//! stacks at the moment of death ([`postmortem`]).
+//!
 //! **Blind spots** are said before the command runs, in one line: a
 //! statically linked program has no dynamic loader to read `LD_PRELOAD`,
 //! and a setuid, setgid or file-capability program runs in secure-execution
@@ -42,6 +50,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod inspect;
+pub mod postmortem;
 
 pub use inspect::{find_library, LIBRARY};
 
@@ -181,10 +190,25 @@ fn environment(o: &RunOptions, library: &Path) -> Vec<(OsString, Option<OsString
     if o.children {
         env.push(("HEAPPROF_CHILDREN".into(), Some("1".into())));
     }
+    // The black box beside the profiles, unless the user chose a directory.
+    if std::env::var_os("HEAPPROF_BLACKBOX").is_none() {
+        env.push((
+            "HEAPPROF_BLACKBOX".into(),
+            Some(out_dir(o).into_os_string()),
+        ));
+    }
     if let Some(i) = &o.interval {
         env.push(("HEAPPROF_INTERVAL".into(), Some(i.into())));
     }
     env
+}
+
+/// The directory the profiles go to.
+fn out_dir(o: &RunOptions) -> PathBuf {
+    match prefix(o).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    }
 }
 
 /// Profile files under `prefix` (`PREFIX.PID.SEQ.pb.gz`), as (pid, seq, path).
@@ -234,15 +258,12 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-/// Runs the command to its end, forwarding signals; returns its status as
-/// the shell reports it.
-fn supervise(child: &mut std::process::Child, set: &libc::sigset_t) -> i32 {
+/// Runs the command to its end, forwarding signals; returns its status.
+fn supervise(child: &mut std::process::Child, set: &libc::sigset_t) -> std::process::ExitStatus {
     let pid = child.id() as libc::pid_t;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return status
-                .code()
-                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            return status;
         }
         // SAFETY: waiting for a signal of the blocked set into a local.
         let (sig, code) = unsafe {
@@ -330,12 +351,30 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         },
     })?;
     let main_pid = child.id();
-    let status = supervise(&mut child, &set);
+    // Its cgroup now, before it can die: the OOM counters are compared
+    // after.
+    let cgroup = postmortem::MemCgroup::of(main_pid);
+    let kills_before = cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or_default();
+    let exit = supervise(&mut child, &set);
+    // As the shell reports it.
+    let status = exit
+        .code()
+        .unwrap_or_else(|| 128 + exit.signal().unwrap_or(0));
     let written: Vec<(u32, u64, PathBuf)> = profiles_under(&prefix)
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
     say(&summary(&written, main_pid));
+    if let Some(sig) = exit.signal() {
+        let oom = cgroup
+            .as_ref()
+            .filter(|_| sig == libc::SIGKILL)
+            .and_then(|c| c.oom_killed(&kills_before));
+        let dir = std::env::var_os("HEAPPROF_BLACKBOX").map_or_else(|| out_dir(o), PathBuf::from);
+        say(&postmortem::report(
+            main_pid, sig, oom, &dir, TOP_ROWS, TOP_DEPTH,
+        ));
+    }
     Ok(status)
 }
 

@@ -46,6 +46,12 @@ fn out_of_memory() -> io::Error {
 /// The current heap profile, or `None` when there is no room even for a raw
 /// one.
 fn try_profile() -> Option<proto::Profile> {
+    profile_from(None)
+}
+
+/// The profile of `kept` (a snapshot taken earlier: the peak), or of a
+/// snapshot taken now; `None` when there is no room even for a raw one.
+pub fn profile_from(kept: Option<&snapshot::Snapshot>) -> Option<proto::Profile> {
     let _busy = thread_state::current().enter();
     let raw = raw_need();
     if !pressure::room_for(raw) {
@@ -58,11 +64,18 @@ fn try_profile() -> Option<proto::Profile> {
         pressure::raw_dump();
         symbolized = false;
     }
-    let snap = snapshot::take();
+    let now;
+    let snap = match kept {
+        Some(s) => s,
+        None => {
+            now = snapshot::take();
+            &now
+        }
+    };
     Some(if symbolized {
-        symbolize::with(|sym| pprof::build(&snap, Some(sym), &maps))
+        symbolize::with(|sym| pprof::build(snap, Some(sym), &maps))
     } else {
-        pprof::build(&snap, None, &maps)
+        pprof::build(snap, None, &maps)
     })
 }
 
@@ -73,8 +86,17 @@ pub fn profile() -> proto::Profile {
 }
 
 fn try_profile_gz() -> io::Result<Vec<u8>> {
+    try_profile_gz_because(None)
+}
+
+/// The gzipped profile, with `why` (what triggered it) as one more comment.
+fn try_profile_gz_because(why: Option<&str>) -> io::Result<Vec<u8>> {
     let _busy = thread_state::current().enter();
-    let p = try_profile().ok_or_else(out_of_memory)?;
+    let mut p = try_profile().ok_or_else(out_of_memory)?;
+    if let Some(why) = why {
+        p.comment.push(p.string_table.len() as i64);
+        p.string_table.push(why.to_string());
+    }
     let gz = output::encode_gz(&p);
     drop(p);
     // Hand what a symbolizing dump freed back to the kernel (glibc keeps
@@ -104,4 +126,10 @@ pub fn dump_to(path: impl AsRef<Path>) -> io::Result<()> {
 pub fn dump_numbered(prefix: &Path) -> io::Result<PathBuf> {
     let _busy = thread_state::current().enter();
     output::write_numbered(prefix, &try_profile_gz()?)
+}
+
+/// [`dump_numbered`] with a comment saying what triggered the dump.
+pub fn dump_numbered_because(prefix: &Path, why: &str) -> io::Result<PathBuf> {
+    let _busy = thread_state::current().enter();
+    output::write_numbered(prefix, &try_profile_gz_because(Some(why))?)
 }

@@ -50,6 +50,52 @@ pub fn current() -> Vec<Mapping> {
     out
 }
 
+/// Mappings as bytes (for the black box, [`crate::engine::blackbox`]):
+/// per mapping `start, end, offset` (u64), the path's and the build ID's
+/// lengths (u32), then both, padded to 8 bytes. At most `max` bytes: the
+/// mappings that do not fit are left out.
+pub fn encode(maps: &[Mapping], max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in maps {
+        let n = (32 + m.path.len() + m.build_id.len()).next_multiple_of(8);
+        if out.len() + n > max {
+            break;
+        }
+        for v in [m.start, m.end, m.offset] {
+            out.extend_from_slice(&v.to_ne_bytes());
+        }
+        out.extend_from_slice(&(m.path.len() as u32).to_ne_bytes());
+        out.extend_from_slice(&(m.build_id.len() as u32).to_ne_bytes());
+        out.extend_from_slice(m.path.as_bytes());
+        out.extend_from_slice(m.build_id.as_bytes());
+        out.resize(out.len().next_multiple_of(8), 0);
+    }
+    out
+}
+
+/// The mappings [`encode`] wrote (as many as are whole).
+pub fn decode(mut bytes: &[u8]) -> Vec<Mapping> {
+    let mut out = Vec::new();
+    let u64_at = |b: &[u8], i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().unwrap());
+    let u32_at = |b: &[u8], i: usize| u32::from_ne_bytes(b[i..i + 4].try_into().unwrap()) as usize;
+    while bytes.len() >= 32 {
+        let (pl, bl) = (u32_at(bytes, 24), u32_at(bytes, 28));
+        let n = (32 + pl + bl).next_multiple_of(8);
+        if n > bytes.len() {
+            break;
+        }
+        out.push(Mapping {
+            start: u64_at(bytes, 0),
+            end: u64_at(bytes, 8),
+            offset: u64_at(bytes, 16),
+            path: String::from_utf8_lossy(&bytes[32..32 + pl]).into_owned(),
+            build_id: String::from_utf8_lossy(&bytes[32 + pl..32 + pl + bl]).into_owned(),
+        });
+        bytes = &bytes[n..];
+    }
+    out
+}
+
 /// Parses an executable, file-backed line of `/proc/PID/maps`.
 pub fn parse_line(line: &str) -> Option<Mapping> {
     let mut it = line.split_whitespace();
@@ -166,6 +212,31 @@ pub fn find_gnu_build_id(mut notes: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_mappings_come_back_whole() {
+        let maps = vec![
+            Mapping {
+                start: 0x1000,
+                end: 0x2000,
+                offset: 0x10,
+                path: "/usr/bin/a prog".into(),
+                build_id: "abcd".into(),
+            },
+            Mapping {
+                start: 0x5000,
+                end: 0x9000,
+                offset: 0,
+                path: "/lib/libc.so.6".into(),
+                build_id: String::new(),
+            },
+        ];
+        let bytes = encode(&maps, 4096);
+        assert_eq!(bytes.len() % 8, 0);
+        assert_eq!(decode(&bytes), maps);
+        // What does not fit is left out, never cut.
+        assert_eq!(decode(&encode(&maps, 60)), maps[..1]);
+    }
 
     #[test]
     fn parses_maps_lines() {

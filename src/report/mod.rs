@@ -75,6 +75,7 @@
 //! Every [`ReportError`] displays as one line naming the input and the
 //! problem, and where possible what would work instead.
 
+pub mod blackbox;
 pub mod diff;
 pub mod error;
 pub mod flame;
@@ -118,6 +119,12 @@ pub fn load(path: impl AsRef<Path>) -> Result<Resolved, ReportError> {
 /// Decodes and resolves a profile from its bytes (gzipped or not); `input`
 /// names it in reports and errors.
 pub fn parse(input: &str, bytes: &[u8]) -> Result<Resolved, ReportError> {
+    if blackbox::is_blackbox(bytes) {
+        // A black box reads as the profile recovered from it.
+        let r = blackbox::recover(input, bytes)?;
+        symbolize_raw::say_once(&r.notes);
+        return Resolved::from_profile(input, &r.profile);
+    }
     let mut profile = read::decode(input, bytes)?;
     // Raw profiles are named from the files on this machine.
     symbolize_raw::say_once(&symbolize_raw::symbolize(&mut profile));

@@ -46,7 +46,7 @@ pub enum Serve {
 pub const ROUTES: &[Route] = &[
     Route {
         name: "heap",
-        desc: "Sampled memory in use (and allocated) by stack, as a heap dump writes it. ?seconds=N: what changed over the next N seconds; ?debug=1: the top in-use stacks as text.",
+        desc: "Sampled memory in use (and allocated) by stack, as a heap dump writes it. ?seconds=N: what changed over the next N seconds; ?debug=1: the top in-use stacks as text; ?peak=1: the heap at its highest estimated in-use so far.",
         serve: Serve::Profile {
             build: crate::dump::profile,
             default_type: "inuse_space",
@@ -280,6 +280,17 @@ fn serve_profile(
         (Ok(s), Ok(d), Ok(_)) => (s, d.unwrap_or(0)),
         (Err(r), ..) | (_, Err(r), _) | (.., Err(r)) => return r,
     };
+    // `?peak=1`: the heap at its highest so far (crate::control::peak).
+    let build = match query.int("peak") {
+        Ok(Some(p)) if p != 0 && name == "heap" => {
+            if seconds.is_some() {
+                return Response::error(400, "seconds and peak params are incompatible");
+            }
+            peak_or_now
+        }
+        Ok(_) => build,
+        Err(r) => return r,
+    };
     let Some(seconds) = seconds else {
         let Some(mut p) = server.computing(build) else {
             return busy();
@@ -319,6 +330,12 @@ fn serve_profile(
         }
         Err(e) => Response::error(500, &format!("failed to compute delta: {e}")),
     }
+}
+
+/// The peak profile, or the current one while no growth has been seen (the
+/// heap is then at its highest now).
+fn peak_or_now() -> Profile {
+    crate::control::peak::peak_profile().unwrap_or_else(crate::dump::profile)
 }
 
 fn busy() -> Response {

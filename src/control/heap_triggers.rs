@@ -1,0 +1,310 @@
+//! Dumps before the OOM killer comes, and a bound on how many stay:
+//!
+//! - `HEAPPROF_NEAR_LIMIT=80,95`: a heap dump when the process's memory
+//!   first crosses each percentage of its limit, re-armed once it falls
+//!   back below (by 5 % of the threshold, so a process hovering at the
+//!   line does not dump on every wobble). The memory and the limit: the
+//!   process's memory cgroup (v2 `memory.current` against the lowest
+//!   `memory.max`/`memory.high` of it and its ancestors; v1
+//!   `memory.usage_in_bytes` against `memory.limit_in_bytes`); without a
+//!   cgroup limit, the address space against `RLIMIT_AS`; without that,
+//!   the resident set against physical memory. Several thresholds crossed
+//!   in one step make one dump, naming the highest.
+//! - `HEAPPROF_GROWTH=BYTES`: a heap dump each time the estimated in-use
+//!   heap (the scaled live samples) exceeds that of the last such dump by
+//!   BYTES (the first at BYTES), as gperftools'
+//!   `HEAP_PROFILE_INUSE_INTERVAL`.
+//! - `HEAPPROF_KEEP=N`: only the newest N heap dumps of this process are
+//!   kept (with their companion files), whatever wrote them, so no trigger
+//!   can fill a disk.
+//!
+//! Each such dump's profile carries a comment saying what triggered it,
+//! and comes with the peak profile ([`crate::control::peak`]).
+//! All of it runs on the dumper thread ([`tick`]), which polls every
+//! [`POLL`] while a trigger is set: a cheap read of one cgroup file and the
+//! aggregate's bucket counts. A single-threaded program under the preload
+//! library has no dumper thread (see [`crate::control::watcher`]): there
+//! these triggers start with its first thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::control::cgroup::MemCgroup;
+
+/// How often the dumper looks while a trigger is set.
+pub const POLL: Duration = Duration::from_millis(50);
+
+struct State {
+    /// (threshold %, armed), ascending.
+    near: Vec<(u64, bool)>,
+    growth: Option<u64>,
+    keep: Option<usize>,
+    /// Estimated in-use heap at the last growth dump.
+    growth_base: u64,
+    cgroup: Option<MemCgroup>,
+    /// The dump sequence number when dumps were last pruned.
+    pruned_at: u64,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+impl State {
+    fn from_env() -> State {
+        let mut s = State {
+            near: Vec::new(),
+            growth: None,
+            keep: None,
+            growth_base: 0,
+            cgroup: None,
+            pruned_at: u64::MAX,
+        };
+        let get = |n: &str| {
+            crate::config::getenv(n)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(v) = get("HEAPPROF_NEAR_LIMIT") {
+            match parse_percentages(v) {
+                Some(p) => s.near = p.into_iter().map(|p| (p, true)).collect(),
+                None => crate::triggers::say(&format!(
+                    "heapprof: HEAPPROF_NEAR_LIMIT={v:?} is not a list of percentages from 1 to 99 (such as 80,95); no near-limit dumps"
+                )),
+            }
+        }
+        if let Some(v) = get("HEAPPROF_GROWTH") {
+            match crate::config::parse_bytes(v).filter(|&b| b > 0) {
+                Some(b) => s.growth = Some(b),
+                None => crate::triggers::say(&format!(
+                    "heapprof: HEAPPROF_GROWTH={v:?} is not a number of bytes such as 100m; no growth dumps"
+                )),
+            }
+        }
+        if let Some(v) = get("HEAPPROF_KEEP") {
+            match v.parse::<usize>().ok().filter(|&n| n > 0) {
+                Some(n) => s.keep = Some(n),
+                None => crate::triggers::say(&format!(
+                    "heapprof: HEAPPROF_KEEP={v:?} is not a whole number of dumps from 1 up; every dump is kept"
+                )),
+            }
+        }
+        if !s.near.is_empty() {
+            s.cgroup = MemCgroup::of(std::process::id());
+        }
+        s
+    }
+}
+
+/// `80,95` → [80, 95] (sorted, each 1 to 99).
+pub fn parse_percentages(v: &str) -> Option<Vec<u64>> {
+    let mut out = Vec::new();
+    for part in v.split(',') {
+        let p: u64 = part.trim().trim_end_matches('%').parse().ok()?;
+        if !(1..=99).contains(&p) {
+            return None;
+        }
+        out.push(p);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
+/// How long the dumper may wait before its next [`tick`]: [`POLL`] while
+/// a near-limit or growth trigger is set.
+pub fn poll_every() -> Option<Duration> {
+    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let s = g.get_or_insert_with(State::from_env);
+    (!s.near.is_empty() || s.growth.is_some()).then_some(POLL)
+}
+
+/// The dumper's periodic call (see the module doc).
+pub fn tick() {
+    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let s = g.get_or_insert_with(State::from_env);
+    let now = in_use_estimate();
+    crate::control::peak::tick(now);
+    if let Some(step) = s.growth {
+        if now >= s.growth_base.saturating_add(step) {
+            dump(&format!(
+                "heapprof trigger: HEAPPROF_GROWTH={step}: estimated in-use heap {} MiB, {} MiB over the last growth dump",
+                now >> 20,
+                (now - s.growth_base) >> 20
+            ));
+            s.growth_base = now;
+        }
+    }
+    if !s.near.is_empty() {
+        if let Some((used, limit, what)) = memory(s.cgroup.as_ref()) {
+            let crossed = s
+                .near
+                .iter()
+                .filter(|&&(p, armed)| armed && used >= limit / 100 * p)
+                .map(|&(p, _)| p)
+                .max();
+            for (p, armed) in &mut s.near {
+                let at = limit / 100 * *p;
+                if used >= at {
+                    *armed = false;
+                } else if used < at - at / 20 {
+                    *armed = true;
+                }
+            }
+            if let Some(p) = crossed {
+                dump(&format!(
+                    "heapprof trigger: HEAPPROF_NEAR_LIMIT: memory {} MiB is {}% of the {what} {} MiB (threshold {p}%)",
+                    used >> 20,
+                    used * 100 / limit.max(1),
+                    limit >> 20
+                ));
+            }
+        }
+    }
+    if let Some(n) = s.keep {
+        let seq = crate::output::sequence();
+        if seq != s.pruned_at {
+            prune(&crate::triggers::out_prefix(), crate::os::pid(), n);
+            s.pruned_at = seq;
+        }
+    }
+}
+
+fn dump(why: &str) {
+    crate::control::peak::write();
+    if let Err(e) = crate::dump::dump_numbered_because(&crate::triggers::out_prefix(), why) {
+        if e.kind() != std::io::ErrorKind::OutOfMemory {
+            crate::triggers::say(&format!(
+                "heapprof: a triggered dump failed: {e} (set HEAPPROF_OUT to a path prefix in a writable directory)"
+            ));
+        }
+    }
+}
+
+/// The estimated in-use heap: the live samples, scaled.
+fn in_use_estimate() -> u64 {
+    crate::aggregate::with(|a| {
+        a.buckets
+            .iter()
+            .map(|(k, c)| crate::scale::scale_heap_sample(c.live, c.live * k.size, k.rate).1)
+            .sum()
+    })
+}
+
+/// (memory used, its limit, what the limit is), by the first source that
+/// has a limit (see the module doc).
+fn memory(cgroup: Option<&MemCgroup>) -> Option<(u64, u64, &'static str)> {
+    if let Some(cg) = cgroup {
+        if let (Some(used), Some(limit)) = (cg.usage(), cg.tightest_limit()) {
+            return Some((used, limit, "cgroup limit"));
+        }
+    }
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let mut it = statm
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    let (size, resident) = (it.next()?, it.next()?);
+    // SAFETY: sysconf and getrlimit only fill in values.
+    let (page, phys, as_limit) = unsafe {
+        let mut r: libc::rlimit = core::mem::zeroed();
+        let as_limit = if libc::getrlimit(libc::RLIMIT_AS, &mut r) == 0 {
+            r.rlim_cur
+        } else {
+            libc::RLIM_INFINITY
+        };
+        (
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+            libc::sysconf(libc::_SC_PHYS_PAGES).max(0) as u64,
+            as_limit,
+        )
+    };
+    if as_limit != libc::RLIM_INFINITY {
+        return Some((size * page, as_limit, "address-space limit (RLIMIT_AS)"));
+    }
+    (phys > 0).then(|| (resident * page, phys * page, "physical memory"))
+}
+
+/// Removes all but the newest `keep` dumps `PREFIX.PID.SEQ.pb.gz` of
+/// process `pid`, with their companions (`PREFIX.PID.SEQ.KIND.pb.gz`).
+pub fn prune(prefix: &Path, pid: u32, keep: usize) {
+    let dir = match prefix.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let stem = format!(
+        "{}.{pid}.",
+        prefix
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    );
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut files: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix(&stem)?.strip_suffix(".pb.gz")?;
+            let seq = rest.split('.').next()?.parse().ok()?;
+            Some((seq, e.path()))
+        })
+        .collect();
+    let mut seqs: Vec<u64> = files.iter().map(|(s, _)| *s).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let Some(&oldest_kept) = seqs.len().checked_sub(keep).and_then(|i| seqs.get(i)) else {
+        return;
+    };
+    files.retain(|(s, _)| *s < oldest_kept);
+    for (_, path) in files {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_parse_sorted() {
+        assert_eq!(parse_percentages("95,80"), Some(vec![80, 95]));
+        assert_eq!(parse_percentages("90%"), Some(vec![90]));
+        assert_eq!(parse_percentages("0"), None);
+        assert_eq!(parse_percentages("80,lots"), None);
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_dumps_and_their_companions() {
+        let d = std::env::temp_dir().join(format!("heapprof-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        for n in [
+            "heapprof.7.0.pb.gz",
+            "heapprof.7.1.pb.gz",
+            "heapprof.7.1.threads.pb.gz",
+            "heapprof.7.2.pb.gz",
+            "heapprof.7.10.pb.gz",
+            "heapprof.8.0.pb.gz",
+            "heapprof.7.blackbox",
+        ] {
+            std::fs::write(d.join(n), b"").unwrap();
+        }
+        prune(&d.join("heapprof"), 7, 2);
+        let mut left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "heapprof.7.10.pb.gz",
+                "heapprof.7.2.pb.gz",
+                "heapprof.7.blackbox",
+                "heapprof.8.0.pb.gz"
+            ]
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
