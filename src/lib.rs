@@ -32,7 +32,7 @@
 //!   Alloy; see [`control::http`]).
 //!
 //! - with the `threads` feature (always under the preload library), a
-//!   threads profile beside each of those, `PREFIX.PID.SEQ.threads.pb.gz`:
+//!   threads profile beside each of those, `PREFIX.threads.PID.SEQ.pb.gz`:
 //!   live threads by the stack that created them
 //!   ([`profile::threads_pprof`]).
 //!

@@ -104,6 +104,56 @@ pub use model::{
 };
 pub use top::{top, TopReport, TopRow};
 
+/// What a profile measures, from its sample types: `heap` (in-use and
+/// allocated space and objects), `threads` (live threads), or the sample
+/// type names themselves for anything else.
+pub fn profile_kind(r: &Resolved) -> String {
+    let has = |name: &str| r.sample_types.iter().any(|t| t.name == name);
+    if has("inuse_space") || has("alloc_space") {
+        "heap".to_string()
+    } else if has("threads") {
+        "threads".to_string()
+    } else {
+        let names: Vec<&str> = r.sample_types.iter().map(|t| t.name.as_str()).collect();
+        names.join("/")
+    }
+}
+
+/// Refuses profiles of different kinds ([`profile_kind`]) in one report: a
+/// series of heap profiles with threads profiles among them would be judged
+/// by whichever sample type they share, silently. The error names which
+/// files are which and how to select one kind.
+pub fn one_kind<'a>(profiles: impl IntoIterator<Item = &'a Resolved>) -> Result<(), ReportError> {
+    let mut kinds: Vec<(String, Vec<&str>)> = Vec::new();
+    for p in profiles {
+        let kind = profile_kind(p);
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, files)) => files.push(&p.input),
+            None => kinds.push((kind, vec![&p.input])),
+        }
+    }
+    if kinds.len() < 2 {
+        return Ok(());
+    }
+    let list = |files: &[&str]| match files {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, .., last] => format!("{} files, {first} … {last}", files.len()),
+    };
+    let which: Vec<String> = kinds
+        .iter()
+        .map(|(k, files)| format!("{k} profiles: {}", list(files)))
+        .collect();
+    Err(ReportError::Unsuitable {
+        input: "these profiles".to_string(),
+        detail: format!(
+            "are of different kinds ({}); pass one kind: heap profiles are \
+             PREFIX.PID.SEQ.pb.gz, threads profiles PREFIX.threads.PID.SEQ.pb.gz",
+            which.join("; ")
+        ),
+    })
+}
+
 /// Reads, decodes and resolves the profile at `path`.
 pub fn load(path: impl AsRef<Path>) -> Result<Resolved, ReportError> {
     let path = path.as_ref();

@@ -227,6 +227,7 @@ pub fn leak_verdicts(
             "leaks needs one profile or several of one process".to_string(),
         ));
     }
+    super::one_kind(profiles)?;
     let order = in_time_order(profiles)?;
     let mut indices = Vec::with_capacity(order.len());
     for p in &order {
