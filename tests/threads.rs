@@ -448,7 +448,7 @@ fn a_forked_child_counts_only_the_thread_that_forked() {
     let mut by_pid: BTreeMap<bool, Vec<BTreeMap<String, [i64; 2]>>> = BTreeMap::new();
     for f in threads_series(&dir) {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        let pid: u32 = name.split('.').nth(1).unwrap().parse().unwrap();
+        let pid: u32 = name.split('.').nth(2).unwrap().parse().unwrap();
         let p = threads_profile(&f);
         by_pid.entry(pid == parent).or_default().push(
             by_leaf(&p)
