@@ -93,7 +93,9 @@ pub use allocator::Profiler;
 pub use config::Config;
 pub use dump::{dump_to, profile_gz, write_profile};
 pub use engine::labels::{labeled, with_labels, LabelSet, Labeled};
-pub use leak_check::{assert_no_leaks, leaks_during, Leak, LeakReport};
+pub use leak_check::{
+    assert_no_leaks, leaks_during, leaks_during_with, Leak, LeakReport, GLOBAL_ALLOCATOR_LINE,
+};
 pub use tallies::{StackFrame, StackTally};
 
 /// The current heap profile as a pprof message.
