@@ -142,7 +142,10 @@ fn the_closure_s_value_is_returned() {
 
 #[test]
 fn a_leak_s_stack_ends_at_the_closure() {
-    let r = heapprof::leaks_during(|| leak_a_box());
+    let r = heapprof::leaks_during(|| {
+        leak_a_box();
+        black_box(());
+    });
     let frames = &r.leaks[0].frames;
     let text = r.to_string();
     assert!(frames[0].function.contains("leak_a_box"), "{text}");
