@@ -31,6 +31,18 @@
 //!   Without ages (Go's profiles) the allocation times are reconstructed
 //!   from the rises of the series.
 //!
+//! **Busy time, not wall time.** A leak grows while the program works and
+//! stands still while it idles; a cache stops growing while the program
+//! stays busy. Over a series, the intervals between profiles in which the
+//! program hardly allocated (its cumulative `alloc_space` moved at under a
+//! tenth of its mean rate) are quiet, and every time above — the window,
+//! the allocation times, the profiles' times — is counted in busy seconds,
+//! the quiet intervals left out (the report names them). Without quiet
+//! intervals busy time is wall time. So a leak that grew through 90 s of
+//! load and then sat through 25 s of idling is growth all through its busy
+//! window, not a plateau; a cache that filled in the load's first seconds
+//! is still a plateau. The leak rate is per busy second.
+//!
 //! Per stack ([`Grouping::Stack`], or per label value with
 //! [`Grouping::Label`]) the live samples of the last profile are split by
 //! allocation time, as fractions `u` of the window, and [`judge`] decides:
@@ -164,6 +176,12 @@ pub struct VerdictReport {
     pub span_seconds: f64,
     /// Seconds from profiling's start to the last profile.
     pub window_seconds: f64,
+    /// Of those, the seconds in which the program was busy (allocating):
+    /// verdicts and rates are judged in busy time.
+    pub busy_seconds: f64,
+    /// Intervals between profiles in which the program hardly allocated
+    /// (seconds from profiling's start), left out of busy time.
+    pub quiet: Vec<(f64, f64)>,
     /// The last profile's sampling rate (its period; 0 or 1 when unscaled).
     pub period: i64,
     /// Whether allocation times came from `age` labels (else from the
@@ -302,6 +320,8 @@ pub fn leak_verdicts(
             .collect(),
         span_seconds: (i128::from(last.time_nanos) - i128::from(first.time_nanos)) as f64 / 1e9,
         window_seconds: g.window,
+        busy_seconds: g.busy_window,
+        quiet: g.quiet,
         period: last.period,
         from_ages: g.from_ages,
         group: opts.group.clone(),
@@ -472,6 +492,21 @@ impl fmt::Display for VerdictReport {
                 "the series (no `age` labels)"
             }
         )?;
+        if !self.quiet.is_empty() {
+            let quiet: Vec<String> = self
+                .quiet
+                .iter()
+                .map(|(a, b)| format!("{a:.1}–{b:.1} s"))
+                .collect();
+            writeln!(
+                f,
+                "activity: busy (allocating) {:.1} s of the window, quiet {}; growth is judged \
+                 against busy time (a leak grows while the program works), and \"of the \
+                 window\" below means of the busy time",
+                self.busy_seconds,
+                quiet.join(", ")
+            )?;
+        }
         format::skipped_note(f, self.skipped_samples)?;
         for (class, rows, count) in [
             (LeakClass::SteadyGrowth, &self.steady, self.steady_count),
