@@ -246,11 +246,13 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 return Ok(Outcome::Usage(0));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
-            let r = by_label::focus(&load(file, &a)?, &a.focus);
-            match &a.by {
+            let whole = load(file, &a)?;
+            let r = by_label::focus(&whole, &a.focus);
+            let out = match &a.by {
                 Some(key) => render(&by_label::top_by(&r, key, &a.sample, a.rows)?, a.depth),
                 None => render(&report::top(&r, &a.sample, a.rows)?, a.depth),
-            }
+            };
+            with_unseen_note(out, &[whole])
         }
         "diff" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
@@ -258,18 +260,19 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 return Ok(Outcome::Usage(0));
             }
             let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
-            let (base, new) = (load(base, &a)?, load(new, &a)?);
+            let (whole_base, whole_new) = (load(base, &a)?, load(new, &a)?);
             let (base, new) = (
-                by_label::focus(&base, &a.focus),
-                by_label::focus(&new, &a.focus),
+                by_label::focus(&whole_base, &a.focus),
+                by_label::focus(&whole_new, &a.focus),
             );
-            match &a.by {
+            let out = match &a.by {
                 Some(key) => render(
                     &by_label::diff_by(&base, &new, key, &a.sample, a.rows)?,
                     a.depth,
                 ),
                 None => render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth),
-            }
+            };
+            with_unseen_note(out, &[whole_base, whole_new])
         }
         "leaks" => {
             let a = parse_args(cmd, rest, accepts(true, true, false))?;
@@ -281,11 +284,15 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                     "leaks needs one profile or several of one process".to_string(),
                 ));
             }
-            let profiles = a
+            let whole = a
                 .positional
                 .iter()
-                .map(|f| load(f, &a).map(|r| by_label::focus(&r, &a.focus)))
+                .map(|f| load(f, &a))
                 .collect::<Result<Vec<_>, _>>()?;
+            let profiles: Vec<_> = whole
+                .iter()
+                .map(|r| by_label::focus(r, &a.focus))
+                .collect();
             let opts = report::LeakOptions {
                 sample: a.sample.clone(),
                 n: a.rows,
@@ -295,7 +302,8 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                     None => report::Grouping::Stack,
                 },
             };
-            render(&report::leaks(&profiles, &opts)?, a.depth)
+            let out = render(&report::leaks(&profiles, &opts)?, a.depth);
+            with_unseen_note(out, &whole)
         }
         "flamegraph" | "flame" => {
             let a = parse_args(cmd, rest, accepts(true, false, true))?;
@@ -309,7 +317,11 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                         .to_string(),
                 ));
             };
-            let profile = by_label::focus(&load(file, &a)?, &a.focus);
+            let whole = load(file, &a)?;
+            if let Some(note) = report::unseen_memory(&whole, None) {
+                let _ = writeln!(io::stderr(), "heapprof: {note}");
+            }
+            let profile = by_label::focus(&whole, &a.focus);
             if output == "-" {
                 let svg = report::flamegraph(&profile, &a.sample)?;
                 emit(&svg)?;
@@ -357,6 +369,21 @@ fn load(file: &str, a: &Args) -> Result<report::Resolved, ReportError> {
     } else {
         report::program_only(profile)
     })
+}
+
+/// `out`, then, when the latest of `profiles` saw little of the process's
+/// memory, the note saying so ([`report::unseen_memory`]).
+fn with_unseen_note(mut out: String, profiles: &[report::Resolved]) -> String {
+    let latest = profiles.iter().max_by_key(|p| p.time_nanos);
+    if let Some(note) = latest.and_then(|p| report::unseen_memory(p, None)) {
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&note);
+        out.push('\n');
+    }
+    out
 }
 
 /// A report as text; the reports read the frames-per-stack limit from the

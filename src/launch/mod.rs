@@ -331,13 +331,14 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
-    say(&summary(&written, main_pid));
+    say(&summary(&written, main_pid, Some(&program)));
     Ok(status)
 }
 
 /// Where the profiles went, and the top in-use stacks of the main
-/// process's last profile.
-pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32) -> String {
+/// process's last profile, and when that heap explains little of the
+/// process's memory, so (looking for an allocator of its own in `program`).
+pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&Path>) -> String {
     let mut s = String::new();
     if written.is_empty() {
         let _ = write!(
@@ -357,28 +358,54 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32) -> String {
     }
     let last = written.iter().rfind(|(pid, _, _)| *pid == main_pid);
     if let Some((_, _, path)) = last {
-        let top =
-            |kind| crate::report::load(path).and_then(|r| crate::report::top(&r, &kind, TOP_ROWS));
-        match top(crate::report::SampleKind::Default) {
-            Ok(t) if t.total == 0 => {
-                // Everything was freed by exit (Python's finalization does
-                // that): what allocated most is the better answer.
-                if let Ok(t) = top(crate::report::SampleKind::AllocSpace) {
+        let (top, unseen) = match crate::report::load(path) {
+            Ok(r) => {
+                let unseen = crate::report::unseen_memory(&r, program);
+                let r = crate::report::program_only(r);
+                let top = move |kind| crate::report::top(&r, &kind, TOP_ROWS);
+                (Ok(top), unseen)
+            }
+            Err(e) => (Err(e), None),
+        };
+        match top {
+            Err(e) => {
+                let _ = writeln!(s, "heapprof: cannot read {}: {e}", path.display());
+            }
+            Ok(top) => match top(crate::report::SampleKind::Default) {
+                Ok(t) if t.total == 0 => {
+                    // Everything was freed by exit (Python's finalization
+                    // does that): what allocated most is the better answer.
+                    let seen = if unseen.is_some() {
+                        "heapprof saw nothing in use at exit (see the note below)"
+                    } else {
+                        "nothing was in use at exit"
+                    };
+                    match top(crate::report::SampleKind::AllocSpace) {
+                        Ok(t) if t.total == 0 => {
+                            let _ = writeln!(s, "heapprof: {seen}, and nothing allocated");
+                        }
+                        Ok(t) => {
+                            let _ = write!(
+                            s,
+                            "heapprof: {seen}; the stacks that allocated most in the main process:\n{t:.TOP_DEPTH$}"
+                        );
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Ok(t) => {
                     let _ = write!(
                         s,
-                        "heapprof: nothing was in use at exit; the stacks that allocated most in the main process:\n{t:.TOP_DEPTH$}"
+                        "heapprof: top in-use stacks of the main process:\n{t:.TOP_DEPTH$}"
                     );
                 }
-            }
-            Ok(t) => {
-                let _ = write!(
-                    s,
-                    "heapprof: top in-use stacks of the main process:\n{t:.TOP_DEPTH$}"
-                );
-            }
-            Err(e) => {
-                let _ = write!(s, "heapprof: cannot read {}: {e}", path.display());
-            }
+                Err(e) => {
+                    let _ = writeln!(s, "heapprof: cannot read {}: {e}", path.display());
+                }
+            },
+        }
+        if let Some(note) = unseen {
+            let _ = writeln!(s, "heapprof: {note}");
         }
         let _ = write!(
             s,

@@ -58,11 +58,14 @@ fn try_profile() -> Option<proto::Profile> {
         pressure::raw_dump();
         symbolized = false;
     }
+    // What the process holds besides the heap heapprof sees: reports
+    // compare the two.
+    let rss_anon = crate::os::rss_anon_bytes();
     let snap = snapshot::take();
     Some(if symbolized {
-        symbolize::with(|sym| pprof::build(&snap, Some(sym), &maps))
+        symbolize::with(|sym| pprof::build(&snap, Some(sym), &maps, rss_anon))
     } else {
-        pprof::build(&snap, None, &maps)
+        pprof::build(&snap, None, &maps, rss_anon)
     })
 }
 

@@ -87,6 +87,7 @@ pub mod model;
 pub mod read;
 pub mod symbolize_raw;
 pub mod top;
+pub mod unseen;
 
 use std::path::Path;
 
@@ -103,6 +104,7 @@ pub use model::{
     Stack,
 };
 pub use top::{top, TopReport, TopRow};
+pub use unseen::unseen_memory;
 
 /// What a profile measures, from its sample types: `heap` (in-use and
 /// allocated space and objects), `threads` (live threads), or the sample
