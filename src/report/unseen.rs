@@ -80,7 +80,7 @@ pub fn own_allocator(exe: &Path) -> Option<OwnAllocator> {
         .for_each(&src, |sym| {
             let name: &str = &sym.name;
             if let Some(i) = ALLOCATORS.iter().position(|a| name.starts_with(a.0)) {
-                if found.as_ref().is_none_or(|f| i < f.0) {
+                if found.as_ref().map_or(true, |f| i < f.0) {
                     found = Some((i, name.to_string()));
                 }
             }
