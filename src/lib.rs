@@ -121,8 +121,11 @@ pub fn decode_profile(bytes: &[u8]) -> std::io::Result<proto::Profile> {
 }
 
 /// Sets the mean bytes between samples (1: every allocation; 0: off).
-/// Applies at once to the calling thread and to others at their next sample.
+/// Applies at once to the calling thread and to others at their next sample,
+/// and stays across a later `Config::from_env()….install()` (unless
+/// `HEAPPROF_RATE` is set or that config sets a rate).
 pub fn set_rate(rate: u64) {
+    config::remember_rate_from_code(rate);
     engine::set_rate(rate);
 }
 

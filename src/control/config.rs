@@ -32,6 +32,21 @@ use std::time::Duration;
 
 pub use crate::sampler::DEFAULT_RATE;
 
+/// The rate [`crate::set_rate`] set, `u64::MAX` until it is called.
+static RATE_FROM_CODE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Records a rate set in code, which [`Config::from_env`] then keeps.
+pub fn remember_rate_from_code(rate: u64) {
+    RATE_FROM_CODE.store(rate, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn rate_from_code() -> Option<u64> {
+    match RATE_FROM_CODE.load(std::sync::atomic::Ordering::Relaxed) {
+        u64::MAX => None,
+        r => Some(r),
+    }
+}
+
 /// Every setting heapprof has.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -79,8 +94,16 @@ impl Config {
     }
 
     /// Like [`Config::from_env`], also returning one message per bad variable.
+    ///
+    /// Settings made in code before ([`crate::set_rate`]) stand in for the
+    /// defaults: `set_rate(1)` then `Config::from_env()….install()` keeps
+    /// rate 1 unless `HEAPPROF_RATE` is set or the caller sets a rate.
     pub fn from_env_checked() -> (Config, Vec<String>) {
-        Config::from_lookup(|name| getenv(name).map(str::to_owned))
+        let mut base = Config::default();
+        if let Some(rate) = rate_from_code() {
+            base.rate = rate;
+        }
+        Config::from_lookup_with(base, |name| getenv(name).map(str::to_owned))
     }
 
     /// Builds a config from any variable lookup (the environment, a test map).
@@ -199,6 +222,8 @@ impl Config {
 
     /// Makes this the running configuration (see [`crate::startup::install`]).
     pub fn install(self) {
+        // The running rate, which a later `Config::from_env()` keeps.
+        remember_rate_from_code(self.rate);
         crate::startup::install(self);
     }
 }
