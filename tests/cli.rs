@@ -1170,9 +1170,21 @@ fn bad_arguments_fail_with_one_line_and_usage_on_request() {
     );
     assert_error(&heapprof(&["top", go, "--sample", ""]), &["--sample needs"]);
 
-    for args in [&["--help"][..], &["help"], &["top", "--help"], &["-h"]] {
+    for args in [&["--help"][..], &["help"], &["-h"]] {
         let out = assert_ok(&heapprof(args));
         assert!(out.contains("usage:") && out.contains("flamegraph FILE -o OUT.svg"));
+        assert!(out.contains("HEAPPROF_RATE") && out.contains("HEAPPROF_PRELOAD"));
+    }
+    // A command's --help is that command's usage.
+    for (cmd, own, other) in [
+        ("top", "heapprof top FILE", "heapprof diff"),
+        ("leaks", "heapprof leaks FILE --older-than", "heapprof top"),
+        ("flamegraph", "-o OUT.svg", "heapprof leaks"),
+        ("run", "heapprof run [--rate BYTES]", "--focus"),
+    ] {
+        let out = assert_ok(&heapprof(&[cmd, "--help"]));
+        assert!(out.contains(own) && !out.contains(other), "{cmd}: {out}");
+        assert!(out.contains("heapprof --help"), "{cmd}: {out}");
     }
     let out = heapprof(&[]);
     assert_eq!(out.status.code(), Some(2));

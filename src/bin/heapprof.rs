@@ -51,6 +51,14 @@ options:
   --focus K=V     only samples whose label K is V (repeat: all must hold)
   -h, --help      this text
 
+`heapprof COMMAND --help` shows one command's usage.
+
+The profiled program reads HEAPPROF_RATE, HEAPPROF_OUT, HEAPPROF_SIGNAL,
+HEAPPROF_INTERVAL, HEAPPROF_AT_EXIT, HEAPPROF_SYMBOLIZE, HEAPPROF_HTTP,
+HEAPPROF_LABELS, HEAPPROF_SEED, HEAPPROF_CHILDREN and
+HEAPPROF_SAMPLE_HEAP_LIMIT (README: Settings);
+`heapprof run` finds the preload library at HEAPPROF_PRELOAD.
+
 Errors print one line on stderr and exit with status 2 (`run`: the
 command's own status, 128+N if signal N ended it).
 ";
@@ -86,6 +94,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::CommandUsage(text)) => {
+            let _ = io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
         Ok(Outcome::Usage(status)) => {
             // Usage goes to stdout even when it is a failure status: stderr
             // is reserved for one-line errors.
@@ -103,7 +115,7 @@ fn main() -> ExitCode {
 /// `heapprof run`: the command's status, or an error line.
 fn launch(args: &[std::ffi::OsString]) -> ExitCode {
     if args.first().is_some_and(|a| a == "-h" || a == "--help") {
-        let _ = io::stdout().write_all(USAGE.as_bytes());
+        let _ = io::stdout().write_all(command_usage("run").as_bytes());
         return ExitCode::SUCCESS;
     }
     match heapprof::launch::parse(args).and_then(|o| heapprof::launch::run(&o)) {
@@ -119,6 +131,46 @@ enum Outcome {
     Done,
     /// Print usage and exit with this status.
     Usage(u8),
+    /// Print one command's usage (`heapprof CMD --help`) and exit 0.
+    CommandUsage(String),
+}
+
+/// One command's part of [`USAGE`]: its usage lines and what they do, then
+/// the options the commands share.
+fn command_usage(cmd: &str) -> String {
+    let cmd = if cmd == "flame" { "flamegraph" } else { cmd };
+    let mut out = String::from("usage:\n");
+    let mut in_cmd = false;
+    let mut options = false;
+    for line in USAGE.lines() {
+        if line == "options:" {
+            if cmd == "run" {
+                break;
+            }
+            options = true;
+            out.push_str("\noptions:\n");
+            continue;
+        }
+        if options {
+            if line.is_empty() {
+                break;
+            }
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("  heapprof ") {
+            in_cmd = rest.split_whitespace().next() == Some(cmd);
+        } else if !line.starts_with("      ") {
+            in_cmd = false;
+        }
+        if in_cmd {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("\nAll commands and the HEAPPROF_* variables: heapprof --help\n");
+    out
 }
 
 /// The parsed command line of one subcommand.
@@ -243,7 +295,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         "top" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
             let whole = load(file, &a)?;
@@ -257,7 +309,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         "diff" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
             let (whole_base, whole_new) = (load(base, &a)?, load(new, &a)?);
@@ -277,7 +329,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         "leaks" => {
             let a = parse_args(cmd, rest, accepts(true, true, false))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             if a.positional.is_empty() {
                 return Err(usage(
@@ -308,7 +360,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         "flamegraph" | "flame" => {
             let a = parse_args(cmd, rest, accepts(true, false, true))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
             let Some(output) = &a.output else {
@@ -333,7 +385,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         "symbolize" => {
             let a = parse_args(cmd, rest, accepts(false, false, true))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
             let Some(output) = &a.output else {
