@@ -278,6 +278,10 @@ fn a_running_rust_program_over_http() {
     let t = text.text();
     assert!(t.contains("inuse_space") && t.contains(LEAK), "{t}");
     assert!(!t.contains("scratch_churn"), "{t}");
+    // Stacks trimmed as `heapprof top` trims them.
+    for root in ["__libc_start_main", "lang_start", "_start "] {
+        assert!(!t.contains(root), "{root} in {t}");
+    }
 
     // The index: links, settings, counts.
     let index = get(port, "/debug/pprof/");
@@ -320,6 +324,18 @@ fn a_running_rust_program_over_http() {
         &url(port, "delta_heap"),
     ]);
     assert!(top.contains(LEAK), "{top}");
+    // delta_heap?debug=1 is text too; ?seconds is refused, not ignored.
+    let d = get(port, "/debug/pprof/delta_heap?debug=1");
+    assert_eq!(d.status, 200);
+    assert_eq!(d.header("Content-Type"), "text/plain; charset=utf-8");
+    assert!(
+        d.text().contains("delta_heap") && d.text().contains(LEAK),
+        "{}",
+        d.text()
+    );
+    let d = get(port, "/debug/pprof/delta_heap?seconds=5");
+    assert_eq!(d.status, 400);
+    assert!(d.text().contains("seconds"), "{}", d.text());
 
     // After all these requests, at rate 1: nothing the server allocated
     // was sampled (its threads are marked busy).

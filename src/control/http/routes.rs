@@ -348,15 +348,20 @@ fn text(server: &Server, name: &str, p: &Profile, default_type: &str) -> Respons
         "alloc_space" => SampleKind::AllocSpace,
         other => SampleKind::Other(other.to_owned()),
     };
-    let body = report::Resolved::from_profile(&input, p)
-        .and_then(|r| report::top(&r, &kind, 20))
-        .map(|t| {
-            format!(
-                "heapprof {name} profile of pid {} (sampling rate {} bytes)\n{t}",
-                std::process::id(),
-                crate::engine::rate()
-            )
-        });
+    let body = report::Resolved::from_profile(&input, p).and_then(|r| {
+        // As `heapprof top` shows stacks: without the runtime's root frames.
+        let unseen = report::unseen_memory(&r, Some(std::path::Path::new("/proc/self/exe")));
+        let t = report::top(&report::program_only(r), &kind, 20)?;
+        let mut text = format!(
+            "heapprof {name} profile of pid {} (sampling rate {} bytes)\n{t}",
+            std::process::id(),
+            crate::engine::rate()
+        );
+        if let Some(note) = unseen {
+            text.push_str(&format!("\n{note}\n"));
+        }
+        Ok(text)
+    });
     match body {
         Ok(b) => Response::new(200, TEXT, b.into_bytes()),
         Err(e) => Response::error(500, &e.to_string()),
@@ -365,9 +370,16 @@ fn text(server: &Server, name: &str, p: &Profile, default_type: &str) -> Respons
 
 /// `/debug/pprof/delta_heap`, see [`ROUTES`].
 fn delta_heap(_req: &Request, query: &Query, server: &Server) -> Response {
-    if let Err(r) = query.int("gc") {
-        return r;
-    }
+    let debug =
+        match (query.int("gc"), query.int("debug"), query.int("seconds")) {
+            (Err(r), ..) | (_, Err(r), _) | (.., Err(r)) => return r,
+            (_, _, Ok(Some(_))) => return Response::error(
+                400,
+                "delta_heap does not take seconds: its alloc_* count since the previous request \
+                 to this path, so request it twice N seconds apart (or heap?seconds=N)",
+            ),
+            (_, Ok(debug), _) => debug.unwrap_or(0),
+        };
     let answer = server.computing(|| {
         let now = crate::dump::profile();
         let mut last = server.last_delta_heap();
@@ -381,6 +393,9 @@ fn delta_heap(_req: &Request, query: &Query, server: &Server) -> Response {
         None => busy(),
         Some(Ok(mut p)) => {
             set_default_type(&mut p, "inuse_space");
+            if debug != 0 {
+                return text(server, "delta_heap", &p, "inuse_space");
+            }
             Response::profile(&p, "delta_heap")
         }
         Some(Err(e)) => Response::error(500, &format!("failed to compute delta: {e}")),
