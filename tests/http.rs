@@ -763,3 +763,17 @@ fn a_c_program_under_the_preload_library() {
     );
     p.kill();
 }
+
+#[test]
+fn a_misspelled_variable_is_named_in_one_line() {
+    let p = rust_program(&[("HEAPPROF_RAT", "1")], &["--seconds", "0.3"]);
+    let (code, out) = p_finish(
+        p,
+        "HEAPPROF_RAT=1",
+        "HEAPPROF_RAT is not a heapprof setting",
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("done"), "{out}");
+    let p = rust_program(&[("HEAPPROF_RAT", "1")], &["--seconds", "0.3"]);
+    p_finish(p, "HEAPPROF_RAT=1", "did you mean HEAPPROF_RATE?");
+}
