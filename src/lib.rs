@@ -91,20 +91,75 @@ pub(crate) use report::leak_check;
 
 pub use allocator::Profiler;
 pub use config::Config;
-pub use dump::{dump_to, profile_gz, write_profile};
 pub use engine::labels::{labeled, with_labels, LabelSet, Labeled};
 pub use leak_check::{
     assert_no_leaks, leaks_during, leaks_during_with, Leak, LeakReport, GLOBAL_ALLOCATOR_LINE,
 };
 pub use tallies::{StackFrame, StackTally};
 
-/// The current heap profile as a pprof message.
+/// Why a profile of this program would be empty: nothing feeds the engine.
+fn not_fed() -> Option<String> {
+    (!startup::way_in()).then(|| {
+        format!(
+            "heapprof: heapprof::Profiler is not this program's global allocator, so no \
+             allocation reaches it and its profiles are empty; add: {}",
+            leak_check::GLOBAL_ALLOCATOR_LINE
+        )
+    })
+}
+
+/// [`not_fed`] as an error, for the calls that return one.
+fn fed() -> std::io::Result<()> {
+    match not_fed() {
+        Some(why) => Err(std::io::Error::other(why)),
+        None => Ok(()),
+    }
+}
+
+/// [`not_fed`] said once on stderr, for the calls that cannot fail.
+fn say_if_not_fed() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if let Some(why) = not_fed() {
+        SAID.call_once(|| {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{why}");
+        });
+    }
+}
+
+/// Writes the gzipped heap profile to `path`, atomically. Fails, naming
+/// the line to add, when `heapprof::Profiler` is not the program's global
+/// allocator (the profile would be empty).
+pub fn dump_to(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    fed()?;
+    dump::dump_to(path)
+}
+
+/// Writes the gzipped heap profile to `w`. Fails as [`dump_to`] does when
+/// nothing feeds the profile.
+pub fn write_profile<W: std::io::Write + ?Sized>(w: &mut W) -> std::io::Result<()> {
+    fed()?;
+    dump::write_profile(w)
+}
+
+/// The current heap profile, gzipped (a `.pb.gz` file's contents). Says
+/// once on stderr when nothing feeds it.
+pub fn profile_gz() -> Vec<u8> {
+    say_if_not_fed();
+    dump::profile_gz()
+}
+
+/// The current heap profile as a pprof message. Says once on stderr when
+/// nothing feeds it.
 pub fn profile() -> proto::Profile {
+    say_if_not_fed();
     dump::profile()
 }
 
-/// The per-stack tallies right now, heaviest in-use first.
+/// The per-stack tallies right now, heaviest in-use first. Says once on
+/// stderr when nothing feeds them.
 pub fn tallies() -> Vec<StackTally> {
+    say_if_not_fed();
     tallies::from_profile(&dump::profile())
 }
 
@@ -132,6 +187,7 @@ pub fn set_rate(rate: u64) {
 /// Writes the next `PREFIX.PID.SEQ.pb.gz` under the configured prefix
 /// (`HEAPPROF_OUT`, default `./heapprof`); returns its path.
 pub fn dump() -> std::io::Result<std::path::PathBuf> {
+    fed()?;
     dump::dump_numbered(&triggers::out_prefix())
 }
 

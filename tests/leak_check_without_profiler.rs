@@ -36,3 +36,18 @@ fn every_check_names_the_fix() {
         assert_eq!(msg.lines().count(), 1, "{msg}");
     }
 }
+
+#[test]
+fn dumps_say_nothing_feeds_them_instead_of_writing_an_empty_profile() {
+    let path = std::env::temp_dir().join(format!("heapprof-unfed-{}.pb.gz", std::process::id()));
+    let e = heapprof::dump_to(&path).expect_err("nothing feeds the profile");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("not this program's global allocator") && msg.contains(FIX),
+        "{msg}"
+    );
+    assert!(!path.exists());
+    let mut sink = Vec::new();
+    assert!(heapprof::write_profile(&mut sink).is_err());
+    assert!(sink.is_empty());
+}

@@ -222,6 +222,7 @@ extern "C" fn start() {
     // (and nothing dlopen allocates is sampled: not ready yet).
     heapprof::startup::load_unwinder();
     heapprof::startup::start();
+    heapprof::startup::mark_way_in();
     // Live threads by creation stack: the pthread_create hook ([`threads`]).
     threads::start();
     // Before anything samples: the hooks' copy of the sample heap's range
