@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
 echo "== building (release): library, heapprof command, preload library, examples"
-echo "   (the first build compiles ~150 crates: a few minutes on two cores; later ones take seconds)"
+echo "   (the first build compiles about 100 crates: a few minutes on two cores; later ones take seconds)"
 cargo build --release
 cargo build --release --examples
 bin=target/release/heapprof
