@@ -56,6 +56,12 @@ fn a_rust_program_with_mimalloc_is_reported_unseen_not_clean() {
         assert!(err.contains(want), "{want:?} missing: {err}");
     }
     assert!(!err.contains("nothing was in use at exit"), "{err}");
+    // The threads profile written beside it is listed under its own name.
+    assert!(
+        err.contains("threads profiles (live threads by creating stack): ")
+            && err.contains("heapprof.threads."),
+        "{err}"
+    );
 
     // Every report read from the profile says so too.
     let dumps = common::dumps(&dir);

@@ -292,7 +292,14 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         }
     }
     let prefix = prefix(o);
+    // Threads profiles: `PREFIX.threads.PID.SEQ.pb.gz`.
+    let threads_prefix = {
+        let mut p = prefix.clone().into_os_string();
+        p.push(".threads");
+        PathBuf::from(p)
+    };
     let before = profiles_under(&prefix);
+    let threads_before = profiles_under(&threads_prefix);
     let mut cmd = Command::new(&program);
     cmd.args(&o.command[1..]);
     {
@@ -331,7 +338,24 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
-    say(&summary(&written, main_pid, Some(&program)));
+    let threads: Vec<PathBuf> = profiles_under(&threads_prefix)
+        .into_iter()
+        .filter(|p| !threads_before.contains(p))
+        .map(|(_, _, path)| path)
+        .collect();
+    let mut text = summary(&written, main_pid, Some(&program));
+    if !threads.is_empty() && !written.is_empty() {
+        let _ = write!(
+            text,
+            "\nheapprof: threads profiles (live threads by creating stack): {}",
+            threads
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    say(&text);
     Ok(status)
 }
 
