@@ -147,7 +147,8 @@ pub fn unseen_memory(r: &Resolved, program: Option<&Path>) -> Option<String> {
         }
         None => "likely memory taken with mmap directly (a pool or arena of its own; Python's \
                  small-object allocator: run it with PYTHONMALLOC=malloc), an allocator \
-                 linked into the program, or thread stacks (the threads profile counts them)"
+                 linked into the program, thread stacks (the threads profile counts them), \
+                 or freed memory malloc has not returned to the system"
             .to_string(),
     };
     Some(format!(
@@ -158,4 +159,56 @@ pub fn unseen_memory(r: &Resolved, program: Option<&Path>) -> Option<String> {
         format::value(rss as i64, "bytes"),
         format::value(unseen as i64, "bytes"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::{ResolvedSample, SampleType, Stack};
+
+    fn profile(heap: i64, rss: Option<u64>) -> Resolved {
+        Resolved {
+            input: "p".into(),
+            sample_types: vec![SampleType {
+                name: "inuse_space".into(),
+                unit: "bytes".into(),
+            }],
+            default_sample_type: None,
+            period_type: None,
+            period: 1,
+            time_nanos: 1,
+            duration_nanos: 1,
+            stacks: vec![Stack::new(Vec::new())],
+            samples: vec![ResolvedSample {
+                stack: 0,
+                values: vec![heap],
+                labels: Vec::new(),
+            }],
+            skipped_samples: 0,
+            rss_anon: rss,
+            main_file: Some("/nonexistent/svc".into()),
+        }
+    }
+
+    #[test]
+    fn only_memory_the_heap_does_not_explain_is_noted() {
+        const MIB: u64 = 1 << 20;
+        // No RssAnon recorded, or the heap explains most of it: nothing.
+        assert_eq!(unseen_memory(&profile(0, None), None), None);
+        assert_eq!(
+            unseen_memory(&profile(60 << 20, Some(100 * MIB)), None),
+            None
+        );
+        // A small process's overheads are not worth a word.
+        assert_eq!(unseen_memory(&profile(0, Some(20 * MIB)), None), None);
+        let note = unseen_memory(&profile(10 << 20, Some(100 * MIB)), None).unwrap();
+        assert!(
+            note.contains("explains 10%") && note.contains("90.0 MiB unseen"),
+            "{note}"
+        );
+        assert!(
+            note.contains("mmap") && note.contains("thread stacks"),
+            "{note}"
+        );
+    }
 }
