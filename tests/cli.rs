@@ -646,16 +646,16 @@ fn leaks_verdicts_from_sampled_counts_and_ages() {
         out.contains("window: 30.0 s since profiling started"),
         "{out}"
     );
-    assert!(out.contains("steady growth (1 stacks)"), "{out}");
+    assert!(out.contains("steady growth (1 stack)"), "{out}");
     assert!(out.contains("8 live samples, none freed"), "{out}");
     assert!(out.contains("confidence medium (p = 0.056)"), "{out}");
-    assert!(out.contains("plateau (1 stacks)"), "{out}");
-    assert!(out.contains("not enough samples yet (1 stacks)"), "{out}");
+    assert!(out.contains("plateau (1 stack)"), "{out}");
+    assert!(out.contains("not enough samples yet (1 stack)"), "{out}");
     assert!(
         out.contains("not enough samples yet: about 3 more minutes at this rate"),
         "{out}"
     );
-    assert!(out.contains("churn (1 stacks)"), "{out}");
+    assert!(out.contains("churn (1 stack)"), "{out}");
     let leak = out.find("main.leak (").expect("leak listed");
     let cache = out.find("app::cache::fill").expect("plateau listed");
     let rare = out.find("app::rare::leak").expect("undecided listed");

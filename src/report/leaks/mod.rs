@@ -398,6 +398,14 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 }
 
 impl VerdictReport {
+    /// `1 stack`, `3 stacks`, or label values when grouped by label.
+    fn groups(&self, n: u64) -> String {
+        match self.group {
+            Grouping::Stack => plural(n, "stack", "stacks"),
+            Grouping::Label(_) => plural(n, "label value", "label values"),
+        }
+    }
+
     fn write_row(&self, f: &mut fmt::Formatter<'_>, i: usize, row: &VerdictRow) -> fmt::Result {
         let unit = &self.sample.unit;
         let v = &row.verdict;
@@ -523,8 +531,9 @@ impl fmt::Display for VerdictReport {
             writeln!(f)?;
             writeln!(
                 f,
-                "{} ({count} stacks): {}:",
+                "{} ({}): {}:",
                 class.label(),
+                self.groups(count as u64),
                 class.meaning()
             )?;
             if rows.is_empty() {
@@ -537,8 +546,8 @@ impl fmt::Display for VerdictReport {
         writeln!(f)?;
         writeln!(
             f,
-            "churn ({} stacks): {}; not listed.",
-            self.churn_count,
+            "churn ({}): {}; not listed.",
+            self.groups(self.churn_count as u64),
             LeakClass::Churn.meaning()
         )
     }
