@@ -299,6 +299,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
             let whole = load(file, &a)?;
+            by_label::check_focus(&[&whole], &a.focus)?;
             let r = by_label::focus(&whole, &a.focus);
             let out = match &a.by {
                 Some(key) => render(&by_label::top_by(&r, key, &a.sample, a.rows)?, a.depth),
@@ -313,6 +314,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             }
             let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
             let (whole_base, whole_new) = (load(base, &a)?, load(new, &a)?);
+            by_label::check_focus(&[&whole_base, &whole_new], &a.focus)?;
             let (base, new) = (
                 by_label::focus(&whole_base, &a.focus),
                 by_label::focus(&whole_new, &a.focus),
@@ -341,6 +343,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 .iter()
                 .map(|f| load(f, &a))
                 .collect::<Result<Vec<_>, _>>()?;
+            by_label::check_focus(&whole.iter().collect::<Vec<_>>(), &a.focus)?;
             let profiles: Vec<_> = whole
                 .iter()
                 .map(|r| by_label::focus(r, &a.focus))
@@ -370,6 +373,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 ));
             };
             let whole = load(file, &a)?;
+            by_label::check_focus(&[&whole], &a.focus)?;
             if let Some(note) = report::unseen_memory(&whole, None) {
                 let _ = writeln!(io::stderr(), "heapprof: {note}");
             }
