@@ -620,7 +620,10 @@ fn bad_settings_say_one_line_and_the_program_runs_on() {
     let port = taken.local_addr().unwrap().port();
     for (value, says) in [
         (format!("127.0.0.1:{port}"), "in use"),
-        ("not-an-address".to_owned(), "not valid"),
+        (
+            "not-an-address".to_owned(),
+            "not valid: use PORT (on 127.0.0.1) or HOST:PORT such as 6060 or 0.0.0.0:6060 (port 0 picks a free one), or off; not serving",
+        ),
         ("192.0.2.1:6060".to_owned(), "address"),
     ] {
         let p = rust_program(&[("HEAPPROF_HTTP", &value)], &["--seconds", "0.7"]);

@@ -121,8 +121,14 @@ impl Config {
         let mut take = |name: &str, accepted: &str, apply: &mut dyn FnMut(&str) -> bool| {
             if let Some(v) = get(name) {
                 if !apply(v.trim()) {
+                    // The default of HEAPPROF_HTTP is not serving at all.
+                    let instead = if name == "HEAPPROF_HTTP" {
+                        "not serving profiles over HTTP"
+                    } else {
+                        "using the default"
+                    };
                     problems.push(format!(
-                        "heapprof: {name}={v:?} is not valid: {accepted}; using the default"
+                        "heapprof: {name}={v:?} is not valid: {accepted}; {instead}"
                     ));
                 }
             }
