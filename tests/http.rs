@@ -283,6 +283,15 @@ fn a_running_rust_program_over_http() {
         assert!(!t.contains(root), "{root} in {t}");
     }
 
+    // Threads are not tracked without the `threads` feature: said, not "0".
+    let threads = get(port, "/debug/pprof/threads");
+    assert_eq!(threads.status, 404);
+    assert!(
+        threads.text().contains("threads are not tracked"),
+        "{}",
+        threads.text()
+    );
+
     // The index: links, settings, counts.
     let index = get(port, "/debug/pprof/");
     assert_eq!(index.status, 200);
@@ -295,6 +304,7 @@ fn a_running_rust_program_over_http() {
         "heap?debug=1",
         "HEAPPROF_RATE): 1 ",
         "HEAPPROF_OUT",
+        "threads are not tracked",
     ] {
         assert!(html.contains(want), "index lacks {want}:\n{html}");
     }

@@ -85,6 +85,11 @@ fn live_threads() -> u64 {
     crate::profile::threads_pprof::live_count() as u64
 }
 
+/// What `/debug/pprof/threads` says when threads are not tracked (a Rust
+/// program built without the `threads` feature), rather than "0".
+const THREADS_NOT_TRACKED: &str = "threads are not tracked in this program: build heapprof with \
+     the `threads` feature (the preload library always tracks them)";
+
 /// The longest `?seconds=N` window accepted.
 pub const MAX_SECONDS: i64 = 3600;
 
@@ -260,6 +265,9 @@ pub fn respond(req: &Request, server: &Server) -> Response {
     let Some(route) = ROUTES.iter().find(|r| r.name == name) else {
         return Response::error(404, "Unknown profile");
     };
+    if route.name == "threads" && !crate::profile::threads_pprof::tracking() {
+        return Response::error(404, THREADS_NOT_TRACKED);
+    }
     match &route.serve {
         Serve::Custom(f) => f(req, &query, server),
         Serve::Profile {
@@ -451,6 +459,14 @@ Types of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></th
         pid = std::process::id()
     );
     for (r, c) in ROUTES.iter().zip(&counts) {
+        if r.name == "threads" && !crate::profile::threads_pprof::tracking() {
+            let _ = writeln!(
+                b,
+                "<tr><td></td><td>threads: {}</td></tr>",
+                escape(THREADS_NOT_TRACKED)
+            );
+            continue;
+        }
         let c = c.map_or(String::new(), |c| c.to_string());
         let text_link = match r.serve {
             Serve::Profile { .. } => format!(" (<a href='{0}?debug=1'>text</a>)", r.name),
