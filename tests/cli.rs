@@ -765,7 +765,12 @@ fn a_leak_that_grew_under_load_then_sat_idle_is_still_a_leak() {
     // Under load throughout: no quiet time, nothing said about it.
     let v = verdicts(&load);
     assert!(v.quiet.is_empty(), "{v}");
-    assert!(!v.to_string().contains("activity:"), "{v}");
+    assert!(
+        v.to_string()
+            .contains("activity: the program allocated between every two profiles"),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("quiet"), "{v}");
 }
 
 /// A profile whose only sample type counts live threads, by creation

@@ -187,6 +187,9 @@ pub struct Gathered {
     /// Intervals between profiles in which the program hardly allocated, in
     /// seconds from profiling's start.
     pub quiet: Vec<(f64, f64)>,
+    /// Whether the series said how busy the program was (else busy time is
+    /// wall time by assumption: one profile, or no `alloc_space`).
+    pub activity_measured: bool,
     /// Whether the last profile's ages placed the births (else they were
     /// reconstructed from the series).
     pub from_ages: bool,
@@ -306,6 +309,7 @@ pub fn gather(
         groups: out,
         window,
         busy_window,
+        activity_measured: clock.measured,
         quiet: clock.quiet,
         from_ages,
         sample,
@@ -330,6 +334,9 @@ struct ActivityClock {
     points: Vec<(f64, f64)>,
     /// The quiet intervals, in wall seconds from the window's start.
     quiet: Vec<(f64, f64)>,
+    /// Whether the series said how busy the program was (two profiles or
+    /// more with a cumulative `alloc_space`).
+    measured: bool,
 }
 
 impl ActivityClock {
@@ -337,6 +344,7 @@ impl ActivityClock {
         let identity = ActivityClock {
             points: vec![(0.0, 0.0), (window, window)],
             quiet: Vec::new(),
+            measured: false,
         };
         let Some(allocated) = allocated(order) else {
             return identity;
@@ -365,9 +373,16 @@ impl ActivityClock {
             (t0, a0) = (t, a);
         }
         if quiet.is_empty() || busy <= 0.0 {
-            return identity;
+            return ActivityClock {
+                measured: true,
+                ..identity
+            };
         }
-        ActivityClock { points, quiet }
+        ActivityClock {
+            points,
+            quiet,
+            measured: true,
+        }
     }
 
     /// Busy seconds from the window's start to wall time `t`.

@@ -182,6 +182,9 @@ pub struct VerdictReport {
     /// Intervals between profiles in which the program hardly allocated
     /// (seconds from profiling's start), left out of busy time.
     pub quiet: Vec<(f64, f64)>,
+    /// Whether the series said how busy the program was (two profiles or
+    /// more with `alloc_space`).
+    pub activity_measured: bool,
     /// The last profile's sampling rate (its period; 0 or 1 when unscaled).
     pub period: i64,
     /// Whether allocation times came from `age` labels (else from the
@@ -322,6 +325,7 @@ pub fn leak_verdicts(
         window_seconds: g.window,
         busy_seconds: g.busy_window,
         quiet: g.quiet,
+        activity_measured: g.activity_measured,
         period: last.period,
         from_ages: g.from_ages,
         group: opts.group.clone(),
@@ -500,6 +504,13 @@ impl fmt::Display for VerdictReport {
                 "the series (no `age` labels)"
             }
         )?;
+        if self.activity_measured && self.quiet.is_empty() {
+            writeln!(
+                f,
+                "activity: the program allocated between every two profiles (busy all \
+                 through the window)"
+            )?;
+        }
         if !self.quiet.is_empty() {
             let quiet: Vec<String> = self
                 .quiet
