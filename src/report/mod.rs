@@ -61,6 +61,24 @@
 //! Our profiles also carry the numeric label `bytes` (unit `bytes`): the
 //! object size, as Go writes it.
 //!
+//! # Profile kinds
+//!
+//! A profile's kind is known from its sample types ([`profile_kind`]):
+//! `heap` (in-use and allocated space), `threads` (live threads), or
+//! whatever else its sample types name. A report over several profiles
+//! refuses a mix of kinds ([`one_kind`]) with one line saying which files
+//! are which: judged together, heap and threads profiles would be read by
+//! whichever sample type they share. heapprof names threads profiles
+//! `PREFIX.threads.PID.SEQ.pb.gz`, outside the heap profiles' glob.
+//!
+//! # Memory the heap does not explain
+//!
+//! heapprof's profiles record the process's `RssAnon` (a comment,
+//! `rss_anon=BYTES`, read in [`Resolved::rss_anon`]); when the heap seen
+//! explains little of it, [`unseen_memory`] says so and names the likely
+//! cause (see [`unseen`]), and the `heapprof` command adds that note to
+//! every report.
+//!
 //! # Heap labels
 //!
 //! String labels on samples (route, tenant, `HEAPPROF_LABELS`) select and

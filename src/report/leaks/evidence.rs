@@ -182,7 +182,7 @@ pub struct Gathered {
     /// Seconds from profiling's start to the last profile.
     pub window: f64,
     /// Of those, the seconds in which the program was busy: the evidence's
-    /// times and window are in busy seconds ([`ActivityClock`]).
+    /// times and window are in busy seconds (see `ActivityClock`).
     pub busy_window: f64,
     /// Intervals between profiles in which the program hardly allocated, in
     /// seconds from profiling's start.
