@@ -40,7 +40,10 @@ pub fn ensure_deps() {
             .arg(script)
             .status()
             .expect("run install-deps.sh");
-        assert!(status.success(), "scripts/install-deps.sh failed");
+        assert!(
+            status.success(),
+            "scripts/install-deps.sh could not install the tools these tests run against (its line above says which and how)"
+        );
     });
 }
 
