@@ -531,3 +531,25 @@ fn heapprof_run_says_why_a_static_program_cannot_be_seen() {
     assert!(err.contains("is statically linked"), "{err}");
     assert_eq!(err.matches("is statically linked").count(), 1, "{err}");
 }
+
+#[test]
+fn heapprof_run_says_how_few_samples_an_estimate_rests_on() {
+    library();
+    let dir = out_dir("run-few");
+    let mut c = clean(env!("CARGO_BIN_EXE_heapprof"));
+    c.args(["run", "--rate", "500", "--out"])
+        .arg(&dir)
+        .arg("--")
+        .arg(leaker())
+        .env("HEAPPROF_SEED", "3");
+    let (out, _) = run(&mut c);
+    assert!(out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("leak_three"), "{err}");
+    assert!(
+        err.contains("these figures rest on ")
+            && err.contains("at one sample per 500 bytes")
+            && err.contains("`heapprof run --rate 1` counts every allocation"),
+        "{err}"
+    );
+}

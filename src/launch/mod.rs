@@ -382,9 +382,13 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&
     }
     let last = written.iter().rfind(|(pid, _, _)| *pid == main_pid);
     if let Some((_, _, path)) = last {
+        let mut few_samples = None;
+        let mut period = 0;
         let (top, unseen) = match crate::report::load(path) {
             Ok(r) => {
+                period = r.period;
                 let unseen = crate::report::unseen_memory(&r, program);
+                few_samples = few_samples_note(&r);
                 let r = crate::report::program_only(r);
                 let top = move |kind| crate::report::top(&r, &kind, TOP_ROWS);
                 (Ok(top), unseen)
@@ -405,6 +409,14 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&
                         "nothing was in use at exit"
                     };
                     match top(crate::report::SampleKind::AllocSpace) {
+                        Ok(t) if t.total == 0 && period > 1 => {
+                            let _ = writeln!(
+                                s,
+                                "heapprof: no allocation was sampled (one sample per {period} \
+                                 bytes allocated on average: a small program may get none); \
+                                 `heapprof run --rate 1` counts every allocation"
+                            );
+                        }
                         Ok(t) if t.total == 0 => {
                             let _ = writeln!(s, "heapprof: {seen}, and nothing allocated");
                         }
@@ -422,6 +434,9 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&
                         s,
                         "heapprof: top in-use stacks of the main process:\n{t:.TOP_DEPTH$}"
                     );
+                    if let Some(note) = &few_samples {
+                        let _ = writeln!(s, "heapprof: {note}");
+                    }
                 }
                 Err(e) => {
                     let _ = writeln!(s, "heapprof: cannot read {}: {e}", path.display());
@@ -438,6 +453,37 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&
         );
     }
     s.trim_end().to_string()
+}
+
+/// Fewer live samples than this behind a sampled profile's in-use total
+/// make every row a rough estimate, worth a word.
+const FEW_SAMPLES: u64 = 20;
+
+/// When a sampled profile's in-use figures rest on few live samples: how
+/// many, and how to count exactly.
+fn few_samples_note(r: &crate::report::Resolved) -> Option<String> {
+    use crate::report::leaks::evidence::{gather, Grouping};
+    if r.period <= 1 {
+        return None;
+    }
+    let index = r
+        .sample_index(&crate::report::SampleKind::InuseSpace)
+        .ok()?;
+    let g = gather(&[r], &[index], &Grouping::Stack).ok()?;
+    let n: u64 = g
+        .groups
+        .iter()
+        .filter_map(|g| g.evidence.counts.last())
+        .sum();
+    (n > 0 && n < FEW_SAMPLES).then(|| {
+        format!(
+            "these figures rest on {n} live sample{} at one sample per {} bytes allocated on \
+             average, each standing for about that much memory: rough for a program this \
+             small; `heapprof run --rate 1` counts every allocation",
+            if n == 1 { "" } else { "s" },
+            r.period
+        )
+    })
 }
 
 const TOP_ROWS: usize = 5;
