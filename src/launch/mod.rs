@@ -406,7 +406,9 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&
                     let seen = if unseen.is_some() {
                         "heapprof saw nothing in use at exit (see the note below)"
                     } else {
-                        "nothing was in use at exit"
+                        "nothing was in use at exit (interpreters free everything at \
+                         shutdown: `heapprof run --interval SECS` keeps profiles of the \
+                         program while it ran)"
                     };
                     match top(crate::report::SampleKind::AllocSpace) {
                         Ok(t) if t.total == 0 && period > 1 => {
