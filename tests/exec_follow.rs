@@ -411,7 +411,7 @@ fn heapprof_run_profiles_a_command_and_passes_its_status_through() {
         // Where it went, and the top stack, on stderr.
         let err = text(&out.stderr);
         assert!(
-            err.contains(&format!("{}  (main process)", path.display())),
+            err.contains(&format!("{}  (main process: leaker)", path.display())),
             "{err}"
         );
         assert!(err.contains("leak_three"), "{err}");
@@ -502,6 +502,12 @@ fn heapprof_run_children_profiles_what_a_script_starts() {
     assert_ne!(with[0].0, main, "the forked program, under its own pid");
     assert_eq!(with[0].1, LEAKED);
     assert!(!text(&out.stderr).contains(CHILDREN_LINE));
+    // Each profile is named by its process's command.
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("(pid {}: leaker)", with[0].0)),
+        "{err}"
+    );
 
     // Without --children: not profiled, and said once.
     let dir = out_dir("run-no-children");

@@ -23,8 +23,13 @@
 //!
 //! **Exit.** When the command ends, `heapprof run` lists on stderr each
 //! profile written meanwhile under the output prefix (files that were not
-//! there before), and the top in-use stacks of the main process's last
-//! one (the command's pid: an exec chain keeps it), then exits with the
+//! there before), each named by its process's command (children that
+//! allocated nothing, a shell forked only to exec, are counted, not
+//! listed), the threads profiles beside them, and the top in-use stacks of
+//! the main process's last one (the command's pid: an exec chain keeps it),
+//! or of the child that held more at its end; a note when those figures
+//! rest on few samples, or when the heap explains little of the process's
+//! memory ([`crate::report::unseen_memory`]); then exits with the
 //! command's status: its exit code, or 128 + N for death by signal N, as
 //! the shell reports it.
 //!
@@ -371,16 +376,86 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&
         );
         return s;
     }
+    // Each profile's command (its main executable) and in-use and
+    // allocated totals; children's profiles with nothing at all (a shell
+    // forked to exec something) are left out of the list.
+    let facts: Vec<(Option<String>, i64, i64)> = written
+        .iter()
+        .map(|(_, _, path)| match crate::report::load(path) {
+            Ok(r) => {
+                let total = |kind| r.sample_index(&kind).map_or(0, |i| r.total(i));
+                (
+                    r.main_file.clone(),
+                    total(crate::report::SampleKind::InuseSpace),
+                    total(crate::report::SampleKind::AllocSpace),
+                )
+            }
+            Err(_) => (None, 0, 1),
+        })
+        .collect();
     let _ = writeln!(s, "heapprof: profiles written:");
-    for (pid, _, path) in written {
+    let mut empty = 0;
+    for ((pid, _, path), (command, _, allocated)) in written.iter().zip(&facts) {
+        if *pid != main_pid && *allocated == 0 {
+            empty += 1;
+            continue;
+        }
         let whose = if *pid == main_pid {
             "main process".to_string()
         } else {
             format!("pid {pid}")
         };
-        let _ = writeln!(s, "  {}  ({whose})", path.display());
+        let command = command
+            .as_deref()
+            .and_then(|c| c.rsplit('/').next())
+            .map_or(String::new(), |c| format!(": {c}"));
+        let _ = writeln!(s, "  {}  ({whose}{command})", path.display());
     }
-    let last = written.iter().rfind(|(pid, _, _)| *pid == main_pid);
+    if empty > 0 {
+        let _ = writeln!(
+            s,
+            "  and {empty} empty profile{} of children that allocated nothing (shells that only \
+             ran a program, say)",
+            if empty == 1 { "" } else { "s" }
+        );
+    }
+    // The top table: the main process's last profile, or, when a child
+    // held more at its end (a wrapper script's server), that child's.
+    let last_of = |want: u32| {
+        written
+            .iter()
+            .zip(&facts)
+            .rfind(|((pid, _, _), _)| *pid == want)
+    };
+    let mut pids: Vec<u32> = written.iter().map(|w| w.0).collect();
+    pids.dedup();
+    let busiest = pids
+        .iter()
+        .filter_map(|&pid| last_of(pid))
+        .max_by_key(|(_, facts)| facts.1);
+    let chosen = match (last_of(main_pid), busiest) {
+        (Some(main), Some(b)) if b.1 .1 > main.1 .1 => Some(b),
+        (Some(main), _) => Some(main),
+        (None, b) => b,
+    };
+    // Whose stacks the table shows: the main process, or the child that
+    // held the most.
+    let whose = match chosen {
+        Some(((pid, _, _), (command, _, _))) if *pid != main_pid => format!(
+            "pid {pid}{}, which held the most memory at its end",
+            command
+                .as_deref()
+                .and_then(|c| c.rsplit('/').next())
+                .map_or(String::new(), |c| format!(" ({c})"))
+        ),
+        _ => "the main process".to_string(),
+    };
+    let last = chosen.map(|(w, _)| w);
+    let program = if last.is_some_and(|w| w.0 != main_pid) {
+        None
+    } else {
+        program
+    };
     if let Some((_, _, path)) = last {
         let mut few_samples = None;
         let mut period = 0;
@@ -425,7 +500,7 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&
                         Ok(t) => {
                             let _ = write!(
                             s,
-                            "heapprof: {seen}; the stacks that allocated most in the main process:\n{t:.TOP_DEPTH$}"
+                            "heapprof: {seen}; the stacks that allocated most in {whose}:\n{t:.TOP_DEPTH$}"
                         );
                         }
                         Err(_) => {}
@@ -434,7 +509,7 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&
                 Ok(t) => {
                     let _ = write!(
                         s,
-                        "heapprof: top in-use stacks of the main process:\n{t:.TOP_DEPTH$}"
+                        "heapprof: top in-use stacks of {whose}:\n{t:.TOP_DEPTH$}"
                     );
                     if let Some(note) = &few_samples {
                         let _ = writeln!(s, "heapprof: {note}");
