@@ -480,7 +480,7 @@ impl fmt::Display for VerdictReport {
         } else {
             writeln!(
                 f,
-                "{} profiles over {:.1} s ({} … {})",
+                "{} profiles, the first to the last {:.1} s apart ({} … {})",
                 self.profiles.len(),
                 self.span_seconds,
                 format::one_line(first),
