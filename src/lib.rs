@@ -63,7 +63,13 @@
 //! ## What it does not see
 //! Memory not obtained through the global allocator (direct `mmap`, C
 //! libraries calling `malloc` themselves — use the preload library for
-//! those). Allocator frames at the leaf of each stack are trimmed.
+//! those). Allocator frames at the leaf of each stack are trimmed. Each
+//! profile records the process's `RssAnon`, and reports say when the heap
+//! explains little of it ([`report::unseen_memory`]). Without `Profiler` as
+//! the global allocator (each crate in `tests/` needs its own line) nothing
+//! is seen at all: [`dump_to`], [`write_profile`] and [`dump`] then fail,
+//! and [`assert_no_leaks`] panics, naming the line to add
+//! ([`GLOBAL_ALLOCATOR_LINE`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 
