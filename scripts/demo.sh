@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
 echo "== building (release): library, heapprof command, preload library, examples"
-cargo build --release --quiet
-cargo build --release --quiet --examples
+echo "   (the first build compiles about 100 crates: a few minutes on two cores; later ones take seconds)"
+cargo build --release
+cargo build --release --examples
 bin=target/release/heapprof
 out=demo-output
 rm -rf "$out" && mkdir -p "$out"
@@ -18,8 +19,10 @@ echo
 echo "== profiling examples/workload.rs for 5 s, a profile every second (HEAPPROF_INTERVAL=1)"
 HEAPPROF_INTERVAL=1 HEAPPROF_AT_EXIT=1 HEAPPROF_OUT="$out/rust" \
   target/release/examples/workload --seconds 5 >/dev/null
-ls "$out"/rust.*.pb.gz | sed 's/^/   /'
-last=$(ls -v "$out"/rust.*.pb.gz | tail -n 1)
+# Heap profiles are PREFIX.PID.SEQ.pb.gz (threads profiles,
+# PREFIX.threads.PID.SEQ.pb.gz, do not match the [0-9] glob).
+ls "$out"/rust.[0-9]*.pb.gz | sed 's/^/   /'
+last=$(ls -v "$out"/rust.[0-9]*.pb.gz | tail -n 1)
 
 echo
 echo "== heapprof top $last  (heaviest in-use stacks)"
@@ -28,7 +31,7 @@ echo "== heapprof top $last  (heaviest in-use stacks)"
 echo
 echo "== heapprof leaks $out/rust.*.pb.gz  (what grows steadily, what is a plateau)"
 # shellcheck disable=SC2046
-"$bin" leaks $(ls -v "$out"/rust.*.pb.gz)
+"$bin" leaks $(ls -v "$out"/rust.[0-9]*.pb.gz)
 
 echo
 echo "== heapprof flamegraph -> $out/rust.svg"
@@ -58,7 +61,7 @@ C
   cc -O1 -g -o "$out/leaky" "$out/leaky.c"
   LD_PRELOAD="$PWD/target/release/libheapprof_preload.so" HEAPPROF_RATE=1 \
     HEAPPROF_OUT="$out/c" "$out/leaky"
-  cprof=$(ls "$out"/c.*.pb.gz | head -n 1)
+  cprof=$(ls "$out"/c.[0-9]*.pb.gz | head -n 1)
   echo "   profile written at exit: $cprof"
   "$bin" top "$cprof" -n 3
 fi

@@ -22,7 +22,15 @@ if [ ${#need[@]} -eq 0 ]; then
 fi
 echo "install-deps: installing ${need[*]}" >&2
 sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+  # Without root: sudo, but never a password prompt in the middle of a test
+  # run (-n fails instead), and a clear line saying what to install.
+  if ! command -v sudo >/dev/null 2>&1 || ! sudo -n true 2>/dev/null; then
+    echo "install-deps: cannot install ${need[*]} (not root, and sudo needs a password or is missing); install them yourself, e.g. sudo apt-get install ${need[*]}, then run the tests again" >&2
+    exit 1
+  fi
+  sudo="sudo -n"
+fi
 # A lock file keeps parallel test processes from running apt at once.
 exec 9>/tmp/heapprof-install-deps.lock
 flock 9

@@ -88,6 +88,7 @@ impl<A: GlobalAlloc> Profiler<A> {
             };
             return self.heap_block(p);
         }
+        crate::startup::mark_way_in();
         crate::startup::ensure();
         if engine::should_sample(st, layout.size()) {
             let p = engine::alloc_sample(

@@ -32,7 +32,7 @@
 //!   Alloy; see [`control::http`]).
 //!
 //! - with the `threads` feature (always under the preload library), a
-//!   threads profile beside each of those, `PREFIX.PID.SEQ.threads.pb.gz`:
+//!   threads profile beside each of those, `PREFIX.threads.PID.SEQ.pb.gz`:
 //!   live threads by the stack that created them
 //!   ([`profile::threads_pprof`]).
 //!
@@ -63,7 +63,13 @@
 //! ## What it does not see
 //! Memory not obtained through the global allocator (direct `mmap`, C
 //! libraries calling `malloc` themselves — use the preload library for
-//! those). Allocator frames at the leaf of each stack are trimmed.
+//! those). Allocator frames at the leaf of each stack are trimmed. Each
+//! profile records the process's `RssAnon`, and reports say when the heap
+//! explains little of it ([`report::unseen_memory`]). Without `Profiler` as
+//! the global allocator (each crate in `tests/` needs its own line) nothing
+//! is seen at all: [`dump_to`], [`write_profile`] and [`dump`] then fail,
+//! and [`assert_no_leaks`] panics, naming the line to add
+//! ([`GLOBAL_ALLOCATOR_LINE`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 
@@ -91,9 +97,10 @@ pub(crate) use report::leak_check;
 
 pub use allocator::Profiler;
 pub use config::Config;
-pub use dump::{dump_to, profile_gz, write_profile};
 pub use engine::labels::{labeled, with_labels, LabelSet, Labeled};
-pub use leak_check::{assert_no_leaks, leaks_during, Leak, LeakReport};
+pub use leak_check::{
+    assert_no_leaks, leaks_during, leaks_during_with, Leak, LeakReport, GLOBAL_ALLOCATOR_LINE,
+};
 pub use tallies::{StackFrame, StackTally};
 
 /// The heap profile at the highest estimated in-use heap so far, as the
@@ -102,13 +109,70 @@ pub fn peak_profile() -> Option<proto::Profile> {
     control::peak::peak_profile()
 }
 
-/// The current heap profile as a pprof message.
+
+/// Why a profile of this program would be empty: nothing feeds the engine.
+fn not_fed() -> Option<String> {
+    (!startup::way_in()).then(|| {
+        format!(
+            "heapprof: heapprof::Profiler is not this program's global allocator, so no \
+             allocation reaches it and its profiles are empty; add: {}",
+            leak_check::GLOBAL_ALLOCATOR_LINE
+        )
+    })
+}
+
+/// [`not_fed`] as an error, for the calls that return one.
+fn fed() -> std::io::Result<()> {
+    match not_fed() {
+        Some(why) => Err(std::io::Error::other(why)),
+        None => Ok(()),
+    }
+}
+
+/// [`not_fed`] said once on stderr, for the calls that cannot fail.
+fn say_if_not_fed() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if let Some(why) = not_fed() {
+        SAID.call_once(|| {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{why}");
+        });
+    }
+}
+
+/// Writes the gzipped heap profile to `path`, atomically. Fails, naming
+/// the line to add, when `heapprof::Profiler` is not the program's global
+/// allocator (the profile would be empty).
+pub fn dump_to(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+    fed()?;
+    dump::dump_to(path)
+}
+
+/// Writes the gzipped heap profile to `w`. Fails as [`dump_to`] does when
+/// nothing feeds the profile.
+pub fn write_profile<W: std::io::Write + ?Sized>(w: &mut W) -> std::io::Result<()> {
+    fed()?;
+    dump::write_profile(w)
+}
+
+/// The current heap profile, gzipped (a `.pb.gz` file's contents). Says
+/// once on stderr when nothing feeds it.
+pub fn profile_gz() -> Vec<u8> {
+    say_if_not_fed();
+    dump::profile_gz()
+}
+
+/// The current heap profile as a pprof message. Says once on stderr when
+/// nothing feeds it.
 pub fn profile() -> proto::Profile {
+    say_if_not_fed();
     dump::profile()
 }
 
-/// The per-stack tallies right now, heaviest in-use first.
+/// The per-stack tallies right now, heaviest in-use first. Says once on
+/// stderr when nothing feeds them.
 pub fn tallies() -> Vec<StackTally> {
+    say_if_not_fed();
     tallies::from_profile(&dump::profile())
 }
 
@@ -125,14 +189,18 @@ pub fn decode_profile(bytes: &[u8]) -> std::io::Result<proto::Profile> {
 }
 
 /// Sets the mean bytes between samples (1: every allocation; 0: off).
-/// Applies at once to the calling thread and to others at their next sample.
+/// Applies at once to the calling thread and to others at their next sample,
+/// and stays across a later `Config::from_env()….install()` (unless
+/// `HEAPPROF_RATE` is set or that config sets a rate).
 pub fn set_rate(rate: u64) {
+    config::remember_rate_from_code(rate);
     engine::set_rate(rate);
 }
 
 /// Writes the next `PREFIX.PID.SEQ.pb.gz` under the configured prefix
 /// (`HEAPPROF_OUT`, default `./heapprof`); returns its path.
 pub fn dump() -> std::io::Result<std::path::PathBuf> {
+    fed()?;
     dump::dump_numbered(&triggers::out_prefix())
 }
 

@@ -18,7 +18,7 @@
 //! The hook registers the thread with its creating stack
 //! ([`crate::engine::threads`]) and forwards to the next definition,
 //! `dlsym(RTLD_NEXT, "pthread_create")` (glibc's). Threads profiles are then
-//! written beside every triggered heap dump (`PREFIX.PID.SEQ.threads.pb.gz`)
+//! written beside every triggered heap dump (`PREFIX.threads.PID.SEQ.pb.gz`)
 //! and by [`crate::profile::threads_pprof`].
 //!
 //! Profiling start-up ([`crate::startup`], run by `Profiler`'s first

@@ -546,6 +546,16 @@ fn sampled_profile(t: f64, stacks: &[(&[Src], i64, Vec<f64>)]) -> Profile {
             );
         }
     }
+    // The churn's freed samples, ten a second, as a real profile's
+    // `alloc_space` counts them: the program is busy all through.
+    let churn = b.stack(&[&[CHURN], &[main_at(33)]]);
+    let freed = (10.0 * t) as u64;
+    let (objs, bytes) = heapprof::scale::scale_heap_sample(freed, freed * 32 * 1024, RATE as u64);
+    b.sample(
+        &churn,
+        [objs as i64, bytes as i64, 0, 0],
+        &[("bytes", 32 * KIB, "bytes")],
+    );
     let mut p = b.finish(T0 + (t * 1e9) as i64);
     p.duration_nanos = (t * 1e9) as i64;
     p
@@ -631,21 +641,21 @@ fn leaks_verdicts_from_sampled_counts_and_ages() {
     let mut args = vec!["leaks"];
     args.extend(files.iter().rev().map(|p| s(p)));
     let out = assert_ok(&heapprof(&args));
-    assert!(out.contains("10 profiles over 27.0 s"), "{out}");
+    assert!(out.contains("10 profiles, the first to the last 27.0 s apart"), "{out}");
     assert!(
         out.contains("window: 30.0 s since profiling started"),
         "{out}"
     );
-    assert!(out.contains("steady growth (1 stacks)"), "{out}");
+    assert!(out.contains("steady growth (1 stack)"), "{out}");
     assert!(out.contains("8 live samples, none freed"), "{out}");
     assert!(out.contains("confidence medium (p = 0.056)"), "{out}");
-    assert!(out.contains("plateau (1 stacks)"), "{out}");
-    assert!(out.contains("not enough samples yet (1 stacks)"), "{out}");
+    assert!(out.contains("plateau (1 stack)"), "{out}");
+    assert!(out.contains("not enough samples yet (1 stack)"), "{out}");
     assert!(
         out.contains("not enough samples yet: about 3 more minutes at this rate"),
         "{out}"
     );
-    assert!(out.contains("churn (1 stacks)"), "{out}");
+    assert!(out.contains("churn (1 stack)"), "{out}");
     let leak = out.find("main.leak (").expect("leak listed");
     let cache = out.find("app::cache::fill").expect("plateau listed");
     let rare = out.find("app::rare::leak").expect("undecided listed");
@@ -665,6 +675,102 @@ fn leaks_verdicts_from_sampled_counts_and_ages() {
         &["alloc_space", "inuse"],
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Profile at `t` s of a service under load for the first 90 s, then idle,
+/// sampled at [`RATE`], ages in heapprof's buckets:
+/// - `main.leak` leaks 1 KiB objects while the service works: a sample
+///   every 0.5 s of the load (180 samples);
+/// - `app::cache::fill` filled 10 samples of 64 KiB in the first 15 s, then
+///   the load went on;
+/// - `app::churn::work` allocates and frees (its samples all freed): 20
+///   samples a second under load, one in five seconds idle; only
+///   `alloc_space` sees it.
+fn busy_then_idle(t: f64) -> Profile {
+    let mut b = Builder::new(11);
+    b.p.period = RATE;
+    let leak: Vec<f64> = (0..180).map(|i| 0.25 + 0.5 * i as f64).collect();
+    let cache: Vec<f64> = (0..10).map(|i| 0.5 + 1.5 * i as f64).collect();
+    for (frames, size, births) in [
+        ([LEAK, main_at(30)], 1024u64, leak),
+        ([CACHE, main_at(32)], 64 * 1024, cache),
+    ] {
+        let lines: Vec<&[Src]> = frames.iter().map(std::slice::from_ref).collect();
+        let stack = b.stack(&lines);
+        let mut by_age: std::collections::BTreeMap<u64, u64> = Default::default();
+        for &born in births.iter().filter(|&&born| born <= t) {
+            let age = report::leaks::evidence::age_bucket(((t - born) * 1e9) as u64);
+            *by_age.entry(age).or_default() += 1;
+        }
+        for (age, n) in by_age {
+            let (objs, bytes) = heapprof::scale::scale_heap_sample(n, n * size, RATE as u64);
+            let (objs, bytes) = (objs as i64, bytes as i64);
+            b.sample(
+                &stack,
+                [objs, bytes, objs, bytes],
+                &[
+                    ("bytes", size as i64, "bytes"),
+                    ("age", age as i64, "seconds"),
+                ],
+            );
+        }
+    }
+    let churn = b.stack(&[&[CHURN], &[main_at(33)]]);
+    let freed = (20.0 * t.min(90.0) + 0.2 * (t - 90.0).max(0.0)) as u64;
+    let (objs, bytes) = heapprof::scale::scale_heap_sample(freed, freed * 4096, RATE as u64);
+    b.sample(
+        &churn,
+        [objs as i64, bytes as i64, 0, 0],
+        &[("bytes", 4096, "bytes")],
+    );
+    let mut p = b.finish(T0 + (t * 1e9) as i64);
+    p.duration_nanos = (t * 1e9) as i64;
+    p
+}
+
+#[test]
+fn a_leak_that_grew_under_load_then_sat_idle_is_still_a_leak() {
+    // A dump every 5 s for 115 s: 90 s of load, 25 s idle.
+    let profiles: Vec<Resolved> = (1..=23)
+        .map(|k| {
+            let bytes = busy_then_idle(5.0 * k as f64).encode_to_vec();
+            report::parse(&format!("b.{k}"), &bytes).unwrap()
+        })
+        .collect();
+    let load: Vec<Resolved> = profiles[..18].to_vec();
+    for (series, what) in [(&profiles, "load and idle"), (&load, "load only")] {
+        let v = verdicts(series);
+        let leaves = |rows: &[report::VerdictRow]| -> Vec<String> {
+            rows.iter().map(|r| r.frames[0].function.clone()).collect()
+        };
+        assert_eq!(leaves(&v.steady), ["main.leak"], "{what}: {v}");
+        assert_eq!(leaves(&v.plateau), ["app::cache::fill"], "{what}: {v}");
+        // The leak rate while the service works: 2 samples/s of ~512 KiB.
+        let per_sample = 1024.0 / (1.0 - (-1024.0f64 / RATE as f64).exp());
+        let want = 2.0 * per_sample;
+        let rate = v.steady[0].rate;
+        assert!(
+            (rate - want).abs() < 0.1 * want,
+            "{what}: {rate} vs {want}: {v}"
+        );
+    }
+    let v = verdicts(&profiles);
+    assert_eq!(v.quiet, [(90.0, 115.0)], "{v}");
+    assert!((v.busy_seconds - 90.0).abs() < 1e-9, "{v}");
+    let text = v.to_string();
+    assert!(
+        text.contains("busy (allocating) 90.0 s of the window, quiet 90.0–115.0 s"),
+        "{text}"
+    );
+    // Under load throughout: no quiet time, nothing said about it.
+    let v = verdicts(&load);
+    assert!(v.quiet.is_empty(), "{v}");
+    assert!(
+        v.to_string()
+            .contains("activity: the program allocated between every two profiles"),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("quiet"), "{v}");
 }
 
 /// A profile whose only sample type counts live threads, by creation
@@ -1069,9 +1175,21 @@ fn bad_arguments_fail_with_one_line_and_usage_on_request() {
     );
     assert_error(&heapprof(&["top", go, "--sample", ""]), &["--sample needs"]);
 
-    for args in [&["--help"][..], &["help"], &["top", "--help"], &["-h"]] {
+    for args in [&["--help"][..], &["help"], &["-h"]] {
         let out = assert_ok(&heapprof(args));
         assert!(out.contains("usage:") && out.contains("flamegraph FILE -o OUT.svg"));
+        assert!(out.contains("HEAPPROF_RATE") && out.contains("HEAPPROF_PRELOAD"));
+    }
+    // A command's --help is that command's usage.
+    for (cmd, own, other) in [
+        ("top", "heapprof top FILE", "heapprof diff"),
+        ("leaks", "heapprof leaks FILE --older-than", "heapprof top"),
+        ("flamegraph", "-o OUT.svg", "heapprof leaks"),
+        ("run", "heapprof run [--rate BYTES]", "--focus"),
+    ] {
+        let out = assert_ok(&heapprof(&[cmd, "--help"]));
+        assert!(out.contains(own) && !out.contains(other), "{cmd}: {out}");
+        assert!(out.contains("heapprof --help"), "{cmd}: {out}");
     }
     let out = heapprof(&[]);
     assert_eq!(out.status.code(), Some(2));

@@ -411,7 +411,7 @@ fn heapprof_run_profiles_a_command_and_passes_its_status_through() {
         // Where it went, and the top stack, on stderr.
         let err = text(&out.stderr);
         assert!(
-            err.contains(&format!("{}  (main process)", path.display())),
+            err.contains(&format!("{}  (main process: leaker)", path.display())),
             "{err}"
         );
         assert!(err.contains("leak_three"), "{err}");
@@ -502,6 +502,12 @@ fn heapprof_run_children_profiles_what_a_script_starts() {
     assert_ne!(with[0].0, main, "the forked program, under its own pid");
     assert_eq!(with[0].1, LEAKED);
     assert!(!text(&out.stderr).contains(CHILDREN_LINE));
+    // Each profile is named by its process's command.
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("(pid {}: leaker)", with[0].0)),
+        "{err}"
+    );
 
     // Without --children: not profiled, and said once.
     let dir = out_dir("run-no-children");
@@ -530,4 +536,26 @@ fn heapprof_run_says_why_a_static_program_cannot_be_seen() {
     let err = text(&out.stderr);
     assert!(err.contains("is statically linked"), "{err}");
     assert_eq!(err.matches("is statically linked").count(), 1, "{err}");
+}
+
+#[test]
+fn heapprof_run_says_how_few_samples_an_estimate_rests_on() {
+    library();
+    let dir = out_dir("run-few");
+    let mut c = clean(env!("CARGO_BIN_EXE_heapprof"));
+    c.args(["run", "--rate", "500", "--out"])
+        .arg(&dir)
+        .arg("--")
+        .arg(leaker())
+        .env("HEAPPROF_SEED", "3");
+    let (out, _) = run(&mut c);
+    assert!(out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("leak_three"), "{err}");
+    assert!(
+        err.contains("these figures rest on ")
+            && err.contains("at one sample per 500 bytes")
+            && err.contains("`heapprof run --rate 1` counts every allocation"),
+        "{err}"
+    );
 }

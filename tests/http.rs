@@ -278,6 +278,19 @@ fn a_running_rust_program_over_http() {
     let t = text.text();
     assert!(t.contains("inuse_space") && t.contains(LEAK), "{t}");
     assert!(!t.contains("scratch_churn"), "{t}");
+    // Stacks trimmed as `heapprof top` trims them.
+    for root in ["__libc_start_main", "lang_start", "_start "] {
+        assert!(!t.contains(root), "{root} in {t}");
+    }
+
+    // Threads are not tracked without the `threads` feature: said, not "0".
+    let threads = get(port, "/debug/pprof/threads");
+    assert_eq!(threads.status, 404);
+    assert!(
+        threads.text().contains("threads are not tracked"),
+        "{}",
+        threads.text()
+    );
 
     // The index: links, settings, counts.
     let index = get(port, "/debug/pprof/");
@@ -291,6 +304,7 @@ fn a_running_rust_program_over_http() {
         "heap?debug=1",
         "HEAPPROF_RATE): 1 ",
         "HEAPPROF_OUT",
+        "threads are not tracked",
     ] {
         assert!(html.contains(want), "index lacks {want}:\n{html}");
     }
@@ -320,6 +334,18 @@ fn a_running_rust_program_over_http() {
         &url(port, "delta_heap"),
     ]);
     assert!(top.contains(LEAK), "{top}");
+    // delta_heap?debug=1 is text too; ?seconds is refused, not ignored.
+    let d = get(port, "/debug/pprof/delta_heap?debug=1");
+    assert_eq!(d.status, 200);
+    assert_eq!(d.header("Content-Type"), "text/plain; charset=utf-8");
+    assert!(
+        d.text().contains("delta_heap") && d.text().contains(LEAK),
+        "{}",
+        d.text()
+    );
+    let d = get(port, "/debug/pprof/delta_heap?seconds=5");
+    assert_eq!(d.status, 400);
+    assert!(d.text().contains("seconds"), "{}", d.text());
 
     // After all these requests, at rate 1: nothing the server allocated
     // was sampled (its threads are marked busy).
@@ -604,7 +630,10 @@ fn bad_settings_say_one_line_and_the_program_runs_on() {
     let port = taken.local_addr().unwrap().port();
     for (value, says) in [
         (format!("127.0.0.1:{port}"), "in use"),
-        ("not-an-address".to_owned(), "not valid"),
+        (
+            "not-an-address".to_owned(),
+            "not valid: use PORT (on 127.0.0.1) or HOST:PORT such as 6060 or 0.0.0.0:6060 (port 0 picks a free one), or off; not serving",
+        ),
         ("192.0.2.1:6060".to_owned(), "address"),
     ] {
         let p = rust_program(&[("HEAPPROF_HTTP", &value)], &["--seconds", "0.7"]);
@@ -746,4 +775,18 @@ fn a_c_program_under_the_preload_library() {
         "{leaked} leaks in {secs} s"
     );
     p.kill();
+}
+
+#[test]
+fn a_misspelled_variable_is_named_in_one_line() {
+    let p = rust_program(&[("HEAPPROF_RAT", "1")], &["--seconds", "0.3"]);
+    let (code, out) = p_finish(
+        p,
+        "HEAPPROF_RAT=1",
+        "HEAPPROF_RAT is not a heapprof setting",
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("done"), "{out}");
+    let p = rust_program(&[("HEAPPROF_RAT", "1")], &["--seconds", "0.3"]);
+    p_finish(p, "HEAPPROF_RAT=1", "did you mean HEAPPROF_RATE?");
 }

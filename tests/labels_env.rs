@@ -113,6 +113,17 @@ fn process_labels_on_every_sample_and_scopes_override_them() {
         alloc.contains(&format!("total {}", value(80_000, "bytes"))),
         "{alloc}"
     );
+    // A value no sample has: named, with the values there are.
+    let out = Command::new(env!("CARGO_BIN_EXE_heapprof"))
+        .args(["top", path, "--focus", "route=/nope"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no sample with route=/nope; its route values: ") && err.contains("/users"),
+        "{err}"
+    );
 
     // go tool pprof: the labels are tags it lists and filters on.
     let (tags, _) = common::go_pprof(&["-tags", path]);
@@ -142,11 +153,6 @@ fn label_options_on_a_profile_without_labels_and_bad_ones() {
     let by = heapprof_cli(&["top", go, "--by", "route"]);
     assert!(by.contains("== route = (none) =="), "{by}");
     assert_eq!(by.matches("== route =").count(), 1, "{by}");
-    let focused = heapprof_cli(&["top", go, "--focus", "route=/users"]);
-    assert!(
-        focused.contains("(no stack has a nonzero value)"),
-        "{focused}"
-    );
     let fail = |args: &[&str], want: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_heapprof"))
             .args(args)
@@ -159,6 +165,11 @@ fn label_options_on_a_profile_without_labels_and_bad_ones() {
             "{args:?}: {err}"
         );
     };
+    // A --focus on a label the profile lacks says so, rather than "0 B".
+    fail(
+        &["top", go, "--focus", "route=/users"],
+        "has no `route` label, so --focus route=/users selects nothing; it has no string labels",
+    );
     fail(&["top", go, "--focus", "route"], "--focus needs KEY=VALUE");
     fail(&["top", go, "--by"], "--by needs");
     fail(

@@ -223,7 +223,7 @@ fn live_threads_by_creation_stack_are_exact_at_each_dump() {
         // SAFETY: signalling our own child.
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR2) }, 0);
         let heap = dir.join(format!("p.{pid}.{seq}.pb.gz"));
-        let threads = dir.join(format!("p.{pid}.{seq}.threads.pb.gz"));
+        let threads = dir.join(format!("p.threads.{pid}.{seq}.pb.gz"));
         wait_for(&threads);
         assert!(heap.exists(), "the heap profile shares the number");
         (threads_profile(&threads), threads, default_stack)
@@ -291,7 +291,7 @@ fn threads_series(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let stem = name.strip_suffix(".threads.pb.gz")?;
+            let stem = name.strip_prefix("p.threads.")?.strip_suffix(".pb.gz")?;
             let seq = stem.rsplit('.').next()?.parse().ok()?;
             Some((seq, e.path()))
         })
@@ -382,7 +382,7 @@ fn rust_threads_with_the_feature_are_counted_by_the_line_that_spawned_them() {
     assert_eq!(lines.next().unwrap().unwrap(), "ready live=5");
     // SAFETY: signalling our own child.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR2) }, 0);
-    let threads = dir.join(format!("p.{pid}.0.threads.pb.gz"));
+    let threads = dir.join(format!("p.threads.{pid}.0.pb.gz"));
     wait_for(&threads);
     assert!(dir.join(format!("p.{pid}.0.pb.gz")).exists());
     drop(child.stdin.take());
@@ -448,7 +448,7 @@ fn a_forked_child_counts_only_the_thread_that_forked() {
     let mut by_pid: BTreeMap<bool, Vec<BTreeMap<String, [i64; 2]>>> = BTreeMap::new();
     for f in threads_series(&dir) {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        let pid: u32 = name.split('.').nth(1).unwrap().parse().unwrap();
+        let pid: u32 = name.split('.').nth(2).unwrap().parse().unwrap();
         let p = threads_profile(&f);
         by_pid.entry(pid == parent).or_default().push(
             by_leaf(&p)
@@ -462,4 +462,77 @@ fn a_forked_child_counts_only_the_thread_that_forked() {
     let mut children = by_pid[&false].clone();
     children.sort();
     assert_eq!(children, [BTreeMap::new(), want("fork_site", 1)]);
+}
+
+/// The README's leak hunt, `heapprof leaks heapprof.PID.*.pb.gz`, under the
+/// preload library with interval dumps: the glob selects the heap profiles
+/// only (the threads profiles beside them are named outside it), and the
+/// heap leak is named; given both kinds, every report refuses the mix.
+#[test]
+fn the_readme_glob_selects_heap_profiles_and_names_the_heap_leak() {
+    let dir = out_dir("readme-glob");
+    let out = preloaded(threadleak(), &dir)
+        .args(["heapgrow", "40", "40"])
+        .env("HEAPPROF_INTERVAL", "0.2")
+        .env("HEAPPROF_RATE", "16384")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let series = threads_series(&dir);
+    assert!(series.len() >= 4, "{series:?}");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let pid = series[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .split('.')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    // What the shell makes of `p.PID.*.pb.gz`.
+    let glob = format!("p.{pid}.");
+    let mut heap: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| n.starts_with(&glob) && n.ends_with(".pb.gz"))
+        .map(|n| dir.join(n))
+        .collect();
+    heap.sort();
+    assert!(heap.len() >= 4, "{names:?}");
+    assert!(heap.iter().all(|h| !series.contains(h)), "{names:?}");
+
+    let mut args: Vec<&OsStr> = vec!["leaks".as_ref()];
+    args.extend(heap.iter().map(|p| p.as_os_str()));
+    let report = heapprof_cli(&args);
+    assert!(report.contains("by inuse_space"), "{report}");
+    let (steady, rest) = report
+        .split_once("plateau")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(steady.contains("leak_heap"), "{report}");
+    assert!(rest.contains("cache_fill"), "{report}");
+
+    // Both kinds at once: refused, naming which is which.
+    let mut both = args.clone();
+    both.extend(series.iter().map(|p| p.as_os_str()));
+    for cmd in [
+        both.clone(),
+        vec!["diff".as_ref(), heap[0].as_os_str(), series[0].as_os_str()],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_heapprof"))
+            .args(&cmd)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("different kinds"), "{err}");
+        assert!(
+            err.contains("heap profiles: ") && err.contains("threads profiles: "),
+            "{err}"
+        );
+        assert!(err.contains("PREFIX.threads.PID.SEQ.pb.gz"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }

@@ -228,6 +228,7 @@ extern "C" fn start() {
         let _busy = heapprof::thread_state::current().enter();
         heapprof::control::blackbox::refresh_mappings();
     }
+    heapprof::startup::mark_way_in();
     // Live threads by creation stack: the pthread_create hook ([`threads`]).
     threads::start();
     // Before anything samples: the hooks' copy of the sample heap's range

@@ -1,7 +1,7 @@
 //! The interposed `pthread_create`: every thread the program creates is
 //! registered with its creating stack (`heapprof::engine::threads`), for the
 //! threads profile written next to each heap profile
-//! (`PREFIX.PID.SEQ.threads.pb.gz`).
+//! (`PREFIX.threads.PID.SEQ.pb.gz`).
 //!
 //! The hook forwards to the next definition (`dlsym(RTLD_NEXT,
 //! "pthread_create")`, glibc's), looked up in the library constructor, or on

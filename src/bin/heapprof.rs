@@ -56,6 +56,14 @@ options:
   --focus K=V     only samples whose label K is V (repeat: all must hold)
   -h, --help      this text
 
+`heapprof COMMAND --help` shows one command's usage.
+
+The profiled program reads HEAPPROF_RATE, HEAPPROF_OUT, HEAPPROF_SIGNAL,
+HEAPPROF_INTERVAL, HEAPPROF_AT_EXIT, HEAPPROF_SYMBOLIZE, HEAPPROF_HTTP,
+HEAPPROF_LABELS, HEAPPROF_SEED, HEAPPROF_CHILDREN and
+HEAPPROF_SAMPLE_HEAP_LIMIT (README: Settings);
+`heapprof run` finds the preload library at HEAPPROF_PRELOAD.
+
 Errors print one line on stderr and exit with status 2 (`run`: the
 command's own status, 128+N if signal N ended it).
 ";
@@ -91,6 +99,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::CommandUsage(text)) => {
+            let _ = io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
         Ok(Outcome::Usage(status)) => {
             // Usage goes to stdout even when it is a failure status: stderr
             // is reserved for one-line errors.
@@ -108,7 +120,7 @@ fn main() -> ExitCode {
 /// `heapprof run`: the command's status, or an error line.
 fn launch(args: &[std::ffi::OsString]) -> ExitCode {
     if args.first().is_some_and(|a| a == "-h" || a == "--help") {
-        let _ = io::stdout().write_all(USAGE.as_bytes());
+        let _ = io::stdout().write_all(command_usage("run").as_bytes());
         return ExitCode::SUCCESS;
     }
     match heapprof::launch::parse(args).and_then(|o| heapprof::launch::run(&o)) {
@@ -124,6 +136,46 @@ enum Outcome {
     Done,
     /// Print usage and exit with this status.
     Usage(u8),
+    /// Print one command's usage (`heapprof CMD --help`) and exit 0.
+    CommandUsage(String),
+}
+
+/// One command's part of [`USAGE`]: its usage lines and what they do, then
+/// the options the commands share.
+fn command_usage(cmd: &str) -> String {
+    let cmd = if cmd == "flame" { "flamegraph" } else { cmd };
+    let mut out = String::from("usage:\n");
+    let mut in_cmd = false;
+    let mut options = false;
+    for line in USAGE.lines() {
+        if line == "options:" {
+            if cmd == "run" {
+                break;
+            }
+            options = true;
+            out.push_str("\noptions:\n");
+            continue;
+        }
+        if options {
+            if line.is_empty() {
+                break;
+            }
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("  heapprof ") {
+            in_cmd = rest.split_whitespace().next() == Some(cmd);
+        } else if !line.starts_with("      ") {
+            in_cmd = false;
+        }
+        if in_cmd {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("\nAll commands and the HEAPPROF_* variables: heapprof --help\n");
+    out
 }
 
 /// The parsed command line of one subcommand.
@@ -248,49 +300,59 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         "top" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
-            let r = by_label::focus(&load(file, &a)?, &a.focus);
-            match &a.by {
+            let whole = load(file, &a)?;
+            by_label::check_focus(&[&whole], &a.focus)?;
+            let r = by_label::focus(&whole, &a.focus);
+            let out = match &a.by {
                 Some(key) => render(&by_label::top_by(&r, key, &a.sample, a.rows)?, a.depth),
                 None => render(&report::top(&r, &a.sample, a.rows)?, a.depth),
-            }
+            };
+            with_unseen_note(out, &[whole])
         }
         "diff" => {
             let a = parse_args(cmd, rest, accepts(true, false, false))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             let [base, new] = positionals::<2>(cmd, "BASE NEW", &a)?;
-            let (base, new) = (load(base, &a)?, load(new, &a)?);
+            let (whole_base, whole_new) = (load(base, &a)?, load(new, &a)?);
+            by_label::check_focus(&[&whole_base, &whole_new], &a.focus)?;
             let (base, new) = (
-                by_label::focus(&base, &a.focus),
-                by_label::focus(&new, &a.focus),
+                by_label::focus(&whole_base, &a.focus),
+                by_label::focus(&whole_new, &a.focus),
             );
-            match &a.by {
+            let out = match &a.by {
                 Some(key) => render(
                     &by_label::diff_by(&base, &new, key, &a.sample, a.rows)?,
                     a.depth,
                 ),
                 None => render(&report::diff(&base, &new, &a.sample, a.rows)?, a.depth),
-            }
+            };
+            with_unseen_note(out, &[whole_base, whole_new])
         }
         "leaks" => {
             let a = parse_args(cmd, rest, accepts(true, true, false))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             if a.positional.is_empty() {
                 return Err(usage(
                     "leaks needs one profile or several of one process".to_string(),
                 ));
             }
-            let profiles = a
+            let whole = a
                 .positional
                 .iter()
-                .map(|f| load(f, &a).map(|r| by_label::focus(&r, &a.focus)))
+                .map(|f| load(f, &a))
                 .collect::<Result<Vec<_>, _>>()?;
+            by_label::check_focus(&whole.iter().collect::<Vec<_>>(), &a.focus)?;
+            let profiles: Vec<_> = whole
+                .iter()
+                .map(|r| by_label::focus(r, &a.focus))
+                .collect();
             let opts = report::LeakOptions {
                 sample: a.sample.clone(),
                 n: a.rows,
@@ -300,12 +362,13 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                     None => report::Grouping::Stack,
                 },
             };
-            render(&report::leaks(&profiles, &opts)?, a.depth)
+            let out = render(&report::leaks(&profiles, &opts)?, a.depth);
+            with_unseen_note(out, &whole)
         }
         "flamegraph" | "flame" => {
             let a = parse_args(cmd, rest, accepts(true, false, true))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
             let Some(output) = &a.output else {
@@ -314,7 +377,12 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                         .to_string(),
                 ));
             };
-            let profile = by_label::focus(&load(file, &a)?, &a.focus);
+            let whole = load(file, &a)?;
+            by_label::check_focus(&[&whole], &a.focus)?;
+            if let Some(note) = report::unseen_memory(&whole, None) {
+                let _ = writeln!(io::stderr(), "heapprof: {note}");
+            }
+            let profile = by_label::focus(&whole, &a.focus);
             if output == "-" {
                 let svg = report::flamegraph(&profile, &a.sample)?;
                 emit(&svg)?;
@@ -326,7 +394,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         "symbolize" => {
             let a = parse_args(cmd, rest, accepts(false, false, true))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             let [file] = positionals::<1>(cmd, "FILE", &a)?;
             let Some(output) = &a.output else {
@@ -384,6 +452,21 @@ fn load(file: &str, a: &Args) -> Result<report::Resolved, ReportError> {
     } else {
         report::program_only(profile)
     })
+}
+
+/// `out`, then, when the latest of `profiles` saw little of the process's
+/// memory, the note saying so ([`report::unseen_memory`]).
+fn with_unseen_note(mut out: String, profiles: &[report::Resolved]) -> String {
+    let latest = profiles.iter().max_by_key(|p| p.time_nanos);
+    if let Some(note) = latest.and_then(|p| report::unseen_memory(p, None)) {
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&note);
+        out.push('\n');
+    }
+    out
 }
 
 /// A report as text; the reports read the frames-per-stack limit from the

@@ -19,8 +19,8 @@ impl MemCgroup {
     /// The memory cgroup of process `pid` (None without a memory
     /// controller, or when its files cannot be read).
     pub fn of(pid: u32) -> Option<MemCgroup> {
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let cgroup = crate::os::fds::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let mountinfo = crate::os::fds::read_to_string("/proc/self/mountinfo").ok()?;
         Self::from_text(&cgroup, &mountinfo)
     }
 
@@ -87,7 +87,7 @@ impl MemCgroup {
         } else {
             "memory.limit_in_bytes"
         };
-        let v: u64 = std::fs::read_to_string(d.join(file))
+        let v: u64 = crate::os::fds::read_to_string(d.join(file))
             .ok()?
             .trim()
             .parse()
@@ -119,7 +119,7 @@ impl MemCgroup {
         } else {
             "memory.usage_in_bytes"
         };
-        std::fs::read_to_string(self.dirs[0].join(file))
+        crate::os::fds::read_to_string(self.dirs[0].join(file))
             .ok()?
             .trim()
             .parse()
@@ -130,7 +130,7 @@ impl MemCgroup {
     /// `memory.high`), None if none is set.
     pub fn tightest_limit(&self) -> Option<u64> {
         let high = |d: &PathBuf| -> Option<u64> {
-            let v: u64 = std::fs::read_to_string(d.join("memory.high"))
+            let v: u64 = crate::os::fds::read_to_string(d.join("memory.high"))
                 .ok()?
                 .trim()
                 .parse()
@@ -151,7 +151,7 @@ impl MemCgroup {
 
 /// `NAME N` in a flat-keyed cgroup file.
 fn counter(file: &Path, name: &str) -> Option<u64> {
-    std::fs::read_to_string(file).ok()?.lines().find_map(|l| {
+    crate::os::fds::read_to_string(file).ok()?.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == name).then(|| v.trim().parse().ok()).flatten()
     })

@@ -39,6 +39,21 @@ use std::time::Duration;
 
 pub use crate::sampler::DEFAULT_RATE;
 
+/// The rate [`crate::set_rate`] set, `u64::MAX` until it is called.
+static RATE_FROM_CODE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Records a rate set in code, which [`Config::from_env`] then keeps.
+pub fn remember_rate_from_code(rate: u64) {
+    RATE_FROM_CODE.store(rate, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn rate_from_code() -> Option<u64> {
+    match RATE_FROM_CODE.load(std::sync::atomic::Ordering::Relaxed) {
+        u64::MAX => None,
+        r => Some(r),
+    }
+}
+
 /// Every setting heapprof has.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -89,8 +104,16 @@ impl Config {
     }
 
     /// Like [`Config::from_env`], also returning one message per bad variable.
+    ///
+    /// Settings made in code before ([`crate::set_rate`]) stand in for the
+    /// defaults: `set_rate(1)` then `Config::from_env()….install()` keeps
+    /// rate 1 unless `HEAPPROF_RATE` is set or the caller sets a rate.
     pub fn from_env_checked() -> (Config, Vec<String>) {
-        Config::from_lookup(|name| getenv(name).map(str::to_owned))
+        let mut base = Config::default();
+        if let Some(rate) = rate_from_code() {
+            base.rate = rate;
+        }
+        Config::from_lookup_with(base, |name| getenv(name).map(str::to_owned))
     }
 
     /// Builds a config from any variable lookup (the environment, a test map).
@@ -108,8 +131,14 @@ impl Config {
         let mut take = |name: &str, accepted: &str, apply: &mut dyn FnMut(&str) -> bool| {
             if let Some(v) = get(name) {
                 if !apply(v.trim()) {
+                    // The default of HEAPPROF_HTTP is not serving at all.
+                    let instead = if name == "HEAPPROF_HTTP" {
+                        "not serving profiles over HTTP"
+                    } else {
+                        "using the default"
+                    };
                     problems.push(format!(
-                        "heapprof: {name}={v:?} is not valid: {accepted}; using the default"
+                        "heapprof: {name}={v:?} is not valid: {accepted}; {instead}"
                     ));
                 }
             }
@@ -158,6 +187,7 @@ impl Config {
             "use octal permission bits such as 600 or 0640",
             &mut |v| parse_mode(v).map(|m| c.file_mode = m).is_some(),
         );
+        problems.extend(unknown_variables(|name| get(name).is_some()));
         (c, problems)
     }
 
@@ -221,8 +251,95 @@ impl Config {
 
     /// Makes this the running configuration (see [`crate::startup::install`]).
     pub fn install(self) {
+        // The running rate, which a later `Config::from_env()` keeps.
+        remember_rate_from_code(self.rate);
         crate::startup::install(self);
     }
+}
+
+/// Every `HEAPPROF_*` variable heapprof reads (the preload library and
+/// `heapprof run` read the last three).
+pub const VARIABLES: &[&str] = &[
+    "HEAPPROF_RATE",
+    "HEAPPROF_SEED",
+    "HEAPPROF_OUT",
+    "HEAPPROF_SIGNAL",
+    "HEAPPROF_INTERVAL",
+    "HEAPPROF_AT_EXIT",
+    "HEAPPROF_SYMBOLIZE",
+    "HEAPPROF_HTTP",
+    "HEAPPROF_LABELS",
+    "HEAPPROF_SAMPLE_HEAP_LIMIT",
+    "HEAPPROF_CHILDREN",
+    "HEAPPROF_PRELOAD",
+    "HEAPPROF_PID",
+];
+
+/// One line per `HEAPPROF_*` variable in the environment that is no
+/// setting (a misspelling: `HEAPPROF_RAT=1`), naming the closest one and
+/// the known ones. Only variables `seen` confirms count: a configuration
+/// built from a lookup other than the environment reports none of the
+/// environment's.
+fn unknown_variables(seen: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in environment_names("HEAPPROF_") {
+        if VARIABLES.contains(&name.as_str()) || !seen(&name) {
+            continue;
+        }
+        let closest = VARIABLES
+            .iter()
+            .min_by_key(|known| edit_distance(known, &name))
+            .filter(|known| edit_distance(known, &name) <= 3);
+        let hint = closest.map_or(String::new(), |c| format!(" (did you mean {c}?)"));
+        out.push(format!(
+            "heapprof: {name} is not a heapprof setting{hint}; ignored. The settings: {}",
+            VARIABLES[..VARIABLES.len() - 1].join(", ")
+        ));
+    }
+    out
+}
+
+/// Names of the environment's variables starting with `prefix`, read from
+/// `environ` directly (Rust's `std::env` takes a lock a hook must never
+/// wait on).
+fn environment_names(prefix: &str) -> Vec<String> {
+    extern "C" {
+        static environ: *const *const std::ffi::c_char;
+    }
+    let mut names = Vec::new();
+    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated
+    // strings that lives as long as the process; it is only read here, and
+    // only a concurrent setenv by the program could change it (the same
+    // contract as getenv's).
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let entry = CStr::from_ptr(*p).to_bytes();
+            if let Some(name) = entry.split(|&b| b == b'=').next() {
+                if name.starts_with(prefix.as_bytes()) {
+                    names.push(String::from_utf8_lossy(name).into_owned());
+                }
+            }
+            p = p.add(1);
+        }
+    }
+    names
+}
+
+/// Levenshtein distance, for suggesting the setting meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Reads an environment variable without Rust's environment lock (which a

@@ -198,7 +198,7 @@ fn memory(cgroup: Option<&MemCgroup>) -> Option<(u64, u64, &'static str)> {
             return Some((used, limit, "cgroup limit"));
         }
     }
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let statm = crate::os::fds::read_to_string("/proc/self/statm").ok()?;
     let mut it = statm
         .split_whitespace()
         .map(|v| v.parse::<u64>().unwrap_or(0));

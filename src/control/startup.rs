@@ -28,6 +28,31 @@ use crate::{engine, thread_state, triggers};
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 
+/// Whether a way in feeds this copy of the engine: the `Profiler` global
+/// allocator has served an allocation, or the preload library started.
+static WAY_IN: AtomicBool = AtomicBool::new(false);
+
+/// Called by each way in: allocations reach this engine.
+#[inline]
+pub fn mark_way_in() {
+    if !WAY_IN.load(Ordering::Relaxed) {
+        WAY_IN.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether allocations reach this engine at all. Without a way in (a
+/// program, or a test crate, that does not make `heapprof::Profiler` its
+/// global allocator) every profile and leak check would be empty. A probe
+/// allocation settles it: a thread's first allocation through `Profiler`
+/// takes the slow path, which marks the way in, so either some thread did
+/// already or this one does now.
+pub fn way_in() -> bool {
+    if !WAY_IN.load(Ordering::Relaxed) {
+        drop(core::hint::black_box(Box::new(0u64)));
+    }
+    WAY_IN.load(Ordering::Relaxed)
+}
+
 /// Starts profiling unless it has started (one relaxed load when it has).
 #[inline]
 pub fn ensure() {

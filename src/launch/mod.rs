@@ -23,8 +23,13 @@
 //!
 //! **Exit.** When the command ends, `heapprof run` lists on stderr each
 //! profile written meanwhile under the output prefix (files that were not
-//! there before), and the top in-use stacks of the main process's last
-//! one (the command's pid: an exec chain keeps it), then exits with the
+//! there before), each named by its process's command (children that
+//! allocated nothing, a shell forked only to exec, are counted, not
+//! listed), the threads profiles beside them, and the top in-use stacks of
+//! the main process's last one (the command's pid: an exec chain keeps it),
+//! or of the child that held more at its end; a note when those figures
+//! rest on few samples, or when the heap explains little of the process's
+//! memory ([`crate::report::unseen_memory`]); then exits with the
 //! command's status: its exit code, or 128 + N for death by signal N, as
 //! the shell reports it.
 //!
@@ -317,7 +322,14 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         }
     }
     let prefix = prefix(o);
+    // Threads profiles: `PREFIX.threads.PID.SEQ.pb.gz`.
+    let threads_prefix = {
+        let mut p = prefix.clone().into_os_string();
+        p.push(".threads");
+        PathBuf::from(p)
+    };
     let before = profiles_under(&prefix);
+    let threads_before = profiles_under(&threads_prefix);
     let mut cmd = Command::new(&program);
     cmd.args(&o.command[1..]);
     {
@@ -364,7 +376,24 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
-    say(&summary(&written, main_pid));
+    let threads: Vec<PathBuf> = profiles_under(&threads_prefix)
+        .into_iter()
+        .filter(|p| !threads_before.contains(p))
+        .map(|(_, _, path)| path)
+        .collect();
+    let mut text = summary(&written, main_pid, Some(&program));
+    if !threads.is_empty() && !written.is_empty() {
+        let _ = write!(
+            text,
+            "\nheapprof: threads profiles (live threads by creating stack): {}",
+            threads
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    say(&text);
     if let Some(sig) = exit.signal() {
         let oom = cgroup
             .as_ref()
@@ -379,8 +408,9 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
 }
 
 /// Where the profiles went, and the top in-use stacks of the main
-/// process's last profile.
-pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32) -> String {
+/// process's last profile, and when that heap explains little of the
+/// process's memory, so (looking for an allocator of its own in `program`).
+pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&Path>) -> String {
     let mut s = String::new();
     if written.is_empty() {
         let _ = write!(
@@ -389,39 +419,152 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32) -> String {
         );
         return s;
     }
+    // Each profile's command (its main executable) and in-use and
+    // allocated totals; children's profiles with nothing at all (a shell
+    // forked to exec something) are left out of the list.
+    let facts: Vec<(Option<String>, i64, i64)> = written
+        .iter()
+        .map(|(_, _, path)| match crate::report::load(path) {
+            Ok(r) => {
+                let total = |kind| r.sample_index(&kind).map_or(0, |i| r.total(i));
+                (
+                    r.main_file.clone(),
+                    total(crate::report::SampleKind::InuseSpace),
+                    total(crate::report::SampleKind::AllocSpace),
+                )
+            }
+            Err(_) => (None, 0, 1),
+        })
+        .collect();
     let _ = writeln!(s, "heapprof: profiles written:");
-    for (pid, _, path) in written {
+    let mut empty = 0;
+    for ((pid, _, path), (command, _, allocated)) in written.iter().zip(&facts) {
+        if *pid != main_pid && *allocated == 0 {
+            empty += 1;
+            continue;
+        }
         let whose = if *pid == main_pid {
             "main process".to_string()
         } else {
             format!("pid {pid}")
         };
-        let _ = writeln!(s, "  {}  ({whose})", path.display());
+        let command = command
+            .as_deref()
+            .and_then(|c| c.rsplit('/').next())
+            .map_or(String::new(), |c| format!(": {c}"));
+        let _ = writeln!(s, "  {}  ({whose}{command})", path.display());
     }
-    let last = written.iter().rfind(|(pid, _, _)| *pid == main_pid);
+    if empty > 0 {
+        let _ = writeln!(
+            s,
+            "  and {empty} empty profile{} of children that allocated nothing (shells that only \
+             ran a program, say)",
+            if empty == 1 { "" } else { "s" }
+        );
+    }
+    // The top table: the main process's last profile, or, when a child
+    // held more at its end (a wrapper script's server), that child's.
+    let last_of = |want: u32| {
+        written
+            .iter()
+            .zip(&facts)
+            .rfind(|((pid, _, _), _)| *pid == want)
+    };
+    let mut pids: Vec<u32> = written.iter().map(|w| w.0).collect();
+    pids.dedup();
+    let busiest = pids
+        .iter()
+        .filter_map(|&pid| last_of(pid))
+        .max_by_key(|(_, facts)| facts.1);
+    let chosen = match (last_of(main_pid), busiest) {
+        (Some(main), Some(b)) if b.1 .1 > main.1 .1 => Some(b),
+        (Some(main), _) => Some(main),
+        (None, b) => b,
+    };
+    // Whose stacks the table shows: the main process, or the child that
+    // held the most.
+    let whose = match chosen {
+        Some(((pid, _, _), (command, _, _))) if *pid != main_pid => format!(
+            "pid {pid}{}, which held the most memory at its end",
+            command
+                .as_deref()
+                .and_then(|c| c.rsplit('/').next())
+                .map_or(String::new(), |c| format!(" ({c})"))
+        ),
+        _ => "the main process".to_string(),
+    };
+    let last = chosen.map(|(w, _)| w);
+    let program = if last.is_some_and(|w| w.0 != main_pid) {
+        None
+    } else {
+        program
+    };
     if let Some((_, _, path)) = last {
-        let top =
-            |kind| crate::report::load(path).and_then(|r| crate::report::top(&r, &kind, TOP_ROWS));
-        match top(crate::report::SampleKind::Default) {
-            Ok(t) if t.total == 0 => {
-                // Everything was freed by exit (Python's finalization does
-                // that): what allocated most is the better answer.
-                if let Ok(t) = top(crate::report::SampleKind::AllocSpace) {
+        let mut few_samples = None;
+        let mut period = 0;
+        let (top, unseen) = match crate::report::load(path) {
+            Ok(r) => {
+                period = r.period;
+                let unseen = crate::report::unseen_memory(&r, program);
+                few_samples = few_samples_note(&r);
+                let r = crate::report::program_only(r);
+                let top = move |kind| crate::report::top(&r, &kind, TOP_ROWS);
+                (Ok(top), unseen)
+            }
+            Err(e) => (Err(e), None),
+        };
+        match top {
+            Err(e) => {
+                let _ = writeln!(s, "heapprof: cannot read {}: {e}", path.display());
+            }
+            Ok(top) => match top(crate::report::SampleKind::Default) {
+                Ok(t) if t.total == 0 => {
+                    // Everything was freed by exit (Python's finalization
+                    // does that): what allocated most is the better answer.
+                    let seen = if unseen.is_some() {
+                        "heapprof saw nothing in use at exit (see the note below)"
+                    } else {
+                        "nothing was in use at exit (interpreters free everything at \
+                         shutdown: `heapprof run --interval SECS` keeps profiles of the \
+                         program while it ran)"
+                    };
+                    match top(crate::report::SampleKind::AllocSpace) {
+                        Ok(t) if t.total == 0 && period > 1 => {
+                            let _ = writeln!(
+                                s,
+                                "heapprof: no allocation was sampled (one sample per {period} \
+                                 bytes allocated on average: a small program may get none); \
+                                 `heapprof run --rate 1` counts every allocation"
+                            );
+                        }
+                        Ok(t) if t.total == 0 => {
+                            let _ = writeln!(s, "heapprof: {seen}, and nothing allocated");
+                        }
+                        Ok(t) => {
+                            let _ = write!(
+                            s,
+                            "heapprof: {seen}; the stacks that allocated most in {whose}:\n{t:.TOP_DEPTH$}"
+                        );
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Ok(t) => {
                     let _ = write!(
                         s,
-                        "heapprof: nothing was in use at exit; the stacks that allocated most in the main process:\n{t:.TOP_DEPTH$}"
+                        "heapprof: top in-use stacks of {whose}:\n{t:.TOP_DEPTH$}"
                     );
+                    if let Some(note) = &few_samples {
+                        let _ = writeln!(s, "heapprof: {note}");
+                    }
                 }
-            }
-            Ok(t) => {
-                let _ = write!(
-                    s,
-                    "heapprof: top in-use stacks of the main process:\n{t:.TOP_DEPTH$}"
-                );
-            }
-            Err(e) => {
-                let _ = write!(s, "heapprof: cannot read {}: {e}", path.display());
-            }
+                Err(e) => {
+                    let _ = writeln!(s, "heapprof: cannot read {}: {e}", path.display());
+                }
+            },
+        }
+        if let Some(note) = unseen {
+            let _ = writeln!(s, "heapprof: {note}");
         }
         let _ = write!(
             s,
@@ -430,6 +573,37 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32) -> String {
         );
     }
     s.trim_end().to_string()
+}
+
+/// Fewer live samples than this behind a sampled profile's in-use total
+/// make every row a rough estimate, worth a word.
+const FEW_SAMPLES: u64 = 20;
+
+/// When a sampled profile's in-use figures rest on few live samples: how
+/// many, and how to count exactly.
+fn few_samples_note(r: &crate::report::Resolved) -> Option<String> {
+    use crate::report::leaks::evidence::{gather, Grouping};
+    if r.period <= 1 {
+        return None;
+    }
+    let index = r
+        .sample_index(&crate::report::SampleKind::InuseSpace)
+        .ok()?;
+    let g = gather(&[r], &[index], &Grouping::Stack).ok()?;
+    let n: u64 = g
+        .groups
+        .iter()
+        .filter_map(|g| g.evidence.counts.last())
+        .sum();
+    (n > 0 && n < FEW_SAMPLES).then(|| {
+        format!(
+            "these figures rest on {n} live sample{} at one sample per {} bytes allocated on \
+             average, each standing for about that much memory: rough for a program this \
+             small; `heapprof run --rate 1` counts every allocation",
+            if n == 1 { "" } else { "s" },
+            r.period
+        )
+    })
 }
 
 const TOP_ROWS: usize = 5;

@@ -28,6 +28,17 @@ pub fn set_copy_of(parent: i32) {
     COPY_OF.store(parent, Ordering::Relaxed);
 }
 
+/// The profiled process's resident anonymous memory (`RssAnon` in
+/// `/proc/PID/status`, of the process copied when in a copy), in bytes:
+/// heap, `mmap`'d memory and thread stacks, whoever allocated them. For
+/// dumps, not for hook paths: it reads a file.
+pub fn rss_anon_bytes() -> Option<u64> {
+    let status = crate::os::fds::read_to_string(format!("/proc/{}/status", pid())).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("RssAnon:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Anonymous zeroed memory straight from the kernel, or null.
 pub fn map(len: usize) -> *mut u8 {
     // SAFETY: an anonymous private mapping touches no existing memory.

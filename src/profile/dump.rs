@@ -64,6 +64,9 @@ pub fn profile_from(kept: Option<&snapshot::Snapshot>) -> Option<proto::Profile>
         pressure::raw_dump();
         symbolized = false;
     }
+    // What the process holds besides the heap heapprof sees: reports
+    // compare the two.
+    let rss_anon = crate::os::rss_anon_bytes();
     let now;
     let snap = match kept {
         Some(s) => s,
@@ -73,9 +76,9 @@ pub fn profile_from(kept: Option<&snapshot::Snapshot>) -> Option<proto::Profile>
         }
     };
     Some(if symbolized {
-        symbolize::with(|sym| pprof::build(snap, Some(sym), &maps))
+        symbolize::with(|sym| pprof::build(snap, Some(sym), &maps, rss_anon))
     } else {
-        pprof::build(snap, None, &maps)
+        pprof::build(snap, None, &maps, rss_anon)
     })
 }
 

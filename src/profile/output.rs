@@ -143,20 +143,44 @@ pub fn write_numbered(prefix: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
 }
 
 /// Writes `bytes` as the companion of the numbered profile `heap`
-/// (`PREFIX.PID.SEQ.pb.gz`): `PREFIX.PID.SEQ.KIND.pb.gz`, same sequence
-/// number, never replacing a file; returns the path written.
+/// ([`companion_path`]), never replacing a file; returns the path written.
 pub fn write_companion(heap: &Path, kind: &str, bytes: &[u8]) -> io::Result<PathBuf> {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let name = heap.as_os_str().as_bytes();
-    let mut stem = name.strip_suffix(b".pb.gz").unwrap_or(name).to_vec();
-    stem.extend_from_slice(format!(".{kind}.pb.gz").as_bytes());
-    let path = PathBuf::from(std::ffi::OsString::from_vec(stem));
+    let path = companion_path(heap, kind);
     let tmp = write_temp(&path, bytes)?;
     fds::rename_noreplace(&tmp, &path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         named_error(&path, e)
     })?;
     Ok(path)
+}
+
+/// The companion of the numbered profile `heap` (`PREFIX.PID.SEQ.pb.gz`):
+/// `PREFIX.KIND.PID.SEQ.pb.gz`, same sequence number. The kind goes before
+/// the numbers so that the heap profiles' glob (`PREFIX.PID.*.pb.gz`)
+/// never selects a companion: reports over a glob see one kind of profile.
+pub fn companion_path(heap: &Path, kind: &str) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let name = heap.as_os_str().as_bytes();
+    let stem = name.strip_suffix(b".pb.gz").unwrap_or(name);
+    // `PREFIX` may hold dots itself: the numbers are the last two parts.
+    let numbers_at = stem
+        .iter()
+        .rposition(|&b| b == b'.')
+        .and_then(|seq| stem[..seq].iter().rposition(|&b| b == b'.'));
+    let mut out = Vec::with_capacity(name.len() + kind.len() + 8);
+    match numbers_at {
+        Some(i) => {
+            out.extend_from_slice(&stem[..i]);
+            out.extend_from_slice(format!(".{kind}").as_bytes());
+            out.extend_from_slice(&stem[i..]);
+        }
+        None => {
+            out.extend_from_slice(stem);
+            out.extend_from_slice(format!(".{kind}").as_bytes());
+        }
+    }
+    out.extend_from_slice(b".pb.gz");
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 #[cfg(test)]
@@ -208,6 +232,12 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn companions_are_named_outside_the_heap_glob() {
+        let c = companion_path(Path::new("/tmp/my.app/heapprof.12.3.pb.gz"), "threads");
+        assert_eq!(c, Path::new("/tmp/my.app/heapprof.threads.12.3.pb.gz"));
     }
 
     #[test]

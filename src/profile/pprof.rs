@@ -26,6 +26,9 @@
 //!   functions carry the demangled `name` and mangled `system_name`, and
 //!   mappings set `has_functions` etc. so readers do not re-symbolize.
 //! - Allocator frames at the leaf are trimmed ([`crate::symbolize`]).
+//! - Comments: heapprof's counters, and `rss_anon=BYTES`, the process's
+//!   resident anonymous memory at the snapshot, which readers compare with
+//!   the heap (memory a program's own allocator serves is not in the heap).
 //! - Raw mode (no symbolizer): locations carry only addresses and mappings
 //!   (with build IDs, `has_functions` unset), so `go tool pprof` symbolizes
 //!   from the binaries; `drop_frames` names the allocator entry points and
@@ -41,6 +44,10 @@ use crate::scale::scale_heap_sample;
 use crate::snapshot::Snapshot;
 use crate::stack_table::StackId;
 use crate::symbolize::{trim_point, Frame, Symbolizer};
+
+/// The comment recording the process's `RssAnon` in bytes:
+/// `rss_anon=BYTES`, a comment of its own.
+pub const RSS_ANON_KEY: &str = "rss_anon=";
 
 #[derive(Default)]
 pub(crate) struct Strings {
@@ -92,11 +99,14 @@ const RAW_DROP_FRAMES: &str = concat!(
 );
 
 /// Builds the profile; symbolized with `sym`, raw without. `maps` are the
-/// process's executable mappings.
+/// process's executable mappings; `rss_anon` is the process's resident
+/// anonymous memory when the snapshot was taken, recorded in the comment
+/// (`rss_anon=BYTES`) for readers to compare with the heap.
 pub fn build(
     snap: &Snapshot,
     mut sym: Option<&mut Symbolizer>,
     maps: &[Mapping],
+    rss_anon: Option<u64>,
 ) -> proto::Profile {
     let symbolized = sym.is_some();
     if let Some(sym) = sym.as_deref_mut() {
@@ -132,6 +142,10 @@ pub fn build(
         crate::symbolize::copy_failures()
     ));
     b.p.comment.push(comment);
+    if let Some(rss) = rss_anon {
+        let fact = b.s.get(&format!("{RSS_ANON_KEY}{rss}"));
+        b.p.comment.push(fact);
+    }
     b.add_mappings(symbolized);
     let (k_bytes, k_age) = (b.s.get("bytes"), b.s.get("age"));
     let u_seconds = b.s.get("seconds");

@@ -171,7 +171,7 @@ pub fn dump_to(path: impl AsRef<Path>) -> io::Result<()> {
 }
 
 /// Next to the numbered heap profile `heap` (`PREFIX.PID.SEQ.pb.gz`), writes
-/// `PREFIX.PID.SEQ.threads.pb.gz` if threads are tracked; returns its path.
+/// `PREFIX.threads.PID.SEQ.pb.gz` if threads are tracked; returns its path.
 pub fn write_beside(heap: &Path) -> io::Result<Option<PathBuf>> {
     if !tracking() {
         return Ok(None);

@@ -49,6 +49,7 @@ pub fn diff(
     kind: &SampleKind,
     n: usize,
 ) -> Result<DiffReport, ReportError> {
+    super::one_kind([base, new])?;
     let base_index = base.sample_index(kind)?;
     let sample = base.sample_type(base_index);
     // Select in `new` by the same rule first, so that profiles of one shape

@@ -18,7 +18,8 @@
 //!
 //! - its name is one of libc's start-up or thread-start functions (`_start`,
 //!   `__libc_start_main*`, `__libc_start_call_main`, `start_thread`, `clone`,
-//!   `clone3`, `__clone*`);
+//!   `clone3`, `__clone*`), or heapprof's own thread start under them
+//!   (`heapprof_thread_run` and its trampoline);
 //! - it is `main` calling Rust's `lang_start` (the symbol rustc generates;
 //!   a C program's `main` is the program's own and stays);
 //! - it is Rust's standard library — by source file (`library/std/…`,
@@ -56,6 +57,10 @@ const LIBC_ROOTS: &[&str] = &[
     "__clone3",
     "__clone_internal",
     "__clone_internal_fallback",
+    // heapprof's own thread start (threads tracking): between
+    // `start_thread` and the program's start routine.
+    "heapprof_thread_run",
+    "heapprof::engine::threads::trampoline",
 ];
 
 /// Name prefixes of Rust's start-up and thread-start wrappers, after a
@@ -314,6 +319,19 @@ mod tests {
             f("clone3", "clone3.S"),
         ];
         assert_eq!(names(program_frames(&stack)), ["leak", "{closure#0}"]);
+        // A C thread tracked by heapprof: its start-up frames go too.
+        let stack = [
+            f("worker_leak", "prog.c"),
+            f("worker", "prog.c"),
+            f("heapprof_thread_run", "/build/src/engine/thread_start.c"),
+            f(
+                "heapprof::engine::threads::trampoline",
+                "src/engine/threads.rs",
+            ),
+            f("start_thread", "./nptl/pthread_create.c"),
+            f("clone3", "clone3.S"),
+        ];
+        assert_eq!(names(program_frames(&stack)), ["worker_leak", "worker"]);
     }
 
     #[test]

@@ -71,6 +71,65 @@ pub fn focus(r: &Resolved, filters: &[Focus]) -> Resolved {
     })
 }
 
+/// Refuses a `--focus` that would select nothing because no sample of
+/// `profiles` carries its label, or that value of it: a report of "total
+/// 0 B" would read as "nothing there" rather than "wrong label". Names the
+/// labels, or the label's values, that are there.
+pub fn check_focus(profiles: &[&Resolved], filters: &[Focus]) -> Result<(), ReportError> {
+    let input = match profiles {
+        [one] => one.input.clone(),
+        _ => "these profiles".to_string(),
+    };
+    let samples = || profiles.iter().flat_map(|p| p.samples.iter());
+    for f in filters {
+        let values: BTreeSet<&str> = samples().filter_map(|s| str_label(s, &f.key)).collect();
+        if values.contains(f.value.as_str()) {
+            continue;
+        }
+        let detail = if values.is_empty() {
+            let keys: BTreeSet<&str> = samples()
+                .flat_map(|s| s.labels.iter())
+                .filter(|l| matches!(l.value, LabelValue::Str(_)))
+                .map(|l| l.key.as_str())
+                .collect();
+            format!(
+                "has no `{}` label, so --focus {}={} selects nothing; {}",
+                format::one_line(&f.key),
+                format::one_line(&f.key),
+                format::one_line(&f.value),
+                if keys.is_empty() {
+                    "it has no string labels at all".to_string()
+                } else {
+                    format!(
+                        "its labels: {}",
+                        keys.into_iter()
+                            .map(format::one_line)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            )
+        } else {
+            format!(
+                "has no sample with {}={}; its {} values: {}",
+                format::one_line(&f.key),
+                format::one_line(&f.value),
+                format::one_line(&f.key),
+                values
+                    .into_iter()
+                    .map(format::one_line)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        return Err(ReportError::Unsuitable {
+            input: input.clone(),
+            detail,
+        });
+    }
+    Ok(())
+}
+
 /// The distinct values of label `key` over `profiles`, sorted, with
 /// [`NONE_GROUP`] last when some sample lacks it.
 pub fn label_values(profiles: &[&Resolved], key: &str) -> Vec<String> {

@@ -20,7 +20,12 @@
 //! - Memory the closure's allocations keep alive on purpose past the
 //!   closure (a `static` cache, a lazily initialised global): that *is*
 //!   reported, because it is live. Warm such caches up before the check.
-//! - Allocations not made through the profiled allocator.
+//! - Allocations not made through the profiled allocator. When heapprof is
+//!   not the program's global allocator at all (an integration test in
+//!   `tests/` is a crate of its own and does not get `main.rs`'s
+//!   `#[global_allocator]`), nothing would be seen and every check would
+//!   pass: a probe allocation made at the start of each check, which the
+//!   session records, tells, and the check panics naming the line to add.
 //! - In a nested check, the outer check does not see the inner closure's
 //!   allocations.
 
@@ -118,9 +123,39 @@ impl Drop for Session {
     }
 }
 
+/// The line a test crate needs for its allocations to be seen.
+pub const GLOBAL_ALLOCATOR_LINE: &str = "#[global_allocator] static A: heapprof::Profiler<std::alloc::System> = heapprof::Profiler::new(std::alloc::System);";
+
+/// Why a leak check cannot see anything, when heapprof is not the global
+/// allocator of this program.
+fn not_installed() -> String {
+    format!(
+        "heapprof: this program's allocations do not go through heapprof::Profiler, so a leak \
+         check would see nothing and always pass; make it the global allocator of this crate \
+         (each file in tests/ is a crate of its own), e.g. add: {GLOBAL_ALLOCATOR_LINE}"
+    )
+}
+
+/// Whether the global allocator is heapprof's [`crate::Profiler`]: during a
+/// session every allocation of the thread is sampled, so a probe allocation
+/// comes from the sample heap (or, when the sample heap could not serve it,
+/// counts as a fallback); from any other allocator it does neither.
+fn probe_sees_the_global_allocator() -> bool {
+    let fallbacks = crate::engine::sample_heap::fallbacks();
+    let probe = std::hint::black_box(Box::new([0u8; 64]));
+    let seen = crate::engine::owns(probe.as_ptr());
+    drop(probe);
+    seen || crate::engine::sample_heap::fallbacks() != fallbacks
+}
+
 /// Runs `f` recording every allocation of the calling thread and returns
-/// what was allocated inside it and is still live afterwards.
-pub fn leaks_during(f: impl FnOnce()) -> LeakReport {
+/// `f`'s value and what was allocated inside it and is still live
+/// afterwards.
+///
+/// Panics, naming the line to add, when heapprof is not this program's
+/// global allocator (the report would be empty whatever `f` does).
+#[track_caller]
+pub fn leaks_during_with<R>(f: impl FnOnce() -> R) -> (R, LeakReport) {
     crate::startup::ensure();
     let state = thread_state::current();
     let tag = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
@@ -130,19 +165,45 @@ pub fn leaks_during(f: impl FnOnce()) -> LeakReport {
     };
     state.tag.set(tag);
     state.countdown.set(0);
-    f();
+    if !probe_sees_the_global_allocator() {
+        drop(session);
+        panic!("{}", not_installed());
+    }
+    let value = f();
     drop(session);
-    report(tag)
+    (value, report(tag))
 }
 
-/// Runs `f` and panics, listing each leaking stack with file:line, count and
-/// bytes, if anything allocated inside it is still live afterwards.
+/// Runs `f` recording every allocation of the calling thread and returns
+/// what was allocated inside it and is still live afterwards.
+///
+/// Panics, naming the line to add, when heapprof is not this program's
+/// global allocator (the report would be empty whatever `f` does).
 #[track_caller]
-pub fn assert_no_leaks(f: impl FnOnce()) {
-    let report = leaks_during(f);
+pub fn leaks_during(f: impl FnOnce()) -> LeakReport {
+    leaks_during_with(f).1
+}
+
+/// Runs `f` and returns its value; panics, listing each leaking stack with
+/// file:line, count and bytes, if anything allocated inside it is still
+/// live afterwards. Panics too, naming the line to add, when heapprof is
+/// not this program's global allocator.
+#[track_caller]
+pub fn assert_no_leaks<R>(f: impl FnOnce() -> R) -> R {
+    let (value, report) = leaks_during_with(f);
     if !report.is_empty() {
         panic!("heapprof: leak check failed: {report}");
     }
+    value
+}
+
+/// Whether `function` is this module's own frame (the check's entry
+/// points) or what runs the closure for it: where a leak's stack, read
+/// from the leak upward, leaves the checked closure.
+fn outside_the_closure(function: &str) -> bool {
+    ["leaks_during", "assert_no_leaks"]
+        .iter()
+        .any(|f| function.contains(&format!("heapprof::report::leak_check::{f}")))
 }
 
 fn report(tag: u64) -> LeakReport {
@@ -166,6 +227,9 @@ fn report(tag: u64) -> LeakReport {
             .map(|(stack, objects, bytes)| Leak {
                 frames: symbolize::trimmed_frames(sym, stack)
                     .into_iter()
+                    // The stack ends at the closure: the check and the
+                    // test harness below it say nothing about the leak.
+                    .take_while(|f| !outside_the_closure(&f.name))
                     .map(|f| StackFrame {
                         function: f.name,
                         file: f.file,

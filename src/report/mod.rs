@@ -61,6 +61,24 @@
 //! Our profiles also carry the numeric label `bytes` (unit `bytes`): the
 //! object size, as Go writes it.
 //!
+//! # Profile kinds
+//!
+//! A profile's kind is known from its sample types ([`profile_kind`]):
+//! `heap` (in-use and allocated space), `threads` (live threads), or
+//! whatever else its sample types name. A report over several profiles
+//! refuses a mix of kinds ([`one_kind`]) with one line saying which files
+//! are which: judged together, heap and threads profiles would be read by
+//! whichever sample type they share. heapprof names threads profiles
+//! `PREFIX.threads.PID.SEQ.pb.gz`, outside the heap profiles' glob.
+//!
+//! # Memory the heap does not explain
+//!
+//! heapprof's profiles record the process's `RssAnon` (a comment,
+//! `rss_anon=BYTES`, read in [`Resolved::rss_anon`]); when the heap seen
+//! explains little of it, [`unseen_memory`] says so and names the likely
+//! cause (see [`unseen`]), and the `heapprof` command adds that note to
+//! every report.
+//!
 //! # Heap labels
 //!
 //! String labels on samples (route, tenant, `HEAPPROF_LABELS`) select and
@@ -88,6 +106,7 @@ pub mod model;
 pub mod read;
 pub mod symbolize_raw;
 pub mod top;
+pub mod unseen;
 
 use std::path::Path;
 
@@ -104,6 +123,57 @@ pub use model::{
     Stack,
 };
 pub use top::{top, TopReport, TopRow};
+pub use unseen::unseen_memory;
+
+/// What a profile measures, from its sample types: `heap` (in-use and
+/// allocated space and objects), `threads` (live threads), or the sample
+/// type names themselves for anything else.
+pub fn profile_kind(r: &Resolved) -> String {
+    let has = |name: &str| r.sample_types.iter().any(|t| t.name == name);
+    if has("inuse_space") || has("alloc_space") {
+        "heap".to_string()
+    } else if has("threads") {
+        "threads".to_string()
+    } else {
+        let names: Vec<&str> = r.sample_types.iter().map(|t| t.name.as_str()).collect();
+        names.join("/")
+    }
+}
+
+/// Refuses profiles of different kinds ([`profile_kind`]) in one report: a
+/// series of heap profiles with threads profiles among them would be judged
+/// by whichever sample type they share, silently. The error names which
+/// files are which and how to select one kind.
+pub fn one_kind<'a>(profiles: impl IntoIterator<Item = &'a Resolved>) -> Result<(), ReportError> {
+    let mut kinds: Vec<(String, Vec<&str>)> = Vec::new();
+    for p in profiles {
+        let kind = profile_kind(p);
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, files)) => files.push(&p.input),
+            None => kinds.push((kind, vec![&p.input])),
+        }
+    }
+    if kinds.len() < 2 {
+        return Ok(());
+    }
+    let list = |files: &[&str]| match files {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, .., last] => format!("{} files, {first} … {last}", files.len()),
+    };
+    let which: Vec<String> = kinds
+        .iter()
+        .map(|(k, files)| format!("{k} profiles: {}", list(files)))
+        .collect();
+    Err(ReportError::Unsuitable {
+        input: "these profiles".to_string(),
+        detail: format!(
+            "are of different kinds ({}); pass one kind: heap profiles are \
+             PREFIX.PID.SEQ.pb.gz, threads profiles PREFIX.threads.PID.SEQ.pb.gz",
+            which.join("; ")
+        ),
+    })
+}
 
 /// Reads, decodes and resolves the profile at `path`.
 pub fn load(path: impl AsRef<Path>) -> Result<Resolved, ReportError> {

@@ -227,6 +227,12 @@ pub struct Resolved {
     /// profile: a value count differing from the sample types, or a location
     /// id the profile does not define.
     pub skipped_samples: usize,
+    /// The process's resident anonymous memory when the profile was taken,
+    /// when the profile records it (heapprof's `rss_anon=BYTES` comment).
+    pub rss_anon: Option<u64>,
+    /// The file of the profile's first mapping: the main executable, for
+    /// heapprof's and Go's profiles.
+    pub main_file: Option<String>,
 }
 
 /// Looks up string-table entries, naming the referrer when out of range.
@@ -363,7 +369,22 @@ impl Resolved {
             });
         }
 
+        let mut rss_anon = None;
+        for &c in &p.comment {
+            let text = strings.get(c, || "a comment".to_string())?;
+            if let Some(v) = text.strip_prefix(crate::profile::pprof::RSS_ANON_KEY) {
+                rss_anon = v.trim().parse().ok();
+            }
+        }
+        let main_file = p
+            .mapping
+            .first()
+            .and_then(|m| mappings.get(&m.id))
+            .map(|m| m.0.clone())
+            .filter(|f| !f.is_empty());
         Ok(Resolved {
+            rss_anon,
+            main_file,
             input: input.to_string(),
             sample_types,
             default_sample_type,

@@ -25,6 +25,10 @@
  *   threadleak grow ROUNDS MS
  *     each round leaks 2 threads at leak_blocked and churns 20 at
  *     churn_joined, then sleeps MS milliseconds; prints "done" and exits.
+ *   threadleak heapgrow ROUNDS MS
+ *     each round leaks 64 KiB of heap at leak_heap, 16 KiB at a cache
+ *     (cache_fill) in the first quarter of the rounds only, and one thread
+ *     at leak_blocked, then sleeps MS milliseconds; prints "done" and exits.
  *   threadleak fork
  *     leaks 3 threads at leak_blocked, forks a child from main (which exits
  *     at once), then a thread created at fork_site forks a child that exits
@@ -247,6 +251,32 @@ static int grow(int rounds, int ms) {
   return 0;
 }
 
+static void *volatile kept;
+
+NOINLINE void leak_heap(void) {
+  char *p = malloc(64 << 10);
+  memset(p, 1, 64 << 10);
+  kept = p;
+}
+
+NOINLINE void cache_fill(void) {
+  char *p = malloc(16 << 10);
+  memset(p, 2, 16 << 10);
+  kept = p;
+}
+
+static int heapgrow(int rounds, int ms) {
+  for (int r = 0; r < rounds; r++) {
+    pthread_t t;
+    leak_heap();
+    if (r < rounds / 4) cache_fill();
+    leak_blocked(&t);
+    usleep((useconds_t)ms * 1000);
+  }
+  printf("done\n");
+  return 0;
+}
+
 static void *forking(void *arg) {
   (void)arg;
   pid_t c = fork();
@@ -308,9 +338,11 @@ static int storm(int threads, unsigned long n) {
 int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "exact") == 0) return exact();
   if (argc >= 4 && strcmp(argv[1], "grow") == 0) return grow(atoi(argv[2]), atoi(argv[3]));
+  if (argc >= 4 && strcmp(argv[1], "heapgrow") == 0)
+    return heapgrow(atoi(argv[2]), atoi(argv[3]));
   if (argc >= 2 && strcmp(argv[1], "fork") == 0) return forks();
   if (argc >= 4 && strcmp(argv[1], "storm") == 0)
     return storm(atoi(argv[2]), strtoul(argv[3], NULL, 10));
-  fprintf(stderr, "usage: threadleak exact | grow ROUNDS MS | fork | storm THREADS N\n");
+  fprintf(stderr, "usage: threadleak exact | grow ROUNDS MS | heapgrow ROUNDS MS | fork | storm THREADS N\n");
   return 2;
 }

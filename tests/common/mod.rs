@@ -40,7 +40,10 @@ pub fn ensure_deps() {
             .arg(script)
             .status()
             .expect("run install-deps.sh");
-        assert!(status.success(), "scripts/install-deps.sh failed");
+        assert!(
+            status.success(),
+            "scripts/install-deps.sh could not install the tools these tests run against (its line above says which and how)"
+        );
     });
 }
 
@@ -133,7 +136,8 @@ pub fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Every `PREFIX.PID.SEQ.pb.gz` in `dir`, as (pid, seq, path), sorted.
+/// Every `PREFIX.PID.SEQ.pb.gz` in `dir`, as (pid, seq, path), sorted;
+/// not the threads profiles beside them (`PREFIX.threads.PID.SEQ.pb.gz`).
 pub fn dumps(dir: &Path) -> Vec<(u32, u64, PathBuf)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -142,7 +146,10 @@ pub fn dumps(dir: &Path) -> Vec<(u32, u64, PathBuf)> {
             continue;
         };
         let parts: Vec<&str> = stem.rsplitn(3, '.').collect();
-        if let [seq, pid, _] = parts[..] {
+        if let [seq, pid, prefix] = parts[..] {
+            if prefix == "threads" || prefix.ends_with(".threads") {
+                continue;
+            }
             if let (Ok(pid), Ok(seq)) = (pid.parse(), seq.parse()) {
                 out.push((pid, seq, e.path()));
             }

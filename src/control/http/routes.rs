@@ -85,6 +85,11 @@ fn live_threads() -> u64 {
     crate::profile::threads_pprof::live_count() as u64
 }
 
+/// What `/debug/pprof/threads` says when threads are not tracked (a Rust
+/// program built without the `threads` feature), rather than "0".
+const THREADS_NOT_TRACKED: &str = "threads are not tracked in this program: build heapprof with \
+     the `threads` feature (the preload library always tracks them)";
+
 /// The longest `?seconds=N` window accepted.
 pub const MAX_SECONDS: i64 = 3600;
 
@@ -260,6 +265,9 @@ pub fn respond(req: &Request, server: &Server) -> Response {
     let Some(route) = ROUTES.iter().find(|r| r.name == name) else {
         return Response::error(404, "Unknown profile");
     };
+    if route.name == "threads" && !crate::profile::threads_pprof::tracking() {
+        return Response::error(404, THREADS_NOT_TRACKED);
+    }
     match &route.serve {
         Serve::Custom(f) => f(req, &query, server),
         Serve::Profile {
@@ -365,15 +373,20 @@ fn text(server: &Server, name: &str, p: &Profile, default_type: &str) -> Respons
         "alloc_space" => SampleKind::AllocSpace,
         other => SampleKind::Other(other.to_owned()),
     };
-    let body = report::Resolved::from_profile(&input, p)
-        .and_then(|r| report::top(&r, &kind, 20))
-        .map(|t| {
-            format!(
-                "heapprof {name} profile of pid {} (sampling rate {} bytes)\n{t}",
-                std::process::id(),
-                crate::engine::rate()
-            )
-        });
+    let body = report::Resolved::from_profile(&input, p).and_then(|r| {
+        // As `heapprof top` shows stacks: without the runtime's root frames.
+        let unseen = report::unseen_memory(&r, Some(std::path::Path::new("/proc/self/exe")));
+        let t = report::top(&report::program_only(r), &kind, 20)?;
+        let mut text = format!(
+            "heapprof {name} profile of pid {} (sampling rate {} bytes)\n{t}",
+            std::process::id(),
+            crate::engine::rate()
+        );
+        if let Some(note) = unseen {
+            text.push_str(&format!("\n{note}\n"));
+        }
+        Ok(text)
+    });
     match body {
         Ok(b) => Response::new(200, TEXT, b.into_bytes()),
         Err(e) => Response::error(500, &e.to_string()),
@@ -382,9 +395,16 @@ fn text(server: &Server, name: &str, p: &Profile, default_type: &str) -> Respons
 
 /// `/debug/pprof/delta_heap`, see [`ROUTES`].
 fn delta_heap(_req: &Request, query: &Query, server: &Server) -> Response {
-    if let Err(r) = query.int("gc") {
-        return r;
-    }
+    let debug =
+        match (query.int("gc"), query.int("debug"), query.int("seconds")) {
+            (Err(r), ..) | (_, Err(r), _) | (.., Err(r)) => return r,
+            (_, _, Ok(Some(_))) => return Response::error(
+                400,
+                "delta_heap does not take seconds: its alloc_* count since the previous request \
+                 to this path, so request it twice N seconds apart (or heap?seconds=N)",
+            ),
+            (_, Ok(debug), _) => debug.unwrap_or(0),
+        };
     let answer = server.computing(|| {
         let now = crate::dump::profile();
         let mut last = server.last_delta_heap();
@@ -398,6 +418,9 @@ fn delta_heap(_req: &Request, query: &Query, server: &Server) -> Response {
         None => busy(),
         Some(Ok(mut p)) => {
             set_default_type(&mut p, "inuse_space");
+            if debug != 0 {
+                return text(server, "delta_heap", &p, "inuse_space");
+            }
             Response::profile(&p, "delta_heap")
         }
         Some(Err(e)) => Response::error(500, &format!("failed to compute delta: {e}")),
@@ -453,6 +476,14 @@ Types of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></th
         pid = std::process::id()
     );
     for (r, c) in ROUTES.iter().zip(&counts) {
+        if r.name == "threads" && !crate::profile::threads_pprof::tracking() {
+            let _ = writeln!(
+                b,
+                "<tr><td></td><td>threads: {}</td></tr>",
+                escape(THREADS_NOT_TRACKED)
+            );
+            continue;
+        }
         let c = c.map_or(String::new(), |c| c.to_string());
         let text_link = match r.serve {
             Serve::Profile { .. } => format!(" (<a href='{0}?debug=1'>text</a>)", r.name),

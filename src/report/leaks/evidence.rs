@@ -181,6 +181,15 @@ pub struct Gathered {
     pub groups: Vec<Group>,
     /// Seconds from profiling's start to the last profile.
     pub window: f64,
+    /// Of those, the seconds in which the program was busy: the evidence's
+    /// times and window are in busy seconds (see `ActivityClock`).
+    pub busy_window: f64,
+    /// Intervals between profiles in which the program hardly allocated, in
+    /// seconds from profiling's start.
+    pub quiet: Vec<(f64, f64)>,
+    /// Whether the series said how busy the program was (else busy time is
+    /// wall time by assumption: one profile, or no `alloc_space`).
+    pub activity_measured: bool,
     /// Whether the last profile's ages placed the births (else they were
     /// reconstructed from the series).
     pub from_ages: bool,
@@ -264,21 +273,31 @@ pub fn gather(
         max_age
     };
     let start_ns = i128::from(last.time_nanos) - (window * 1e9) as i128;
-    let times: Vec<f64> = order
+    let wall_times: Vec<f64> = order
         .iter()
         .map(|p| secs(i128::from(p.time_nanos) - start_ns).clamp(0.0, window))
         .collect();
+    let clock = ActivityClock::of(order, &wall_times, window);
+    let times: Vec<f64> = wall_times.iter().map(|&t| clock.busy_at(t)).collect();
+    let busy_window = clock.busy_at(window);
 
     let mut from_ages = true;
     let mut out: Vec<Group> = groups.into_values().collect();
     for g in &mut out {
         g.evidence.times = times.clone();
-        g.evidence.window = window;
+        g.evidence.window = busy_window;
         let aged = ages.remove(&g.key).unwrap_or_default();
         if unaged.get(&g.key).copied().unwrap_or(0) == 0 {
             g.evidence.births = aged
                 .into_iter()
-                .map(|(lo, hi, n)| birth_of_age(lo, hi, window, n))
+                .map(|(lo, hi, n)| {
+                    let b = birth_of_age(lo, hi, window, n);
+                    Birth {
+                        from: clock.busy_at(b.from),
+                        to: clock.busy_at(b.to),
+                        count: b.count,
+                    }
+                })
                 .collect();
         } else {
             from_ages = false;
@@ -289,9 +308,117 @@ pub fn gather(
     Ok(Gathered {
         groups: out,
         window,
+        busy_window,
+        activity_measured: clock.measured,
+        quiet: clock.quiet,
         from_ages,
         sample,
     })
+}
+
+/// An interval between profiles is quiet when the program allocated at
+/// under this fraction of its mean rate over the window.
+pub const QUIET_BELOW: f64 = 0.1;
+
+/// Time that counts: the window with the intervals in which the program was
+/// quiet (hardly allocating: `alloc_space` hardly moved between two
+/// profiles) taken out. A leak grows while the program works and stands
+/// still while it idles, so judged on wall time a leak followed by quiet
+/// looks like growth that stopped; judged on busy time it is growth all
+/// through. A cache that filled early under continuing load still filled
+/// early in busy time. Identity when every interval was busy, for one
+/// profile, or without a cumulative `alloc_space`.
+struct ActivityClock {
+    /// (wall seconds, busy seconds) at the window's start and at each
+    /// profile, increasing.
+    points: Vec<(f64, f64)>,
+    /// The quiet intervals, in wall seconds from the window's start.
+    quiet: Vec<(f64, f64)>,
+    /// Whether the series said how busy the program was (two profiles or
+    /// more with a cumulative `alloc_space`).
+    measured: bool,
+}
+
+impl ActivityClock {
+    fn of(order: &[&Resolved], times: &[f64], window: f64) -> ActivityClock {
+        let identity = ActivityClock {
+            points: vec![(0.0, 0.0), (window, window)],
+            quiet: Vec::new(),
+            measured: false,
+        };
+        let Some(allocated) = allocated(order) else {
+            return identity;
+        };
+        let total = allocated.last().copied().unwrap_or(0.0);
+        if order.len() < 2 || total <= 0.0 || window <= 0.0 {
+            return identity;
+        }
+        let mean = total / window;
+        let mut points = vec![(0.0, 0.0)];
+        let mut quiet: Vec<(f64, f64)> = Vec::new();
+        let (mut t0, mut a0, mut busy) = (0.0, 0.0, 0.0);
+        for (&t, &a) in times.iter().zip(&allocated) {
+            let dt = t - t0;
+            if dt > 0.0 {
+                if (a - a0) / dt < QUIET_BELOW * mean {
+                    match quiet.last_mut() {
+                        Some(q) if q.1 == t0 => q.1 = t,
+                        _ => quiet.push((t0, t)),
+                    }
+                } else {
+                    busy += dt;
+                }
+                points.push((t, busy));
+            }
+            (t0, a0) = (t, a);
+        }
+        if quiet.is_empty() || busy <= 0.0 {
+            return ActivityClock {
+                measured: true,
+                ..identity
+            };
+        }
+        ActivityClock {
+            points,
+            quiet,
+            measured: true,
+        }
+    }
+
+    /// Busy seconds from the window's start to wall time `t`.
+    fn busy_at(&self, t: f64) -> f64 {
+        let mut prev = (0.0, 0.0);
+        for &(w, b) in &self.points {
+            if t <= w {
+                return if w > prev.0 {
+                    prev.1 + (b - prev.1) * ((t - prev.0) / (w - prev.0)).clamp(0.0, 1.0)
+                } else {
+                    b
+                };
+            }
+            prev = (w, b);
+        }
+        prev.1
+    }
+}
+
+/// The program's cumulative allocation at each profile (the sum of
+/// `alloc_space`), when every profile has it and it never falls (heapprof's
+/// and Go's count since the program started).
+fn allocated(order: &[&Resolved]) -> Option<Vec<f64>> {
+    let mut out = Vec::with_capacity(order.len());
+    for p in order {
+        let i = p
+            .sample_types
+            .iter()
+            .position(|t| t.name == "alloc_space")?;
+        let a = p.total(i) as f64;
+        if out.last().is_some_and(|&prev| a < prev) {
+            return None;
+        }
+        out.push(a);
+    }
+    Some(out)
 }
 
 /// Allocation times reconstructed from a count series when ages are

@@ -31,6 +31,18 @@
 //!   Without ages (Go's profiles) the allocation times are reconstructed
 //!   from the rises of the series.
 //!
+//! **Busy time, not wall time.** A leak grows while the program works and
+//! stands still while it idles; a cache stops growing while the program
+//! stays busy. Over a series, the intervals between profiles in which the
+//! program hardly allocated (its cumulative `alloc_space` moved at under a
+//! tenth of its mean rate) are quiet, and every time above — the window,
+//! the allocation times, the profiles' times — is counted in busy seconds,
+//! the quiet intervals left out (the report names them). Without quiet
+//! intervals busy time is wall time. So a leak that grew through 90 s of
+//! load and then sat through 25 s of idling is growth all through its busy
+//! window, not a plateau; a cache that filled in the load's first seconds
+//! is still a plateau. The leak rate is per busy second.
+//!
 //! Per stack ([`Grouping::Stack`], or per label value with
 //! [`Grouping::Label`]) the live samples of the last profile are split by
 //! allocation time, as fractions `u` of the window, and [`judge`] decides:
@@ -164,6 +176,15 @@ pub struct VerdictReport {
     pub span_seconds: f64,
     /// Seconds from profiling's start to the last profile.
     pub window_seconds: f64,
+    /// Of those, the seconds in which the program was busy (allocating):
+    /// verdicts and rates are judged in busy time.
+    pub busy_seconds: f64,
+    /// Intervals between profiles in which the program hardly allocated
+    /// (seconds from profiling's start), left out of busy time.
+    pub quiet: Vec<(f64, f64)>,
+    /// Whether the series said how busy the program was (two profiles or
+    /// more with `alloc_space`).
+    pub activity_measured: bool,
     /// The last profile's sampling rate (its period; 0 or 1 when unscaled).
     pub period: i64,
     /// Whether allocation times came from `age` labels (else from the
@@ -227,6 +248,7 @@ pub fn leak_verdicts(
             "leaks needs one profile or several of one process".to_string(),
         ));
     }
+    super::one_kind(profiles)?;
     let order = in_time_order(profiles)?;
     let mut indices = Vec::with_capacity(order.len());
     for p in &order {
@@ -301,6 +323,9 @@ pub fn leak_verdicts(
             .collect(),
         span_seconds: (i128::from(last.time_nanos) - i128::from(first.time_nanos)) as f64 / 1e9,
         window_seconds: g.window,
+        busy_seconds: g.busy_window,
+        quiet: g.quiet,
+        activity_measured: g.activity_measured,
         period: last.period,
         from_ages: g.from_ages,
         group: opts.group.clone(),
@@ -377,6 +402,14 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 }
 
 impl VerdictReport {
+    /// `1 stack`, `3 stacks`, or label values when grouped by label.
+    fn groups(&self, n: u64) -> String {
+        match self.group {
+            Grouping::Stack => plural(n, "stack", "stacks"),
+            Grouping::Label(_) => plural(n, "label value", "label values"),
+        }
+    }
+
     fn write_row(&self, f: &mut fmt::Formatter<'_>, i: usize, row: &VerdictRow) -> fmt::Result {
         let unit = &self.sample.unit;
         let v = &row.verdict;
@@ -447,7 +480,7 @@ impl fmt::Display for VerdictReport {
         } else {
             writeln!(
                 f,
-                "{} profiles over {:.1} s ({} … {})",
+                "{} profiles, the first to the last {:.1} s apart ({} … {})",
                 self.profiles.len(),
                 self.span_seconds,
                 format::one_line(first),
@@ -471,6 +504,28 @@ impl fmt::Display for VerdictReport {
                 "the series (no `age` labels)"
             }
         )?;
+        if self.activity_measured && self.quiet.is_empty() {
+            writeln!(
+                f,
+                "activity: the program allocated between every two profiles (busy all \
+                 through the window)"
+            )?;
+        }
+        if !self.quiet.is_empty() {
+            let quiet: Vec<String> = self
+                .quiet
+                .iter()
+                .map(|(a, b)| format!("{a:.1}–{b:.1} s"))
+                .collect();
+            writeln!(
+                f,
+                "activity: busy (allocating) {:.1} s of the window, quiet {}; growth is judged \
+                 against busy time (a leak grows while the program works), and \"of the \
+                 window\" below means of the busy time",
+                self.busy_seconds,
+                quiet.join(", ")
+            )?;
+        }
         format::skipped_note(f, self.skipped_samples)?;
         for (class, rows, count) in [
             (LeakClass::SteadyGrowth, &self.steady, self.steady_count),
@@ -487,8 +542,9 @@ impl fmt::Display for VerdictReport {
             writeln!(f)?;
             writeln!(
                 f,
-                "{} ({count} stacks): {}:",
+                "{} ({}): {}:",
                 class.label(),
+                self.groups(count as u64),
                 class.meaning()
             )?;
             if rows.is_empty() {
@@ -501,8 +557,8 @@ impl fmt::Display for VerdictReport {
         writeln!(f)?;
         writeln!(
             f,
-            "churn ({} stacks): {}; not listed.",
-            self.churn_count,
+            "churn ({}): {}; not listed.",
+            self.groups(self.churn_count as u64),
             LeakClass::Churn.meaning()
         )
     }

@@ -55,8 +55,9 @@ impl LeakClass {
                  fastest first"
             }
             LeakClass::Plateau => {
-                "grew, then stopped: nothing allocated in the later half of the window is live \
-                 (a cache or pool that filled once); not leaks"
+                "grew, then stopped while the program kept allocating: nothing allocated in \
+                 the later half of the window is live (a cache or pool that filled once); not \
+                 leaks"
             }
             LeakClass::NotEnoughSamples => {
                 "none freed so far, but too few samples for a verdict; profile longer"
