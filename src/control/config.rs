@@ -258,7 +258,9 @@ impl Config {
 }
 
 /// Every `HEAPPROF_*` variable heapprof reads (the preload library and
-/// `heapprof run` read the last three).
+/// `heapprof run` read the last three; `HEAPPROF_PID` is heapprof's own,
+/// never listed to users). `tests/variables.rs` checks that every name the
+/// sources read is here.
 pub const VARIABLES: &[&str] = &[
     "HEAPPROF_RATE",
     "HEAPPROF_SEED",
@@ -270,6 +272,13 @@ pub const VARIABLES: &[&str] = &[
     "HEAPPROF_HTTP",
     "HEAPPROF_LABELS",
     "HEAPPROF_SAMPLE_HEAP_LIMIT",
+    "HEAPPROF_FILE_MODE",
+    "HEAPPROF_BLACKBOX",
+    "HEAPPROF_BLACKBOX_KEEP",
+    "HEAPPROF_BLACKBOX_SLOTS",
+    "HEAPPROF_NEAR_LIMIT",
+    "HEAPPROF_GROWTH",
+    "HEAPPROF_KEEP",
     "HEAPPROF_CHILDREN",
     "HEAPPROF_PRELOAD",
     "HEAPPROF_PID",
