@@ -109,7 +109,6 @@ pub fn peak_profile() -> Option<proto::Profile> {
     control::peak::peak_profile()
 }
 
-
 /// Why a profile of this program would be empty: nothing feeds the engine.
 fn not_fed() -> Option<String> {
     (!startup::way_in()).then(|| {

@@ -641,7 +641,10 @@ fn leaks_verdicts_from_sampled_counts_and_ages() {
     let mut args = vec!["leaks"];
     args.extend(files.iter().rev().map(|p| s(p)));
     let out = assert_ok(&heapprof(&args));
-    assert!(out.contains("10 profiles, the first to the last 27.0 s apart"), "{out}");
+    assert!(
+        out.contains("10 profiles, the first to the last 27.0 s apart"),
+        "{out}"
+    );
     assert!(
         out.contains("window: 30.0 s since profiling started"),
         "{out}"

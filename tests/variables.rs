@@ -33,7 +33,10 @@ fn every_variable_the_sources_read_is_a_known_setting() {
     let mut found = Vec::new();
     names_in(&root.join("src"), &mut found);
     names_in(&root.join("ffi/src"), &mut found);
-    assert!(found.len() > 10, "the sources name their variables: {found:?}");
+    assert!(
+        found.len() > 10,
+        "the sources name their variables: {found:?}"
+    );
     let unknown: Vec<_> = found
         .iter()
         .filter(|(name, _)| !heapprof::config::VARIABLES.contains(&name.as_str()))

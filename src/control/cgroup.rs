@@ -151,10 +151,13 @@ impl MemCgroup {
 
 /// `NAME N` in a flat-keyed cgroup file.
 fn counter(file: &Path, name: &str) -> Option<u64> {
-    crate::os::fds::read_to_string(file).ok()?.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == name).then(|| v.trim().parse().ok()).flatten()
-    })
+    crate::os::fds::read_to_string(file)
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        })
 }
 
 #[cfg(test)]

@@ -252,7 +252,8 @@ fn in_copy(parent: i32, fd: libc::c_int, work: impl FnOnce(&mut Sink)) -> ! {
 /// copy now has them (or had them already). Raw system calls: glibc's would
 /// try to change every thread it knows of, and they are not in the copy.
 fn adopt_credentials(parent: i32) -> bool {
-    let Ok(status) = crate::os::fds::read_to_string(format!("/proc/{parent}/task/{parent}/status")) else {
+    let Ok(status) = crate::os::fds::read_to_string(format!("/proc/{parent}/task/{parent}/status"))
+    else {
         return true;
     };
     let ids = |key: &str| -> Option<Vec<u64>> {
