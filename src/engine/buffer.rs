@@ -160,10 +160,12 @@ pub unsafe fn push(b: *mut Buffer, record: &[u64]) -> bool {
 pub unsafe fn drain_all(mut f: impl FnMut(&[u64])) {
     let mut b = BUFFERS.load(Ordering::Acquire);
     while !b.is_null() {
-        // SAFETY: buffers are never unmapped; consumer fields are ours under
-        // the single-consumer contract.
+        // SAFETY: buffers are never unmapped once published in BUFFERS.
         let buf = unsafe { &*b };
+        // SAFETY: the consumer fields are touched only by the one drainer
+        // (this call, under the aggregator's lock), never by a producer.
         let head = unsafe { &mut *buf.head.get() };
+        // SAFETY: as `head`: a consumer field, and we are the one consumer.
         let read = unsafe { &mut *buf.read.get() };
         // Only the chunks that exist now: a producer that fills chunks as
         // fast as they are read must not keep the aggregator here (holding

@@ -179,11 +179,10 @@ fn keep_after(out: &mut [MaybeUninit<u64>], n: usize, skip: usize) -> usize {
     out.copy_within(skip..n, 0);
     let mut kept = n - skip;
     // A null return address marks the outermost frame (thread start).
-    // SAFETY: the first `kept` entries are initialised (moved from skip..n).
-    if let Some(end) = out[..kept]
-        .iter()
-        .position(|ip| unsafe { ip.assume_init() } == 0)
-    {
+    if let Some(end) = out[..kept].iter().position(|ip| {
+        // SAFETY: the first `kept` entries are initialised (moved from skip..n).
+        (unsafe { ip.assume_init() }) == 0
+    }) {
         kept = end;
     }
     kept
