@@ -7,6 +7,7 @@ pub mod config;
 pub(crate) mod copy_dump;
 pub mod dump_signal;
 pub mod http;
+pub mod lifetime;
 pub mod startup;
 pub mod triggers;
 pub mod watcher;
