@@ -160,6 +160,13 @@ fn a_process_whose_last_thread_calls_pthread_exit_ends_as_bare() {
         let want = if mode == "fork" { 2 } else { 1 };
         assert_eq!(pids.len(), want, "{mode}: exit profiles of {pids:?}");
     }
+    // With the HTTP server's threads too (they end with the dumper).
+    let dir = common::fresh_dir(scratch().join("out-http"));
+    let expected = run(bare(&prog).arg("main"), "bare-http");
+    let mut cmd = preloaded(&prog, &dir);
+    cmd.arg("main").env("HEAPPROF_HTTP", "0");
+    assert_eq!(run(&mut cmd, "lib-http"), expected);
+    assert_eq!(profiled_pids(&dir).len(), 1);
 }
 
 /// Starts `prog MODE`, waits for its "ready" line, sends SIGTERM, and
