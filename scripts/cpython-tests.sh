@@ -134,7 +134,7 @@ for m in "${MODULES[@]}"; do
   rows+=("$(printf '%-20s %-9s bare rc=%-3s %4d tests %4ds | profiled rc=%-3s %4d tests %4ds | %3d differ | %5d profiles, %d bad' \
     "$m" "$status" "$rb" "$nb" "$tb" "$rl" "$nl" "$tl" "$nd" "$profiles" "$(printf '%s' "$bad" | grep -c .)")")
   echo "${rows[-1]}" >&2
-  [ -n "$diffs" ] && printf '  %s\n' "$diffs" >&2
+  [ -n "$diffs" ] && printf '%s\n' "$diffs" | sed 's/^/  /' >&2
   [ -n "$bad" ] && printf '  invalid profile: %s\n' $bad >&2
   echo "  bare: $(result_line "$tmp/bare.$m.log")   profiled: $(result_line "$tmp/lib.$m.log")" >&2
   # Profiles of one module can be many: keep the disk small.
