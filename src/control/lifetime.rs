@@ -25,7 +25,7 @@
 //!   program's `atexit` handlers, stdio flushed, heapprof's exit dump,
 //!   status 0.
 //! - **When the dumper looks.** At a wake-up at most once a second (it
-//!   wakes at least that often), and soon after a hint ([`hint`]): the
+//!   wakes at least that often), and soon after a hint: the
 //!   preload library's `pthread_exit` on the main thread, or the end of a
 //!   tracked thread (`crate::engine::threads`) once the main thread is
 //!   known to be gone. The hinting thread still exists when it hints, so

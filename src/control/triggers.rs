@@ -49,6 +49,10 @@
 //! prepare handler holds heapprof's locks across the fork so the child
 //! never inherits one held by a thread it lacks.
 //!
+//! The dumper never keeps a finished process alive: once the program's
+//! last thread has ended (with `pthread_exit`), it stops the HTTP server
+//! and returns, and glibc ends the process on it ([`lifetime`]).
+//!
 //! All messages go to stderr as one line each through `write(2)`, without
 //! Rust's stderr lock (which a thread lost in a fork could hold).
 
