@@ -13,6 +13,10 @@
 //! cancellation — so neither `pthread_exit` nor `pthread_cancel` needs a
 //! hook (see `heapprof::engine::threads`).
 //!
+//! `pthread_exit` is interposed for one thing: the main thread calling it
+//! may leave heapprof's threads the last ones, which must then end so the
+//! process does (`heapprof::control::lifetime`).
+//!
 //! Not seen: threads glibc starts for itself without going through the
 //! symbol (the helper of `timer_create` with `SIGEV_THREAD`, POSIX AIO's
 //! workers), and threads made with `clone` directly.
@@ -49,6 +53,7 @@ fn real() -> *mut c_void {
 
 /// From the constructor: find the real function and start tracking.
 pub fn start() {
+    real_exit();
     let real = real();
     if !real.is_null() {
         // SAFETY: glibc's pthread_create, of this signature.
@@ -90,4 +95,43 @@ pub unsafe extern "C" fn pthread_create(
     let st = crate::tls::state();
     // SAFETY: the caller's contract; `real` is the next pthread_create.
     unsafe { threads::create(real, st, thread, attr, start, arg, marker) }
+}
+
+static REAL_EXIT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Looks up the real `pthread_exit` (null if there is none).
+fn real_exit() -> *mut c_void {
+    let p = REAL_EXIT.load(Ordering::Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: a NUL-terminated name; RTLD_NEXT finds glibc's definition.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_exit".as_ptr()) };
+    REAL_EXIT.store(p, Ordering::Release);
+    p
+}
+
+/// `pthread_exit`'s type: it unwinds the caller's stack (a forced unwind).
+type ExitFn = unsafe extern "C-unwind" fn(*mut c_void) -> !;
+
+/// Interposed `pthread_exit`: tells heapprof when the main thread ends, then
+/// forwards (its forced unwind passes through this frame, which holds
+/// nothing to drop).
+///
+/// # Safety
+/// As C's `pthread_exit`.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn pthread_exit(retval: *mut c_void) -> ! {
+    heapprof::control::lifetime::thread_exits();
+    let p = real_exit();
+    if p.is_null() {
+        // No glibc definition (never with a dynamically linked glibc
+        // program): end the thread as its last resort would.
+        loop {
+            // SAFETY: ends the calling thread.
+            unsafe { libc::syscall(libc::SYS_exit, 0) };
+        }
+    }
+    // SAFETY: glibc's pthread_exit, of this signature.
+    unsafe { core::mem::transmute::<*mut c_void, ExitFn>(p)(retval) }
 }

@@ -12,6 +12,14 @@
 //! last. A copy that found one of heapprof's locks held (the program's
 //! thread was draining its buffer: [`crate::engine::copy_arena::lock`]) is
 //! made again a few milliseconds later.
+//!
+//! A dump is never lost to a copy that failed otherwise (one whose pipe a
+//! library closed under the watcher, say): it is tried again twice, after a
+//! short and a longer gap, then deferred. A deferred dump is made at the
+//! watcher's next wake-up (within a second), or in-process by the dumper
+//! thread when the program creates a thread, or by the exit handler,
+//! whichever comes first. The profile comment counts the dumps that needed
+//! this (`dump_fallbacks=`).
 
 use core::sync::atomic::Ordering;
 
@@ -29,17 +37,69 @@ const REPORT_WORDS: usize = 6;
 /// success), so a persistent failure is said once.
 static LAST_ERROR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Gaps before the copies made again after one that failed for another
+/// reason than a held lock (a descriptor closed under the watcher, a
+/// process slot missing for a moment): each gap is longer.
+const RETRY_GAPS_NS: [u64; 2] = [20_000_000, 200_000_000];
+
+/// A dump no copy could make, kept for whoever can make it next: the
+/// watcher at its next wake-up ([`retry_due`]), the dumper thread when it
+/// takes over, or the exit ([`take_deferred`]).
+static DEFERRED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Has a copy of the process write the next profile, and moves this
-/// process's state on by its report. Raw system calls and atomics only.
+/// process's state on by its report. A copy that found one of heapprof's
+/// locks held (the program's thread was draining its buffer) is made again
+/// a few milliseconds later; one that failed otherwise, after
+/// [`RETRY_GAPS_NS`]; if none succeeds the dump is deferred (see
+/// [`DEFERRED`]), never lost. Every dump that needed more than the first
+/// series of copies is counted (`dump_fallbacks=` in the profile comment).
+/// Raw system calls and atomics only.
 pub fn run() {
+    // A deferred dump stays deferred until a copy has made it, so that the
+    // exit handler or the dumper thread can still take it meanwhile.
+    let retrying = DEFERRED.load(Ordering::Acquire);
+    let gaps: &[u64] = if retrying { &[] } else { &RETRY_GAPS_NS };
+    for (round, &gap) in core::iter::once(&0).chain(gaps).enumerate() {
+        if round > 0 {
+            if round == 1 {
+                // Counted before the copy is made, so the profile it
+                // writes counts itself.
+                crate::engine::pressure::dump_fallback();
+            }
+            raw::sleep_ns(gap);
+        }
+        if attempt() {
+            DEFERRED.store(false, Ordering::Release);
+            return;
+        }
+    }
+    if !retrying {
+        DEFERRED.store(true, Ordering::Release);
+        say_error(b"heapprof: a dump could not be made in a copy of the process; it is kept for the next wake-up, the dumper thread or the exit");
+    }
+}
+
+/// Whether a dump is deferred (the watcher then wakes soon to retry it).
+pub fn deferred() -> bool {
+    DEFERRED.load(Ordering::Acquire)
+}
+
+/// Takes the deferred dump, if any, for a caller that dumps in-process
+/// (the dumper thread starting, the exit handler).
+pub fn take_deferred() -> bool {
+    DEFERRED.swap(false, Ordering::AcqRel)
+}
+
+/// One series of copies: true if one wrote its report (whether or not the
+/// dump itself succeeded, which the report says).
+fn attempt() -> bool {
     let mut buf = [0u8; 4096];
-    // A copy that found one of heapprof's locks held (the program's thread
-    // was draining its buffer), or that could not be made for want of a
-    // process slot, is tried again shortly; one that failed otherwise is not.
     for attempt in 0..20 {
         if attempt > 0 {
             raw::sleep_ns(5_000_000);
         }
+        // No copy for want of a process slot: tried again shortly too.
         let Some((pid, fd)) = crate::profile::copy_process::start(copy_dump) else {
             continue;
         };
@@ -57,13 +117,13 @@ pub fn run() {
             && buf[..len].ends_with(trailer)
             && apply_report(&buf[..len - trailer.len()])
         {
-            return;
+            return true;
         }
         if ended.status != Some(crate::engine::copy_arena::LOCK_HELD) {
-            break;
+            return false;
         }
     }
-    say_error(b"heapprof: a dump could not be made in a copy of the process; none written, the next dump will try again");
+    false
 }
 
 /// Moves the process's state on by what the copy reports; false if the

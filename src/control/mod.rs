@@ -10,6 +10,7 @@ pub(crate) mod copy_dump;
 pub mod dump_signal;
 pub mod heap_triggers;
 pub mod http;
+pub mod lifetime;
 pub mod peak;
 pub mod startup;
 pub mod triggers;

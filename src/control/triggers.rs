@@ -49,6 +49,10 @@
 //! prepare handler holds heapprof's locks across the fork so the child
 //! never inherits one held by a thread it lacks.
 //!
+//! The dumper never keeps a finished process alive: once the program's
+//! last thread has ended (with `pthread_exit`), it stops the HTTP server
+//! and returns, and glibc ends the process on it ([`lifetime`]).
+//!
 //! All messages go to stderr as one line each through `write(2)`, without
 //! Rust's stderr lock (which a thread lost in a fork could hold).
 
@@ -59,7 +63,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::control::dump_signal::{self, Why};
-use crate::control::watcher;
+use crate::control::{lifetime, watcher};
 use crate::os::{fds, raw};
 use crate::thread_state;
 
@@ -187,6 +191,7 @@ pub fn start() {
         libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
         libc::atexit(at_exit);
     }
+    lifetime::install();
     start_dumper_or_watcher();
 }
 
@@ -417,6 +422,7 @@ fn spawn_dumper() {
 }
 
 extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
+    let _own = lifetime::OwnThread::enter();
     thread_state::current().enter_forever();
     let name = c"heapprof-dumper";
     // SAFETY: naming the calling thread with a short NUL-terminated string.
@@ -430,6 +436,10 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         watcher::wait_ended(20);
     }
     dump_signal::set_dumper_thread();
+    // A dump the watcher's copies could not make: made here, in-process.
+    if crate::control::copy_dump::take_deferred() {
+        dump_now();
+    }
     // The mask this thread was created with (all but glibc's internal
     // signals); it waits in it minus the dump signal.
     // SAFETY: reading the calling thread's mask into a local.
@@ -441,6 +451,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     let mut next_interval: Option<Instant> = None;
     let mut last_drain = Instant::now();
     let mut http = crate::control::http::Control::new();
+    let mut lifetime = lifetime::Watch::new();
     loop {
         print_pending();
         crate::control::blackbox::tick();
@@ -467,6 +478,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         if let Some(t) = next_interval {
             wait = wait.min(t.saturating_duration_since(now));
         }
+        wait = wait.min(lifetime.wait_bound(now));
         // Never straight back to the aggregator's lock: a drain that took
         // longer than the period (samples arriving as fast as they are
         // applied) would otherwise starve fork handlers and dumps waiting
@@ -493,7 +505,15 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         if let Some(line) = crate::engine::pressure::take_note() {
             say(&line);
         }
+        if lifetime.program_ended(now) {
+            break;
+        }
     }
+    // The program's threads are gone: heapprof's return, and glibc ends
+    // the process on the last of them, as it would have on the program's
+    // (see `lifetime`).
+    http.stop();
+    core::ptr::null_mut()
 }
 
 /// The dumper's and the watcher's wait: on the self-pipe and the note
@@ -758,6 +778,10 @@ pub(crate) fn try_dump() -> Result<Option<PathBuf>, String> {
 extern "C" fn at_exit() {
     let _busy = thread_state::current().enter();
     print_pending();
+    // A dump the watcher's copies could not make: made here, in-process.
+    if crate::control::copy_dump::take_deferred() {
+        dump_now();
+    }
     let wanted = ensure(&mut settings()).config.at_exit;
     if wanted {
         dump_now();
@@ -815,6 +839,8 @@ extern "C" fn fork_child() {
     crate::output::reset_sequence();
     dump_signal::after_fork();
     watcher::after_fork();
+    lifetime::after_fork();
+    crate::control::copy_dump::take_deferred();
     DUMPER_STARTED.store(false, Ordering::Release);
     open_pipe();
     // The child has this thread alone: the watcher again, if the way in

@@ -67,6 +67,8 @@ const GUARD_BYTES: usize = 64 << 10;
 static TID: AtomicI32 = AtomicI32::new(0);
 /// Set to end the watcher at its next wake-up.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// How soon a deferred dump is tried again (see `crate::control::copy_dump`).
+const DEFERRED_RETRY_NS: u64 = 1_000_000_000;
 /// `HEAPPROF_INTERVAL` in nanoseconds (0: none).
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 
@@ -219,16 +221,23 @@ extern "C" fn main() -> ! {
         } else if next_interval == 0 {
             next_interval = now + every;
         }
-        let timeout =
+        let mut timeout =
             (next_interval != 0).then(|| next_interval.saturating_sub(now).max(1_000_000));
-        let mut dump = crate::triggers::wait_for_wake(timeout, &all);
+        // A dump no copy could make is tried again within a second.
+        let deferred = crate::control::copy_dump::deferred();
+        if deferred {
+            timeout = Some(timeout.map_or(DEFERRED_RETRY_NS, |t| t.min(DEFERRED_RETRY_NS)));
+        }
+        let asked = crate::triggers::wait_for_wake(timeout, &all);
         if STOP.load(Ordering::Acquire) {
-            if dump {
+            // (A deferred dump is the dumper's to take: not asked again.)
+            if asked {
                 // Taken from the pipe after the dumper started: its now.
                 crate::triggers::request_dump_raw();
             }
             raw::exit_thread();
         }
+        let mut dump = asked || deferred;
         let now = raw::monotonic_ns();
         if next_interval != 0 && now >= next_interval {
             dump = true;

@@ -26,6 +26,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static RAW_DUMPS: AtomicU64 = AtomicU64::new(0);
 static SKIPPED_DUMPS: AtomicU64 = AtomicU64::new(0);
+static DUMP_FALLBACKS: AtomicU64 = AtomicU64::new(0);
 /// Something happened that has not been said yet.
 static PENDING: AtomicBool = AtomicBool::new(false);
 static SAID: AtomicBool = AtomicBool::new(false);
@@ -53,6 +54,17 @@ pub fn raw_dump() {
 pub fn skipped_dump() {
     SKIPPED_DUMPS.fetch_add(1, Ordering::Relaxed);
     PENDING.store(true, Ordering::Relaxed);
+}
+
+/// A dump that its first copy of the process could not make, made again
+/// later or elsewhere (see `crate::control::copy_dump`). Atomics only.
+pub fn dump_fallback() {
+    DUMP_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Dumps that needed [`dump_fallback`].
+pub fn dump_fallbacks() -> u64 {
+    DUMP_FALLBACKS.load(Ordering::Relaxed)
 }
 
 /// Records dropped by the aggregator for want of memory.

@@ -413,6 +413,21 @@ pub unsafe extern "C-unwind" fn trampoline(record: *mut c_void) -> *mut c_void {
 extern "C" fn thread_end(record: *mut c_void) {
     // SAFETY: the trampoline passes its own slot record, exactly once.
     release(unsafe { &*record.cast::<Slot>() });
+    let notice = END_NOTICE.load(Ordering::Acquire);
+    if !notice.is_null() {
+        // SAFETY: only ever set from a `fn()` by `set_end_notice`.
+        unsafe { core::mem::transmute::<*mut (), fn()>(notice)() };
+    }
+}
+
+/// What the cleanup handler calls after forgetting a thread (null: nothing).
+static END_NOTICE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Has `f` called each time a tracked thread ends, on that thread, after
+/// its record is gone (control's `lifetime` watches for the program's
+/// last thread). `f` keeps the hook rules: no lock, no allocation.
+pub fn set_end_notice(f: fn()) {
+    END_NOTICE.store(f as *mut (), Ordering::Release);
 }
 
 /// In a forked child only the forking thread exists: forget the others.

@@ -128,7 +128,7 @@ pub fn build(
     b.p.duration_nanos = snap.duration_ns as i64;
     b.p.default_sample_type = b.s.get("inuse_space");
     let comment = b.s.get(&format!(
-        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} unwinder={} libgcc_captures={} symbolize_copy_failures={}",
+        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} unwinder={} libgcc_captures={} symbolize_copy_failures={} dump_fallbacks={}",
         env!("CARGO_PKG_VERSION"),
         snap.rate,
         crate::buffer::dropped_records() + crate::engine::pressure::dropped_records(),
@@ -139,7 +139,8 @@ pub fn build(
             "libgcc"
         },
         crate::stack::libgcc_captures(),
-        crate::symbolize::copy_failures()
+        crate::symbolize::copy_failures(),
+        crate::engine::pressure::dump_fallbacks()
     ));
     b.p.comment.push(comment);
     if let Some(rss) = rss_anon {

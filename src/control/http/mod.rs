@@ -138,7 +138,9 @@ impl Control {
         self.running.as_ref().map(|r| r.addr)
     }
 
-    fn stop(&mut self) {
+    /// Stops serving: the poll thread has ended when this returns; the
+    /// workers end once their answers are sent.
+    pub fn stop(&mut self) {
         if let Some(mut r) = self.running.take() {
             r.stop.store(true, Ordering::Release);
             // The poll thread notices within POLL_MS and closes the
@@ -305,6 +307,7 @@ struct Job {
 }
 
 fn poll_loop(listener: Tracked<TcpListener>, tx: SyncSender<Job>, stop: Arc<AtomicBool>) {
+    let _own = crate::control::lifetime::OwnThread::enter();
     thread_state::current().enter_forever();
     let own = crate::os::fds::id(listener.inner.as_raw_fd());
     let mut pending: Vec<Pending> = Vec::new();
@@ -487,6 +490,7 @@ fn reject(conn: Tracked<TcpStream>, status: u16, why: &str) {
 // ---- Workers ----------------------------------------------------------------
 
 fn worker(rx: Arc<Mutex<Receiver<Job>>>, server: Arc<Server>) {
+    let _own = crate::control::lifetime::OwnThread::enter();
     thread_state::current().enter_forever();
     loop {
         let job = {
