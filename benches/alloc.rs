@@ -47,7 +47,7 @@
 //! Speed targets (within 2 ns of the bare pair, within 5% on churn) are
 //! checked by reading these numbers, never asserted in timed unit tests.
 
-use heapprof::sampler::Rng;
+use heapprof::engine::sampler::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -56,7 +56,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
-use heapprof::config::DEFAULT_RATE;
+use heapprof::control::config::DEFAULT_RATE;
 use heapprof::Profiler;
 
 static PROFILER: Profiler<System> = Profiler::new(System);

@@ -24,13 +24,13 @@
 //! profiler against nothing. Modes: `system` (`System` alone), `profiler`
 //! (default rate, 512 KiB, or `--rate`), `off` (`Profiler` with rate 0).
 
-use heapprof::sampler::Rng;
+use heapprof::engine::sampler::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Barrier;
 use std::time::Instant;
 
-use heapprof::config::DEFAULT_RATE;
+use heapprof::control::config::DEFAULT_RATE;
 use heapprof::Profiler;
 
 const SYSTEM: u8 = 0;

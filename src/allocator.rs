@@ -14,7 +14,15 @@
 use core::alloc::{GlobalAlloc, Layout};
 
 use crate::engine;
-use crate::thread_state::{rust_tls_state, ThreadState};
+use crate::engine::thread_state::{rust_tls_state, ThreadState};
+
+/// Done once as profiling starts, before heapprof's threads exist: with the
+/// `threads` feature, this way in's `pthread_create` definition is enabled,
+/// so their creation is heapprof's own.
+#[cfg(feature = "threads")]
+const BEFORE_TRIGGERS: fn() = crate::thread_hook::enable;
+#[cfg(not(feature = "threads"))]
+const BEFORE_TRIGGERS: fn() = || {};
 
 /// A global allocator that samples allocations of an inner allocator.
 ///
@@ -88,8 +96,8 @@ impl<A: GlobalAlloc> Profiler<A> {
             };
             return self.heap_block(p);
         }
-        crate::startup::mark_way_in();
-        crate::startup::ensure();
+        crate::control::startup::mark_way_in();
+        crate::control::startup::ensure_with(BEFORE_TRIGGERS);
         if engine::should_sample(st, layout.size()) {
             let p = engine::alloc_sample(
                 st,
@@ -129,7 +137,7 @@ impl<A: GlobalAlloc> Profiler<A> {
             };
             return self.heap_block(p);
         }
-        crate::startup::ensure();
+        crate::control::startup::ensure_with(BEFORE_TRIGGERS);
         let st = state();
         let sample_new = !st.skip(new_size) && engine::should_sample(st, new_size);
         let old_sampled = engine::owns(ptr);

@@ -88,34 +88,28 @@ pub mod report;
 mod thread_hook;
 
 // Short paths for the modules used across layers and by the ways in.
-pub use control::{config, startup, triggers};
-pub(crate) use engine::{aggregate, buffer, record, stack, stack_table};
-pub use engine::{sampler, thread_state};
-pub(crate) use profile::{dump, mappings, output, pprof, snapshot, symbolize, tallies};
-pub use profile::{proto, scale};
-pub(crate) use report::leak_check;
 
 pub use allocator::Profiler;
-pub use config::Config;
+pub use control::config::Config;
 pub use engine::labels::{labeled, with_labels, LabelSet, Labeled};
-pub use leak_check::{
+pub use profile::tallies::{StackFrame, StackTally};
+pub use report::leak_check::{
     assert_no_leaks, leaks_during, leaks_during_with, Leak, LeakReport, GLOBAL_ALLOCATOR_LINE,
 };
-pub use tallies::{StackFrame, StackTally};
 
 /// The heap profile at the highest estimated in-use heap so far, as the
 /// dumper thread saw it (see [`control::peak`]); `None` before any growth.
-pub fn peak_profile() -> Option<proto::Profile> {
+pub fn peak_profile() -> Option<profile::proto::Profile> {
     control::peak::peak_profile()
 }
 
 /// Why a profile of this program would be empty: nothing feeds the engine.
 fn not_fed() -> Option<String> {
-    (!startup::way_in()).then(|| {
+    (!control::startup::way_in()).then(|| {
         format!(
             "heapprof: heapprof::Profiler is not this program's global allocator, so no \
              allocation reaches it and its profiles are empty; add: {}",
-            leak_check::GLOBAL_ALLOCATOR_LINE
+            report::leak_check::GLOBAL_ALLOCATOR_LINE
         )
     })
 }
@@ -144,45 +138,45 @@ fn say_if_not_fed() {
 /// allocator (the profile would be empty).
 pub fn dump_to(path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
     fed()?;
-    dump::dump_to(path)
+    profile::dump::dump_to(path)
 }
 
 /// Writes the gzipped heap profile to `w`. Fails as [`dump_to`] does when
 /// nothing feeds the profile.
 pub fn write_profile<W: std::io::Write + ?Sized>(w: &mut W) -> std::io::Result<()> {
     fed()?;
-    dump::write_profile(w)
+    profile::dump::write_profile(w)
 }
 
 /// The current heap profile, gzipped (a `.pb.gz` file's contents). Says
 /// once on stderr when nothing feeds it.
 pub fn profile_gz() -> Vec<u8> {
     say_if_not_fed();
-    dump::profile_gz()
+    profile::dump::profile_gz()
 }
 
 /// The current heap profile as a pprof message. Says once on stderr when
 /// nothing feeds it.
-pub fn profile() -> proto::Profile {
+pub fn profile() -> profile::proto::Profile {
     say_if_not_fed();
-    dump::profile()
+    profile::dump::profile()
 }
 
 /// The per-stack tallies right now, heaviest in-use first. Says once on
 /// stderr when nothing feeds them.
 pub fn tallies() -> Vec<StackTally> {
     say_if_not_fed();
-    tallies::from_profile(&dump::profile())
+    profile::tallies::from_profile(&profile::dump::profile())
 }
 
 /// Per-stack tallies of any heapprof-written profile (e.g. one decoded from
 /// a dump file), heaviest in-use first.
-pub fn tallies_of(profile: &proto::Profile) -> Vec<StackTally> {
-    tallies::from_profile(profile)
+pub fn tallies_of(profile: &profile::proto::Profile) -> Vec<StackTally> {
+    profile::tallies::from_profile(profile)
 }
 
 /// Decodes a pprof profile, gzipped or not.
-pub fn decode_profile(bytes: &[u8]) -> std::io::Result<proto::Profile> {
+pub fn decode_profile(bytes: &[u8]) -> std::io::Result<profile::proto::Profile> {
     report::read::decode("profile", bytes)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
@@ -192,7 +186,7 @@ pub fn decode_profile(bytes: &[u8]) -> std::io::Result<proto::Profile> {
 /// and stays across a later `Config::from_env()….install()` (unless
 /// `HEAPPROF_RATE` is set or that config sets a rate).
 pub fn set_rate(rate: u64) {
-    config::remember_rate_from_code(rate);
+    control::config::remember_rate_from_code(rate);
     engine::set_rate(rate);
 }
 
@@ -200,15 +194,15 @@ pub fn set_rate(rate: u64) {
 /// (`HEAPPROF_OUT`, default `./heapprof`); returns its path.
 pub fn dump() -> std::io::Result<std::path::PathBuf> {
     fed()?;
-    dump::dump_numbered(&triggers::out_prefix())
+    profile::dump::dump_numbered(&control::triggers::out_prefix())
 }
 
 /// Runs `f` while holding every lock heapprof's dump path takes. Only for
 /// tests proving that allocation hooks never wait on them.
 #[doc(hidden)]
 pub fn __with_profiler_locks_held<R>(f: impl FnOnce() -> R) -> R {
-    let _busy = thread_state::current().enter();
-    let _a = aggregate::lock();
-    let _s = symbolize::lock();
+    let _busy = engine::thread_state::current().enter();
+    let _a = engine::aggregate::lock();
+    let _s = profile::symbolize::lock();
     f()
 }

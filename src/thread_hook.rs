@@ -21,7 +21,7 @@
 //! written beside every triggered heap dump (`PREFIX.threads.PID.SEQ.pb.gz`)
 //! and by [`crate::profile::threads_pprof`].
 //!
-//! Profiling start-up ([`crate::startup`], run by `Profiler`'s first
+//! Profiling start-up ([`crate::control::startup`], run by `Profiler`'s first
 //! allocation) refers to this module, which is what makes the linker keep
 //! it: a definition in a library crate is only linked if something pulls its
 //! object file in. A program that uses the feature without `Profiler` gets
@@ -138,7 +138,7 @@ unsafe extern "C" fn hook(
     // SAFETY: REAL holds the next pthread_create, of this signature.
     let real: threads::CreateFn =
         unsafe { core::mem::transmute::<*mut c_void, threads::CreateFn>(real) };
-    let st = crate::thread_state::current();
+    let st = crate::engine::thread_state::current();
     if !threads::enabled() && !st.is_busy() {
         threads::enable();
     }

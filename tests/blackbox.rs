@@ -151,7 +151,7 @@ fn heapprof() -> Command {
 
 /// `heapprof recover` of the one black box in `dir`, checked by `go tool
 /// pprof`; returns the profile.
-fn recover(dir: &Path) -> heapprof::proto::Profile {
+fn recover(dir: &Path) -> heapprof::profile::proto::Profile {
     let boxes: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
@@ -716,7 +716,7 @@ fn the_peak_profile_is_served_over_http() {
         }
     };
     assert_eq!(first_line(&mut child), "freed\n");
-    let get = |path: &str| -> heapprof::proto::Profile {
+    let get = |path: &str| -> heapprof::profile::proto::Profile {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         write!(
             s,

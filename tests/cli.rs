@@ -8,7 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use heapprof::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+use heapprof::profile::proto::{
+    Function, Label, Line, Location, Mapping, Profile, Sample, ValueType,
+};
 use heapprof::report::{self, ReportError, Resolved, SampleKind};
 use prost::Message;
 
@@ -537,7 +539,7 @@ fn sampled_profile(t: f64, stacks: &[(&[Src], i64, Vec<f64>)]) -> Profile {
         }
         for (age, n) in by_age {
             let (objs, bytes) =
-                heapprof::scale::scale_heap_sample(n, n * *size as u64, RATE as u64);
+                heapprof::profile::scale::scale_heap_sample(n, n * *size as u64, RATE as u64);
             let (objs, bytes) = (objs as i64, bytes as i64);
             b.sample(
                 &stack,
@@ -550,7 +552,8 @@ fn sampled_profile(t: f64, stacks: &[(&[Src], i64, Vec<f64>)]) -> Profile {
     // `alloc_space` counts them: the program is busy all through.
     let churn = b.stack(&[&[CHURN], &[main_at(33)]]);
     let freed = (10.0 * t) as u64;
-    let (objs, bytes) = heapprof::scale::scale_heap_sample(freed, freed * 32 * 1024, RATE as u64);
+    let (objs, bytes) =
+        heapprof::profile::scale::scale_heap_sample(freed, freed * 32 * 1024, RATE as u64);
     b.sample(
         &churn,
         [objs as i64, bytes as i64, 0, 0],
@@ -706,7 +709,8 @@ fn busy_then_idle(t: f64) -> Profile {
             *by_age.entry(age).or_default() += 1;
         }
         for (age, n) in by_age {
-            let (objs, bytes) = heapprof::scale::scale_heap_sample(n, n * size, RATE as u64);
+            let (objs, bytes) =
+                heapprof::profile::scale::scale_heap_sample(n, n * size, RATE as u64);
             let (objs, bytes) = (objs as i64, bytes as i64);
             b.sample(
                 &stack,
@@ -720,7 +724,8 @@ fn busy_then_idle(t: f64) -> Profile {
     }
     let churn = b.stack(&[&[CHURN], &[main_at(33)]]);
     let freed = (20.0 * t.min(90.0) + 0.2 * (t - 90.0).max(0.0)) as u64;
-    let (objs, bytes) = heapprof::scale::scale_heap_sample(freed, freed * 4096, RATE as u64);
+    let (objs, bytes) =
+        heapprof::profile::scale::scale_heap_sample(freed, freed * 4096, RATE as u64);
     b.sample(
         &churn,
         [objs as i64, bytes as i64, 0, 0],

@@ -17,7 +17,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use heapprof::proto::Profile;
+use heapprof::profile::proto::Profile;
 
 const LEAK: &str = "leak_at_known_rate";
 const LEAK_BYTES: u64 = 10_000;

@@ -10,9 +10,9 @@
 //! objects watched for three minutes at the default rate, or 6 MiB/min for
 //! 30 s. Run with `--nocapture` to see the measured rates.
 
+use heapprof::engine::sampler::Rng;
 use heapprof::report::leaks::evidence::{age_bucket, age_bucket_end, birth_of_age};
 use heapprof::report::{judge, Evidence, LeakClass};
-use heapprof::sampler::Rng;
 
 const WINDOW: f64 = 30.0;
 const PROFILES: usize = 10;

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use heapprof::proto::Profile;
+use heapprof::profile::proto::Profile;
 
 mod common;
 

@@ -7,7 +7,7 @@ mod common;
 use std::alloc::System;
 use std::time::Duration;
 
-use heapprof::proto::Profile;
+use heapprof::profile::proto::Profile;
 
 #[global_allocator]
 static GLOBAL: heapprof::Profiler<System> = heapprof::Profiler::new(System);
@@ -26,7 +26,11 @@ fn s(p: &Profile, i: i64) -> &str {
     &p.string_table[i as usize]
 }
 
-fn label_num(p: &Profile, sample: &heapprof::proto::Sample, key: &str) -> Option<(i64, String)> {
+fn label_num(
+    p: &Profile,
+    sample: &heapprof::profile::proto::Sample,
+    key: &str,
+) -> Option<(i64, String)> {
     sample
         .label
         .iter()
@@ -109,7 +113,7 @@ fn structure_labels_and_ages() {
     }
 
     // Size and age labels: the old object is at least a second old.
-    let leaf_of = |x: &heapprof::proto::Sample| {
+    let leaf_of = |x: &heapprof::profile::proto::Sample| {
         let loc = p
             .location
             .iter()

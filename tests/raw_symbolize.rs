@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use heapprof::proto::Profile;
+use heapprof::profile::proto::Profile;
 
 #[global_allocator]
 static GLOBAL: heapprof::Profiler<System> = heapprof::Profiler::new(System);
@@ -43,7 +43,7 @@ fn exe_stacks(p: &Profile, exe: &str) -> Vec<Vec<String>> {
                 .flat_map(|id| {
                     let l = p.location.iter().find(|l| l.id == *id).unwrap();
                     let m = p.mapping.iter().find(|m| m.id == l.mapping_id);
-                    let fname = |line: &heapprof::proto::Line| {
+                    let fname = |line: &heapprof::profile::proto::Line| {
                         let f = p
                             .function
                             .iter()

@@ -60,7 +60,7 @@ fn every_layout_alignment_is_served_by_the_sample_heap_zeroed_when_asked() {
         // SAFETY: allocated above with `layout`.
         unsafe { dealloc(p, layout) };
     }
-    heapprof::set_rate(heapprof::config::DEFAULT_RATE);
+    heapprof::set_rate(heapprof::control::config::DEFAULT_RATE);
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn realloc_moves_into_and_out_of_the_sample_heap_keeping_contents() {
         assert_eq!(inuse("realloc_moves_into_and_out"), 0, "freed as a sample");
         dealloc(t, layout(200_000));
     }
-    heapprof::set_rate(heapprof::config::DEFAULT_RATE);
+    heapprof::set_rate(heapprof::control::config::DEFAULT_RATE);
 }
 
 #[inline(never)]
@@ -153,5 +153,5 @@ fn over_aligned_samples_are_exact_at_rate_1() {
     let bytes: u64 = mine.iter().map(|s| s.inuse_space).sum();
     assert_eq!((objects, bytes), (9, 9 * size));
     drop(keep);
-    heapprof::set_rate(heapprof::config::DEFAULT_RATE);
+    heapprof::set_rate(heapprof::control::config::DEFAULT_RATE);
 }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use heapprof::proto::Profile;
+use heapprof::profile::proto::Profile;
 
 mod common;
 
@@ -129,7 +129,7 @@ fn s(p: &Profile, i: i64) -> &str {
 }
 
 /// The innermost function of a sample's stack.
-fn leaf(p: &Profile, sample: &heapprof::proto::Sample) -> String {
+fn leaf(p: &Profile, sample: &heapprof::profile::proto::Sample) -> String {
     let loc = &p.location[sample.location_id[0] as usize - 1];
     let f = &p.function[loc.line[0].function_id as usize - 1];
     s(p, f.name).to_string()

@@ -1,5 +1,5 @@
 //! Every `HEAPPROF_*` name the sources read is a known setting: a variable
-//! missing from `heapprof::config::VARIABLES` would be called a misspelling
+//! missing from `heapprof::control::config::VARIABLES` would be called a misspelling
 //! on stderr while it works.
 
 use std::path::Path;
@@ -39,7 +39,7 @@ fn every_variable_the_sources_read_is_a_known_setting() {
     );
     let unknown: Vec<_> = found
         .iter()
-        .filter(|(name, _)| !heapprof::config::VARIABLES.contains(&name.as_str()))
+        .filter(|(name, _)| !heapprof::control::config::VARIABLES.contains(&name.as_str()))
         .collect();
     assert!(unknown.is_empty(), "not in config::VARIABLES: {unknown:?}");
 }

@@ -7,8 +7,8 @@ use core::ffi::{c_char, c_void, CStr};
 use core::sync::atomic::Ordering;
 use std::ffi::CString;
 
-use heapprof::config;
-use heapprof::triggers::say;
+use heapprof::control::config;
+use heapprof::control::triggers::say;
 
 use crate::real;
 

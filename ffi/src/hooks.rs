@@ -49,8 +49,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use heapprof::engine;
 use heapprof::engine::copy_arena;
 use heapprof::engine::sample_heap::RangeMirror;
+use heapprof::engine::thread_state::ThreadState;
 use heapprof::os::PAGE;
-use heapprof::thread_state::ThreadState;
 
 use crate::{bootstrap, real, tls};
 
@@ -171,7 +171,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
         "jbe {slow}",
         "jmp qword ptr [rip + {real}]",
         state = sym tls::heapprof_state,
-        countdown = const heapprof::thread_state::COUNTDOWN_OFFSET,
+        countdown = const heapprof::engine::thread_state::COUNTDOWN_OFFSET,
         slow = sym malloc_slow_consumed,
         real = sym real::MALLOC,
     )
@@ -189,7 +189,7 @@ unsafe extern "C" fn malloc_slow_consumed(size: usize) -> *mut c_void {
     core::arch::naked_asm!(
         "add qword ptr fs:[rax + {countdown}], rdi",
         "jmp {slow}",
-        countdown = const heapprof::thread_state::COUNTDOWN_OFFSET,
+        countdown = const heapprof::engine::thread_state::COUNTDOWN_OFFSET,
         slow = sym malloc_slow,
     )
 }
@@ -379,7 +379,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         base = const RangeMirror::BASE_OFFSET,
         len = const RangeMirror::LEN_OFFSET,
         state = sym tls::heapprof_state,
-        countdown = const heapprof::thread_state::COUNTDOWN_OFFSET,
+        countdown = const heapprof::engine::thread_state::COUNTDOWN_OFFSET,
         slow = sym realloc_slow,
         real = sym real::REALLOC,
     )

@@ -12,7 +12,7 @@
 //! or, in one line that finds the library, passes the exit status through
 //! and shows the result: `heapprof run -- ./my-server` (`heapprof::launch`).
 //!
-//! All `HEAPPROF_*` variables apply (see `heapprof::config`), including
+//! All `HEAPPROF_*` variables apply (see `heapprof::control::config`), including
 //! `HEAPPROF_HTTP=6060`, which serves `/debug/pprof/heap` from the process
 //! (`heapprof::control::http`); here
 //! `HEAPPROF_AT_EXIT` defaults to on, so a plain run leaves a profile of what
@@ -71,7 +71,7 @@
 //! ([`bootstrap`]).
 //!
 //! **Thread state in initial-exec TLS.** Each thread's sampling countdown,
-//! re-entrancy flag and record buffer (`heapprof::thread_state::ThreadState`,
+//! re-entrancy flag and record buffer (`heapprof::engine::thread_state::ThreadState`,
 //! 64 bytes, all-zero initial, no destructor) live in a TLS block declared in
 //! C with the initial-exec model ([`tls`], `src/tls.c`). Rust's
 //! `thread_local!` in a cdylib would go through `__tls_get_addr`, which glibc
@@ -174,7 +174,7 @@ pub fn ready() -> bool {
 /// (see [`lineage`]), parks the thread's countdown for good, so its later
 /// calls take the hot path straight to the real function.
 #[cold]
-pub fn park_if_inert(st: &heapprof::thread_state::ThreadState) {
+pub fn park_if_inert(st: &heapprof::engine::thread_state::ThreadState) {
     if lineage::inert() && !st.is_busy() {
         st.enter_forever();
     }
@@ -189,14 +189,14 @@ extern "C" fn start() {
         return;
     }
     if !tls::fits() {
-        heapprof::triggers::say(
+        heapprof::control::triggers::say(
             "heapprof: the preload library was built with a thread-state block too small for the engine; profiling is off",
         );
         return;
     }
     // First: from here on the engine finds thread state in our TLS block.
     tls::measure_offset();
-    heapprof::thread_state::set_state_fn(tls::state_ptr);
+    heapprof::engine::thread_state::set_state_fn(tls::state_ptr);
     // Before anything else: heapprof's own signal calls must reach the real
     // functions, not the interposed ones (also in an inert child, where the
     // wrappers stay and pass calls straight through).
@@ -207,28 +207,28 @@ extern "C" fn start() {
     }
     env::warn_if_blind();
     quiet_panics();
-    heapprof::triggers::set_at_exit_default(true);
+    heapprof::control::triggers::set_at_exit_default(true);
     // No dumper thread that glibc knows of until the program has threads
     // of its own (`heapprof::control::watcher`).
-    heapprof::triggers::set_defer_dumper(true);
+    heapprof::control::triggers::set_defer_dumper(true);
     // In a copy of the process, glibc's own allocations go to its arena.
     copy_arena::set_on_enter(copy_alloc::install);
     // Read every setting now, on this thread, before the program's main:
     // the dumper thread would otherwise read them lazily, calling getenv
     // while the program starts up, and a program may have its own getenv
     // over data it is still building (bash does).
-    let _ = heapprof::triggers::out_prefix();
+    let _ = heapprof::control::triggers::out_prefix();
     // Before the engine starts, so no sample ever takes libgcc's unwinder
     // (and nothing dlopen allocates is sampled: not ready yet).
-    heapprof::startup::load_unwinder();
-    heapprof::startup::start();
+    heapprof::control::startup::load_unwinder();
+    heapprof::control::startup::start();
     // The black box's mappings now: a single-threaded program has no dumper
     // thread to write them.
     {
-        let _busy = heapprof::thread_state::current().enter();
+        let _busy = heapprof::engine::thread_state::current().enter();
         heapprof::control::blackbox::refresh_mappings();
     }
-    heapprof::startup::mark_way_in();
+    heapprof::control::startup::mark_way_in();
     // Live threads by creation stack: the pthread_create hook ([`threads`]).
     threads::start();
     // Before anything samples: the hooks' copy of the sample heap's range
@@ -247,7 +247,7 @@ static CONSTRUCTOR: extern "C" fn() = start;
 /// Keeps a panic inside the library (this library's own copy of std, not
 /// the program's) off the program's stderr: the dump that panicked fails
 /// and says so in one line with the panic's message
-/// (`heapprof::triggers::dump_now`).
+/// (`heapprof::control::triggers::dump_now`).
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|_| {}));
 }

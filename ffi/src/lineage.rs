@@ -32,7 +32,7 @@
 //!
 //! Forked children that do not exec are the profiled process's own code (a
 //! pre-fork worker pool): they keep profiling, under their own pid, as the
-//! fork handlers in `heapprof::triggers` arrange. A process reusing a
+//! fork handlers in `heapprof::control::triggers` arrange. A process reusing a
 //! recorded pid (wrapped around) would be taken for the exec case; that
 //! takes a descendant outliving the whole pid space.
 //!
@@ -69,9 +69,9 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use heapprof::config;
+use heapprof::control::config;
+use heapprof::control::triggers::say;
 use heapprof::os::{fds, raw};
-use heapprof::triggers::say;
 
 use crate::env;
 
@@ -153,7 +153,7 @@ pub fn profile_this_process() -> bool {
         }
         None => env::set_var(VAR, &format!("{me}:{tag:016x}")),
     }
-    heapprof::triggers::set_note_source(heapprof::triggers::NoteSource {
+    heapprof::control::triggers::set_note_source(heapprof::control::triggers::NoteSource {
         fd: || SOCKET.raw(),
         take: note,
     });
@@ -361,7 +361,7 @@ fn notify(pid: i32, tag: u64) {
 }
 
 /// The note source of the dumper thread and the watcher (see
-/// `heapprof::triggers`): the skipped children line, the first time a
+/// `heapprof::control::triggers`): the skipped children line, the first time a
 /// datagram is waiting.
 fn note() -> Option<&'static str> {
     // Raw system calls only: the watcher thread asks too, which must never

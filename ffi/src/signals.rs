@@ -305,7 +305,7 @@ fn handed_over(sig: c_int) {
 /// Whether heapprof's handler is on `sig` now (the program has not set
 /// its own since).
 fn ours_installed(sig: c_int) -> bool {
-    if sig == 0 || sig != heapprof::triggers::handler_signal() {
+    if sig == 0 || sig != heapprof::control::triggers::handler_signal() {
         return false;
     }
     // SAFETY: querying a disposition into a zeroed local.
@@ -314,7 +314,7 @@ fn ours_installed(sig: c_int) -> bool {
         dump_signal::sigaction(sig, core::ptr::null(), &mut cur);
         cur.sa_sigaction
     };
-    heapprof::triggers::is_our_handler(cur)
+    heapprof::control::triggers::is_our_handler(cur)
 }
 
 fn default_action() -> libc::sigaction {
@@ -413,7 +413,7 @@ pub unsafe extern "C" fn raise(sig: c_int) -> c_int {
     if sig != 0 && sig == h && ours_installed(sig) {
         let cur = current_mask();
         if member(&cur, h) && !dump_signal::blanket(&cur, h) {
-            heapprof::triggers::request_dump();
+            heapprof::control::triggers::request_dump();
             return 0;
         }
     }

@@ -57,8 +57,8 @@ pub fn start() {
     let real = real();
     if !real.is_null() {
         // SAFETY: glibc's pthread_create, of this signature.
-        heapprof::triggers::set_real_pthread_create(unsafe {
-            core::mem::transmute::<*mut c_void, heapprof::triggers::PthreadCreateFn>(real)
+        heapprof::control::triggers::set_real_pthread_create(unsafe {
+            core::mem::transmute::<*mut c_void, heapprof::control::triggers::PthreadCreateFn>(real)
         });
         threads::enable();
     }
@@ -82,7 +82,7 @@ pub unsafe extern "C" fn pthread_create(
     }
     // The first thread of the program's own: the dumper thread takes over
     // from the watcher.
-    heapprof::triggers::program_creates_thread();
+    heapprof::control::triggers::program_creates_thread();
     // SAFETY: REAL holds glibc's pthread_create, of this signature.
     let real: threads::CreateFn =
         unsafe { core::mem::transmute::<*mut c_void, threads::CreateFn>(real) };

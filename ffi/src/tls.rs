@@ -14,7 +14,7 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicIsize, Ordering};
 
-use heapprof::thread_state::{ThreadState, THREAD_STATE_BYTES};
+use heapprof::engine::thread_state::{ThreadState, THREAD_STATE_BYTES};
 
 extern "C" {
     fn heapprof_preload_state() -> *mut c_void;
@@ -137,7 +137,7 @@ unsafe fn from_block(block: *const ThreadState) -> &'static ThreadState {
     unsafe { &*block }
 }
 
-/// [`state`] as the engine's [`heapprof::thread_state::StateFn`].
+/// [`state`] as the engine's [`heapprof::engine::thread_state::StateFn`].
 pub fn state_ptr() -> *const ThreadState {
     state()
 }

@@ -2,7 +2,7 @@
 //! ([`crate::engine::blackbox`], which explains the format and what survives
 //! a kill), for both ways in.
 //!
-//! - **Start-up** ([`start`], from [`crate::startup`], possibly inside the
+//! - **Start-up** ([`start`], from [`crate::control::startup`], possibly inside the
 //!   program's first allocation: system calls only, nothing allocated)
 //!   creates `DIR/heapprof.PID.blackbox` (`O_CREAT|O_EXCL|O_NOFOLLOW|
 //!   O_CLOEXEC`, mode 0600), reserves its whole size with `fallocate` (so a
@@ -49,7 +49,7 @@ use core::fmt::Write as _;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::config;
+use crate::control::config;
 use crate::engine::blackbox as bb;
 use crate::os::raw::LineBuf;
 
@@ -481,10 +481,10 @@ extern "C" fn fork_child_last() {
         return;
     }
     let slots = INHERITED_SLOTS.load(Ordering::Relaxed);
-    let _busy = crate::thread_state::current().enter();
+    let _busy = crate::engine::thread_state::current().enter();
     if let Some(base) = open(slots) {
         copy_maps(old, base, slots);
-        crate::aggregate::with(|agg| {
+        crate::engine::aggregate::with(|agg| {
             for (&id, s) in &agg.live {
                 let k = s.key;
                 let frames = agg.stacks.get(k.stack);

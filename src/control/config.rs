@@ -37,7 +37,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use crate::sampler::DEFAULT_RATE;
+pub use crate::engine::sampler::DEFAULT_RATE;
 
 /// The rate [`crate::set_rate`] set, `u64::MAX` until it is called.
 static RATE_FROM_CODE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
@@ -249,11 +249,11 @@ impl Config {
         self
     }
 
-    /// Makes this the running configuration (see [`crate::startup::install`]).
+    /// Makes this the running configuration (see [`crate::control::startup::install`]).
     pub fn install(self) {
         // The running rate, which a later `Config::from_env()` keeps.
         remember_rate_from_code(self.rate);
-        crate::startup::install(self);
+        crate::control::startup::install(self);
     }
 }
 

@@ -23,8 +23,8 @@
 
 use core::sync::atomic::Ordering;
 
+use crate::engine::thread_state;
 use crate::os::raw;
-use crate::thread_state;
 
 /// What a copy of the process reports back after a dump for the watcher:
 /// the words of the header ([`REPORT_WORDS`] `u64`s: magic, profile
@@ -141,7 +141,7 @@ fn apply_report(bytes: &[u8]) -> bool {
     if magic != REPORT_MAGIC || err_len as usize != err.len() {
         return false;
     }
-    crate::output::advance_sequence(seq);
+    crate::profile::output::advance_sequence(seq);
     crate::engine::pressure::add_degraded(raw_dumps, skipped);
     if wrote != 0 {
         LAST_ERROR.store(0, Ordering::Relaxed);
@@ -168,7 +168,7 @@ fn say_error(line: &[u8]) {
 fn copy_dump(sink: &mut crate::profile::copy_process::Sink) {
     let _busy = thread_state::current().enter();
     let (raw0, skipped0) = crate::engine::pressure::dumps_degraded();
-    let (wrote, err) = match crate::triggers::try_dump() {
+    let (wrote, err) = match crate::control::triggers::try_dump() {
         Ok(p) => (p.is_some(), String::new()),
         Err(e) => (false, e),
     };
@@ -176,7 +176,7 @@ fn copy_dump(sink: &mut crate::profile::copy_process::Sink) {
     let header = [
         REPORT_MAGIC,
         wrote as u64,
-        crate::output::sequence(),
+        crate::profile::output::sequence(),
         raw1 - raw0,
         skipped1 - skipped0,
         err.len() as u64,

@@ -334,7 +334,7 @@ pub fn program_takes(sig: c_int, why: Why) {
         YIELDED.store(sig | (why as i32) << 8, Ordering::Release);
         // The dumper may be waiting with the signal unblocked: wake it so it
         // waits with it blocked from now on.
-        crate::triggers::poke();
+        crate::control::triggers::poke();
         if took {
             settle();
         }

@@ -60,22 +60,22 @@ impl State {
             pruned_at: u64::MAX,
         };
         let get = |n: &str| {
-            crate::config::getenv(n)
+            crate::control::config::getenv(n)
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         };
         if let Some(v) = get("HEAPPROF_NEAR_LIMIT") {
             match parse_percentages(v) {
                 Some(p) => s.near = p.into_iter().map(|p| (p, true)).collect(),
-                None => crate::triggers::say(&format!(
+                None => crate::control::triggers::say(&format!(
                     "heapprof: HEAPPROF_NEAR_LIMIT={v:?} is not a list of percentages from 1 to 99 (such as 80,95); no near-limit dumps"
                 )),
             }
         }
         if let Some(v) = get("HEAPPROF_GROWTH") {
-            match crate::config::parse_bytes(v).filter(|&b| b > 0) {
+            match crate::control::config::parse_bytes(v).filter(|&b| b > 0) {
                 Some(b) => s.growth = Some(b),
-                None => crate::triggers::say(&format!(
+                None => crate::control::triggers::say(&format!(
                     "heapprof: HEAPPROF_GROWTH={v:?} is not a number of bytes such as 100m; no growth dumps"
                 )),
             }
@@ -83,7 +83,7 @@ impl State {
         if let Some(v) = get("HEAPPROF_KEEP") {
             match v.parse::<usize>().ok().filter(|&n| n > 0) {
                 Some(n) => s.keep = Some(n),
-                None => crate::triggers::say(&format!(
+                None => crate::control::triggers::say(&format!(
                     "heapprof: HEAPPROF_KEEP={v:?} is not a whole number of dumps from 1 up; every dump is kept"
                 )),
             }
@@ -161,9 +161,9 @@ pub fn tick() {
         }
     }
     if let Some(n) = s.keep {
-        let seq = crate::output::sequence();
+        let seq = crate::profile::output::sequence();
         if seq != s.pruned_at {
-            prune(&crate::triggers::out_prefix(), crate::os::pid(), n);
+            prune(&crate::control::triggers::out_prefix(), crate::os::pid(), n);
             s.pruned_at = seq;
         }
     }
@@ -171,9 +171,11 @@ pub fn tick() {
 
 fn dump(why: &str) {
     crate::control::peak::write();
-    if let Err(e) = crate::dump::dump_numbered_because(&crate::triggers::out_prefix(), why) {
+    if let Err(e) =
+        crate::profile::dump::dump_numbered_because(&crate::control::triggers::out_prefix(), why)
+    {
         if e.kind() != std::io::ErrorKind::OutOfMemory {
-            crate::triggers::say(&format!(
+            crate::control::triggers::say(&format!(
                 "heapprof: a triggered dump failed: {e} (set HEAPPROF_OUT to a path prefix in a writable directory)"
             ));
         }
@@ -182,10 +184,12 @@ fn dump(why: &str) {
 
 /// The estimated in-use heap: the live samples, scaled.
 fn in_use_estimate() -> u64 {
-    crate::aggregate::with(|a| {
+    crate::engine::aggregate::with(|a| {
         a.buckets
             .iter()
-            .map(|(k, c)| crate::scale::scale_heap_sample(c.live, c.live * k.size, k.rate).1)
+            .map(|(k, c)| {
+                crate::profile::scale::scale_heap_sample(c.live, c.live * k.size, k.rate).1
+            })
             .sum()
     })
 }

@@ -4,7 +4,7 @@
 //! The dumper thread looks at the estimated in-use heap (the aggregate's
 //! live samples, scaled) at each of its wake-ups ([`tick`]: every second,
 //! every 50 ms while a near-limit or growth trigger is set) and keeps a
-//! copy of the tallies ([`crate::snapshot::Snapshot`]) when the heap
+//! copy of the tallies ([`crate::profile::snapshot::Snapshot`]) when the heap
 //! exceeds the kept peak by an eighth (and at least 1 MiB): re-taken only on
 //! real growth, so the cost stays amortized, off the allocation paths. The
 //! copy keeps only the buckets with live samples and their stacks. A
@@ -18,7 +18,7 @@
 
 use std::sync::Mutex;
 
-use crate::snapshot::Snapshot;
+use crate::profile::snapshot::Snapshot;
 
 /// (estimated in-use bytes, the tallies then).
 static PEAK: Mutex<Option<(u64, Snapshot)>> = Mutex::new(None);
@@ -30,7 +30,7 @@ pub fn tick(in_use: u64) {
     let mut g = PEAK.lock().unwrap_or_else(|e| e.into_inner());
     let kept = g.as_ref().map_or(0, |p| p.0);
     if in_use > kept + (kept / 8).max(1 << 20) {
-        let mut snap = crate::snapshot::take();
+        let mut snap = crate::profile::snapshot::take();
         // Only what was live matters at a peak: keep no stacks of the rest.
         snap.entries.retain(|e| e.live > 0);
         let live: hashbrown::HashSet<_> = snap.entries.iter().map(|e| e.key.stack).collect();
@@ -46,9 +46,9 @@ pub fn tick(in_use: u64) {
 
 /// The heap profile at the highest estimated in-use heap so far (None
 /// before the dumper has seen any growth, or without memory for it).
-pub fn peak_profile() -> Option<crate::proto::Profile> {
+pub fn peak_profile() -> Option<crate::profile::proto::Profile> {
     let snap = PEAK.lock().unwrap_or_else(|e| e.into_inner()).clone()?.1;
-    let mut p = crate::dump::profile_from(Some(&snap))?;
+    let mut p = crate::profile::dump::profile_from(Some(&snap))?;
     p.comment.push(p.string_table.len() as i64);
     p.string_table
         .push("heapprof peak: the live heap at the highest estimated in-use heap seen".into());
@@ -59,13 +59,13 @@ pub fn peak_profile() -> Option<crate::proto::Profile> {
 /// kept; its path.
 pub fn write() -> Option<std::path::PathBuf> {
     let p = peak_profile()?;
-    let mut name = crate::triggers::out_prefix().into_os_string();
+    let mut name = crate::control::triggers::out_prefix().into_os_string();
     name.push(format!(".{}.peak.pb.gz", crate::os::pid()));
     let path = std::path::PathBuf::from(name);
-    match crate::output::write_atomic(&path, &crate::output::encode_gz(&p)) {
+    match crate::profile::output::write_atomic(&path, &crate::profile::output::encode_gz(&p)) {
         Ok(()) => Some(path),
         Err(e) => {
-            crate::triggers::say(&format!(
+            crate::control::triggers::say(&format!(
                 "heapprof: cannot write the peak profile: {e} (set HEAPPROF_OUT to a path prefix in a writable directory)"
             ));
             None
@@ -74,6 +74,6 @@ pub fn write() -> Option<std::path::PathBuf> {
 }
 
 extern "C" fn at_exit() {
-    let _busy = crate::thread_state::current().enter();
+    let _busy = crate::engine::thread_state::current().enter();
     let _ = std::panic::catch_unwind(write);
 }

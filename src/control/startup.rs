@@ -7,10 +7,10 @@
 //! that reaches it starts everything; the preload library calls [`start`]
 //! from its constructor. Either may run inside an allocation: nothing here
 //! allocates through the profiled allocator (the parsers in
-//! [`crate::config`] do not allocate, and the triggers' start-up makes only
+//! [`crate::control::config`] do not allocate, and the triggers' start-up makes only
 //! system calls; the dumper thread reads the full configuration later).
 //!
-//! The fast unwinder (libunwind, see [`crate::stack`]) is loaded by a
+//! The fast unwinder (libunwind, see [`crate::engine::stack`]) is loaded by a
 //! constructor, before `main` and before any sample, so the first samples
 //! do not pay libgcc's unwinder (~18,000 instructions each, against ~1,000):
 //! the preload library's constructor calls [`load_unwinder`]; for the Rust
@@ -23,8 +23,8 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::{self, Config};
-use crate::{engine, thread_state, triggers};
+use crate::control::config::{self, Config};
+use crate::{control::triggers, engine, engine::thread_state};
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 
@@ -56,8 +56,16 @@ pub fn way_in() -> bool {
 /// Starts profiling unless it has started (one relaxed load when it has).
 #[inline]
 pub fn ensure() {
+    ensure_with(|| {});
+}
+
+/// As [`ensure`], with what the way in needs done once, after the engine
+/// starts and before the triggers' threads exist (the Rust way in's
+/// `pthread_create` definition, so that their creation is heapprof's own).
+#[inline]
+pub fn ensure_with(before_triggers: fn()) {
     if !STARTED.load(Ordering::Acquire) {
-        start();
+        start_with(before_triggers);
     }
 }
 
@@ -65,6 +73,12 @@ pub fn ensure() {
 /// the triggers. Idempotent; allocation-free on the profiled allocator.
 #[cold]
 pub fn start() {
+    start_with(|| {});
+}
+
+/// [`start`], calling `before_triggers` once, as [`ensure_with`] says.
+#[cold]
+pub fn start_with(before_triggers: fn()) {
     let _busy = thread_state::current().enter();
     let rate = config::getenv("HEAPPROF_RATE").and_then(config::parse_bytes);
     let seed = config::getenv("HEAPPROF_SEED").and_then(|s| s.trim().parse::<u64>().ok());
@@ -75,9 +89,8 @@ pub fn start() {
     if engine::init(rate, seed) {
         // Before the triggers: its fork handler then runs first in a child.
         crate::control::blackbox::start();
-        // Before the dumper thread exists: its creation is heapprof's own.
-        #[cfg(feature = "threads")]
-        crate::thread_hook::enable();
+        before_triggers();
+        crate::profile::settings::set_loader(triggers::load_settings);
         triggers::start();
         crate::control::blackbox::after_triggers();
         STARTED.store(true, Ordering::Release);
@@ -101,7 +114,7 @@ pub fn install(config: Config) {
 /// heapprof's own thread, never from an allocation hook.
 pub fn load_unwinder() {
     let _busy = thread_state::current().enter();
-    crate::stack::load_fast_unwinder();
+    crate::engine::stack::load_fast_unwinder();
 }
 
 /// The Rust way in's constructor (see the module doc).

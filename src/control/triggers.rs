@@ -61,11 +61,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::control::config::Config;
 use crate::control::dump_signal::{self, Why};
 use crate::control::{lifetime, watcher};
+use crate::engine::thread_state;
 use crate::os::{fds, raw};
-use crate::thread_state;
 
 struct Settings {
     config: Config,
@@ -169,7 +169,7 @@ pub fn say(line: &str) {
 }
 
 /// Installs the signal handler, the exit and fork handlers, and starts the
-/// dumper thread. Called once by [`crate::startup`], possibly from
+/// dumper thread. Called once by [`crate::control::startup`], possibly from
 /// inside the program's first allocation: it allocates nothing through the
 /// profiled allocator (only system calls and libc, whose own allocations in
 /// a Rust program do not reach a Rust global allocator); the dumper thread
@@ -179,9 +179,9 @@ pub fn start() {
         return;
     }
     open_pipe();
-    let signal = match crate::config::getenv("HEAPPROF_SIGNAL") {
+    let signal = match crate::control::config::getenv("HEAPPROF_SIGNAL") {
         // An unparsable value falls back to the default; the dumper reports it.
-        Some(v) => crate::config::parse_signal(v).unwrap_or(Some(libc::SIGUSR2)),
+        Some(v) => crate::control::config::parse_signal(v).unwrap_or(Some(libc::SIGUSR2)),
         None => Some(libc::SIGUSR2),
     };
     install_signal(signal.unwrap_or(0));
@@ -220,9 +220,10 @@ fn start_dumper_or_watcher() {
 fn ensure(g: &mut Option<Settings>) -> &mut Settings {
     g.get_or_insert_with(|| {
         let base = Config::default().at_exit(AT_EXIT_DEFAULT.load(Ordering::Relaxed));
-        let (config, pending) =
-            Config::from_lookup_with(base, |n| crate::config::getenv(n).map(str::to_owned));
-        crate::output::set_file_mode(config.file_mode);
+        let (config, pending) = Config::from_lookup_with(base, |n| {
+            crate::control::config::getenv(n).map(str::to_owned)
+        });
+        push_down(&config);
         Settings {
             config,
             pending,
@@ -234,20 +235,22 @@ fn ensure(g: &mut Option<Settings>) -> &mut Settings {
 /// Applies a configuration from code ([`Config::install`]).
 pub fn configure(config: Config) {
     let signal = config.signal.unwrap_or(0);
-    crate::output::set_file_mode(config.file_mode);
+    push_down(&config);
     ensure(&mut settings()).config = config;
     install_signal(signal);
     wake(WAKE_RECONFIGURE);
 }
 
-/// Whether dumps are symbolized in-process (`HEAPPROF_SYMBOLIZE`).
-pub fn symbolize_enabled() -> bool {
-    ensure(&mut settings()).config.symbolize
+/// Loads the configuration from the environment if nothing has (so the
+/// profile layer holds its settings before a profile is written).
+pub fn load_settings() {
+    ensure(&mut settings());
 }
 
-/// The process-wide labels (`HEAPPROF_LABELS` or [`Config::labels`]).
-pub fn process_labels() -> Vec<(String, String)> {
-    ensure(&mut settings()).config.labels.clone()
+/// Hands the profile layer what it takes from the configuration.
+fn push_down(config: &Config) {
+    crate::profile::output::set_file_mode(config.file_mode);
+    crate::profile::settings::set(config.symbolize, config.labels.clone());
 }
 
 /// The configured dump prefix.
@@ -427,7 +430,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     let name = c"heapprof-dumper";
     // SAFETY: naming the calling thread with a short NUL-terminated string.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
-    crate::stack::load_fast_unwinder();
+    crate::engine::stack::load_fast_unwinder();
     // Taking over from the watcher: wake it (it shares the pipe) until it
     // has seen that it must end, before this thread reads the pipe itself,
     // so that a program counting its threads soon finds one again.
@@ -499,7 +502,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
             }
         }
         if now - last_drain >= drain_every {
-            crate::aggregate::with(|_| ());
+            crate::engine::aggregate::with(|_| ());
             last_drain = now;
         }
         if let Some(line) = crate::engine::pressure::take_note() {
@@ -754,7 +757,7 @@ pub(crate) fn try_dump() -> Result<Option<PathBuf>, String> {
     // dumper and at-exit callers are C-ABI functions, through which a panic
     // would abort the process. Files are written whole or not at all.
     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::dump::dump_numbered(&prefix)
+        crate::profile::dump::dump_numbered(&prefix)
             .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p))
     }));
     match written {
@@ -807,9 +810,9 @@ extern "C" fn fork_prepare() {
     // Hold every lock heapprof's off-hook work takes, in one fixed order, so
     // none is held by a thread that will not exist in the child.
     let guards: Vec<Box<dyn core::any::Any>> = vec![
-        Box::new(crate::aggregate::lock()),
+        Box::new(crate::engine::aggregate::lock()),
         Box::new(crate::engine::labels::lock()),
-        Box::new(crate::symbolize::lock()),
+        Box::new(crate::profile::symbolize::lock()),
         Box::new(settings()),
     ];
     // SAFETY: see ForkGuards.
@@ -825,7 +828,7 @@ fn release_fork_guards() {
     }
     // Leave the busy state entered in prepare.
     let st = thread_state::current();
-    drop(crate::thread_state::BusyGuard::adopt(st));
+    drop(crate::engine::thread_state::BusyGuard::adopt(st));
 }
 
 extern "C" fn fork_parent() {
@@ -836,7 +839,7 @@ extern "C" fn fork_child() {
     release_fork_guards();
     let _busy = thread_state::current().enter();
     crate::control::http::after_fork_child();
-    crate::output::reset_sequence();
+    crate::profile::output::reset_sequence();
     dump_signal::after_fork();
     watcher::after_fork();
     lifetime::after_fork();

@@ -9,7 +9,7 @@
 //! than all of heapprof's own code: +1.6 % instructions on CPython, +1.3 %
 //! on perl, +0.4 % on sqlite3 and cc1 (`FLOOR=1 bash
 //! scripts/bench-callgrind.sh`). So the preload library starts this watcher
-//! instead, and the real dumper thread ([`crate::triggers`]) only when the
+//! instead, and the real dumper thread ([`crate::control::triggers`]) only when the
 //! program creates its first thread (glibc is multi-threaded from then on
 //! anyway) or HTTP serving is asked for.
 //!
@@ -228,12 +228,12 @@ extern "C" fn main() -> ! {
         if deferred {
             timeout = Some(timeout.map_or(DEFERRED_RETRY_NS, |t| t.min(DEFERRED_RETRY_NS)));
         }
-        let asked = crate::triggers::wait_for_wake(timeout, &all);
+        let asked = crate::control::triggers::wait_for_wake(timeout, &all);
         if STOP.load(Ordering::Acquire) {
             // (A deferred dump is the dumper's to take: not asked again.)
             if asked {
                 // Taken from the pipe after the dumper started: its now.
-                crate::triggers::request_dump_raw();
+                crate::control::triggers::request_dump_raw();
             }
             raw::exit_thread();
         }
@@ -246,6 +246,6 @@ extern "C" fn main() -> ! {
                 next_interval = now + every;
             }
         }
-        crate::triggers::watcher_round(dump);
+        crate::control::triggers::watcher_round(dump);
     }
 }

@@ -5,7 +5,7 @@
 //! sample was taken at, label set of the allocating thread). Each bucket holds how many samples were allocated and
 //! how many are still live; the four pprof values `alloc_objects`,
 //! `alloc_space`, `inuse_objects` and `inuse_space` are these counts scaled at
-//! write time ([`crate::scale`]). Every live sample is also kept by id with its
+//! write time ([`crate::profile::scale`]). Every live sample is also kept by id with its
 //! bucket, allocation time (for the age of live memory) and leak-check tag.
 //!
 //! A free is matched to its sample by id, never by address, so an address
@@ -25,9 +25,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::buffer;
-use crate::record::{self, Record};
-use crate::stack_table::{StackId, StackTable};
+use crate::engine::buffer;
+use crate::engine::record::{self, Record};
+use crate::engine::stack_table::{StackId, StackTable};
 
 /// What samples are counted under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,7 +126,7 @@ static AGGREGATE: Mutex<Option<Aggregate>> = Mutex::new(None);
 
 /// Runs `f` on the drained aggregate, with the calling thread marked busy.
 pub fn with<R>(f: impl FnOnce(&mut Aggregate) -> R) -> R {
-    let st = crate::thread_state::current();
+    let st = crate::engine::thread_state::current();
     let _busy = st.enter();
     let mut guard = lock();
     let agg = guard.get_or_insert_with(Aggregate::default);
@@ -137,7 +137,7 @@ pub fn with<R>(f: impl FnOnce(&mut Aggregate) -> R) -> R {
 /// Drains every buffer into the aggregate if its lock is free now (never
 /// waits: the sampled path calls it).
 pub fn try_drain() {
-    let st = crate::thread_state::current();
+    let st = crate::engine::thread_state::current();
     let _busy = st.enter();
     let mut guard = match AGGREGATE.try_lock() {
         Ok(g) => g,

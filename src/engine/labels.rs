@@ -26,7 +26,7 @@
 //! process's life, like Go's interned pprof labels. Label values should come
 //! from a bounded domain (routes, tenants, job kinds), not request ids.
 //!
-//! [`ThreadState`]: crate::thread_state::ThreadState
+//! [`ThreadState`]: crate::engine::thread_state::ThreadState
 
 use core::cell::Cell;
 use core::future::Future;
@@ -38,7 +38,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use hashbrown::HashTable;
 
-use crate::thread_state::{self, ThreadState};
+use crate::engine::thread_state::{self, ThreadState};
 
 /// The pairs of one interned label set: sorted by key, keys distinct.
 pub type Pairs = [(Box<str>, Box<str>)];
@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn short_string_comparison_is_exact() {
-        let mut rng = crate::sampler::Rng::new(7);
+        let mut rng = crate::engine::sampler::Rng::new(7);
         for _ in 0..20_000 {
             let r = rng.next_u64();
             let n = (r % 20) as usize;

@@ -13,7 +13,7 @@
 //!
 //! Everything here runs only on those rare slow paths. It takes no lock, makes
 //! no allocation through the profiled allocator (the thread is marked busy
-//! while heapprof's own code runs, see [`crate::thread_state`]) and never
+//! while heapprof's own code runs, see [`crate::engine::thread_state`]) and never
 //! prints or panics.
 //!
 //! **Who drains the record buffers.** Normally a thread above the engine
@@ -42,8 +42,8 @@ pub mod threads;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use crate::sampler::{Rng, DEFAULT_RATE};
-use crate::thread_state::ThreadState;
+use crate::engine::sampler::{Rng, DEFAULT_RATE};
+use crate::engine::thread_state::ThreadState;
 
 static RATE: AtomicU64 = AtomicU64::new(DEFAULT_RATE);
 static RATE_SET_BY_CODE: AtomicBool = AtomicBool::new(false);
@@ -72,7 +72,7 @@ pub fn rate() -> u64 {
 pub fn set_rate(rate: u64) {
     RATE_SET_BY_CODE.store(true, Ordering::Relaxed);
     RATE.store(rate, Ordering::Relaxed);
-    let st = crate::thread_state::current();
+    let st = crate::engine::thread_state::current();
     if !st.is_busy() {
         st.countdown.set(0);
     }
@@ -83,7 +83,7 @@ pub fn set_rate(rate: u64) {
 pub fn set_seed(seed: u64) {
     SEED.store(seed, Ordering::Relaxed);
     THREADS.store(0, Ordering::Relaxed);
-    let st = crate::thread_state::current();
+    let st = crate::engine::thread_state::current();
     if !st.is_busy() {
         st.started.set(false);
         st.countdown.set(0);
@@ -114,7 +114,7 @@ pub fn init(env_rate: Option<u64>, env_seed: Option<u64>) -> bool {
     {
         return false;
     }
-    let st = crate::thread_state::current();
+    let st = crate::engine::thread_state::current();
     let _busy = st.enter();
     START_MONO_NS.store(crate::os::monotonic_ns(), Ordering::Relaxed);
     if let Some(r) = env_rate.filter(|_| !RATE_SET_BY_CODE.load(Ordering::Relaxed)) {
@@ -208,7 +208,7 @@ pub fn owns(ptr: *const u8) -> bool {
 /// if the sample heap cannot serve it (counted there): the way in then
 /// serves the allocation from its inner allocator, unsampled. Always
 /// inlined, so [`record_alloc_from`] is called from the hook's own frame
-/// (see [`crate::stack`]).
+/// (see [`crate::engine::stack`]).
 #[inline(always)]
 pub fn alloc_sample(
     st: &ThreadState,
@@ -278,7 +278,7 @@ pub fn alloc_sample_with_room(
 /// anything shared. `hook_marker` is the address of a local variable in the
 /// way in's hook frame (a function never inlined into its caller), so the
 /// stack starts at the program's call into the allocator; 0 keeps every
-/// frame (see [`crate::stack`]).
+/// frame (see [`crate::engine::stack`]).
 #[inline(never)]
 pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marker: usize) {
     let tag = st.tag.get();
@@ -396,7 +396,7 @@ fn push(st: &ThreadState, words: &[u64]) {
 /// pthread key destructor: the thread is exiting, give its buffer back. Runs
 /// before some other TLS destructors; a later record simply acquires again.
 extern "C" fn thread_exit(b: *mut libc::c_void) {
-    let st = crate::thread_state::current();
+    let st = crate::engine::thread_state::current();
     if st.buffer.get() == b.cast() {
         st.buffer.set(core::ptr::null_mut());
     }

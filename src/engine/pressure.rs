@@ -5,7 +5,7 @@
 //! own growth may go through an allocation whose failure aborts (Rust's
 //! infallible `Vec`/`HashMap` growth calls `handle_alloc_error`):
 //! - record buffers are memory heapprof maps itself; a chunk that cannot be
-//!   mapped drops its record ([`crate::buffer`]);
+//!   mapped drops its record ([`crate::engine::buffer`]);
 //! - the aggregator reserves room (`try_reserve`) before it keeps a record;
 //!   when that fails the record is dropped and counted here;
 //! - a dump first checks that the address space has room for what it will

@@ -10,7 +10,7 @@
 //! allocation time, `tag` the leak-check session (0 for none), `labels` the
 //! thread's label set when it allocated ([`crate::engine::labels`], 0 for none).
 
-use crate::stack::MAX_FRAMES;
+use crate::engine::stack::MAX_FRAMES;
 
 const ALLOC: u64 = 1;
 const FREE: u64 = 2;

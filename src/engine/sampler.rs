@@ -22,7 +22,7 @@
 //! sampled allocation reaches this module's arithmetic.
 //!
 //! A sample of size `s` stands for `1/p(s)` allocations and `s/p(s)` bytes:
-//! see [`crate::scale`] for how the estimate is made unbiased at write time.
+//! see [`crate::profile::scale`] for how the estimate is made unbiased at write time.
 //!
 //! `rate == 1` samples every allocation and nothing is scaled (exact
 //! profiles); `rate == 0` turns sampling off.

@@ -4,7 +4,7 @@
 //! pointers (Rust's standard library, most C/C++ distributions) unwinds:
 //! - **libunwind's `unw_backtrace`** (`libunwind.so.8`, Debian `libunwind8`;
 //!   x86-64), loaded with `dlopen` at start-up by a constructor, before `main` (the
-//!   preload library's, or the one [`crate::startup`] registers for the
+//!   preload library's, or the one [`crate::control::startup`] registers for the
 //!   Rust way in), else by the dumper thread — never inside a hook, and
 //!   never linked, so nothing depends on it being installed. It
 //!   caches the unwind rule of each return address, so a capture costs about
@@ -64,7 +64,7 @@
 //!
 //! What remains of the allocator (`__rust_alloc`, inlined `alloc::` frames,
 //! `operator new`) is trimmed by name at write time
-//! ([`crate::symbolize::is_allocator_frame`]).
+//! ([`crate::profile::symbolize::is_allocator_frame`]).
 
 use core::ffi::{c_int, c_void};
 use core::mem::MaybeUninit;
@@ -569,7 +569,7 @@ mod tests {
     fn check_trimming_of(direct: bool) {
         let refused = FAST_REFUSED.load(Ordering::Relaxed);
         let frames = caller_of_hook(direct);
-        let mut sym = crate::symbolize::Symbolizer::default();
+        let mut sym = crate::profile::symbolize::Symbolizer::default();
         let first: Vec<String> = sym
             .frames(frames[0])
             .iter()

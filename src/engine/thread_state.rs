@@ -16,7 +16,7 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::buffer::Buffer;
+use crate::engine::buffer::Buffer;
 
 /// One thread's profiler state. All zeros is the initial state.
 #[repr(C)]
@@ -25,7 +25,7 @@ pub struct ThreadState {
     pub(crate) countdown: Cell<usize>,
     /// The countdown saved while the thread is busy inside heapprof.
     pub(crate) saved_countdown: Cell<usize>,
-    /// Sampler state ([`crate::sampler::Rng`]); 0 until the thread starts.
+    /// Sampler state ([`crate::engine::sampler::Rng`]); 0 until the thread starts.
     pub(crate) rng: Cell<u64>,
     /// Nesting depth of heapprof's own work on this thread.
     pub(crate) busy: Cell<u32>,

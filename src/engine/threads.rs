@@ -67,8 +67,8 @@ use core::ffi::{c_int, c_void};
 use core::mem::MaybeUninit;
 use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
+use crate::engine::thread_state::ThreadState;
 use crate::os;
-use crate::thread_state::ThreadState;
 
 /// Frames kept per creation stack. Deeper stacks keep their innermost frames.
 pub const MAX_THREAD_FRAMES: usize = 64;
@@ -282,7 +282,7 @@ pub unsafe fn register(
     }
     let _busy = st.enter();
     let mut frames = [MaybeUninit::<u64>::uninit(); MAX_THREAD_FRAMES];
-    let n = crate::stack::capture_in_hook(&mut frames, hook_marker);
+    let n = crate::engine::stack::capture_in_hook(&mut frames, hook_marker);
     let Some(index) = pop() else {
         UNTRACKED.fetch_add(1, Ordering::Relaxed);
         return core::ptr::null_mut();

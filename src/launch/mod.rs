@@ -126,7 +126,7 @@ pub fn parse(args: &[OsString]) -> Result<RunOptions, LaunchError> {
         match name.as_str() {
             "--rate" => {
                 let v = value("a number of bytes (1: every allocation)")?;
-                if crate::config::parse_bytes(&v).is_none() {
+                if crate::control::config::parse_bytes(&v).is_none() {
                     return Err(usage_error(format!(
                         "run: --rate needs a number of bytes such as 524288 or 512k (1: every allocation, 0: off), got {v:?}"
                     )));
@@ -137,7 +137,7 @@ pub fn parse(args: &[OsString]) -> Result<RunOptions, LaunchError> {
             "--children" => o.children = true,
             "--interval" => {
                 let v = value("a number of seconds")?;
-                if crate::config::parse_interval(&v).is_none() {
+                if crate::control::config::parse_interval(&v).is_none() {
                     return Err(usage_error(format!(
                         "run: --interval needs a number of seconds such as 30 or 0.5, got {v:?}"
                     )));

@@ -21,7 +21,7 @@
 
 use hashbrown::HashMap;
 
-use crate::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+use crate::profile::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 
 /// The heap profile's age label, dropped by deltas (see the module docs).
 pub const AGE: &str = "age";

@@ -10,7 +10,10 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::engine::pressure;
-use crate::{mappings, output, pprof, proto, snapshot, symbolize, thread_state};
+use crate::{
+    engine::thread_state, profile::mappings, profile::output, profile::pprof, profile::proto,
+    profile::snapshot, profile::symbolize,
+};
 
 /// Heap the symbolizer may use while it parses the program's DWARF (a
 /// generous bound of what scripts/bench-dump-memory.sh measures).
@@ -20,7 +23,7 @@ const SYMBOLIZER_HEAP: usize = 24 << 20;
 /// pprof message, its encoding and the gzip stream, each a few hundred bytes
 /// per bucket and per stack frame, twice over for the copies between steps.
 fn raw_need() -> usize {
-    let (buckets, stacks) = crate::aggregate::with(|a| (a.buckets.len(), a.stacks.len()));
+    let (buckets, stacks) = crate::engine::aggregate::with(|a| (a.buckets.len(), a.stacks.len()));
     (2 << 20) + buckets * 1024 + stacks * 128 * 16
 }
 
@@ -59,7 +62,7 @@ pub fn profile_from(kept: Option<&snapshot::Snapshot>) -> Option<proto::Profile>
         return None;
     }
     let maps = mappings::current();
-    let mut symbolized = crate::triggers::symbolize_enabled();
+    let mut symbolized = crate::profile::settings::symbolize_enabled();
     if symbolized && !pressure::room_for(raw + symbolize_need(&maps)) {
         pressure::raw_dump();
         symbolized = false;

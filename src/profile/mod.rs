@@ -10,6 +10,7 @@ pub(crate) mod output;
 pub(crate) mod pprof;
 pub mod proto;
 pub mod scale;
+pub mod settings;
 pub(crate) mod snapshot;
 pub(crate) mod symbolize;
 pub(crate) mod tallies;

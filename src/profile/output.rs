@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use prost::Message;
 
 use crate::os::fds;
-use crate::proto;
+use crate::profile::proto;
 
 /// Gzipped protobuf bytes of a profile.
 pub fn encode_gz(p: &proto::Profile) -> Vec<u8> {

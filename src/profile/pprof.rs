@@ -7,7 +7,7 @@
 //!   `bytes` (unit `bytes`) with the requested object size. Its live objects
 //!   are split by age: one sample per age bucket, with a numeric label `age`
 //!   (unit `seconds`) whose value is the bucket's lower bound
-//!   ([`crate::snapshot::age_bucket`]: whole seconds below 32 s, then 16
+//!   ([`crate::profile::snapshot::age_bucket`]: whole seconds below 32 s, then 16
 //!   buckets per doubling, never wider than 1/16 of the age), holding those
 //!   objects in both the alloc and the inuse values. Objects already freed
 //!   form one more sample without `age`, with alloc values only. Summing a
@@ -20,12 +20,12 @@
 //!   label set of the allocation ([`crate::engine::labels`]), the latter
 //!   winning for a key in both, sorted by key. `-tagfocus=route=/users`,
 //!   `-tagignore` and `-tags` read them.
-//! - Values are scaled per bucket ([`crate::scale`]).
+//! - Values are scaled per bucket ([`crate::profile::scale`]).
 //! - Locations: address = return address − 1, inlined frames as several
 //!   lines (callee first), mapping from `/proc/self/maps` with GNU build IDs;
 //!   functions carry the demangled `name` and mangled `system_name`, and
 //!   mappings set `has_functions` etc. so readers do not re-symbolize.
-//! - Allocator frames at the leaf are trimmed ([`crate::symbolize`]).
+//! - Allocator frames at the leaf are trimmed ([`crate::profile::symbolize`]).
 //! - Comments: heapprof's counters, and `rss_anon=BYTES`, the process's
 //!   resident anonymous memory at the snapshot, which readers compare with
 //!   the heap (memory a program's own allocator serves is not in the heap).
@@ -38,12 +38,12 @@
 
 use hashbrown::HashMap;
 
-use crate::mappings::Mapping;
-use crate::proto;
-use crate::scale::scale_heap_sample;
-use crate::snapshot::Snapshot;
-use crate::stack_table::StackId;
-use crate::symbolize::{trim_point, Frame, Symbolizer};
+use crate::engine::stack_table::StackId;
+use crate::profile::mappings::Mapping;
+use crate::profile::proto;
+use crate::profile::scale::scale_heap_sample;
+use crate::profile::snapshot::Snapshot;
+use crate::profile::symbolize::{trim_point, Frame, Symbolizer};
 
 /// The comment recording the process's `RssAnon` in bytes:
 /// `rss_anon=BYTES`, a comment of its own.
@@ -131,15 +131,15 @@ pub fn build(
         "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} unwinder={} libgcc_captures={} symbolize_copy_failures={} dump_fallbacks={}",
         env!("CARGO_PKG_VERSION"),
         snap.rate,
-        crate::buffer::dropped_records() + crate::engine::pressure::dropped_records(),
+        crate::engine::buffer::dropped_records() + crate::engine::pressure::dropped_records(),
         crate::engine::sample_heap::fallbacks(),
-        if crate::stack::fast_unwinder_loaded() {
+        if crate::engine::stack::fast_unwinder_loaded() {
             "libunwind"
         } else {
             "libgcc"
         },
-        crate::stack::libgcc_captures(),
-        crate::symbolize::copy_failures(),
+        crate::engine::stack::libgcc_captures(),
+        crate::profile::symbolize::copy_failures(),
         crate::engine::pressure::dump_fallbacks()
     ));
     b.p.comment.push(comment);
@@ -292,7 +292,7 @@ impl Builder<'_> {
         let resolved: Vec<_> = frames.iter().map(|&ip| sym.frames(ip)).collect();
         let (mut first, mut skip) = trim_point(&resolved);
         if let Some(more) = self.also_trim {
-            let trim = |f: &Frame| more(f) || crate::symbolize::is_allocator_frame(f);
+            let trim = |f: &Frame| more(f) || crate::profile::symbolize::is_allocator_frame(f);
             while first + 1 < resolved.len()
                 && !resolved[first][skip..].is_empty()
                 && resolved[first][skip..].iter().all(trim)

@@ -1,7 +1,7 @@
 //! Unbiasing: what a sample stands for.
 //!
 //! An allocation of `s` bytes is sampled with probability
-//! `p = 1 - exp(-s/rate)` (see [`crate::sampler`]), so each sample stands for
+//! `p = 1 - exp(-s/rate)` (see [`crate::engine::sampler`]), so each sample stands for
 //! `1/p` allocations and `s/p` bytes; the sum over samples is then an
 //! unbiased estimate of the true totals. Following Go's `scaleHeapSample`,
 //! the factor is applied when a profile is written, to the counts of a bucket

@@ -4,8 +4,8 @@
 
 use hashbrown::HashMap;
 
-use crate::aggregate::{self, BucketKey};
-use crate::stack_table::StackId;
+use crate::engine::aggregate::{self, BucketKey};
+use crate::engine::stack_table::StackId;
 
 /// Ages below this many seconds are kept to the second.
 pub const AGE_EXACT_BELOW_SECS: u64 = 32;
@@ -65,7 +65,7 @@ pub struct Snapshot {
 /// Drains the buffers and copies the tallies.
 pub fn take() -> Snapshot {
     // Before the aggregator lock: the settings lock is never taken under it.
-    let process_labels = crate::triggers::process_labels();
+    let process_labels = crate::profile::settings::process_labels();
     let now = crate::os::monotonic_ns();
     aggregate::with(|agg| {
         let mut ages: HashMap<(BucketKey, u64), u64> = HashMap::new();

@@ -71,7 +71,7 @@ use std::sync::Arc;
 
 use blazesym::symbolize::{source, Input, Symbolized};
 
-use crate::mappings::Mapping;
+use crate::profile::mappings::Mapping;
 
 /// One (possibly inlined) source frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -157,7 +157,7 @@ pub struct Symbolizer {
 impl Default for Symbolizer {
     /// A symbolizer for this process as it is mapped now.
     fn default() -> Symbolizer {
-        Symbolizer::new(crate::mappings::current(), Policy::InProcess)
+        Symbolizer::new(crate::profile::mappings::current(), Policy::InProcess)
     }
 }
 
@@ -643,7 +643,7 @@ const KEEP_MAX: usize = 4096;
 /// same. Never called with the aggregator lock held.
 pub fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
     let mut kept = lock();
-    let maps = crate::mappings::current();
+    let maps = crate::profile::mappings::current();
     let mut sym = Symbolizer::new(maps, Policy::InProcess);
     if let Some((old_maps, cache)) = kept.take() {
         if old_maps == sym.maps && cache.len() < KEEP_MAX {
@@ -711,7 +711,7 @@ mod tests {
     #[test]
     fn resolves_a_known_function_with_file_and_line() {
         let mut ips = [0u64; 16];
-        let n = crate::stack::capture(&mut ips, 0);
+        let n = crate::engine::stack::capture(&mut ips, 0);
         let mut sym = Symbolizer::default();
         let frames: Vec<Frame> = ips[..n]
             .iter()
@@ -730,7 +730,7 @@ mod tests {
     #[test]
     fn prepared_frames_are_the_lazily_resolved_ones() {
         let mut ips = [0u64; 16];
-        let n = crate::stack::capture(&mut ips, 0);
+        let n = crate::engine::stack::capture(&mut ips, 0);
         let mut lazy = Symbolizer::default();
         let want: Vec<Frames> = ips[..n].iter().map(|&ip| lazy.frames(ip)).collect();
         let mut batch = Symbolizer::default();

@@ -2,7 +2,7 @@
 
 use hashbrown::HashMap;
 
-use crate::proto;
+use crate::profile::proto;
 
 /// One source frame of a stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

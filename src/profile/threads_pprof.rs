@@ -28,12 +28,12 @@ use std::path::{Path, PathBuf};
 
 use hashbrown::HashMap;
 
+use crate::engine::stack_table::StackTable;
 use crate::engine::threads::{self, LiveThread};
-use crate::pprof::Builder;
-use crate::snapshot::age_bucket;
-use crate::stack_table::StackTable;
-use crate::symbolize::{Frame, Symbolizer};
-use crate::{mappings, output, proto, thread_state};
+use crate::profile::pprof::Builder;
+use crate::profile::snapshot::age_bucket;
+use crate::profile::symbolize::{Frame, Symbolizer};
+use crate::{engine::thread_state, profile::mappings, profile::output, profile::proto};
 
 /// Whether threads are tracked in this process (the preload library, or a
 /// Rust program built with the `threads` feature), i.e. whether threads
@@ -151,8 +151,10 @@ pub fn profile() -> proto::Profile {
     let now = crate::os::monotonic_ns();
     let wall = crate::os::realtime_ns();
     let maps = mappings::current();
-    if crate::triggers::symbolize_enabled() {
-        crate::symbolize::with(|sym| build(&live, now, wall, Some(sym), &maps, thread_name))
+    if crate::profile::settings::symbolize_enabled() {
+        crate::profile::symbolize::with(|sym| {
+            build(&live, now, wall, Some(sym), &maps, thread_name)
+        })
     } else {
         build(&live, now, wall, None, &maps, thread_name)
     }
@@ -191,7 +193,7 @@ mod tests {
     #[inline(never)]
     fn here() -> Vec<u64> {
         let mut f = [0u64; 32];
-        let n = crate::stack::capture(&mut f, 0);
+        let n = crate::engine::stack::capture(&mut f, 0);
         f[..n].to_vec()
     }
 

@@ -6,7 +6,7 @@
 //! The profile is what was live when the process last wrote the file,
 //! normally the moment it died: each complete slot is one live sample,
 //! bucketed by (stack, size, rate) and scaled like any heap profile
-//! ([`crate::scale`]), with the `age` of each sample at the end (the
+//! ([`crate::profile::scale`]), with the `age` of each sample at the end (the
 //! heartbeat or the newest allocation, whichever is later). Only live
 //! samples are in the file, so `alloc_*` equals `inuse_*`. Addresses are
 //! named from the binaries by build ID, as for raw profiles
@@ -18,10 +18,10 @@
 use hashbrown::HashMap;
 
 use super::ReportError;
-use crate::aggregate::BucketKey;
+use crate::engine::aggregate::BucketKey;
 use crate::engine::blackbox as bb;
-use crate::proto::Profile;
-use crate::snapshot::{age_bucket, Entry, Snapshot};
+use crate::profile::proto::Profile;
+use crate::profile::snapshot::{age_bucket, Entry, Snapshot};
 
 /// Whether `bytes` start like a black box.
 pub fn is_blackbox(bytes: &[u8]) -> bool {
@@ -96,7 +96,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
         c @ (1 | 2) => {
             let off = bb::maps_offset(slots, c);
             let len = ((maps_word >> 8) as usize).min(bb::MAPS_BYTES);
-            crate::mappings::decode(&bytes[off..off + len])
+            crate::profile::mappings::decode(&bytes[off..off + len])
         }
         _ => Vec::new(),
     };
@@ -141,7 +141,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
         .unwrap_or(0)
         .max(h(bb::H_HEARTBEAT_NS));
     let start = h(bb::H_START_MONO_NS);
-    let mut stacks = crate::stack_table::StackTable::default();
+    let mut stacks = crate::engine::stack_table::StackTable::default();
     let mut counts: HashMap<BucketKey, HashMap<u64, u64>> = HashMap::new();
     for l in &live {
         let key = BucketKey {
@@ -183,7 +183,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
         label_sets: HashMap::new(),
         process_labels: Vec::new(),
     };
-    let mut profile = crate::pprof::build(&snap, None, &maps, None);
+    let mut profile = crate::profile::pprof::build(&snap, None, &maps, None);
     let r = Recovered {
         pid: h(bb::H_PID),
         samples: live.len() as u64,
@@ -226,12 +226,11 @@ pub fn recover_file(input: &str, output: &std::path::Path) -> Result<Recovered, 
         error,
     })?;
     let r = recover(input, &bytes)?;
-    crate::output::write_atomic(output, &crate::output::encode_gz(&r.profile)).map_err(
-        |error| ReportError::Write {
+    crate::profile::output::write_atomic(output, &crate::profile::output::encode_gz(&r.profile))
+        .map_err(|error| ReportError::Write {
             path: output.display().to_string(),
             error,
-        },
-    )?;
+        })?;
     Ok(r)
 }
 

@@ -330,7 +330,7 @@ impl fmt::Display for DiffBy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Label, Location, Profile, Sample, ValueType};
+    use crate::profile::proto::{Label, Location, Profile, Sample, ValueType};
 
     /// A profile with one stack and one sample per (route, in-use bytes).
     fn profile(time: i64, samples: &[(Option<&str>, i64)]) -> Resolved {

@@ -34,9 +34,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashMap;
 
-use crate::stack_table::StackId;
-use crate::tallies::StackFrame;
-use crate::{aggregate, symbolize, thread_state};
+use crate::engine::stack_table::StackId;
+use crate::profile::tallies::StackFrame;
+use crate::{engine::aggregate, engine::thread_state, profile::symbolize};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -156,7 +156,7 @@ fn probe_sees_the_global_allocator() -> bool {
 /// global allocator (the report would be empty whatever `f` does).
 #[track_caller]
 pub fn leaks_during_with<R>(f: impl FnOnce() -> R) -> (R, LeakReport) {
-    crate::startup::ensure();
+    crate::control::startup::ensure();
     let state = thread_state::current();
     let tag = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let session = Session {

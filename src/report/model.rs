@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::ReportError;
-use crate::proto::{Location, Profile};
+use crate::profile::proto::{Location, Profile};
 
 /// A sample type (or the period type): `inuse_space` / `bytes`, say.
 #[derive(Clone, Debug, PartialEq, Eq)]

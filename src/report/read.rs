@@ -7,7 +7,7 @@ use std::io::Read;
 use prost::Message;
 
 use super::ReportError;
-use crate::proto::Profile;
+use crate::profile::proto::Profile;
 
 /// The two bytes every gzip stream starts with.
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];

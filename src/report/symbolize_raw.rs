@@ -14,7 +14,7 @@
 //! reported once ([`symbolize`] returns the notes).
 //!
 //! Then the allocator frames at each stack's leaf are trimmed exactly as a
-//! symbolized dump trims them ([`crate::symbolize::trim_point`]), the
+//! symbolized dump trims them ([`crate::profile::symbolize::trim_point`]), the
 //! profile's `drop_frames` (which did that job for `go tool pprof`) is
 //! cleared, and the mappings that could be read are marked `has_functions`,
 //! `has_filenames`, `has_line_numbers` and `has_inline_frames`, so no reader
@@ -23,9 +23,9 @@
 use hashbrown::HashMap;
 
 use super::ReportError;
-use crate::mappings::Mapping;
-use crate::proto::{self, Profile};
-use crate::symbolize::{trim_point, Frame, Frames, Policy, Symbolizer};
+use crate::profile::mappings::Mapping;
+use crate::profile::proto::{self, Profile};
+use crate::profile::symbolize::{trim_point, Frame, Frames, Policy, Symbolizer};
 
 /// Whether `p` has locations that [`symbolize`] would name: addresses
 /// without lines in mappings not marked `has_functions`.
@@ -155,12 +155,12 @@ pub fn symbolize_file(input: &str, output: &std::path::Path) -> Result<Vec<Strin
     })?;
     let mut p = super::read::decode(input, &bytes)?;
     let notes = symbolize(&mut p);
-    crate::output::write_atomic(output, &crate::output::encode_gz(&p)).map_err(|error| {
-        ReportError::Write {
+    crate::profile::output::write_atomic(output, &crate::profile::output::encode_gz(&p)).map_err(
+        |error| ReportError::Write {
             path: output.display().to_string(),
             error,
-        }
-    })?;
+        },
+    )?;
     Ok(notes)
 }
 

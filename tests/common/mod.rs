@@ -72,18 +72,18 @@ pub fn go_pprof(args: &[&str]) -> (String, String) {
 
 /// Asserts that `p`'s process resolved its DWARF in copies of itself every
 /// time (src/profile/copy_process.rs), never in its own memory.
-pub fn assert_dwarf_parsed_in_a_copy(p: &heapprof::proto::Profile) {
+pub fn assert_dwarf_parsed_in_a_copy(p: &heapprof::profile::proto::Profile) {
     let comment = comment(p);
     assert!(comment.contains(" symbolize_copy_failures=0"), "{comment}");
 }
 
 /// The first comment of a heapprof profile (its counters).
-fn comment(p: &heapprof::proto::Profile) -> &str {
+fn comment(p: &heapprof::profile::proto::Profile) -> &str {
     &p.string_table[p.comment[0] as usize]
 }
 
 /// Decodes a dump file.
-pub fn read_profile(path: &Path) -> heapprof::proto::Profile {
+pub fn read_profile(path: &Path) -> heapprof::profile::proto::Profile {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     heapprof::decode_profile(&bytes).unwrap_or_else(|e| panic!("decode {}: {e}", path.display()))
 }
@@ -91,7 +91,7 @@ pub fn read_profile(path: &Path) -> heapprof::proto::Profile {
 /// Asserts that every sample of `p`'s process was captured by libunwind:
 /// loaded by a constructor before the first sample, not later by the
 /// dumper thread (libgcc's unwinder costs ~18 times as much per sample).
-pub fn assert_libunwind_from_the_first_sample(p: &heapprof::proto::Profile) {
+pub fn assert_libunwind_from_the_first_sample(p: &heapprof::profile::proto::Profile) {
     let comment = comment(p);
     assert!(
         comment.contains("unwinder=libunwind libgcc_captures=0"),
@@ -100,7 +100,7 @@ pub fn assert_libunwind_from_the_first_sample(p: &heapprof::proto::Profile) {
 }
 
 /// Sums the four values of every stack whose leaf function contains `f`.
-pub fn leaf_totals(p: &heapprof::proto::Profile, f: &str) -> [u64; 4] {
+pub fn leaf_totals(p: &heapprof::profile::proto::Profile, f: &str) -> [u64; 4] {
     let mut t = [0; 4];
     for s in heapprof::tallies_of(p)
         .iter()

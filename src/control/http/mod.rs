@@ -54,9 +54,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::proto::Profile;
-use crate::thread_state;
-use crate::triggers::say;
+use crate::control::triggers::say;
+use crate::engine::thread_state;
+use crate::profile::proto::Profile;
 
 pub use routes::{Request, Response, Route, Serve, ROUTES};
 

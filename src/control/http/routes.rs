@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use super::Server;
 use crate::profile::delta;
-use crate::proto::Profile;
+use crate::profile::proto::Profile;
 use crate::report::{self, SampleKind};
 
 /// One path under `/debug/pprof/`.
@@ -48,7 +48,7 @@ pub const ROUTES: &[Route] = &[
         name: "heap",
         desc: "Sampled memory in use (and allocated) by stack, as a heap dump writes it. ?seconds=N: what changed over the next N seconds; ?debug=1: the top in-use stacks as text; ?peak=1: the heap at its highest estimated in-use so far.",
         serve: Serve::Profile {
-            build: crate::dump::profile,
+            build: crate::profile::dump::profile,
             default_type: "inuse_space",
         },
         count: Some(inuse_stacks),
@@ -57,7 +57,7 @@ pub const ROUTES: &[Route] = &[
         name: "allocs",
         desc: "The same data with alloc_space (everything allocated since start) as the default sample type.",
         serve: Serve::Profile {
-            build: crate::dump::profile,
+            build: crate::profile::dump::profile,
             default_type: "alloc_space",
         },
         count: Some(all_stacks),
@@ -126,7 +126,11 @@ impl Response {
     }
 
     fn profile(p: &Profile, filename: &str) -> Response {
-        let mut r = Response::new(200, "application/octet-stream", crate::output::encode_gz(p));
+        let mut r = Response::new(
+            200,
+            "application/octet-stream",
+            crate::profile::output::encode_gz(p),
+        );
         r.headers.push((
             "Content-Disposition",
             format!("attachment; filename=\"{filename}\""),
@@ -343,7 +347,7 @@ fn serve_profile(
 /// The peak profile, or the current one while no growth has been seen (the
 /// heap is then at its highest now).
 fn peak_or_now() -> Profile {
-    crate::control::peak::peak_profile().unwrap_or_else(crate::dump::profile)
+    crate::control::peak::peak_profile().unwrap_or_else(crate::profile::dump::profile)
 }
 
 fn busy() -> Response {
@@ -406,7 +410,7 @@ fn delta_heap(_req: &Request, query: &Query, server: &Server) -> Response {
             (_, Ok(debug), _) => debug.unwrap_or(0),
         };
     let answer = server.computing(|| {
-        let now = crate::dump::profile();
+        let now = crate::profile::dump::profile();
         let mut last = server.last_delta_heap();
         let d = delta::alloc_delta(last.as_ref(), &now);
         if d.is_ok() {
@@ -429,7 +433,7 @@ fn delta_heap(_req: &Request, query: &Query, server: &Server) -> Response {
 
 /// Stacks with memory in use now.
 fn inuse_stacks() -> u64 {
-    crate::snapshot::take()
+    crate::profile::snapshot::take()
         .entries
         .iter()
         .filter(|e| e.live > 0)
@@ -438,7 +442,7 @@ fn inuse_stacks() -> u64 {
 
 /// Stacks that allocated since start.
 fn all_stacks() -> u64 {
-    crate::snapshot::take().entries.len() as u64
+    crate::profile::snapshot::take().entries.len() as u64
 }
 
 fn escape(s: &str) -> String {
@@ -499,7 +503,7 @@ Types of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></th
     for r in ROUTES {
         let _ = writeln!(b, "<li><b>{}</b>: {}</li>", escape(r.name), escape(r.desc));
     }
-    let prefix = crate::triggers::out_prefix();
+    let prefix = crate::control::triggers::out_prefix();
     let sampling = match rate {
         0 => "off".to_owned(),
         1 => "every allocation (exact)".to_owned(),
@@ -513,8 +517,8 @@ Types of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></th
 <p>Read it with <code>go tool pprof http://{addr}/debug/pprof/heap</code>.</p>\n</body>\n</html>\n",
         escape(&sampling),
         escape(&prefix.display().to_string()),
-        crate::triggers::symbolize_enabled(),
-        crate::buffer::dropped_records(),
+        crate::profile::settings::symbolize_enabled(),
+        crate::engine::buffer::dropped_records(),
         addr = server.addr,
     );
     Response::new(200, "text/html; charset=utf-8", b.into_bytes())

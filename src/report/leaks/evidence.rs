@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 
 use super::verdict::{Birth, Evidence};
+/// How heapprof's profiles bucket ages (re-exported for simulations).
+pub use crate::profile::snapshot::{age_bucket, age_bucket_end};
 use crate::report::model::{Frame, FrameKey, LabelValue, Resolved, ResolvedSample, SampleType};
 use crate::report::ReportError;
-/// How heapprof's profiles bucket ages (re-exported for simulations).
-pub use crate::snapshot::{age_bucket, age_bucket_end};
 
 /// What `heapprof leaks` judges one by one.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -138,7 +138,7 @@ pub fn birth_of_age(lo: f64, hi: f64, window: f64, count: u64) -> Birth {
 }
 
 /// A sample's age as an interval of seconds: heapprof's `age` label is the
-/// lower bound of a bucket ([`crate::snapshot::age_bucket`]) in whole
+/// lower bound of a bucket ([`crate::profile::snapshot::age_bucket`]) in whole
 /// seconds; other units are taken as exact.
 pub fn age_interval_of(value: i64, unit: &str) -> Option<(f64, f64)> {
     let per = seconds_per(unit)?;
@@ -146,7 +146,7 @@ pub fn age_interval_of(value: i64, unit: &str) -> Option<(f64, f64)> {
         return None;
     }
     if per == 1.0 {
-        let end = crate::snapshot::age_bucket_end(value as u64);
+        let end = crate::profile::snapshot::age_bucket_end(value as u64);
         return Some((value as f64, end as f64));
     }
     let age = value as f64 * per;

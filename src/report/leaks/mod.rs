@@ -5,7 +5,7 @@
 //! # The model
 //!
 //! heapprof samples allocations as a Poisson process over allocated bytes
-//! (one sample per `rate` bytes on average, see [`crate::sampler`]), so the
+//! (one sample per `rate` bytes on average, see [`crate::engine::sampler`]), so the
 //! sampled allocations of one stack form a Poisson process in time whose
 //! intensity is the stack's allocation rate over `rate`. A sampled object
 //! stays in the profile, under the same stack, until it is freed. What a
@@ -23,7 +23,7 @@
 //!   their order (valid for small, heavily tied counts; no line is fitted);
 //! - **the ages** (each live sample's numeric `age` label: whole seconds
 //!   below 32 s, then 16 buckets per doubling,
-//!   [`crate::snapshot::age_bucket`]) against the **window**, the time since
+//!   [`crate::profile::snapshot::age_bucket`]) against the **window**, the time since
 //!   profiling started (the profile's `duration_nanos`): they say when each
 //!   live sample was allocated. A leak's survivors were allocated at a
 //!   steady pace, so their allocation times are uniform over the window; a
