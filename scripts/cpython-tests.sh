@@ -25,6 +25,14 @@ DEFAULT=(test_threading test_posix test_subprocess test_signal test_os
 if [ $# -gt 0 ]; then MODULES=("$@"); else MODULES=("${DEFAULT[@]}"); fi
 PROFILE=${PROFILE:-debug}
 PY=/usr/bin/python3.11
+# Known differences, each with its reason; reported as "known", not failed.
+# Keep this list short and every entry explained: it is where a defect
+# waits to be fixed, not where it hides.
+declare -A KNOWN=(
+  # The child lists every descriptor it holds; a profiled child also holds
+  # heapprof's self-pipe (high, close-on-exec, but open). Issue #21.
+  [test.test_subprocess.POSIXProcessTestCase.test_pass_fds_redirected]="heapprof's self-pipe is one of the child's descriptors"
+)
 # Per module, bare or profiled: regrtest's own per-test limit, then ours.
 TEST_TIMEOUT=300
 MODULE_TIMEOUT=900
@@ -124,17 +132,33 @@ for m in "${MODULES[@]}"; do
   profiles=$(find "$tmp/prof.$m" -name '*.pb.gz' | wc -l)
   bad=$(find "$tmp/prof.$m" -name '*.pb.gz' -print0 |
     xargs -0 -r -n 20 -P 2 sh -c 'for f; do "$0" top "$f" >/dev/null 2>&1 || echo "$f"; done' "$HEAPPROF")
+  known=""
+  unknown=""
+  while IFS= read -r d; do
+    [ -n "$d" ] || continue
+    if [ -n "${KNOWN[${d%% *}]+x}" ]; then
+      known+="$d (known: ${KNOWN[${d%% *}]})"$'\n'
+    else
+      unknown+="$d"$'\n'
+    fi
+  done <<<"$diffs"
+  diffs=$unknown
   nd=0
-  [ -n "$diffs" ] && nd=$(printf '%s\n' "$diffs" | wc -l)
+  [ -n "$diffs" ] && nd=$(printf '%s' "$diffs" | wc -l)
   status=same
-  if [ -n "$diffs" ] || [ -n "$bad" ] || { [ "$rb" = 0 ] && [ "$rl" != 0 ]; } || [ "$rl" = 124 ] || [ "$rl" = 137 ]; then
+  [ -n "$known" ] && status=known
+  # A profiled failure exit is a difference unless known tests explain it.
+  rc_differs=0
+  { [ "$rb" = 0 ] && [ "$rl" != 0 ] && [ -z "$known" ]; } && rc_differs=1
+  if [ -n "$diffs" ] || [ -n "$bad" ] || [ "$rc_differs" = 1 ] || [ "$rl" = 124 ] || [ "$rl" = 137 ]; then
     status=DIFFERENT
     fail=1
   fi
   rows+=("$(printf '%-20s %-9s bare rc=%-3s %4d tests %4ds | profiled rc=%-3s %4d tests %4ds | %3d differ | %5d profiles, %d bad' \
     "$m" "$status" "$rb" "$nb" "$tb" "$rl" "$nl" "$tl" "$nd" "$profiles" "$(printf '%s' "$bad" | grep -c .)")")
   echo "${rows[-1]}" >&2
-  [ -n "$diffs" ] && printf '%s\n' "$diffs" | sed 's/^/  /' >&2
+  [ -n "$diffs" ] && printf '%s' "$diffs" | sed 's/^/  /' >&2
+  [ -n "$known" ] && printf '%s' "$known" | sed 's/^/  /' >&2
   [ -n "$bad" ] && printf '  invalid profile: %s\n' $bad >&2
   echo "  bare: $(result_line "$tmp/bare.$m.log")   profiled: $(result_line "$tmp/lib.$m.log")" >&2
   # Profiles of one module can be many: keep the disk small.
