@@ -25,27 +25,7 @@ fn workspace() -> &'static Path {
 /// The preload library, built in this test run's profile (so `heapprof run`
 /// finds it next to the `heapprof` binary).
 fn library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let profile_dir = Path::new(env!("CARGO_BIN_EXE_heapprof"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "heapprof-preload"])
-            .current_dir(workspace());
-        if profile_dir.file_name() == Some(OsStr::new("release")) {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().unwrap().success(),
-            "cargo build -p heapprof-preload failed"
-        );
-        let lib = profile_dir.join("libheapprof_preload.so");
-        assert!(lib.exists(), "{} was not built", lib.display());
-        lib
-    })
+    common::preload_library()
 }
 
 fn scratch() -> &'static Path {

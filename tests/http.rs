@@ -9,12 +9,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use heapprof::profile::proto::Profile;
@@ -722,20 +721,7 @@ fn a_forked_child_serves_nothing() {
 
 /// The preload library, built in this test run's profile.
 fn library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "heapprof-preload"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name() == Some(OsStr::new("release")) {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().unwrap().success(), "build the preload library");
-        profile_dir.join("libheapprof_preload.so")
-    })
+    common::preload_library()
 }
 
 #[test]

@@ -6,7 +6,6 @@
 //!
 //! A hang is a failure: every process runs under a deadline, then is killed.
 
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,20 +23,7 @@ fn workspace() -> &'static Path {
 
 /// The preload library, built in this test's profile (as `tests/preload.rs`).
 fn library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "heapprof-preload"])
-            .current_dir(workspace());
-        if profile_dir.file_name() == Some(OsStr::new("release")) {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("cargo build").success());
-        profile_dir.join("libheapprof_preload.so")
-    })
+    common::preload_library()
 }
 
 fn scratch() -> &'static Path {

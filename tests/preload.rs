@@ -31,25 +31,7 @@ fn workspace() -> &'static Path {
 /// The preload library, built (once per test run) in the profile these tests
 /// were built in, so it always matches the sources.
 fn library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/preload-HASH
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let release = profile_dir.file_name() == Some(OsStr::new("release"));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "heapprof-preload"])
-            .current_dir(workspace());
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build -p heapprof-preload");
-        assert!(status.success(), "cargo build -p heapprof-preload failed");
-        let lib = profile_dir.join("libheapprof_preload.so");
-        assert!(lib.exists(), "{} was not built", lib.display());
-        lib
-    })
+    common::preload_library()
 }
 
 /// Where this test run keeps compiled programs and profiles: under cargo's

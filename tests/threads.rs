@@ -46,11 +46,7 @@ fn cargo_build(args: &[&str]) {
 
 /// The preload library, built in this test's profile.
 fn library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        cargo_build(&["-p", "heapprof-preload"]);
-        profile_dir().0.join("libheapprof_preload.so")
-    })
+    common::preload_library()
 }
 
 fn scratch() -> &'static Path {

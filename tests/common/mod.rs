@@ -168,3 +168,27 @@ pub fn temp_files(dir: &Path) -> Vec<String> {
         .filter(|n| n.contains(".tmp."))
         .collect()
 }
+
+/// The preload library, built once per test binary in the profile the
+/// tests were built in (`target/<profile>/deps/TEST-HASH` → `--release` or
+/// not), so it always matches the sources.
+pub fn preload_library() -> &'static Path {
+    use std::sync::OnceLock;
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "heapprof-preload"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name() == Some(std::ffi::OsStr::new("release")) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build -p heapprof-preload");
+        assert!(status.success(), "cargo build -p heapprof-preload failed");
+        let lib = profile_dir.join("libheapprof_preload.so");
+        assert!(lib.exists(), "{} was not built", lib.display());
+        lib
+    })
+}
