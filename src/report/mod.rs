@@ -80,6 +80,7 @@ pub mod error;
 pub mod flame;
 pub mod format;
 pub mod frames;
+pub mod html;
 pub mod labels;
 pub(crate) mod leak_check;
 pub mod leaks;
