@@ -287,3 +287,147 @@ fn a_labelled_programs_report_splits_by_label() {
 fn dom_of_value(dir: &Path, html: &Path, value: &str) -> String {
     dom(dir, html, &format!("#split=route&value={value}"))
 }
+
+/// A running program with `HEAPPROF_HTTP=127.0.0.1:0`: its port, from the
+/// server's one line on stderr.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Served {
+    fn start(example: &str, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Served {
+        use std::io::BufRead;
+        let mut cmd = common::clean_command(common::example(example));
+        cmd.args(args)
+            .env("HEAPPROF_HTTP", "127.0.0.1:0")
+            .env("HEAPPROF_OUT", dir.join("heap"))
+            .env("HEAPPROF_AT_EXIT", "0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
+                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    let _ = tx.send(port.parse::<u16>().unwrap());
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the server's line on stderr");
+        Served { child, port }
+    }
+
+    /// GET `path`: (status, body).
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut bytes = Vec::new();
+        s.read_to_end(&mut bytes).unwrap();
+        let split = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, bytes[split + 4..].to_vec())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_http_server_serves_the_report_of_the_process() {
+    let dir = common::temp_dir("report-http");
+    let served = Served::start(
+        "label_service",
+        &dir,
+        &[("HEAPPROF_INTERVAL", "0.5"), ("HEAPPROF_RATE", "16384")],
+        &["--seconds", "30"],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    // One profile taken over HTTP joins the history.
+    let (status, _) = served.get("/debug/pprof/heap");
+    assert_eq!(status, 200);
+    let on_disk = common::dumps(&dir).len();
+    let (status, body) = served.get("/debug/pprof/report");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let html_path = dir.join("live.html");
+    std::fs::write(&html_path, &body).unwrap();
+    assert_self_contained(&String::from_utf8(body).unwrap());
+    let dom = dom(&dir, &html_path, "");
+    // The dumps on disk then, the /heap profile and the report's own, and
+    // perhaps an interval dump written meanwhile.
+    let points: usize = dom
+        .split("<div id=\"status\">ok ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no status line:\n{dom}"));
+    assert!(
+        (on_disk + 2..=on_disk + 4).contains(&points),
+        "{points} points for {on_disk} dumps on disk"
+    );
+    assert_drew(&dom, points);
+    let verdicts = section(&dom, "verdicts", "flame-end");
+    assert!(verdicts.contains("remember_user"), "{verdicts}");
+}
+
+#[test]
+fn heapprof_run_writes_a_report_of_the_run() {
+    build_preload_library();
+    let dir = common::temp_dir("report-run");
+    let out = dir.join("out");
+    let o = common::clean_command(env!("CARGO_BIN_EXE_heapprof"))
+        .args(["run", "--interval", "0.3", "--out"])
+        .arg(&out)
+        .arg("--")
+        .arg(common::example("leak_server"))
+        .args(["--seconds", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let path = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "heapprof: report of the run (memory over time, leak verdicts, flame graphs): ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no report line:\n{stderr}"));
+    let html_path = PathBuf::from(path);
+    assert!(html_path.starts_with(&out), "{path}");
+    let dumps = common::dumps(&out).len();
+    let dom = dom(&dir, &html_path, "");
+    assert_drew(&dom, dumps);
+    assert!(dom.contains("leak_at_known_rate"));
+}
+
+/// Builds the preload library in this test run's profile, where `heapprof
+/// run` looks for it (next to the `heapprof` binary).
+fn build_preload_library() {
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_heapprof")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "heapprof-preload"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name() == Some(std::ffi::OsStr::new("release")) {
+        cmd.arg("--release");
+    }
+    assert!(
+        cmd.status().unwrap().success(),
+        "cargo build -p heapprof-preload failed"
+    );
+    assert!(profile_dir.join("libheapprof_preload.so").exists());
+}

@@ -6,6 +6,7 @@
 pub mod config;
 pub(crate) mod copy_dump;
 pub mod dump_signal;
+pub mod history;
 pub mod http;
 pub mod startup;
 pub mod triggers;
