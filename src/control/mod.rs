@@ -8,6 +8,7 @@ pub(crate) mod copy_dump;
 pub mod dump_signal;
 pub mod history;
 pub mod http;
+pub mod metrics;
 pub mod startup;
 pub mod triggers;
 pub mod watcher;

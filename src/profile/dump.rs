@@ -103,5 +103,44 @@ pub fn dump_to(path: impl AsRef<Path>) -> io::Result<()> {
 /// Writes the next `PREFIX.PID.SEQ.pb.gz`; returns its path.
 pub fn dump_numbered(prefix: &Path) -> io::Result<PathBuf> {
     let _busy = thread_state::current().enter();
-    output::write_numbered(prefix, &try_profile_gz()?)
+    let path = output::write_numbered(prefix, &try_profile_gz()?)?;
+    count_dump(Trigger::File);
+    Ok(path)
+}
+
+/// What a counted profile was taken for (`heapprof_dumps_total{trigger}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// A numbered dump file (interval, signal, exit, or from code).
+    File = 0,
+    /// A profile served over HTTP.
+    Http = 1,
+    /// A profile taken for `/debug/pprof/report`.
+    Report = 2,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 3] = [Trigger::File, Trigger::Http, Trigger::Report];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::File => "file",
+            Trigger::Http => "http",
+            Trigger::Report => "report",
+        }
+    }
+}
+
+/// Atomics: counted from any thread, and nothing to lock in a fork.
+static DUMPS: [std::sync::atomic::AtomicU64; 3] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+
+/// Counts one profile taken for `t`.
+pub fn count_dump(t: Trigger) {
+    DUMPS[t as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Profiles taken for `t` so far.
+pub fn dumps(t: Trigger) -> u64 {
+    DUMPS[t as usize].load(std::sync::atomic::Ordering::Relaxed)
 }

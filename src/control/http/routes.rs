@@ -252,6 +252,14 @@ pub fn respond(req: &Request, server: &Server) -> Response {
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let query = Query::parse(query);
+    if path == "/metrics" {
+        let body = crate::control::metrics::render();
+        return Response::new(
+            200,
+            crate::control::metrics::CONTENT_TYPE,
+            body.into_bytes(),
+        );
+    }
     if path == "/debug/pprof" {
         let mut r = Response::error(301, "moved to /debug/pprof/");
         r.headers.push(("Location", "/debug/pprof/".into()));
@@ -291,6 +299,7 @@ fn serve_profile(
             return busy();
         };
         if name == "heap" || name == "allocs" {
+            crate::dump::count_dump(crate::dump::Trigger::Http);
             crate::control::history::record(&p, "http");
         }
         set_default_type(&mut p, default_type);
@@ -406,6 +415,7 @@ fn report_page(_req: &Request, query: &Query, server: &Server) -> Response {
         return busy();
     };
     if now.time_nanos != 0 {
+        crate::dump::count_dump(crate::dump::Trigger::Report);
         crate::control::history::record(&now, "report");
     }
     drop(now);
