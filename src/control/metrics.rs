@@ -92,13 +92,16 @@ fn gauge(v: f64) -> f64 {
     v.max(0.0).round()
 }
 
+/// (name, type, help, the value from a label set's totals).
+type HeapMetric = (&'static str, &'static str, &'static str, fn(&Totals) -> f64);
+
 /// The whole `/metrics` page.
 pub fn render() -> String {
     let sets: Vec<(u32, Totals)> =
         crate::aggregate::with(|a| a.totals.iter().map(|(k, v)| (*k, *v)).collect());
     let (total, by) = group(&sets);
     let mut out = String::with_capacity(4096);
-    let heap: [(&str, &str, &str, fn(&Totals) -> f64); 4] = [
+    let heap: [HeapMetric; 4] = [
         (
             "heapprof_heap_inuse_bytes",
             "gauge",
