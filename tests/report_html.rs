@@ -10,19 +10,6 @@ mod common;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Once;
-
-fn ensure_report_deps() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-report-deps.sh");
-        let status = Command::new("bash")
-            .arg(script)
-            .status()
-            .expect("run install-report-deps.sh");
-        assert!(status.success(), "scripts/install-report-deps.sh failed");
-    });
-}
 
 /// Runs `example` with interval dumps into `dir`; returns the dumps in order.
 fn dumps_of(example: &str, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Vec<PathBuf> {
@@ -55,7 +42,7 @@ fn report(dumps: &[PathBuf], out: &Path) -> String {
 }
 
 fn chromium(dir: &Path, url: &str, extra: &[&str]) -> String {
-    ensure_report_deps();
+    common::ensure_report_deps();
     let profile = common::fresh_dir(dir.join("chromium-profile"));
     let o = Command::new("chromium")
         .args([
