@@ -734,6 +734,86 @@ mod tests {
         assert_eq!(j.0, "\"a\\\"b\\\\c\\n\\u0001</script>\"");
     }
 
+    /// A profile of one 1000-byte sample of stack `f`, at `secs`, with
+    /// `comment`.
+    fn profile(secs: i64, comment: &str, route: &str) -> Vec<u8> {
+        use crate::proto::*;
+        let strings = [
+            "",
+            "inuse_space",
+            "bytes",
+            "f",
+            comment,
+            "/bin/prog",
+            "route",
+            route,
+        ];
+        let p = Profile {
+            sample_type: vec![ValueType { r#type: 1, unit: 2 }],
+            sample: vec![Sample {
+                location_id: vec![1],
+                value: vec![1000],
+                label: vec![Label {
+                    key: 6,
+                    str: 7,
+                    ..Default::default()
+                }],
+            }],
+            mapping: vec![Mapping {
+                id: 1,
+                filename: 5,
+                ..Default::default()
+            }],
+            location: vec![Location {
+                id: 1,
+                line: vec![Line {
+                    function_id: 1,
+                    line: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            function: vec![Function {
+                id: 1,
+                name: 3,
+                ..Default::default()
+            }],
+            string_table: strings.iter().map(|s| s.to_string()).collect(),
+            time_nanos: secs * 1_000_000_000,
+            comment: vec![4],
+            ..Default::default()
+        };
+        crate::output::encode_gz(&p)
+    }
+
+    #[test]
+    fn comments_give_trigger_and_rss_and_their_absence_is_fine() {
+        let d = parse_dump(
+            "/x/heap.77.3.pb.gz",
+            &profile(
+                10,
+                "heapprof 0.1.0: rate=1 trigger=interval rss_anon=123456",
+                "/a",
+            ),
+        )
+        .unwrap();
+        assert_eq!(d.trigger.as_deref(), Some("interval"));
+        assert_eq!(d.rss, Some(123456));
+        assert_eq!(d.pid, Some(77));
+        assert_eq!(d.program.as_deref(), Some("/bin/prog"));
+        let e = parse_dump("other.pb.gz", &profile(20, "heapprof 0.1.0: rate=1", "/b")).unwrap();
+        assert_eq!((e.trigger.as_deref(), e.rss, e.pid), (None, None, None));
+
+        let page = html(vec![e, d], "t").unwrap();
+        // In time order; RSS where recorded, null elsewhere; the route
+        // label's values, each with its series.
+        assert!(page.contains("\"rss\":[123456,null]"), "{page}");
+        assert!(page.contains("\"triggers\":[\"interval\",\"\"]"), "{page}");
+        assert!(page.contains("\"label_keys\":[\"route\"]"), "{page}");
+        assert!(page.contains("{\"name\":\"/a\",\"v\":[1000,0]}"), "{page}");
+        assert!(page.contains("{\"name\":\"/b\",\"v\":[0,1000]}"), "{page}");
+    }
+
     #[test]
     fn raw_samples_invert_the_scaling() {
         let (objects, bytes) = crate::profile::scale::scale_heap_sample(10, 10 * 1000, 524288);
