@@ -35,7 +35,7 @@
   }
   function fmtV(v) {
     if (D.unit !== "bytes") return Math.round(v).toLocaleString("en");
-    var u = ["B", "kB", "MB", "GB", "TB"], i = 0, a = Math.abs(v);
+    var u = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0, a = Math.abs(v);
     while (a >= 1024 && i < u.length - 1) { a /= 1024; v /= 1024; i++; }
     return (i ? v.toFixed(a < 10 ? 2 : 1) : Math.round(v)) + " " + u[i];
   }
