@@ -8,6 +8,9 @@
 //! (`HEAPPROF_INTERVAL`) are already on disk as `PREFIX.PID.SEQ.pb.gz`, so
 //! the report reads this process's newest ones back instead of keeping a
 //! second copy. Both are merged by time and the newest [`CAPACITY`] drawn.
+//! When neither has had a profile for [`PERIOD`], an idle HTTP worker takes
+//! one for the ring, so a live service's page shows its recent hour even
+//! when nothing else asks for profiles.
 //!
 //! Only control's threads touch the ring, marked busy (their allocations
 //! are not sampled); the engine's hot paths know nothing of it.
@@ -15,11 +18,17 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::proto::Profile;
 
 /// Profiles kept, and drawn in a report.
 pub const CAPACITY: usize = 60;
+
+/// How long the ring may go without a profile while the HTTP server runs:
+/// an idle server's worker takes one then ([`due`]), so the report of a
+/// service nobody asked for profiles still covers its last hour.
+pub const PERIOD: Duration = Duration::from_secs(60);
 
 struct Taken {
     time_nanos: i64,
@@ -29,7 +38,7 @@ struct Taken {
 
 static RING: Mutex<VecDeque<Taken>> = Mutex::new(VecDeque::new());
 
-/// Keeps `p` (taken for `trigger`: `http`, `report`), dropping the oldest
+/// Keeps `p` (taken for `trigger`: `http`, `report`, `history`), dropping the oldest
 /// beyond [`CAPACITY`].
 pub fn record(p: &Profile, trigger: &'static str) {
     let gz = crate::output::encode_gz(p);
@@ -42,6 +51,30 @@ pub fn record(p: &Profile, trigger: &'static str) {
         trigger,
         gz,
     });
+}
+
+/// Whether the newest profile kept, or written as a numbered dump by this
+/// process, is older than `period` (or there is none): then a periodic one
+/// is due. `now_nanos` is the Unix time.
+pub fn due(now_nanos: i64, period: Duration) -> bool {
+    let newest_kept = {
+        let ring = RING.lock().unwrap_or_else(|e| e.into_inner());
+        ring.back().map_or(0, |t| t.time_nanos)
+    };
+    let newest_file = numbered_dumps(&crate::triggers::out_prefix(), 1)
+        .first()
+        .and_then(|p| std::fs::metadata(p).ok()?.modified().ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64);
+    let newest = newest_kept.max(newest_file);
+    now_nanos.saturating_sub(newest) >= period.as_nanos() as i64
+}
+
+/// The Unix time in nanoseconds.
+pub fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// This process's newest numbered dumps under `prefix`, at most `n`, oldest
@@ -108,4 +141,23 @@ pub fn recent() -> Vec<(String, &'static str, Vec<u8>)> {
         .skip(skip)
         .map(|(_, name, trigger, gz)| (name, trigger, gz))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_periodic_profile_is_due_only_when_the_newest_is_old() {
+        let now = now_nanos();
+        let p = Profile {
+            time_nanos: now,
+            ..Default::default()
+        };
+        record(&p, "http");
+        assert!(!due(now + 1_000_000_000, PERIOD));
+        assert!(due(now + PERIOD.as_nanos() as i64, PERIOD));
+        let newest = recent().into_iter().last().unwrap();
+        assert_eq!(newest.1, "http");
+    }
 }

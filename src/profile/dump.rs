@@ -117,23 +117,31 @@ pub enum Trigger {
     Http = 1,
     /// A profile taken for `/debug/pprof/report`.
     Report = 2,
+    /// A periodic profile for that report's history.
+    History = 3,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 3] = [Trigger::File, Trigger::Http, Trigger::Report];
+    pub const ALL: [Trigger; 4] = [
+        Trigger::File,
+        Trigger::Http,
+        Trigger::Report,
+        Trigger::History,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Trigger::File => "file",
             Trigger::Http => "http",
             Trigger::Report => "report",
+            Trigger::History => "history",
         }
     }
 }
 
 /// Atomics: counted from any thread, and nothing to lock in a fork.
-static DUMPS: [std::sync::atomic::AtomicU64; 3] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+static DUMPS: [std::sync::atomic::AtomicU64; Trigger::ALL.len()] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; Trigger::ALL.len()];
 
 /// Counts one profile taken for `t`.
 pub fn count_dump(t: Trigger) {
@@ -143,4 +151,22 @@ pub fn count_dump(t: Trigger) {
 /// Profiles taken for `t` so far.
 pub fn dumps(t: Trigger) -> u64 {
     DUMPS[t as usize].load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_trigger_counts_in_its_own_slot() {
+        for (i, t) in Trigger::ALL.into_iter().enumerate() {
+            assert_eq!(t as usize, i);
+            let before: Vec<u64> = Trigger::ALL.into_iter().map(dumps).collect();
+            count_dump(t);
+            let after: Vec<u64> = Trigger::ALL.into_iter().map(dumps).collect();
+            for (j, (b, a)) in before.iter().zip(&after).enumerate() {
+                assert_eq!(*a, b + u64::from(i == j), "{t:?}");
+            }
+        }
+    }
 }

@@ -70,7 +70,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         name: "report",
-        desc: "An HTML page of memory over time from this process's recent profiles (the last interval dumps on disk and the profiles this server took), with leak verdicts and flame graphs, as heapprof report writes it.",
+        desc: "An HTML page of memory over time from this process's recent profiles (the last interval dumps on disk, the profiles this server took, one a minute when nothing else took one), with leak verdicts and flame graphs, as heapprof report writes it.",
         serve: Serve::Custom(report_page),
         count: None,
     },
