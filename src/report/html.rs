@@ -118,6 +118,22 @@ pub fn parse_dump(input: &str, bytes: &[u8]) -> Result<Dump, ReportError> {
     Ok(dump)
 }
 
+/// A placeholder while a dump's profile is lent out.
+fn empty_profile() -> Resolved {
+    Resolved {
+        input: String::new(),
+        sample_types: Vec::new(),
+        default_sample_type: None,
+        period_type: None,
+        period: 0,
+        time_nanos: 0,
+        duration_nanos: 0,
+        stacks: Vec::new(),
+        samples: Vec::new(),
+        skipped_samples: 0,
+    }
+}
+
 /// The PID of a `PREFIX.PID.SEQ.pb.gz` (or `PREFIX.PID.SEQ.KIND.pb.gz`)
 /// file name.
 fn pid_from_name(name: &str) -> Option<u32> {
@@ -140,7 +156,30 @@ pub fn html(mut dumps: Vec<Dump>, title: &str) -> Result<String, ReportError> {
         ));
     }
     dumps.sort_by_key(|d| d.profile.time_nanos);
-    let data = Data::build(&dumps)?;
+    // The verdicts over the whole series (or the one profile's ages); the
+    // profiles are moved out for it and back, never copied.
+    let (profiles, metas): (Vec<Resolved>, Vec<Dump>) = dumps
+        .into_iter()
+        .map(|mut d| {
+            let p = std::mem::replace(&mut d.profile, empty_profile());
+            (p, d)
+        })
+        .unzip();
+    let verdicts = leak_verdicts(
+        &profiles,
+        &LeakOptions {
+            sample: SampleKind::Default,
+            group: Grouping::Stack,
+            n: MAX_VERDICT_ROWS,
+            older_than_secs: None,
+        },
+    );
+    let dumps: Vec<Dump> = profiles
+        .into_iter()
+        .zip(metas)
+        .map(|(profile, d)| Dump { profile, ..d })
+        .collect();
+    let data = Data::build(&dumps, verdicts)?;
     let mut out = String::with_capacity(data.json.len() + SCRIPT.len() + STYLE.len() + 4096);
     let _ = write!(
         out,
@@ -336,7 +375,10 @@ fn raw_samples(objects: i64, bytes: i64, period: i64) -> f64 {
 }
 
 impl Data {
-    fn build(dumps: &[Dump]) -> Result<Data, ReportError> {
+    fn build(
+        dumps: &[Dump],
+        verdicts: Result<super::leaks::VerdictReport, ReportError>,
+    ) -> Result<Data, ReportError> {
         let n = dumps.len();
         let last = &dumps[n - 1];
         let first = &dumps[0];
@@ -389,18 +431,6 @@ impl Data {
             totals.push(total);
             per_dump.push(values);
         }
-
-        // Verdicts, over the whole series (or the one profile's ages).
-        let profiles: Vec<Resolved> = dumps.iter().map(|d| d.profile.clone()).collect();
-        let verdicts = leak_verdicts(
-            &profiles,
-            &LeakOptions {
-                sample: SampleKind::Default,
-                group: Grouping::Stack,
-                n: MAX_VERDICT_ROWS,
-                older_than_secs: None,
-            },
-        );
 
         // Which stacks to chart.
         let end = &per_dump[n - 1];
@@ -480,6 +510,7 @@ impl Data {
         let window = (i128::from(last.profile.time_nanos) - i128::from(first.profile.time_nanos))
             as f64
             / 1e9;
+        let step = (window / 500.0).max(1.0).floor();
         let last_ids: Vec<usize> = last.profile.stacks.iter().map(|s| t.stack(s)).collect();
         let mut end_samples: BTreeMap<(usize, i64, Vec<i64>), i64> = BTreeMap::new();
         let mut has_ages = false;
@@ -498,8 +529,12 @@ impl Data {
                 .num_label("age")
                 .and_then(|(a, unit)| Some(a as f64 * super::leaks::evidence::seconds_per(unit)?));
             has_ages |= age.is_some();
-            // Allocation time in seconds from the first dump (-1e9: unknown).
-            let born = age.map_or(-1_000_000_000, |a| (window - a).floor() as i64);
+            // Allocation time in seconds from the first dump (-1e9: unknown),
+            // on a grid of a 500th of the span: finer than a window can be
+            // dragged, and a stack's samples of one step merge.
+            let born = age.map_or(-1_000_000_000, |a| {
+                ((window - a) / step).floor() as i64 * step as i64
+            });
             let lv: Vec<i64> = label_keys
                 .iter()
                 .enumerate()
@@ -696,6 +731,8 @@ impl Data {
             j.0.push(']');
         }
         j.0.push(']');
+        j.key("born_step");
+        j.num(step);
         j.key("has_ages");
         j.0.push_str(if has_ages { "true" } else { "false" });
         j.key("end");

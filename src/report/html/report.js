@@ -342,7 +342,7 @@
       return;
     }
     var a = st.win[0], b = st.win[1];
-    drawFlame(flameGrowth, tree(function (e) { return e[2] >= Math.floor(a) && e[2] <= b; }), "growth",
+    drawFlame(flameGrowth, tree(function (e) { return e[2] + D.born_step > a && e[2] <= b; }), "growth",
       "nothing allocated in the window is still live");
   }
 
