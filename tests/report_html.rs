@@ -73,9 +73,8 @@ fn dom(dir: &Path, html: &Path, hash: &str) -> String {
     )
 }
 
-/// The text of the element with `id` in a DOM dump (up to its first
-/// closing tag of the same kind is not needed: the rest of the page after
-/// its start, cut at the next element with an id of the page's sections).
+/// The part of a DOM dump from the element with `id` to the element with
+/// id `until` (the page's sections follow each other in a known order).
 fn section<'a>(dom: &'a str, id: &str, until: &str) -> &'a str {
     let start = dom
         .find(&format!("id=\"{id}\""))
@@ -203,25 +202,34 @@ fn a_leaking_programs_report_draws_the_leak() {
 
     // A window from the middle of the run to its end: the leak started at
     // the beginning, so what it allocated then is still live.
-    let dom = dom(&dir, &html_path, "#window=3,6");
-    assert_drew(&dom, dumps.len());
-    let verdicts = section(&dom, "verdicts", "flame-end");
+    let page = dom(&dir, &html_path, "#window=3,6");
+    assert_drew(&page, dumps.len());
+    let verdicts = section(&page, "verdicts", "flame-end");
     assert!(
         verdicts.contains("leak_at_known_rate") && verdicts.contains("steady growth"),
         "{verdicts}"
     );
-    let legend = section(&dom, "legend", "verdict-note");
+    let legend = section(&page, "legend", "verdict-note");
     assert!(
         legend.contains("leak suspect: leak_server::leak_at_known_rate"),
         "{legend}"
     );
-    let growth = section(&dom, "flame-growth", "status");
+    let growth = section(&page, "flame-growth", "status");
     assert!(growth.contains("leak_at_known_rate"), "{growth}");
 
     // A window before the first dump holds nothing: the check above can fail.
-    let before = dom_window(&dir, &html_path, "#window=-10,-5");
+    let before = dom(&dir, &html_path, "#window=-10,-5");
     let growth = section(&before, "flame-growth", "status");
     assert!(!growth.contains("leak_at_known_rate"), "{growth}");
+
+    // One dump: one point, its verdicts from the ages alone, and the growth
+    // graph holding everything live.
+    let one_path = dir.join("one.html");
+    report(&dumps[dumps.len() - 1..], &one_path);
+    let one = dom(&dir, &one_path, "");
+    assert_drew(&one, 1);
+    let growth = section(&one, "flame-growth", "status");
+    assert!(growth.contains("leak_at_known_rate"), "{growth}");
 
     let png = dir.join("report.png");
     chromium(
@@ -234,10 +242,6 @@ fn a_leaking_programs_report_draws_the_leak() {
     );
     let colours = png_colours(&png);
     assert!(colours > 30, "{colours} colours: the screenshot is blank");
-}
-
-fn dom_window(dir: &Path, html: &Path, hash: &str) -> String {
-    dom(dir, html, hash)
 }
 
 #[test]
@@ -254,25 +258,21 @@ fn a_labelled_programs_report_splits_by_label() {
     let html = report(&dumps, &html_path);
     assert_self_contained(&html);
 
-    let dom = dom(&dir, &html_path, "#split=route&value=/users");
-    assert_drew(&dom, dumps.len());
-    let legend = section(&dom, "legend", "verdict-note");
+    let page = dom(&dir, &html_path, "#split=route&value=/users");
+    assert_drew(&page, dumps.len());
+    let legend = section(&page, "legend", "verdict-note");
     assert!(
         legend.contains("route=/users") && legend.contains("route=/orders"),
         "{legend}"
     );
-    let end = section(&dom, "flame-end", "flame-growth");
+    let end = section(&page, "flame-end", "flame-growth");
     assert!(end.contains("remember_user"), "{end}");
     assert!(!end.contains("replace_order"), "{end}");
 
-    let dom = dom_of_value(&dir, &html_path, "/orders");
-    let end = section(&dom, "flame-end", "flame-growth");
+    let page = dom(&dir, &html_path, "#split=route&value=/orders");
+    let end = section(&page, "flame-end", "flame-growth");
     assert!(end.contains("replace_order"), "{end}");
     assert!(!end.contains("remember_user"), "{end}");
-}
-
-fn dom_of_value(dir: &Path, html: &Path, value: &str) -> String {
-    dom(dir, html, &format!("#split=route&value={value}"))
 }
 
 /// A running program with `HEAPPROF_HTTP=127.0.0.1:0`: its port, from the
@@ -352,21 +352,21 @@ fn the_http_server_serves_the_report_of_the_process() {
     let html_path = dir.join("live.html");
     std::fs::write(&html_path, &body).unwrap();
     assert_self_contained(&String::from_utf8(body).unwrap());
-    let dom = dom(&dir, &html_path, "");
+    let page = dom(&dir, &html_path, "");
     // The dumps on disk then, the /heap profile and the report's own, and
     // perhaps an interval dump written meanwhile.
-    let points: usize = dom
+    let points: usize = page
         .split("<div id=\"status\">ok ")
         .nth(1)
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no status line:\n{dom}"));
+        .unwrap_or_else(|| panic!("no status line:\n{page}"));
     assert!(
         (on_disk + 2..=on_disk + 4).contains(&points),
         "{points} points for {on_disk} dumps on disk"
     );
-    assert_drew(&dom, points);
-    let verdicts = section(&dom, "verdicts", "flame-end");
+    assert_drew(&page, points);
+    let verdicts = section(&page, "verdicts", "flame-end");
     assert!(verdicts.contains("remember_user"), "{verdicts}");
 }
 
@@ -396,9 +396,9 @@ fn heapprof_run_writes_a_report_of_the_run() {
     let html_path = PathBuf::from(path);
     assert!(html_path.starts_with(&out), "{path}");
     let dumps = common::dumps(&out).len();
-    let dom = dom(&dir, &html_path, "");
-    assert_drew(&dom, dumps);
-    assert!(dom.contains("leak_at_known_rate"));
+    let page = dom(&dir, &html_path, "");
+    assert_drew(&page, dumps);
+    assert!(page.contains("leak_at_known_rate"));
 }
 
 /// Builds the preload library in this test run's profile, where `heapprof

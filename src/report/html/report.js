@@ -62,7 +62,8 @@
     split: D.label_keys.indexOf(hashArgs.split || ""),
     value: -1,
     hl: null,
-    win: [SPAN / 2, SPAN],
+    // One dump has no time axis: its growth graph is everything live.
+    win: N > 1 ? [SPAN / 2, SPAN] : [-1e12, 1e12],
     search: "",
     zoom: { end: null, growth: null },
   };
@@ -206,7 +207,7 @@
     if (!(SPAN > 0)) { x0 = ML; x1 = ML + pw; }
     brush.setAttribute("x", Math.min(x0, x1));
     brush.setAttribute("width", Math.max(1, Math.abs(x1 - x0)));
-    winNote.textContent = "growth window: " + fmtT(st.win[0]) + " – " + fmtT(st.win[1]) + " after the first dump";
+    winNote.textContent = N > 1 ? "growth window: " + fmtT(st.win[0]) + " – " + fmtT(st.win[1]) + " after the first dump" : "";
   }
   function highlight(key) {
     st.hl = st.hl === key ? null : key;
