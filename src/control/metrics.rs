@@ -5,7 +5,7 @@
 //! # Model
 //! A scrape reads running totals, never a profile: the aggregator keeps,
 //! per label set, the estimated in-use and allocated bytes and objects as
-//! it applies records ([`crate::aggregate::Totals`]). A scrape drains the
+//! it applies records (`aggregate::Totals`). A scrape drains the
 //! buffers (what a dump does first, without the snapshot, symbolization or
 //! encoding) and sums the label sets per value of each label key. Label
 //! sets are bounded by design (routes, tenants), so the series are too;

@@ -21,7 +21,7 @@
 //!
 //! # The page
 //! Data is one JSON object in a `<script type=application/json>` element;
-//! the drawing is hand-written SVG in one inline script ([`SCRIPT`]):
+//! the drawing is hand-written SVG in one inline script (`html/report.js`):
 //! a stacked-area chart with a brush, a legend, the verdict table and
 //! icicle-style flame graphs with zoom and search. Hand-written rather than
 //! a vendored chart library because the page needs brushing, highlight
