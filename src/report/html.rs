@@ -16,7 +16,7 @@
 //!
 //! The charted stacks are the heaviest at the end, the fastest growing
 //! (last minus first), and every leak suspect of
-//! [`leak_verdicts`](super::leak_verdicts), whose table links each row to
+//! [`leak_verdicts`], whose table links each row to
 //! its series.
 //!
 //! # The page
