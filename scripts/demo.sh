@@ -34,6 +34,11 @@ echo "== heapprof leaks $out/rust.*.pb.gz  (what grows steadily, what is a plate
 "$bin" leaks $(ls -v "$out"/rust.[0-9]*.pb.gz)
 
 echo
+echo "== heapprof report -> $out/rust.html  (memory over time, verdicts, flame graphs: open it in a browser)"
+# shellcheck disable=SC2046
+"$bin" report $(ls -v "$out"/rust.*.pb.gz) -o "$out/rust.html"
+
+echo
 echo "== heapprof flamegraph -> $out/rust.svg"
 "$bin" flamegraph "$last" -o "$out/rust.svg"
 

@@ -25,6 +25,9 @@ usage:
       stacks holding in-use bytes at least SECS old (`age` sample labels)
   heapprof flamegraph FILE -o OUT.svg [--sample TYPE] [--all-frames] [--focus K=V]
       an SVG flame graph (-o - writes it to standard output)
+  heapprof report FILE... -o OUT.html [--all-frames] [--focus K=V]
+      one self-contained HTML page: memory over time, leak verdicts, flame
+      graphs of in-use memory and of growth over a window picked on the chart
   heapprof run [--rate BYTES] [--out DIR] [--children] [--interval SECS] -- COMMAND [ARGS...]
       run COMMAND under the preload library (found next to heapprof, or at
       $HEAPPROF_PRELOAD), following it through exec; --children profiles the
@@ -391,6 +394,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             }
             return Ok(Outcome::Done);
         }
+        "report" => return html_report(cmd, rest),
         "symbolize" => {
             let a = parse_args(cmd, rest, accepts(false, false, true))?;
             if a.help {
@@ -440,6 +444,44 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         }
     };
     emit(out.as_bytes())?;
+    Ok(Outcome::Done)
+}
+
+/// `heapprof report FILE... -o OUT.html [--all-frames]`: one self-contained
+/// HTML page of memory over time (`heapprof::report::html`).
+fn html_report(cmd: &str, rest: &[String]) -> Result<Outcome, ReportError> {
+    let accepts = Accepts {
+        sample: false,
+        older_than: false,
+        output: true,
+        depth: false,
+        by: false,
+    };
+    let a = parse_args(cmd, rest, accepts)?;
+    if a.help {
+        return Ok(Outcome::Usage(0));
+    }
+    let Some(output) = &a.output else {
+        return Err(usage(
+            "report needs an output file: -o report.html".to_string(),
+        ));
+    };
+    if a.positional.is_empty() {
+        return Err(usage(
+            "report needs one profile or several of one process".to_string(),
+        ));
+    }
+    let mut dumps = Vec::with_capacity(a.positional.len());
+    for f in &a.positional {
+        let mut d = report::html::load_dump(f)?;
+        d.profile = by_label::focus(&d.profile, &a.focus);
+        if !a.all_frames {
+            d.profile = report::program_only(d.profile);
+        }
+        dumps.push(d);
+    }
+    let title = format!("heapprof report ({} profiles)", dumps.len());
+    report::html::write_html(dumps, &title, Path::new(output))?;
     Ok(Outcome::Done)
 }
 

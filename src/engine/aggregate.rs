@@ -54,6 +54,30 @@ pub struct LiveSample {
     pub tag: u64,
 }
 
+/// Running estimates of one label set's memory, kept as records are
+/// applied so that `/metrics` reads them without a snapshot: each sample of
+/// `size` bytes taken at `rate` stands for `1/p` objects and `size/p` bytes,
+/// `p = 1 - exp(-size/rate)` (the weights [`crate::profile::scale`] applies per
+/// bucket at write time; exact at rate 1).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub inuse_bytes: f64,
+    pub inuse_objects: f64,
+    pub alloc_bytes: f64,
+    pub alloc_objects: f64,
+    /// Samples allocated under this label set.
+    pub samples: u64,
+}
+
+/// (objects, bytes) one sample of `size` bytes at `rate` stands for.
+fn weight(size: u64, rate: u64) -> (f64, f64) {
+    if rate <= 1 || size == 0 {
+        return (1.0, size as f64);
+    }
+    let objects = 1.0 / (1.0 - (-(size as f64) / rate as f64).exp());
+    (objects, objects * size as f64)
+}
+
 /// All accounting state.
 #[derive(Default)]
 pub struct Aggregate {
@@ -61,6 +85,8 @@ pub struct Aggregate {
     pub buckets: HashMap<BucketKey, Counts>,
     pub live: HashMap<u64, LiveSample>,
     freed_early: HashSet<u64>,
+    /// Per label set id ([`crate::engine::labels`]; bounded by design).
+    pub totals: HashMap<u32, Totals>,
 }
 
 impl Aggregate {
@@ -78,7 +104,9 @@ impl Aggregate {
             } => {
                 // Room first, so that running out of memory drops this
                 // record instead of aborting the program (see `pressure`).
-                let room = self.buckets.try_reserve(1).is_ok() && self.live.try_reserve(1).is_ok();
+                let room = self.buckets.try_reserve(1).is_ok()
+                    && self.live.try_reserve(1).is_ok()
+                    && self.totals.try_reserve(1).is_ok();
                 let Some(stack) = self.stacks.try_intern(frames).filter(|_| room) else {
                     crate::engine::pressure::dropped_record();
                     return;
@@ -91,9 +119,16 @@ impl Aggregate {
                 };
                 let counts = self.buckets.entry(key).or_default();
                 counts.allocs += 1;
+                let (objects, bytes) = weight(size, rate);
+                let totals = self.totals.entry(labels).or_default();
+                totals.samples += 1;
+                totals.alloc_objects += objects;
+                totals.alloc_bytes += bytes;
                 // Early frees are rare: skip hashing the id when there are none.
                 if self.freed_early.is_empty() || !self.freed_early.remove(&id) {
                     counts.live += 1;
+                    totals.inuse_objects += objects;
+                    totals.inuse_bytes += bytes;
                     self.live.insert(id, LiveSample { key, time_ns, tag });
                 }
             }
@@ -101,6 +136,11 @@ impl Aggregate {
                 Some(s) => {
                     if let Some(c) = self.buckets.get_mut(&s.key) {
                         c.live -= 1;
+                    }
+                    if let Some(t) = self.totals.get_mut(&s.key.labels) {
+                        let (objects, bytes) = weight(s.key.size, s.key.rate);
+                        t.inuse_objects -= objects;
+                        t.inuse_bytes -= bytes;
                     }
                 }
                 None => {
@@ -195,5 +235,34 @@ mod tests {
         assert_eq!(c, Counts { allocs: 1, live: 0 });
         assert_eq!(a.live.len(), 1);
         assert!(a.freed_early.is_empty());
+        // Rate 1: the running totals are exact.
+        let t = a.totals[&0];
+        assert_eq!((t.inuse_objects, t.inuse_bytes), (1.0, 10.0));
+        assert_eq!((t.alloc_objects, t.alloc_bytes, t.samples), (3.0, 40.0, 3));
+    }
+
+    #[test]
+    fn running_totals_follow_the_scaled_buckets_per_label_set() {
+        let mut a = Aggregate::default();
+        let rec = |id, size, labels| Record::Alloc {
+            id,
+            size,
+            rate: 4096,
+            time_ns: 0,
+            tag: 0,
+            labels,
+            frames: &[1],
+        };
+        a.apply(rec(1, 1000, 7));
+        a.apply(rec(2, 1000, 7));
+        a.apply(rec(3, 50_000, 9));
+        a.apply(Record::Free { id: 2 });
+        let (objects, bytes) = crate::profile::scale::scale_heap_sample(1, 1000, 4096);
+        let t = a.totals[&7];
+        assert_eq!(t.inuse_objects as u64, objects);
+        assert!((t.inuse_bytes - bytes as f64).abs() < 1.0, "{t:?}");
+        assert_eq!(t.samples, 2);
+        assert!((t.alloc_bytes - 2.0 * bytes as f64).abs() < 2.0, "{t:?}");
+        assert!(a.totals[&9].inuse_bytes > 50_000.0);
     }
 }

@@ -394,6 +394,9 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         );
     }
     say(&text);
+    if let Some(line) = run_report(&written, main_pid, &prefix) {
+        say(&line);
+    }
     if let Some(sig) = exit.signal() {
         let oom = cgroup
             .as_ref()
@@ -405,6 +408,66 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         ));
     }
     Ok(status)
+}
+
+/// Writes `PREFIX.PID.report.html` ([`crate::report::html`]) from the main
+/// process's dumps when it wrote more than one, and says where. One dump
+/// (the usual dump at exit) has no time axis: the summary's top stacks say
+/// what its page would, so no file is added to every run.
+fn run_report(written: &[(u32, u64, PathBuf)], main_pid: u32, prefix: &Path) -> Option<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let paths: Vec<&PathBuf> = written
+        .iter()
+        .filter(|(pid, _, _)| *pid == main_pid)
+        .map(|(_, _, p)| p)
+        .collect();
+    if paths.len() < 2 {
+        return None;
+    }
+    let mut name = prefix.as_os_str().to_owned();
+    name.push(format!(".{main_pid}.report.html"));
+    let out = PathBuf::from(name);
+    let page = paths
+        .iter()
+        .map(|p| {
+            crate::report::html::load_dump(p).map(|mut d| {
+                d.profile = crate::report::program_only(d.profile);
+                d
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|dumps| {
+            crate::report::html::html(
+                dumps,
+                &format!(
+                    "heapprof report of pid {main_pid} ({} profiles)",
+                    paths.len()
+                ),
+            )
+        });
+    let written = page.map_err(|e| e.to_string()).and_then(|page| {
+        // As the dumps are written: owner-only, never replacing a file or
+        // following a link.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&out)
+            .and_then(|mut f| f.write_all(page.as_bytes()))
+            .map_err(|e| e.to_string())
+    });
+    Some(match written {
+        Ok(()) => format!(
+            "heapprof: report of the run (memory over time, leak verdicts, flame graphs): {}",
+            out.display()
+        ),
+        Err(e) => format!(
+            "heapprof: no report of the run written to {}: {e}",
+            out.display()
+        ),
+    })
 }
 
 /// Where the profiles went, and the top in-use stacks of the main

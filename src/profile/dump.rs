@@ -131,7 +131,72 @@ pub fn dump_to(path: impl AsRef<Path>) -> io::Result<()> {
 /// Writes the next `PREFIX.PID.SEQ.pb.gz`; returns its path.
 pub fn dump_numbered(prefix: &Path) -> io::Result<PathBuf> {
     let _busy = thread_state::current().enter();
-    output::write_numbered(prefix, &try_profile_gz()?)
+    let path = output::write_numbered(prefix, &try_profile_gz()?)?;
+    count_dump(Trigger::File);
+    Ok(path)
+}
+
+/// What a counted profile was taken for (`heapprof_dumps_total{trigger}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// A numbered dump file (interval, signal, exit, or from code).
+    File = 0,
+    /// A profile served over HTTP.
+    Http = 1,
+    /// A profile taken for `/debug/pprof/report`.
+    Report = 2,
+    /// A periodic profile for that report's history.
+    History = 3,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 4] = [
+        Trigger::File,
+        Trigger::Http,
+        Trigger::Report,
+        Trigger::History,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::File => "file",
+            Trigger::Http => "http",
+            Trigger::Report => "report",
+            Trigger::History => "history",
+        }
+    }
+}
+
+/// Atomics: counted from any thread, and nothing to lock in a fork.
+static DUMPS: [std::sync::atomic::AtomicU64; Trigger::ALL.len()] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; Trigger::ALL.len()];
+
+/// Counts one profile taken for `t`.
+pub fn count_dump(t: Trigger) {
+    DUMPS[t as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Profiles taken for `t` so far.
+pub fn dumps(t: Trigger) -> u64 {
+    DUMPS[t as usize].load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_trigger_counts_in_its_own_slot() {
+        for (i, t) in Trigger::ALL.into_iter().enumerate() {
+            assert_eq!(t as usize, i);
+            let before: Vec<u64> = Trigger::ALL.into_iter().map(dumps).collect();
+            count_dump(t);
+            let after: Vec<u64> = Trigger::ALL.into_iter().map(dumps).collect();
+            for (j, (b, a)) in before.iter().zip(&after).enumerate() {
+                assert_eq!(*a, b + u64::from(i == j), "{t:?}");
+            }
+        }
+    }
 }
 
 /// [`dump_numbered`] with a comment saying what triggered the dump.

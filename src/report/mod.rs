@@ -88,6 +88,14 @@
 //! samples without it grouped as `(none)`; [`leaks`](leaks()) judges each
 //! label value as it judges a stack ([`LeakOptions::group`]).
 //!
+//! # Over time, in a browser
+//!
+//! [`html`] draws a series of dumps of one process as one self-contained
+//! HTML page (`heapprof report`, `/debug/pprof/report`, and `heapprof run`
+//! at the end of a run): the in-use total and the top stacks per dump, the
+//! [`leak_verdicts`] linked to their series, and flame graphs of in-use
+//! memory and of growth over a chosen window (from the `age` labels).
+//!
 //! # Errors
 //!
 //! Every [`ReportError`] displays as one line naming the input and the
@@ -99,6 +107,7 @@ pub mod error;
 pub mod flame;
 pub mod format;
 pub mod frames;
+pub mod html;
 pub mod labels;
 pub(crate) mod leak_check;
 pub mod leaks;

@@ -192,3 +192,17 @@ pub fn preload_library() -> &'static Path {
         lib
     })
 }
+
+/// Installs Chromium and Prometheus for the report and metrics tests, if
+/// missing (never skips).
+pub fn ensure_report_deps() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-report-deps.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .status()
+            .expect("run install-report-deps.sh");
+        assert!(status.success(), "scripts/install-report-deps.sh failed");
+    });
+}

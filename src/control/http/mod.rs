@@ -48,8 +48,8 @@ pub mod routes;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -495,14 +495,51 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, server: Arc<Server>) {
     loop {
         let job = {
             let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-            rx.recv()
+            rx.recv_timeout(crate::control::history::PERIOD / 4)
         };
-        let Ok(job) = job else { return };
+        let job = match job {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                periodic_profile(&server);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // Under a steady stream of requests (a scraper) no wait times out.
+        periodic_profile(&server);
         let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             routes::respond(&job.request, &server)
         }))
         .unwrap_or_else(|_| Response::error(500, "internal error while computing the profile"));
         send(&job.conn.inner, &response, job.request.method == "HEAD");
+    }
+}
+
+/// An idle worker's turn: a profile for `/debug/pprof/report`'s history
+/// when none was taken or written for [`history::PERIOD`]
+/// (crate::control::history). Never waits for another computation.
+fn periodic_profile(server: &Server) {
+    use crate::control::history;
+    // Looked at a few times per period, not per request.
+    static NEXT_LOOK: AtomicI64 = AtomicI64::new(0);
+    let now = history::now_nanos();
+    let next = NEXT_LOOK.load(Ordering::Relaxed);
+    let step = (history::PERIOD / 4).as_nanos() as i64;
+    if now < next
+        || NEXT_LOOK
+            .compare_exchange(next, now + step, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        || !history::due(now, history::PERIOD)
+    {
+        return;
+    }
+    let Ok(_turn) = server.computing.try_lock() else {
+        return;
+    };
+    let p = crate::profile::dump::profile();
+    if p.time_nanos != 0 {
+        crate::profile::dump::count_dump(crate::profile::dump::Trigger::History);
+        history::record(&p, "history");
     }
 }
 

@@ -69,6 +69,12 @@ pub const ROUTES: &[Route] = &[
         count: None,
     },
     Route {
+        name: "report",
+        desc: "An HTML page of memory over time from this process's recent profiles (the last interval dumps on disk, the profiles this server took, one a minute when nothing else took one), with leak verdicts and flame graphs, as heapprof report writes it.",
+        serve: Serve::Custom(report_page),
+        count: None,
+    },
+    Route {
         name: "threads",
         desc: "Live threads by the stack that created them (Go's goroutine view for native threads), with each thread's stack reservation; labels thread_name and age.",
         serve: Serve::Profile {
@@ -255,6 +261,14 @@ pub fn respond(req: &Request, server: &Server) -> Response {
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let query = Query::parse(query);
+    if path == "/metrics" {
+        let body = crate::control::metrics::render();
+        return Response::new(
+            200,
+            crate::control::metrics::CONTENT_TYPE,
+            body.into_bytes(),
+        );
+    }
     if path == "/debug/pprof" {
         let mut r = Response::error(301, "moved to /debug/pprof/");
         r.headers.push(("Location", "/debug/pprof/".into()));
@@ -307,6 +321,10 @@ fn serve_profile(
         let Some(mut p) = server.computing(build) else {
             return busy();
         };
+        if name == "heap" || name == "allocs" {
+            crate::profile::dump::count_dump(crate::profile::dump::Trigger::Http);
+            crate::control::history::record(&p, "http");
+        }
         set_default_type(&mut p, default_type);
         return if debug != 0 {
             text(server, name, &p, default_type)
@@ -428,6 +446,37 @@ fn delta_heap(_req: &Request, query: &Query, server: &Server) -> Response {
             Response::profile(&p, "delta_heap")
         }
         Some(Err(e)) => Response::error(500, &format!("failed to compute delta: {e}")),
+    }
+}
+
+/// `/debug/pprof/report`: a profile taken now, added to the history, and
+/// the page drawn from the whole history ([`crate::control::history`]).
+fn report_page(_req: &Request, query: &Query, server: &Server) -> Response {
+    if let Err(r) = query.int("gc") {
+        return r;
+    }
+    let Some(now) = server.computing(crate::profile::dump::profile) else {
+        return busy();
+    };
+    if now.time_nanos != 0 {
+        crate::profile::dump::count_dump(crate::profile::dump::Trigger::Report);
+        crate::control::history::record(&now, "report");
+    }
+    drop(now);
+    let pid = std::process::id();
+    let mut dumps = Vec::new();
+    for (name, trigger, gz) in crate::control::history::recent() {
+        // A profile that does not decode is left out, not the whole page.
+        if let Ok(mut d) = report::html::parse_dump(&name, &gz) {
+            d.trigger.get_or_insert_with(|| trigger.to_string());
+            d.pid.get_or_insert(pid);
+            d.profile = report::program_only(d.profile);
+            dumps.push(d);
+        }
+    }
+    match report::html::html(dumps, &format!("heapprof report of pid {pid}")) {
+        Ok(page) => Response::new(200, "text/html; charset=utf-8", page.into_bytes()),
+        Err(e) => Response::error(500, &format!("no report: {e}")),
     }
 }
 
