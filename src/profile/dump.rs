@@ -181,6 +181,12 @@ pub fn dumps(t: Trigger) -> u64 {
     DUMPS[t as usize].load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// [`dump_numbered`] with a comment saying what triggered the dump.
+pub fn dump_numbered_because(prefix: &Path, why: &str) -> io::Result<PathBuf> {
+    let _busy = thread_state::current().enter();
+    output::write_numbered(prefix, &try_profile_gz_because(Some(why))?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,10 +203,4 @@ mod tests {
             }
         }
     }
-}
-
-/// [`dump_numbered`] with a comment saying what triggered the dump.
-pub fn dump_numbered_because(prefix: &Path, why: &str) -> io::Result<PathBuf> {
-    let _busy = thread_state::current().enter();
-    output::write_numbered(prefix, &try_profile_gz_because(Some(why))?)
 }
