@@ -47,6 +47,10 @@ pub fn start() {
     {
         engine::sample_heap::set_limit(limit as usize);
     }
+    if let Some(ms) = config::getenv("HEAPPROF_DECAY_MS").and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        engine::sample_heap::set_decay_ms(ms);
+    }
     if engine::init(rate, seed) {
         // Before the dumper thread exists: its creation is heapprof's own.
         #[cfg(feature = "threads")]
