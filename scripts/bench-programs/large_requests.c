@@ -77,7 +77,7 @@ static int loop(long n) {
   return 0;
 }
 
-#define BURST 64
+#define BURST 32
 
 static int burst(long wait_ms) {
   static char *live[BURST];

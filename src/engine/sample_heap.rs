@@ -200,8 +200,10 @@ static PENDING: AtomicU64 = AtomicU64::new(0);
 /// number has been since the last decay step.
 static RETAINED_PAGES: AtomicUsize = AtomicUsize::new(0);
 static LOW_WATER: AtomicUsize = AtomicUsize::new(0);
-/// Pages of live runs: the retained budget scales with them.
+/// Pages of live runs, and the most there were since the last decay step:
+/// the retained budget.
 static LIVE_PAGES: AtomicUsize = AtomicUsize::new(0);
+static PEAK_LIVE: AtomicUsize = AtomicUsize::new(0);
 /// Runs given back to the system, and their bytes.
 static PURGES: AtomicU64 = AtomicU64::new(0);
 static PURGED_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -423,45 +425,17 @@ pub fn reserve() -> bool {
 /// (`ulimit -v`, RLIMIT_AS) an eighth of the room the limit leaves now
 /// (at least [`RESERVE_MIN`]), so the program keeps nearly all of it.
 fn reserve_cap() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit64 of this process, reading into a local.
-    let r = unsafe {
-        raw::syscall6(
-            libc::SYS_prlimit64,
-            0,
-            libc::RLIMIT_AS as usize,
-            0,
-            &mut lim as *mut libc::rlimit as usize,
-            0,
-            0,
-        )
-    };
-    if r != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
-        return RESERVE_MAX;
-    }
-    let limit = (lim.rlim_cur as usize).min(RESERVE_MAX * 8);
-    // The room left: the largest mapping that can be made now, to within a
-    // 256th of the limit (bisection over inaccessible, unreserved probes).
-    let (mut lo, mut hi) = (0usize, limit);
-    while hi - lo > (limit / 256).max(PAGE) {
-        let mid = (lo + (hi - lo) / 2) & !(PAGE - 1);
-        if crate::engine::pressure::room_for(mid) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    (lo / 8).clamp(RESERVE_MIN, RESERVE_MAX)
+    crate::engine::pressure::address_room()
+        .map_or(RESERVE_MAX, |room| (room / 8).clamp(RESERVE_MIN, RESERVE_MAX))
 }
 
 /// Lays the parts out in `[base, base + len)` and commits the fixed ones.
 fn layout(base: usize, len: usize) -> bool {
-    let small_len = len / 4;
+    // An eighth for small spans (and a sixteenth for their metadata), five
+    // eighths for large runs: large samples take most of the bytes.
+    let small_len = len / 8;
     let spans = small_len / SPAN;
-    let large_pages = len / 4 / PAGE;
+    let large_pages = len / 8 * 5 / PAGE;
     let span_table = base + PREFIX_BYTES;
     let small_meta = (span_table + spans).next_multiple_of(PAGE);
     let large_meta = small_meta + spans * SLOTS_PER_SPAN * 8;
@@ -724,7 +698,7 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
         Some((run, flags)) => {
             if !commit(LARGE_BASE.load(Ordering::Relaxed) + run * PAGE, need * PAGE) {
                 // Out of commit (a strict overcommit policy): free again.
-                LIVE_PAGES.fetch_add(need, Ordering::Relaxed);
+                live_grew(need);
                 free_run(run, need);
                 return core::ptr::null_mut();
             }
@@ -761,7 +735,12 @@ fn set_live(run: usize, pages: usize, q: usize) {
     }
     large_words(run)[0].store(0, Ordering::Relaxed);
     large_words(q)[0].store(0, Ordering::Relaxed);
-    LIVE_PAGES.fetch_add(pages, Ordering::Relaxed);
+    live_grew(pages);
+}
+
+fn live_grew(pages: usize) {
+    let live = LIVE_PAGES.fetch_add(pages, Ordering::Relaxed) + pages;
+    PEAK_LIVE.fetch_max(live, Ordering::Relaxed);
 }
 
 /// Takes `n` fresh pages from the large region's bump pointer, committing
@@ -1051,12 +1030,13 @@ fn purge_down_to(keep: usize) {
     }
 }
 
-/// Pages that may stay retained: the floor, or as many as are live.
+/// Pages that may stay retained: the floor, or as many as were live at
+/// most since the last decay step.
 fn retain_budget() -> usize {
     if DECAY_NS.load(Ordering::Relaxed) == 0 {
         return 0;
     }
-    (RETAIN_FLOOR / PAGE).max(LIVE_PAGES.load(Ordering::Relaxed))
+    (RETAIN_FLOOR / PAGE).max(PEAK_LIVE.load(Ordering::Relaxed))
 }
 
 /// Returns the live run `run..run + pages` to the free runs (never blocks).
@@ -1137,6 +1117,7 @@ pub fn decay_tick(now_ns: u64, wake: fn()) -> Option<u64> {
         let retained = RETAINED_PAGES.load(Ordering::Relaxed);
         purge_down_to(retained - idle.min(retained));
         LOW_WATER.store(RETAINED_PAGES.load(Ordering::Relaxed), Ordering::Relaxed);
+        PEAK_LIVE.store(LIVE_PAGES.load(Ordering::Relaxed), Ordering::Relaxed);
     });
     if stepped.is_none() {
         // Busy: soon again.
@@ -1322,7 +1303,7 @@ pub fn grow_in_place(p: *const u8, size: usize) -> bool {
     if grown != Some(true) {
         return false;
     }
-    LIVE_PAGES.fetch_add(extra, Ordering::Relaxed);
+    live_grew(extra);
     let info = ((need as u64) << 32) | run as u64;
     for page in [run, q, run + need - 1] {
         large_words(page)[1].store(info, Ordering::Relaxed);
@@ -1511,6 +1492,97 @@ pub(crate) mod tests {
             free(a);
             free(b);
         }
+    }
+
+    #[test]
+    fn freed_large_runs_coalesce_and_are_reused_resident() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        // Three neighbours freed out of order make one run that holds an
+        // object of their total size: nothing new is carved.
+        let sizes = [300 << 10, 500 << 10, 700 << 10];
+        let ps: Vec<*mut u8> = sizes.iter().map(|&n| alloc(n, 16, false)).collect();
+        for (i, &p) in ps.iter().enumerate() {
+            set_id(p, 30 + i as u64);
+            // SAFETY: the object's bytes, ours.
+            unsafe { core::ptr::write_bytes(p, 0x77, sizes[i]) };
+        }
+        let before = carved_bytes();
+        for i in [2, 0, 1] {
+            free(ps[i]);
+        }
+        assert!(retained_bytes() >= 1500 << 10, "kept resident");
+        let whole = alloc(1500 << 10, 16, true);
+        set_id(whole, 40);
+        assert_eq!(carved_bytes(), before, "served from the coalesced runs");
+        // SAFETY: 1500 KiB of our own, zeroed as asked.
+        let bytes = unsafe { core::slice::from_raw_parts(whole, 1500 << 10) };
+        assert!(bytes.iter().all(|&b| b == 0), "calloc of a dirty run is zeroed");
+        free(whole);
+    }
+
+    #[test]
+    fn large_runs_churned_from_threads_stay_disjoint_and_bounded() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let before = carved_bytes();
+        let hs: Vec<_> = (0..4u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut x = t + 1;
+                    for round in 0..400u64 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let n = (64 << 10) + (x as usize % (1 << 20));
+                        let p = alloc(n, 16, false);
+                        set_id(p, (t << 40) | round + 1);
+                        // SAFETY: the object's bytes, ours.
+                        let b = unsafe { core::slice::from_raw_parts_mut(p, n) };
+                        b[0] = t as u8;
+                        b[n - 1] = t as u8;
+                        if round % 3 == 0 {
+                            assert!(grow_in_place(p, 2 * n) || usable_size(p) >= n);
+                        }
+                        std::thread::yield_now();
+                        assert_eq!((b[0], b[n - 1]), (t as u8, t as u8), "overlap");
+                        assert_eq!(id_of(p), Some((t << 40) | round + 1));
+                        free(p);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert!(
+            carved_bytes() - before < 64 << 20,
+            "churn reuses freed runs: {} carved",
+            carved_bytes() - before
+        );
+    }
+
+    #[test]
+    fn the_decay_gives_idle_retained_runs_back() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let p = alloc(2 << 20, 16, false);
+        set_id(p, 50);
+        free(p);
+        assert!(retained_bytes() > 0);
+        set_decay_ms(10);
+        let (purges_before, _) = purges();
+        let mut now = 1 << 40;
+        for _ in 0..4 {
+            decay_tick(now, || {});
+            now += 10_000_000;
+        }
+        set_decay_ms(10_000);
+        assert_eq!(retained_bytes(), 0);
+        assert!(purges().0 > purges_before);
+        // A purged run is served again, readable and zeroed.
+        let q = alloc(2 << 20, 16, true);
+        set_id(q, 51);
+        // SAFETY: 2 MiB of our own.
+        assert!(unsafe { core::slice::from_raw_parts(q, 2 << 20) }.iter().all(|&b| b == 0));
+        free(q);
     }
 
     #[test]
