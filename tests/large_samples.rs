@@ -35,8 +35,8 @@ fn program() -> &'static Path {
     PROG.get_or_init(|| {
         let dir = common::temp_dir("large-samples-prog");
         let prog = dir.join("large_requests");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("scripts/bench-programs/large_requests.c");
+        let src =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-programs/large_requests.c");
         let status = Command::new("gcc")
             .args(["-O2", "-g", "-o"])
             .arg(&prog)

@@ -124,8 +124,9 @@ pub fn start(interval_ns: u64) -> bool {
     }
     // Under an address-space limit, a sixteenth of the room it leaves (the
     // stack counts against it whether used or not), at least 1 MiB.
-    let stack = crate::engine::pressure::address_room()
-        .map_or(STACK_BYTES, |room| (room / 16).clamp(1 << 20, STACK_BYTES) & !4095);
+    let stack = crate::engine::pressure::address_room().map_or(STACK_BYTES, |room| {
+        (room / 16).clamp(1 << 20, STACK_BYTES) & !4095
+    });
     let base = raw::map(stack + GUARD_BYTES, libc::MAP_NORESERVE | libc::MAP_STACK);
     if base.is_null() {
         return false;

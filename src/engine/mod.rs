@@ -242,9 +242,10 @@ pub fn realloc_room(size: usize) -> usize {
 /// Whether a `realloc` of the sample (or former sample) at `ptr` to `size`
 /// bytes keeps it where it is: it fits without stranding most of its slot;
 /// or it is a large one (64 KiB or more) that fits, which keeps its run
-/// (the room [`realloc_room`] gave it) and gives back the pages after its
-/// new end; or it is a large one at the end of the sample heap's carved
-/// pages, which grows in place instead of being copied.
+/// (the room [`realloc_room`] gave it) less the pages after its new end,
+/// filed free; or it is a large one followed by a free run or the end of
+/// the sample heap's carved pages, which grows in place instead of being
+/// copied.
 pub fn stays_in_place(ptr: *const u8, size: usize) -> bool {
     let usable = sample_heap::usable_size(ptr);
     if usable >= size {

@@ -122,7 +122,9 @@ pub fn address_room() -> Option<usize> {
     if r != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
         return None;
     }
-    let limit = usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX).min(1 << 46);
+    let limit = usize::try_from(lim.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .min(1 << 46);
     let (mut lo, mut hi) = (0usize, limit);
     while hi - lo > (limit / 256).max(4096) {
         let mid = (lo + (hi - lo) / 2) & !4095;

@@ -12,8 +12,12 @@
 //!
 //! # The address test
 //! At start-up heapprof reserves one large range of address space
-//! (`mmap(PROT_NONE, MAP_NORESERVE)`: no memory, no commit charge, tens of
-//! GiB by default, halved until the kernel agrees). A pointer is heapprof's
+//! (`mmap(PROT_NONE, MAP_NORESERVE)`: no memory, no commit charge, 32 GiB,
+//! halved until the kernel agrees). Under an address-space limit
+//! (`ulimit -v`, RLIMIT_AS), which counts reservations too, it reserves an
+//! eighth of the room the limit leaves (at least 4 MiB), so a program that
+//! runs under a limit bare runs under it profiled; past that share samples
+//! fall back (below). A pointer is heapprof's
 //! iff `p - BASE < LEN` (wrapping subtraction), one compare and a branch on
 //! every free. Both statics are 0 until the reservation is published (LEN
 //! last, with `Release`; [`contains`] reads LEN first with `Acquire`), so
@@ -30,17 +34,18 @@
 //! | prefix (256 KiB) | the preload library's bootstrap arena ([`prefix`]) | at reservation |
 //! | span table | one byte per small span: its class + 1 (0: not carved) | at reservation |
 //! | small metadata | 8 bytes per possible slot, 4096 per span | with its span |
-//! | large metadata | 16 bytes per page of the large region | with its run |
-//! | small region | 64 KiB spans, each cut into slots of one class | span by span |
-//! | large region | runs of whole pages | run by run |
+//! | large metadata | 16 bytes per page of the large region | before the bump pointer passes it |
+//! | small region (an eighth) | 64 KiB spans, each cut into slots of one class | span by span |
+//! | large region (five eighths) | runs of whole pages | run by run |
 //!
 //! (In a short-lived copy of the process made for a dump, the copy's own
 //! allocations take pages off the large region's bump pointer too, in its
 //! copy of the range: [`carve_private`], for [`crate::engine::copy_arena`].)
 //!
 //! Memory is committed (`mprotect` to read-write) only when a span or run is
-//! first carved from its region's bump pointer; carving is contiguous, so
-//! the kernel merges the committed parts into a handful of mappings. Pages
+//! first carved from its region's bump pointer (and a large run again when
+//! reused after it was given back); carving is contiguous, so the kernel
+//! merges the committed parts into a handful of mappings. Pages
 //! never touched cost nothing even when committed. If the reservation
 //! itself fails (a tight `ulimit -v`), the range is a 256 KiB static array
 //! holding only the prefix, and every sample falls back (below).
@@ -63,27 +68,65 @@
 //! A span is carved by the thread that found its class empty: it keeps the
 //! first slot and pushes the rest as one pre-linked chain, one CAS.
 //!
-//! # Large samples: page runs
+//! # Large samples: page runs, kept and reused
 //! Larger sizes, and alignments above 16 KiB (any power of two up to 1 GiB),
-//! take runs of whole pages, in classes of page counts (1 to 8, then four
-//! per doubling), each with its own free stack linked through the run's
-//! first page's metadata. An aligned request takes a run of `pages +
+//! take runs of whole pages. An aligned request takes a run of `pages +
 //! align/4096 - 1` pages and starts at the first aligned page inside; the
-//! pages skipped are virtual only. A freed run is given back to the system
-//! at once (`madvise(MADV_DONTNEED)`), so a burst of big samples does not
-//! pin memory, and is then reused, zeroed by the kernel (so `calloc` needs
-//! no memset) — except runs of at most 64 KiB while at most 4 MiB of them
-//! are kept: those stay resident, marked dirty, so a program churning such
-//! sizes (every one a sample at rate 1) reuses them without a system call
-//! and page faults, and `calloc` zeroes them. Runs are never split or merged: a run stays in its
-//! class, and the large region (a quarter of the reservation) is what
-//! bounds fragmentation. One exception, for `realloc`: a live run that ends
-//! at the region's bump pointer grows in place ([`grow_in_place`]), taking
-//! the pages after it up to a bigger class's page count, and is from then
-//! on a run of that class. A buffer grown by repeated reallocs (nearly every
-//! one sampled once it is large) is then neither copied nor moved while
-//! nothing else carves runs after it.
+//! pages skipped are virtual only. At the default rate nearly every buffer
+//! of a MiB or more is a sample, so for large objects this *is* the
+//! program's allocator, and it must cost what the inner one would: no
+//! system call and no page fault per buffer in a steady churn.
 //!
+//! - **Freed runs stay resident** (dirty) and are filed as free runs, merged
+//!   with free neighbours on either side (boundary tags: a free run's first
+//!   and last pages' metadata name each other), in bins by page count
+//!   (1 to 8, then four per doubling). An allocation takes, of the runs
+//!   that hold it, the lowest in address space (up to 32 looked at: its
+//!   bin, then the bins above), split to size; so the pages in use stay
+//!   packed at the bottom of the region, and the pages reused are the ones
+//!   already touched. When none holds it, a free run at the top of the
+//!   carved pages is extended by fresh pages, else fresh pages are carved
+//!   from the region's bump pointer. The region thus grows only to the
+//!   peak of live large samples plus what is retained, however long the
+//!   churn: it never runs out through churn.
+//! - **Growth in place**: a `realloc` grows a run into the free run after it
+//!   (taking what it needs, the rest stays free), or, at the top, into
+//!   fresh pages; the way in asks for geometric room first (see
+//!   `engine::realloc_room`), so a buffer grown by doubling is rarely
+//!   copied. A shrink files the pages after the new end as a free run.
+//! - **The lock**: free runs change only under one lock that is only ever
+//!   *tried*, never waited for, and only by the sampled path, large frees
+//!   and the decay. A free that finds it taken pushes its run on a
+//!   lock-free pending stack, which every holder files before it lets go
+//!   (and takes the lock again for runs pushed meanwhile); an allocation
+//!   that finds it taken carves fresh pages (lock-free: the bump pointer
+//!   is a compare-and-swap, and a run's metadata is committed before the
+//!   pointer passes it, so a page below the pointer always has readable
+//!   metadata). A thread interrupted by a signal whose handler allocates
+//!   thus never deadlocks. A child forked while another thread held the
+//!   lock forgets the free runs (their pages are lost to the child only).
+//! - **Given back on a decay, or past a budget**, never a system call per
+//!   free. The decay runs on the thread that waits for heapprof's wake-ups
+//!   (the dumper or the watcher: [`decay_tick`], atomics and raw system
+//!   calls only) in steps half the decay period apart
+//!   (`HEAPPROF_DECAY_MS`, 10 s by default): each step gives back as many
+//!   retained pages as no allocation needed since the step before (the
+//!   least retained meanwhile), so memory unused for a whole period is back
+//!   with the system within it, and a steady churn keeps its pages. The
+//!   first free that retains pages while no step is scheduled wakes that
+//!   thread (one raw `write`). Past the budget — retained bytes above both
+//!   64 MiB and the most live large bytes since the last step — a free
+//!   gives back runs (largest bins first) down to three quarters of it.
+//!   So resident large memory is at most the recent live peak plus the
+//!   larger of 64 MiB and that peak, and falls to the live size within a
+//!   decay period of quiet. A run is given back by mapping fresh
+//!   inaccessible memory over it (`mmap(MAP_FIXED, PROT_NONE,
+//!   MAP_NORESERVE)`), which returns its commit charge too (a strict
+//!   overcommit policy counts writable private memory), and is committed
+//!   again when reused, reading as zero; `calloc` zeroes a dirty run
+//!   itself. The profile comment shows `retained_bytes=`, `purges=` and
+//!   `purged_bytes=`.
+
 //! # Metadata, from the address alone
 //! A small slot's metadata word is found from its span (`offset >> 16`),
 //! its class (the span table) and its index in the span (`offset / size`);
@@ -111,8 +154,8 @@
 //! line of [`crate::engine::pressure`] otherwise. Hooks never print.
 //!
 //! # Rules kept
-//! No locks (atomics only), no allocation (memory comes from `mmap`), frees
-//! from any thread. Fork-safe: the child inherits a copy of the range and
+//! No lock is ever waited for (atomics, and the large runs' try-lock), no
+//! allocation (memory comes from `mmap`), frees from any thread. Fork-safe: the child inherits a copy of the range and
 //! of every stack head, so it can free its parent's samples; a thread caught
 //! mid-carve in the parent only leaks that span's free slots in the child.
 
@@ -425,8 +468,9 @@ pub fn reserve() -> bool {
 /// (`ulimit -v`, RLIMIT_AS) an eighth of the room the limit leaves now
 /// (at least [`RESERVE_MIN`]), so the program keeps nearly all of it.
 fn reserve_cap() -> usize {
-    crate::engine::pressure::address_room()
-        .map_or(RESERVE_MAX, |room| (room / 8).clamp(RESERVE_MIN, RESERVE_MAX))
+    crate::engine::pressure::address_room().map_or(RESERVE_MAX, |room| {
+        (room / 8).clamp(RESERVE_MIN, RESERVE_MAX)
+    })
 }
 
 /// Lays the parts out in `[base, base + len)` and commits the fixed ones.
@@ -972,25 +1016,39 @@ fn take_top(need: usize) -> Option<(usize, u64)> {
     let run = free_run_ending_at(top)?;
     let pages = (large_words(run)[1].load(Ordering::Relaxed) & LOW) as usize;
     let extra = need.checked_sub(pages).filter(|&e| e > 0)?;
+    if !bump_at(top, extra) {
+        return None;
+    }
+    let (_, flags) = bin_remove(run);
+    Some((run, flags))
+}
+
+/// Moves the bump pointer from `top` (where it must be) by `extra` fresh,
+/// committed pages, charged to the limit. Under the lock.
+fn bump_at(top: usize, extra: usize) -> bool {
     if top + extra > LARGE_PAGES.load(Ordering::Relaxed)
         || !commit(LARGE_META.load(Ordering::Relaxed) + top * 16, extra * 16)
         || !charge(extra * PAGE)
     {
-        return None;
+        return false;
     }
     if PAGES_CARVED
         .compare_exchange(top, top + extra, Ordering::AcqRel, Ordering::Relaxed)
         .is_err()
     {
+        // Another run was carved meanwhile.
         CARVED_BYTES.fetch_sub(extra * PAGE, Ordering::Relaxed);
-        return None;
+        return false;
     }
-    if !commit(LARGE_BASE.load(Ordering::Relaxed) + top * PAGE, extra * PAGE) {
+    if !commit(
+        LARGE_BASE.load(Ordering::Relaxed) + top * PAGE,
+        extra * PAGE,
+    ) {
+        // Filed free: a later commit may succeed.
         file(top, extra, RUN_DECOMMITTED);
-        return None;
+        return false;
     }
-    let (_, flags) = bin_remove(run);
-    Some((run, flags))
+    true
 }
 
 /// Gives back dirty free runs, largest bins first, until at most `keep`
@@ -1265,40 +1323,27 @@ pub fn grow_in_place(p: *const u8, size: usize) -> bool {
     }
     let (end, extra) = (run + have, need - have);
     let grown = locked(|| {
+        let data = LARGE_BASE.load(Ordering::Relaxed) + end * PAGE;
         if free_run_at(end) {
             let (n, flags) = bin_remove(end);
-            let data = LARGE_BASE.load(Ordering::Relaxed) + end * PAGE;
-            if n >= extra && (flags & RUN_DECOMMITTED == 0 || commit(data, extra * PAGE)) {
+            let committed = flags & RUN_DECOMMITTED == 0 || commit(data, n.min(extra) * PAGE);
+            if committed && n >= extra {
                 if n > extra {
                     bin_insert(end + extra, n - extra, flags);
                 }
                 return true;
             }
+            // A free run up to the bump pointer: it and fresh pages after.
+            if committed
+                && PAGES_CARVED.load(Ordering::Acquire) == end + n
+                && bump_at(end + n, extra - n)
+            {
+                return true;
+            }
             bin_insert(end, n, flags);
             return false;
         }
-        // At the bump pointer: fresh pages, if the limit allows.
-        if PAGES_CARVED.load(Ordering::Acquire) != end
-            || end + extra > LARGE_PAGES.load(Ordering::Relaxed)
-            || !commit(LARGE_META.load(Ordering::Relaxed) + end * 16, extra * 16)
-            || !charge(extra * PAGE)
-        {
-            return false;
-        }
-        if PAGES_CARVED
-            .compare_exchange(end, end + extra, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            // Another run was carved meanwhile.
-            CARVED_BYTES.fetch_sub(extra * PAGE, Ordering::Relaxed);
-            return false;
-        }
-        if !commit(LARGE_BASE.load(Ordering::Relaxed) + end * PAGE, extra * PAGE) {
-            // Filed free: a later commit may succeed.
-            bin_insert(end, extra, RUN_DECOMMITTED);
-            return false;
-        }
-        true
+        PAGES_CARVED.load(Ordering::Acquire) == end && bump_at(end, extra)
     });
     if grown != Some(true) {
         return false;
@@ -1516,7 +1561,10 @@ pub(crate) mod tests {
         assert_eq!(carved_bytes(), before, "served from the coalesced runs");
         // SAFETY: 1500 KiB of our own, zeroed as asked.
         let bytes = unsafe { core::slice::from_raw_parts(whole, 1500 << 10) };
-        assert!(bytes.iter().all(|&b| b == 0), "calloc of a dirty run is zeroed");
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "calloc of a dirty run is zeroed"
+        );
         free(whole);
     }
 
@@ -1581,7 +1629,9 @@ pub(crate) mod tests {
         let q = alloc(2 << 20, 16, true);
         set_id(q, 51);
         // SAFETY: 2 MiB of our own.
-        assert!(unsafe { core::slice::from_raw_parts(q, 2 << 20) }.iter().all(|&b| b == 0));
+        assert!(unsafe { core::slice::from_raw_parts(q, 2 << 20) }
+            .iter()
+            .all(|&b| b == 0));
         free(q);
     }
 
