@@ -988,7 +988,7 @@ fn take_fit(need: usize) -> Option<(usize, u64)> {
         while at != 0 {
             let run = at - 1;
             let pages = (large_words(run)[1].load(Ordering::Relaxed) & LOW) as usize;
-            if pages >= need && best.is_none_or(|b| run < b) {
+            if pages >= need && best.map_or(true, |b| run < b) {
                 best = Some(run);
             }
             looked += 1;
@@ -1285,7 +1285,7 @@ pub fn shrink_in_place(p: *const u8, size: usize) -> bool {
     }
     let info = large_words(q)[1].load(Ordering::Relaxed);
     let (pages, run) = ((info >> 32) as usize, (info & LOW) as usize);
-    let keep = (q - run) + size.next_multiple_of(PAGE) / PAGE;
+    let keep = (q - run) + size.div_ceil(PAGE);
     if keep < pages {
         locked(|| {
             LIVE_PAGES.fetch_sub(pages - keep, Ordering::Relaxed);
@@ -1582,7 +1582,7 @@ pub(crate) mod tests {
                         x ^= x << 17;
                         let n = (64 << 10) + (x as usize % (1 << 20));
                         let p = alloc(n, 16, false);
-                        set_id(p, (t << 40) | round + 1);
+                        set_id(p, (t << 40) | (round + 1));
                         // SAFETY: the object's bytes, ours.
                         let b = unsafe { core::slice::from_raw_parts_mut(p, n) };
                         b[0] = t as u8;
@@ -1592,7 +1592,7 @@ pub(crate) mod tests {
                         }
                         std::thread::yield_now();
                         assert_eq!((b[0], b[n - 1]), (t as u8, t as u8), "overlap");
-                        assert_eq!(id_of(p), Some((t << 40) | round + 1));
+                        assert_eq!(id_of(p), Some((t << 40) | (round + 1)));
                         free(p);
                     }
                 })
