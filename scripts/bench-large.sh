@@ -41,12 +41,14 @@ measure() {
 }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-run() {
+# The command of one side ($1: c_bare, c_prof, rust_bare, rust_prof) for $2
+# requests, in the array `cmd`.
+command_for() {
   case $1 in
-    c_bare) env -u LD_PRELOAD "$work/large_requests" loop "$2" ;;
-    c_prof) env LD_PRELOAD="$LIB" HEAPPROF_AT_EXIT=0 "$work/large_requests" loop "$2" ;;
-    rust_bare) env HEAPPROF_RATE=0 "$RUST" "$2" ;;
-    rust_prof) env "$RUST" "$2" ;;
+    c_bare) cmd=(env -u LD_PRELOAD "$work/large_requests" loop "$2") ;;
+    c_prof) cmd=(env LD_PRELOAD="$LIB" HEAPPROF_AT_EXIT=0 "$work/large_requests" loop "$2") ;;
+    rust_bare) cmd=(env HEAPPROF_RATE=0 "$RUST" "$2") ;;
+    rust_prof) cmd=(env "$RUST" "$2") ;;
   esac
 }
 
@@ -56,8 +58,8 @@ for n in $REQUESTS; do
   for way in c rust; do
     : >"$work/bare" && : >"$work/prof"
     for _ in $(seq "$ROUNDS"); do
-      measure run "${way}_bare" "$n" >>"$work/bare"
-      measure run "${way}_prof" "$n" >>"$work/prof"
+      command_for "${way}_bare" "$n" && measure "${cmd[@]}" >>"$work/bare"
+      command_for "${way}_prof" "$n" && measure "${cmd[@]}" >>"$work/prof"
     done
     for side in bare prof; do
       for col in 1 2 3; do

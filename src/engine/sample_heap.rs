@@ -923,9 +923,17 @@ fn bin_remove(run: usize) -> (usize, u64) {
     w[1].store(0, Ordering::Relaxed);
     large_words(run + pages - 1)[1].store(0, Ordering::Relaxed);
     if info & RUN_DIRTY != 0 {
-        RETAINED_PAGES.fetch_sub(pages, Ordering::Relaxed);
+        retained_fell(pages);
     }
     (pages, info & (RUN_DIRTY | RUN_DECOMMITTED))
+}
+
+/// Retained pages fell by `pages` (taken for use, merged, or given back):
+/// the decay's low-water mark follows, so a step never gives back pages
+/// that were in use since the last one (a merge's dip only delays it).
+fn retained_fell(pages: usize) {
+    let now = RETAINED_PAGES.fetch_sub(pages, Ordering::Relaxed) - pages;
+    LOW_WATER.fetch_min(now, Ordering::Relaxed);
 }
 
 /// The free run whose last page is `end - 1`, if there is one.
@@ -999,11 +1007,21 @@ fn take_fit(need: usize) -> Option<(usize, u64)> {
         }
     }
     let run = best?;
-    let (pages, flags) = bin_remove(run);
+    let (pages, mut flags) = bin_remove(run);
+    // A run with given-back parts is committed whole, once: its rest is
+    // then reused without an `mprotect` per allocation.
+    if flags & RUN_DECOMMITTED != 0
+        && pages > need
+        && commit(
+            LARGE_BASE.load(Ordering::Relaxed) + run * PAGE,
+            pages * PAGE,
+        )
+    {
+        flags &= !RUN_DECOMMITTED;
+    }
     if pages > need {
         bin_insert(run + need, pages - need, flags);
     }
-    LOW_WATER.fetch_min(RETAINED_PAGES.load(Ordering::Relaxed), Ordering::Relaxed);
     Some((run, flags))
 }
 
@@ -1081,7 +1099,7 @@ fn purge_down_to(keep: usize) {
                 continue;
             };
             w[1].store((info & !RUN_DIRTY) | flag, Ordering::Relaxed);
-            RETAINED_PAGES.fetch_sub(pages, Ordering::Relaxed);
+            retained_fell(pages);
             PURGES.fetch_add(1, Ordering::Relaxed);
             PURGED_BYTES.fetch_add(len as u64, Ordering::Relaxed);
         }
@@ -1127,7 +1145,8 @@ pub fn set_decay_ms(ms: u64) {
     DECAY_NS.store(ms.saturating_mul(1_000_000), Ordering::Relaxed);
 }
 
-/// Bytes of freed large runs kept resident for reuse.
+/// Bytes of freed large runs kept for reuse that may be resident (an upper
+/// bound: a run's pages never touched count too).
 pub fn retained_bytes() -> usize {
     RETAINED_PAGES.load(Ordering::Relaxed) * PAGE
 }
@@ -1326,10 +1345,10 @@ pub fn grow_in_place(p: *const u8, size: usize) -> bool {
         let data = LARGE_BASE.load(Ordering::Relaxed) + end * PAGE;
         if free_run_at(end) {
             let (n, flags) = bin_remove(end);
-            let committed = flags & RUN_DECOMMITTED == 0 || commit(data, n.min(extra) * PAGE);
+            let committed = flags & RUN_DECOMMITTED == 0 || commit(data, n * PAGE);
             if committed && n >= extra {
                 if n > extra {
-                    bin_insert(end + extra, n - extra, flags);
+                    bin_insert(end + extra, n - extra, flags & !RUN_DECOMMITTED);
                 }
                 return true;
             }
