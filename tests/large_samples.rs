@@ -102,7 +102,8 @@ fn a_burst_of_large_samples_is_reused_then_given_back_after_the_decay() {
     let (base, idle) = (field(&so, "base_kb"), field(&so, "idle_kb"));
     assert!(idle <= base + 4096, "RssAnon kept after the decay: {so}");
     assert!(field(&so, "waited_ms") <= 2000, "{so}");
-    assert!(counter(&comment(&dir), "purges") > 0);
+    let c = comment(&dir);
+    assert!(counter(&c, "purges") > 0, "{so}{c}");
 }
 
 #[test]
