@@ -139,6 +139,22 @@ fn alloc_grown(st: &ThreadState, size: usize) -> *mut c_void {
     p.cast()
 }
 
+/// An allocation of `size` bytes that is not sampled, from the sample heap
+/// if it is large (at least `heapprof::engine::LARGE`: see
+/// `heapprof::engine::alloc_large`), with room for `room`; errno left as it
+/// was. Null otherwise, or if the heap cannot serve it: the caller then
+/// makes the ordinary call.
+#[inline(always)]
+fn alloc_large(size: usize, room: usize, align: usize, zero: bool) -> *mut c_void {
+    if size < engine::LARGE || !crate::ready() || copy_arena::active() {
+        return null_mut();
+    }
+    let errno = real::errno();
+    let p = engine::alloc_large(size, room, align.max(MIN_ALIGN), zero);
+    real::set_errno(errno);
+    p.cast()
+}
+
 /// A bootstrap block, or null with errno ENOMEM.
 fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
     let p = bootstrap::alloc(size, align);
@@ -228,11 +244,13 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
         return bootstrap_alloc(size, MIN_ALIGN);
     }
     let st = tls::state();
-    if sample(st, size) {
-        let p = alloc_sampled(st, size, MIN_ALIGN, false);
-        if !p.is_null() {
-            return p;
-        }
+    let p = if sample(st, size) {
+        alloc_sampled(st, size, MIN_ALIGN, false)
+    } else {
+        alloc_large(size, size, MIN_ALIGN, false)
+    };
+    if !p.is_null() {
+        return p;
     }
     // SAFETY: resolved just above.
     unsafe { real::malloc(size) }
@@ -331,11 +349,13 @@ unsafe extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
         return bootstrap_alloc(total, MIN_ALIGN);
     }
     let st = tls::state();
-    if sample(st, total) {
-        let p = alloc_sampled(st, total, MIN_ALIGN, true);
-        if !p.is_null() {
-            return p;
-        }
+    let p = if sample(st, total) {
+        alloc_sampled(st, total, MIN_ALIGN, true)
+    } else {
+        alloc_large(total, total, MIN_ALIGN, true)
+    };
+    if !p.is_null() {
+        return p;
     }
     // SAFETY: resolved just above.
     unsafe { real::calloc(n, size) }
@@ -508,11 +528,13 @@ unsafe extern "C" fn realloc_slow(
 /// `realloc` of `p`, a live block of the real allocator; `sample_new`:
 /// whether the new block is a sample.
 ///
-/// A new sample moves into the sample heap: copied straight from `p`, as
-/// many bytes as it holds (its usable size), so that the real allocator
-/// neither resizes nor copies it first. Only an allocator that cannot tell
-/// a block's size has it resized by its own `realloc` first, which makes
-/// `size` bytes of it valid to copy.
+/// A new sample moves into the sample heap, and so does a block grown
+/// large (see `heapprof::engine::LARGE`), unsampled, with room to grow in
+/// place: copied straight from `p`, as many bytes as it holds (its usable
+/// size), so that the real allocator neither resizes nor copies it first.
+/// Only an allocator that cannot tell a block's size has it resized by its
+/// own `realloc` first, which makes `size` bytes of it valid to copy (an
+/// unsampled block then stays there).
 ///
 /// # Safety
 /// Resolved; `p` is a live block of the real allocator, not used again by
@@ -524,7 +546,8 @@ unsafe fn realloc_unowned(
     size: usize,
     sample_new: bool,
 ) -> *mut c_void {
-    if !sample_new {
+    let large = !sample_new && size >= engine::LARGE && !copy_arena::active();
+    if !sample_new && !large {
         // SAFETY: a live block of the real allocator; its contents are kept.
         return unsafe { real::realloc(p, size) };
     }
@@ -535,12 +558,16 @@ unsafe fn realloc_unowned(
     } else {
         // SAFETY: as above; its contents are kept.
         let q = unsafe { real::realloc(p, size) };
-        if q.is_null() {
+        if q.is_null() || large {
             return q;
         }
         (q, size, true)
     };
-    let a = alloc_grown(st, size);
+    let a = if sample_new {
+        alloc_grown(st, size)
+    } else {
+        alloc_large(size, engine::realloc_room(size), MIN_ALIGN, false)
+    };
     if a.is_null() {
         if resized {
             return from;
@@ -613,8 +640,12 @@ unsafe extern "C" fn posix_memalign_slow(
         return 0;
     }
     let st = tls::state();
-    if valid && sample(st, size) {
-        let p = alloc_sampled(st, size, align, false);
+    if valid {
+        let p = if sample(st, size) {
+            alloc_sampled(st, size, align, false)
+        } else {
+            alloc_large(size, size, align, false)
+        };
         if !p.is_null() {
             // SAFETY: `out` is writable (caller's contract).
             unsafe { *out = p };
@@ -645,8 +676,12 @@ unsafe fn aligned_slow(kind: Which, align: usize, size: usize) -> *mut c_void {
         return bootstrap_alloc(size, align);
     }
     let st = tls::state();
-    if align.is_power_of_two() && sample(st, size) {
-        let p = alloc_sampled(st, size, align, false);
+    if align.is_power_of_two() {
+        let p = if sample(st, size) {
+            alloc_sampled(st, size, align, false)
+        } else {
+            alloc_large(size, size, align, false)
+        };
         if !p.is_null() {
             return p;
         }

@@ -137,15 +137,52 @@ pub fn init(env_rate: Option<u64>, env_seed: Option<u64>) -> bool {
     true
 }
 
+/// Allocations of this many bytes or more always reach the slow path: the
+/// countdown the hot paths subtract from never exceeds it (glibc's initial
+/// mmap threshold). The rest of the thread's countdown waits in its reserve
+/// and refills the hot one when that runs out (no draw, no sample). So a
+/// large allocation costs the hot paths nothing extra to single out, and a
+/// way in can serve it from the sample heap whether sampled or not.
+pub const LARGE: usize = 128 << 10;
+
+/// Sets the thread's real countdown to `c` (nonzero): at most [`LARGE`] of
+/// it where the hot paths subtract, the rest in reserve.
+#[inline(always)]
+fn set_countdown(st: &ThreadState, c: usize) {
+    let hot = c.min(LARGE);
+    st.countdown.set(hot);
+    st.reserve.set(c - hot);
+}
+
 /// Decides whether an allocation of `size` bytes is sampled. Call only when
 /// the thread's countdown is not greater than `size` (the hot path handles
 /// the rest). Updates the countdown.
+///
+/// The decision is made on the real countdown (the hot one plus the
+/// reserve): while that outlasts `size` the allocation is not sampled and
+/// the hot countdown is refilled from the reserve; the statistics are those
+/// of one countdown (see [`sampler`]).
 #[cold]
 #[inline(never)]
 pub fn should_sample(st: &ThreadState, size: usize) -> bool {
     if st.is_busy() {
         st.countdown.set(usize::MAX);
         return false;
+    }
+    let reserve = st.reserve.get();
+    if reserve != 0 {
+        st.reserve.set(0);
+        let hot = st.countdown.get();
+        // A countdown reset to 0 (a new rate or seed, a leak check) drops
+        // the reserve: the next decision starts afresh.
+        if hot != 0 {
+            let c = hot.saturating_add(reserve);
+            if c > size {
+                set_countdown(st, c - size);
+                return false;
+            }
+            st.countdown.set(c);
+        }
     }
     if !st.started.get() {
         start_thread(st);
@@ -159,7 +196,7 @@ pub fn should_sample(st: &ThreadState, size: usize) -> bool {
         0 => {
             // Off: look again after a while, so a later `set_rate` reaches
             // every thread without a check on the hot path.
-            st.countdown.set(RECHECK_WHEN_OFF);
+            set_countdown(st, RECHECK_WHEN_OFF);
             false
         }
         1 => {
@@ -174,10 +211,10 @@ pub fn should_sample(st: &ThreadState, size: usize) -> bool {
                 c = sampler::next_interval(&mut rng, rate);
             }
             let sampled = if c > size {
-                st.countdown.set(c - size);
+                set_countdown(st, c - size);
                 false
             } else {
-                st.countdown.set(sampler::next_interval(&mut rng, rate));
+                set_countdown(st, sampler::next_interval(&mut rng, rate));
                 true
             };
             st.rng.set(rng.state());
@@ -191,6 +228,7 @@ fn start_thread(st: &ThreadState) {
     let seed = SEED.load(Ordering::Relaxed) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     st.rng.set(Rng::new(seed).state());
     st.countdown.set(0);
+    st.reserve.set(0);
     st.started.set(true);
 }
 
@@ -349,6 +387,23 @@ pub fn unsample(st: &ThreadState, ptr: *mut u8) {
 pub fn alloc_unsampled(size: usize, room: usize, align: usize) -> *mut u8 {
     let p = sample_heap::alloc_uncounted(room.max(size), align, false);
     if !p.is_null() {
+        sample_heap::set_id(p, 0);
+    }
+    p
+}
+
+/// An allocation of `size` bytes (at least [`LARGE`]) that is not sampled,
+/// served by the sample heap's large runs (reused, grown in place, given
+/// back on a decay) as an unsampled block: its free and `realloc` come back
+/// by address and record nothing, and a `realloc` that samples it records
+/// it where it is. Null if the heap cannot serve it (counted:
+/// [`sample_heap::large_to_inner`]); the way in then uses its inner
+/// allocator.
+pub fn alloc_large(size: usize, room: usize, align: usize, zero: bool) -> *mut u8 {
+    let p = sample_heap::alloc_uncounted(room.max(size), align, zero);
+    if p.is_null() {
+        sample_heap::count_large_to_inner();
+    } else {
         sample_heap::set_id(p, 0);
     }
     p

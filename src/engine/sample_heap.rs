@@ -263,6 +263,9 @@ static WAKER: AtomicUsize = AtomicUsize::new(0);
 const RETAIN_FLOOR: usize = 64 << 20;
 
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+/// Unsampled large blocks the heap could not serve (see
+/// `engine::alloc_large`), served by the inner allocator instead.
+static LARGE_TO_INNER: AtomicU64 = AtomicU64::new(0);
 static NOTICED: AtomicBool = AtomicBool::new(false);
 
 /// Free stacks: (tag << 32) | (slot or run number + 1); 0 in the low half
@@ -403,6 +406,17 @@ pub fn fallback_notice_into(w: &mut impl core::fmt::Write) -> bool {
         "heapprof: the sample heap is full because its limit (HEAPPROF_SAMPLE_HEAP_LIMIT={limit}) is reached; {n} allocation(s) chosen for sampling were served unsampled by the allocator, so the profile undercounts (free samples, or raise the limit)"
     );
     true
+}
+
+/// Unsampled large blocks served by the inner allocator because the heap
+/// could not serve them (no undercount: they are no samples).
+pub fn large_to_inner() -> u64 {
+    LARGE_TO_INNER.load(Ordering::Relaxed)
+}
+
+/// Counts one [`large_to_inner`].
+pub fn count_large_to_inner() {
+    LARGE_TO_INNER.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Bytes carved from the heap so far (committed; only touched pages are

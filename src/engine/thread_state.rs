@@ -38,6 +38,11 @@ pub struct ThreadState {
     pub(crate) tag: Cell<u64>,
     /// This thread's record buffer, acquired on its first record.
     pub(crate) buffer: Cell<*mut Buffer>,
+    /// Bytes of the sampling countdown held back from `countdown`, which
+    /// never exceeds [`crate::engine::LARGE`] after the slow path set it:
+    /// the thread's real countdown is `countdown + reserve` (while
+    /// `countdown` is nonzero; a countdown reset to 0 drops the reserve).
+    pub(crate) reserve: Cell<usize>,
 }
 
 /// Where the countdown lies in a [`ThreadState`] (the preload library's
@@ -60,6 +65,7 @@ impl ThreadState {
             labels: Cell::new(0),
             tag: Cell::new(0),
             buffer: Cell::new(core::ptr::null_mut()),
+            reserve: Cell::new(0),
         }
     }
 
