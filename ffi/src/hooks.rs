@@ -155,6 +155,19 @@ fn alloc_large(size: usize, room: usize, align: usize, zero: bool) -> *mut c_voi
     p.cast()
 }
 
+/// The slow path's own block for an allocation: a sample if the sampler
+/// says so, else a large block of the sample heap ([`alloc_large`]); null
+/// for neither (the caller then makes the ordinary call). Always inlined,
+/// like [`alloc_sampled`].
+#[inline(always)]
+fn alloc_ours(st: &ThreadState, size: usize, align: usize, zero: bool) -> *mut c_void {
+    if sample(st, size) {
+        alloc_sampled(st, size, align, zero)
+    } else {
+        alloc_large(size, size, align, zero)
+    }
+}
+
 /// A bootstrap block, or null with errno ENOMEM.
 fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
     let p = bootstrap::alloc(size, align);
@@ -244,11 +257,7 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
         return bootstrap_alloc(size, MIN_ALIGN);
     }
     let st = tls::state();
-    let p = if sample(st, size) {
-        alloc_sampled(st, size, MIN_ALIGN, false)
-    } else {
-        alloc_large(size, size, MIN_ALIGN, false)
-    };
+    let p = alloc_ours(st, size, MIN_ALIGN, false);
     if !p.is_null() {
         return p;
     }
@@ -349,11 +358,7 @@ unsafe extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
         return bootstrap_alloc(total, MIN_ALIGN);
     }
     let st = tls::state();
-    let p = if sample(st, total) {
-        alloc_sampled(st, total, MIN_ALIGN, true)
-    } else {
-        alloc_large(total, total, MIN_ALIGN, true)
-    };
+    let p = alloc_ours(st, total, MIN_ALIGN, true);
     if !p.is_null() {
         return p;
     }
@@ -641,11 +646,7 @@ unsafe extern "C" fn posix_memalign_slow(
     }
     let st = tls::state();
     if valid {
-        let p = if sample(st, size) {
-            alloc_sampled(st, size, align, false)
-        } else {
-            alloc_large(size, size, align, false)
-        };
+        let p = alloc_ours(st, size, align, false);
         if !p.is_null() {
             // SAFETY: `out` is writable (caller's contract).
             unsafe { *out = p };
@@ -677,11 +678,7 @@ unsafe fn aligned_slow(kind: Which, align: usize, size: usize) -> *mut c_void {
     }
     let st = tls::state();
     if align.is_power_of_two() {
-        let p = if sample(st, size) {
-            alloc_sampled(st, size, align, false)
-        } else {
-            alloc_large(size, size, align, false)
-        };
+        let p = alloc_ours(st, size, align, false);
         if !p.is_null() {
             return p;
         }
