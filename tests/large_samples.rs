@@ -29,23 +29,29 @@ fn library() -> &'static Path {
     })
 }
 
+/// Compiles the C program `src` (relative to the crate) as `name`.
+fn compile(name: &str, src: &str) -> PathBuf {
+    let prog = common::temp_dir(&format!("large-samples-{name}")).join(name);
+    let status = Command::new("gcc")
+        .args(["-O2", "-g", "-o"])
+        .arg(&prog)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(src))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    prog
+}
+
 /// The C program, compiled once.
 fn program() -> &'static Path {
     static PROG: OnceLock<PathBuf> = OnceLock::new();
-    PROG.get_or_init(|| {
-        let dir = common::temp_dir("large-samples-prog");
-        let prog = dir.join("large_requests");
-        let src =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-programs/large_requests.c");
-        let status = Command::new("gcc")
-            .args(["-O2", "-g", "-o"])
-            .arg(&prog)
-            .arg(src)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        prog
-    })
+    PROG.get_or_init(|| compile("large_requests", "scripts/bench-programs/large_requests.c"))
+}
+
+/// tests/c/largeblocks.c, compiled once.
+fn largeblocks() -> &'static Path {
+    static PROG: OnceLock<PathBuf> = OnceLock::new();
+    PROG.get_or_init(|| compile("largeblocks", "tests/c/largeblocks.c"))
 }
 
 fn text(b: &[u8]) -> String {
@@ -76,6 +82,68 @@ fn counter(comment: &str, key: &str) -> u64 {
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{key} in {comment}"))
+}
+
+#[test]
+fn unsampled_large_blocks_in_c_live_in_the_sample_heap_and_keep_their_contents() {
+    // Bare, glibc serves hardly any of them as page-aligned runs (what
+    // tells heapprof's blocks apart here).
+    let out = common::clean_command(largeblocks())
+        .arg("check")
+        .output()
+        .unwrap();
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{so}");
+    assert!(field(&so, "page_blocks") * 4 < field(&so, "of"), "{so}");
+    // Profiled, off and at the default rate, every one of them (malloc,
+    // calloc of dirty memory, the aligned functions, a small block grown
+    // large) is the sample heap's, sampled or not, and keeps its contents
+    // through realloc growing and shrinking it.
+    for rate in ["0", "524288"] {
+        let out = common::clean_command(largeblocks())
+            .arg("check")
+            .env("LD_PRELOAD", library())
+            .env("HEAPPROF_RATE", rate)
+            .env("HEAPPROF_AT_EXIT", "0")
+            .output()
+            .unwrap();
+        let (so, se) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "rate {rate}: {so}{se}");
+        assert_eq!(se, "", "rate {rate}: nothing on stderr");
+        assert!(so.ends_with(" ok\n"), "rate {rate}: {so}");
+        assert_eq!(
+            field(&so, "page_blocks"),
+            field(&so, "of"),
+            "rate {rate}: {so}"
+        );
+    }
+}
+
+#[test]
+fn large_blocks_in_c_count_exactly_at_rate_1() {
+    let dir = common::temp_dir("large-exact-c");
+    let out = common::clean_command(largeblocks())
+        .arg("exact")
+        .env("LD_PRELOAD", library())
+        .env("HEAPPROF_RATE", "1")
+        .env("HEAPPROF_OUT", dir.join("p"))
+        .output()
+        .unwrap();
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{so}{se}");
+    let dumps = common::dumps(&dir);
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    let p = common::read_profile(&dumps[0].2);
+    // Three blocks of 300 KiB, each grown to 600 KiB (a free and an
+    // allocation), kept.
+    assert_eq!(
+        common::leaf_totals(&p, "leak_large"),
+        [6, 3 * (900 << 10), 3, 3 * (600 << 10)]
+    );
+    assert_eq!(
+        common::leaf_totals(&p, "grow_from_small"),
+        [2, 1000 + (400 << 10), 1, 400 << 10]
+    );
 }
 
 #[test]
