@@ -10,6 +10,9 @@
 //! inner allocator; a free recognises them by address (one compare against
 //! the heap's range) and gives them back there. If the sample heap cannot
 //! serve a sampled allocation, the inner allocator serves it unsampled.
+//! Unsampled allocations of [`engine::LARGE`] bytes or more are served by
+//! the sample heap too when the inner allocator is `System` (or by
+//! setting: [`Profiler::large_blocks_in_sample_heap`]).
 
 use core::alloc::{GlobalAlloc, Layout};
 

@@ -15,7 +15,11 @@
 //! - otherwise [`engine::should_sample`] decides; a sampled object is served
 //!   by heapprof's sample heap with the alignment asked for (at least 16)
 //!   and recorded with the size the program asked for. If the sample heap
-//!   cannot serve it, the real function serves it unsampled.
+//!   cannot serve it, the real function serves it unsampled. An allocation
+//!   of `heapprof::engine::LARGE` bytes or more always comes here (the hot
+//!   countdown never exceeds it); not sampled, it is served by the sample
+//!   heap as an unsampled block (`heapprof::engine::alloc_large`), and so
+//!   is a block of the real allocator that a `realloc` grows that large.
 //!
 //! Frees of heapprof's own memory: a bootstrap block (the start of the
 //! sample heap's range) is ignored; a sample's free is recorded and its

@@ -6,7 +6,10 @@
 //! - allocation: `if countdown > size { countdown -= size; inner alloc }`,
 //!   otherwise [`should_sample`] decides; a sampled object is served by
 //!   [`alloc_sample`] from heapprof's own [`sample_heap`] and recorded (if
-//!   the heap cannot serve it, the way in allocates it unsampled);
+//!   the heap cannot serve it, the way in allocates it unsampled). The
+//!   countdown never exceeds [`LARGE`], so every large allocation comes
+//!   here; one not sampled may be served by the sample heap too
+//!   ([`alloc_large`]);
 //! - free: `if !owns(ptr) { inner free }` — one compare against the sample
 //!   heap's address range — otherwise [`free_sample`] records the free and
 //!   gives the memory back to the sample heap.

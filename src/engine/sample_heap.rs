@@ -73,7 +73,8 @@
 //! take runs of whole pages. An aligned request takes a run of `pages +
 //! align/4096 - 1` pages and starts at the first aligned page inside; the
 //! pages skipped are virtual only. At the default rate nearly every buffer
-//! of a MiB or more is a sample, so for large objects this *is* the
+//! of a MiB or more is a sample, and the unsampled ones are served here
+//! too (see "Unsampled blocks"), so for large objects this *is* the
 //! program's allocator, and it must cost what the inner one would: no
 //! system call and no page fault per buffer in a steady churn.
 //!
@@ -134,6 +135,19 @@
 //! sample id, which the free record carries (no hash table anywhere), and
 //! the usable size is the class size (or the run's end minus the address):
 //! at least what was asked, as `malloc_usable_size` and `realloc` need.
+//!
+//! # Unsampled blocks
+//! Every allocation of `engine::LARGE` bytes or more reaches a way in's
+//! slow path (see `engine::should_sample`), and under the preload library
+//! and `Profiler<System>` the ones not sampled are served here too, as
+//! blocks whose metadata word holds 0 (no sample id): their free gives the
+//! run back and records nothing, a `realloc` grows them in place with the
+//! same room as a sample, and one that samples the new size records the
+//! block where it is. So all of a program's large buffers share one set
+//! of warm runs, under the bounds above (the budget counts live unsampled
+//! pages like live sampled ones). When the heap cannot serve one, the
+//! inner allocator does, counted in [`large_to_inner`] (the profile
+//! comment's `large_to_inner=`); no profile undercounts through it.
 //!
 //! # Former samples
 //! A large sample (64 KiB or more) that a `realloc` resizes without

@@ -7,6 +7,12 @@
 //! `thread_local!` could call `__tls_get_addr`, which may allocate), and it
 //! stays valid while the thread's TLS destructors run.
 //!
+//! The countdown the hot paths subtract from never exceeds
+//! [`crate::engine::LARGE`] once the slow path has set it: the rest of the
+//! thread's countdown waits in `reserve` and refills it when it runs out,
+//! so every allocation of that size or more reaches the slow path, at no
+//! cost to the hot paths (see [`crate::engine::should_sample`]).
+//!
 //! Re-entrancy: while heapprof itself runs on a thread (capturing a stack,
 //! symbolizing, writing a profile), the thread is *busy*. Entering that state
 //! parks the sampling countdown at `usize::MAX`, so the allocations heapprof
