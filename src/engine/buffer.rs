@@ -55,6 +55,10 @@ pub struct Buffer {
     read: UnsafeCell<usize>,
     /// A chunk read to the end, empty again, for the producer's next one.
     spare: AtomicPtr<Chunk>,
+    /// Producer side: chunks begun after the first.
+    begun: UnsafeCell<usize>,
+    /// Consumer side: chunks read to the end and let go.
+    done: AtomicUsize,
 }
 
 static BUFFERS: AtomicPtr<Buffer> = AtomicPtr::new(ptr::null_mut());
@@ -102,6 +106,8 @@ pub fn acquire() -> *mut Buffer {
             head: UnsafeCell::new(chunk),
             read: UnsafeCell::new(0),
             spare: AtomicPtr::new(ptr::null_mut()),
+            begun: UnsafeCell::new(0),
+            done: AtomicUsize::new(0),
         });
     }
     let mut head = BUFFERS.load(Ordering::Relaxed);
@@ -150,6 +156,8 @@ pub unsafe fn push(b: *mut Buffer, record: &[u64]) -> bool {
         }
         chunk.next.store(fresh, Ordering::Release);
         *tail = fresh;
+        // SAFETY: only the owning thread touches `begun`.
+        unsafe { *buf.begun.get() += 1 };
         // SAFETY: just mapped.
         chunk = unsafe { &*fresh };
         len = 0;
@@ -161,6 +169,19 @@ pub unsafe fn push(b: *mut Buffer, record: &[u64]) -> bool {
     unsafe { ptr::copy_nonoverlapping(record.as_ptr(), words.add(len), record.len()) };
     chunk.len.store(len + record.len(), Ordering::Release);
     new
+}
+
+/// Chunks of records in `b` that no drain has read to the end yet, besides
+/// the one being written.
+///
+/// # Safety
+/// The calling thread must own `b`.
+pub unsafe fn backlog(b: *mut Buffer) -> usize {
+    // SAFETY: the caller owns the buffer, so the producer fields are ours.
+    let buf = unsafe { &*b };
+    // SAFETY: only the owning thread touches `begun`.
+    let begun = unsafe { *buf.begun.get() };
+    begun.wrapping_sub(buf.done.load(Ordering::Relaxed))
 }
 
 /// Calls `f` with every published word range of every buffer, oldest first
@@ -218,6 +239,7 @@ pub unsafe fn drain_all(mut f: impl FnMut(&[u64])) {
             d.next.store(ptr::null_mut(), Ordering::Relaxed);
             d.len.store(0, Ordering::Relaxed);
             let old = buf.spare.swap(done, Ordering::Release);
+            buf.done.fetch_add(1, Ordering::Relaxed);
             if !old.is_null() {
                 // SAFETY: a spare swapped out is nobody's: the producer only
                 // takes the spare by swapping it out itself.

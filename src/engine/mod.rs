@@ -27,7 +27,12 @@
 //! fills a buffer chunk (64 KiB of records) applies every buffer, if the
 //! aggregator's lock is free at that moment — a try-lock, never a wait. The
 //! aggregate's tables then grow through heapprof's own allocator (the inner
-//! one, never the hooks), with `try_reserve`, as on the dumper.
+//! one, never the hooks), with `try_reserve`, as on the dumper. A thread
+//! that fills a chunk the dumper has not drained yet does the same while a
+//! dumper runs, so a thread sampling densely between the dumper's turns
+//! reuses its drained chunk (see [`buffer`]) instead of mapping fresh
+//! ones: its records take a chunk or two, not all it recorded since the
+//! dumper's last turn.
 
 pub(crate) mod aggregate;
 pub(crate) mod buffer;
@@ -419,6 +424,12 @@ pub fn sample_usable_size(ptr: *const u8) -> usize {
 
 static SELF_DRAIN: AtomicBool = AtomicBool::new(false);
 
+/// Full chunks of records a thread's buffer may hold undrained before its
+/// sampled path drains the buffers itself, even while a dumper thread runs
+/// (see the module docs): one, so that the chunk it drains is the spare
+/// its next one reuses.
+const BACKLOG: usize = 1;
+
 /// Whether the sampled path drains the record buffers itself (see the
 /// module docs): on while no dumper thread runs.
 pub fn set_self_drain(on: bool) {
@@ -443,7 +454,8 @@ fn push(st: &ThreadState, words: &[u64]) {
     // SAFETY: this thread owns `b` (acquired above or earlier by this thread)
     // and records are at most MAX_WORDS, far below a chunk.
     let full = unsafe { buffer::push(b, words) };
-    if full && SELF_DRAIN.load(Ordering::Relaxed) {
+    // SAFETY: this thread owns `b` (above).
+    if full && (SELF_DRAIN.load(Ordering::Relaxed) || unsafe { buffer::backlog(b) } >= BACKLOG) {
         aggregate::try_drain();
     }
 }
