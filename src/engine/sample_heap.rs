@@ -1016,10 +1016,15 @@ fn take_fit(need: usize) -> Option<(usize, u64)> {
     let first = bin_of(need);
     let mut best: Option<usize> = None;
     let mut looked = 0;
-    'bins: for c in first..LARGE_CLASSES {
-        if BIN_MASK[c / 64].load(Ordering::Relaxed) & (1 << (c % 64)) == 0 {
+    let mut c = first;
+    'bins: while c < LARGE_CLASSES {
+        // The next non-empty bin from `c`, a word of the mask at a time.
+        let word = BIN_MASK[c / 64].load(Ordering::Relaxed) & (!0u64 << (c % 64));
+        if word == 0 {
+            c = (c / 64 + 1) * 64;
             continue;
         }
+        c = (c / 64) * 64 + word.trailing_zeros() as usize;
         let mut at = BINS[c].load(Ordering::Relaxed) as usize;
         while at != 0 {
             let run = at - 1;
@@ -1033,6 +1038,7 @@ fn take_fit(need: usize) -> Option<(usize, u64)> {
             }
             at = (large_words(run)[0].load(Ordering::Relaxed) & LINK) as usize;
         }
+        c += 1;
     }
     let run = best?;
     let (pages, mut flags) = bin_remove(run);
