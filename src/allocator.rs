@@ -10,7 +10,7 @@
 //! inner allocator; a free recognises them by address (one compare against
 //! the heap's range) and gives them back there. If the sample heap cannot
 //! serve a sampled allocation, the inner allocator serves it unsampled.
-//! Unsampled allocations of [`engine::LARGE`] bytes or more are served by
+//! Unsampled large allocations ([`engine::large_unsampled`]) are served by
 //! the sample heap too when the inner allocator is `System` (or by
 //! setting: [`Profiler::large_blocks_in_sample_heap`]).
 
@@ -52,7 +52,7 @@ impl<A> Profiler<A> {
         }
     }
 
-    /// Whether allocations of [`engine::LARGE`] bytes or more that are not
+    /// Whether large allocations ([`engine::large_unsampled`]) that are not
     /// sampled are served by heapprof's sample heap (true) or by the inner
     /// allocator (false). By default they are when the inner allocator is
     /// [`std::alloc::System`] and not otherwise: a program that chose its
@@ -99,7 +99,7 @@ impl<A: GlobalAlloc + 'static> Profiler<A> {
     /// sample heap (see [`Self::large_blocks_in_sample_heap`]).
     #[inline]
     fn large_here(&self, size: usize) -> bool {
-        size >= engine::LARGE
+        engine::large_unsampled(size)
             && match self.large {
                 LARGE_HEAP => true,
                 LARGE_INNER => false,

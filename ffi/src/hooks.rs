@@ -17,8 +17,9 @@
 //!   and recorded with the size the program asked for. If the sample heap
 //!   cannot serve it, the real function serves it unsampled. An allocation
 //!   of `heapprof::engine::LARGE` bytes or more always comes here (the hot
-//!   countdown never exceeds it); not sampled, it is served by the sample
-//!   heap as an unsampled block (`heapprof::engine::alloc_large`), and so
+//!   countdown never exceeds it); not sampled, and below
+//!   `heapprof::engine::LARGE_MAX`, it is served by the sample heap as an
+//!   unsampled block (`heapprof::engine::alloc_large`), and so
 //!   is a block of the real allocator that a `realloc` grows that large.
 //!
 //! Frees of heapprof's own memory: a bootstrap block (the start of the
@@ -144,13 +145,13 @@ fn alloc_grown(st: &ThreadState, size: usize) -> *mut c_void {
 }
 
 /// An allocation of `size` bytes that is not sampled, from the sample heap
-/// if it is large (at least `heapprof::engine::LARGE`: see
+/// if it is large (`heapprof::engine::large_unsampled`: see
 /// `heapprof::engine::alloc_large`), with room for `room`; errno left as it
 /// was. Null otherwise, or if the heap cannot serve it: the caller then
 /// makes the ordinary call.
 #[inline(always)]
 fn alloc_large(size: usize, room: usize, align: usize, zero: bool) -> *mut c_void {
-    if size < engine::LARGE || !crate::ready() || copy_arena::active() {
+    if !engine::large_unsampled(size) || !crate::ready() || copy_arena::active() {
         return null_mut();
     }
     let errno = real::errno();
@@ -538,7 +539,7 @@ unsafe extern "C" fn realloc_slow(
 /// whether the new block is a sample.
 ///
 /// A new sample moves into the sample heap, and so does a block grown
-/// large (see `heapprof::engine::LARGE`), unsampled, with room to grow in
+/// large (see `heapprof::engine::large_unsampled`), unsampled, with room to grow in
 /// place: copied straight from `p`, as many bytes as it holds (its usable
 /// size), so that the real allocator neither resizes nor copies it first.
 /// Only an allocator that cannot tell a block's size has it resized by its
@@ -555,7 +556,7 @@ unsafe fn realloc_unowned(
     size: usize,
     sample_new: bool,
 ) -> *mut c_void {
-    let large = !sample_new && size >= engine::LARGE && !copy_arena::active();
+    let large = !sample_new && engine::large_unsampled(size) && !copy_arena::active();
     if !sample_new && !large {
         // SAFETY: a live block of the real allocator; its contents are kept.
         return unsafe { real::realloc(p, size) };

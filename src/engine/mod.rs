@@ -153,6 +153,19 @@ pub fn init(env_rate: Option<u64>, env_seed: Option<u64>) -> bool {
 /// way in can serve it from the sample heap whether sampled or not.
 pub const LARGE: usize = 128 << 10;
 
+/// Unsampled blocks of this many bytes or more stay with the inner
+/// allocator (glibc's largest mmap threshold: above it glibc maps and
+/// unmaps each block itself, so there is no warm memory to share, and the
+/// sample heap would keep a freed one resident until its decay).
+pub const LARGE_MAX: usize = 32 << 20;
+
+/// Whether an unsampled allocation of `size` bytes is one a way in serves
+/// from the sample heap ([`alloc_large`]) where it can.
+#[inline]
+pub fn large_unsampled(size: usize) -> bool {
+    (LARGE..LARGE_MAX).contains(&size)
+}
+
 /// Sets the thread's real countdown to `c` (nonzero): at most [`LARGE`] of
 /// it where the hot paths subtract, the rest in reserve.
 #[inline(always)]
@@ -400,7 +413,7 @@ pub fn alloc_unsampled(size: usize, room: usize, align: usize) -> *mut u8 {
     p
 }
 
-/// An allocation of `size` bytes (at least [`LARGE`]) that is not sampled,
+/// An allocation of `size` bytes ([`large_unsampled`]) that is not sampled,
 /// served by the sample heap's large runs (reused, grown in place, given
 /// back on a decay) as an unsampled block: its free and `realloc` come back
 /// by address and record nothing, and a `realloc` that samples it records

@@ -139,7 +139,9 @@
 //! # Unsampled blocks
 //! Every allocation of `engine::LARGE` bytes or more reaches a way in's
 //! slow path (see `engine::should_sample`), and under the preload library
-//! and `Profiler<System>` the ones not sampled are served here too, as
+//! and `Profiler<System>` the ones not sampled, up to `engine::LARGE_MAX`
+//! (beyond which glibc maps and unmaps each block itself), are served here
+//! too, as
 //! blocks whose metadata word holds 0 (no sample id): their free gives the
 //! run back and records nothing, a `realloc` grows them in place with the
 //! same room as a sample, and one that samples the new size records the

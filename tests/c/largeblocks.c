@@ -8,7 +8,9 @@
  *                       a small block grown large by realloc; prints
  *                       "page_blocks N of M" (how many of the M large
  *                       blocks were page-aligned runs, as heapprof's sample
- *                       heap serves them and glibc never does) and "ok".
+ *                       heap serves them and glibc never does) and "ok";
+ *                       before that "huge_page_block 0|1": whether a block
+ *                       of 40 MiB was such a run.
  *   largeblocks exact   leak_large: 3 blocks of 300 KiB, each grown by
  *                       realloc to 600 KiB and kept; grow_from_small: one
  *                       block of 1000 bytes grown to 400 KiB and kept.
@@ -93,6 +95,16 @@ static int check(void) {
       resize_and_free(s, n, seed + 5);
     }
   }
+  /* Past glibc's largest mmap threshold: glibc's own, unless sampled. */
+  long before = page_blocks;
+  unsigned char *huge = malloc(40 << 20);
+  if (!huge) fail("huge", 40 << 20);
+  note(huge);
+  blocks--;
+  huge[0] = huge[(40 << 20) - 1] = 1;
+  free(huge);
+  printf("huge_page_block %ld\n", page_blocks - before);
+  page_blocks = before;
   printf("page_blocks %ld of %ld ok\n", page_blocks, blocks);
   return 0;
 }
