@@ -125,6 +125,17 @@ impl<A: GlobalAlloc + 'static> Profiler<A> {
         let marker = 0u8;
         let st = state();
         st.unconsume(layout.size());
+        // Not sampled, and small: the inner allocator's, at once.
+        if layout.size() < engine::LARGE && st.refill(layout.size()) {
+            // SAFETY: forwarding the caller's contract.
+            return unsafe {
+                if zeroed {
+                    self.inner.alloc_zeroed(layout)
+                } else {
+                    self.inner.alloc(layout)
+                }
+            };
+        }
         if engine::copy_arena::active() {
             // In a copy of the process (see `engine::copy_arena`).
             let p = if zeroed {

@@ -253,6 +253,14 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
+    // Not sampled, and small: the real malloc's, at once.
+    if let Some(st) = tls::fast_state().filter(|_| size < engine::LARGE) {
+        if st.refill(size) {
+            // SAFETY: a reserve implies a countdown set by the sampler, so
+            // resolved (see real).
+            return unsafe { real::malloc(size) };
+        }
+    }
     if !crate::ready() {
         // Before the library is ready every malloc comes here: count them, so
         // the constructor can tell whether calls reach us at all.

@@ -27,7 +27,8 @@
 //! fills a buffer chunk (64 KiB of records) applies every buffer, if the
 //! aggregator's lock is free at that moment — a try-lock, never a wait. The
 //! aggregate's tables then grow through heapprof's own allocator (the inner
-//! one, never the hooks), with `try_reserve`, as on the dumper. A thread
+//! one, never the hooks), with `try_reserve`, as on the dumper. Under the
+//! preload library ([`set_backlog_drain`]), a thread
 //! that fills a chunk the dumper has not drained yet does the same while a
 //! dumper runs, so a thread sampling densely between the dumper's turns
 //! reuses its drained chunk (see [`buffer`]) instead of mapping fresh
@@ -166,15 +167,6 @@ pub fn large_unsampled(size: usize) -> bool {
     (LARGE..LARGE_MAX).contains(&size)
 }
 
-/// Sets the thread's real countdown to `c` (nonzero): at most [`LARGE`] of
-/// it where the hot paths subtract, the rest in reserve.
-#[inline(always)]
-fn set_countdown(st: &ThreadState, c: usize) {
-    let hot = c.min(LARGE);
-    st.countdown.set(hot);
-    st.reserve.set(c - hot);
-}
-
 /// Decides whether an allocation of `size` bytes is sampled. Call only when
 /// the thread's countdown is not greater than `size` (the hot path handles
 /// the rest). Updates the countdown.
@@ -190,20 +182,10 @@ pub fn should_sample(st: &ThreadState, size: usize) -> bool {
         st.countdown.set(usize::MAX);
         return false;
     }
-    let reserve = st.reserve.get();
-    if reserve != 0 {
-        st.reserve.set(0);
-        let hot = st.countdown.get();
-        // A countdown reset to 0 (a new rate or seed, a leak check) drops
-        // the reserve: the next decision starts afresh.
-        if hot != 0 {
-            let c = hot.saturating_add(reserve);
-            if c > size {
-                set_countdown(st, c - size);
-                return false;
-            }
-            st.countdown.set(c);
-        }
+    // (A countdown reset to 0 — a new rate or seed, a leak check — drops
+    // the reserve: the next decision starts afresh.)
+    if st.refill(size) {
+        return false;
     }
     if !st.started.get() {
         start_thread(st);
@@ -217,7 +199,7 @@ pub fn should_sample(st: &ThreadState, size: usize) -> bool {
         0 => {
             // Off: look again after a while, so a later `set_rate` reaches
             // every thread without a check on the hot path.
-            set_countdown(st, RECHECK_WHEN_OFF);
+            st.set_countdown(RECHECK_WHEN_OFF);
             false
         }
         1 => {
@@ -232,10 +214,10 @@ pub fn should_sample(st: &ThreadState, size: usize) -> bool {
                 c = sampler::next_interval(&mut rng, rate);
             }
             let sampled = if c > size {
-                set_countdown(st, c - size);
+                st.set_countdown(c - size);
                 false
             } else {
-                set_countdown(st, sampler::next_interval(&mut rng, rate));
+                st.set_countdown(sampler::next_interval(&mut rng, rate));
                 true
             };
             st.rng.set(rng.state());
@@ -437,6 +419,17 @@ pub fn sample_usable_size(ptr: *const u8) -> usize {
 
 static SELF_DRAIN: AtomicBool = AtomicBool::new(false);
 
+static BACKLOG_DRAIN: AtomicBool = AtomicBool::new(false);
+
+/// Whether the sampled path drains the buffers when its own holds a full
+/// chunk undrained, while a dumper thread runs (see the module docs). Only
+/// for a way in whose hooks heapprof's own allocations bypass (the preload
+/// library): draining grows the aggregate's tables, which in the Rust way
+/// in would allocate through the hook that is draining.
+pub fn set_backlog_drain(on: bool) {
+    BACKLOG_DRAIN.store(on, Ordering::Relaxed);
+}
+
 /// Full chunks of records a thread's buffer may hold undrained before its
 /// sampled path drains the buffers itself, even while a dumper thread runs
 /// (see the module docs): one, so that the chunk it drains is the spare
@@ -468,7 +461,10 @@ fn push(st: &ThreadState, words: &[u64]) {
     // and records are at most MAX_WORDS, far below a chunk.
     let full = unsafe { buffer::push(b, words) };
     // SAFETY: this thread owns `b` (above).
-    if full && (SELF_DRAIN.load(Ordering::Relaxed) || unsafe { buffer::backlog(b) } >= BACKLOG) {
+    if full
+        && (SELF_DRAIN.load(Ordering::Relaxed)
+            || (BACKLOG_DRAIN.load(Ordering::Relaxed) && unsafe { buffer::backlog(b) } >= BACKLOG))
+    {
         aggregate::try_drain();
     }
 }

@@ -107,6 +107,42 @@ impl ThreadState {
         self.countdown.set(self.countdown.get().wrapping_add(size));
     }
 
+    /// The slow path's first step after a hot path ran the countdown out
+    /// for `size` bytes: if the reserve outlasts what remains (see
+    /// [`crate::engine::LARGE`]), the allocation is not sampled, and the
+    /// countdown is refilled from the reserve (true). Otherwise false, with
+    /// the reserve folded back into the countdown (or dropped, if the
+    /// countdown was reset to 0), for [`crate::engine::should_sample`].
+    #[inline(always)]
+    pub fn refill(&self, size: usize) -> bool {
+        let reserve = self.reserve.get();
+        if reserve == 0 || self.is_busy() {
+            return false;
+        }
+        self.reserve.set(0);
+        let hot = self.countdown.get();
+        if hot == 0 {
+            return false;
+        }
+        let c = hot.saturating_add(reserve);
+        if c > size {
+            self.set_countdown(c - size);
+            return true;
+        }
+        self.countdown.set(c);
+        false
+    }
+
+    /// Sets the real countdown to `c` (nonzero): at most
+    /// [`crate::engine::LARGE`] of it where the hot paths subtract, the
+    /// rest in reserve.
+    #[inline(always)]
+    pub(crate) fn set_countdown(&self, c: usize) {
+        let hot = c.min(crate::engine::LARGE);
+        self.countdown.set(hot);
+        self.reserve.set(c - hot);
+    }
+
     /// Whether heapprof's own work is running on this thread.
     pub fn is_busy(&self) -> bool {
         self.busy.get() != 0
