@@ -10,6 +10,9 @@
 //! inner allocator; a free recognises them by address (one compare against
 //! the heap's range) and gives them back there. If the sample heap cannot
 //! serve a sampled allocation, the inner allocator serves it unsampled.
+//! Unsampled large allocations ([`engine::large_unsampled`]) are served by
+//! the sample heap too when the inner allocator is `System` (or by
+//! setting: [`Profiler::large_blocks_in_sample_heap`]).
 
 use core::alloc::{GlobalAlloc, Layout};
 
@@ -38,7 +41,14 @@ pub struct Profiler<A> {
     /// [`engine::sample_heap::RangeMirror`]). Published by the slow paths
     /// before they hand out the first block of the heap.
     heap: engine::sample_heap::RangeMirror,
+    /// Who serves unsampled large blocks: [`LARGE_AUTO`], [`LARGE_HEAP`] or
+    /// [`LARGE_INNER`].
+    large: u8,
 }
+
+const LARGE_AUTO: u8 = 0;
+const LARGE_HEAP: u8 = 1;
+const LARGE_INNER: u8 = 2;
 
 impl<A> Profiler<A> {
     /// Wraps `inner` (System, mimalloc, jemalloc, any `GlobalAlloc`).
@@ -46,7 +56,31 @@ impl<A> Profiler<A> {
         Profiler {
             inner,
             heap: engine::sample_heap::RangeMirror::new(),
+            large: LARGE_AUTO,
         }
+    }
+
+    /// Whether large allocations ([`engine::large_unsampled`]) that are not
+    /// sampled are served by heapprof's sample heap (true) or by the inner
+    /// allocator (false). By default they are when the inner allocator is
+    /// [`std::alloc::System`] and not otherwise: a program that chose its
+    /// allocator keeps it for everything heapprof does not sample.
+    ///
+    /// Why serve them here: nearly every large buffer that is sampled lives
+    /// in the sample heap, so a program whose large buffers are split
+    /// between the two heaps keeps a warm footprint in both and copies a
+    /// buffer from one to the other when a `realloc` samples it. With every
+    /// large block in the sample heap, freed runs are reused warm, grown in
+    /// place, and given back on the heap's decay.
+    ///
+    /// ```no_run
+    /// #[global_allocator]
+    /// static GLOBAL: heapprof::Profiler<std::alloc::System> =
+    ///     heapprof::Profiler::new(std::alloc::System).large_blocks_in_sample_heap(false);
+    /// ```
+    pub const fn large_blocks_in_sample_heap(mut self, on: bool) -> Profiler<A> {
+        self.large = if on { LARGE_HEAP } else { LARGE_INNER };
+        self
     }
 
     /// The wrapped allocator.
@@ -68,7 +102,19 @@ fn hook_marker(local: &u8) -> usize {
     core::hint::black_box(local) as *const u8 as usize
 }
 
-impl<A: GlobalAlloc> Profiler<A> {
+impl<A: GlobalAlloc + 'static> Profiler<A> {
+    /// Whether an unsampled allocation of `size` bytes is served by the
+    /// sample heap (see [`Self::large_blocks_in_sample_heap`]).
+    #[inline]
+    fn large_here(&self, size: usize) -> bool {
+        engine::large_unsampled(size)
+            && match self.large {
+                LARGE_HEAP => true,
+                LARGE_INNER => false,
+                _ => core::any::TypeId::of::<A>() == core::any::TypeId::of::<std::alloc::System>(),
+            }
+    }
+
     /// Makes [`Self::heap`] hold the sample heap's range before a block of
     /// it is handed out (the heap is reserved: the block came from it).
     #[inline]
@@ -87,6 +133,17 @@ impl<A: GlobalAlloc> Profiler<A> {
         let marker = 0u8;
         let st = state();
         st.unconsume(layout.size());
+        // Not sampled, and small: the inner allocator's, at once.
+        if layout.size() < engine::LARGE && st.refill(layout.size()) {
+            // SAFETY: forwarding the caller's contract.
+            return unsafe {
+                if zeroed {
+                    self.inner.alloc_zeroed(layout)
+                } else {
+                    self.inner.alloc(layout)
+                }
+            };
+        }
         if engine::copy_arena::active() {
             // In a copy of the process (see `engine::copy_arena`).
             let p = if zeroed {
@@ -106,6 +163,11 @@ impl<A: GlobalAlloc> Profiler<A> {
                 zeroed,
                 hook_marker(&marker),
             );
+            if !p.is_null() {
+                return self.heap_block(p);
+            }
+        } else if self.large_here(layout.size()) {
+            let p = engine::alloc_large(layout.size(), layout.size(), layout.align(), zeroed);
             if !p.is_null() {
                 return self.heap_block(p);
             }
@@ -141,7 +203,8 @@ impl<A: GlobalAlloc> Profiler<A> {
         let st = state();
         let sample_new = !st.skip(new_size) && engine::should_sample(st, new_size);
         let old_sampled = engine::owns(ptr);
-        if !sample_new && !old_sampled {
+        let move_here = !sample_new && !old_sampled && self.large_here(new_size);
+        if !sample_new && !old_sampled && !move_here {
             // SAFETY: an unsampled object was allocated with `layout` itself.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };
         }
@@ -164,6 +227,9 @@ impl<A: GlobalAlloc> Profiler<A> {
             engine::alloc_sample_with_room(st, new_size, room, layout.align(), hook_marker(&marker))
         } else if old_sampled && keep {
             engine::alloc_unsampled(new_size, room, layout.align())
+        } else if move_here {
+            // Grown large: into the sample heap, with room to grow in place.
+            engine::alloc_large(new_size, room, layout.align(), false)
         } else {
             core::ptr::null_mut()
         };
@@ -200,7 +266,7 @@ impl<A: GlobalAlloc> Profiler<A> {
 // caller's own layout and is freed (or reallocated) with it; sampled
 // objects come from the sample heap with at least the layout's size and
 // alignment, are recognised by address and go back there.
-unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
+unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Profiler<A> {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if state().consume(layout.size()) {

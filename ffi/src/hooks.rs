@@ -15,7 +15,12 @@
 //! - otherwise [`engine::should_sample`] decides; a sampled object is served
 //!   by heapprof's sample heap with the alignment asked for (at least 16)
 //!   and recorded with the size the program asked for. If the sample heap
-//!   cannot serve it, the real function serves it unsampled.
+//!   cannot serve it, the real function serves it unsampled. An allocation
+//!   of `heapprof::engine::LARGE` bytes or more always comes here (the hot
+//!   countdown never exceeds it); not sampled, and below
+//!   `heapprof::engine::LARGE_MAX`, it is served by the sample heap as an
+//!   unsampled block (`heapprof::engine::alloc_large`), and so
+//!   is a block of the real allocator that a `realloc` grows that large.
 //!
 //! Frees of heapprof's own memory: a bootstrap block (the start of the
 //! sample heap's range) is ignored; a sample's free is recorded and its
@@ -139,6 +144,35 @@ fn alloc_grown(st: &ThreadState, size: usize) -> *mut c_void {
     p.cast()
 }
 
+/// An allocation of `size` bytes that is not sampled, from the sample heap
+/// if it is large (`heapprof::engine::large_unsampled`: see
+/// `heapprof::engine::alloc_large`), with room for `room`; errno left as it
+/// was. Null otherwise, or if the heap cannot serve it: the caller then
+/// makes the ordinary call.
+#[inline(always)]
+fn alloc_large(size: usize, room: usize, align: usize, zero: bool) -> *mut c_void {
+    if !engine::large_unsampled(size) || !crate::ready() || copy_arena::active() {
+        return null_mut();
+    }
+    let errno = real::errno();
+    let p = engine::alloc_large(size, room, align.max(MIN_ALIGN), zero);
+    real::set_errno(errno);
+    p.cast()
+}
+
+/// The slow path's own block for an allocation: a sample if the sampler
+/// says so, else a large block of the sample heap ([`alloc_large`]); null
+/// for neither (the caller then makes the ordinary call). Always inlined,
+/// like [`alloc_sampled`].
+#[inline(always)]
+fn alloc_ours(st: &ThreadState, size: usize, align: usize, zero: bool) -> *mut c_void {
+    if sample(st, size) {
+        alloc_sampled(st, size, align, zero)
+    } else {
+        alloc_large(size, size, align, zero)
+    }
+}
+
 /// A bootstrap block, or null with errno ENOMEM.
 fn bootstrap_alloc(size: usize, align: usize) -> *mut c_void {
     let p = bootstrap::alloc(size, align);
@@ -219,6 +253,14 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
+    // Not sampled, and small: the real malloc's, at once.
+    if let Some(st) = tls::fast_state().filter(|_| size < engine::LARGE) {
+        if st.refill(size) {
+            // SAFETY: a reserve implies a countdown set by the sampler, so
+            // resolved (see real).
+            return unsafe { real::malloc(size) };
+        }
+    }
     if !crate::ready() {
         // Before the library is ready every malloc comes here: count them, so
         // the constructor can tell whether calls reach us at all.
@@ -228,11 +270,9 @@ unsafe extern "C" fn malloc_slow(size: usize) -> *mut c_void {
         return bootstrap_alloc(size, MIN_ALIGN);
     }
     let st = tls::state();
-    if sample(st, size) {
-        let p = alloc_sampled(st, size, MIN_ALIGN, false);
-        if !p.is_null() {
-            return p;
-        }
+    let p = alloc_ours(st, size, MIN_ALIGN, false);
+    if !p.is_null() {
+        return p;
     }
     // SAFETY: resolved just above.
     unsafe { real::malloc(size) }
@@ -331,11 +371,9 @@ unsafe extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
         return bootstrap_alloc(total, MIN_ALIGN);
     }
     let st = tls::state();
-    if sample(st, total) {
-        let p = alloc_sampled(st, total, MIN_ALIGN, true);
-        if !p.is_null() {
-            return p;
-        }
+    let p = alloc_ours(st, total, MIN_ALIGN, true);
+    if !p.is_null() {
+        return p;
     }
     // SAFETY: resolved just above.
     unsafe { real::calloc(n, size) }
@@ -508,11 +546,13 @@ unsafe extern "C" fn realloc_slow(
 /// `realloc` of `p`, a live block of the real allocator; `sample_new`:
 /// whether the new block is a sample.
 ///
-/// A new sample moves into the sample heap: copied straight from `p`, as
-/// many bytes as it holds (its usable size), so that the real allocator
-/// neither resizes nor copies it first. Only an allocator that cannot tell
-/// a block's size has it resized by its own `realloc` first, which makes
-/// `size` bytes of it valid to copy.
+/// A new sample moves into the sample heap, and so does a block grown
+/// large (see `heapprof::engine::large_unsampled`), unsampled, with room to grow in
+/// place: copied straight from `p`, as many bytes as it holds (its usable
+/// size), so that the real allocator neither resizes nor copies it first.
+/// Only an allocator that cannot tell a block's size has it resized by its
+/// own `realloc` first, which makes `size` bytes of it valid to copy (an
+/// unsampled block then stays there).
 ///
 /// # Safety
 /// Resolved; `p` is a live block of the real allocator, not used again by
@@ -524,7 +564,8 @@ unsafe fn realloc_unowned(
     size: usize,
     sample_new: bool,
 ) -> *mut c_void {
-    if !sample_new {
+    let large = !sample_new && engine::large_unsampled(size) && !copy_arena::active();
+    if !sample_new && !large {
         // SAFETY: a live block of the real allocator; its contents are kept.
         return unsafe { real::realloc(p, size) };
     }
@@ -535,12 +576,16 @@ unsafe fn realloc_unowned(
     } else {
         // SAFETY: as above; its contents are kept.
         let q = unsafe { real::realloc(p, size) };
-        if q.is_null() {
+        if q.is_null() || large {
             return q;
         }
         (q, size, true)
     };
-    let a = alloc_grown(st, size);
+    let a = if sample_new {
+        alloc_grown(st, size)
+    } else {
+        alloc_large(size, engine::realloc_room(size), MIN_ALIGN, false)
+    };
     if a.is_null() {
         if resized {
             return from;
@@ -613,8 +658,8 @@ unsafe extern "C" fn posix_memalign_slow(
         return 0;
     }
     let st = tls::state();
-    if valid && sample(st, size) {
-        let p = alloc_sampled(st, size, align, false);
+    if valid {
+        let p = alloc_ours(st, size, align, false);
         if !p.is_null() {
             // SAFETY: `out` is writable (caller's contract).
             unsafe { *out = p };
@@ -645,8 +690,8 @@ unsafe fn aligned_slow(kind: Which, align: usize, size: usize) -> *mut c_void {
         return bootstrap_alloc(size, align);
     }
     let st = tls::state();
-    if align.is_power_of_two() && sample(st, size) {
-        let p = alloc_sampled(st, size, align, false);
+    if align.is_power_of_two() {
+        let p = alloc_ours(st, size, align, false);
         if !p.is_null() {
             return p;
         }

@@ -197,6 +197,10 @@ extern "C" fn start() {
     // First: from here on the engine finds thread state in our TLS block.
     tls::measure_offset();
     heapprof::engine::thread_state::set_state_fn(tls::state_ptr);
+    heapprof::engine::thread_state::set_state_fn(tls::state_ptr);
+    // heapprof's own allocations bypass the hooks (see the module docs), so
+    // a sampled path may drain the record buffers.
+    heapprof::engine::set_backlog_drain(true);
     // Before anything else: heapprof's own signal calls must reach the real
     // functions, not the interposed ones (also in an inert child, where the
     // wrappers stay and pass calls straight through).

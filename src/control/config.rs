@@ -10,6 +10,7 @@
 //! | `HEAPPROF_INTERVAL` | seconds between periodic dumps (decimals allowed); `0` disables | off |
 //! | `HEAPPROF_AT_EXIT` | dump at normal process exit (`1`/`0`, `true`/`false`, `on`/`off`) | off (Rust), on (preload) |
 //! | `HEAPPROF_SAMPLE_HEAP_LIMIT` | a limit (and a testing knob) on the bytes of heapprof's sample heap, which serves sampled objects; past it, samples are served unsampled by the allocator and counted (one line on stderr); `k`/`m`/`g` suffixes | none |
+//! | `HEAPPROF_DECAY_MS` | milliseconds the memory of freed large samples stays resident for reuse, unused, before it goes back to the system (`0`: at once); see [`crate::engine::sample_heap`] | `10000` |
 //! | `HEAPPROF_LABELS` | labels on every sample of the process, `key=value,key2=value2` (service, version, zone); scope labels ([`crate::with_labels`]) override the same key | none |
 //! | `HEAPPROF_SYMBOLIZE` | `0` writes raw profiles: addresses, mappings and build IDs only, symbolized later by `go tool pprof` or `heapprof` (no parsing at dump time: for very large binaries, and for sandboxes whose seccomp filter kills on the `clone` a symbolized dump makes to parse DWARF outside the program) | `1` |
 //! | `HEAPPROF_FILE_MODE` | permission bits (octal) of the profiles heapprof writes, before the umask | `0600` |

@@ -86,6 +86,10 @@ pub fn start_with(before_triggers: fn()) {
     {
         engine::sample_heap::set_limit(limit as usize);
     }
+    if let Some(ms) = config::getenv("HEAPPROF_DECAY_MS").and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        engine::sample_heap::set_decay_ms(ms);
+    }
     if engine::init(rate, seed) {
         // Before the triggers: its fork handler then runs first in a child.
         crate::control::blackbox::start();

@@ -297,6 +297,15 @@ pub(crate) fn request_dump_raw() {
     }
 }
 
+/// [`poke`] in a raw system call (errno untouched): the sample heap's
+/// free path wakes the waiting thread for its decay with it.
+fn wake_raw() {
+    // Checked as in `request_dump_raw` (a raw fstat: errno untouched).
+    if let Some(fd) = PIPE_WRITE.get() {
+        raw::write_all(fd, &[WAKE_RECONFIGURE]);
+    }
+}
+
 fn wake(byte: u8) {
     // As in `request_dump_raw`.
     if let Some(fd) = PIPE_WRITE.get() {
@@ -535,6 +544,12 @@ pub(crate) fn wait_for_wake(timeout_ns: Option<u64>, base: &libc::sigset_t) -> b
         events: libc::POLLIN,
         revents: 0,
     });
+    // The sample heap's decay runs here, on whichever thread waits.
+    let decay = crate::engine::sample_heap::decay_tick(raw::monotonic_ns(), wake_raw);
+    let timeout_ns = match (timeout_ns, decay) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let ts = timeout_ns.map(|ns| libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,

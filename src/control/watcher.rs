@@ -124,10 +124,12 @@ pub fn start(interval_ns: u64) -> bool {
         }
         COPIES_WORK.store(true, Ordering::Relaxed);
     }
-    let base = raw::map(
-        STACK_BYTES + GUARD_BYTES,
-        libc::MAP_NORESERVE | libc::MAP_STACK,
-    );
+    // Under an address-space limit, a sixteenth of the room it leaves (the
+    // stack counts against it whether used or not), at least 1 MiB.
+    let stack = crate::engine::pressure::address_room().map_or(STACK_BYTES, |room| {
+        (room / 16).clamp(1 << 20, STACK_BYTES) & !4095
+    });
+    let base = raw::map(stack + GUARD_BYTES, libc::MAP_NORESERVE | libc::MAP_STACK);
     if base.is_null() {
         return false;
     }
@@ -147,7 +149,7 @@ pub fn start(interval_ns: u64) -> bool {
     };
     // SAFETY: the stack is a fresh mapping the watcher alone uses (never
     // unmapped: leaked when it ends); `TID` is a static; `main` uses no TLS.
-    let r = unsafe { raw::spawn_thread(base.add(STACK_BYTES + GUARD_BYTES), main, TID.as_ptr()) };
+    let r = unsafe { raw::spawn_thread(base.add(stack + GUARD_BYTES), main, TID.as_ptr()) };
     // SAFETY: restoring the caller's own mask.
     unsafe { crate::control::dump_signal::sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) };
     if r <= 0 {

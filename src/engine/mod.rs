@@ -6,7 +6,10 @@
 //! - allocation: `if countdown > size { countdown -= size; inner alloc }`,
 //!   otherwise [`should_sample`] decides; a sampled object is served by
 //!   [`alloc_sample`] from heapprof's own [`sample_heap`] and recorded (if
-//!   the heap cannot serve it, the way in allocates it unsampled);
+//!   the heap cannot serve it, the way in allocates it unsampled). The
+//!   countdown never exceeds [`LARGE`], so every large allocation comes
+//!   here; one not sampled may be served by the sample heap too
+//!   ([`alloc_large`]);
 //! - free: `if !owns(ptr) { inner free }` — one compare against the sample
 //!   heap's address range — otherwise [`free_sample`] records the free and
 //!   gives the memory back to the sample heap.
@@ -24,7 +27,13 @@
 //! fills a buffer chunk (64 KiB of records) applies every buffer, if the
 //! aggregator's lock is free at that moment — a try-lock, never a wait. The
 //! aggregate's tables then grow through heapprof's own allocator (the inner
-//! one, never the hooks), with `try_reserve`, as on the dumper.
+//! one, never the hooks), with `try_reserve`, as on the dumper. Under the
+//! preload library ([`set_backlog_drain`]), a thread
+//! that fills a chunk the dumper has not drained yet does the same while a
+//! dumper runs, so a thread sampling densely between the dumper's turns
+//! reuses its drained chunk (see [`buffer`]) instead of mapping fresh
+//! ones: its records take a chunk or two, not all it recorded since the
+//! dumper's last turn.
 
 pub(crate) mod aggregate;
 pub mod blackbox;
@@ -138,14 +147,45 @@ pub fn init(env_rate: Option<u64>, env_seed: Option<u64>) -> bool {
     true
 }
 
+/// Allocations of this many bytes or more always reach the slow path: the
+/// countdown the hot paths subtract from never exceeds it (glibc's initial
+/// mmap threshold). The rest of the thread's countdown waits in its reserve
+/// and refills the hot one when that runs out (no draw, no sample). So a
+/// large allocation costs the hot paths nothing extra to single out, and a
+/// way in can serve it from the sample heap whether sampled or not.
+pub const LARGE: usize = 128 << 10;
+
+/// Unsampled blocks of this many bytes or more stay with the inner
+/// allocator (glibc's largest mmap threshold: above it glibc maps and
+/// unmaps each block itself, so there is no warm memory to share, and the
+/// sample heap would keep a freed one resident until its decay).
+pub const LARGE_MAX: usize = 32 << 20;
+
+/// Whether an unsampled allocation of `size` bytes is one a way in serves
+/// from the sample heap ([`alloc_large`]) where it can.
+#[inline]
+pub fn large_unsampled(size: usize) -> bool {
+    (LARGE..LARGE_MAX).contains(&size)
+}
+
 /// Decides whether an allocation of `size` bytes is sampled. Call only when
 /// the thread's countdown is not greater than `size` (the hot path handles
 /// the rest). Updates the countdown.
+///
+/// The decision is made on the real countdown (the hot one plus the
+/// reserve): while that outlasts `size` the allocation is not sampled and
+/// the hot countdown is refilled from the reserve; the statistics are those
+/// of one countdown (see [`sampler`]).
 #[cold]
 #[inline(never)]
 pub fn should_sample(st: &ThreadState, size: usize) -> bool {
     if st.is_busy() {
         st.countdown.set(usize::MAX);
+        return false;
+    }
+    // (A countdown reset to 0 — a new rate or seed, a leak check — drops
+    // the reserve: the next decision starts afresh.)
+    if st.refill(size) {
         return false;
     }
     if !st.started.get() {
@@ -160,7 +200,7 @@ pub fn should_sample(st: &ThreadState, size: usize) -> bool {
         0 => {
             // Off: look again after a while, so a later `set_rate` reaches
             // every thread without a check on the hot path.
-            st.countdown.set(RECHECK_WHEN_OFF);
+            st.set_countdown(RECHECK_WHEN_OFF);
             false
         }
         1 => {
@@ -175,10 +215,10 @@ pub fn should_sample(st: &ThreadState, size: usize) -> bool {
                 c = sampler::next_interval(&mut rng, rate);
             }
             let sampled = if c > size {
-                st.countdown.set(c - size);
+                st.set_countdown(c - size);
                 false
             } else {
-                st.countdown.set(sampler::next_interval(&mut rng, rate));
+                st.set_countdown(sampler::next_interval(&mut rng, rate));
                 true
             };
             st.rng.set(rng.state());
@@ -192,6 +232,7 @@ fn start_thread(st: &ThreadState) {
     let seed = SEED.load(Ordering::Relaxed) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     st.rng.set(Rng::new(seed).state());
     st.countdown.set(0);
+    st.reserve.set(0);
     st.started.set(true);
 }
 
@@ -243,9 +284,10 @@ pub fn realloc_room(size: usize) -> usize {
 /// Whether a `realloc` of the sample (or former sample) at `ptr` to `size`
 /// bytes keeps it where it is: it fits without stranding most of its slot;
 /// or it is a large one (64 KiB or more) that fits, which keeps its run
-/// (the room [`realloc_room`] gave it) and gives back the pages after its
-/// new end; or it is a large one at the end of the sample heap's carved
-/// pages, which grows in place instead of being copied.
+/// (the room [`realloc_room`] gave it) less the pages after its new end,
+/// filed free; or it is a large one followed by a free run or the end of
+/// the sample heap's carved pages, which grows in place instead of being
+/// copied.
 pub fn stays_in_place(ptr: *const u8, size: usize) -> bool {
     let usable = sample_heap::usable_size(ptr);
     if usable >= size {
@@ -357,12 +399,46 @@ pub fn alloc_unsampled(size: usize, room: usize, align: usize) -> *mut u8 {
     p
 }
 
+/// An allocation of `size` bytes ([`large_unsampled`]) that is not sampled,
+/// served by the sample heap's large runs (reused, grown in place, given
+/// back on a decay) as an unsampled block: its free and `realloc` come back
+/// by address and record nothing, and a `realloc` that samples it records
+/// it where it is. Null if the heap cannot serve it (counted:
+/// [`sample_heap::large_to_inner`]); the way in then uses its inner
+/// allocator.
+pub fn alloc_large(size: usize, room: usize, align: usize, zero: bool) -> *mut u8 {
+    let p = sample_heap::alloc_uncounted(room.max(size), align, zero);
+    if p.is_null() {
+        sample_heap::count_large_to_inner();
+    } else {
+        sample_heap::set_id(p, 0);
+    }
+    p
+}
+
 /// Bytes usable at the live sample `ptr`: at least its requested size.
 pub fn sample_usable_size(ptr: *const u8) -> usize {
     sample_heap::usable_size(ptr)
 }
 
 static SELF_DRAIN: AtomicBool = AtomicBool::new(false);
+
+static BACKLOG_DRAIN: AtomicBool = AtomicBool::new(false);
+
+/// Whether the sampled path drains the buffers when its own holds a full
+/// chunk undrained, while a dumper thread runs (see the module docs). Only
+/// for a way in whose hooks heapprof's own allocations bypass (the preload
+/// library): draining grows the aggregate's tables, which in the Rust way
+/// in would allocate through the hook that is draining.
+pub fn set_backlog_drain(on: bool) {
+    BACKLOG_DRAIN.store(on, Ordering::Relaxed);
+}
+
+/// Full chunks of records a thread's buffer may hold undrained before its
+/// sampled path drains the buffers itself, even while a dumper thread runs
+/// (see the module docs): one, so that the chunk it drains is the spare
+/// its next one reuses.
+const BACKLOG: usize = 1;
 
 /// Whether the sampled path drains the record buffers itself (see the
 /// module docs): on while no dumper thread runs.
@@ -388,7 +464,11 @@ fn push(st: &ThreadState, words: &[u64]) {
     // SAFETY: this thread owns `b` (acquired above or earlier by this thread)
     // and records are at most MAX_WORDS, far below a chunk.
     let full = unsafe { buffer::push(b, words) };
-    if full && SELF_DRAIN.load(Ordering::Relaxed) {
+    // SAFETY: this thread owns `b` (above).
+    if full
+        && (SELF_DRAIN.load(Ordering::Relaxed)
+            || (BACKLOG_DRAIN.load(Ordering::Relaxed) && unsafe { buffer::backlog(b) } >= BACKLOG))
+    {
         aggregate::try_drain();
     }
 }

@@ -110,6 +110,45 @@ pub fn take_note_into(w: &mut impl core::fmt::Write) -> bool {
     true
 }
 
+/// The address space an address-space limit (`ulimit -v`, RLIMIT_AS)
+/// leaves now, to within a 256th of the limit; None when there is no such
+/// limit. Found by bisection over [`room_for`] probes (no descriptor, no
+/// allocation; raw system calls but for the probes' `mmap`).
+pub fn address_room() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit64 of this process, reading into a local.
+    let r = unsafe {
+        crate::os::raw::syscall6(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_AS as usize,
+            0,
+            &mut lim as *mut libc::rlimit as usize,
+            0,
+            0,
+        )
+    };
+    if r != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    let limit = usize::try_from(lim.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .min(1 << 46);
+    let (mut lo, mut hi) = (0usize, limit);
+    while hi - lo > (limit / 256).max(4096) {
+        let mid = (lo + (hi - lo) / 2) & !4095;
+        if room_for(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(lo)
+}
+
 /// Whether `bytes` of address space can be had now: reserves that much and
 /// releases it at once. The reservation is inaccessible and unreserved
 /// (`PROT_NONE`, `MAP_NORESERVE`), so it costs no memory and no commit

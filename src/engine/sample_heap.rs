@@ -12,8 +12,12 @@
 //!
 //! # The address test
 //! At start-up heapprof reserves one large range of address space
-//! (`mmap(PROT_NONE, MAP_NORESERVE)`: no memory, no commit charge, tens of
-//! GiB by default, halved until the kernel agrees). A pointer is heapprof's
+//! (`mmap(PROT_NONE, MAP_NORESERVE)`: no memory, no commit charge, 32 GiB,
+//! halved until the kernel agrees). Under an address-space limit
+//! (`ulimit -v`, RLIMIT_AS), which counts reservations too, it reserves an
+//! eighth of the room the limit leaves (at least 4 MiB), so a program that
+//! runs under a limit bare runs under it profiled; past that share samples
+//! fall back (below). A pointer is heapprof's
 //! iff `p - BASE < LEN` (wrapping subtraction), one compare and a branch on
 //! every free. Both statics are 0 until the reservation is published (LEN
 //! last, with `Release`; [`contains`] reads LEN first with `Acquire`), so
@@ -30,17 +34,18 @@
 //! | prefix (256 KiB) | the preload library's bootstrap arena ([`prefix`]) | at reservation |
 //! | span table | one byte per small span: its class + 1 (0: not carved) | at reservation |
 //! | small metadata | 8 bytes per possible slot, 4096 per span | with its span |
-//! | large metadata | 16 bytes per page of the large region | with its run |
-//! | small region | 64 KiB spans, each cut into slots of one class | span by span |
-//! | large region | runs of whole pages | run by run |
+//! | large metadata | 16 bytes per page of the large region | before the bump pointer passes it |
+//! | small region (an eighth) | 64 KiB spans, each cut into slots of one class | span by span |
+//! | large region (five eighths) | runs of whole pages | run by run |
 //!
 //! (In a short-lived copy of the process made for a dump, the copy's own
 //! allocations take pages off the large region's bump pointer too, in its
 //! copy of the range: [`carve_private`], for [`crate::engine::copy_arena`].)
 //!
 //! Memory is committed (`mprotect` to read-write) only when a span or run is
-//! first carved from its region's bump pointer; carving is contiguous, so
-//! the kernel merges the committed parts into a handful of mappings. Pages
+//! first carved from its region's bump pointer (and a large run again when
+//! reused after it was given back); carving is contiguous, so the kernel
+//! merges the committed parts into a handful of mappings. Pages
 //! never touched cost nothing even when committed. If the reservation
 //! itself fails (a tight `ulimit -v`), the range is a 256 KiB static array
 //! holding only the prefix, and every sample falls back (below).
@@ -63,27 +68,66 @@
 //! A span is carved by the thread that found its class empty: it keeps the
 //! first slot and pushes the rest as one pre-linked chain, one CAS.
 //!
-//! # Large samples: page runs
+//! # Large samples: page runs, kept and reused
 //! Larger sizes, and alignments above 16 KiB (any power of two up to 1 GiB),
-//! take runs of whole pages, in classes of page counts (1 to 8, then four
-//! per doubling), each with its own free stack linked through the run's
-//! first page's metadata. An aligned request takes a run of `pages +
+//! take runs of whole pages. An aligned request takes a run of `pages +
 //! align/4096 - 1` pages and starts at the first aligned page inside; the
-//! pages skipped are virtual only. A freed run is given back to the system
-//! at once (`madvise(MADV_DONTNEED)`), so a burst of big samples does not
-//! pin memory, and is then reused, zeroed by the kernel (so `calloc` needs
-//! no memset) — except runs of at most 64 KiB while at most 4 MiB of them
-//! are kept: those stay resident, marked dirty, so a program churning such
-//! sizes (every one a sample at rate 1) reuses them without a system call
-//! and page faults, and `calloc` zeroes them. Runs are never split or merged: a run stays in its
-//! class, and the large region (a quarter of the reservation) is what
-//! bounds fragmentation. One exception, for `realloc`: a live run that ends
-//! at the region's bump pointer grows in place ([`grow_in_place`]), taking
-//! the pages after it up to a bigger class's page count, and is from then
-//! on a run of that class. A buffer grown by repeated reallocs (nearly every
-//! one sampled once it is large) is then neither copied nor moved while
-//! nothing else carves runs after it.
+//! pages skipped are virtual only. At the default rate nearly every buffer
+//! of a MiB or more is a sample, and the unsampled ones are served here
+//! too (see "Unsampled blocks"), so for large objects this *is* the
+//! program's allocator, and it must cost what the inner one would: no
+//! system call and no page fault per buffer in a steady churn.
 //!
+//! - **Freed runs stay resident** (dirty) and are filed as free runs, merged
+//!   with free neighbours on either side (boundary tags: a free run's first
+//!   and last pages' metadata name each other), in bins by page count
+//!   (1 to 8, then four per doubling). An allocation takes, of the runs
+//!   that hold it, the lowest in address space (up to 32 looked at: its
+//!   bin, then the bins above), split to size; so the pages in use stay
+//!   packed at the bottom of the region, and the pages reused are the ones
+//!   already touched. When none holds it, a free run at the top of the
+//!   carved pages is extended by fresh pages, else fresh pages are carved
+//!   from the region's bump pointer. The region thus grows only to the
+//!   peak of live large samples plus what is retained, however long the
+//!   churn: it never runs out through churn.
+//! - **Growth in place**: a `realloc` grows a run into the free run after it
+//!   (taking what it needs, the rest stays free), or, at the top, into
+//!   fresh pages; the way in asks for geometric room first (see
+//!   `engine::realloc_room`), so a buffer grown by doubling is rarely
+//!   copied. A shrink files the pages after the new end as a free run.
+//! - **The lock**: free runs change only under one lock that is only ever
+//!   *tried*, never waited for, and only by the sampled path, large frees
+//!   and the decay. A free that finds it taken pushes its run on a
+//!   lock-free pending stack, which every holder files before it lets go
+//!   (and takes the lock again for runs pushed meanwhile); an allocation
+//!   that finds it taken carves fresh pages (lock-free: the bump pointer
+//!   is a compare-and-swap, and a run's metadata is committed before the
+//!   pointer passes it, so a page below the pointer always has readable
+//!   metadata). A thread interrupted by a signal whose handler allocates
+//!   thus never deadlocks. A child forked while another thread held the
+//!   lock forgets the free runs (their pages are lost to the child only).
+//! - **Given back on a decay, or past a budget**, never a system call per
+//!   free. The decay runs on the thread that waits for heapprof's wake-ups
+//!   (the dumper or the watcher: [`decay_tick`], atomics and raw system
+//!   calls only) in steps half the decay period apart
+//!   (`HEAPPROF_DECAY_MS`, 10 s by default): each step gives back as many
+//!   retained pages as no allocation needed since the step before (the
+//!   least retained meanwhile), so memory unused for a whole period is back
+//!   with the system within it, and a steady churn keeps its pages. The
+//!   first free that retains pages while no step is scheduled wakes that
+//!   thread (one raw `write`). Past the budget — retained bytes above both
+//!   64 MiB and the most live large bytes since the last step — a free
+//!   gives back runs (largest bins first) down to three quarters of it.
+//!   So resident large memory is at most the recent live peak plus the
+//!   larger of 64 MiB and that peak, and falls to the live size within a
+//!   decay period of quiet. A run is given back by mapping fresh
+//!   inaccessible memory over it (`mmap(MAP_FIXED, PROT_NONE,
+//!   MAP_NORESERVE)`), which returns its commit charge too (a strict
+//!   overcommit policy counts writable private memory), and is committed
+//!   again when reused, reading as zero; `calloc` zeroes a dirty run
+//!   itself. The profile comment shows `retained_bytes=`, `purges=` and
+//!   `purged_bytes=`.
+
 //! # Metadata, from the address alone
 //! A small slot's metadata word is found from its span (`offset >> 16`),
 //! its class (the span table) and its index in the span (`offset / size`);
@@ -91,6 +135,21 @@
 //! sample id, which the free record carries (no hash table anywhere), and
 //! the usable size is the class size (or the run's end minus the address):
 //! at least what was asked, as `malloc_usable_size` and `realloc` need.
+//!
+//! # Unsampled blocks
+//! Every allocation of `engine::LARGE` bytes or more reaches a way in's
+//! slow path (see `engine::should_sample`), and under the preload library
+//! and `Profiler<System>` the ones not sampled, up to `engine::LARGE_MAX`
+//! (beyond which glibc maps and unmaps each block itself), are served here
+//! too, as
+//! blocks whose metadata word holds 0 (no sample id): their free gives the
+//! run back and records nothing, a `realloc` grows them in place with the
+//! same room as a sample, and one that samples the new size records the
+//! block where it is. So all of a program's large buffers share one set
+//! of warm runs, under the bounds above (the budget counts live unsampled
+//! pages like live sampled ones). When the heap cannot serve one, the
+//! inner allocator does, counted in [`large_to_inner`] (the profile
+//! comment's `large_to_inner=`); no profile undercounts through it.
 //!
 //! # Former samples
 //! A large sample (64 KiB or more) that a `realloc` resizes without
@@ -111,12 +170,14 @@
 //! line of [`crate::engine::pressure`] otherwise. Hooks never print.
 //!
 //! # Rules kept
-//! No locks (atomics only), no allocation (memory comes from `mmap`), frees
-//! from any thread. Fork-safe: the child inherits a copy of the range and
+//! No lock is ever waited for (atomics, and the large runs' try-lock), no
+//! allocation (memory comes from `mmap`), frees from any thread. Fork-safe: the child inherits a copy of the range and
 //! of every stack head, so it can free its parent's samples; a thread caught
 //! mid-carve in the parent only leaks that span's free slots in the child.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::os::raw;
 
 /// The page size runs are made of.
 pub const PAGE: usize = 4096;
@@ -168,15 +229,59 @@ static PAGES_CARVED: AtomicUsize = AtomicUsize::new(0);
 static CARVED_BYTES: AtomicUsize = AtomicUsize::new(0);
 static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
-/// Bytes of freed runs kept resident (not given back), at most DIRTY_MAX,
-/// each run at most DIRTY_RUN_MAX; such a run's first page's second
-/// metadata word holds DIRTY while it is free.
-static DIRTY_BYTES: AtomicUsize = AtomicUsize::new(0);
-const DIRTY_MAX: usize = 4 << 20;
-const DIRTY_RUN_MAX: usize = 64 << 10;
-const DIRTY: u64 = 1 << 63;
+// ---- free large runs (see "Large samples" in the module doc) ----
+//
+// A free run's first page's words: [FREE_BIT | (prev + 1) << 32 | (next + 1)
+// in its bin, HEAD | flags | pages]; its last page's (2 pages or more):
+// [FREE_BIT, TAIL | first page]. A live run's first and last pages and its
+// object's page hold the run info word, (pages << 32) | first page, which
+// has no tag bit. All of it changes only under LARGE_LOCK, except a
+// pending run's link (a lock-free stack).
+const HEAD: u64 = 1 << 62;
+const RUN_DIRTY: u64 = 1 << 61;
+const RUN_DECOMMITTED: u64 = 1 << 60;
+const TAIL: u64 = 1 << 59;
+const LOW: u64 = 0xffff_ffff;
+const LINK: u64 = 0x7fff_ffff;
+
+/// Taken with a try-lock only: a thread that cannot have it never waits
+/// (a free queues its run on PENDING, an allocation carves fresh pages).
+static LARGE_LOCK: AtomicBool = AtomicBool::new(false);
+/// Free runs by size class of their page count: first run + 1, 0 empty.
+static BINS: [AtomicU32; LARGE_CLASSES] = [const { AtomicU32::new(0) }; LARGE_CLASSES];
+/// Which bins hold runs.
+static BIN_MASK: [AtomicU64; LARGE_CLASSES / 64] =
+    [const { AtomicU64::new(0) }; LARGE_CLASSES / 64];
+/// Runs freed while the lock was taken, for its holder (or the next) to
+/// file: (tag << 32) | (run + 1), linked through the runs' first words.
+static PENDING: AtomicU64 = AtomicU64::new(0);
+/// Pages in free runs that may be resident (dirty), and the least that
+/// number has been since the last decay step.
+static RETAINED_PAGES: AtomicUsize = AtomicUsize::new(0);
+static LOW_WATER: AtomicUsize = AtomicUsize::new(0);
+/// Pages of live runs, and the most there were since the last decay step:
+/// the retained budget.
+static LIVE_PAGES: AtomicUsize = AtomicUsize::new(0);
+static PEAK_LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Runs given back to the system, and their bytes.
+static PURGES: AtomicU64 = AtomicU64::new(0);
+static PURGED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Retained pages idle for this long go back to the system.
+static DECAY_NS: AtomicU64 = AtomicU64::new(10_000_000_000);
+/// When the next decay step is due (monotonic ns; 0: none scheduled).
+static NEXT_DECAY: AtomicU64 = AtomicU64::new(0);
+/// Whether the thread that runs [`decay_tick`] knows there is work: the
+/// first free that retains pages after it found none wakes it.
+static DECAY_ARMED: AtomicBool = AtomicBool::new(false);
+/// How [`decay_tick`]'s caller is woken (lock-free, raw system calls).
+static WAKER: AtomicUsize = AtomicUsize::new(0);
+/// Retained bytes always allowed, whatever the live size.
+const RETAIN_FLOOR: usize = 64 << 20;
 
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
+/// Unsampled large blocks the heap could not serve (see
+/// `engine::alloc_large`), served by the inner allocator instead.
+static LARGE_TO_INNER: AtomicU64 = AtomicU64::new(0);
 static NOTICED: AtomicBool = AtomicBool::new(false);
 
 /// Free stacks: (tag << 32) | (slot or run number + 1); 0 in the low half
@@ -187,7 +292,6 @@ static NOTICED: AtomicBool = AtomicBool::new(false);
 const FREE_BIT: u64 = 1 << 63;
 
 static SMALL_FREE: [AtomicU64; SMALL_CLASSES] = [const { AtomicU64::new(0) }; SMALL_CLASSES];
-static LARGE_FREE: [AtomicU64; LARGE_CLASSES] = [const { AtomicU64::new(0) }; LARGE_CLASSES];
 
 /// Where the range lives if nothing can be reserved: the prefix only.
 #[repr(C, align(4096))]
@@ -320,6 +424,17 @@ pub fn fallback_notice_into(w: &mut impl core::fmt::Write) -> bool {
     true
 }
 
+/// Unsampled large blocks served by the inner allocator because the heap
+/// could not serve them (no undercount: they are no samples).
+pub fn large_to_inner() -> u64 {
+    LARGE_TO_INNER.load(Ordering::Relaxed)
+}
+
+/// Counts one [`large_to_inner`].
+pub fn count_large_to_inner() {
+    LARGE_TO_INNER.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Bytes carved from the heap so far (committed; only touched pages are
 /// resident).
 pub fn carved_bytes() -> usize {
@@ -340,7 +455,7 @@ pub fn reserve() -> bool {
     {
         return STATE.load(Ordering::Acquire) == RESERVED;
     }
-    let mut len = RESERVE_MAX;
+    let mut len = reserve_cap();
     let base = loop {
         // SAFETY: a fresh anonymous mapping touches no existing memory.
         let p = unsafe {
@@ -379,11 +494,22 @@ pub fn reserve() -> bool {
     true
 }
 
+/// The most to reserve: [`RESERVE_MAX`], or under an address-space limit
+/// (`ulimit -v`, RLIMIT_AS) an eighth of the room the limit leaves now
+/// (at least [`RESERVE_MIN`]), so the program keeps nearly all of it.
+fn reserve_cap() -> usize {
+    crate::engine::pressure::address_room().map_or(RESERVE_MAX, |room| {
+        (room / 8).clamp(RESERVE_MIN, RESERVE_MAX)
+    })
+}
+
 /// Lays the parts out in `[base, base + len)` and commits the fixed ones.
 fn layout(base: usize, len: usize) -> bool {
-    let small_len = len / 4;
+    // An eighth for small spans (and a sixteenth for their metadata), five
+    // eighths for large runs: large samples take most of the bytes.
+    let small_len = len / 8;
     let spans = small_len / SPAN;
-    let large_pages = len / 4 / PAGE;
+    let large_pages = len / 8 * 5 / PAGE;
     let span_table = base + PREFIX_BYTES;
     let small_meta = (span_table + spans).next_multiple_of(PAGE);
     let large_meta = small_meta + spans * SLOTS_PER_SPAN * 8;
@@ -485,6 +611,7 @@ fn large_class(pages: usize) -> usize {
     8 + 4 * (k as usize - 3) + j
 }
 
+#[cfg(test)]
 fn large_pages(c: usize) -> usize {
     if c < 8 {
         return c + 1;
@@ -640,43 +767,76 @@ fn alloc_large(size: usize, align: usize, zero: bool) -> *mut u8 {
     if need > LARGE_PAGES.load(Ordering::Relaxed) {
         return core::ptr::null_mut();
     }
-    let c = large_class(need);
-    if c >= LARGE_CLASSES {
-        return core::ptr::null_mut();
-    }
-    let (run, dirty) = match pop(&LARGE_FREE[c], |q| &large_words(q)[0]) {
-        Some(r) => {
-            let dirty = large_words(r)[1].load(Ordering::Relaxed) & DIRTY != 0;
-            if dirty {
-                DIRTY_BYTES.fetch_sub(large_pages(c) * PAGE, Ordering::Relaxed);
+    let (run, flags) = match locked(|| take_fit(need).or_else(|| take_top(need))).flatten() {
+        Some((run, flags)) if flags & RUN_DECOMMITTED == 0 => (run, flags),
+        Some((run, flags)) => {
+            if !commit(LARGE_BASE.load(Ordering::Relaxed) + run * PAGE, need * PAGE) {
+                // Out of commit (a strict overcommit policy): free again.
+                live_grew(need);
+                free_run(run, need);
+                return core::ptr::null_mut();
             }
-            (r, dirty)
+            (run, flags & !RUN_DECOMMITTED)
         }
-        None => match carve_run(c) {
-            Some(r) => (r, false),
-            None => return core::ptr::null_mut(),
-        },
+        None => {
+            if !charge(need * PAGE) {
+                return core::ptr::null_mut();
+            }
+            match carve_pages(need, true) {
+                Some(run) => (run, 0),
+                None => {
+                    CARVED_BYTES.fetch_sub(need * PAGE, Ordering::Relaxed);
+                    return core::ptr::null_mut();
+                }
+            }
+        }
     };
     let base = LARGE_BASE.load(Ordering::Relaxed);
     let p = (base + run * PAGE).next_multiple_of(align.max(PAGE));
-    let q = (p - base) / PAGE;
-    large_words(q)[1].store(((c as u64) << 32) | run as u64, Ordering::Relaxed);
-    if zero && dirty {
+    set_live(run, need, (p - base) / PAGE);
+    if zero && flags & RUN_DIRTY != 0 {
         // SAFETY: the object's `size` bytes lie inside the run, ours to give.
         unsafe { core::ptr::write_bytes(p as *mut u8, 0, size) };
     }
     p as *mut u8
 }
 
-fn carve_run(c: usize) -> Option<usize> {
-    let n = large_pages(c);
-    if !charge(n * PAGE) {
-        return None;
+/// Marks `pages` pages from `run` live, holding an object at page `q`.
+fn set_live(run: usize, pages: usize, q: usize) {
+    let info = ((pages as u64) << 32) | run as u64;
+    for page in [run, q, run + pages - 1] {
+        large_words(page)[1].store(info, Ordering::Relaxed);
     }
-    let run = bump(&PAGES_CARVED, n, LARGE_PAGES.load(Ordering::Relaxed))?;
-    let meta = LARGE_META.load(Ordering::Relaxed) + run * 16;
-    let data = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
-    (commit(meta, n * 16) && commit(data, n * PAGE)).then_some(run)
+    large_words(run)[0].store(0, Ordering::Relaxed);
+    large_words(q)[0].store(0, Ordering::Relaxed);
+    live_grew(pages);
+}
+
+fn live_grew(pages: usize) {
+    let live = LIVE_PAGES.fetch_add(pages, Ordering::Relaxed) + pages;
+    PEAK_LIVE.fetch_max(live, Ordering::Relaxed);
+}
+
+/// Takes `n` fresh pages from the large region's bump pointer, committing
+/// their metadata before the pointer moves past them (so every page below
+/// the pointer has readable metadata: the free-run neighbour test reads
+/// it) and, if `data`, the pages themselves after. Lock-free.
+fn carve_pages(n: usize, data: bool) -> Option<usize> {
+    let cap = LARGE_PAGES.load(Ordering::Relaxed);
+    let meta = LARGE_META.load(Ordering::Relaxed);
+    let mut cur = PAGES_CARVED.load(Ordering::Acquire);
+    let run = loop {
+        let end = cur.checked_add(n).filter(|&e| e <= cap)?;
+        if !commit(meta + cur * 16, n * 16) {
+            return None;
+        }
+        match PAGES_CARVED.compare_exchange_weak(cur, end, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break cur,
+            Err(now) => cur = now,
+        }
+    };
+    // Like a carve whose data cannot be committed, the pages are then lost.
+    (!data || commit(LARGE_BASE.load(Ordering::Relaxed) + run * PAGE, n * PAGE)).then_some(run)
 }
 
 /// `bytes` (rounded up to pages) of committed memory from the large
@@ -689,9 +849,413 @@ pub(crate) fn carve_private(bytes: usize) -> Option<*mut u8> {
         return None;
     }
     let pages = bytes.checked_next_multiple_of(PAGE)? / PAGE;
-    let run = bump(&PAGES_CARVED, pages, LARGE_PAGES.load(Ordering::Relaxed))?;
-    let data = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
-    commit(data, pages * PAGE).then_some(data as *mut u8)
+    let run = carve_pages(pages, true)?;
+    Some((LARGE_BASE.load(Ordering::Relaxed) + run * PAGE) as *mut u8)
+}
+
+// ---- free runs: filing, coalescing, best fit, purging, decay ----
+
+/// Runs `f` holding the large lock, then files the runs queued meanwhile;
+/// None (and `f` not run) if another thread holds it.
+fn locked<R>(f: impl FnOnce() -> R) -> Option<R> {
+    if LARGE_LOCK
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return None;
+    }
+    let r = f();
+    loop {
+        drain_pending();
+        LARGE_LOCK.store(false, Ordering::Release);
+        // A run queued after the drain and before the unlock would wait for
+        // the next holder: take the lock again for it if nobody has.
+        if PENDING.load(Ordering::Acquire) & LOW == 0
+            || LARGE_LOCK
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return Some(r);
+        }
+    }
+}
+
+/// Queues the freed run for the lock's holder (lock-free).
+fn queue(run: usize, pages: usize) {
+    large_words(run)[1].store(((pages as u64) << 32) | run as u64, Ordering::Relaxed);
+    push(&PENDING, run, &large_words(run)[0]);
+}
+
+/// Files every queued run. Under the lock.
+fn drain_pending() {
+    let mut top = PENDING.swap(0, Ordering::Acquire) & LOW;
+    while top != 0 {
+        let run = top as usize - 1;
+        let w = large_words(run);
+        top = w[0].load(Ordering::Relaxed) & LOW;
+        let pages = (w[1].load(Ordering::Relaxed) >> 32) as usize;
+        file(run, pages, RUN_DIRTY);
+    }
+}
+
+/// The bin of a free run of `pages` pages: runs in bin `c` have more pages
+/// than class `c - 1` and at most class `c`'s count.
+fn bin_of(pages: usize) -> usize {
+    large_class(pages).min(LARGE_CLASSES - 1)
+}
+
+/// Sets one of the two links (`shift` 0: next, 32: prev) of a free run.
+fn set_link(run: usize, shift: u32, to: u64) {
+    let w = &large_words(run)[0];
+    let old = w.load(Ordering::Relaxed);
+    w.store((old & !(LINK << shift)) | (to << shift), Ordering::Relaxed);
+}
+
+/// Adds the free run `run..run + pages` to its bin (no coalescing).
+fn bin_insert(run: usize, pages: usize, flags: u64) {
+    let c = bin_of(pages);
+    let next = BINS[c].load(Ordering::Relaxed) as u64;
+    large_words(run)[0].store(FREE_BIT | next, Ordering::Relaxed);
+    if next != 0 {
+        set_link(next as usize - 1, 32, run as u64 + 1);
+    }
+    BINS[c].store(run as u32 + 1, Ordering::Relaxed);
+    BIN_MASK[c / 64].fetch_or(1 << (c % 64), Ordering::Relaxed);
+    large_words(run)[1].store(HEAD | flags | pages as u64, Ordering::Relaxed);
+    if pages > 1 {
+        let last = large_words(run + pages - 1);
+        last[0].store(FREE_BIT, Ordering::Relaxed);
+        last[1].store(TAIL | run as u64, Ordering::Relaxed);
+    }
+    if flags & RUN_DIRTY != 0 {
+        RETAINED_PAGES.fetch_add(pages, Ordering::Relaxed);
+    }
+}
+
+/// Takes the free run at `run` out of its bin: (pages, flags).
+fn bin_remove(run: usize) -> (usize, u64) {
+    let w = large_words(run);
+    let (links, info) = (w[0].load(Ordering::Relaxed), w[1].load(Ordering::Relaxed));
+    let (prev, next) = ((links >> 32) & LINK, links & LINK);
+    let pages = (info & LOW) as usize;
+    let c = bin_of(pages);
+    if prev != 0 {
+        set_link(prev as usize - 1, 0, next);
+    } else {
+        BINS[c].store(next as u32, Ordering::Relaxed);
+        if next == 0 {
+            BIN_MASK[c / 64].fetch_and(!(1 << (c % 64)), Ordering::Relaxed);
+        }
+    }
+    if next != 0 {
+        set_link(next as usize - 1, 32, prev);
+    }
+    w[1].store(0, Ordering::Relaxed);
+    large_words(run + pages - 1)[1].store(0, Ordering::Relaxed);
+    if info & RUN_DIRTY != 0 {
+        retained_fell(pages);
+    }
+    (pages, info & (RUN_DIRTY | RUN_DECOMMITTED))
+}
+
+/// Retained pages fell by `pages` (taken for use, merged, or given back):
+/// the decay's low-water mark follows, so a step never gives back pages
+/// that were in use since the last one (a merge's dip only delays it).
+fn retained_fell(pages: usize) {
+    let now = RETAINED_PAGES.fetch_sub(pages, Ordering::Relaxed) - pages;
+    LOW_WATER.fetch_min(now, Ordering::Relaxed);
+}
+
+/// The free run whose last page is `end - 1`, if there is one.
+fn free_run_ending_at(end: usize) -> Option<usize> {
+    let t = end.checked_sub(1)?;
+    let w1 = large_words(t)[1].load(Ordering::Relaxed);
+    let head = if w1 & TAIL != 0 {
+        (w1 & LOW) as usize
+    } else if w1 & HEAD != 0 {
+        t
+    } else {
+        return None;
+    };
+    let h = large_words(head);
+    let info = h[1].load(Ordering::Relaxed);
+    (head <= t
+        && info & HEAD != 0
+        && h[0].load(Ordering::Relaxed) & FREE_BIT != 0
+        && head + (info & LOW) as usize == end)
+        .then_some(head)
+}
+
+/// Whether page `q` starts a free run (false at and past the bump pointer).
+fn free_run_at(q: usize) -> bool {
+    if q >= PAGES_CARVED.load(Ordering::Acquire) {
+        return false;
+    }
+    let w = large_words(q);
+    w[1].load(Ordering::Relaxed) & HEAD != 0 && w[0].load(Ordering::Relaxed) & FREE_BIT != 0
+}
+
+/// Files a free run, merged with its free neighbours. Under the lock.
+fn file(run: usize, pages: usize, flags: u64) {
+    let (mut run, mut pages, mut flags) = (run, pages, flags);
+    if let Some(left) = free_run_ending_at(run) {
+        let (n, f) = bin_remove(left);
+        (run, pages, flags) = (left, pages + n, flags | f);
+    }
+    if free_run_at(run + pages) {
+        let (n, f) = bin_remove(run + pages);
+        (pages, flags) = (pages + n, flags | f);
+    }
+    bin_insert(run, pages, flags);
+}
+
+/// The free run for `need` pages, split to size (the rest filed again):
+/// (run, flags). Under the lock. Of the runs that hold `need` pages (up to
+/// 32 looked at: `need`'s bin, then the bins above it), the lowest in
+/// address space, so the pages in use stay packed at the bottom of the
+/// region and the ones already touched are the ones reused.
+fn take_fit(need: usize) -> Option<(usize, u64)> {
+    let first = bin_of(need);
+    let mut best: Option<usize> = None;
+    let mut looked = 0;
+    let mut c = first;
+    'bins: while c < LARGE_CLASSES {
+        // The next non-empty bin from `c`, a word of the mask at a time.
+        let word = BIN_MASK[c / 64].load(Ordering::Relaxed) & (!0u64 << (c % 64));
+        if word == 0 {
+            c = (c / 64 + 1) * 64;
+            continue;
+        }
+        c = (c / 64) * 64 + word.trailing_zeros() as usize;
+        let mut at = BINS[c].load(Ordering::Relaxed) as usize;
+        while at != 0 {
+            let run = at - 1;
+            let pages = (large_words(run)[1].load(Ordering::Relaxed) & LOW) as usize;
+            if pages >= need && best.map_or(true, |b| run < b) {
+                best = Some(run);
+            }
+            looked += 1;
+            if looked >= 32 {
+                break 'bins;
+            }
+            at = (large_words(run)[0].load(Ordering::Relaxed) & LINK) as usize;
+        }
+        c += 1;
+    }
+    let run = best?;
+    let (pages, mut flags) = bin_remove(run);
+    // A run with given-back parts is committed whole, once: its rest is
+    // then reused without an `mprotect` per allocation.
+    if flags & RUN_DECOMMITTED != 0
+        && pages > need
+        && commit(
+            LARGE_BASE.load(Ordering::Relaxed) + run * PAGE,
+            pages * PAGE,
+        )
+    {
+        flags &= !RUN_DECOMMITTED;
+    }
+    if pages > need {
+        bin_insert(run + need, pages - need, flags);
+    }
+    Some((run, flags))
+}
+
+/// When no free run holds `need` pages: the free run at the top of the
+/// carved pages, if there is one, extended by fresh pages to `need`, so the
+/// region grows by what is missing only (and reuses the pages of that run)
+/// rather than by a whole new run. Under the lock.
+fn take_top(need: usize) -> Option<(usize, u64)> {
+    let top = PAGES_CARVED.load(Ordering::Acquire);
+    let run = free_run_ending_at(top)?;
+    let pages = (large_words(run)[1].load(Ordering::Relaxed) & LOW) as usize;
+    let extra = need.checked_sub(pages).filter(|&e| e > 0)?;
+    if !bump_at(top, extra) {
+        return None;
+    }
+    let (_, flags) = bin_remove(run);
+    Some((run, flags))
+}
+
+/// Moves the bump pointer from `top` (where it must be) by `extra` fresh,
+/// committed pages, charged to the limit. Under the lock.
+fn bump_at(top: usize, extra: usize) -> bool {
+    if top + extra > LARGE_PAGES.load(Ordering::Relaxed)
+        || !commit(LARGE_META.load(Ordering::Relaxed) + top * 16, extra * 16)
+        || !charge(extra * PAGE)
+    {
+        return false;
+    }
+    if PAGES_CARVED
+        .compare_exchange(top, top + extra, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        // Another run was carved meanwhile.
+        CARVED_BYTES.fetch_sub(extra * PAGE, Ordering::Relaxed);
+        return false;
+    }
+    if !commit(
+        LARGE_BASE.load(Ordering::Relaxed) + top * PAGE,
+        extra * PAGE,
+    ) {
+        // Filed free: a later commit may succeed.
+        file(top, extra, RUN_DECOMMITTED);
+        return false;
+    }
+    true
+}
+
+/// Gives back dirty free runs, largest bins first, until at most `keep`
+/// pages are retained. Under the lock. Raw system calls only.
+fn purge_down_to(keep: usize) {
+    let base = LARGE_BASE.load(Ordering::Relaxed);
+    for c in (0..LARGE_CLASSES).rev() {
+        let mut at = BINS[c].load(Ordering::Relaxed) as usize;
+        while at != 0 {
+            if RETAINED_PAGES.load(Ordering::Relaxed) <= keep {
+                return;
+            }
+            let run = at - 1;
+            let w = large_words(run);
+            at = (w[0].load(Ordering::Relaxed) & LINK) as usize;
+            let info = w[1].load(Ordering::Relaxed);
+            if info & RUN_DIRTY == 0 {
+                continue;
+            }
+            let pages = (info & LOW) as usize;
+            let (p, len) = ((base + run * PAGE) as *mut u8, pages * PAGE);
+            // Memory and commit charge both, else the memory only.
+            // SAFETY: a free run: ours, in our reservation, used by nobody.
+            let flag = if unsafe { raw::decommit(p, len) } {
+                RUN_DECOMMITTED
+            // SAFETY: as above.
+            } else if unsafe { raw::dontneed(p, len) } {
+                0
+            } else {
+                continue;
+            };
+            w[1].store((info & !RUN_DIRTY) | flag, Ordering::Relaxed);
+            retained_fell(pages);
+            PURGES.fetch_add(1, Ordering::Relaxed);
+            PURGED_BYTES.fetch_add(len as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Pages that may stay retained: the floor, or as many as were live at
+/// most since the last decay step.
+fn retain_budget() -> usize {
+    if DECAY_NS.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    (RETAIN_FLOOR / PAGE).max(PEAK_LIVE.load(Ordering::Relaxed))
+}
+
+/// Returns the live run `run..run + pages` to the free runs (never blocks).
+fn free_run(run: usize, pages: usize) {
+    LIVE_PAGES.fetch_sub(pages, Ordering::Relaxed);
+    let filed = locked(|| {
+        file(run, pages, RUN_DIRTY);
+        let budget = retain_budget();
+        if RETAINED_PAGES.load(Ordering::Relaxed) > budget {
+            // Down to three quarters of the budget: no system call per free.
+            purge_down_to(budget - budget / 4);
+        }
+    });
+    if filed.is_none() {
+        queue(run, pages);
+    }
+    if !DECAY_ARMED.swap(true, Ordering::SeqCst) {
+        let w = WAKER.load(Ordering::Relaxed);
+        if w != 0 {
+            // SAFETY: WAKER only ever holds a `fn()` stored by `decay_tick`.
+            let wake = unsafe { core::mem::transmute::<usize, fn()>(w) };
+            wake();
+        }
+    }
+}
+
+/// Sets how long retained pages may stay idle before they go back to the
+/// system (`HEAPPROF_DECAY_MS`); 0 gives every freed run back at once.
+pub fn set_decay_ms(ms: u64) {
+    DECAY_NS.store(ms.saturating_mul(1_000_000), Ordering::Relaxed);
+}
+
+/// Bytes of freed large runs kept for reuse that may be resident (an upper
+/// bound: a run's pages never touched count too).
+pub fn retained_bytes() -> usize {
+    RETAINED_PAGES.load(Ordering::Relaxed) * PAGE
+}
+
+/// Free runs given back to the system so far, and their bytes.
+pub fn purges() -> (u64, u64) {
+    (
+        PURGES.load(Ordering::Relaxed),
+        PURGED_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+/// The decay, one step when due: retained pages that no allocation took
+/// since the last step (the least retained since then) go back to the
+/// system; steps are half the decay period apart, so pages idle for the
+/// period are back within it. Called by the one thread that waits for
+/// heapprof's wake-ups (the dumper or the watcher) each time it wakes;
+/// `wake` wakes that thread (lock-free, raw system calls) and is called
+/// from a free that retains pages while no step is scheduled. Returns the
+/// nanoseconds until the next step, None while nothing is retained.
+/// Atomics and raw system calls only.
+pub fn decay_tick(now_ns: u64, wake: fn()) -> Option<u64> {
+    WAKER.store(wake as usize, Ordering::Relaxed);
+    if RETAINED_PAGES.load(Ordering::SeqCst) == 0 && PENDING.load(Ordering::Relaxed) & LOW == 0 {
+        DECAY_ARMED.store(false, Ordering::SeqCst);
+        // A free that retained pages meanwhile saw the flag still set.
+        if RETAINED_PAGES.load(Ordering::SeqCst) == 0 {
+            NEXT_DECAY.store(0, Ordering::Relaxed);
+            return None;
+        }
+        DECAY_ARMED.store(true, Ordering::SeqCst);
+    }
+    let step = (DECAY_NS.load(Ordering::Relaxed) / 2).max(1_000_000);
+    let next = NEXT_DECAY.load(Ordering::Relaxed);
+    if next == 0 {
+        LOW_WATER.store(RETAINED_PAGES.load(Ordering::Relaxed), Ordering::Relaxed);
+        NEXT_DECAY.store(now_ns + step, Ordering::Relaxed);
+        return Some(step);
+    }
+    if now_ns < next {
+        return Some(next - now_ns);
+    }
+    let stepped = locked(|| {
+        let idle = LOW_WATER.load(Ordering::Relaxed);
+        let retained = RETAINED_PAGES.load(Ordering::Relaxed);
+        purge_down_to(retained - idle.min(retained));
+        LOW_WATER.store(RETAINED_PAGES.load(Ordering::Relaxed), Ordering::Relaxed);
+        PEAK_LIVE.store(LIVE_PAGES.load(Ordering::Relaxed), Ordering::Relaxed);
+    });
+    if stepped.is_none() {
+        // Busy: soon again.
+        return Some(10_000_000);
+    }
+    NEXT_DECAY.store(now_ns + step, Ordering::Relaxed);
+    Some(step)
+}
+
+/// In a forked child (one thread): a parent thread caught holding the large
+/// lock left the free runs half-changed, so the child forgets them (their
+/// pages are then lost to the child only) and the lock is free again.
+pub fn after_fork_child() {
+    if LARGE_LOCK.load(Ordering::Relaxed) {
+        for b in &BINS {
+            b.store(0, Ordering::Relaxed);
+        }
+        for m in &BIN_MASK {
+            m.store(0, Ordering::Relaxed);
+        }
+        RETAINED_PAGES.store(0, Ordering::Relaxed);
+        LARGE_LOCK.store(false, Ordering::Release);
+    }
+    NEXT_DECAY.store(0, Ordering::Relaxed);
+    DECAY_ARMED.store(false, Ordering::Relaxed);
 }
 
 /// Where `p` (in range) lives: a small slot, a large object's page, or
@@ -755,91 +1319,101 @@ pub fn usable_size(p: *const u8) -> usize {
         Place::Small { class, .. } => small_size(class),
         Place::Large { q } => {
             let info = large_words(q)[1].load(Ordering::Relaxed);
-            let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
-            (run + large_pages(c) - q) * PAGE
+            let (pages, run) = ((info >> 32) as usize, (info & LOW) as usize);
+            (run + pages - q) * PAGE
         }
         Place::Other => 0,
     }
 }
 
 /// Keeps the live large object at `p` where it is as it shrinks to `size`
-/// bytes (64 KiB or more), giving the whole pages after its new end back to
-/// the system rather than copying it into a smaller run: true if it is
-/// such an object (its usable size is unchanged; the pages given back read
-/// as zero when touched again).
+/// bytes (64 KiB or more), filing the whole pages after its new end as a
+/// free run (retained, like any freed run) rather than copying it into a
+/// smaller run: true if it is such an object. Its usable size shrinks to
+/// its new last page (unless the free runs are busy: then it keeps them).
 pub fn shrink_in_place(p: *const u8, size: usize) -> bool {
-    let Place::Large { .. } = place(p) else {
+    let Place::Large { q } = place(p) else {
         return false;
     };
     if size < 64 << 10 {
         return false;
     }
-    let end = p as usize + usable_size(p);
-    let Some(from) = (p as usize + size).checked_next_multiple_of(PAGE) else {
-        return false;
-    };
-    if from < end {
-        // SAFETY: whole pages of this live run, past the object's new end:
-        // the caller's, and no longer holding anything it needs.
-        unsafe { libc::madvise(from as *mut libc::c_void, end - from, libc::MADV_DONTNEED) };
+    let info = large_words(q)[1].load(Ordering::Relaxed);
+    let (pages, run) = ((info >> 32) as usize, (info & LOW) as usize);
+    let keep = (q - run) + size.div_ceil(PAGE);
+    if keep < pages {
+        locked(|| {
+            LIVE_PAGES.fetch_sub(pages - keep, Ordering::Relaxed);
+            let info = ((keep as u64) << 32) | run as u64;
+            for page in [run, q, run + keep - 1] {
+                large_words(page)[1].store(info, Ordering::Relaxed);
+            }
+            file(run + keep, pages - keep, RUN_DIRTY);
+        });
     }
     true
 }
 
 /// Grows the live object at `p` in place to at least `size` usable bytes
-/// when it is a large object whose run ends at the large region's bump
-/// pointer: the run then takes the pages after it, up to the next class's
-/// page count (a grown run is in every way a run of that class). True if
-/// the object now holds `size` bytes; false when it cannot grow (a small
-/// slot, a run with another after it, the region or the limit full), and
-/// the caller moves it.
+/// when the pages after its run are a free run holding enough (it takes
+/// what it needs, the rest stays free) or when its run ends at the large
+/// region's bump pointer (it takes fresh pages). True if the object now
+/// holds `size` bytes; false when it cannot grow (a small slot, a live run
+/// after it, the region or the limit full, the free runs busy), and the
+/// caller moves it.
 pub fn grow_in_place(p: *const u8, size: usize) -> bool {
     let Place::Large { q } = place(p) else {
         return false;
     };
     let info = large_words(q)[1].load(Ordering::Relaxed);
-    let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
+    let (have, run) = ((info >> 32) as usize, (info & LOW) as usize);
     let Some(need) = size
         .checked_next_multiple_of(PAGE)
         .map(|b| b / PAGE + (q - run))
     else {
         return false;
     };
-    let have = large_pages(c);
     if need <= have {
         return true;
     }
-    let grown = large_class(need);
-    if grown >= LARGE_CLASSES {
+    let (end, extra) = (run + have, need - have);
+    let grown = locked(|| {
+        let data = LARGE_BASE.load(Ordering::Relaxed) + end * PAGE;
+        if free_run_at(end) {
+            let (n, flags) = bin_remove(end);
+            let committed = flags & RUN_DECOMMITTED == 0 || commit(data, n * PAGE);
+            if committed && n >= extra {
+                if n > extra {
+                    bin_insert(end + extra, n - extra, flags & !RUN_DECOMMITTED);
+                }
+                return true;
+            }
+            // A free run up to the bump pointer: it and fresh pages after.
+            if committed
+                && PAGES_CARVED.load(Ordering::Acquire) == end + n
+                && bump_at(end + n, extra - n)
+            {
+                return true;
+            }
+            bin_insert(end, n, flags);
+            return false;
+        }
+        PAGES_CARVED.load(Ordering::Acquire) == end && bump_at(end, extra)
+    });
+    if grown != Some(true) {
         return false;
     }
-    let (end, extra) = (run + have, large_pages(grown) - have);
-    if end + extra > LARGE_PAGES.load(Ordering::Relaxed)
-        || PAGES_CARVED.load(Ordering::Relaxed) != end
-        || !charge(extra * PAGE)
-    {
-        return false;
+    live_grew(extra);
+    let info = ((need as u64) << 32) | run as u64;
+    for page in [run, q, run + need - 1] {
+        large_words(page)[1].store(info, Ordering::Relaxed);
     }
-    if PAGES_CARVED
-        .compare_exchange(end, end + extra, Ordering::Relaxed, Ordering::Relaxed)
-        .is_err()
-    {
-        // Another run was carved meanwhile.
-        CARVED_BYTES.fetch_sub(extra * PAGE, Ordering::Relaxed);
-        return false;
-    }
-    let meta = LARGE_META.load(Ordering::Relaxed) + end * 16;
-    let data = LARGE_BASE.load(Ordering::Relaxed) + end * PAGE;
-    // Like a carve that fails to commit, the pages taken are then lost.
-    if !commit(meta, extra * 16) || !commit(data, extra * PAGE) {
-        return false;
-    }
-    large_words(q)[1].store(((grown as u64) << 32) | run as u64, Ordering::Relaxed);
     true
 }
 
 /// Returns the live object at `p` to the heap. Anything else (the prefix,
-/// an object already freed) is ignored.
+/// an object already freed) is ignored. Never blocks, and makes no system
+/// call unless the retained budget is passed.
 pub fn free(p: *mut u8) {
     if id_of(p).is_none() {
         return;
@@ -849,25 +1423,9 @@ pub fn free(p: *mut u8) {
         Place::Large { q } => {
             large_words(q)[0].store(FREE_BIT, Ordering::Relaxed);
             let info = large_words(q)[1].load(Ordering::Relaxed);
-            let (c, run) = ((info >> 32) as usize, (info & 0xffff_ffff) as usize);
-            let start = LARGE_BASE.load(Ordering::Relaxed) + run * PAGE;
-            let bytes = large_pages(c) * PAGE;
-            // Small runs stay resident while few bytes are kept that way:
-            // churn then reuses them without a system call and page faults.
-            let keep = bytes <= DIRTY_RUN_MAX
-                && DIRTY_BYTES
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
-                        Some(d + bytes).filter(|&n| n <= DIRTY_MAX)
-                    })
-                    .is_ok();
-            // SAFETY: the whole run is ours and no longer used.
-            let clean = keep
-                || unsafe { libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_DONTNEED) }
-                    == 0;
-            if clean || keep {
-                large_words(run)[1].store(if keep { DIRTY } else { 0 }, Ordering::Relaxed);
-                push(&LARGE_FREE[c], run, &large_words(run)[0]);
-            }
+            let (pages, run) = ((info >> 32) as usize, (info & LOW) as usize);
+            large_words(run)[0].store(FREE_BIT, Ordering::Relaxed);
+            free_run(run, pages);
         }
         Place::Other => {}
     }
@@ -1034,6 +1592,102 @@ pub(crate) mod tests {
             free(a);
             free(b);
         }
+    }
+
+    #[test]
+    fn freed_large_runs_coalesce_and_are_reused_resident() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        // Three neighbours freed out of order make one run that holds an
+        // object of their total size: nothing new is carved.
+        let sizes = [300 << 10, 500 << 10, 700 << 10];
+        let ps: Vec<*mut u8> = sizes.iter().map(|&n| alloc(n, 16, false)).collect();
+        for (i, &p) in ps.iter().enumerate() {
+            set_id(p, 30 + i as u64);
+            // SAFETY: the object's bytes, ours.
+            unsafe { core::ptr::write_bytes(p, 0x77, sizes[i]) };
+        }
+        let before = carved_bytes();
+        for i in [2, 0, 1] {
+            free(ps[i]);
+        }
+        assert!(retained_bytes() >= 1500 << 10, "kept resident");
+        let whole = alloc(1500 << 10, 16, true);
+        set_id(whole, 40);
+        assert_eq!(carved_bytes(), before, "served from the coalesced runs");
+        // SAFETY: 1500 KiB of our own, zeroed as asked.
+        let bytes = unsafe { core::slice::from_raw_parts(whole, 1500 << 10) };
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "calloc of a dirty run is zeroed"
+        );
+        free(whole);
+    }
+
+    #[test]
+    fn large_runs_churned_from_threads_stay_disjoint_and_bounded() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let before = carved_bytes();
+        let hs: Vec<_> = (0..4u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut x = t + 1;
+                    for round in 0..400u64 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let n = (64 << 10) + (x as usize % (1 << 20));
+                        let p = alloc(n, 16, false);
+                        set_id(p, (t << 40) | (round + 1));
+                        // SAFETY: the object's bytes, ours.
+                        let b = unsafe { core::slice::from_raw_parts_mut(p, n) };
+                        b[0] = t as u8;
+                        b[n - 1] = t as u8;
+                        if round % 3 == 0 {
+                            assert!(grow_in_place(p, 2 * n) || usable_size(p) >= n);
+                        }
+                        std::thread::yield_now();
+                        assert_eq!((b[0], b[n - 1]), (t as u8, t as u8), "overlap");
+                        assert_eq!(id_of(p), Some((t << 40) | (round + 1)));
+                        free(p);
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert!(
+            carved_bytes() - before < 64 << 20,
+            "churn reuses freed runs: {} carved",
+            carved_bytes() - before
+        );
+    }
+
+    #[test]
+    fn the_decay_gives_idle_retained_runs_back() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let p = alloc(2 << 20, 16, false);
+        set_id(p, 50);
+        free(p);
+        assert!(retained_bytes() > 0);
+        set_decay_ms(10);
+        let (purges_before, _) = purges();
+        let mut now = 1 << 40;
+        for _ in 0..4 {
+            decay_tick(now, || {});
+            now += 10_000_000;
+        }
+        set_decay_ms(10_000);
+        assert_eq!(retained_bytes(), 0);
+        assert!(purges().0 > purges_before);
+        // A purged run is served again, readable and zeroed.
+        let q = alloc(2 << 20, 16, true);
+        set_id(q, 51);
+        // SAFETY: 2 MiB of our own.
+        assert!(unsafe { core::slice::from_raw_parts(q, 2 << 20) }
+            .iter()
+            .all(|&b| b == 0));
+        free(q);
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! `thread_local!` could call `__tls_get_addr`, which may allocate), and it
 //! stays valid while the thread's TLS destructors run.
 //!
+//! The countdown the hot paths subtract from never exceeds
+//! [`crate::engine::LARGE`] once the slow path has set it: the rest of the
+//! thread's countdown waits in `reserve` and refills it when it runs out,
+//! so every allocation of that size or more reaches the slow path, at no
+//! cost to the hot paths (see [`crate::engine::should_sample`]).
+//!
 //! Re-entrancy: while heapprof itself runs on a thread (capturing a stack,
 //! symbolizing, writing a profile), the thread is *busy*. Entering that state
 //! parks the sampling countdown at `usize::MAX`, so the allocations heapprof
@@ -38,6 +44,11 @@ pub struct ThreadState {
     pub(crate) tag: Cell<u64>,
     /// This thread's record buffer, acquired on its first record.
     pub(crate) buffer: Cell<*mut Buffer>,
+    /// Bytes of the sampling countdown held back from `countdown`, which
+    /// never exceeds [`crate::engine::LARGE`] after the slow path set it:
+    /// the thread's real countdown is `countdown + reserve` (while
+    /// `countdown` is nonzero; a countdown reset to 0 drops the reserve).
+    pub(crate) reserve: Cell<usize>,
 }
 
 /// Where the countdown lies in a [`ThreadState`] (the preload library's
@@ -60,6 +71,7 @@ impl ThreadState {
             labels: Cell::new(0),
             tag: Cell::new(0),
             buffer: Cell::new(core::ptr::null_mut()),
+            reserve: Cell::new(0),
         }
     }
 
@@ -93,6 +105,42 @@ impl ThreadState {
     #[inline(always)]
     pub fn unconsume(&self, size: usize) {
         self.countdown.set(self.countdown.get().wrapping_add(size));
+    }
+
+    /// The slow path's first step after a hot path ran the countdown out
+    /// for `size` bytes: if the reserve outlasts what remains (see
+    /// [`crate::engine::LARGE`]), the allocation is not sampled, and the
+    /// countdown is refilled from the reserve (true). Otherwise false, with
+    /// the reserve folded back into the countdown (or dropped, if the
+    /// countdown was reset to 0), for [`crate::engine::should_sample`].
+    #[inline(always)]
+    pub fn refill(&self, size: usize) -> bool {
+        let reserve = self.reserve.get();
+        if reserve == 0 || self.is_busy() {
+            return false;
+        }
+        self.reserve.set(0);
+        let hot = self.countdown.get();
+        if hot == 0 {
+            return false;
+        }
+        let c = hot.saturating_add(reserve);
+        if c > size {
+            self.set_countdown(c - size);
+            return true;
+        }
+        self.countdown.set(c);
+        false
+    }
+
+    /// Sets the real countdown to `c` (nonzero): at most
+    /// [`crate::engine::LARGE`] of it where the hot paths subtract, the
+    /// rest in reserve.
+    #[inline(always)]
+    pub(crate) fn set_countdown(&self, c: usize) {
+        let hot = c.min(crate::engine::LARGE);
+        self.countdown.set(hot);
+        self.reserve.set(c - hot);
     }
 
     /// Whether heapprof's own work is running on this thread.

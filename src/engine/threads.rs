@@ -432,6 +432,7 @@ pub fn set_end_notice(f: fn()) {
 
 /// In a forked child only the forking thread exists: forget the others.
 extern "C" fn fork_child() {
+    super::sample_heap::after_fork_child();
     // SAFETY: pthread_self has no preconditions; it is the forking thread's
     // identity in the parent too.
     let mine = unsafe { libc::pthread_self() } as usize;

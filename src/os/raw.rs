@@ -468,6 +468,50 @@ pub unsafe fn protect_none(p: *mut u8, len: usize) {
     };
 }
 
+/// Gives `p..p+len` back to the system, memory and commit charge both: a
+/// fresh inaccessible, unreserved mapping replaces it (`mmap(MAP_FIXED,
+/// PROT_NONE, MAP_NORESERVE)`); false if the kernel refused (then nothing
+/// changed).
+///
+/// # Safety
+/// `p..p+len` is page-aligned memory of a mapping of ours that nothing uses.
+pub unsafe fn decommit(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's contract; MAP_FIXED replaces only that range.
+    let r = unsafe {
+        syscall6(
+            libc::SYS_mmap,
+            p as usize,
+            len,
+            libc::PROT_NONE as usize,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE)
+                as usize,
+            usize::MAX,
+            0,
+        )
+    };
+    r == p as isize
+}
+
+/// `madvise(p, len, MADV_DONTNEED)`: the pages read as zero when next
+/// touched; whether the kernel agreed.
+///
+/// # Safety
+/// `p..p+len` is page-aligned memory of ours whose contents nobody needs.
+pub unsafe fn dontneed(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe {
+        syscall6(
+            libc::SYS_madvise,
+            p as usize,
+            len,
+            libc::MADV_DONTNEED as usize,
+            0,
+            0,
+            0,
+        ) == 0
+    }
+}
+
 /// `prctl(PR_SET_NAME, name)` for the calling thread.
 pub fn set_thread_name(name: &core::ffi::CStr) {
     // SAFETY: a NUL-terminated name of at most 16 bytes is read.

@@ -128,11 +128,15 @@ pub fn build(
     b.p.duration_nanos = snap.duration_ns as i64;
     b.p.default_sample_type = b.s.get("inuse_space");
     let comment = b.s.get(&format!(
-        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} unwinder={} libgcc_captures={} symbolize_copy_failures={} dump_fallbacks={}",
+        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} large_to_inner={} retained_bytes={} purges={} purged_bytes={} unwinder={} libgcc_captures={} symbolize_copy_failures={} dump_fallbacks={}",
         env!("CARGO_PKG_VERSION"),
         snap.rate,
         crate::engine::buffer::dropped_records() + crate::engine::pressure::dropped_records(),
         crate::engine::sample_heap::fallbacks(),
+        crate::engine::sample_heap::large_to_inner(),
+        crate::engine::sample_heap::retained_bytes(),
+        crate::engine::sample_heap::purges().0,
+        crate::engine::sample_heap::purges().1,
         if crate::engine::stack::fast_unwinder_loaded() {
             "libunwind"
         } else {

@@ -101,8 +101,13 @@ pub fn assert_libunwind_from_the_first_sample(p: &heapprof::profile::proto::Prof
 
 /// Sums the four values of every stack whose leaf function contains `f`.
 pub fn leaf_totals(p: &heapprof::profile::proto::Profile, f: &str) -> [u64; 4] {
+    totals(&heapprof::tallies_of(p), f)
+}
+
+/// [`leaf_totals`] of tallies.
+pub fn totals(tallies: &[heapprof::StackTally], f: &str) -> [u64; 4] {
     let mut t = [0; 4];
-    for s in heapprof::tallies_of(p)
+    for s in tallies
         .iter()
         .filter(|s| s.frames.first().is_some_and(|fr| fr.function.contains(f)))
     {
