@@ -464,10 +464,13 @@ fn push(st: &ThreadState, words: &[u64]) {
     // SAFETY: this thread owns `b` (acquired above or earlier by this thread)
     // and records are at most MAX_WORDS, far below a chunk.
     let full = unsafe { buffer::push(b, words) };
-    // SAFETY: this thread owns `b` (above).
+    let backlog = || {
+        // SAFETY: this thread owns `b` (above).
+        unsafe { buffer::backlog(b) }
+    };
     if full
         && (SELF_DRAIN.load(Ordering::Relaxed)
-            || (BACKLOG_DRAIN.load(Ordering::Relaxed) && unsafe { buffer::backlog(b) } >= BACKLOG))
+            || (BACKLOG_DRAIN.load(Ordering::Relaxed) && backlog() >= BACKLOG))
     {
         aggregate::try_drain();
     }
