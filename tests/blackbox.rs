@@ -735,8 +735,24 @@ fn the_peak_profile_is_served_over_http() {
     };
     let peak = get("/debug/pprof/heap?peak=1");
     let now = get("/debug/pprof/heap");
+    // A signal's dump writes the peak profile beside it.
+    let peak_file = dir.join(format!("heapprof.{}.peak.pb.gz", child.id()));
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR2) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !peak_file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Before the exit, which writes one too.
+    let written_by_the_signal = peak_file.exists();
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
     assert!(common::leaf_totals(&peak, "grow_peak")[3] > 150 << 20);
     assert_eq!(common::leaf_totals(&now, "grow_peak")[3], 0);
+    assert!(
+        written_by_the_signal,
+        "no peak profile beside the signal's dump"
+    );
+    let beside_signal_dump = common::read_profile(&peak_file);
+    assert!(common::leaf_totals(&beside_signal_dump, "grow_peak")[3] > 150 << 20);
 }

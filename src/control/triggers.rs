@@ -772,8 +772,14 @@ pub(crate) fn try_dump() -> Result<Option<PathBuf>, String> {
     // dumper and at-exit callers are C-ABI functions, through which a panic
     // would abort the process. Files are written whole or not at all.
     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::profile::dump::dump_numbered(&prefix)
-            .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p))
+        let written = crate::profile::dump::dump_numbered(&prefix)
+            .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p));
+        // The high point beside every triggered dump (when one is kept;
+        // a failure there says its own line).
+        if written.is_ok() {
+            crate::control::peak::write();
+        }
+        written
     }));
     match written {
         Ok(Ok(p)) => Ok(Some(p)),
