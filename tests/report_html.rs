@@ -253,7 +253,10 @@ fn a_labelled_programs_report_splits_by_label() {
         &[("HEAPPROF_INTERVAL", "0.5"), ("HEAPPROF_RATE", "16384")],
         &["--seconds", "4"],
     );
-    assert!(dumps.len() >= 5, "{} dumps", dumps.len());
+    assert!(dumps.len() >= 6, "{} dumps", dumps.len());
+    // The last interval dump can fall after `main` returned and dropped
+    // everything (an empty profile): the split is read while it runs.
+    let dumps = &dumps[..dumps.len() - 1];
     let html_path = dir.join("report.html");
     let html = report(&dumps, &html_path);
     assert_self_contained(&html);
