@@ -258,7 +258,7 @@ fn a_labelled_programs_report_splits_by_label() {
     // everything (an empty profile): the split is read while it runs.
     let dumps = &dumps[..dumps.len() - 1];
     let html_path = dir.join("report.html");
-    let html = report(&dumps, &html_path);
+    let html = report(dumps, &html_path);
     assert_self_contained(&html);
 
     let page = dom(&dir, &html_path, "#split=route&value=/users");
