@@ -18,10 +18,6 @@ mod common;
 const LEAKED: [u64; 4] = [3, 3000, 3, 3000];
 const CHILDREN_LINE: &str = "HEAPPROF_CHILDREN";
 
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The preload library, built in this test run's profile (so `heapprof run`
 /// finds it next to the `heapprof` binary).
 fn library() -> &'static Path {
@@ -42,25 +38,7 @@ fn out_dir(name: &str) -> PathBuf {
 
 /// `tests/c/NAME.c`, compiled once.
 fn c_program(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = scratch().join(name);
-    if !built.iter().any(|b| b == name) {
-        let out = Command::new("cc")
-            .args(["-O2", "-g", "-o"])
-            .arg(&exe)
-            .arg(workspace().join(format!("tests/c/{name}.c")))
-            .arg("-ldl")
-            .output()
-            .expect("run cc");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        built.push(name.to_string());
-    }
-    exe
+    common::c_program(scratch(), name, &["-ldl"])
 }
 
 /// `tests/c/leaker.c`.

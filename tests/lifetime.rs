@@ -9,17 +9,13 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
 
 /// Longest a program here may run: they all end within a few seconds.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The preload library, built in this test's profile (as `tests/preload.rs`).
 fn library() -> &'static Path {
@@ -36,24 +32,7 @@ fn scratch() -> &'static Path {
 
 /// `tests/c/NAME.c`, compiled once.
 fn program(name: &str) -> PathBuf {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = scratch().join(name);
-    if !exe.exists() {
-        let src = workspace().join(format!("tests/c/{name}.c"));
-        let out = Command::new("cc")
-            .args(["-O2", "-g", "-pthread", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .output()
-            .expect("run cc");
-        assert!(
-            out.status.success(),
-            "cc {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    exe
+    common::c_program(scratch(), name, &["-pthread"])
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -211,3 +211,28 @@ pub fn ensure_report_deps() {
         assert!(status.success(), "scripts/install-report-deps.sh failed");
     });
 }
+
+/// `tests/c/NAME.c` compiled into `dir` with `cc -O2 -g FLAGS`, once per
+/// test binary (later calls reuse it).
+pub fn c_program(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = dir.join(name);
+    if !built.contains(&exe) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+        let out = Command::new("cc")
+            .args(["-O2", "-g", "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .args(flags)
+            .output()
+            .expect("run cc");
+        assert!(
+            out.status.success(),
+            "cc {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        built.push(exe.clone());
+    }
+    exe
+}
