@@ -134,6 +134,33 @@ fn a_process_whose_last_thread_calls_pthread_exit_ends_as_bare() {
     assert_eq!(profiled_pids(&dir).len(), 1);
 }
 
+/// Children forked from a non-main thread while the parent's dumper is
+/// busy (growth dumps every 50 ms) each end as bare: no lock heapprof's
+/// threads take is held in the child (`control::fork_fresh`,
+/// `engine::loader_fence`; a child's new dumper once waited for ever on the
+/// trigger state's lock, then on the loader's, held by the parent's).
+#[test]
+fn children_forked_while_the_dumper_works_end_as_bare() {
+    let prog = program("lastexit");
+    let dir = common::fresh_dir(scratch().join("out-forks"));
+    let expected = run(bare(&prog).arg("forks"), "bare-forks");
+    assert!(
+        expected
+            .stdout
+            .contains("100 of 100 children ended with status 0"),
+        "{expected:?}"
+    );
+    // At rate 1 every allocation unwinds (libunwind inside the fence).
+    for rate in ["524288", "1"] {
+        let mut cmd = preloaded(&prog, &dir);
+        cmd.arg("forks")
+            .env("HEAPPROF_RATE", rate)
+            .env("HEAPPROF_GROWTH", "64k")
+            .env("HEAPPROF_INTERVAL", "0.05");
+        assert_eq!(run(&mut cmd, "lib-forks"), expected, "rate {rate}");
+    }
+}
+
 /// Starts `prog MODE`, waits for its "ready" line, sends SIGTERM, and
 /// returns how it ended.
 fn terminated(mut cmd: Command, what: &str) -> Outcome {

@@ -47,9 +47,9 @@
 use core::cell::UnsafeCell;
 use core::fmt::Write as _;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use crate::control::config;
+use crate::control::fork_fresh::ForkFresh;
 use crate::engine::blackbox as bb;
 use crate::os::raw::LineBuf;
 
@@ -105,7 +105,7 @@ static KEEP: AtomicBool = AtomicBool::new(false);
 static HANDLERS: AtomicBool = AtomicBool::new(false);
 /// The loader's (adds, subs) when the mappings were last written.
 static LOADER_COUNT: AtomicU64 = AtomicU64::new(u64::MAX);
-static REFRESH: Mutex<()> = Mutex::new(());
+pub(crate) static REFRESH: ForkFresh<()> = ForkFresh::new((), || ());
 
 /// Writes one line on stderr, without allocating.
 fn say(mut line: LineBuf<4600>) {
@@ -408,7 +408,7 @@ pub fn refresh_mappings() {
     let Some((base, slots)) = bb::installed() else {
         return;
     };
-    let _turn = REFRESH.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = REFRESH.lock();
     let count = loader_count();
     let maps = crate::profile::mappings::current();
     let bytes = crate::profile::mappings::encode(&maps, bb::MAPS_BYTES);
@@ -458,6 +458,7 @@ fn loader_count() -> u64 {
         1
     }
     let mut v = 0u64;
+    let _inside = crate::engine::loader_fence::enter();
     // SAFETY: the callback writes only `v`, live for the whole call.
     unsafe { libc::dl_iterate_phdr(Some(first), (&mut v as *mut u64).cast()) };
     v

@@ -27,15 +27,15 @@
 //! these triggers start with its first thread.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::control::cgroup::MemCgroup;
+use crate::control::fork_fresh::ForkFresh;
 
 /// How often the dumper looks while a trigger is set.
 pub const POLL: Duration = Duration::from_millis(50);
 
-struct State {
+pub(crate) struct State {
     /// (threshold %, armed), ascending.
     near: Vec<(u64, bool)>,
     growth: Option<u64>,
@@ -47,7 +47,7 @@ struct State {
     pruned_at: u64,
 }
 
-static STATE: Mutex<Option<State>> = Mutex::new(None);
+pub(crate) static STATE: ForkFresh<Option<State>> = ForkFresh::new(None, || None);
 
 impl State {
     fn from_env() -> State {
@@ -113,14 +113,14 @@ pub fn parse_percentages(v: &str) -> Option<Vec<u64>> {
 /// How long the dumper may wait before its next [`tick`]: [`POLL`] while
 /// a near-limit or growth trigger is set.
 pub fn poll_every() -> Option<Duration> {
-    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = STATE.lock();
     let s = g.get_or_insert_with(State::from_env);
     (!s.near.is_empty() || s.growth.is_some()).then_some(POLL)
 }
 
 /// The dumper's periodic call (see the module doc).
 pub fn tick() {
-    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = STATE.lock();
     let s = g.get_or_insert_with(State::from_env);
     let now = in_use_estimate();
     crate::control::peak::tick(now);

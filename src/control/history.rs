@@ -17,9 +17,9 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::control::fork_fresh::ForkFresh;
 use crate::profile::proto::Profile;
 
 /// Profiles kept, and drawn in a report.
@@ -30,19 +30,19 @@ pub const CAPACITY: usize = 60;
 /// service nobody asked for profiles still covers its last hour.
 pub const PERIOD: Duration = Duration::from_secs(60);
 
-struct Taken {
+pub(crate) struct Taken {
     time_nanos: i64,
     trigger: &'static str,
     gz: Vec<u8>,
 }
 
-static RING: Mutex<VecDeque<Taken>> = Mutex::new(VecDeque::new());
+pub(crate) static RING: ForkFresh<VecDeque<Taken>> = ForkFresh::new(VecDeque::new(), VecDeque::new);
 
 /// Keeps `p` (taken for `trigger`: `http`, `report`, `history`), dropping the oldest
 /// beyond [`CAPACITY`].
 pub fn record(p: &Profile, trigger: &'static str) {
     let gz = crate::profile::output::encode_gz(p);
-    let mut ring = RING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut ring = RING.lock();
     if ring.len() >= CAPACITY {
         ring.pop_front();
     }
@@ -58,7 +58,7 @@ pub fn record(p: &Profile, trigger: &'static str) {
 /// is due. `now_nanos` is the Unix time.
 pub fn due(now_nanos: i64, period: Duration) -> bool {
     let newest_kept = {
-        let ring = RING.lock().unwrap_or_else(|e| e.into_inner());
+        let ring = RING.lock();
         ring.back().map_or(0, |t| t.time_nanos)
     };
     let newest_file = numbered_dumps(&crate::control::triggers::out_prefix(), 1)
@@ -113,7 +113,7 @@ fn numbered_dumps(prefix: &Path, n: usize) -> Vec<PathBuf> {
 pub fn recent() -> Vec<(String, &'static str, Vec<u8>)> {
     let mut all: Vec<(i64, String, &'static str, Vec<u8>)> = Vec::new();
     {
-        let ring = RING.lock().unwrap_or_else(|e| e.into_inner());
+        let ring = RING.lock();
         for (i, t) in ring.iter().enumerate() {
             all.push((
                 t.time_nanos,

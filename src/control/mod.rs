@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod config;
 pub(crate) mod copy_dump;
 pub mod dump_signal;
+pub(crate) mod fork_fresh;
 pub mod heap_triggers;
 pub mod history;
 pub mod http;

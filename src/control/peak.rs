@@ -16,18 +16,18 @@
 //! near-limit and growth triggers write ([`crate::control::heap_triggers`])
 //! and at exit when a peak was kept.
 
-use std::sync::Mutex;
+use crate::control::fork_fresh::ForkFresh;
 
 use crate::profile::snapshot::Snapshot;
 
 /// (estimated in-use bytes, the tallies then).
-static PEAK: Mutex<Option<(u64, Snapshot)>> = Mutex::new(None);
+pub(crate) static PEAK: ForkFresh<Option<(u64, Snapshot)>> = ForkFresh::new(None, || None);
 static AT_EXIT: std::sync::Once = std::sync::Once::new();
 
 /// Keeps a new peak if the heap (`in_use`, estimated now) passed the kept
 /// one by enough (see the module doc).
 pub fn tick(in_use: u64) {
-    let mut g = PEAK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = PEAK.lock();
     let kept = g.as_ref().map_or(0, |p| p.0);
     if in_use > kept + (kept / 8).max(1 << 20) {
         let mut snap = crate::profile::snapshot::take();
@@ -47,7 +47,7 @@ pub fn tick(in_use: u64) {
 /// The heap profile at the highest estimated in-use heap so far (None
 /// before the dumper has seen any growth, or without memory for it).
 pub fn peak_profile() -> Option<crate::profile::proto::Profile> {
-    let snap = PEAK.lock().unwrap_or_else(|e| e.into_inner()).clone()?.1;
+    let snap = PEAK.lock().clone()?.1;
     let mut p = crate::profile::dump::profile_from(Some(&snap))?;
     p.comment.push(p.string_table.len() as i64);
     p.string_table

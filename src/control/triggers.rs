@@ -835,7 +835,9 @@ extern "C" fn fork_prepare() {
         Box::new(crate::engine::labels::lock()),
         Box::new(crate::profile::symbolize::lock()),
         Box::new(settings()),
+        Box::new(crate::profile::settings::lock()),
     ];
+    crate::engine::loader_fence::close_for_fork();
     // SAFETY: see ForkGuards.
     unsafe { *FORK_GUARDS.held.get() = guards };
     core::mem::forget(busy);
@@ -853,11 +855,21 @@ fn release_fork_guards() {
 }
 
 extern "C" fn fork_parent() {
+    crate::engine::loader_fence::open_after_fork(false);
     release_fork_guards();
 }
 
 extern "C" fn fork_child() {
+    crate::engine::loader_fence::open_after_fork(true);
     release_fork_guards();
+    // SAFETY: this is the child handler: one thread, this one, which holds
+    // none of these (the invariant of `crate::control::fork_fresh`).
+    unsafe {
+        crate::control::heap_triggers::STATE.renew_in_child();
+        crate::control::peak::PEAK.renew_in_child();
+        crate::control::history::RING.renew_in_child();
+        crate::control::blackbox::REFRESH.renew_in_child();
+    }
     let _busy = thread_state::current().enter();
     crate::control::http::after_fork_child();
     crate::profile::output::reset_sequence();

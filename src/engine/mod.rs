@@ -40,6 +40,7 @@ pub mod blackbox;
 pub(crate) mod buffer;
 pub mod copy_arena;
 pub mod labels;
+pub mod loader_fence;
 pub(crate) mod pressure;
 pub(crate) mod record;
 pub mod sample_heap;

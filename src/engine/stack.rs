@@ -15,6 +15,9 @@
 //!   decodes unwind tables on every frame. Such captures are counted
 //!   ([`libgcc_captures`], in each profile's comment).
 //!
+//! libunwind is called inside [`crate::engine::loader_fence`], which a
+//! fork closes: meanwhile libgcc's unwinder serves.
+//!
 //! Neither takes a lock of ours; anything an unwinder allocates (its caches,
 //! first use of an object's tables) goes to the inner allocator because the
 //! caller is marked busy.
@@ -94,11 +97,13 @@ pub fn capture(out: &mut [u64], hook_marker: usize) -> usize {
 pub fn capture_in_hook(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usize {
     let fast = UNW_BACKTRACE.load(Ordering::Acquire);
     if !fast.is_null() && hook_marker != 0 {
-        // SAFETY: UNW_BACKTRACE only ever holds libunwind's unw_backtrace.
-        let f: UnwBacktrace = unsafe { core::mem::transmute::<*mut (), UnwBacktrace>(fast) };
-        let n = unwind_fast(f, out);
-        if n != 0 {
-            return keep_after(out, n, 1);
+        if let Some(_inside) = crate::engine::loader_fence::try_enter() {
+            // SAFETY: UNW_BACKTRACE only ever holds libunwind's unw_backtrace.
+            let f: UnwBacktrace = unsafe { core::mem::transmute::<*mut (), UnwBacktrace>(fast) };
+            let n = unwind_fast(f, out);
+            if n != 0 {
+                return keep_after(out, n, 1);
+            }
         }
     }
     // libgcc (libunwind not loaded yet): the marker finds the hook's frame.
@@ -111,11 +116,15 @@ pub fn capture_in_hook(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usiz
 fn capture_below(out: &mut [MaybeUninit<u64>], hook_marker: usize, own_frames: usize) -> usize {
     let fast = UNW_BACKTRACE.load(Ordering::Acquire);
     if !fast.is_null() {
-        // SAFETY: UNW_BACKTRACE only ever holds libunwind's unw_backtrace.
-        let f: UnwBacktrace = unsafe { core::mem::transmute::<*mut (), UnwBacktrace>(fast) };
-        let skip = if hook_marker != 0 { own_frames } else { 1 };
-        if let Some(n) = capture_libunwind(f, out, skip) {
-            return n;
+        // While a fork is under way libgcc's unwinder serves (see
+        // crate::engine::loader_fence).
+        if let Some(_inside) = crate::engine::loader_fence::try_enter() {
+            // SAFETY: UNW_BACKTRACE only ever holds libunwind's unw_backtrace.
+            let f: UnwBacktrace = unsafe { core::mem::transmute::<*mut (), UnwBacktrace>(fast) };
+            let skip = if hook_marker != 0 { own_frames } else { 1 };
+            if let Some(n) = capture_libunwind(f, out, skip) {
+                return n;
+            }
         }
     } else {
         LIBGCC_CAPTURES.fetch_add(1, Ordering::Relaxed);

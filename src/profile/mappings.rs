@@ -135,6 +135,7 @@ struct Object {
 
 fn loaded_objects() -> Vec<Object> {
     let mut out: Vec<Object> = Vec::new();
+    let _inside = crate::engine::loader_fence::enter();
     // SAFETY: the callback only reads the phdr info handed to it, and `data`
     // is our `out` vector, live for the whole call.
     unsafe {

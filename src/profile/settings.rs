@@ -44,6 +44,12 @@ fn values() -> std::sync::MutexGuard<'static, Values> {
     crate::engine::copy_arena::lock(&VALUES)
 }
 
+/// Held by the `pthread_atfork` prepare handler, so the child never
+/// inherits it held (the values are the child's too).
+pub fn lock() -> std::sync::MutexGuard<'static, impl Sized> {
+    crate::engine::copy_arena::lock(&VALUES)
+}
+
 /// Whether dumps resolve symbols in-process (`HEAPPROF_SYMBOLIZE`).
 pub fn symbolize_enabled() -> bool {
     values().symbolize

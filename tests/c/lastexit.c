@@ -7,6 +7,10 @@
  *   single     no thread at all: main calls pthread_exit
  *   fork       a thread forks; the child (that thread alone) calls
  *              pthread_exit; the parent reports the child's status
+ *   forks      while a thread grows the heap (so the dumper is busy
+ *              taking growth dumps), another forks 100 children in turn,
+ *              each calling pthread_exit as in fork; a child not ended
+ *              within 10 s is killed and reported
  *   term       main calls pthread_exit; the thread waits for SIGTERM (its
  *              handler sets a flag), prints "got SIGTERM" and ends
  *   pause      main calls pthread_exit; the thread waits in pause() for ever
@@ -78,6 +82,44 @@ static void *forks(void *arg) {
   return NULL;
 }
 
+static volatile int stop_growing;
+
+static void *grows(void *arg) {
+  (void)arg;
+  while (!stop_growing) {
+    sink = malloc(256 << 10); /* kept */
+    memset(sink, 1, 4096);
+    usleep(10000);
+  }
+  return NULL;
+}
+
+static void *forks_many(void *arg) {
+  (void)arg;
+  int ok = 0;
+  fflush(stdout);
+  for (int i = 0; i < 100; i++) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      for (int j = 0; j < 100; j++) free(malloc(100 + j));
+      pthread_exit(NULL);
+    }
+    int st = -1;
+    for (int waited = 0; waitpid(pid, &st, WNOHANG) == 0; waited++) {
+      if (waited == 10000) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        printf("child %d hung\n", i);
+        break;
+      }
+      usleep(1000);
+    }
+    ok += WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  }
+  printf("%d of 100 children ended with status 0\n", ok);
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "main";
   pthread_t t;
@@ -91,6 +133,13 @@ int main(int argc, char **argv) {
   } else if (!strcmp(mode, "fork")) {
     pthread_create(&t, NULL, forks, NULL);
     pthread_join(t, NULL);
+  } else if (!strcmp(mode, "forks")) {
+    pthread_t g;
+    pthread_create(&g, NULL, grows, NULL);
+    pthread_create(&t, NULL, forks_many, NULL);
+    pthread_join(t, NULL);
+    stop_growing = 1;
+    pthread_join(g, NULL);
   } else if (!strcmp(mode, "term")) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
