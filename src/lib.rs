@@ -194,7 +194,10 @@ pub fn set_rate(rate: u64) {
 /// (`HEAPPROF_OUT`, default `./heapprof`); returns its path.
 pub fn dump() -> std::io::Result<std::path::PathBuf> {
     fed()?;
-    profile::dump::dump_numbered(&control::triggers::out_prefix())
+    profile::dump::dump_numbered(
+        &control::triggers::out_prefix(),
+        profile::dump::Trigger::Code,
+    )
 }
 
 /// Runs `f` while holding every lock heapprof's dump path takes. Only for

@@ -647,6 +647,12 @@ fn near_limit_dumps_come_before_the_oom_kill() {
     let dumps = dumps_with_comments(&dir);
     assert_eq!(dumps.len(), 2, "{dumps:#?}");
     for ((path, comment), pct) in dumps.iter().zip([50, 80]) {
+        // What took it, and the limit reports draw beside the heap.
+        assert!(
+            comment.contains("trigger=near_limit")
+                && comment.contains(&format!("memory_limit={}", LIMIT_MIB << 20)),
+            "{comment}"
+        );
         assert!(
             comment.contains("heapprof trigger: HEAPPROF_NEAR_LIMIT: memory")
                 && comment.contains(&format!(

@@ -102,7 +102,7 @@ fn values(json: &str) -> Vec<f64> {
 fn prometheus_sees_the_leaking_route_rise_and_the_churning_route_stay_flat() {
     common::ensure_report_deps();
     let dir = common::temp_dir("metrics-prometheus");
-    let (_service, port) = start_service(&dir);
+    let (service, port) = start_service(&dir);
 
     // The page itself, as promtool reads it, once both routes have live
     // samples.
@@ -236,5 +236,32 @@ fn prometheus_sees_the_leaking_route_rise_and_the_churning_route_stay_flat() {
         page.contains("heapprof_dumps_total{trigger=\"http\"} 1")
             && page.contains("heapprof_dumps_total{trigger=\"history\"} 1"),
         "{page}"
+    );
+    // A dump on the signal is counted as one, and says so in its file.
+    // SAFETY: kill(2) on the service's pid, a child still alive (Killed).
+    let sent = unsafe { libc::kill(service.0.id() as i32, libc::SIGUSR2) };
+    assert_eq!(sent, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = get(port, "/metrics").unwrap();
+        if page.contains("heapprof_dumps_total{trigger=\"signal\"} 1") {
+            assert!(
+                page.contains("heapprof_dumps_total{trigger=\"interval\"} 0"),
+                "{page}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dumps = common::dumps(&dir);
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    let p = common::read_profile(&dumps[0].2);
+    assert!(
+        p.comment
+            .iter()
+            .any(|&c| p.string_table[c as usize] == "trigger=signal"),
+        "{:?}",
+        p.string_table
     );
 }

@@ -244,6 +244,57 @@ fn a_leaking_programs_report_draws_the_leak() {
     assert!(colours > 30, "{colours} colours: the screenshot is blank");
 }
 
+/// A program that grows to 200 MiB, frees it and keeps 8 MiB: with its
+/// peak profile the report has a flame graph of the peak holding the
+/// growth, which the end's lacks; the header counts the dumps' triggers.
+#[test]
+fn the_report_draws_the_peak_and_says_what_took_each_dump() {
+    let dir = common::temp_dir("report-peak");
+    let out = common::clean_command(common::example("oom_leak"))
+        .arg("peak")
+        .env("HEAPPROF_OUT", dir.join("heap"))
+        .env("HEAPPROF_AT_EXIT", "1")
+        .env("HEAPPROF_INTERVAL", "0.5")
+        .env("PEAK_OUT", dir.join("from-code.pb"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut files: Vec<PathBuf> = common::dumps(&dir).into_iter().map(|(_, _, p)| p).collect();
+    let n = files.len();
+    assert!(n >= 3, "{n} dumps");
+    let pid = common::dumps(&dir)[0].0;
+    files.push(dir.join(format!("heap.{pid}.peak.pb.gz")));
+    // The first dump as if taken in a cgroup limited to 400 MiB (a real
+    // one records it: tests/blackbox.rs): the page draws the limit.
+    let mut first = common::read_profile(&files[0]);
+    first.comment.push(first.string_table.len() as i64);
+    first
+        .string_table
+        .push(format!("memory_limit={}", 400u64 << 20));
+    std::fs::write(&files[0], prost::Message::encode_to_vec(&first)).unwrap();
+    let html_path = dir.join("report.html");
+    report(&files, &html_path);
+    let page = dom(&dir, &html_path, "");
+    // The peak is not a point of the series.
+    assert_drew(&page, n);
+    let peak = section(&page, "flame-peak", "status");
+    assert!(peak.contains("grow_peak"), "{peak}");
+    let end = section(&page, "flame-end", "flame-growth");
+    assert!(
+        !end.contains("grow_peak") && end.contains("leak_known"),
+        "{end}"
+    );
+    assert!(page.contains("id=\"limit-line\""), "no limit line");
+    let limit = section(&page, "limit-legend", "verdict-note");
+    assert!(limit.contains("cgroup memory limit 400.0 MiB"), "{limit}");
+    assert!(
+        page.contains(&format!("interval ×{}", n - 1)) && page.contains("exit ×1"),
+        "{}",
+        section(&page, "app", "chart")
+    );
+}
+
 #[test]
 fn a_labelled_programs_report_splits_by_label() {
     let dir = common::temp_dir("report-labels");

@@ -111,6 +111,12 @@ impl MemCgroup {
     }
 }
 
+/// The tightest memory limit of this process's cgroup (what each profile
+/// records, for reports to draw beside the heap and RSS).
+pub fn own_limit() -> Option<u64> {
+    MemCgroup::of(crate::os::pid())?.tightest_limit()
+}
+
 impl MemCgroup {
     /// The memory in use, as the innermost cgroup counts it.
     pub fn usage(&self) -> Option<u64> {

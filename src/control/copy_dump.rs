@@ -25,6 +25,7 @@ use core::sync::atomic::Ordering;
 
 use crate::engine::thread_state;
 use crate::os::raw;
+use crate::profile::dump::Trigger;
 
 /// What a copy of the process reports back after a dump for the watcher:
 /// the words of the header ([`REPORT_WORDS`] `u64`s: magic, profile
@@ -45,6 +46,9 @@ const RETRY_GAPS_NS: [u64; 2] = [20_000_000, 200_000_000];
 /// A dump no copy could make, kept for whoever can make it next: the
 /// watcher at its next wake-up ([`retry_due`]), the dumper thread when it
 /// takes over, or the exit ([`take_deferred`]).
+/// What the dump being made is for, read in the copy (an index into
+/// [`Trigger::ALL`]).
+static TRIGGER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 static DEFERRED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Has a copy of the process write the next profile, and moves this
@@ -55,7 +59,8 @@ static DEFERRED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool
 /// [`DEFERRED`]), never lost. Every dump that needed more than the first
 /// series of copies is counted (`dump_fallbacks=` in the profile comment).
 /// Raw system calls and atomics only.
-pub fn run() {
+pub fn run(trigger: Trigger) {
+    TRIGGER.store(trigger as usize, Ordering::Relaxed);
     // A deferred dump stays deferred until a copy has made it, so that the
     // exit handler or the dumper thread can still take it meanwhile.
     let retrying = DEFERRED.load(Ordering::Acquire);
@@ -168,7 +173,9 @@ fn say_error(line: &[u8]) {
 fn copy_dump(sink: &mut crate::profile::copy_process::Sink) {
     let _busy = thread_state::current().enter();
     let (raw0, skipped0) = crate::engine::pressure::dumps_degraded();
-    let (wrote, err) = match crate::control::triggers::try_dump() {
+    let (wrote, err) = match crate::control::triggers::try_dump(
+        Trigger::from_index(TRIGGER.load(Ordering::Relaxed)).unwrap_or(Trigger::Signal),
+    ) {
         Ok(p) => (p.is_some(), String::new()),
         Err(e) => (false, e),
     };

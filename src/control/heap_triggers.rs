@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use crate::control::cgroup::MemCgroup;
 use crate::control::fork_fresh::ForkFresh;
+use crate::profile::dump::Trigger;
 
 /// How often the dumper looks while a trigger is set.
 pub const POLL: Duration = Duration::from_millis(50);
@@ -126,7 +127,7 @@ pub fn tick() {
     crate::control::peak::tick(now);
     if let Some(step) = s.growth {
         if now >= s.growth_base.saturating_add(step) {
-            dump(&format!(
+            dump(Trigger::Growth, &format!(
                 "heapprof trigger: HEAPPROF_GROWTH={step}: estimated in-use heap {} MiB, {} MiB over the last growth dump",
                 now >> 20,
                 (now - s.growth_base) >> 20
@@ -151,7 +152,7 @@ pub fn tick() {
                 }
             }
             if let Some(p) = crossed {
-                dump(&format!(
+                dump(Trigger::NearLimit, &format!(
                     "heapprof trigger: HEAPPROF_NEAR_LIMIT: memory {} MiB is {}% of the {what} {} MiB (threshold {p}%)",
                     used >> 20,
                     used * 100 / limit.max(1),
@@ -169,11 +170,13 @@ pub fn tick() {
     }
 }
 
-fn dump(why: &str) {
+fn dump(trigger: Trigger, why: &str) {
     crate::control::peak::write();
-    if let Err(e) =
-        crate::profile::dump::dump_numbered_because(&crate::control::triggers::out_prefix(), why)
-    {
+    if let Err(e) = crate::profile::dump::dump_numbered_because(
+        &crate::control::triggers::out_prefix(),
+        trigger,
+        Some(why),
+    ) {
         if e.kind() != std::io::ErrorKind::OutOfMemory {
             crate::control::triggers::say(&format!(
                 "heapprof: a triggered dump failed: {e} (set HEAPPROF_OUT to a path prefix in a writable directory)"

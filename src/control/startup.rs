@@ -95,6 +95,7 @@ pub fn start_with(before_triggers: fn()) {
         crate::control::blackbox::start();
         before_triggers();
         crate::profile::settings::set_loader(triggers::load_settings);
+        crate::profile::settings::set_memory_limit_source(crate::control::cgroup::own_limit);
         triggers::start();
         crate::control::blackbox::after_triggers();
         STARTED.store(true, Ordering::Release);

@@ -66,6 +66,7 @@ use crate::control::dump_signal::{self, Why};
 use crate::control::{lifetime, watcher};
 use crate::engine::thread_state;
 use crate::os::{fds, raw};
+use crate::profile::dump::Trigger;
 
 struct Settings {
     config: Config,
@@ -450,7 +451,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     dump_signal::set_dumper_thread();
     // A dump the watcher's copies could not make: made here, in-process.
     if crate::control::copy_dump::take_deferred() {
-        dump_now();
+        dump_now(Trigger::Deferred);
     }
     // The mask this thread was created with (all but glibc's internal
     // signals); it waits in it minus the dump signal.
@@ -501,12 +502,12 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         let wait = wait.max(Duration::from_millis(5));
         let dump = wait_for_wake(Some(wait.as_nanos().min(u64::MAX as u128) as u64), &base);
         if dump {
-            dump_now();
+            dump_now(Trigger::Signal);
         }
         let now = Instant::now();
         if let (Some(t), Some(every)) = (next_interval, interval) {
             if now >= t {
-                dump_now();
+                dump_now(Trigger::Interval);
                 next_interval = Some(t + every).filter(|&n| n > now).or(Some(now + every));
             }
         }
@@ -582,10 +583,10 @@ pub(crate) fn wait_for_wake(timeout_ns: Option<u64>, base: &libc::sigset_t) -> b
 /// (formatted here, without allocating) and, if asked, a dump, made by a
 /// copy of the process whose report moves this process's state on. Raw
 /// system calls and atomics only.
-pub(crate) fn watcher_round(dump: bool) {
+pub(crate) fn watcher_round(dump: Option<Trigger>) {
     watcher_say_pending();
-    if dump {
-        crate::control::copy_dump::run();
+    if let Some(trigger) = dump {
+        crate::control::copy_dump::run(trigger);
         // A dump short of memory has a line to say.
         watcher_say_pending();
     }
@@ -739,8 +740,8 @@ pub fn handler_signal() -> i32 {
 
 /// Writes the next numbered profile now, reporting (once per distinct
 /// problem) any failure. Returns the path written.
-pub fn dump_now() -> Option<PathBuf> {
-    let line = match try_dump() {
+pub fn dump_now(trigger: Trigger) -> Option<PathBuf> {
+    let line = match try_dump(trigger) {
         Ok(p) => {
             if p.is_some() {
                 if let Some(s) = settings().as_mut() {
@@ -764,7 +765,7 @@ pub fn dump_now() -> Option<PathBuf> {
 /// Writes the next numbered profile: its path, `None` when memory is short
 /// (said once elsewhere, with the other low-memory events), or the line
 /// that says what went wrong.
-pub(crate) fn try_dump() -> Result<Option<PathBuf>, String> {
+pub(crate) fn try_dump(trigger: Trigger) -> Result<Option<PathBuf>, String> {
     let prefix = out_prefix();
     // Threads profiles (when threads are tracked) share the heap profile's
     // number. A panic inside heapprof (a bug, or a library that panics on
@@ -772,7 +773,7 @@ pub(crate) fn try_dump() -> Result<Option<PathBuf>, String> {
     // dumper and at-exit callers are C-ABI functions, through which a panic
     // would abort the process. Files are written whole or not at all.
     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let written = crate::profile::dump::dump_numbered(&prefix)
+        let written = crate::profile::dump::dump_numbered(&prefix, trigger)
             .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p));
         // The high point beside every triggered dump (when one is kept;
         // a failure there says its own line).
@@ -804,11 +805,11 @@ extern "C" fn at_exit() {
     print_pending();
     // A dump the watcher's copies could not make: made here, in-process.
     if crate::control::copy_dump::take_deferred() {
-        dump_now();
+        dump_now(Trigger::Deferred);
     }
     let wanted = ensure(&mut settings()).config.at_exit;
     if wanted {
-        dump_now();
+        dump_now(Trigger::Exit);
     }
     if let Some(line) = crate::engine::pressure::take_note() {
         say(&line);

@@ -56,6 +56,7 @@
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use crate::os::raw;
+use crate::profile::dump::Trigger;
 
 /// The watcher's stack: a dump runs on (a copy of) it, so as big as a
 /// thread's default; untouched pages cost nothing.
@@ -239,10 +240,16 @@ extern "C" fn main() -> ! {
             }
             raw::exit_thread();
         }
-        let mut dump = asked || deferred;
+        let mut dump = if asked {
+            Some(Trigger::Signal)
+        } else if deferred {
+            Some(Trigger::Deferred)
+        } else {
+            None
+        };
         let now = raw::monotonic_ns();
         if next_interval != 0 && now >= next_interval {
-            dump = true;
+            dump = dump.or(Some(Trigger::Interval));
             next_interval += every;
             if next_interval <= now {
                 next_interval = now + every;

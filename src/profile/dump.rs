@@ -69,7 +69,10 @@ pub fn profile_from(kept: Option<&snapshot::Snapshot>) -> Option<proto::Profile>
     }
     // What the process holds besides the heap heapprof sees: reports
     // compare the two.
-    let rss_anon = crate::os::rss_anon_bytes();
+    let facts = pprof::ProcessFacts {
+        rss_anon: crate::os::rss_anon_bytes(),
+        memory_limit: crate::profile::settings::memory_limit(),
+    };
     let now;
     let snap = match kept {
         Some(s) => s,
@@ -79,9 +82,9 @@ pub fn profile_from(kept: Option<&snapshot::Snapshot>) -> Option<proto::Profile>
         }
     };
     Some(if symbolized {
-        symbolize::with(|sym| pprof::build(snap, Some(sym), &maps, rss_anon))
+        symbolize::with(|sym| pprof::build(snap, Some(sym), &maps, &facts))
     } else {
-        pprof::build(snap, None, &maps, rss_anon)
+        pprof::build(snap, None, &maps, &facts)
     })
 }
 
@@ -92,13 +95,22 @@ pub fn profile() -> proto::Profile {
 }
 
 fn try_profile_gz() -> io::Result<Vec<u8>> {
-    try_profile_gz_because(None)
+    try_profile_gz_because(None, None)
 }
 
-/// The gzipped profile, with `why` (what triggered it) as one more comment.
-fn try_profile_gz_because(why: Option<&str>) -> io::Result<Vec<u8>> {
+/// The gzipped profile, with comments saying what took it (`trigger=NAME`)
+/// and why, in words.
+fn try_profile_gz_because(trigger: Option<Trigger>, why: Option<&str>) -> io::Result<Vec<u8>> {
     let _busy = thread_state::current().enter();
     let mut p = try_profile().ok_or_else(out_of_memory)?;
+    if let Some(t) = trigger {
+        p.comment.push(p.string_table.len() as i64);
+        p.string_table.push(format!(
+            "{}{}",
+            crate::profile::pprof::TRIGGER_KEY,
+            t.name()
+        ));
+    }
     if let Some(why) = why {
         p.comment.push(p.string_table.len() as i64);
         p.string_table.push(why.to_string());
@@ -128,30 +140,48 @@ pub fn dump_to(path: impl AsRef<Path>) -> io::Result<()> {
     output::write_atomic(path.as_ref(), &try_profile_gz()?)
 }
 
-/// Writes the next `PREFIX.PID.SEQ.pb.gz`; returns its path.
-pub fn dump_numbered(prefix: &Path) -> io::Result<PathBuf> {
-    let _busy = thread_state::current().enter();
-    let path = output::write_numbered(prefix, &try_profile_gz()?)?;
-    count_dump(Trigger::File);
-    Ok(path)
+/// Writes the next `PREFIX.PID.SEQ.pb.gz`, taken for `trigger` (said in
+/// its comment, and counted); returns its path.
+pub fn dump_numbered(prefix: &Path, trigger: Trigger) -> io::Result<PathBuf> {
+    dump_numbered_because(prefix, trigger, None)
 }
 
-/// What a counted profile was taken for (`heapprof_dumps_total{trigger}`).
+/// What a profile was taken for: each counts in its own
+/// `heapprof_dumps_total{trigger}`, and a numbered dump says it in its
+/// comment (`trigger=NAME`), which `heapprof report` shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
-    /// A numbered dump file (interval, signal, exit, or from code).
-    File = 0,
+    /// The dump signal (`SIGUSR2`, `HEAPPROF_SIGNAL`).
+    Signal = 0,
+    /// `HEAPPROF_INTERVAL`.
+    Interval = 1,
+    /// The exit dump (`HEAPPROF_AT_EXIT`).
+    Exit = 2,
+    /// The program's own call (`heapprof::dump()`).
+    Code = 3,
+    /// `HEAPPROF_GROWTH`.
+    Growth = 4,
+    /// `HEAPPROF_NEAR_LIMIT`.
+    NearLimit = 5,
+    /// One the watcher's copies could not make, made later.
+    Deferred = 6,
     /// A profile served over HTTP.
-    Http = 1,
+    Http = 7,
     /// A profile taken for `/debug/pprof/report`.
-    Report = 2,
+    Report = 8,
     /// A periodic profile for that report's history.
-    History = 3,
+    History = 9,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 4] = [
-        Trigger::File,
+    pub const ALL: [Trigger; 10] = [
+        Trigger::Signal,
+        Trigger::Interval,
+        Trigger::Exit,
+        Trigger::Code,
+        Trigger::Growth,
+        Trigger::NearLimit,
+        Trigger::Deferred,
         Trigger::Http,
         Trigger::Report,
         Trigger::History,
@@ -159,11 +189,22 @@ impl Trigger {
 
     pub fn name(self) -> &'static str {
         match self {
-            Trigger::File => "file",
+            Trigger::Signal => "signal",
+            Trigger::Interval => "interval",
+            Trigger::Exit => "exit",
+            Trigger::Code => "code",
+            Trigger::Growth => "growth",
+            Trigger::NearLimit => "near_limit",
+            Trigger::Deferred => "deferred",
             Trigger::Http => "http",
             Trigger::Report => "report",
             Trigger::History => "history",
         }
+    }
+
+    /// The trigger at `i` of [`Trigger::ALL`] (for one kept in an atomic).
+    pub fn from_index(i: usize) -> Option<Trigger> {
+        Trigger::ALL.get(i).copied()
     }
 }
 
@@ -181,10 +222,16 @@ pub fn dumps(t: Trigger) -> u64 {
     DUMPS[t as usize].load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// [`dump_numbered`] with a comment saying what triggered the dump.
-pub fn dump_numbered_because(prefix: &Path, why: &str) -> io::Result<PathBuf> {
+/// [`dump_numbered`] with one more comment saying why, in words.
+pub fn dump_numbered_because(
+    prefix: &Path,
+    trigger: Trigger,
+    why: Option<&str>,
+) -> io::Result<PathBuf> {
     let _busy = thread_state::current().enter();
-    output::write_numbered(prefix, &try_profile_gz_because(Some(why))?)
+    let path = output::write_numbered(prefix, &try_profile_gz_because(Some(trigger), why)?)?;
+    count_dump(trigger);
+    Ok(path)
 }
 
 #[cfg(test)]

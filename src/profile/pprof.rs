@@ -48,6 +48,20 @@ use crate::profile::symbolize::{trim_point, Frame, Symbolizer};
 /// The comment recording the process's `RssAnon` in bytes:
 /// `rss_anon=BYTES`, a comment of its own.
 pub const RSS_ANON_KEY: &str = "rss_anon=";
+/// The comment recording the memory limit of the process's cgroup:
+/// `memory_limit=BYTES`, a comment of its own.
+pub const MEMORY_LIMIT_KEY: &str = "memory_limit=";
+/// The comment saying what took a numbered dump: `trigger=NAME`.
+pub const TRIGGER_KEY: &str = "trigger=";
+
+/// What the process held when the snapshot was taken, beside the heap.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessFacts {
+    /// Resident anonymous memory (`RssAnon`).
+    pub rss_anon: Option<u64>,
+    /// The tightest memory limit of its cgroup and their ancestors.
+    pub memory_limit: Option<u64>,
+}
 
 #[derive(Default)]
 pub(crate) struct Strings {
@@ -99,14 +113,14 @@ const RAW_DROP_FRAMES: &str = concat!(
 );
 
 /// Builds the profile; symbolized with `sym`, raw without. `maps` are the
-/// process's executable mappings; `rss_anon` is the process's resident
-/// anonymous memory when the snapshot was taken, recorded in the comment
-/// (`rss_anon=BYTES`) for readers to compare with the heap.
+/// process's executable mappings; `facts` (resident anonymous memory,
+/// cgroup limit) go in comments of their own (`rss_anon=BYTES`,
+/// `memory_limit=BYTES`) for readers to compare with the heap.
 pub fn build(
     snap: &Snapshot,
     mut sym: Option<&mut Symbolizer>,
     maps: &[Mapping],
-    rss_anon: Option<u64>,
+    facts: &ProcessFacts,
 ) -> proto::Profile {
     let symbolized = sym.is_some();
     if let Some(sym) = sym.as_deref_mut() {
@@ -147,9 +161,14 @@ pub fn build(
         crate::engine::pressure::dump_fallbacks()
     ));
     b.p.comment.push(comment);
-    if let Some(rss) = rss_anon {
-        let fact = b.s.get(&format!("{RSS_ANON_KEY}{rss}"));
-        b.p.comment.push(fact);
+    for (key, value) in [
+        (RSS_ANON_KEY, facts.rss_anon),
+        (MEMORY_LIMIT_KEY, facts.memory_limit),
+    ] {
+        if let Some(v) = value {
+            let fact = b.s.get(&format!("{key}{v}"));
+            b.p.comment.push(fact);
+        }
     }
     b.add_mappings(symbolized);
     let (k_bytes, k_age) = (b.s.get("bytes"), b.s.get("age"));

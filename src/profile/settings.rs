@@ -2,7 +2,9 @@
 //! the process-wide labels. The control layer owns the configuration and
 //! pushes these down ([`set`]) whenever it loads or changes it; it also
 //! registers a loader ([`set_loader`]) that a profile taken before any
-//! configuration was read calls first. Profile writing never names control.
+//! configuration was read calls first, and the source of the memory limit
+//! recorded in each profile ([`set_memory_limit_source`]). Profile writing
+//! never names control.
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::Mutex;
@@ -18,6 +20,7 @@ static VALUES: Mutex<Values> = Mutex::new(Values {
 });
 static SET: AtomicBool = AtomicBool::new(false);
 static LOADER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+static LIMIT: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Sets what profiles take from the configuration (control calls this).
 pub fn set(symbolize: bool, labels: Vec<(String, String)>) {
@@ -30,6 +33,25 @@ pub fn set(symbolize: bool, labels: Vec<(String, String)>) {
 /// Registers the function that reads the configuration and calls [`set`].
 pub fn set_loader(load: fn()) {
     LOADER.store(load as *mut (), Ordering::Release);
+}
+
+/// Registers the function that reads the process's memory limit (its
+/// cgroup's), recorded in each profile.
+pub fn set_memory_limit_source(read: fn() -> Option<u64>) {
+    LIMIT.store(read as *mut (), Ordering::Release);
+}
+
+/// The process's memory limit, if a source is registered and finds one.
+pub fn memory_limit() -> Option<u64> {
+    let read = LIMIT.load(Ordering::Acquire);
+    if read.is_null() {
+        return None;
+    }
+    // SAFETY: LIMIT only ever holds a `fn() -> Option<u64>` stored by
+    // set_memory_limit_source.
+    let read: fn() -> Option<u64> =
+        unsafe { core::mem::transmute::<*mut (), fn() -> Option<u64>>(read) };
+    read()
 }
 
 fn values() -> std::sync::MutexGuard<'static, Values> {

@@ -183,7 +183,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
         label_sets: HashMap::new(),
         process_labels: Vec::new(),
     };
-    let mut profile = crate::profile::pprof::build(&snap, None, &maps, None);
+    let mut profile = crate::profile::pprof::build(&snap, None, &maps, &Default::default());
     let r = Recovered {
         pid: h(bb::H_PID),
         samples: live.len() as u64,

@@ -7,8 +7,12 @@
 //! Stacks are matched across dumps by their frames' identity (as `leaks`
 //! and `diff` do) and written **once**, as lists of indices into one table
 //! of function names; each dump contributes only numbers: its in-use total,
-//! the value of each charted stack, of each label value, and its RSS when
-//! the profile's comment carries `rss_anon=BYTES`. The last dump's samples
+//! the value of each charted stack, of each label value, its RSS and its
+//! cgroup's limit when the profile's comments carry `rss_anon=BYTES` and
+//! `memory_limit=BYTES`, and what took it (`trigger=NAME`). A peak profile
+//! among the inputs (`PREFIX.PID.peak.pb.gz`, comment `heapprof peak:`) is
+//! no point of the series: its samples make a third flame graph, *at the
+//! peak*. The last dump's samples
 //! go in whole (stack, value, allocation time from the `age` label, label
 //! values), which is everything both flame graphs need: *in use at the end*
 //! sums them all; *growth over a window* sums those allocated inside the
@@ -66,7 +70,15 @@ pub struct Dump {
     pub trigger: Option<String>,
     /// The process's anonymous resident memory, when recorded.
     pub rss: Option<i64>,
+    /// Its cgroup's memory limit, when recorded.
+    pub limit: Option<i64>,
+    /// A peak profile (`PREFIX.PID.peak.pb.gz`): the live heap at the
+    /// highest estimated in-use heap, drawn as a flame graph of its own.
+    pub peak: bool,
 }
+
+/// How a peak profile's comment starts (`crate::control::peak`).
+pub const PEAK_COMMENT: &str = "heapprof peak:";
 
 /// Reads, decodes and resolves the dump at `path` (see [`parse_dump`]).
 pub fn load_dump(path: impl AsRef<Path>) -> Result<Dump, ReportError> {
@@ -111,6 +123,8 @@ pub fn parse_dump(input: &str, bytes: &[u8]) -> Result<Dump, ReportError> {
     let dump = Dump {
         trigger: word("trigger"),
         rss: word("rss_anon").and_then(|v| v.parse().ok()),
+        limit: word("memory_limit").and_then(|v| v.parse().ok()),
+        peak: comments.iter().any(|c| c.starts_with(PEAK_COMMENT)),
         pid,
         program,
         profile: Resolved::from_profile(input, &p)?,
@@ -158,6 +172,14 @@ pub fn html(mut dumps: Vec<Dump>, title: &str) -> Result<String, ReportError> {
         ));
     }
     dumps.sort_by_key(|d| d.profile.time_nanos);
+    // The newest peak profile has a flame graph of its own; the rest are
+    // the series (unless all are peaks).
+    let mut peak = None;
+    if dumps.iter().any(|d| !d.peak) {
+        let (peaks, series): (Vec<Dump>, Vec<Dump>) = dumps.into_iter().partition(|d| d.peak);
+        peak = peaks.into_iter().last();
+        dumps = series;
+    }
     // The verdicts over the whole series (or the one profile's ages); the
     // profiles are moved out for it and back, never copied.
     let (profiles, metas): (Vec<Resolved>, Vec<Dump>) = dumps
@@ -181,7 +203,7 @@ pub fn html(mut dumps: Vec<Dump>, title: &str) -> Result<String, ReportError> {
         .zip(metas)
         .map(|(profile, d)| Dump { profile, ..d })
         .collect();
-    let data = Data::build(&dumps, verdicts)?;
+    let data = Data::build(&dumps, peak.as_ref(), verdicts)?;
     let mut out = String::with_capacity(data.json.len() + SCRIPT.len() + STYLE.len() + 4096);
     let _ = write!(
         out,
@@ -272,6 +294,22 @@ impl Json {
         }
         self.0.push(']');
     }
+    /// Flame-graph entries: `[stack, value, born, label value index...]`.
+    fn entries(&mut self, e: &FlameEntries) {
+        self.0.push('[');
+        for (i, ((id, born, lv), v)) in e.iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            self.ints(
+                [*id as i64, *v, *born]
+                    .into_iter()
+                    .chain(lv.iter().copied()),
+            );
+        }
+        self.0.push(']');
+    }
+
     fn opt_ints(&mut self, v: &[Option<i64>]) {
         if v.iter().all(Option::is_none) {
             self.0.push_str("null");
@@ -361,6 +399,67 @@ fn short(name: &str) -> String {
     super::frames::short_name(name).into_owned()
 }
 
+/// The sample's string value for the label `key`, `(none)` without one.
+fn label_of<'a>(s: &'a super::model::ResolvedSample, key: &str) -> &'a str {
+    s.labels
+        .iter()
+        .find_map(|l| match &l.value {
+            LabelValue::Str(v) if l.key == key => Some(v.as_str()),
+            _ => None,
+        })
+        .unwrap_or("(none)")
+}
+
+/// (stack, allocation time, label value indices) -> value.
+type FlameEntries = BTreeMap<(usize, i64, Vec<i64>), i64>;
+
+/// A dump's samples for the flame graphs, taken `at` seconds after the
+/// first dump: each stack's value by allocation time (seconds from the
+/// first dump, from the `age` label, on a grid of `step`; -1e9 unknown) and
+/// label values; and whether any sample had an age.
+fn flame_entries(
+    d: &Dump,
+    index: usize,
+    at: f64,
+    step: f64,
+    label_keys: &[String],
+    label_values: &[Vec<String>],
+    t: &mut Tables,
+) -> (FlameEntries, bool) {
+    let ids: Vec<usize> = d.profile.stacks.iter().map(|s| t.stack(s)).collect();
+    let mut out = FlameEntries::new();
+    let mut has_ages = false;
+    for s in &d.profile.samples {
+        let v = s.values.get(index).copied().unwrap_or(0);
+        if v <= 0 {
+            continue;
+        }
+        let age = s
+            .num_label("age")
+            .and_then(|(a, unit)| Some(a as f64 * super::leaks::evidence::seconds_per(unit)?));
+        has_ages |= age.is_some();
+        // On a grid of a 500th of the span: finer than a window can be
+        // dragged, and a stack's samples of one step merge.
+        let born = age.map_or(-1_000_000_000, |a| {
+            ((at - a) / step).floor() as i64 * step as i64
+        });
+        let lv: Vec<i64> = label_keys
+            .iter()
+            .enumerate()
+            .map(|(ki, key)| {
+                let v = label_of(s, key);
+                label_values[ki]
+                    .iter()
+                    .position(|x| x == v)
+                    .map_or(-1, |p| p as i64)
+            })
+            .collect();
+        let id = ids.get(s.stack).copied().unwrap_or(0);
+        *out.entry((id, born, lv)).or_default() += v;
+    }
+    (out, has_ages)
+}
+
 /// What the page's script reads.
 struct Data {
     json: String,
@@ -379,6 +478,7 @@ fn raw_samples(objects: i64, bytes: i64, period: i64) -> f64 {
 impl Data {
     fn build(
         dumps: &[Dump],
+        peak: Option<&Dump>,
         verdicts: Result<super::leaks::VerdictReport, ReportError>,
     ) -> Result<Data, ReportError> {
         let n = dumps.len();
@@ -415,14 +515,7 @@ impl Data {
                     *values.entry(id).or_default() += v;
                 }
                 for (key, by_value) in label_series.iter_mut() {
-                    let value = s
-                        .labels
-                        .iter()
-                        .find_map(|l| match &l.value {
-                            LabelValue::Str(v) if &l.key == key => Some(v.as_str()),
-                            _ => None,
-                        })
-                        .unwrap_or("(none)");
+                    let value = label_of(s, key);
                     let series = match by_value.get_mut(value) {
                         Some(s) => s,
                         None => by_value.entry(value.to_string()).or_insert(vec![0; n]),
@@ -513,9 +606,23 @@ impl Data {
             as f64
             / 1e9;
         let step = (window / 500.0).max(1.0).floor();
-        let last_ids: Vec<usize> = last.profile.stacks.iter().map(|s| t.stack(s)).collect();
-        let mut end_samples: BTreeMap<(usize, i64, Vec<i64>), i64> = BTreeMap::new();
-        let mut has_ages = false;
+        let (end_samples, has_ages) = flame_entries(
+            last,
+            index[n - 1],
+            window,
+            step,
+            &label_keys,
+            &label_values,
+            &mut t,
+        );
+        // The peak's samples, allocation times counted from the first dump.
+        let peak_samples = peak.map(|p| {
+            let at = (i128::from(p.profile.time_nanos) - i128::from(first.profile.time_nanos))
+                as f64
+                / 1e9;
+            let index = p.profile.sample_index(&SampleKind::Default).unwrap_or(0);
+            flame_entries(p, index, at, step, &label_keys, &label_values, &mut t).0
+        });
         let obj_index = last.profile.sample_index(&SampleKind::InuseObjects).ok();
         let mut live_samples = 0f64;
         for s in &last.profile.samples {
@@ -524,39 +631,6 @@ impl Data {
                 let objects = s.values.get(oi).copied().unwrap_or(0);
                 live_samples += raw_samples(objects, v, last.profile.period);
             }
-            if v <= 0 {
-                continue;
-            }
-            let age = s
-                .num_label("age")
-                .and_then(|(a, unit)| Some(a as f64 * super::leaks::evidence::seconds_per(unit)?));
-            has_ages |= age.is_some();
-            // Allocation time in seconds from the first dump (-1e9: unknown),
-            // on a grid of a 500th of the span: finer than a window can be
-            // dragged, and a stack's samples of one step merge.
-            let born = age.map_or(-1_000_000_000, |a| {
-                ((window - a) / step).floor() as i64 * step as i64
-            });
-            let lv: Vec<i64> = label_keys
-                .iter()
-                .enumerate()
-                .map(|(ki, key)| {
-                    let v = s
-                        .labels
-                        .iter()
-                        .find_map(|l| match &l.value {
-                            LabelValue::Str(v) if &l.key == key => Some(v.as_str()),
-                            _ => None,
-                        })
-                        .unwrap_or("(none)");
-                    label_values[ki]
-                        .iter()
-                        .position(|x| x == v)
-                        .map_or(-1, |p| p as i64)
-                })
-                .collect();
-            let id = last_ids.get(s.stack).copied().unwrap_or(0);
-            *end_samples.entry((id, born, lv)).or_default() += v;
         }
         if obj_index.is_none() {
             live_samples = last.profile.samples.len() as f64;
@@ -598,6 +672,8 @@ impl Data {
         j.ints(totals.iter().copied());
         j.key("rss");
         j.opt_ints(&dumps.iter().map(|d| d.rss).collect::<Vec<_>>());
+        j.key("limit");
+        j.opt_ints(&dumps.iter().map(|d| d.limit).collect::<Vec<_>>());
         j.key("triggers");
         let triggers: Vec<&str> = dumps
             .iter()
@@ -738,18 +814,12 @@ impl Data {
         j.key("has_ages");
         j.0.push_str(if has_ages { "true" } else { "false" });
         j.key("end");
-        j.0.push('[');
-        for (i, ((id, born, lv), v)) in end_samples.iter().enumerate() {
-            if i > 0 {
-                j.0.push(',');
-            }
-            j.ints(
-                [*id as i64, *v, *born]
-                    .into_iter()
-                    .chain(lv.iter().copied()),
-            );
+        j.entries(&end_samples);
+        j.key("peak");
+        match &peak_samples {
+            Some(e) => j.entries(e),
+            None => j.0.push_str("null"),
         }
-        j.0.push(']');
         j.0.push('}');
         Ok(Data { json: j.0 })
     }
@@ -831,13 +901,15 @@ mod tests {
             "/x/heap.77.3.pb.gz",
             &profile(
                 10,
-                "heapprof 0.1.0: rate=1 trigger=interval rss_anon=123456",
+                "heapprof 0.1.0: rate=1 trigger=interval rss_anon=123456 memory_limit=999999",
                 "/a",
             ),
         )
         .unwrap();
         assert_eq!(d.trigger.as_deref(), Some("interval"));
         assert_eq!(d.rss, Some(123456));
+        assert_eq!(d.limit, Some(999999));
+        assert!(!d.peak);
         assert_eq!(d.pid, Some(77));
         assert_eq!(d.program.as_deref(), Some("/bin/prog"));
         let e = parse_dump("other.pb.gz", &profile(20, "heapprof 0.1.0: rate=1", "/b")).unwrap();
@@ -847,6 +919,8 @@ mod tests {
         // In time order; RSS where recorded, null elsewhere; the route
         // label's values, each with its series.
         assert!(page.contains("\"rss\":[123456,null]"), "{page}");
+        assert!(page.contains("\"limit\":[999999,null]"), "{page}");
+        assert!(page.contains("\"peak\":null"), "{page}");
         assert!(page.contains("\"triggers\":[\"interval\",\"\"]"), "{page}");
         assert!(page.contains("\"label_keys\":[\"route\"]"), "{page}");
         assert!(page.contains("{\"name\":\"/a\",\"v\":[1000,0]}"), "{page}");

@@ -108,6 +108,7 @@
   el("h2", {}, app, "Memory over time");
   el("div", { class: "note" }, app, "Stacked: the charted stacks' in-use " + D.unit +
     "; black line: total in use" + (D.rss ? "; red dashed: RSS (anonymous)" : "") +
+    (D.limit ? "; grey: the cgroup's memory limit" : "") +
     ". Drag on the chart to pick the growth window.");
   var W = 1200, H = 340, ML = 70, MR = 12, MT = 10, MB = 28;
   var chart = sv("svg", { class: "chart", id: "chart", viewBox: "0 0 " + W + " " + H, width: W, height: H }, app);
@@ -148,6 +149,12 @@
     for (var i = 0; i < N; i++) {
       maxY = Math.max(maxY, top[i], D.total[i], D.rss && D.rss[i] !== null ? D.rss[i] : 0);
     }
+    // The limit joins the axis when it is near enough to be read against
+    // the heap (within 4x); otherwise the legend gives it.
+    var maxLimit = 0;
+    if (D.limit) D.limit.forEach(function (l) { if (l !== null) maxLimit = Math.max(maxLimit, l); });
+    var limitShown = maxLimit > 0 && maxLimit <= 4 * maxY;
+    if (limitShown) maxY = Math.max(maxY, maxLimit);
     maxY *= 1.05;
     function yOf(v) { return MT + ph - (v / maxY) * ph; }
     // axes and ticks
@@ -179,6 +186,7 @@
     var total = line(D.total, "total", "total-line");
     sv("title", {}, total, "total in use");
     if (D.rss) sv("title", {}, line(D.rss, "rss", "rss-line"), "RSS (anonymous)");
+    if (limitShown) sv("title", {}, line(D.limit, "limit", "limit-line"), "the cgroup's memory limit");
     // the brush
     brush = sv("rect", { class: "brush", y: MT, height: ph }, chart);
     placeBrush();
@@ -199,6 +207,11 @@
       var r = el("span", {}, legend);
       el("i", { style: "background:#c00" }, r);
       el("span", {}, r, "RSS");
+    }
+    if (maxLimit > 0) {
+      var lim = el("span", { id: "limit-legend" }, legend);
+      el("i", { style: "background:#888" }, lim);
+      el("span", {}, lim, "cgroup memory limit " + fmtV(maxLimit) + (limitShown ? "" : " (above the chart)"));
     }
     return total.getAttribute("data-n");
   }
@@ -263,6 +276,11 @@
   var flameEnd = el("div", { id: "flame-end" }, app);
   el("h2", {}, app, "Growth over the window: allocated in it and still live at the end");
   var flameGrowth = el("div", { id: "flame-growth" }, app);
+  var flamePeak = null;
+  if (D.peak) {
+    el("h2", {}, app, "At the peak: what was live when the estimated in-use heap was highest");
+    flamePeak = el("div", { id: "flame-peak" }, app);
+  }
 
   function fillValues() {
     valueSel.textContent = "";
@@ -273,9 +291,9 @@
     valueSel.value = String(st.value);
     valueLabel.style.display = st.split >= 0 ? "" : "none";
   }
-  function tree(keep) {
+  function tree(keep, entries) {
     var root = { name: "all", v: 0, kids: {} };
-    D.end.forEach(function (e) {
+    (entries || D.end).forEach(function (e) {
       if (!keep(e)) return;
       if (st.split >= 0 && st.value >= 0 && e[3 + st.split] !== st.value) return;
       var node = root;
@@ -337,6 +355,7 @@
   }
   function drawFlames() {
     drawFlame(flameEnd, tree(function () { return true; }), "end", "nothing in use");
+    if (flamePeak) drawFlame(flamePeak, tree(function () { return true; }, D.peak), "peak", "nothing live at the peak");
     if (!D.has_ages) {
       flameGrowth.textContent = "";
       el("div", { class: "note" }, flameGrowth, "These profiles carry no age labels, so allocation times are unknown.");
@@ -350,7 +369,7 @@
   splitSel.addEventListener("change", function () {
     st.split = Number(splitSel.value); st.value = -1; st.hl = null; fillValues(); drawChart(); drawFlames();
   });
-  valueSel.addEventListener("change", function () { st.value = Number(valueSel.value); st.zoom = { end: null, growth: null }; drawFlames(); });
+  valueSel.addEventListener("change", function () { st.value = Number(valueSel.value); st.zoom = { end: null, growth: null, peak: null }; drawFlames(); });
   search.addEventListener("input", function () { st.search = search.value; drawFlames(); });
 
   fillValues();
