@@ -428,8 +428,14 @@ fn run_report(written: &[(u32, u64, PathBuf)], main_pid: u32, prefix: &Path) -> 
     let mut name = prefix.as_os_str().to_owned();
     name.push(format!(".{main_pid}.report.html"));
     let out = PathBuf::from(name);
+    // The run's peak profile, when one was kept, is drawn too.
+    let mut peak = prefix.as_os_str().to_owned();
+    peak.push(format!(".{main_pid}.peak.pb.gz"));
+    let peak = PathBuf::from(peak);
     let page = paths
         .iter()
+        .copied()
+        .chain(Some(&peak).filter(|p| p.is_file()))
         .map(|p| {
             crate::report::html::load_dump(p).map(|mut d| {
                 d.profile = crate::report::program_only(d.profile);
