@@ -309,3 +309,66 @@ fn a_dump_no_copy_can_make_is_written_later_not_lost() {
         assert_eq!(kept[3], 1 << 20, "{mode}: kept_block in use");
     }
 }
+
+/// A fork-heavy shell loop (300 pipelines of three programs, every process
+/// profiled, interval dumps every 0.2 s) runs as bare — same output, empty
+/// stderr, status 0 — and loses no triggered dump: the shell's own dumps
+/// are numbered without a gap, one per interval it lived (give or take
+/// the first and last), and every profile of every process decodes.
+#[test]
+fn a_fork_heavy_shell_loop_loses_no_dump() {
+    let script = "n=0; for i in $(seq 300); do echo hello $i | tr a-z A-Z | wc -c >/dev/null; \
+                  n=$((n+1)); done; echo $n pipelines";
+    let bare = common::clean_command("bash")
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(bare.status.success(), "{bare:?}");
+    let dir = common::fresh_dir(scratch().join("out-pipelines"));
+    let mut cmd = preloaded(Path::new("bash"), &dir);
+    cmd.args(["-c", script])
+        .env("HEAPPROF_CHILDREN", "1")
+        .env("HEAPPROF_INTERVAL", "0.2")
+        .env("HEAPPROF_AT_EXIT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let shell = child.id();
+    let code = wait(&mut child, "pipelines");
+    let lived = t.elapsed();
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, String::from_utf8_lossy(&bare.stdout).as_ref(), "")
+    );
+    let dumps = common::dumps(&dir);
+    for (_, _, path) in &dumps {
+        common::read_profile(path);
+    }
+    let seqs: Vec<u64> = dumps
+        .iter()
+        .filter(|(pid, _, _)| *pid == shell)
+        .map(|&(_, seq, _)| seq)
+        .collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    let intervals = (lived.as_secs_f64() / 0.2) as usize;
+    assert!(
+        seqs.len() + 2 >= intervals && intervals >= 5,
+        "{} dumps of the shell in {lived:?}",
+        seqs.len()
+    );
+}
