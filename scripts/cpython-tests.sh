@@ -28,11 +28,9 @@ PY=/usr/bin/python3.11
 # Known differences, each with its reason; reported as "known", not failed.
 # Keep this list short and every entry explained: it is where a defect
 # waits to be fixed, not where it hides.
-declare -A KNOWN=(
-  # The child lists every descriptor it holds; a profiled child also holds
-  # heapprof's self-pipe (high, close-on-exec, but open). Issue #21.
-  [test.test_subprocess.POSIXProcessTestCase.test_pass_fds_redirected]="heapprof's self-pipe is one of the child's descriptors"
-)
+# (Empty now: test_pass_fds_redirected, whose child lists its descriptors,
+# differed while heapprof woke its dumper through a self-pipe.)
+declare -A KNOWN=()
 # Per module, bare or profiled: regrtest's own per-test limit, then ours.
 TEST_TIMEOUT=300
 MODULE_TIMEOUT=900

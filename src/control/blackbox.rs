@@ -46,7 +46,7 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use crate::control::config;
 use crate::control::fork_fresh::ForkFresh;
@@ -198,6 +198,7 @@ pub fn start() {
     // SAFETY: the mapping is file_len(slots) bytes, page-aligned, and is
     // never unmapped while installed (see `fork_child_last`).
     unsafe { bb::install(base, slots) };
+    write_prepared_mappings();
     if !HANDLERS.swap(true, Ordering::Relaxed) {
         // SAFETY: registering plain extern "C" functions that live for the
         // whole process.
@@ -405,13 +406,63 @@ fn fail(what: &str, errno: i32, len: usize) {
 /// Writes the executable mappings (with build IDs) into the black box, if
 /// there is one. Allocates: never call it from a hook.
 pub fn refresh_mappings() {
-    let Some((base, slots)) = bb::installed() else {
+    if bb::installed().is_none() {
         return;
-    };
+    }
     let _turn = REFRESH.lock();
     let count = loader_count();
     let maps = crate::profile::mappings::current();
-    let bytes = crate::profile::mappings::encode(&maps, bb::MAPS_BYTES);
+    write_mappings(&crate::profile::mappings::encode(&maps, bb::MAPS_BYTES));
+    LOADER_COUNT.store(count, Ordering::Relaxed);
+}
+
+/// Encoded mappings made by a constructor ([`prepare_mappings`]) for
+/// [`start`], which may run inside an allocation and cannot make them.
+static PREPARED: AtomicPtr<Vec<u8>> = AtomicPtr::new(core::ptr::null_mut());
+static PREPARED_COUNT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// From a constructor, before the program's first allocation: when a
+/// black box is asked for, encodes the mappings now, so that the black box
+/// holds them from its start. Without this a program killed before the
+/// dumper's first look would leave samples no one can symbolize. The Rust
+/// way in starts inside its first allocation; the preload library's
+/// constructor writes them itself.
+pub fn prepare_mappings() {
+    if !config::getenv("HEAPPROF_BLACKBOX").is_some_and(|d| !d.trim().is_empty()) {
+        return;
+    }
+    let count = loader_count();
+    let maps = crate::profile::mappings::current();
+    let bytes = Box::new(crate::profile::mappings::encode(&maps, bb::MAPS_BYTES));
+    PREPARED_COUNT.store(count, Ordering::Relaxed);
+    // Kept for the process's life (a few KiB); a second call keeps the first.
+    let _ = PREPARED.compare_exchange(
+        core::ptr::null_mut(),
+        Box::into_raw(bytes),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+}
+
+/// Writes the prepared mappings, if any, into the black box just installed
+/// (allocation-free).
+fn write_prepared_mappings() {
+    let p = PREPARED.load(Ordering::Acquire);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: PREPARED only ever holds a leaked Box<Vec<u8>>, never freed.
+    let bytes: &Vec<u8> = unsafe { &*p };
+    write_mappings(bytes);
+    LOADER_COUNT.store(PREPARED_COUNT.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Writes encoded mappings into the copy not in use, then switches to it.
+/// Allocation-free.
+fn write_mappings(bytes: &[u8]) {
+    let Some((base, slots)) = bb::installed() else {
+        return;
+    };
     let cur = bb::header(bb::H_MAPS_CURRENT) & 0xff;
     let next = if cur == 1 { 2 } else { 1 };
     let off = bb::maps_offset(slots, next);
@@ -424,7 +475,6 @@ pub fn refresh_mappings() {
         word.store(u64::from_ne_bytes(w), Ordering::Relaxed);
     }
     bb::set_header(bb::H_MAPS_CURRENT, next as u64 | (bytes.len() as u64) << 8);
-    LOADER_COUNT.store(count, Ordering::Relaxed);
 }
 
 /// The dumper's periodic call: the heartbeat, and the mappings again if

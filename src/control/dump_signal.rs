@@ -19,9 +19,9 @@
 //! - **The dumper takes it.** heapprof's dumper thread (or, in a
 //!   single-threaded program under the preload library, the watcher that
 //!   stands in for it: [`crate::control::watcher`]) blocks every signal,
-//!   except this one while it waits (`ppoll` with a mask): the
-//!   signal is delivered there, its handler writes the self-pipe byte, and
-//!   `ppoll` returns. A signal arriving during a dump stays pending until the
+//!   except this one while it waits (the mask swapped around the wait):
+//!   the signal is delivered there, its handler sets a bit and bumps the
+//!   word the wait is on, and the wait returns. A signal arriving during a dump stays pending until the
 //!   next wait (which is the coalescing the triggers want anyway), so a dump
 //!   itself is never interrupted.
 //! - **The handler stays the fallback**: a thread that unblocks the signal

@@ -127,6 +127,8 @@ pub fn load_unwinder() {
 extern "C" fn at_load() {
     if in_main_executable() {
         load_unwinder();
+        let _busy = thread_state::current().enter();
+        crate::control::blackbox::prepare_mappings();
     }
 }
 

@@ -3,12 +3,14 @@
 //!
 //! # Model
 //! Nothing that writes a profile ever runs in a signal handler or on an
-//! allocation hook. The signal handler only writes one byte to a non-blocking
-//! self-pipe (saving `errno`); a dedicated dumper thread, with every signal
-//! blocked so the application's own signal handling is untouched, waits on
-//! that pipe with `ppoll` and a timeout. One wake-up drains every byte in the
-//! pipe and writes one profile, so a storm of signals coalesces: signals that
-//! arrive during a dump cause at most one more. The timeout serves the
+//! allocation hook. The signal handler only sets a bit and bumps a futex
+//! word (atomics and raw system calls: `errno` untouched); a dedicated
+//! dumper thread, with every signal blocked so the application's own signal
+//! handling is untouched, waits on that word with a timeout. No descriptor
+//! is involved, so a program that lists, closes or reuses its descriptors
+//! finds none of heapprof's. One wake-up takes every bit set and writes one
+//! profile, so a storm of signals coalesces: signals that arrive during a
+//! dump cause at most one more. The timeout serves the
 //! `HEAPPROF_INTERVAL` dumps and a periodic drain of the per-thread buffers
 //! (which bounds their memory at high sampling rates).
 //!
@@ -16,7 +18,7 @@
 //! short): installing the handler also blocks the signal in the calling
 //! thread — the main thread, before other threads exist — so every program
 //! thread inherits the block, and the dumper thread alone unblocks it, only
-//! while it waits in `ppoll`, where the handler then runs. The model, what
+//! while it waits on the word, where the handler then runs. The model, what
 //! the program sees of it (nothing, under the preload library, which
 //! interposes the mask, disposition, wait, `exec` and spawn calls) and the
 //! limits of the Rust way in: [`crate::control::dump_signal`].
@@ -33,18 +35,20 @@
 //! thread** until it creates a thread of its own: a thread glibc knows of
 //! would switch its malloc to the multi-threaded paths for good, costing
 //! more than heapprof itself. The [`watcher`] stands in: a bare thread that
-//! waits on the same pipe and signal and has each dump written by a copy of
+//! waits on the same word and signal and has each dump written by a copy of
 //! the process (`wait_for_wake`, `watcher_round` here); the sampled path
 //! drains the buffers meanwhile. The program's first `pthread_create` starts
 //! the dumper ([`program_creates_thread`]), and the watcher ends.
 //!
 //! A registered [`NoteSource`] (the preload library's skipped-children
-//! socket) is polled with the pipe, and its one-off line printed with the
-//! pending messages.
+//! socket) is a descriptor, which a futex cannot be waited on with: while
+//! one exists the wait is a `ppoll` on it and on a self-pipe (high,
+//! close-on-exec, checked: [`crate::os::fds`]) that every wake also writes
+//! a byte to. Its one-off line is printed with the pending messages.
 //!
 //! At exit, an `atexit` handler writes a last profile if asked (and prints
-//! any configuration problem not printed yet). After `fork`, the child gets
-//! a fresh pipe, restarts numbering at 0 under its own pid and a new dumper
+//! any configuration problem not printed yet). After `fork`, the child drops
+//! the parent's asks and pipe, restarts numbering at 0 under its own pid and a new dumper
 //! thread (or watcher: the child has one thread); the `pthread_atfork`
 //! prepare handler holds heapprof's locks across the fork so the child
 //! never inherits one held by a thread it lacks.
@@ -57,7 +61,7 @@
 //! Rust's stderr lock (which a thread lost in a fork could hold).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -77,7 +81,14 @@ struct Settings {
 }
 
 static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
-/// The self-pipe's ends, high and checked (see [`crate::os::fds`]).
+/// What the waiting thread has been asked ([`WAKE_DUMP`],
+/// [`WAKE_RECONFIGURE`] bits), and a counter bumped after each ask: the
+/// futex word it waits on. No descriptor is needed to wake it.
+static WAKE_BITS: AtomicU32 = AtomicU32::new(0);
+static WAKE_SEQ: AtomicI32 = AtomicI32::new(0);
+/// A pipe the waiting thread polls beside the note source's descriptor
+/// (only then: a futex cannot be polled with a descriptor), high and
+/// checked (see [`crate::os::fds`]).
 static PIPE_READ: fds::Held = fds::Held::new();
 static PIPE_WRITE: fds::Held = fds::Held::new();
 /// The signal our handler is installed on (0: none).
@@ -97,8 +108,8 @@ static DUMPER_STARTED: AtomicBool = AtomicBool::new(false);
 static REAL_PTHREAD_CREATE: std::sync::atomic::AtomicPtr<()> =
     std::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
-const WAKE_DUMP: u8 = b'D';
-const WAKE_RECONFIGURE: u8 = b'C';
+const WAKE_DUMP: u32 = 1;
+const WAKE_RECONFIGURE: u32 = 2;
 
 fn settings() -> MutexGuard<'static, Option<Settings>> {
     crate::engine::copy_arena::lock(&SETTINGS)
@@ -179,7 +190,6 @@ pub fn start() {
     if STARTED.swap(true, Ordering::AcqRel) {
         return;
     }
-    open_pipe();
     let signal = match crate::control::config::getenv("HEAPPROF_SIGNAL") {
         // An unparsable value falls back to the default; the dumper reports it.
         Some(v) => crate::control::config::parse_signal(v).unwrap_or(Some(libc::SIGUSR2)),
@@ -278,41 +288,41 @@ fn pipe_is_ours() -> bool {
     PIPE_READ.get().is_some() && PIPE_WRITE.get().is_some()
 }
 
-/// Wakes the dumper to re-read its state (lock-free: one `write(2)`).
+/// Wakes the dumper to re-read its state (lock-free, no descriptor).
 pub fn poke() {
     wake(WAKE_RECONFIGURE);
 }
 
 /// Asks the dumper for a dump, as the signal does (lock-free,
-/// async-signal-safe: one `write(2)`).
+/// async-signal-safe, no descriptor).
 pub fn request_dump() {
     wake(WAKE_DUMP);
 }
 
-/// [`request_dump`] in a raw system call (from the watcher).
+/// [`request_dump`] from the watcher (the same raw calls).
 pub(crate) fn request_dump_raw() {
-    // Checked: never a byte into a file of the program's that took the
-    // number (a wake-up is lost instead; the dumper remakes the pipe).
-    if let Some(fd) = PIPE_WRITE.get() {
-        raw::write_all(fd, &[WAKE_DUMP]);
-    }
+    wake(WAKE_DUMP);
 }
 
-/// [`poke`] in a raw system call (errno untouched): the sample heap's
-/// free path wakes the waiting thread for its decay with it.
+/// [`poke`] for the sample heap's free path (the same raw calls).
 fn wake_raw() {
-    // Checked as in `request_dump_raw` (a raw fstat: errno untouched).
-    if let Some(fd) = PIPE_WRITE.get() {
-        raw::write_all(fd, &[WAKE_RECONFIGURE]);
-    }
+    wake(WAKE_RECONFIGURE);
 }
 
-fn wake(byte: u8) {
-    // As in `request_dump_raw`.
-    if let Some(fd) = PIPE_WRITE.get() {
-        // SAFETY: one byte from a live local; a full pipe just drops it,
-        // which is the coalescing we want.
-        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+/// Sets `bits`, bumps the futex word and wakes its waiter. Atomics and raw
+/// system calls only (errno untouched): signal handlers, the watcher and
+/// the free path call it.
+fn wake(bits: u32) {
+    WAKE_BITS.fetch_or(bits, Ordering::AcqRel);
+    WAKE_SEQ.fetch_add(1, Ordering::AcqRel);
+    raw::futex_wake(&WAKE_SEQ);
+    // A waiter polling the note source's descriptor waits on the pipe:
+    // checked, never a byte into a file of the program's that took the
+    // number (a wake-up is lost instead; the waiter remakes the pipe).
+    if PIPE_WRITE.raw() >= 0 {
+        if let Some(fd) = PIPE_WRITE.get() {
+            raw::write_all(fd, &[1]);
+        }
     }
 }
 
@@ -441,8 +451,8 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: naming the calling thread with a short NUL-terminated string.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
     crate::engine::stack::load_fast_unwinder();
-    // Taking over from the watcher: wake it (it shares the pipe) until it
-    // has seen that it must end, before this thread reads the pipe itself,
+    // Taking over from the watcher: wake it (it shares the word) until it
+    // has seen that it must end, before this thread takes the asks itself,
     // so that a program counting its threads soon finds one again.
     while watcher::running() {
         poke();
@@ -529,54 +539,67 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     core::ptr::null_mut()
 }
 
-/// The dumper's and the watcher's wait: on the self-pipe and the note
-/// source, with the dump signal unblocked only in here (its handler runs
-/// on this thread, between dumps, and `ppoll` returns: `EINTR`, the byte in
-/// the pipe); `None` waits for ever. Returns whether a dump was asked for.
+/// The dumper's and the watcher's wait: on the futex word (or, with a note
+/// source, `ppoll` on it and the self-pipe), with the dump signal unblocked
+/// only in here (its handler runs on this thread, between dumps, and bumps
+/// the word); `None` waits an hour. Returns whether a dump was asked for.
 /// Raw system calls only, for the watcher ([`watcher`]).
 pub(crate) fn wait_for_wake(timeout_ns: Option<u64>, base: &libc::sigset_t) -> bool {
-    if !pipe_is_ours() {
-        open_pipe();
-    }
-    let fd = PIPE_READ.raw();
-    let note = NOTE_SOURCE.get().map_or(-1, |n| (n.fd)());
-    let mut fds = [fd, note].map(|fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    });
+    // Read before anything is taken: an ask after this moves it, so the
+    // wait below returns at once rather than missing it.
+    let seq = WAKE_SEQ.load(Ordering::Acquire);
     // The sample heap's decay runs here, on whichever thread waits.
     let decay = crate::engine::sample_heap::decay_tick(raw::monotonic_ns(), wake_raw);
     let timeout_ns = match (timeout_ns, decay) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
+    let note = NOTE_SOURCE.get().map_or(-1, |n| (n.fd)());
+    if WAKE_BITS.load(Ordering::Acquire) == 0 {
+        let mask = dump_signal::wait_mask(base);
+        if note >= 0 {
+            wait_with_note(note, timeout_ns, &mask);
+        } else {
+            // No descriptor at all: the futex word, with the dump signal
+            // unblocked only around it (a signal in between bumps the word,
+            // so the wait returns at once).
+            let old = raw::swap_mask(&mask);
+            raw::futex_wait(&WAKE_SEQ, seq, timeout_ns.unwrap_or(3_600_000_000_000));
+            raw::swap_mask(&old);
+        }
+        dump_signal::wait_done();
+    }
+    WAKE_BITS.swap(0, Ordering::AcqRel) & WAKE_DUMP != 0
+}
+
+/// The wait of a process that hears notes on a descriptor: `ppoll` on it
+/// and on the self-pipe that [`wake`] then also writes to.
+fn wait_with_note(note: i32, timeout_ns: Option<u64>, mask: &libc::sigset_t) {
+    if !pipe_is_ours() {
+        open_pipe();
+    }
+    let fd = PIPE_READ.raw();
+    let mut fds = [fd, note].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
     let ts = timeout_ns.map(|ns| libc::timespec {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (ns % 1_000_000_000) as libc::c_long,
     });
-    let mask = dump_signal::wait_mask(base);
-    let r = raw::ppoll(&mut fds, ts.as_ref(), &mask);
-    dump_signal::wait_done();
-    let mut dump = false;
+    let r = raw::ppoll(&mut fds, ts.as_ref(), mask);
     if r > 0 && fds[0].revents & libc::POLLNVAL != 0 {
         // Closed under us: wait out the timeout rather than spin; the next
         // round makes a new pipe.
         raw::sleep_ns(timeout_ns.unwrap_or(100_000_000));
     } else if r != 0 {
-        // Readable, or interrupted by the handler that just wrote to it: the
-        // pipe is non-blocking, so draining an empty one costs one read.
+        // The bytes only wake; what was asked is in WAKE_BITS. The pipe is
+        // non-blocking, so draining an empty one costs one read.
         let mut buf = [0u8; 256];
-        loop {
-            // SAFETY: a local buffer of that length.
-            let n = unsafe { raw::read(fd, buf.as_mut_ptr(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-            dump |= buf[..n as usize].contains(&WAKE_DUMP);
-        }
+        // SAFETY: a local buffer of that length.
+        while unsafe { raw::read(fd, buf.as_mut_ptr(), buf.len()) } > 0 {}
     }
-    dump
 }
 
 /// One round of the watcher after a wake-up: the lines there are to say
@@ -879,7 +902,10 @@ extern "C" fn fork_child() {
     lifetime::after_fork();
     crate::control::copy_dump::take_deferred();
     DUMPER_STARTED.store(false, Ordering::Release);
-    open_pipe();
+    // The parent's asks and its pipe are not this process's.
+    WAKE_BITS.store(0, Ordering::Release);
+    PIPE_WRITE.close();
+    PIPE_READ.close();
     // The child has this thread alone: the watcher again, if the way in
     // asked for it.
     start_dumper_or_watcher();

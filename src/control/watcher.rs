@@ -22,11 +22,11 @@
 //!   not heapprof's thread state. It makes only raw system calls
 //!   ([`crate::os::raw`]) and reads and writes atomics, and it allocates
 //!   nothing.
-//! - **It waits as the dumper does**: in `ppoll` on the self-pipe, with
+//! - **It waits as the dumper does**: on the triggers' futex word, with
 //!   every signal blocked but the dump signal, which program threads keep
 //!   blocked (see [`crate::control::dump_signal`]); the signal's handler,
-//!   run on the watcher, writes the pipe byte with a raw `write`. The wait's
-//!   timeout serves `HEAPPROF_INTERVAL`.
+//!   run on the watcher, sets its bit and bumps the word with raw calls.
+//!   The wait's timeout serves `HEAPPROF_INTERVAL`.
 //! - **Dumps are made in a copy of the process**
 //!   (`crate::profile::copy_process`): the watcher cannot run the dump
 //!   itself (it allocates and uses TLS), but a copy has the watcher's thread
@@ -235,7 +235,7 @@ extern "C" fn main() -> ! {
         if STOP.load(Ordering::Acquire) {
             // (A deferred dump is the dumper's to take: not asked again.)
             if asked {
-                // Taken from the pipe after the dumper started: its now.
+                // Taken after the dumper started: its now.
                 crate::control::triggers::request_dump_raw();
             }
             raw::exit_thread();

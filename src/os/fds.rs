@@ -22,8 +22,9 @@
 //!   profile being written: [`create_new`]) is moved the same way. The
 //!   kernel has no call that creates a descriptor at a chosen number, so
 //!   each still holds a low number for the two system calls between its
-//!   creation and the move; the few made after start-up (a self-pipe made
-//!   again because the program closed it, a copy's pipe, a dump's file) are
+//!   creation and the move; the few made after start-up (the wake-up pipe of a
+//!   process that listens for notes on a socket, made again if the program
+//!   closed it; a copy's pipe; a dump's file) are
 //!   the only moments a program's own `open` could see a number taken.
 //!   Work done in a copy of the process (`profile::copy_process`)
 //!   has a descriptor table of its own and is invisible to the program;

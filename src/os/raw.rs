@@ -569,6 +569,41 @@ pub fn futex_wait(addr: &core::sync::atomic::AtomicI32, val: i32, ns: u64) {
     };
 }
 
+/// Wakes every waiter on the futex word `addr`.
+pub fn futex_wake(addr: &core::sync::atomic::AtomicI32) {
+    // SAFETY: a valid futex word; waking touches no memory of ours.
+    unsafe {
+        syscall6(
+            libc::SYS_futex,
+            addr.as_ptr() as usize,
+            libc::FUTEX_WAKE as usize,
+            i32::MAX as usize,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
+/// Sets the calling thread's signal mask to `set`; returns the one before.
+pub fn swap_mask(set: &libc::sigset_t) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; the kernel writes its first 8 bytes.
+    let mut old: libc::sigset_t = unsafe { core::mem::zeroed() };
+    // SAFETY: valid sets of at least the 8 bytes the kernel reads/writes.
+    unsafe {
+        syscall6(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as usize,
+            set as *const libc::sigset_t as usize,
+            &mut old as *mut libc::sigset_t as usize,
+            8,
+            0,
+            0,
+        )
+    };
+    old
+}
+
 /// A line built in a fixed buffer (no allocation): `core::fmt::Write`
 /// into it, then [`LineBuf::bytes`]. Text beyond its size is cut.
 pub struct LineBuf<const N: usize> {
