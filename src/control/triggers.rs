@@ -246,8 +246,14 @@ fn ensure(g: &mut Option<Settings>) -> &mut Settings {
 /// Applies a configuration from code ([`Config::install`]).
 pub fn configure(config: Config) {
     let signal = config.signal.unwrap_or(0);
-    push_down(&config);
-    ensure(&mut settings()).config = config;
+    {
+        // Pushed down after `ensure`, under the same lock: a first `ensure`
+        // pushes the environment's settings, which must not win.
+        let mut g = settings();
+        let s = ensure(&mut g);
+        push_down(&config);
+        s.config = config;
+    }
     install_signal(signal);
     wake(WAKE_RECONFIGURE);
 }
