@@ -623,47 +623,101 @@ fn keep_leaves_the_newest_dumps() {
 }
 
 /// Near the cgroup's limit, dumps at each threshold, before the OOM
-/// killer, naming the leak.
+/// killer, naming the leak: the Rust way in, and a single-threaded C
+/// program under the preload library (which then gets the dumper thread).
 #[test]
 fn near_limit_dumps_come_before_the_oom_kill() {
-    let dir = common::fresh_dir(scratch().join("near-limit"));
-    let cg = Cgroup::new("near-limit", LIMIT_MIB << 20);
-    let exe = common::example("oom_leak");
-    let mut cmd = cg.command(&[
-        exe.as_os_str(),
+    let rust = common::example("oom_leak");
+    let chunk = CHUNK.to_string();
+    let rust_args = [
         OsStr::new("grow"),
-        OsStr::new("262144"),
+        OsStr::new(&chunk),
         OsStr::new("1000000000000"),
         OsStr::new("5"),
-    ]);
-    cmd.env("HEAPPROF_OUT", dir.join("heapprof"))
-        .env("HEAPPROF_NEAR_LIMIT", "50,80")
-        // Raw dumps: symbolizing costs tens of MiB, which the cgroup counts.
-        .env("HEAPPROF_SYMBOLIZE", "0");
-    let (status, _) = run_to_death(cmd);
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-    assert_eq!(cg.oom_kills(), 1);
-    let dumps = dumps_with_comments(&dir);
-    assert_eq!(dumps.len(), 2, "{dumps:#?}");
-    for ((path, comment), pct) in dumps.iter().zip([50, 80]) {
-        // What took it, and the limit reports draw beside the heap.
-        assert!(
-            comment.contains("trigger=near_limit")
-                && comment.contains(&format!("memory_limit={}", LIMIT_MIB << 20)),
-            "{comment}"
-        );
-        assert!(
-            comment.contains("heapprof trigger: HEAPPROF_NEAR_LIMIT: memory")
-                && comment.contains(&format!(
-                    "of the cgroup limit {LIMIT_MIB} MiB (threshold {pct}%)"
-                )),
-            "{comment}"
-        );
-        let top = heapprof().arg("top").arg(path).output().unwrap();
-        let text = String::from_utf8_lossy(&top.stdout);
-        assert!(text.contains("leak_chunk"), "{text}");
+    ];
+    let c_args = [OsStr::new("grow"), OsStr::new(&chunk), OsStr::new("5")];
+    let ways: [(&str, &Path, &[&OsStr], bool); 2] = [
+        ("rust", &rust, &rust_args, false),
+        ("c", oomleak(), &c_args, true),
+    ];
+    for (way, exe, args, preloaded) in ways {
+        let dir = common::fresh_dir(scratch().join(format!("near-limit-{way}")));
+        let cg = Cgroup::new(&format!("near-limit-{way}"), LIMIT_MIB << 20);
+        let argv: Vec<&OsStr> = std::iter::once(exe.as_os_str())
+            .chain(args.iter().copied())
+            .collect();
+        let mut cmd = cg.command(&argv);
+        cmd.env("HEAPPROF_OUT", dir.join("heapprof"))
+            .env("HEAPPROF_NEAR_LIMIT", "50,80")
+            // Raw dumps: symbolizing costs tens of MiB, which the cgroup counts.
+            .env("HEAPPROF_SYMBOLIZE", "0");
+        if preloaded {
+            cmd.env("LD_PRELOAD", preload());
+        }
+        let (status, _) = run_to_death(cmd);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{way}: {status:?}");
+        assert_eq!(cg.oom_kills(), 1, "{way}");
+        let dumps = dumps_with_comments(&dir);
+        assert_eq!(dumps.len(), 2, "{way}: {dumps:#?}");
+        for ((path, comment), pct) in dumps.iter().zip([50, 80]) {
+            // What took it, and the limit reports draw beside the heap.
+            assert!(
+                comment.contains("trigger=near_limit")
+                    && comment.contains(&format!("memory_limit={}", LIMIT_MIB << 20)),
+                "{way}: {comment}"
+            );
+            assert!(
+                comment.contains("heapprof trigger: HEAPPROF_NEAR_LIMIT: memory")
+                    && comment.contains(&format!(
+                        "of the cgroup limit {LIMIT_MIB} MiB (threshold {pct}%)"
+                    )),
+                "{way}: {comment}"
+            );
+            let top = heapprof().arg("top").arg(path).output().unwrap();
+            let text = String::from_utf8_lossy(&top.stdout);
+            assert!(text.contains("leak_chunk"), "{way}: {text}");
+        }
     }
+}
+
+/// A single-threaded C program under the preload library (no dumper
+/// thread: the watcher stands in) that grows to 200 MiB, holds it, frees
+/// it and keeps 8 MiB: its peak profile, written by a copy of the process
+/// at the watcher's look, has the growth near its size; the exit profile
+/// does not. The program stays single-threaded (two tasks).
+#[test]
+fn a_single_threaded_programs_peak_is_written_by_the_watcher() {
+    let dir = common::fresh_dir(scratch().join("peak-c"));
+    let mut child = common::clean_command(oomleak())
+        .arg("peak")
+        .env("LD_PRELOAD", preload())
+        .env("HEAPPROF_OUT", dir.join("heapprof"))
+        .env("HEAPPROF_AT_EXIT", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .count();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(tasks, 2, "the program and the watcher");
+    let pid = child.id();
+    let final_dump = common::read_profile(&dir.join(format!("heapprof.{pid}.0.pb.gz")));
+    let peak = common::read_profile(&dir.join(format!("heapprof.{pid}.peak.pb.gz")));
+    let [_, _, _, inuse] = common::leaf_totals(&peak, "grow_peak");
+    // Looked at once a second, rewritten past an eighth more: between 7/8
+    // of the high point and the high point, within sampling noise.
+    let high = (200u64 << 20) as f64;
+    assert!(
+        inuse as f64 > 0.8 * high && (inuse as f64) < 1.1 * high,
+        "grow_peak in use at the peak: {inuse}"
+    );
+    assert_eq!(common::leaf_totals(&peak, "leak_known"), [0; 4]);
+    assert_eq!(common::leaf_totals(&final_dump, "grow_peak")[3], 0);
+    assert!(common::leaf_totals(&final_dump, "leak_known")[3] > 4 << 20);
 }
 
 /// A program that grows to 200 MiB, frees it and keeps 8 MiB elsewhere:

@@ -49,6 +49,10 @@ const RETRY_GAPS_NS: [u64; 2] = [20_000_000, 200_000_000];
 /// What the dump being made is for, read in the copy (an index into
 /// [`Trigger::ALL`]).
 static TRIGGER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// The copy writes the peak profile, not a numbered dump ([`run_peak`]).
+static PEAK_MODE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Whether the last copy's report said it wrote its file.
+static LAST_WROTE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 static DEFERRED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Has a copy of the process write the next profile, and moves this
@@ -83,6 +87,17 @@ pub fn run(trigger: Trigger) {
         DEFERRED.store(true, Ordering::Release);
         say_error(b"heapprof: a dump could not be made in a copy of the process; it is kept for the next wake-up, the dumper thread or the exit");
     }
+}
+
+/// Has a copy of the process write the heap as it is now as the peak
+/// profile (`crate::control::peak::write_now`); whether it was written.
+/// Never deferred: the next peak writes it again. Raw system calls and
+/// atomics only.
+pub fn run_peak() -> bool {
+    PEAK_MODE.store(true, Ordering::Release);
+    let wrote = attempt() && LAST_WROTE.load(Ordering::Acquire);
+    PEAK_MODE.store(false, Ordering::Release);
+    wrote
 }
 
 /// Whether a dump is deferred (the watcher then wakes soon to retry it).
@@ -148,6 +163,7 @@ fn apply_report(bytes: &[u8]) -> bool {
     }
     crate::profile::output::advance_sequence(seq);
     crate::engine::pressure::add_degraded(raw_dumps, skipped);
+    LAST_WROTE.store(wrote != 0, Ordering::Release);
     if wrote != 0 {
         LAST_ERROR.store(0, Ordering::Relaxed);
     }
@@ -173,11 +189,15 @@ fn say_error(line: &[u8]) {
 fn copy_dump(sink: &mut crate::profile::copy_process::Sink) {
     let _busy = thread_state::current().enter();
     let (raw0, skipped0) = crate::engine::pressure::dumps_degraded();
-    let (wrote, err) = match crate::control::triggers::try_dump(
-        Trigger::from_index(TRIGGER.load(Ordering::Relaxed)).unwrap_or(Trigger::Signal),
-    ) {
-        Ok(p) => (p.is_some(), String::new()),
-        Err(e) => (false, e),
+    let (wrote, err) = if PEAK_MODE.load(Ordering::Acquire) {
+        (crate::control::peak::write_now().is_some(), String::new())
+    } else {
+        match crate::control::triggers::try_dump(
+            Trigger::from_index(TRIGGER.load(Ordering::Relaxed)).unwrap_or(Trigger::Signal),
+        ) {
+            Ok(p) => (p.is_some(), String::new()),
+            Err(e) => (false, e),
+        }
     };
     let (raw1, skipped1) = crate::engine::pressure::dumps_degraded();
     let header = [

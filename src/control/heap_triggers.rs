@@ -22,9 +22,11 @@
 //! and comes with the peak profile ([`crate::control::peak`]).
 //! All of it runs on the dumper thread ([`tick`]), which polls every
 //! [`POLL`] while a trigger is set: a cheap read of one cgroup file and the
-//! aggregate's bucket counts. A single-threaded program under the preload
-//! library has no dumper thread (see [`crate::control::watcher`]): there
-//! these triggers start with its first thread.
+//! aggregate's running in-use estimate. A single-threaded program under
+//! the preload library, which otherwise has only the watcher
+//! ([`crate::control::watcher`]), gets the dumper thread at start when
+//! `HEAPPROF_NEAR_LIMIT` or `HEAPPROF_GROWTH` is set ([`wanted`]): glibc's
+//! malloc then takes its multi-threaded paths, the price of asking.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,6 +96,14 @@ impl State {
         }
         s
     }
+}
+
+/// Whether a near-limit or growth trigger is asked for (then the process
+/// needs the dumper thread). Allocation-free: start-up calls it.
+pub fn wanted() -> bool {
+    ["HEAPPROF_NEAR_LIMIT", "HEAPPROF_GROWTH"]
+        .into_iter()
+        .any(|n| crate::control::config::getenv(n).is_some_and(|v| !v.trim().is_empty()))
 }
 
 /// `80,95` → [80, 95] (sorted, each 1 to 99).
@@ -185,16 +195,10 @@ fn dump(trigger: Trigger, why: &str) {
     }
 }
 
-/// The estimated in-use heap: the live samples, scaled.
+/// The estimated in-use heap: the live samples, scaled (drained first).
 fn in_use_estimate() -> u64 {
-    crate::engine::aggregate::with(|a| {
-        a.buckets
-            .iter()
-            .map(|(k, c)| {
-                crate::profile::scale::scale_heap_sample(c.live, c.live * k.size, k.rate).1
-            })
-            .sum()
-    })
+    crate::engine::aggregate::with(|_| ());
+    crate::engine::aggregate::in_use_estimate()
 }
 
 /// (memory used, its limit, what the limit is), by the first source that

@@ -12,30 +12,45 @@
 //! is of the highest point the dumper saw.
 //!
 //! Ways out: [`peak_profile`] (`heapprof::peak_profile()`), and
-//! `PREFIX.PID.peak.pb.gz`, written (replaced) with every dump the
-//! near-limit and growth triggers write ([`crate::control::heap_triggers`])
-//! and at exit when a peak was kept.
+//! `PREFIX.PID.peak.pb.gz`, written (replaced) with every dump
+//! (signal, interval, the near-limit and growth triggers of
+//! [`crate::control::heap_triggers`]) and at exit when a peak was kept.
+//!
+//! A single-threaded program under the preload library has no dumper but
+//! the watcher (`crate::control::watcher`), which cannot take a snapshot
+//! (it allocates): it follows the aggregate's running estimate instead,
+//! and has a copy of the process write the peak file at each new peak
+//! ([`watcher_due`], [`write_now`]). A peak the dumper keeps later
+//! replaces that file only when it is higher.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::control::fork_fresh::ForkFresh;
-
 use crate::profile::snapshot::Snapshot;
 
 /// (estimated in-use bytes, the tallies then).
 pub(crate) static PEAK: ForkFresh<Option<(u64, Snapshot)>> = ForkFresh::new(None, || None);
 static AT_EXIT: std::sync::Once = std::sync::Once::new();
 
+/// The estimated in-use heap of the peak profile a copy wrote for the
+/// watcher (0: none). A peak kept later must pass it to replace the file.
+static WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// How far past a peak the heap must go to make a new one.
+fn margin(peak: u64) -> u64 {
+    (peak / 8).max(1 << 20)
+}
+
 /// Keeps a new peak if the heap (`in_use`, estimated now) passed the kept
 /// one by enough (see the module doc).
 pub fn tick(in_use: u64) {
     let mut g = PEAK.lock();
-    let kept = g.as_ref().map_or(0, |p| p.0);
-    if in_use > kept + (kept / 8).max(1 << 20) {
-        let mut snap = crate::profile::snapshot::take();
-        // Only what was live matters at a peak: keep no stacks of the rest.
-        snap.entries.retain(|e| e.live > 0);
-        let live: hashbrown::HashSet<_> = snap.entries.iter().map(|e| e.key.stack).collect();
-        snap.stacks.retain(|id, _| live.contains(id));
-        *g = Some((in_use, snap));
+    let kept = g
+        .as_ref()
+        .map_or(0, |p| p.0)
+        .max(WRITTEN.load(Ordering::Relaxed));
+    if in_use > kept + margin(kept) {
+        *g = Some((in_use, live_snapshot()));
         AT_EXIT.call_once(|| {
             // SAFETY: registering a plain extern "C" function that lives
             // for the whole process.
@@ -44,11 +59,43 @@ pub fn tick(in_use: u64) {
     }
 }
 
+/// The tallies now, without the stacks of what is not live.
+fn live_snapshot() -> Snapshot {
+    let mut snap = crate::profile::snapshot::take();
+    // Only what was live matters at a peak: keep no stacks of the rest.
+    snap.entries.retain(|e| e.live > 0);
+    let live: hashbrown::HashSet<_> = snap.entries.iter().map(|e| e.key.stack).collect();
+    snap.stacks.retain(|id, _| live.contains(id));
+    snap
+}
+
+/// For the watcher, which has no dumper's state (atomics only): whether the
+/// heap (`in_use`) passed the peak last written by enough that a copy
+/// should write a new one ([`write_now`]).
+pub fn watcher_due(in_use: u64) -> bool {
+    let w = WRITTEN.load(Ordering::Relaxed);
+    in_use > w + margin(w)
+}
+
+/// The watcher's copy wrote the heap at `in_use` as the peak profile.
+pub fn watcher_wrote(in_use: u64) {
+    WRITTEN.store(in_use, Ordering::Relaxed);
+}
+
+/// In a forked child: no peak of its own written yet.
+pub fn after_fork() {
+    WRITTEN.store(0, Ordering::Relaxed);
+}
+
 /// The heap profile at the highest estimated in-use heap so far (None
 /// before the dumper has seen any growth, or without memory for it).
 pub fn peak_profile() -> Option<crate::profile::proto::Profile> {
     let snap = PEAK.lock().clone()?.1;
-    let mut p = crate::profile::dump::profile_from(Some(&snap))?;
+    profile_of(&snap)
+}
+
+fn profile_of(snap: &Snapshot) -> Option<crate::profile::proto::Profile> {
+    let mut p = crate::profile::dump::profile_from(Some(snap))?;
     p.comment.push(p.string_table.len() as i64);
     p.string_table
         .push("heapprof peak: the live heap at the highest estimated in-use heap seen".into());
@@ -56,13 +103,26 @@ pub fn peak_profile() -> Option<crate::profile::proto::Profile> {
 }
 
 /// Writes `PREFIX.PID.peak.pb.gz` (replacing an earlier one) if a peak is
-/// kept; its path.
+/// kept, higher than one a copy wrote for the watcher; its path.
 pub fn write() -> Option<std::path::PathBuf> {
-    let p = peak_profile()?;
+    let kept = PEAK.lock().clone()?;
+    if kept.0 <= WRITTEN.load(Ordering::Relaxed) {
+        return None;
+    }
+    write_profile(&profile_of(&kept.1)?)
+}
+
+/// In a copy made for the watcher: writes the heap now as the peak
+/// profile; its path.
+pub fn write_now() -> Option<std::path::PathBuf> {
+    write_profile(&profile_of(&live_snapshot())?)
+}
+
+fn write_profile(p: &crate::profile::proto::Profile) -> Option<std::path::PathBuf> {
     let mut name = crate::control::triggers::out_prefix().into_os_string();
     name.push(format!(".{}.peak.pb.gz", crate::os::pid()));
     let path = std::path::PathBuf::from(name);
-    match crate::profile::output::write_atomic(&path, &crate::profile::output::encode_gz(&p)) {
+    match crate::profile::output::write_atomic(&path, &crate::profile::output::encode_gz(p)) {
         Ok(()) => Some(path),
         Err(e) => {
             crate::control::triggers::say(&format!(

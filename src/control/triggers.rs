@@ -215,8 +215,9 @@ fn start_dumper_or_watcher() {
             (c.http.is_some(), c.interval)
         };
         let every = interval.map_or(0, |d| d.as_nanos().clamp(1, u64::MAX as u128) as u64);
-        // HTTP serving needs threads of its own: no point in waiting.
-        if !http && watcher::start(every) {
+        // HTTP serving needs threads of its own, and the heap triggers
+        // the dumper's running state: no point in waiting.
+        if !http && !crate::control::heap_triggers::wanted() && watcher::start(every) {
             crate::engine::set_self_drain(true);
             // Said now, on this thread: the watcher cannot format lines.
             print_pending();
@@ -906,6 +907,7 @@ extern "C" fn fork_child() {
     dump_signal::after_fork();
     watcher::after_fork();
     lifetime::after_fork();
+    crate::control::peak::after_fork();
     crate::control::copy_dump::take_deferred();
     DUMPER_STARTED.store(false, Ordering::Release);
     // The parent's asks and its pipe are not this process's.

@@ -41,6 +41,11 @@
 //!   few milliseconds later.
 //! - **Record buffers are drained by the sampled path** meanwhile
 //!   ([`crate::engine::set_self_drain`]): nothing else would bound them.
+//! - **The peak**: once a second it reads the aggregate's running in-use
+//!   estimate (an atomic; it asks the program's next sample to drain the
+//!   buffers, so the estimate is at most a second old), and when the heap has passed the last peak
+//!   written by an eighth (at least 1 MiB) a copy writes the heap as it is
+//!   then as `PREFIX.PID.peak.pb.gz` ([`crate::control::peak`]).
 //! - **Handing over.** When the program creates a thread, the real dumper
 //!   starts and the watcher ends at its next wake-up. Should both dump at
 //!   once, numbered files never replace each other.
@@ -213,6 +218,7 @@ extern "C" fn main() -> ! {
     };
     raw::set_mask(&all);
     let mut next_interval = 0u64;
+    let mut next_peak_look = 0u64;
     loop {
         if STOP.load(Ordering::Acquire) {
             raw::exit_thread();
@@ -226,6 +232,8 @@ extern "C" fn main() -> ! {
         }
         let mut timeout =
             (next_interval != 0).then(|| next_interval.saturating_sub(now).max(1_000_000));
+        // The peak is looked at once a second, as the dumper does.
+        timeout = Some(timeout.map_or(PEAK_LOOK_NS, |t| t.min(PEAK_LOOK_NS)));
         // A dump no copy could make is tried again within a second.
         let deferred = crate::control::copy_dump::deferred();
         if deferred {
@@ -256,5 +264,19 @@ extern "C" fn main() -> ! {
             }
         }
         crate::control::triggers::watcher_round(dump);
+        let now = raw::monotonic_ns();
+        if now >= next_peak_look {
+            next_peak_look = now + PEAK_LOOK_NS;
+            let in_use = crate::engine::aggregate::in_use_estimate();
+            if crate::control::peak::watcher_due(in_use) && crate::control::copy_dump::run_peak() {
+                crate::control::peak::watcher_wrote(in_use);
+            }
+            // Fresh numbers for the next look: the program's next sample
+            // drains the buffers.
+            crate::engine::want_drain();
+        }
     }
 }
+
+/// How often the watcher looks for a new peak of the heap.
+const PEAK_LOOK_NS: u64 = 1_000_000_000;

@@ -21,6 +21,7 @@
 //! take — never an allocation hook — always with the calling thread marked
 //! busy so the aggregator's own allocations are not profiled.
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use hashbrown::{HashMap, HashSet};
@@ -87,6 +88,18 @@ pub struct Aggregate {
     freed_early: HashSet<u64>,
     /// Per label set id ([`crate::engine::labels`]; bounded by design).
     pub totals: HashMap<u32, Totals>,
+    /// The estimated in-use bytes over every label set, published in
+    /// [`IN_USE`] by each drain.
+    in_use: f64,
+}
+
+/// [`Aggregate::in_use`] as whole bytes, readable without the lock (the
+/// watcher, which may not take one, follows the peak with it).
+static IN_USE: AtomicU64 = AtomicU64::new(0);
+
+/// The estimated in-use heap in bytes, as of the last drain. Lock-free.
+pub fn in_use_estimate() -> u64 {
+    IN_USE.load(Ordering::Relaxed)
 }
 
 impl Aggregate {
@@ -129,6 +142,7 @@ impl Aggregate {
                     counts.live += 1;
                     totals.inuse_objects += objects;
                     totals.inuse_bytes += bytes;
+                    self.in_use += bytes;
                     self.live.insert(id, LiveSample { key, time_ns, tag });
                 }
             }
@@ -141,6 +155,7 @@ impl Aggregate {
                         let (objects, bytes) = weight(s.key.size, s.key.rate);
                         t.inuse_objects -= objects;
                         t.inuse_bytes -= bytes;
+                        self.in_use -= bytes;
                     }
                 }
                 None => {
@@ -159,6 +174,7 @@ impl Aggregate {
         // SAFETY: the caller holds the aggregator lock (we have `&mut self`
         // of the one global aggregate), so this is the only consumer.
         unsafe { buffer::drain_all(|words| record::parse(words, |r| self.apply(r))) };
+        IN_USE.store(self.in_use.max(0.0) as u64, Ordering::Relaxed);
     }
 }
 

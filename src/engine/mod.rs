@@ -447,6 +447,16 @@ pub fn set_self_drain(on: bool) {
     SELF_DRAIN.store(on, Ordering::Relaxed);
 }
 
+static DRAIN_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// While the sampled path drains (no dumper thread): asks the next sample
+/// to drain even if its buffer is not full, so the aggregate's running
+/// estimate ([`aggregate::in_use_estimate`]) catches up. Lock-free (the
+/// watcher calls it).
+pub fn want_drain() {
+    DRAIN_WANTED.store(true, Ordering::Relaxed);
+}
+
 fn push(st: &ThreadState, words: &[u64]) {
     let mut b = st.buffer.get();
     if b.is_null() {
@@ -469,9 +479,11 @@ fn push(st: &ThreadState, words: &[u64]) {
         // SAFETY: this thread owns `b` (above).
         unsafe { buffer::backlog(b) }
     };
-    if full
-        && (SELF_DRAIN.load(Ordering::Relaxed)
-            || (BACKLOG_DRAIN.load(Ordering::Relaxed) && backlog() >= BACKLOG))
+    let self_drain = SELF_DRAIN.load(Ordering::Relaxed);
+    if (full && (self_drain || (BACKLOG_DRAIN.load(Ordering::Relaxed) && backlog() >= BACKLOG)))
+        || (self_drain
+            && DRAIN_WANTED.load(Ordering::Relaxed)
+            && DRAIN_WANTED.swap(false, Ordering::Relaxed))
     {
         aggregate::try_drain();
     }
