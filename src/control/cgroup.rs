@@ -118,6 +118,56 @@ pub fn own_limit() -> Option<u64> {
 }
 
 impl MemCgroup {
+    /// cgroup v1 only: an eventfd (non-blocking, close-on-exec, high) that
+    /// the kernel makes readable each time the cgroup's usage crosses one
+    /// of `thresholds`, either way (`cgroup.event_control` on
+    /// `memory.usage_in_bytes`). None on v2, which has no such event, or
+    /// when the files refuse.
+    pub fn usage_events(&self, thresholds: &[u64]) -> Option<i32> {
+        if self.v2 || thresholds.is_empty() {
+            return None;
+        }
+        let c = |name: &str| {
+            std::ffi::CString::new(
+                self.dirs[0]
+                    .join(name)
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )
+            .ok()
+        };
+        let (usage_path, control_path) = (c("memory.usage_in_bytes")?, c("cgroup.event_control")?);
+        // SAFETY: eventfd makes a new descriptor from two integer flags.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return None;
+        }
+        let efd = crate::os::fds::move_high(efd);
+        let usage = crate::os::fds::open(&usage_path, libc::O_RDONLY);
+        let control = crate::os::fds::open(&control_path, libc::O_WRONLY);
+        let mut ok = usage >= 0 && control >= 0;
+        for t in thresholds {
+            if !ok {
+                break;
+            }
+            let line = format!("{efd} {usage} {t}");
+            // SAFETY: writing a local buffer of that length.
+            ok = unsafe { libc::write(control, line.as_ptr().cast(), line.len()) }
+                == line.len() as isize;
+        }
+        // The kernel holds what it needs of both files from the write on.
+        for fd in [usage, control] {
+            if fd >= 0 {
+                crate::os::raw::close(fd);
+            }
+        }
+        if !ok {
+            crate::os::raw::close(efd);
+            return None;
+        }
+        Some(efd)
+    }
+
     /// The memory in use, as the innermost cgroup counts it.
     pub fn usage(&self) -> Option<u64> {
         let file = if self.v2 {

@@ -3,7 +3,12 @@
 //! - `HEAPPROF_NEAR_LIMIT=80,95`: a heap dump when the process's memory
 //!   first crosses each percentage of its limit, re-armed once it falls
 //!   back below (by 5 % of the threshold, so a process hovering at the
-//!   line does not dump on every wobble). The memory and the limit: the
+//!   line does not dump on every wobble). On cgroup v1 the kernel tells
+//!   the dumper at each crossing (threshold events on
+//!   `memory.usage_in_bytes`, [`MemCgroup::usage_events`], waited on with
+//!   the dumper's other wake-ups): nothing is polled. Elsewhere (v2 has no
+//!   usage-threshold event) the dumper polls every [`POLL`]. The dump's
+//!   comment says which. The memory and the limit: the
 //!   process's memory cgroup (v2 `memory.current` against the lowest
 //!   `memory.max`/`memory.high` of it and its ancestors; v1
 //!   `memory.usage_in_bytes` against `memory.limit_in_bytes`); without a
@@ -46,6 +51,8 @@ pub(crate) struct State {
     /// Estimated in-use heap at the last growth dump.
     growth_base: u64,
     cgroup: Option<MemCgroup>,
+    /// The kernel reports the crossings (cgroup v1 threshold events).
+    events: bool,
     /// The dump sequence number when dumps were last pruned.
     pruned_at: u64,
 }
@@ -60,6 +67,7 @@ impl State {
             keep: None,
             growth_base: 0,
             cgroup: None,
+            events: false,
             pruned_at: u64::MAX,
         };
         let get = |n: &str| {
@@ -93,8 +101,64 @@ impl State {
         }
         if !s.near.is_empty() {
             s.cgroup = MemCgroup::of(std::process::id());
+            s.events = s.register_events();
         }
         s
+    }
+}
+
+impl State {
+    /// Asks the kernel for an event at each threshold and at each re-arm
+    /// point (cgroup v1); whether it agreed.
+    fn register_events(&self) -> bool {
+        let Some(cg) = self.cgroup.as_ref() else {
+            return false;
+        };
+        let Some(limit) = cg.tightest_limit() else {
+            return false;
+        };
+        let points: Vec<u64> = self
+            .near
+            .iter()
+            .flat_map(|&(p, _)| {
+                let at = limit / 100 * p;
+                [at, at - at / 20]
+            })
+            .collect();
+        match cg.usage_events(&points) {
+            Some(fd) => {
+                let old = EVENTS.set(fd);
+                if old >= 0 && old != fd {
+                    crate::os::raw::close(old);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The cgroup v1 threshold eventfd, when registered: the dumper's wait
+/// includes it ([`event_fd`]).
+static EVENTS: crate::os::fds::Held = crate::os::fds::Held::new();
+
+/// The descriptor the dumper's wait should include (`-1`: none). In a
+/// forked child the parent's is let go (the child registers its own).
+pub fn event_fd() -> i32 {
+    if EVENTS.raw() >= 0 && !EVENTS.made_here() {
+        // Inherited: the same cgroup's events, but the child's state
+        // registers anew.
+        EVENTS.close();
+    }
+    EVENTS.raw()
+}
+
+/// Empties the eventfd after a wake-up (raw calls only).
+pub fn drain_events() {
+    if let Some(fd) = EVENTS.get() {
+        let mut v = [0u8; 8];
+        // SAFETY: an 8-byte local buffer, an eventfd's read size.
+        unsafe { crate::os::raw::read(fd, v.as_mut_ptr(), 8) };
     }
 }
 
@@ -126,7 +190,7 @@ pub fn parse_percentages(v: &str) -> Option<Vec<u64>> {
 pub fn poll_every() -> Option<Duration> {
     let mut g = STATE.lock();
     let s = g.get_or_insert_with(State::from_env);
-    (!s.near.is_empty() || s.growth.is_some()).then_some(POLL)
+    ((!s.near.is_empty() && !s.events) || s.growth.is_some()).then_some(POLL)
 }
 
 /// The dumper's periodic call (see the module doc).
@@ -163,10 +227,15 @@ pub fn tick() {
             }
             if let Some(p) = crossed {
                 dump(Trigger::NearLimit, &format!(
-                    "heapprof trigger: HEAPPROF_NEAR_LIMIT: memory {} MiB is {}% of the {what} {} MiB (threshold {p}%)",
+                    "heapprof trigger: HEAPPROF_NEAR_LIMIT: memory {} MiB is {}% of the {what} {} MiB (threshold {p}%; {})",
                     used >> 20,
                     used * 100 / limit.max(1),
-                    limit >> 20
+                    limit >> 20,
+                    if s.events {
+                        "told by a cgroup v1 threshold event"
+                    } else {
+                        "polled every 50 ms"
+                    }
                 ));
             }
         }

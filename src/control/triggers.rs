@@ -41,10 +41,12 @@
 //! the dumper ([`program_creates_thread`]), and the watcher ends.
 //!
 //! A registered [`NoteSource`] (the preload library's skipped-children
-//! socket) is a descriptor, which a futex cannot be waited on with: while
-//! one exists the wait is a `ppoll` on it and on a self-pipe (high,
-//! close-on-exec, checked: [`crate::os::fds`]) that every wake also writes
-//! a byte to. Its one-off line is printed with the pending messages.
+//! socket) and the cgroup's threshold events of `HEAPPROF_NEAR_LIMIT`
+//! (cgroup v1, [`crate::control::heap_triggers`]) are descriptors, which a
+//! futex cannot be waited on with: while one exists the wait is a `ppoll`
+//! on them and on a self-pipe (high, close-on-exec, checked:
+//! [`crate::os::fds`]) that every wake also writes a byte to. The note's
+//! one-off line is printed with the pending messages.
 //!
 //! At exit, an `atexit` handler writes a last profile if asked (and prints
 //! any configuration problem not printed yet). After `fork`, the child drops
@@ -86,8 +88,9 @@ static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
 /// futex word it waits on. No descriptor is needed to wake it.
 static WAKE_BITS: AtomicU32 = AtomicU32::new(0);
 static WAKE_SEQ: AtomicI32 = AtomicI32::new(0);
-/// A pipe the waiting thread polls beside the note source's descriptor
-/// (only then: a futex cannot be polled with a descriptor), high and
+/// A pipe the waiting thread polls beside the note source's descriptor or
+/// the cgroup's threshold events (only then: a futex cannot be polled
+/// with a descriptor), high and
 /// checked (see [`crate::os::fds`]).
 static PIPE_READ: fds::Held = fds::Held::new();
 static PIPE_WRITE: fds::Held = fds::Held::new();
@@ -323,7 +326,7 @@ fn wake(bits: u32) {
     WAKE_BITS.fetch_or(bits, Ordering::AcqRel);
     WAKE_SEQ.fetch_add(1, Ordering::AcqRel);
     raw::futex_wake(&WAKE_SEQ);
-    // A waiter polling the note source's descriptor waits on the pipe:
+    // A waiter polling a descriptor (notes, cgroup events) waits on the pipe:
     // checked, never a byte into a file of the program's that took the
     // number (a wake-up is lost instead; the waiter remakes the pipe).
     if PIPE_WRITE.raw() >= 0 {
@@ -562,10 +565,11 @@ pub(crate) fn wait_for_wake(timeout_ns: Option<u64>, base: &libc::sigset_t) -> b
         (a, b) => a.or(b),
     };
     let note = NOTE_SOURCE.get().map_or(-1, |n| (n.fd)());
+    let events = crate::control::heap_triggers::event_fd();
     if WAKE_BITS.load(Ordering::Acquire) == 0 {
         let mask = dump_signal::wait_mask(base);
-        if note >= 0 {
-            wait_with_note(note, timeout_ns, &mask);
+        if note >= 0 || events >= 0 {
+            wait_with_fds(note, events, timeout_ns, &mask);
         } else {
             // No descriptor at all: the futex word, with the dump signal
             // unblocked only around it (a signal in between bumps the word,
@@ -579,14 +583,15 @@ pub(crate) fn wait_for_wake(timeout_ns: Option<u64>, base: &libc::sigset_t) -> b
     WAKE_BITS.swap(0, Ordering::AcqRel) & WAKE_DUMP != 0
 }
 
-/// The wait of a process that hears notes on a descriptor: `ppoll` on it
-/// and on the self-pipe that [`wake`] then also writes to.
-fn wait_with_note(note: i32, timeout_ns: Option<u64>, mask: &libc::sigset_t) {
+/// The wait of a process that hears notes, or the cgroup's threshold
+/// events, on a descriptor (`-1`: none): `ppoll` on them and on the
+/// self-pipe that [`wake`] then also writes to.
+fn wait_with_fds(note: i32, events: i32, timeout_ns: Option<u64>, mask: &libc::sigset_t) {
     if !pipe_is_ours() {
         open_pipe();
     }
     let fd = PIPE_READ.raw();
-    let mut fds = [fd, note].map(|fd| libc::pollfd {
+    let mut fds = [fd, note, events].map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
@@ -606,6 +611,10 @@ fn wait_with_note(note: i32, timeout_ns: Option<u64>, mask: &libc::sigset_t) {
         let mut buf = [0u8; 256];
         // SAFETY: a local buffer of that length.
         while unsafe { raw::read(fd, buf.as_mut_ptr(), buf.len()) } > 0 {}
+        if fds[2].revents & libc::POLLIN != 0 {
+            // The dumper's next round reads the cgroup and acts.
+            crate::control::heap_triggers::drain_events();
+        }
     }
 }
 
