@@ -2,8 +2,8 @@
 //! stacks (`root;…;leaf value`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
+#[cfg(feature = "cli")]
 use inferno::flamegraph::{self, color, Options};
 
 use super::model::{Frame, Resolved, SampleKind, SampleType};
@@ -81,11 +81,13 @@ fn folded_name(frame: &Frame) -> String {
 /// inferno adds counts up in a `u64`; totals beyond this are scaled down
 /// (and its `factor` scales the labels back), so hostile values cannot
 /// overflow it.
+#[cfg(feature = "cli")]
 const MAX_FLAME_TOTAL: u128 = 1 << 62;
 
 /// The SVG flame graph of `r` for the value `kind` selects, titled with the
 /// input and the sample type. Colors are hashed from function names, so the
 /// same profile always gives the same picture.
+#[cfg(feature = "cli")]
 pub fn flamegraph(r: &Resolved, kind: &SampleKind) -> Result<Vec<u8>, ReportError> {
     let (sample, lines) = folded_stacks(r, kind)?;
     if lines.is_empty() {
@@ -132,7 +134,12 @@ pub fn flamegraph(r: &Resolved, kind: &SampleKind) -> Result<Vec<u8>, ReportErro
 
 /// [`flamegraph()`], written to `path` (through a temporary file renamed into
 /// place, so a failed run never leaves half an SVG).
-pub fn write_flamegraph(r: &Resolved, kind: &SampleKind, path: &Path) -> Result<(), ReportError> {
+#[cfg(feature = "cli")]
+pub fn write_flamegraph(
+    r: &Resolved,
+    kind: &SampleKind,
+    path: &std::path::Path,
+) -> Result<(), ReportError> {
     let svg = flamegraph(r, kind)?;
     let shown = path.display().to_string();
     let mut tmp = path.as_os_str().to_owned();

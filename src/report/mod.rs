@@ -121,7 +121,9 @@ use std::path::Path;
 
 pub use diff::{diff, DiffReport, DiffRow};
 pub use error::ReportError;
-pub use flame::{flamegraph, folded, write_flamegraph};
+pub use flame::folded;
+#[cfg(feature = "cli")]
+pub use flame::{flamegraph, write_flamegraph};
 pub use frames::{program_frames, program_only};
 pub use leaks::{
     judge, leak_age, leak_verdicts, leaks, AgeReport, AgeRow, Birth, Evidence, Grouping, LeakClass,
