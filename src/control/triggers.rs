@@ -811,6 +811,7 @@ pub(crate) fn try_dump(trigger: Trigger) -> Result<Option<PathBuf>, String> {
     // memory it could not get) fails this dump, never the program: the
     // dumper and at-exit callers are C-ABI functions, through which a panic
     // would abort the process. Files are written whole or not at all.
+    let _dumping = Dumping::enter();
     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let written = crate::profile::dump::dump_numbered(&prefix, trigger)
             .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p));
@@ -839,8 +840,36 @@ pub(crate) fn try_dump(trigger: Trigger) -> Result<Option<PathBuf>, String> {
     }
 }
 
+/// Dumps being written in this process now: the exit waits for them, so
+/// a heap profile written just before the exit keeps its threads profile.
+static DUMPING: AtomicI32 = AtomicI32::new(0);
+/// Longest the exit waits for a dump under way on another thread.
+const EXIT_WAITS_FOR_DUMP: Duration = Duration::from_secs(5);
+
+/// One dump under way, until dropped.
+struct Dumping(());
+
+impl Dumping {
+    fn enter() -> Dumping {
+        DUMPING.fetch_add(1, Ordering::AcqRel);
+        Dumping(())
+    }
+}
+
+impl Drop for Dumping {
+    fn drop(&mut self) {
+        DUMPING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 extern "C" fn at_exit() {
     let _busy = thread_state::current().enter();
+    // A dump another thread is writing (an interval dump, say) is finished
+    // before the process goes, or its threads profile could be missing.
+    let until = Instant::now() + EXIT_WAITS_FOR_DUMP;
+    while DUMPING.load(Ordering::Acquire) > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     print_pending();
     // A dump the watcher's copies could not make: made here, in-process.
     if crate::control::copy_dump::take_deferred() {
@@ -917,6 +946,8 @@ extern "C" fn fork_child() {
     watcher::after_fork();
     lifetime::after_fork();
     crate::control::peak::after_fork();
+    // The parent's dumps under way are not this process's.
+    DUMPING.store(0, Ordering::Release);
     crate::control::copy_dump::take_deferred();
     DUMPER_STARTED.store(false, Ordering::Release);
     // The parent's asks and its pipe are not this process's.
