@@ -86,6 +86,8 @@ pub mod profile;
 pub mod report;
 #[cfg(feature = "threads")]
 mod thread_hook;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 // Short paths for the modules used across layers and by the ways in.
 

@@ -326,6 +326,15 @@ impl LabelSet {
         let _scope = Scope::enter(thread_state::current(), self.id);
         f()
     }
+
+    /// `fut`, with exactly this set during each of its polls (as
+    /// [`labeled`], without interning the labels again).
+    pub fn wrap<F: Future>(&self, fut: F) -> Labeled<F> {
+        Labeled {
+            labels: self.id,
+            fut,
+        }
+    }
 }
 
 /// A future whose every `poll` runs with a label set, on whatever thread
