@@ -296,7 +296,12 @@ fn program_wants_it(mode: &str, sig: i32, name: &str, expect: &[&str], said: &st
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains(said), "{stderr}");
-    assert!(lines[0].contains("HEAPPROF_SIGNAL"), "{stderr}");
+    // A signal the program leaves alone is suggested, named as the
+    // variable takes it.
+    assert!(
+        lines[0].contains("HEAPPROF_SIGNAL=RTMIN+2 and send SIGRTMIN+2"),
+        "{stderr}"
+    );
     // No dump on the signal: the exit profile only.
     let seqs: Vec<u64> = common::dumps(&dir).iter().map(|d| d.1).collect();
     assert_eq!(seqs, [0], "{mode}");
@@ -326,6 +331,28 @@ fn preload_a_program_that_blocks_and_waits_for_the_signal_gets_it() {
         "USR1",
         &got,
         "blocks SIGUSR1 itself",
+    );
+}
+
+/// A server's workers each block most signals for a moment while they
+/// start (as PostgreSQL's backends do: not a wish for the dump signal),
+/// then set their own handler for it: heapprof says so once for the whole
+/// process tree, not once per worker.
+#[test]
+fn preload_workers_taking_the_signal_are_said_once_per_tree() {
+    let dir = out_dir("workers");
+    let out = preloaded(dumpsig(), &dir)
+        .args(["workers", &libc::SIGUSR2.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "workers done\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].contains("the program set its own handler for SIGUSR2"),
+        "{stderr}"
     );
 }
 

@@ -518,6 +518,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn signals_parse_by_the_names_heapprof_says() {
+        use crate::os::signals::SignalName;
+        let rt2 = libc::SIGRTMIN() + 2;
+        for n in [
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGURG,
+            libc::SIGPWR,
+            rt2,
+        ] {
+            let name = SignalName(n).to_string();
+            assert_eq!(parse_signal(&name), Some(Some(n)), "{name}");
+            assert_eq!(parse_signal(&name[3..]), Some(Some(n)), "{name}");
+        }
+    }
+
+    #[test]
     fn byte_counts() {
         assert_eq!(parse_bytes("524288"), Some(524288));
         assert_eq!(parse_bytes("512k"), Some(524288));

@@ -71,6 +71,7 @@ use crate::control::config::Config;
 use crate::control::dump_signal::{self, Why};
 use crate::control::{lifetime, watcher};
 use crate::engine::thread_state;
+use crate::os::signals::SignalName;
 use crate::os::{fds, raw};
 use crate::profile::dump::Trigger;
 
@@ -193,6 +194,7 @@ pub fn start() {
     if STARTED.swap(true, Ordering::AcqRel) {
         return;
     }
+    map_tree_said();
     let signal = match crate::control::config::getenv("HEAPPROF_SIGNAL") {
         // An unparsable value falls back to the default; the dumper reports it.
         Some(v) => crate::control::config::parse_signal(v).unwrap_or(Some(libc::SIGUSR2)),
@@ -369,19 +371,6 @@ fn handler_addr() -> libc::sighandler_t {
 }
 
 /// A signal's name in heapprof's lines.
-struct SignalName(i32);
-
-impl core::fmt::Display for SignalName {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            libc::SIGUSR1 => f.write_str("SIGUSR1"),
-            libc::SIGUSR2 => f.write_str("SIGUSR2"),
-            libc::SIGHUP => f.write_str("SIGHUP"),
-            n => write!(f, "signal {n}"),
-        }
-    }
-}
-
 /// Moves our handler to signal `want` (0: none), if that signal is free.
 /// Allocation-free; a signal found taken is remembered in [`SIGNAL_TAKEN`]
 /// and reported by the dumper thread.
@@ -717,9 +706,11 @@ fn line_of(write: impl FnOnce(&mut String) -> core::fmt::Result) -> String {
 fn write_taken_line(w: &mut impl core::fmt::Write, sig: i32) -> core::fmt::Result {
     write!(
         w,
-        "heapprof: {} already has a handler in this program; leaving it, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as USR1, or none)",
+        "heapprof: {} already has a handler in this program; leaving it, so no dumps on it (",
         SignalName(sig)
-    )
+    )?;
+    write_suggestion(w)?;
+    w.write_str(")")
 }
 
 fn write_yield_line(w: &mut impl core::fmt::Write, sig: i32, why: Why) -> core::fmt::Result {
@@ -729,20 +720,75 @@ fn write_yield_line(w: &mut impl core::fmt::Write, sig: i32, why: Why) -> core::
         Why::Waits => write!(w, "heapprof: the program waits for {name} itself")?,
         Why::Handler => write!(w, "heapprof: the program set its own handler for {name}")?,
     }
-    let other = if sig == libc::SIGUSR1 { "USR2" } else { "USR1" };
-    write!(
-        w,
-        "; leaving it to the program, so no dumps on it (set HEAPPROF_SIGNAL to a free signal such as {other}, or none)"
-    )
+    w.write_str("; leaving it to the program, so no dumps on it (")?;
+    write_suggestion(w)?;
+    w.write_str(")")
+}
+
+/// What to set instead: a real-time signal the program leaves alone (its
+/// disposition is the default one), or no signal with interval dumps.
+fn write_suggestion(w: &mut impl core::fmt::Write) -> core::fmt::Result {
+    match crate::os::signals::free_realtime() {
+        Some(s) => {
+            let name = SignalName(s);
+            write!(
+                w,
+                "set HEAPPROF_SIGNAL={name:#} and send {name}, a signal the program leaves alone; or HEAPPROF_SIGNAL=none with HEAPPROF_INTERVAL"
+            )
+        }
+        None => w.write_str("set HEAPPROF_SIGNAL=none and use HEAPPROF_INTERVAL or HEAPPROF_HTTP"),
+    }
 }
 
 /// Whether no line has said yet that the program took `sig`. Both ways of
 /// noticing it can see the same event: the interposed `sigaction` installs
 /// the program's handler before it yields, and the dumper may look at the
 /// handler in between.
+///
+/// Said once per process tree: the flags live in a shared page that forked
+/// children inherit (a server's workers would each say it otherwise).
 fn first_yield_line(sig: i32) -> bool {
     static SAID: AtomicI32 = AtomicI32::new(0);
-    SAID.swap(sig, Ordering::AcqRel) != sig
+    if SAID.swap(sig, Ordering::AcqRel) == sig {
+        return false;
+    }
+    let bit = 1u64 << (sig.clamp(1, 64) - 1);
+    tree_said().map_or(true, |w| w.fetch_or(bit, Ordering::AcqRel) & bit == 0)
+}
+
+/// One word shared by this process and every child it forks (an
+/// anonymous shared page, made at start): which signals' lines the tree
+/// has said. None if it could not be made.
+fn tree_said() -> Option<&'static core::sync::atomic::AtomicU64> {
+    let p = TREE_SAID.load(Ordering::Acquire);
+    // SAFETY: TREE_SAID is null or a page mapped for the process's life,
+    // whose first word is only ever used as an AtomicU64.
+    (!p.is_null()).then(|| unsafe { &*p.cast::<core::sync::atomic::AtomicU64>() })
+}
+
+static TREE_SAID: core::sync::atomic::AtomicPtr<u8> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// Maps [`tree_said`]'s page (at start; a forked child keeps its parent's).
+fn map_tree_said() {
+    if !TREE_SAID.load(Ordering::Acquire).is_null() {
+        return;
+    }
+    // SAFETY: a new anonymous shared mapping of one page; no memory of
+    // ours is touched.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p != libc::MAP_FAILED {
+        TREE_SAID.store(p.cast(), Ordering::Release);
+    }
 }
 
 /// The signal our handler was installed on, if a handler the program set

@@ -12,26 +12,14 @@ use std::path::Path;
 
 pub use crate::control::cgroup::MemCgroup;
 
-/// A signal's name, as `kill -l` says it.
+/// A signal's number and name: `signal 9 (SIGKILL)`.
 pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGXCPU => "SIGXCPU",
-        _ => return format!("signal {sig}"),
-    };
-    format!("signal {sig} ({name})")
+    let name = crate::os::signals::SignalName(sig).to_string();
+    if name.starts_with("SIG") {
+        format!("signal {sig} ({name})")
+    } else {
+        name
+    }
 }
 
 /// The lines `heapprof run` prints after the command (pid `pid`) died of

@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicI32, Ordering};
 
 pub mod fds;
 pub mod raw;
+pub mod signals;
 
 /// In a copy of the process ([`crate::profile::copy_process`]): the pid of
 /// the process it copies (0 elsewhere).

@@ -14,6 +14,11 @@
  *   dumpsig raise SIG     raises SIG 3 times, waiting for each profile.
  *   dumpsig noalloc SIG   counts the allocations its thread makes in the
  *                     interposed signal functions (under countmalloc.so).
+ *   dumpsig workers SIG   forks 3 workers (as a server does); each blocks
+ *                     most signals for a moment as PostgreSQL's backends do
+ *                     while starting (all but QUIT, TERM, ALRM), restores
+ *                     its mask, then installs its own handler for SIG, and
+ *                     exits; the parent waits for them.
  *   dumpsig handler SIG   installs a handler for SIG, starts a thread, says
  *                     "ready", waits for it 3 times and says how often it ran
  *                     on a thread the program did not create.
@@ -399,6 +404,32 @@ static int raise_mode(int sig) {
   return 0;
 }
 
+static int workers_mode(int sig) {
+  for (int i = 0; i < 3; i++) {
+    pid_t pid = fork();
+    if (pid < 0) return 1;
+    if (pid == 0) {
+      sigset_t startup, old;
+      sigfillset(&startup);
+      sigdelset(&startup, SIGQUIT);
+      sigdelset(&startup, SIGTERM);
+      sigdelset(&startup, SIGALRM);
+      pthread_sigmask(SIG_SETMASK, &startup, &old);
+      free(malloc(100));
+      pthread_sigmask(SIG_SETMASK, &old, NULL);
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = on_sig;
+      sigaction(sig, &sa, NULL);
+      _exit(0);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
+  }
+  printf("workers done\n");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "";
   int sig = argc > 2 ? atoi(argv[2]) : SIGUSR2;
@@ -408,6 +439,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "sigwait")) return sigwait_mode(sig, 0);
   if (!strcmp(mode, "signalfd")) return sigwait_mode(sig, 1);
   if (!strcmp(mode, "handler")) return handler_mode(sig);
+  if (!strcmp(mode, "workers")) return workers_mode(sig);
   if (!strcmp(mode, "noalloc")) return noalloc_mode(sig);
   if (!strcmp(mode, "raise")) return raise_mode(sig);
   fprintf(stderr, "usage: dumpsig waits|spawn|sigwait SIG|signalfd SIG|handler SIG\n");
