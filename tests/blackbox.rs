@@ -303,6 +303,8 @@ fn heapprof_run_names_the_leak_and_the_oom_killer() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(137), "{err}");
+    // The post-mortem says what happened, not "no profile".
+    assert!(!err.contains("no profile was written"), "{err}");
     assert!(
         err.contains(&format!(
             "killed by signal 9 (SIGKILL): killed by the OOM killer (cgroup limit {LIMIT_MIB} MiB)"

@@ -273,6 +273,23 @@ fn the_report_draws_the_peak_and_says_what_took_each_dump() {
         .string_table
         .push(format!("memory_limit={}", 400u64 << 20));
     std::fs::write(&files[0], prost::Message::encode_to_vec(&first)).unwrap();
+    // `heapprof leaks` over the glob of the dumps, which also selects the
+    // peak: left out of the series, and said so.
+    let leaks = Command::new(env!("CARGO_BIN_EXE_heapprof"))
+        .arg("leaks")
+        .args(&files)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&leaks.stderr);
+    let out = String::from_utf8_lossy(&leaks.stdout);
+    assert!(leaks.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "peak.pb.gz: a peak profile (the heap at its highest), not a moment of the series"
+        ),
+        "{err}"
+    );
+    assert!(out.starts_with(&format!("{n} profiles")), "{out}");
     let html_path = dir.join("report.html");
     report(&files, &html_path);
     let page = dom(&dir, &html_path, "");

@@ -346,11 +346,25 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                     "leaks needs one profile or several of one process".to_string(),
                 ));
             }
-            let whole = a
+            let mut whole = a
                 .positional
                 .iter()
                 .map(|f| load(f, &a))
                 .collect::<Result<Vec<_>, _>>()?;
+            // A peak profile (`PREFIX.PID.peak.pb.gz`, which a glob of the
+            // dumps also selects) is the heap at its highest, not a moment
+            // of the series: left out of a series, and said so.
+            if whole.iter().any(|r| !r.peak) {
+                whole.retain(|r| {
+                    if r.peak {
+                        eprintln!(
+                            "heapprof: left out {}: a peak profile (the heap at its highest), not a moment of the series; `heapprof top` reads it alone",
+                            r.input
+                        );
+                    }
+                    !r.peak
+                });
+            }
             by_label::check_focus(&whole.iter().collect::<Vec<_>>(), &a.focus)?;
             let profiles: Vec<_> = whole
                 .iter()

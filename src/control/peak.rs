@@ -97,8 +97,10 @@ pub fn peak_profile() -> Option<crate::profile::proto::Profile> {
 fn profile_of(snap: &Snapshot) -> Option<crate::profile::proto::Profile> {
     let mut p = crate::profile::dump::profile_from(Some(snap))?;
     p.comment.push(p.string_table.len() as i64);
-    p.string_table
-        .push("heapprof peak: the live heap at the highest estimated in-use heap seen".into());
+    p.string_table.push(format!(
+        "{} the live heap at the highest estimated in-use heap seen",
+        crate::profile::pprof::PEAK_COMMENT
+    ));
     Some(p)
 }
 

@@ -393,7 +393,11 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
                 .join(" ")
         );
     }
-    say(&text);
+    // A command killed before any dump: the post-mortem below says what
+    // happened and what its black box holds, not "no profile".
+    if !(written.is_empty() && exit.signal().is_some()) {
+        say(&text);
+    }
     if let Some(line) = run_report(&written, main_pid, &prefix) {
         say(&line);
     }

@@ -51,6 +51,8 @@ pub const RSS_ANON_KEY: &str = "rss_anon=";
 /// The comment recording the memory limit of the process's cgroup:
 /// `memory_limit=BYTES`, a comment of its own.
 pub const MEMORY_LIMIT_KEY: &str = "memory_limit=";
+/// How a peak profile's comment starts (`crate::control::peak`).
+pub const PEAK_COMMENT: &str = "heapprof peak:";
 /// The comment saying what took a numbered dump: `trigger=NAME`.
 pub const TRIGGER_KEY: &str = "trigger=";
 

@@ -77,9 +77,6 @@ pub struct Dump {
     pub peak: bool,
 }
 
-/// How a peak profile's comment starts (`crate::control::peak`).
-pub const PEAK_COMMENT: &str = "heapprof peak:";
-
 /// Reads, decodes and resolves the dump at `path` (see [`parse_dump`]).
 pub fn load_dump(path: impl AsRef<Path>) -> Result<Dump, ReportError> {
     let path = path.as_ref();
@@ -124,7 +121,9 @@ pub fn parse_dump(input: &str, bytes: &[u8]) -> Result<Dump, ReportError> {
         trigger: word("trigger"),
         rss: word("rss_anon").and_then(|v| v.parse().ok()),
         limit: word("memory_limit").and_then(|v| v.parse().ok()),
-        peak: comments.iter().any(|c| c.starts_with(PEAK_COMMENT)),
+        peak: comments
+            .iter()
+            .any(|c| c.starts_with(crate::profile::pprof::PEAK_COMMENT)),
         pid,
         program,
         profile: Resolved::from_profile(input, &p)?,
@@ -147,6 +146,7 @@ fn empty_profile() -> Resolved {
         skipped_samples: 0,
         rss_anon: None,
         main_file: None,
+        peak: false,
     }
 }
 

@@ -233,6 +233,9 @@ pub struct Resolved {
     /// The file of the profile's first mapping: the main executable, for
     /// heapprof's and Go's profiles.
     pub main_file: Option<String>,
+    /// A peak profile (heapprof's `heapprof peak:` comment): the heap at its
+    /// highest, not a moment of a series.
+    pub peak: bool,
 }
 
 /// Looks up string-table entries, naming the referrer when out of range.
@@ -370,11 +373,13 @@ impl Resolved {
         }
 
         let mut rss_anon = None;
+        let mut peak = false;
         for &c in &p.comment {
             let text = strings.get(c, || "a comment".to_string())?;
             if let Some(v) = text.strip_prefix(crate::profile::pprof::RSS_ANON_KEY) {
                 rss_anon = v.trim().parse().ok();
             }
+            peak |= text.starts_with(crate::profile::pprof::PEAK_COMMENT);
         }
         let main_file = p
             .mapping
@@ -385,6 +390,7 @@ impl Resolved {
         Ok(Resolved {
             rss_anon,
             main_file,
+            peak,
             input: input.to_string(),
             sample_types,
             default_sample_type,

@@ -187,6 +187,7 @@ mod tests {
             skipped_samples: 0,
             rss_anon: rss,
             main_file: Some("/nonexistent/svc".into()),
+            peak: false,
         }
     }
 
