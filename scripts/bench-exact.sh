@@ -36,13 +36,19 @@ trap 'rm -rf "$work"' EXIT
 cc -O2 -g -pthread -o "$work/alloc_bench" scripts/bench-programs/alloc_bench.c
 sed 's/range(100000)/range(20000)/' scripts/bench-programs/workload.py >"$work/workload.py"
 
-# Instructions of the program itself (callgrind's first process; copies of
-# the process heapprof makes for dumps are reported apart and left out).
-# The callgrind file of that process is kept as $work/cg.$1.
+# "$@" in a clean environment at rate 1, with preload library $2 (or
+# none: ""): no dump at exit, a fixed hash seed. Prints the instructions of
+# the program itself (callgrind's first process; the copies of the process
+# heapprof makes for dumps are reported apart and left out) and keeps its
+# callgrind file as $work/cg.$1. (HEAPPROF_CHILDREN=1: valgrind's launcher
+# would otherwise take the library out of LD_PRELOAD before the program.)
 instr() {
-  local tag=$1
-  shift
-  valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.%p" "$@" \
+  local tag=$1 lib=$2
+  shift 2
+  env -i PATH="$PATH" HOME="$HOME" PYTHONHASHSEED=0 PYTHONMALLOC=malloc \
+    HEAPPROF_OUT="$work/prof" HEAPPROF_AT_EXIT=0 HEAPPROF_RATE=1 HEAPPROF_CHILDREN=1 \
+    ${lib:+LD_PRELOAD=$lib} \
+    valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.%p" "$@" \
     >/dev/null 2>"$work/vg.err" || { cat "$work/vg.err" >&2; exit 1; }
   local main
   main=$(sed -n 's/^==\([0-9]*\)==.*/\1/p' "$work/vg.err" | head -1)
@@ -50,8 +56,7 @@ instr() {
   sed -n "s/^==$main==.*Collected : \([0-9]*\).*/\1/p" "$work/vg.err"
 }
 
-# "$@" with the library at rate 1 (or bare with LIB=""), in a clean
-# environment: no dump at exit, a fixed hash seed.
+# "$@" natively, in the same environment as `instr`.
 run_env() {
   local lib=$1
   shift
@@ -65,16 +70,16 @@ printf '%-8s %16s %16s %8s\n' program bare rate=1 ratio
 for p in $ONLY; do
   case $p in
     python)
-      bare=$(instr py-bare run_env "" "$PY" "$work/workload.py")
-      r1=$(instr py-r1 run_env "$LIB" "$PY" "$work/workload.py")
+      bare=$(instr py-bare "" "$PY" "$work/workload.py")
+      r1=$(instr py-r1 "$LIB" "$PY" "$work/workload.py")
       ;;
     alloc)
-      bare=$(instr alloc-bare run_env "" "$work/alloc_bench" 1 1)
-      r1=$(instr alloc-r1 run_env "$LIB" "$work/alloc_bench" 1 1)
+      bare=$(instr alloc-bare "" "$work/alloc_bench" 1 1)
+      r1=$(instr alloc-r1 "$LIB" "$work/alloc_bench" 1 1)
       ;;
     rust)
-      bare=$(instr rust-bare run_env "" "$CHURN" --mode system --threads 1 --ops 1000000)
-      r1=$(instr rust-r1 run_env "" "$CHURN" --mode profiler --rate 1 --threads 1 --ops 1000000)
+      bare=$(instr rust-bare "" "$CHURN" --mode system --threads 1 --ops 1000000)
+      r1=$(instr rust-r1 "" "$CHURN" --mode profiler --rate 1 --threads 1 --ops 1000000)
       ;;
     *) echo "unknown program $p" >&2; exit 2 ;;
   esac
@@ -84,7 +89,7 @@ done
 if [[ " $ONLY " == *" python "* ]]; then
   echo
   echo "python at rate 1: heapprof's instructions by part (exclusive Ir, millions)"
-  callgrind_annotate --inclusive=no --threshold=100 "$work/cg.py-r1" 2>/dev/null |
+  callgrind_annotate --auto=no --inclusive=no --threshold=100 "$work/cg.py-r1" 2>/dev/null |
     awk '
       /^ *[0-9,]+ / {
         n = $1; gsub(",", "", n); line = $0
