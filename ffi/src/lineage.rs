@@ -153,7 +153,7 @@ pub fn profile_this_process() -> bool {
         }
         None => env::set_var(VAR, &format!("{me}:{tag:016x}")),
     }
-    heapprof::control::triggers::set_note_source(heapprof::control::triggers::NoteSource {
+    heapprof::control::wake::set_note_source(heapprof::control::wake::NoteSource {
         fd: || SOCKET.raw(),
         take: note,
     });

@@ -413,7 +413,7 @@ pub unsafe extern "C" fn raise(sig: c_int) -> c_int {
     if sig != 0 && sig == h && ours_installed(sig) {
         let cur = current_mask();
         if member(&cur, h) && !dump_signal::blanket(&cur, h) {
-            heapprof::control::triggers::request_dump();
+            heapprof::control::wake::request_dump();
             return 0;
         }
     }

@@ -275,7 +275,7 @@ const BLANKET: u64 = {
 };
 
 /// Whether `set` blocks (nearly) everything — all but at most
-/// [`BLANKET_SLACK`] of the common asynchronous signals besides `sig` — as
+/// `BLANKET_SLACK` of the common asynchronous signals besides `sig` — as
 /// `sigfillset` masks do, and masks that leave a few open for a moment
 /// (PostgreSQL's while a backend starts leaves SIGQUIT, SIGTERM and
 /// SIGALRM open): such code does not want the dump signal, it wants quiet.
@@ -340,7 +340,7 @@ pub fn program_takes(sig: c_int, why: Why) {
         YIELDED.store(sig | (why as i32) << 8, Ordering::Release);
         // The dumper may be waiting with the signal unblocked: wake it so it
         // waits with it blocked from now on.
-        crate::control::triggers::poke();
+        crate::control::wake::poke();
         if took {
             settle();
         }

@@ -105,7 +105,7 @@ fn tracked_thread_ended() {
 /// Asks the dumper to look soon. Lock-free: an atomic and one `write(2)`.
 fn hint() {
     HINTED.store(true, Ordering::Release);
-    crate::control::triggers::poke();
+    crate::control::wake::poke();
 }
 
 /// In a forked child: its one thread is the program's, the parent's

@@ -3,12 +3,11 @@
 //!
 //! # Model
 //! Nothing that writes a profile ever runs in a signal handler or on an
-//! allocation hook. The signal handler only sets a bit and bumps a futex
-//! word (atomics and raw system calls: `errno` untouched); a dedicated
-//! dumper thread, with every signal blocked so the application's own signal
-//! handling is untouched, waits on that word with a timeout. No descriptor
-//! is involved, so a program that lists, closes or reuses its descriptors
-//! finds none of heapprof's. One wake-up takes every bit set and writes one
+//! allocation hook. The signal handler only asks the dumper for a dump
+//! ([`crate::control::wake`]: a bit and a futex word, atomics and raw system
+//! calls, `errno` untouched); a dedicated dumper thread, with every signal
+//! blocked so the application's own signal handling is untouched, waits on
+//! that word with a timeout. One wake-up takes every ask and writes one
 //! profile, so a storm of signals coalesces: signals that arrive during a
 //! dump cause at most one more. The timeout serves the
 //! `HEAPPROF_INTERVAL` dumps and a periodic drain of the per-thread buffers
@@ -36,24 +35,19 @@
 //! would switch its malloc to the multi-threaded paths for good, costing
 //! more than heapprof itself. The [`watcher`] stands in: a bare thread that
 //! waits on the same word and signal and has each dump written by a copy of
-//! the process (`wait_for_wake`, `watcher_round` here); the sampled path
+//! the process (`crate::control::wake::wait_for_wake`, `watcher_round` here); the sampled path
 //! drains the buffers meanwhile. The program's first `pthread_create` starts
 //! the dumper ([`program_creates_thread`]), and the watcher ends.
 //!
-//! A registered [`NoteSource`] (the preload library's skipped-children
-//! socket) and the cgroup's threshold events of `HEAPPROF_NEAR_LIMIT`
-//! (cgroup v1, [`crate::control::heap_triggers`]) are descriptors, which a
-//! futex cannot be waited on with: while one exists the wait is a `ppoll`
-//! on them and on a self-pipe (high, close-on-exec, checked:
-//! [`crate::os::fds`]) that every wake also writes a byte to. The note's
-//! one-off line is printed with the pending messages.
+//! A registered note source's one-off line (the preload library's
+//! skipped-children note, [`crate::control::wake::NoteSource`]) is printed
+//! with the pending messages.
 //!
-//! At exit, an `atexit` handler writes a last profile if asked (and prints
-//! any configuration problem not printed yet). After `fork`, the child drops
-//! the parent's asks and pipe, restarts numbering at 0 under its own pid and a new dumper
-//! thread (or watcher: the child has one thread); the `pthread_atfork`
-//! prepare handler holds heapprof's locks across the fork so the child
-//! never inherits one held by a thread it lacks.
+//! At exit, an `atexit` handler waits for a dump under way, writes a last
+//! profile if asked (and prints any configuration problem not printed
+//! yet). After `fork` the child restarts numbering at 0 under its own pid
+//! with a new dumper thread (or watcher: the child has one thread); what
+//! the fork handlers do is in `crate::control::fork_handlers`.
 //!
 //! The dumper never keeps a finished process alive: once the program's
 //! last thread has ended (with `pthread_exit`), it stops the HTTP server
@@ -63,7 +57,7 @@
 //! Rust's stderr lock (which a thread lost in a fork could hold).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -71,8 +65,8 @@ use crate::control::config::Config;
 use crate::control::dump_signal::{self, Why};
 use crate::control::{lifetime, watcher};
 use crate::engine::thread_state;
+use crate::os::raw;
 use crate::os::signals::SignalName;
-use crate::os::{fds, raw};
 use crate::profile::dump::Trigger;
 
 struct Settings {
@@ -84,17 +78,6 @@ struct Settings {
 }
 
 static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
-/// What the waiting thread has been asked ([`WAKE_DUMP`],
-/// [`WAKE_RECONFIGURE`] bits), and a counter bumped after each ask: the
-/// futex word it waits on. No descriptor is needed to wake it.
-static WAKE_BITS: AtomicU32 = AtomicU32::new(0);
-static WAKE_SEQ: AtomicI32 = AtomicI32::new(0);
-/// A pipe the waiting thread polls beside the note source's descriptor or
-/// the cgroup's threshold events (only then: a futex cannot be polled
-/// with a descriptor), high and
-/// checked (see [`crate::os::fds`]).
-static PIPE_READ: fds::Held = fds::Held::new();
-static PIPE_WRITE: fds::Held = fds::Held::new();
 /// The signal our handler is installed on (0: none).
 static INSTALLED_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// A signal we wanted but found with a handler already (0: none), to report.
@@ -112,11 +95,22 @@ static DUMPER_STARTED: AtomicBool = AtomicBool::new(false);
 static REAL_PTHREAD_CREATE: std::sync::atomic::AtomicPtr<()> =
     std::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
-const WAKE_DUMP: u32 = 1;
-const WAKE_RECONFIGURE: u32 = 2;
-
 fn settings() -> MutexGuard<'static, Option<Settings>> {
     crate::engine::copy_arena::lock(&SETTINGS)
+}
+
+/// The settings' lock, for the fork handlers to hold across a fork.
+pub(crate) fn settings_lock() -> impl Sized {
+    settings()
+}
+
+/// In a forked child (the fork handlers' last step): no dump of the
+/// parent's is under way here, and the child gets its own dumper thread,
+/// or the watcher.
+pub(crate) fn after_fork() {
+    DUMPING.store(0, Ordering::Release);
+    DUMPER_STARTED.store(false, Ordering::Release);
+    start_dumper_or_watcher();
 }
 
 /// Whether a plain run dumps at exit (the preload library turns this on
@@ -201,12 +195,10 @@ pub fn start() {
         None => Some(libc::SIGUSR2),
     };
     install_signal(signal.unwrap_or(0));
-    // SAFETY: registering plain extern "C" functions that live for the
+    crate::control::fork_handlers::install();
+    // SAFETY: registering a plain extern "C" function that lives for the
     // whole process.
-    unsafe {
-        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
-        libc::atexit(at_exit);
-    }
+    unsafe { libc::atexit(at_exit) };
     lifetime::install();
     start_dumper_or_watcher();
 }
@@ -261,7 +253,7 @@ pub fn configure(config: Config) {
         s.config = config;
     }
     install_signal(signal);
-    wake(WAKE_RECONFIGURE);
+    crate::control::wake::poke();
 }
 
 /// Loads the configuration from the environment if nothing has (so the
@@ -281,63 +273,6 @@ pub fn out_prefix() -> PathBuf {
     ensure(&mut settings()).config.out.clone()
 }
 
-/// Makes the self-pipe (high, close-on-exec: [`crate::os::fds`]), closing
-/// the one it replaces if that is still ours. Raw system calls: the
-/// watcher remakes the pipe too.
-fn open_pipe() {
-    // A wake-up meanwhile is lost, as a full pipe drops one.
-    PIPE_WRITE.close();
-    PIPE_READ.close();
-    if let Ok([r, w]) = fds::pipe(libc::O_NONBLOCK) {
-        PIPE_READ.set(r);
-        PIPE_WRITE.set(w);
-    }
-}
-
-/// Whether both ends are still the pipe we made (the program may have
-/// closed every descriptor, or reused a number for a file of its own).
-fn pipe_is_ours() -> bool {
-    PIPE_READ.get().is_some() && PIPE_WRITE.get().is_some()
-}
-
-/// Wakes the dumper to re-read its state (lock-free, no descriptor).
-pub fn poke() {
-    wake(WAKE_RECONFIGURE);
-}
-
-/// Asks the dumper for a dump, as the signal does (lock-free,
-/// async-signal-safe, no descriptor).
-pub fn request_dump() {
-    wake(WAKE_DUMP);
-}
-
-/// [`request_dump`] from the watcher (the same raw calls).
-pub(crate) fn request_dump_raw() {
-    wake(WAKE_DUMP);
-}
-
-/// [`poke`] for the sample heap's free path (the same raw calls).
-fn wake_raw() {
-    wake(WAKE_RECONFIGURE);
-}
-
-/// Sets `bits`, bumps the futex word and wakes its waiter. Atomics and raw
-/// system calls only (errno untouched): signal handlers, the watcher and
-/// the free path call it.
-fn wake(bits: u32) {
-    WAKE_BITS.fetch_or(bits, Ordering::AcqRel);
-    WAKE_SEQ.fetch_add(1, Ordering::AcqRel);
-    raw::futex_wake(&WAKE_SEQ);
-    // A waiter polling a descriptor (notes, cgroup events) waits on the pipe:
-    // checked, never a byte into a file of the program's that took the
-    // number (a wake-up is lost instead; the waiter remakes the pipe).
-    if PIPE_WRITE.raw() >= 0 {
-        if let Some(fd) = PIPE_WRITE.get() {
-            raw::write_all(fd, &[1]);
-        }
-    }
-}
-
 extern "C" fn on_signal(sig: libc::c_int) {
     if watcher::on_watcher() {
         // On the watcher nothing may touch TLS (errno included): raw calls.
@@ -345,7 +280,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
             // Yielded meanwhile: on to the program, as below.
             raw::kill(raw::getpid(), sig);
         } else {
-            request_dump_raw();
+            crate::control::wake::request_dump_raw();
         }
         return;
     }
@@ -360,7 +295,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
         // SAFETY: kill(2) on our own process.
         unsafe { libc::kill(libc::getpid(), sig) };
     } else {
-        wake(WAKE_DUMP);
+        crate::control::wake::request_dump();
     }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
@@ -454,7 +389,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     // has seen that it must end, before this thread takes the asks itself,
     // so that a program counting its threads soon finds one again.
     while watcher::running() {
-        poke();
+        crate::control::wake::poke();
         watcher::wait_ended(20);
     }
     dump_signal::set_dumper_thread();
@@ -509,7 +444,10 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
             wait = wait.min(poll);
         }
         let wait = wait.max(Duration::from_millis(5));
-        let dump = wait_for_wake(Some(wait.as_nanos().min(u64::MAX as u128) as u64), &base);
+        let dump = crate::control::wake::wait_for_wake(
+            Some(wait.as_nanos().min(u64::MAX as u128) as u64),
+            &base,
+        );
         if dump {
             dump_now(Trigger::Signal);
         }
@@ -538,75 +476,6 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     core::ptr::null_mut()
 }
 
-/// The dumper's and the watcher's wait: on the futex word (or, with a note
-/// source, `ppoll` on it and the self-pipe), with the dump signal unblocked
-/// only in here (its handler runs on this thread, between dumps, and bumps
-/// the word); `None` waits an hour. Returns whether a dump was asked for.
-/// Raw system calls only, for the watcher ([`watcher`]).
-pub(crate) fn wait_for_wake(timeout_ns: Option<u64>, base: &libc::sigset_t) -> bool {
-    // Read before anything is taken: an ask after this moves it, so the
-    // wait below returns at once rather than missing it.
-    let seq = WAKE_SEQ.load(Ordering::Acquire);
-    // The sample heap's decay runs here, on whichever thread waits.
-    let decay = crate::engine::sample_heap::decay_tick(raw::monotonic_ns(), wake_raw);
-    let timeout_ns = match (timeout_ns, decay) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let note = NOTE_SOURCE.get().map_or(-1, |n| (n.fd)());
-    let events = crate::control::heap_triggers::event_fd();
-    if WAKE_BITS.load(Ordering::Acquire) == 0 {
-        let mask = dump_signal::wait_mask(base);
-        if note >= 0 || events >= 0 {
-            wait_with_fds(note, events, timeout_ns, &mask);
-        } else {
-            // No descriptor at all: the futex word, with the dump signal
-            // unblocked only around it (a signal in between bumps the word,
-            // so the wait returns at once).
-            let old = raw::swap_mask(&mask);
-            raw::futex_wait(&WAKE_SEQ, seq, timeout_ns.unwrap_or(3_600_000_000_000));
-            raw::swap_mask(&old);
-        }
-        dump_signal::wait_done();
-    }
-    WAKE_BITS.swap(0, Ordering::AcqRel) & WAKE_DUMP != 0
-}
-
-/// The wait of a process that hears notes, or the cgroup's threshold
-/// events, on a descriptor (`-1`: none): `ppoll` on them and on the
-/// self-pipe that [`wake`] then also writes to.
-fn wait_with_fds(note: i32, events: i32, timeout_ns: Option<u64>, mask: &libc::sigset_t) {
-    if !pipe_is_ours() {
-        open_pipe();
-    }
-    let fd = PIPE_READ.raw();
-    let mut fds = [fd, note, events].map(|fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    });
-    let ts = timeout_ns.map(|ns| libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    });
-    let r = raw::ppoll(&mut fds, ts.as_ref(), mask);
-    if r > 0 && fds[0].revents & libc::POLLNVAL != 0 {
-        // Closed under us: wait out the timeout rather than spin; the next
-        // round makes a new pipe.
-        raw::sleep_ns(timeout_ns.unwrap_or(100_000_000));
-    } else if r != 0 {
-        // The bytes only wake; what was asked is in WAKE_BITS. The pipe is
-        // non-blocking, so draining an empty one costs one read.
-        let mut buf = [0u8; 256];
-        // SAFETY: a local buffer of that length.
-        while unsafe { raw::read(fd, buf.as_mut_ptr(), buf.len()) } > 0 {}
-        if fds[2].revents & libc::POLLIN != 0 {
-            // The dumper's next round reads the cgroup and acts.
-            crate::control::heap_triggers::drain_events();
-        }
-    }
-}
-
 /// One round of the watcher after a wake-up: the lines there are to say
 /// (formatted here, without allocating) and, if asked, a dump, made by a
 /// copy of the process whose report moves this process's state on. Raw
@@ -631,8 +500,7 @@ fn watcher_say_pending() {
         }
     };
     say_line(&mut |w| {
-        NOTE_SOURCE
-            .get()
+        crate::control::wake::note_source()
             .and_then(|n| (n.take)())
             .is_some_and(|note| core::fmt::Write::write_str(w, note).is_ok())
     });
@@ -648,32 +516,10 @@ fn watcher_say_pending() {
     say_line(&mut |w| crate::engine::pressure::take_note_into(w));
 }
 
-/// A source of one-off lines for the dumper to print (the preload library's
-/// "programs this process started were not profiled"): `fd` is a descriptor
-/// to wake the dumper when readable (-1: none; polled alongside the pipe),
-/// `take` the line, if any, asked for at every wake-up and at exit. Both run
-/// on the dumper thread, the watcher or in the `atexit` handler, never on a
-/// hook, and keep the watcher's rules: raw system calls only, no
-/// allocation, no TLS ([`watcher`]); `take` must stop `fd` from being
-/// readable (or return -1 from `fd` afterwards).
-#[derive(Clone, Copy)]
-pub struct NoteSource {
-    pub fd: fn() -> i32,
-    pub take: fn() -> Option<&'static str>,
-}
-
-static NOTE_SOURCE: std::sync::OnceLock<NoteSource> = std::sync::OnceLock::new();
-
-/// Registers the note source (the first registration wins).
-pub fn set_note_source(source: NoteSource) {
-    let _ = NOTE_SOURCE.set(source);
-}
-
 fn print_pending() {
     let mut pending = std::mem::take(&mut ensure(&mut settings()).pending);
     pending.extend(
-        NOTE_SOURCE
-            .get()
+        crate::control::wake::note_source()
             .and_then(|n| (n.take)())
             .map(str::to_owned),
     );
@@ -928,79 +774,4 @@ extern "C" fn at_exit() {
     if let Some(line) = crate::engine::pressure::take_note() {
         say(&line);
     }
-}
-
-struct ForkGuards {
-    held: core::cell::UnsafeCell<Vec<Box<dyn core::any::Any>>>,
-}
-// SAFETY: only the forking thread touches it, between prepare and
-// parent/child, which the fork itself serialises.
-unsafe impl Sync for ForkGuards {}
-static FORK_GUARDS: ForkGuards = ForkGuards {
-    held: core::cell::UnsafeCell::new(Vec::new()),
-};
-
-extern "C" fn fork_prepare() {
-    let st = thread_state::current();
-    let busy = st.enter();
-    // Hold every lock heapprof's off-hook work takes, in one fixed order, so
-    // none is held by a thread that will not exist in the child.
-    let guards: Vec<Box<dyn core::any::Any>> = vec![
-        Box::new(crate::engine::aggregate::lock()),
-        Box::new(crate::engine::labels::lock()),
-        Box::new(crate::profile::symbolize::lock()),
-        Box::new(settings()),
-        Box::new(crate::profile::settings::lock()),
-    ];
-    crate::engine::loader_fence::close_for_fork();
-    // SAFETY: see ForkGuards.
-    unsafe { *FORK_GUARDS.held.get() = guards };
-    core::mem::forget(busy);
-}
-
-fn release_fork_guards() {
-    // SAFETY: see ForkGuards; dropping the guards unlocks, in reverse order.
-    let guards = unsafe { core::mem::take(&mut *FORK_GUARDS.held.get()) };
-    for g in guards.into_iter().rev() {
-        drop(g);
-    }
-    // Leave the busy state entered in prepare.
-    let st = thread_state::current();
-    drop(crate::engine::thread_state::BusyGuard::adopt(st));
-}
-
-extern "C" fn fork_parent() {
-    crate::engine::loader_fence::open_after_fork(false);
-    release_fork_guards();
-}
-
-extern "C" fn fork_child() {
-    crate::engine::loader_fence::open_after_fork(true);
-    release_fork_guards();
-    // SAFETY: this is the child handler: one thread, this one, which holds
-    // none of these (the invariant of `crate::control::fork_fresh`).
-    unsafe {
-        crate::control::heap_triggers::STATE.renew_in_child();
-        crate::control::peak::PEAK.renew_in_child();
-        crate::control::history::RING.renew_in_child();
-        crate::control::blackbox::REFRESH.renew_in_child();
-    }
-    let _busy = thread_state::current().enter();
-    crate::control::http::after_fork_child();
-    crate::profile::output::reset_sequence();
-    dump_signal::after_fork();
-    watcher::after_fork();
-    lifetime::after_fork();
-    crate::control::peak::after_fork();
-    // The parent's dumps under way are not this process's.
-    DUMPING.store(0, Ordering::Release);
-    crate::control::copy_dump::take_deferred();
-    DUMPER_STARTED.store(false, Ordering::Release);
-    // The parent's asks and its pipe are not this process's.
-    WAKE_BITS.store(0, Ordering::Release);
-    PIPE_WRITE.close();
-    PIPE_READ.close();
-    // The child has this thread alone: the watcher again, if the way in
-    // asked for it.
-    start_dumper_or_watcher();
 }

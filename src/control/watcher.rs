@@ -239,12 +239,12 @@ extern "C" fn main() -> ! {
         if deferred {
             timeout = Some(timeout.map_or(DEFERRED_RETRY_NS, |t| t.min(DEFERRED_RETRY_NS)));
         }
-        let asked = crate::control::triggers::wait_for_wake(timeout, &all);
+        let asked = crate::control::wake::wait_for_wake(timeout, &all);
         if STOP.load(Ordering::Acquire) {
             // (A deferred dump is the dumper's to take: not asked again.)
             if asked {
                 // Taken after the dumper started: its now.
-                crate::control::triggers::request_dump_raw();
+                crate::control::wake::request_dump_raw();
             }
             raw::exit_thread();
         }
