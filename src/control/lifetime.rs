@@ -42,10 +42,6 @@
 //!   thread calls `pthread_exit` last ends up to a second later than bare.
 //! - A thread the program makes with a raw `clone` (which glibc does not
 //!   count) keeps a profiled process alive where the bare one would end.
-//! - The program's `atexit` handlers then run on heapprof's thread, whose
-//!   descriptor table is its own copy, made when it started
-//!   (`crate::os::fds`): a program that replaced its stdout after that and
-//!   ends this way flushes its last buffered output to the stdout it had.
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
