@@ -1391,29 +1391,6 @@ fn a_profiled_program_sees_only_its_own_descriptors_in_its_range() {
     );
 }
 
-/// A program that keeps closing its stdout and putting it back (CPython's
-/// redirection tests do) while heapprof's watcher makes a copy of the
-/// process every few milliseconds: the copies' pipes never take the
-/// number it frees and then close the one it put back (heapprof's threads
-/// have descriptor tables of their own). Once, a regrtest worker lost its
-/// stdout this way.
-#[test]
-fn a_program_swapping_its_stdout_never_loses_it() {
-    let dir = out_dir("fds-swap");
-    let out = run(
-        preloaded(program("fds"), &dir)
-            .arg("swap")
-            .env("HEAPPROF_INTERVAL", "0.005"),
-        b"",
-    );
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, "stdout lost 0 times\n", "{out:?}");
-    assert!(
-        common::dumps(&dir).len() > 20,
-        "the copies made dumps meanwhile"
-    );
-}
-
 #[test]
 fn a_child_that_does_not_load_the_library_inherits_nothing() {
     // Spawned without LD_PRELOAD (as a static or setuid program would run):

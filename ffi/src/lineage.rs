@@ -382,21 +382,6 @@ fn note() -> Option<&'static str> {
     if unsafe { raw::recv_nowait(fd, &mut byte, 1) } < 0 {
         return None;
     }
-    // The waiting thread has a descriptor table of its own (a copy): its
-    // close leaves the program's copy open, so shut the socket itself,
-    // and later children are refused at once, as they were once it closed.
-    // SAFETY: shutdown(2) on our socket; no memory is touched.
-    unsafe {
-        heapprof::os::raw::syscall6(
-            libc::SYS_shutdown,
-            fd as usize,
-            libc::SHUT_RD as usize,
-            0,
-            0,
-            0,
-            0,
-        )
-    };
     SOCKET.close();
     Some(SKIPPED)
 }

@@ -110,7 +110,6 @@ pub(crate) fn settings_lock() -> impl Sized {
 pub(crate) fn after_fork() {
     DUMPING.store(0, Ordering::Release);
     DUMPER_STARTED.store(false, Ordering::Release);
-    crate::control::wake::open_pipe_if_needed();
     start_dumper_or_watcher();
 }
 
@@ -197,7 +196,6 @@ pub fn start() {
     };
     install_signal(signal.unwrap_or(0));
     crate::control::fork_handlers::install();
-    crate::control::wake::open_pipe_if_needed();
     // SAFETY: registering a plain extern "C" function that lives for the
     // whole process.
     unsafe { libc::atexit(at_exit) };
@@ -381,10 +379,6 @@ fn spawn_dumper() {
 }
 
 extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
-    // First: every descriptor this thread (and the HTTP threads it makes,
-    // and its copies of the process) opens lives in a table of its own
-    // (`crate::os::fds`).
-    raw::unshare_files();
     let _own = lifetime::OwnThread::enter();
     thread_state::current().enter_forever();
     let name = c"heapprof-dumper";

@@ -37,16 +37,6 @@ static PIPE_WRITE: fds::Held = fds::Held::new();
 const WAKE_DUMP: u32 = 1;
 const WAKE_RECONFIGURE: u32 = 2;
 
-/// Makes the self-pipe now, in the table the program's threads share, if
-/// a note source will be polled: the waiting thread has a table of its own
-/// (`crate::os::raw::unshare_files`), so a pipe it made later would be out
-/// of the program's threads' reach. Call before the waiting thread starts.
-pub(crate) fn open_pipe_if_needed() {
-    if NOTE_SOURCE.get().is_some() && !pipe_is_ours() {
-        open_pipe();
-    }
-}
-
 /// Makes the self-pipe (high, close-on-exec: [`crate::os::fds`]), closing
 /// the one it replaces if that is still ours. Raw system calls: the
 /// watcher remakes the pipe too.

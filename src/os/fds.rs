@@ -2,17 +2,7 @@
 //!
 //! # The rule
 //! The program must not be able to tell, from its descriptor table or from
-//! the files around it, that heapprof is there. First of all, heapprof's
-//! own threads (the dumper and the HTTP threads it makes, the watcher) and
-//! the copies of the process they make run with **a descriptor table of
-//! their own** ([`crate::os::raw::unshare_files`], a copy of the process's
-//! when the thread starts): what they open never appears in the program's
-//! table at all, not even for the instant between an `open` and a move, and
-//! nothing the program closes or `dup2`s over reaches them. (A program
-//! thread that swapped its stdout for a moment once had it closed by a
-//! copy's pipe landing on that number and being moved away.) The rest of
-//! the rule is for the descriptors made where the program's table is the
-//! table: at start-up, in the exit handler, in a dump asked for from code.
+//! the files around it, that heapprof is there:
 //! - **Never inherited.** Every descriptor heapprof or a library it calls
 //!   opens is close-on-exec from its creation (`O_CLOEXEC`, `SOCK_CLOEXEC`,
 //!   `F_DUPFD_CLOEXEC`), so no program the process runs (a setuid or static

@@ -103,9 +103,7 @@ pub unsafe fn syscall6(
 /// Starts a thread of this process on `stack_top` (16-byte aligned) running
 /// `entry`, which must never return (it ends with [`exit_thread`]). The
 /// thread shares everything with the caller, its thread pointer included
-/// (no `CLONE_SETTLS`), and glibc knows nothing of it. (Its descriptor
-/// table too: `entry` unshares it first, [`unshare_files`]; a clone without
-/// `CLONE_FILES` would do the same, but valgrind refuses such a thread.) Returns its thread id
+/// (no `CLONE_SETTLS`), and glibc knows nothing of it. Returns its thread id
 /// or `-errno`; `tid` gets the id and is cleared (with a futex wake) when
 /// the thread has ended.
 ///
@@ -192,16 +190,6 @@ pub unsafe fn copy_process() -> isize {
     // SAFETY: no flags, no new stack: the copy returns here on a copy of
     // this stack.
     unsafe { syscall6(libc::SYS_clone, 0, 0, 0, 0, 0, 0) }
-}
-
-/// Gives the calling thread a descriptor table of its own, a copy of the
-/// process's: what it opens from then on never takes one of the program's
-/// numbers, even for an instant, and what the program closes, `dup2`s over
-/// or lists never touches or shows it. heapprof's own threads run so.
-/// False if the kernel refuses (a seccomp filter): the table stays shared.
-pub fn unshare_files() -> bool {
-    // SAFETY: unshare(2) with one flag changes only this task's table.
-    unsafe { syscall6(libc::SYS_unshare, libc::CLONE_FILES as usize, 0, 0, 0, 0, 0) == 0 }
 }
 
 /// Ends the calling thread only (not the process).
