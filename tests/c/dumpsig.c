@@ -17,8 +17,8 @@
  *   dumpsig workers SIG   forks 3 workers (as a server does); each blocks
  *                     most signals for a moment as PostgreSQL's backends do
  *                     while starting (all but QUIT, TERM, ALRM), restores
- *                     its mask, then installs its own handler for SIG, and
- *                     exits; the parent waits for them.
+ *                     its mask, then installs its own handler for SIG,
+ *                     lives 0.3 s and exits; the parent waits for them.
  *   dumpsig handler SIG   installs a handler for SIG, starts a thread, says
  *                     "ready", waits for it 3 times and says how often it ran
  *                     on a thread the program did not create.
@@ -421,6 +421,7 @@ static int workers_mode(int sig) {
       memset(&sa, 0, sizeof sa);
       sa.sa_handler = on_sig;
       sigaction(sig, &sa, NULL);
+      usleep(300000); /* a worker lives on: time for heapprof to say it */
       _exit(0);
     }
     int st;
