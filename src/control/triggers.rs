@@ -110,6 +110,7 @@ pub(crate) fn settings_lock() -> impl Sized {
 pub(crate) fn after_fork() {
     DUMPING.store(0, Ordering::Release);
     DUMPER_STARTED.store(false, Ordering::Release);
+    crate::control::wake::open_pipe_if_needed();
     start_dumper_or_watcher();
 }
 
@@ -196,6 +197,7 @@ pub fn start() {
     };
     install_signal(signal.unwrap_or(0));
     crate::control::fork_handlers::install();
+    crate::control::wake::open_pipe_if_needed();
     // SAFETY: registering a plain extern "C" function that lives for the
     // whole process.
     unsafe { libc::atexit(at_exit) };

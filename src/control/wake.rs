@@ -37,6 +37,18 @@ static PIPE_WRITE: fds::Held = fds::Held::new();
 const WAKE_DUMP: u32 = 1;
 const WAKE_RECONFIGURE: u32 = 2;
 
+/// Makes the self-pipe now, if a note source with a descriptor will be
+/// polled: at start-up or in a fork's child, before the program runs on,
+/// so the pipe's numbers are taken (and moved high) before the program
+/// makes descriptors of its own, as in a bare run; made lazily by the
+/// waiter instead, it could take a number the program's own next pipe or
+/// open would get.
+pub(crate) fn open_pipe_if_needed() {
+    if NOTE_SOURCE.get().is_some_and(|n| (n.fd)() >= 0) && !pipe_is_ours() {
+        open_pipe();
+    }
+}
+
 /// Makes the self-pipe (high, close-on-exec: [`crate::os::fds`]), closing
 /// the one it replaces if that is still ours. Raw system calls: the
 /// watcher remakes the pipe too.
