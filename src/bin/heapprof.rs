@@ -354,13 +354,15 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
             // A peak profile (`PREFIX.PID.peak.pb.gz`, which a glob of the
             // dumps also selects) is the heap at its highest, not a moment
             // of the series: left out of a series, and said so.
+            // Said once the series is judged (a refused mix says only why).
+            let mut left_out = Vec::new();
             if whole.iter().any(|r| !r.peak) {
                 whole.retain(|r| {
                     if r.peak {
-                        eprintln!(
+                        left_out.push(format!(
                             "heapprof: left out {}: a peak profile (the heap at its highest), not a moment of the series; `heapprof top` reads it alone",
                             r.input
-                        );
+                        ));
                     }
                     !r.peak
                 });
@@ -380,6 +382,9 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                 },
             };
             let out = render(&report::leaks(&profiles, &opts)?, a.depth);
+            for line in left_out {
+                eprintln!("{line}");
+            }
             with_unseen_note(out, &whole)
         }
         "flamegraph" | "flame" => {
