@@ -251,6 +251,24 @@ fn a_rust_program_whose_main_thread_calls_pthread_exit_ends() {
     assert_eq!(profiled_pids(&dir).len(), 1);
 }
 
+/// What an ended child wrote on its piped stdout and stderr.
+fn piped_output(child: &mut Child) -> (String, String) {
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (out, err)
+}
+
 /// The comment of a profile, decoded.
 fn comment(path: &Path) -> String {
     let p = common::read_profile(path);
@@ -280,20 +298,7 @@ fn a_dump_no_copy_can_make_is_written_later_not_lost() {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let code = wait(&mut child, mode);
-        let mut out = String::new();
-        let mut err = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (out, err) = piped_output(&mut child);
         assert_eq!((code, out.as_str()), (0, "asked\ndone\n"), "{mode}: {err}");
         assert_eq!(
             err.matches("could not be made in a copy").count(),
@@ -338,19 +343,7 @@ fn a_fork_heavy_shell_loop_loses_no_dump() {
     let shell = child.id();
     let code = wait(&mut child, "pipelines");
     let lived = t.elapsed();
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (out, err) = piped_output(&mut child);
     assert_eq!(
         (code, out.as_str(), err.as_str()),
         (0, String::from_utf8_lossy(&bare.stdout).as_ref(), "")
