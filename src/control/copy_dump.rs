@@ -23,6 +23,7 @@
 
 use core::sync::atomic::Ordering;
 
+use crate::control::dump_errors::DumpError;
 use crate::engine::thread_state;
 use crate::os::raw;
 use crate::profile::dump::Trigger;
@@ -30,13 +31,10 @@ use crate::profile::dump::Trigger;
 /// What a copy of the process reports back after a dump for the watcher:
 /// the words of the header ([`REPORT_WORDS`] `u64`s: magic, profile
 /// written, the sequence number reached, dumps written raw and skipped for
-/// want of memory, length of the error line), then the error line.
-const REPORT_MAGIC: u64 = 0x4850_5250_0000_0002;
-const REPORT_WORDS: usize = 6;
-
-/// The last dump error the watcher printed (a hash; 0: none since the last
-/// success), so a persistent failure is said once.
-static LAST_ERROR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// want of memory, the error's key and the length of its line), then the
+/// error line (see [`crate::control::dump_errors`]).
+const REPORT_MAGIC: u64 = 0x4850_5250_0000_0003;
+const REPORT_WORDS: usize = 7;
 
 /// Gaps before the copies made again after one that failed for another
 /// reason than a held lock (a descriptor closed under the watcher, a
@@ -85,7 +83,9 @@ pub fn run(trigger: Trigger) {
     }
     if !retrying {
         DEFERRED.store(true, Ordering::Release);
-        say_error(b"heapprof: a dump could not be made in a copy of the process; it is kept for the next wake-up, the dumper thread or the exit");
+        const LINE: &[u8] = b"heapprof: a dump could not be made in a copy of the process; it is kept for the next wake-up, the dumper thread or the exit";
+        const KEY: u64 = crate::control::dump_errors::fnv(LINE);
+        crate::control::dump_errors::say_once(KEY, LINE);
     }
 }
 
@@ -156,7 +156,7 @@ fn apply_report(bytes: &[u8]) -> bool {
             None => return false,
         }
     }
-    let [magic, wrote, seq, raw_dumps, skipped, err_len] = h;
+    let [magic, wrote, seq, raw_dumps, skipped, err_key, err_len] = h;
     let err = &bytes[REPORT_WORDS * 8..];
     if magic != REPORT_MAGIC || err_len as usize != err.len() {
         return false;
@@ -165,39 +165,28 @@ fn apply_report(bytes: &[u8]) -> bool {
     crate::engine::pressure::add_degraded(raw_dumps, skipped);
     LAST_WROTE.store(wrote != 0, Ordering::Release);
     if wrote != 0 {
-        LAST_ERROR.store(0, Ordering::Relaxed);
+        crate::control::dump_errors::cleared();
     }
     if !err.is_empty() {
-        say_error(err);
+        crate::control::dump_errors::say_once(err_key, err);
     }
     true
-}
-
-/// Prints a dump error line from the watcher, unless it was the last one.
-fn say_error(line: &[u8]) {
-    // FNV-1a: enough to tell one line from another.
-    let hash = line.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    }) | 1;
-    if LAST_ERROR.swap(hash, Ordering::Relaxed) != hash {
-        raw::write_all(2, line);
-        raw::write_all(2, b"\n");
-    }
 }
 
 /// In the copy: the dump, and the report the watcher reads back.
 fn copy_dump(sink: &mut crate::profile::copy_process::Sink) {
     let _busy = thread_state::current().enter();
     let (raw0, skipped0) = crate::engine::pressure::dumps_degraded();
-    let (wrote, err) = if PEAK_MODE.load(Ordering::Acquire) {
-        (crate::control::peak::write_now().is_some(), String::new())
+    let written = if PEAK_MODE.load(Ordering::Acquire) {
+        crate::control::peak::write_now()
     } else {
-        match crate::control::triggers::try_dump(
+        crate::control::triggers::try_dump(
             Trigger::from_index(TRIGGER.load(Ordering::Relaxed)).unwrap_or(Trigger::Signal),
-        ) {
-            Ok(p) => (p.is_some(), String::new()),
-            Err(e) => (false, e),
-        }
+        )
+    };
+    let (wrote, err) = match written {
+        Ok(p) => (p.is_some(), DumpError::other(String::new())),
+        Err(e) => (false, e),
     };
     let (raw1, skipped1) = crate::engine::pressure::dumps_degraded();
     let header = [
@@ -206,10 +195,11 @@ fn copy_dump(sink: &mut crate::profile::copy_process::Sink) {
         crate::profile::output::sequence(),
         raw1 - raw0,
         skipped1 - skipped0,
-        err.len() as u64,
+        err.key,
+        err.line.len() as u64,
     ];
     for w in header {
         sink.write(&w.to_le_bytes());
     }
-    sink.write(err.as_bytes());
+    sink.write(err.line.as_bytes());
 }

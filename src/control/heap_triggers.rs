@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::control::cgroup::MemCgroup;
+use crate::control::dump_errors::DumpError;
 use crate::control::fork_fresh::ForkFresh;
 use crate::profile::dump::Trigger;
 
@@ -250,17 +251,19 @@ pub fn tick() {
 }
 
 fn dump(trigger: Trigger, why: &str) {
-    crate::control::peak::write();
-    if let Err(e) = crate::profile::dump::dump_numbered_because(
-        &crate::control::triggers::out_prefix(),
-        trigger,
-        Some(why),
-    ) {
-        if e.kind() != std::io::ErrorKind::OutOfMemory {
-            crate::control::triggers::say(&format!(
-                "heapprof: a triggered dump failed: {e} (set HEAPPROF_OUT to a path prefix in a writable directory)"
-            ));
-        }
+    let prefix = crate::control::triggers::out_prefix();
+    if let Err(e) = crate::control::peak::write() {
+        e.say_once();
+    }
+    match crate::profile::dump::dump_numbered_because(&prefix, trigger, Some(why)) {
+        Ok(_) => crate::control::dump_errors::cleared(),
+        Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {}
+        Err(e) => DumpError::writing(
+            &prefix,
+            &e,
+            format!("{e} (set HEAPPROF_OUT to a path prefix in a writable directory)"),
+        )
+        .say_once(),
     }
 }
 

@@ -25,6 +25,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::control::dump_errors::DumpError;
 use crate::control::fork_fresh::ForkFresh;
 use crate::profile::snapshot::Snapshot;
 
@@ -106,36 +107,41 @@ fn profile_of(snap: &Snapshot) -> Option<crate::profile::proto::Profile> {
 
 /// Writes `PREFIX.PID.peak.pb.gz` (replacing an earlier one) if a peak is
 /// kept, higher than one a copy wrote for the watcher; its path.
-pub fn write() -> Option<std::path::PathBuf> {
-    let kept = PEAK.lock().clone()?;
+pub(crate) fn write() -> Result<Option<std::path::PathBuf>, DumpError> {
+    let Some(kept) = PEAK.lock().clone() else {
+        return Ok(None);
+    };
     if kept.0 <= WRITTEN.load(Ordering::Relaxed) {
-        return None;
+        return Ok(None);
     }
-    write_profile(&profile_of(&kept.1)?)
+    profile_of(&kept.1).map_or(Ok(None), |p| write_profile(&p).map(Some))
 }
 
 /// In a copy made for the watcher: writes the heap now as the peak
 /// profile; its path.
-pub fn write_now() -> Option<std::path::PathBuf> {
-    write_profile(&profile_of(&live_snapshot())?)
+pub(crate) fn write_now() -> Result<Option<std::path::PathBuf>, DumpError> {
+    profile_of(&live_snapshot()).map_or(Ok(None), |p| write_profile(&p).map(Some))
 }
 
-fn write_profile(p: &crate::profile::proto::Profile) -> Option<std::path::PathBuf> {
-    let mut name = crate::control::triggers::out_prefix().into_os_string();
+fn write_profile(p: &crate::profile::proto::Profile) -> Result<std::path::PathBuf, DumpError> {
+    let prefix = crate::control::triggers::out_prefix();
+    let mut name = prefix.clone().into_os_string();
     name.push(format!(".{}.peak.pb.gz", crate::os::pid()));
     let path = std::path::PathBuf::from(name);
-    match crate::profile::output::write_atomic(&path, &crate::profile::output::encode_gz(p)) {
-        Ok(()) => Some(path),
-        Err(e) => {
-            crate::control::triggers::say(&format!(
-                "heapprof: cannot write the peak profile: {e} (set HEAPPROF_OUT to a path prefix in a writable directory)"
-            ));
-            None
-        }
-    }
+    crate::profile::output::write_atomic(&path, &crate::profile::output::encode_gz(p))
+        .map(|()| path)
+        .map_err(|e| {
+            DumpError::writing(
+                &prefix,
+                &e,
+                format!("{e} (set HEAPPROF_OUT to a path prefix in a writable directory)"),
+            )
+        })
 }
 
 extern "C" fn at_exit() {
     let _busy = crate::engine::thread_state::current().enter();
-    let _ = std::panic::catch_unwind(write);
+    if let Ok(Err(e)) = std::panic::catch_unwind(write) {
+        e.say_once();
+    }
 }

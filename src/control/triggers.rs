@@ -62,6 +62,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::control::config::Config;
+use crate::control::dump_errors::DumpError;
 use crate::control::dump_signal::{self, Why};
 use crate::control::{lifetime, watcher};
 use crate::engine::thread_state;
@@ -73,8 +74,6 @@ struct Settings {
     config: Config,
     /// Messages not yet printed (bad variables, a signal already taken).
     pending: Vec<String>,
-    /// The last dump error printed, so a persistent failure is said once.
-    last_error: Option<String>,
 }
 
 static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
@@ -235,11 +234,7 @@ fn ensure(g: &mut Option<Settings>) -> &mut Settings {
             crate::control::config::getenv(n).map(str::to_owned)
         });
         push_down(&config);
-        Settings {
-            config,
-            pending,
-            last_error: None,
-        }
+        Settings { config, pending }
     })
 }
 
@@ -674,31 +669,19 @@ pub fn handler_signal() -> i32 {
 /// Writes the next numbered profile now, reporting (once per distinct
 /// problem) any failure. Returns the path written.
 pub fn dump_now(trigger: Trigger) -> Option<PathBuf> {
-    let line = match try_dump(trigger) {
-        Ok(p) => {
-            if p.is_some() {
-                if let Some(s) = settings().as_mut() {
-                    s.last_error = None;
-                }
-            }
-            return p;
+    match try_dump(trigger) {
+        Ok(p) => p,
+        Err(e) => {
+            e.say_once();
+            None
         }
-        Err(line) => line,
-    };
-    let new = settings()
-        .as_mut()
-        .map(|s| s.last_error.replace(line.clone()) != Some(line.clone()))
-        .unwrap_or(true);
-    if new {
-        say(&line);
     }
-    None
 }
 
 /// Writes the next numbered profile: its path, `None` when memory is short
-/// (said once elsewhere, with the other low-memory events), or the line
-/// that says what went wrong.
-pub(crate) fn try_dump(trigger: Trigger) -> Result<Option<PathBuf>, String> {
+/// (said once elsewhere, with the other low-memory events), or what went
+/// wrong. A written dump lets the next problem be said again.
+pub(crate) fn try_dump(trigger: Trigger) -> Result<Option<PathBuf>, DumpError> {
     let prefix = out_prefix();
     // Threads profiles (when threads are tracked) share the heap profile's
     // number. A panic inside heapprof (a bug, or a library that panics on
@@ -707,20 +690,24 @@ pub(crate) fn try_dump(trigger: Trigger) -> Result<Option<PathBuf>, String> {
     // would abort the process. Files are written whole or not at all.
     let _dumping = Dumping::enter();
     let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let written = crate::profile::dump::dump_numbered(&prefix, trigger)
-            .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p));
-        // The high point beside every triggered dump (when one is kept;
-        // a failure there says its own line).
-        if written.is_ok() {
-            crate::control::peak::write();
-        }
-        written
+        crate::profile::dump::dump_numbered(&prefix, trigger)
+            .and_then(|p| crate::profile::threads_pprof::write_beside(&p).map(|_| p))
     }));
     match written {
-        Ok(Ok(p)) => Ok(Some(p)),
+        Ok(Ok(p)) => {
+            crate::control::dump_errors::cleared();
+            // The high point beside every triggered dump (when one is
+            // kept), its failure said as any other.
+            if let Ok(Err(e)) = std::panic::catch_unwind(crate::control::peak::write) {
+                e.say_once();
+            }
+            Ok(Some(p))
+        }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::OutOfMemory => Ok(None),
-        Ok(Err(e)) => Err(format!(
-            "{e} (set HEAPPROF_OUT to a path prefix in a writable directory; heapprof will retry at the next dump)"
+        Ok(Err(e)) => Err(DumpError::writing(
+            &prefix,
+            &e,
+            format!("{e} (set HEAPPROF_OUT to a path prefix in a writable directory; heapprof will retry at the next dump)"),
         )),
         Err(panic) => {
             let what = panic
@@ -729,7 +716,7 @@ pub(crate) fn try_dump(trigger: Trigger) -> Result<Option<PathBuf>, String> {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default()
                 .replace('\n', " ");
-            Err(format!("heapprof: a dump failed inside heapprof ({what}; a bug: please report it); none written, the next dump will try again"))
+            Err(DumpError::other(format!("heapprof: a dump failed inside heapprof ({what}; a bug: please report it); none written, the next dump will try again")))
         }
     }
 }
