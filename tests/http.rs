@@ -666,17 +666,28 @@ fn a_server_configured_from_code() {
     p.kill();
 }
 
-/// Socket descriptors a process holds.
+/// The sockets open in any of the process's descriptor tables (heapprof's
+/// watcher has one of its own, not listed under `/proc/PID/fd`).
 fn sockets(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
+    let mut seen = std::collections::HashSet::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path())
-                .map(|l| l.to_string_lossy().starts_with("socket:"))
-                .unwrap_or(false)
-        })
-        .count()
+    {
+        seen.extend(sockets_in(&task.path().join("fd")));
+    }
+    seen.len()
+}
+
+fn sockets_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with("socket:"))
+        .collect()
 }
 
 #[test]

@@ -1391,6 +1391,55 @@ fn a_profiled_program_sees_only_its_own_descriptors_in_its_range() {
     );
 }
 
+/// A program that keeps closing its stdout and putting it back (CPython's
+/// redirection tests do) while heapprof's watcher makes a copy of the
+/// process every few milliseconds: the copies' pipes never take the
+/// number it frees and then close the one it put back (heapprof's threads
+/// watcher has a descriptor table of its own). Once, a regrtest worker lost its
+/// stdout this way.
+#[test]
+fn a_program_swapping_its_stdout_never_loses_it() {
+    let dir = out_dir("fds-swap");
+    let out = run(
+        preloaded(program("fds"), &dir)
+            .arg("swap")
+            .env("HEAPPROF_INTERVAL", "0.005"),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "stdout lost 0 times\n", "{out:?}");
+    assert!(
+        common::dumps(&dir).len() > 20,
+        "the copies made dumps meanwhile"
+    );
+}
+
+/// errno is the program's: the watcher, which shares the main thread's
+/// thread pointer and so its errno, makes its dumps (a copy of the process
+/// every few milliseconds) without touching it, and neither do the hooks,
+/// sampled or not.
+#[test]
+fn errno_is_left_alone_while_the_watcher_dumps() {
+    let dir = out_dir("errno");
+    let bare = run(Command::new(program("errnokeep")).current_dir(&dir), b"");
+    assert_eq!(
+        bare.stdout, "errno changed 0 times in many checks\n",
+        "{bare:?}"
+    );
+    let out = run(
+        preloaded(program("errnokeep"), &dir)
+            .env("HEAPPROF_INTERVAL", "0.005")
+            .env("HEAPPROF_RATE", "65536"),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, bare.stdout, "{out:?}");
+    assert!(
+        common::dumps(&dir).len() > 20,
+        "the watcher's copies made dumps meanwhile"
+    );
+}
+
 #[test]
 fn a_child_that_does_not_load_the_library_inherits_nothing() {
     // Spawned without LD_PRELOAD (as a static or setuid program would run):

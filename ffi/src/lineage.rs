@@ -382,6 +382,22 @@ fn note() -> Option<&'static str> {
     if unsafe { raw::recv_nowait(fd, &mut byte, 1) } < 0 {
         return None;
     }
+    // Shut, not only closed: the dumper or watcher asking may have a
+    // descriptor table of its own (`heapprof::os::own_table`), where a
+    // close leaves the program's copy open; a shut socket refuses later
+    // children at once, as a closed one did.
+    // SAFETY: shutdown(2) on our socket (checked above); no memory touched.
+    unsafe {
+        raw::syscall6(
+            libc::SYS_shutdown,
+            fd as usize,
+            libc::SHUT_RD as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     SOCKET.close();
     Some(SKIPPED)
 }

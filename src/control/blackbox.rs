@@ -115,7 +115,7 @@ fn say(mut line: LineBuf<4600>) {
         let _ = cut.write_str("…\n");
         line = cut;
     }
-    crate::os::raw::write_all(2, line.bytes());
+    crate::os::own_table::write_stderr(&[line.bytes()]);
 }
 
 /// The text of an errno value, without allocating.

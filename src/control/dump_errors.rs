@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::os::raw;
+use crate::os::own_table;
 
 /// The key of the problem said last (0: none since a dump was written).
 static SAID: AtomicU64 = AtomicU64::new(0);
@@ -47,8 +47,7 @@ impl DumpError {
 /// copy's report).
 pub(crate) fn say_once(key: u64, line: &[u8]) {
     if SAID.swap(key | 1, Ordering::Relaxed) != key | 1 {
-        raw::write_all(2, line);
-        raw::write_all(2, b"\n");
+        own_table::write_stderr(&[line, b"\n"]);
     }
 }
 

@@ -14,7 +14,9 @@
 //! Ways out: [`peak_profile`] (`heapprof::peak_profile()`), and
 //! `PREFIX.PID.peak.pb.gz`, written (replaced) with every dump
 //! (signal, interval, the near-limit and growth triggers of
-//! [`crate::control::heap_triggers`]) and at exit when a peak was kept.
+//! [`crate::control::heap_triggers`]) and at exit when a peak was kept
+//! and the process writes profile files (it wrote one, or the exit dump is
+//! on).
 //!
 //! A single-threaded program under the preload library has no dumper but
 //! the watcher (`crate::control::watcher`), which cannot take a snapshot
@@ -36,6 +38,23 @@ static AT_EXIT: std::sync::Once = std::sync::Once::new();
 /// The estimated in-use heap of the peak profile a copy wrote for the
 /// watcher (0: none). A peak kept later must pass it to replace the file.
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Profile files are asked for (the exit dump or interval dumps are on);
+/// see [`files_wanted`].
+static FILES_WANTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Says whether the configuration asks for profile files.
+pub fn set_files_wanted(on: bool) {
+    FILES_WANTED.store(on, Ordering::Relaxed);
+}
+
+/// Whether a peak file belongs beside this process's profiles: it writes
+/// them (asked to, or it wrote one: a signal, a trigger). A process that
+/// writes none (served over HTTP, or reading `peak_profile()`) gets no
+/// file. Atomics only (the watcher asks).
+pub fn files_wanted() -> bool {
+    FILES_WANTED.load(Ordering::Relaxed) || crate::profile::output::sequence() > 0
+}
 
 /// How far past a peak the heap must go to make a new one.
 fn margin(peak: u64) -> u64 {
@@ -75,7 +94,7 @@ fn live_snapshot() -> Snapshot {
 /// should write a new one ([`write_now`]).
 pub fn watcher_due(in_use: u64) -> bool {
     let w = WRITTEN.load(Ordering::Relaxed);
-    in_use > w + margin(w)
+    in_use > w + margin(w) && files_wanted()
 }
 
 /// The watcher's copy wrote the heap at `in_use` as the peak profile.
@@ -140,6 +159,11 @@ fn write_profile(p: &crate::profile::proto::Profile) -> Result<std::path::PathBu
 }
 
 extern "C" fn at_exit() {
+    // Only beside profile files: a process that writes none (one served
+    // over HTTP, one that only reads `peak_profile()`) leaves no file.
+    if !files_wanted() {
+        return;
+    }
     let _busy = crate::engine::thread_state::current().enter();
     if let Ok(Err(e)) = std::panic::catch_unwind(write) {
         e.say_once();

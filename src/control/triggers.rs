@@ -162,20 +162,9 @@ fn hand_over() {
     spawn_dumper();
 }
 
-/// Prints one line on stderr without taking any lock.
+/// Prints one line on the program's stderr without taking any lock.
 pub fn say(line: &str) {
-    let mut bytes = Vec::with_capacity(line.len() + 1);
-    bytes.extend_from_slice(line.as_bytes());
-    bytes.push(b'\n');
-    let mut rest = &bytes[..];
-    while !rest.is_empty() {
-        // SAFETY: writing an owned, initialised byte slice to fd 2.
-        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
-        if n <= 0 {
-            break;
-        }
-        rest = &rest[n as usize..];
-    }
+    crate::os::own_table::write_stderr(&[line.as_bytes(), b"\n"]);
 }
 
 /// Installs the signal handler, the exit and fork handlers, and starts the
@@ -262,6 +251,7 @@ pub fn load_settings() {
 /// Hands the profile layer what it takes from the configuration.
 fn push_down(config: &Config) {
     crate::profile::output::set_file_mode(config.file_mode);
+    crate::control::peak::set_files_wanted(config.at_exit || config.interval.is_some());
     crate::profile::settings::set(config.symbolize, config.labels.clone());
 }
 
@@ -493,7 +483,7 @@ fn watcher_say_pending() {
         line.clear();
         if write(&mut line) {
             let _ = core::fmt::Write::write_str(&mut line, "\n");
-            raw::write_all(2, line.bytes());
+            crate::os::own_table::write_stderr(&[line.bytes()]);
         }
     };
     say_line(&mut |w| {

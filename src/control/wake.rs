@@ -182,7 +182,10 @@ fn wait_with_fds(note: i32, events: i32, timeout_ns: Option<u64>, mask: &libc::s
 /// on the dumper thread, the watcher or in the `atexit` handler, never on a
 /// hook, and keep the watcher's rules: raw system calls only, no
 /// allocation, no TLS ([`crate::control::watcher`]); `take` must stop `fd` from being
-/// readable (or return -1 from `fd` afterwards).
+/// readable (or return -1 from `fd` afterwards), and in a forked child must
+/// close a descriptor inherited from the parent (the fork child handler
+/// asks, so it is closed in the table the child's program has, not only in
+/// its dumper's own: [`crate::os::own_table`]).
 #[derive(Clone, Copy)]
 pub struct NoteSource {
     pub fd: fn() -> i32,
@@ -201,10 +204,13 @@ pub fn set_note_source(source: NoteSource) {
     let _ = NOTE_SOURCE.set(source);
 }
 
-/// In a forked child: the parent's asks and its pipe are not this
-/// process's.
+/// In a forked child: the parent's asks, its pipe and its note source's
+/// descriptor are not this process's.
 pub(crate) fn after_fork() {
     WAKE_BITS.store(0, Ordering::Release);
+    if let Some(n) = NOTE_SOURCE.get() {
+        let _ = (n.take)();
+    }
     PIPE_WRITE.close();
     PIPE_READ.close();
 }

@@ -204,6 +204,8 @@ pub fn after_fork() {
 
 /// The watcher thread. Raw system calls and atomics only, up to the copy.
 extern "C" fn main() -> ! {
+    // First: its copies' pipes never take one of the program's numbers.
+    crate::os::own_table::enter();
     raw::set_thread_name(c"heapprof-dumper");
     // Every signal blocked, glibc's own two included (its handlers for them
     // would act on the main thread's state), and the same in the wait but

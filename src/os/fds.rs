@@ -22,15 +22,17 @@
 //!   profile being written: [`create_new`]) is moved the same way. The
 //!   kernel has no call that creates a descriptor at a chosen number, so
 //!   each still holds a low number for the two system calls between its
-//!   creation and the move; the few made after start-up (the wake-up pipe of a
-//!   process that listens for notes on a socket, made again if the program
-//!   closed it; a copy's pipe; a dump's file) are
-//!   the only moments a program's own `open` could see a number taken.
-//!   Work done in a copy of the process (`profile::copy_process`)
-//!   has a descriptor table of its own and is invisible to the program;
-//!   symbolization done in-process (a process too large to copy) opens the
-//!   program's binaries through the symbolizer library, with low numbers,
-//!   for the length of the dump.
+//!   creation and the move; a program thread that freed that number and
+//!   fills it again (`close(1)` then `dup2(f, 1)`) would have the move
+//!   close its file. The watcher, which makes a copy of the process for
+//!   every dump of a single-threaded program (the programs that juggle
+//!   their standard descriptors most: shells, scripts, test runners), works
+//!   in a descriptor table of its own ([`crate::os::own_table`]), so its
+//!   pipes are never in the program's. What the dumper thread makes after
+//!   start-up (a dump's file, a copy's pipe, a `/proc` read, an HTTP
+//!   connection) still holds a low number for those two system calls: a
+//!   program thread that frees and refills that very number just then
+//!   loses its file. That gap is known and not closed.
 //! - **Never used after the program may have reused the number.** A program
 //!   may close every descriptor (`close_range(3, ~0)`, a daemon's loop) and
 //!   get the same numbers for files of its own. A long-lived descriptor is
@@ -56,7 +58,7 @@
 //! The descriptor helpers are raw system calls, errno untouched (the
 //! watcher thread remakes descriptors too, see [`crate::os::raw`]).
 
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::fs::File;
 use std::io;
 use std::os::fd::FromRawFd;
@@ -93,6 +95,13 @@ pub fn floor() -> i32 {
     let top = soft.min(TABLE_CAP);
     let f = if top >= 2 * ROOM { top - ROOM } else { top / 2 };
     f.max(3) as i32
+}
+
+/// The highest number of heapprof's range: a fixed place for the one
+/// descriptor of heapprof's private tables that is found by number
+/// ([`crate::os::own_table`]).
+pub fn top() -> i32 {
+    floor() + ROOM as i32 - 1
 }
 
 /// Moves `fd` to a number at least [`floor`], close-on-exec, and closes
@@ -165,6 +174,31 @@ pub struct Held {
     /// Which process made it: a forked child inherits the number, not the
     /// role (the caller decides what that means).
     owner: AtomicU32,
+    /// Listed in [`HELD`] (on its first [`Held::set`]).
+    listed: AtomicBool,
+}
+
+/// Every [`Held`] that has held a descriptor: heapprof's long-lived
+/// descriptors, which its threads keep when they take a descriptor table of
+/// their own ([`crate::os::own_table`]).
+static HELD: [AtomicPtr<Held>; 16] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 16];
+
+/// The numbers of heapprof's long-lived descriptors that still refer to
+/// the files they were made for, into `out`: how many.
+pub fn held_now(out: &mut [i32]) -> usize {
+    let mut n = 0;
+    for slot in &HELD {
+        let p = slot.load(Ordering::Acquire);
+        if p.is_null() || n == out.len() {
+            continue;
+        }
+        // SAFETY: only `&'static Held`s are listed (`Held::set`).
+        if let Some(fd) = unsafe { &*p }.get() {
+            out[n] = fd;
+            n += 1;
+        }
+    }
+    n
 }
 
 impl Held {
@@ -175,12 +209,27 @@ impl Held {
             dev: AtomicU64::new(0),
             ino: AtomicU64::new(0),
             owner: AtomicU32::new(0),
+            listed: AtomicBool::new(false),
         }
     }
 
     /// Holds `fd` (made by this process); returns the one held before
     /// (`-1`: none), which the caller closes if it is still ours.
-    pub fn set(&self, fd: i32) -> i32 {
+    pub fn set(&'static self, fd: i32) -> i32 {
+        if !self.listed.swap(true, Ordering::AcqRel) {
+            let me = self as *const Held as *mut Held;
+            // A full list (more Helds than slots: a bug) only costs the
+            // descriptor its place in heapprof's own tables.
+            let _ = HELD.iter().any(|s| {
+                s.compare_exchange(
+                    core::ptr::null_mut(),
+                    me,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            });
+        }
         let id = id(fd);
         self.dev.store(id.map_or(0, |i| i.dev), Ordering::Relaxed);
         self.ino.store(id.map_or(0, |i| i.ino), Ordering::Relaxed);
@@ -386,7 +435,8 @@ mod tests {
             let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
             assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
         }
-        let held = Held::new();
+        static HELD_HERE: Held = Held::new();
+        let held = &HELD_HERE;
         assert_eq!(held.set(r), -1);
         assert_eq!(held.get(), Some(r));
         raw::close(r);

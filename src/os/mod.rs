@@ -7,6 +7,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicI32, Ordering};
 
 pub mod fds;
+pub mod own_table;
 pub mod raw;
 pub mod signals;
 

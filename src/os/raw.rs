@@ -240,6 +240,48 @@ pub fn close(fd: i32) {
     unsafe { syscall6(libc::SYS_close, fd as usize, 0, 0, 0, 0, 0) };
 }
 
+/// A system call whose arguments are plain integers (no memory passed):
+/// its result or `-errno`.
+fn call_ints(nr: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
+    // SAFETY: only for calls that take no pointer (descriptors, numbers,
+    // flags): none can touch memory of this process's.
+    unsafe { syscall6(nr, a, b, c, d, 0, 0) }
+}
+
+/// Gives the calling thread a descriptor table of its own, a copy of the
+/// one it shared (`unshare(CLONE_FILES)`): 0 or `-errno`.
+pub fn unshare_files() -> isize {
+    call_ints(libc::SYS_unshare, libc::CLONE_FILES as usize, 0, 0, 0)
+}
+
+/// `close_range(first, last, 0)`: 0 or `-errno`.
+pub fn close_range(first: u32, last: u32) -> isize {
+    call_ints(libc::SYS_close_range, first as usize, last as usize, 0, 0)
+}
+
+/// `dup3(fd, to, O_CLOEXEC)`: `to` or `-errno`.
+pub fn dup3_cloexec(fd: i32, to: i32) -> isize {
+    call_ints(
+        libc::SYS_dup3,
+        fd as usize,
+        to as usize,
+        libc::O_CLOEXEC as usize,
+        0,
+    )
+}
+
+/// `pidfd_open(pid, 0)`: the descriptor or `-errno`.
+pub fn pidfd_open(pid: i32) -> isize {
+    call_ints(libc::SYS_pidfd_open, pid as usize, 0, 0, 0)
+}
+
+/// `pidfd_getfd(pidfd, fd, 0)`: a duplicate (close-on-exec), in the
+/// caller's table, of descriptor `fd` of the process `pidfd` names, or
+/// `-errno`.
+pub fn pidfd_getfd(pidfd: i32, fd: i32) -> isize {
+    call_ints(libc::SYS_pidfd_getfd, pidfd as usize, fd as usize, 0, 0)
+}
+
 /// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: the new descriptor or `-errno`.
 pub fn dup_cloexec_at_least(fd: i32, min: i32) -> i32 {
     // SAFETY: duplicating a descriptor; no memory involved.

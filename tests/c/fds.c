@@ -10,6 +10,11 @@
  *   fds list     the descriptors open (number, close-on-exec flag)
  *   fds child    a child spawned without LD_PRELOAD lists its descriptors
  *                (what a static or setuid child would inherit)
+ *   fds swap     for 2 s, close its stdout and put it back with dup2 (as
+ *                CPython's tests of redirection do) while allocating; a
+ *                descriptor of heapprof's landing on the free number must
+ *                never cost it the one it put back: prints how often fd 1
+ *                was gone after the dup2 (0)
  *   fds plant DIR TARGET   plant symbolic links (to TARGET) and files at the
  *                names this process's first dumps may use under DIR/p,
  *                then allocate and exit (the exit dump lands past them)
@@ -29,6 +34,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char MESSAGE[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ()";
@@ -213,6 +219,27 @@ static void plant_mode(const char *dir, const char *target) {
   printf("planted\n");
 }
 
+static void swap_mode(void) {
+  int saved = dup(1);
+  long lost = 0, rounds = 0;
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do {
+    for (int i = 0; i < 1000; i++) {
+      close(1);
+      if (dup2(saved, 1) != 1 || fcntl(1, F_GETFD) < 0) {
+        lost++;
+        dup2(saved, 1);
+      }
+      if (i % 16 == 0)
+        churn(i);
+    }
+    rounds++;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while (t.tv_sec - t0.tv_sec < 2);
+  printf("stdout lost %ld times\n", lost);
+}
+
 int main(int argc, char **argv) {
   alarm(30);
   const char *mode = argc > 1 ? argv[1] : "";
@@ -224,10 +251,12 @@ int main(int argc, char **argv) {
     list_mode();
   else if (strcmp(mode, "child") == 0)
     child_mode(argv[0]);
+  else if (strcmp(mode, "swap") == 0)
+    swap_mode();
   else if (strcmp(mode, "plant") == 0 && argc > 3)
     plant_mode(argv[2], argv[3]);
   else {
-    fprintf(stderr, "usage: fds daemon|stdin|list|child|plant DIR TARGET\n");
+    fprintf(stderr, "usage: fds daemon|stdin|list|child|swap|plant DIR TARGET\n");
     return 2;
   }
   return 0;
