@@ -208,44 +208,44 @@ impl<A: GlobalAlloc + 'static> Profiler<A> {
             // SAFETY: an unsampled object was allocated with `layout` itself.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };
         }
-        let keep = sample_new || engine::keeps_former_sample(new_size);
-        if old_sampled && keep && engine::stays_in_place(ptr, new_size) {
-            // Fits where it is (and does not strand most of its slot), or
-            // grew in place: the old sample's free, then the new sample if
-            // sampled (else it stays as a former sample, see
-            // `engine::sample_heap`).
-            if sample_new {
-                engine::record_free(st, ptr);
-                engine::record_alloc_from(st, ptr, new_size, hook_marker(&marker));
+        let new = if old_sampled {
+            match engine::realloc_sample(
+                st,
+                ptr,
+                new_size,
+                sample_new,
+                layout.align(),
+                hook_marker(&marker),
+            ) {
+                engine::Resized::InPlace => return ptr,
+                engine::Resized::MoveTo(p) => self.heap_block(p),
+                // SAFETY: the caller guarantees `new_size` (nonzero) forms
+                // a valid layout with `layout.align()`.
+                engine::Resized::MoveToInner => unsafe {
+                    self.inner
+                        .alloc(Layout::from_size_align_unchecked(new_size, layout.align()))
+                },
+            }
+        } else {
+            let room = engine::realloc_room(new_size);
+            let p = if sample_new {
+                engine::alloc_sample_with_room(
+                    st,
+                    new_size,
+                    room,
+                    layout.align(),
+                    hook_marker(&marker),
+                )
             } else {
-                engine::unsample(st, ptr);
+                // Grown large: into the sample heap, with room to grow in place.
+                engine::alloc_large(new_size, room, layout.align(), false)
+            };
+            if p.is_null() {
+                // Not sampled after all (the sample heap could not serve it).
+                // SAFETY: an unsampled object was allocated with `layout` itself.
+                return unsafe { self.inner.realloc(ptr, layout, new_size) };
             }
-            return ptr;
-        }
-        let room = engine::realloc_room(new_size);
-        let new = if sample_new {
-            engine::alloc_sample_with_room(st, new_size, room, layout.align(), hook_marker(&marker))
-        } else if old_sampled && keep {
-            engine::alloc_unsampled(new_size, room, layout.align())
-        } else if move_here {
-            // Grown large: into the sample heap, with room to grow in place.
-            engine::alloc_large(new_size, room, layout.align(), false)
-        } else {
-            core::ptr::null_mut()
-        };
-        let new = if !new.is_null() {
-            self.heap_block(new)
-        } else if !old_sampled {
-            // Not sampled after all (the sample heap could not serve it).
-            // SAFETY: an unsampled object was allocated with `layout` itself.
-            return unsafe { self.inner.realloc(ptr, layout, new_size) };
-        } else {
-            // SAFETY: the caller guarantees `new_size` (nonzero) forms a
-            // valid layout with `layout.align()`.
-            unsafe {
-                self.inner
-                    .alloc(Layout::from_size_align_unchecked(new_size, layout.align()))
-            }
+            self.heap_block(p)
         };
         if new.is_null() {
             return new;

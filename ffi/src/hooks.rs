@@ -502,40 +502,25 @@ unsafe extern "C" fn realloc_slow(
         unsafe { return realloc_unowned(st, p, size, sample_new) };
     }
     // The old block is a sample (or a former one: it stays in the sample
-    // heap, see `heapprof::engine::sample_heap`).
+    // heap, see `heapprof::engine::sample_heap`): the engine's policy.
     let usable = engine::sample_usable_size(p.cast());
-    let keep = sample_new || engine::keeps_former_sample(size);
-    if keep && engine::stays_in_place(p.cast(), size) {
-        // It fits, or grew in place: stays, its free recorded, and the new
-        // sample if sampled.
-        let errno = real::errno();
-        if sample_new {
-            engine::record_free(st, p.cast());
-            engine::record_alloc_from(st, p.cast(), size, marker!());
-        } else {
-            engine::unsample(st, p.cast());
+    let errno = real::errno();
+    let resized = engine::realloc_sample(st, p.cast(), size, sample_new, MIN_ALIGN, marker!());
+    real::set_errno(errno);
+    let new: *mut c_void = match resized {
+        engine::Resized::InPlace => return p,
+        engine::Resized::MoveTo(q) => q.cast(),
+        engine::Resized::MoveToInner => {
+            // SAFETY: resolved (the sample exists).
+            let q = unsafe { real::malloc(size) };
+            if q.is_null() {
+                // Out of memory: the sample stays as it was (errno from
+                // malloc).
+                return q;
+            }
+            q
         }
-        real::set_errno(errno);
-        return p;
-    }
-    let mut new = if sample_new {
-        alloc_grown(st, size)
-    } else if !keep {
-        null_mut()
-    } else {
-        let errno = real::errno();
-        let q = engine::alloc_unsampled(size, engine::realloc_room(size), MIN_ALIGN);
-        real::set_errno(errno);
-        q.cast()
     };
-    if new.is_null() {
-        // SAFETY: resolved (the sample exists).
-        new = unsafe { real::malloc(size) };
-        if new.is_null() {
-            // Out of memory: the sample stays as it was (errno from malloc).
-            return new;
-        }
-    }
     // SAFETY: the sample has `usable` bytes, the new block `size`; they are
     // distinct.
     unsafe { core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast::<u8>(), usable.min(size)) };

@@ -282,14 +282,74 @@ pub fn realloc_room(size: usize) -> usize {
     }
 }
 
-/// Whether a `realloc` of the sample (or former sample) at `ptr` to `size`
-/// bytes keeps it where it is: it fits without stranding most of its slot;
-/// or it is a large one (64 KiB or more) that fits, which keeps its run
-/// (the room [`realloc_room`] gave it) less the pages after its new end,
-/// filed free; or it is a large one followed by a free run or the end of
-/// the sample heap's carved pages, which grows in place instead of being
-/// copied.
-pub fn stays_in_place(ptr: *const u8, size: usize) -> bool {
+/// Where a `realloc` of a block of the sample heap goes ([`realloc_sample`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resized {
+    /// It stays where it is, resized, with its records made.
+    InPlace,
+    /// The way in copies it into this block of the sample heap (recorded as
+    /// a sample if the new size is sampled), then [`free_sample`]s the old.
+    MoveTo(*mut u8),
+    /// The way in copies it into a block of its inner allocator, then
+    /// [`free_sample`]s the old: a small former sample goes back there (so
+    /// its later reallocs take the hot path again), or the sample heap
+    /// could not serve it.
+    MoveToInner,
+}
+
+/// The one `realloc` policy for a block of the sample heap (a sample, a
+/// former sample, a large unsampled block), for both ways in: a `realloc`
+/// of `ptr` to `size` bytes, sampled at the new size if `sample_new`.
+///
+/// The block stays where it is if it is kept in the sample heap (sampled
+/// again, or large: [`keeps_former_sample`]) and can be resized in place;
+/// else it moves, with room to grow ([`realloc_room`]), to a block of the
+/// sample heap if it is kept, or to the inner allocator. The caller copies
+/// (as many bytes as the old block held) and frees the old block.
+#[inline(always)]
+pub fn realloc_sample(
+    st: &ThreadState,
+    ptr: *mut u8,
+    size: usize,
+    sample_new: bool,
+    align: usize,
+    hook_marker: usize,
+) -> Resized {
+    let keep = sample_new || keeps_former_sample(size);
+    if keep && try_resize_in_place(ptr, size) {
+        // The old sample's free, then the new sample if sampled (else it
+        // stays as a former sample, see `sample_heap`).
+        if sample_new {
+            record_free(st, ptr);
+            record_alloc_from(st, ptr, size, hook_marker);
+        } else {
+            unsample(st, ptr);
+        }
+        return Resized::InPlace;
+    }
+    let room = realloc_room(size);
+    let new = if sample_new {
+        alloc_sample_with_room(st, size, room, align, hook_marker)
+    } else if keep {
+        alloc_unsampled(size, room, align)
+    } else {
+        core::ptr::null_mut()
+    };
+    if new.is_null() {
+        Resized::MoveToInner
+    } else {
+        Resized::MoveTo(new)
+    }
+}
+
+/// Resizes the sample (or former sample) at `ptr` to `size` bytes where
+/// it is, if it can: it fits without stranding most of its slot; or it is
+/// a large one (64 KiB or more) that fits, which keeps its run (the room
+/// [`realloc_room`] gave it) less the pages after its new end, filed free;
+/// or it is a large one followed by a free run or the end of the sample
+/// heap's carved pages, which grows in place instead of being copied.
+/// Whether it did.
+fn try_resize_in_place(ptr: *const u8, size: usize) -> bool {
     let usable = sample_heap::usable_size(ptr);
     if usable >= size {
         size > usable / 2 || sample_heap::shrink_in_place(ptr, size)
