@@ -11,6 +11,17 @@
 //! threads with nearly every signal blocked, and a parent waiting for ever.
 //!
 //! # Model
+//! - **heapprof's threads are not counted.** The program's thread that
+//!   makes the dumper takes it off glibc's count at once
+//!   ([`uncount_created`]: glibc's `__nptl_nthreads`), so glibc ends the
+//!   process on the program's last thread, exactly as bare, with the
+//!   program's table of descriptors still there for its `atexit` handlers
+//!   and stdio. A heapprof thread counts itself again just before it
+//!   returns ([`OwnThread`]). HTTP threads, which the dumper makes, can
+//!   only take themselves off ([`OwnThread::uncount_self`]), which races
+//!   with the program's end; so while the HTTP server is asked for, the
+//!   dumper stays counted, and the rest of this model is how the process
+//!   then ends.
 //! - **The program has ended** when its leader (the main thread) is a
 //!   zombie and no task is left but heapprof's own: `/proc/self/stat` gives
 //!   both, the leader's state and the process's task count. heapprof's
@@ -38,12 +49,13 @@
 //! block while they live, and once they are gone the process ends.
 //!
 //! # Limits
-//! - The Rust way in has no `pthread_exit` hook: a process whose main
-//!   thread calls `pthread_exit` last ends up to a second later than bare.
+//! - With the HTTP server asked for, the Rust way in (no `pthread_exit`
+//!   hook) ends a process whose main thread calls `pthread_exit` last up
+//!   to a second later than bare.
 //! - A thread the program makes with a raw `clone` (which glibc does not
 //!   count) keeps a profiled process alive where the bare one would end.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::os::{fds, raw};
@@ -64,26 +76,91 @@ const PERIOD: Duration = Duration::from_secs(1);
 const FIRST_STEP: Duration = Duration::from_millis(2);
 const LAST_STEP: Duration = Duration::from_millis(512);
 
-/// Counts one of heapprof's threads while it lives (made by that thread).
-pub struct OwnThread(());
+/// Counts one of heapprof's threads while it lives (made by that thread),
+/// and whether glibc's count of threads still includes it.
+pub struct OwnThread {
+    uncounted: bool,
+}
 
 impl OwnThread {
-    /// Counts the calling thread, until the guard drops.
-    pub fn enter() -> OwnThread {
+    /// Counts the calling thread, until the guard drops; `uncounted`: its
+    /// creator took it off glibc's count ([`uncount_created`]).
+    pub fn enter(uncounted: bool) -> OwnThread {
         OWN.fetch_add(1, Ordering::AcqRel);
-        OwnThread(())
+        OwnThread { uncounted }
+    }
+
+    /// Takes the calling thread off glibc's count itself, unless it is the
+    /// last counted one (then the program's threads are gone already, and
+    /// glibc must end the process on a thread of heapprof's, see the module
+    /// doc). Not free of races, unlike [`uncount_created`]: a program whose
+    /// last thread ends just before leaves it counted. Whether it did.
+    pub fn uncount_self(&mut self) -> bool {
+        if !self.uncounted {
+            self.uncounted = glibc_count().is_some_and(|n| {
+                n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                    (c > 1).then(|| c - 1)
+                })
+                .is_ok()
+            });
+        }
+        self.uncounted
+    }
+
+    /// Whether glibc does not count this thread: then the program's last
+    /// thread ends the process, as bare, and never this one.
+    pub fn uncounted(&self) -> bool {
+        self.uncounted
     }
 }
 
 impl Drop for OwnThread {
     fn drop(&mut self) {
+        // Counted again before it returns: glibc's end of the thread takes
+        // it off once more.
+        if self.uncounted {
+            if let Some(n) = glibc_count() {
+                n.fetch_add(1, Ordering::AcqRel);
+            }
+        }
         OWN.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Registers the hint on the ends of tracked threads (at start-up).
+/// Right after a thread of the program made one of heapprof's: takes the
+/// new thread off glibc's count, so that the program's last thread, not
+/// heapprof's, ends the process, as bare. Free of races: the creator is
+/// counted and busy here, so the count stays above zero and no program
+/// thread that ends meanwhile takes it for the last. Whether it did (not
+/// glibc, or no count found: no).
+pub fn uncount_created() -> bool {
+    glibc_count().is_some_and(|n| {
+        n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+            (c > 1).then(|| c - 1)
+        })
+        .is_ok()
+    })
+}
+
+/// glibc's count of the threads it knows (`__nptl_nthreads`, found at
+/// start-up; null: not glibc, or none found).
+static GLIBC_COUNT: core::sync::atomic::AtomicPtr<AtomicU32> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+fn glibc_count() -> Option<&'static AtomicU32> {
+    let p = GLIBC_COUNT.load(Ordering::Acquire);
+    // SAFETY: glibc's `unsigned int __nptl_nthreads`, which it changes
+    // only atomically, for the process's life.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Registers the hint on the ends of tracked threads, and finds glibc's
+/// thread count (at start-up, on the program's thread).
 pub fn install() {
     crate::engine::threads::set_end_notice(tracked_thread_ended);
+    // SAFETY: looking up a data symbol by a NUL-terminated name.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__nptl_nthreads".as_ptr()) };
+    GLIBC_COUNT.store(p.cast(), Ordering::Release);
 }
 
 /// A thread of the program calls `pthread_exit` (the preload library's

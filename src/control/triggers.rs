@@ -338,10 +338,27 @@ fn install_signal(want: i32) {
     }
 }
 
+/// Whether the dumper thread just made is off glibc's count (see
+/// `dumper_main`): 0 while its creator has not said, then [`YES`] or [`NO`].
+static DUMPER_UNCOUNTED: AtomicI32 = AtomicI32::new(0);
+const YES: i32 = 1;
+const NO: i32 = 2;
+
+/// Starts the dumper thread, from a thread of the program's. Unless the
+/// HTTP server is asked for, the dumper is taken off glibc's count of
+/// threads ([`lifetime::uncount_created`]) and works in a descriptor table
+/// of its own ([`crate::os::own_table`]): glibc then ends the process on
+/// the program's last thread, never on the dumper, whose table is not the
+/// program's. (The HTTP server's threads, made later by the dumper, could
+/// only take themselves off the count, which races with the program's end;
+/// with them, the dumper keeps the shared table, and `lifetime` ends the
+/// process on heapprof's last thread.)
 fn spawn_dumper() {
+    let private = ensure(&mut settings()).config.http.is_none();
+    DUMPER_UNCOUNTED.store(0, Ordering::Release);
     // SAFETY: a detached pthread running an extern "C" fn with no argument;
     // pthread_attr is initialised and destroyed here.
-    unsafe {
+    let made = unsafe {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
@@ -353,20 +370,41 @@ fn spawn_dumper() {
         libc::sigfillset(&mut all);
         dump_signal::sigmask(libc::SIG_SETMASK, &all, &mut old);
         let real = REAL_PTHREAD_CREATE.load(Ordering::Acquire);
-        if real.is_null() {
-            libc::pthread_create(&mut tid, &attr, dumper_main, core::ptr::null_mut());
+        let made = if real.is_null() {
+            libc::pthread_create(&mut tid, &attr, dumper_main, core::ptr::null_mut())
         } else {
             // SAFETY: registered as a PthreadCreateFn.
             let create = core::mem::transmute::<*mut (), PthreadCreateFn>(real);
-            create(&mut tid, &attr, dumper_main, core::ptr::null_mut());
-        }
+            create(&mut tid, &attr, dumper_main, core::ptr::null_mut())
+        };
         dump_signal::sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         libc::pthread_attr_destroy(&mut attr);
+        made == 0
+    };
+    let uncounted = made && private && lifetime::uncount_created();
+    DUMPER_UNCOUNTED.store(if uncounted { YES } else { NO }, Ordering::Release);
+}
+
+/// In the dumper: whether its creator took it off glibc's count (waits the
+/// moment it takes to say; a creator that never says, none).
+fn dumper_uncounted() -> bool {
+    for _ in 0..10_000 {
+        match DUMPER_UNCOUNTED.load(Ordering::Acquire) {
+            0 => std::thread::sleep(Duration::from_micros(100)),
+            v => return v == YES,
+        }
     }
+    false
 }
 
 extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
-    let _own = lifetime::OwnThread::enter();
+    let own = lifetime::OwnThread::enter(dumper_uncounted());
+    // Not counted by glibc, so the program's exit never runs here: what
+    // this thread and its copies of the process open can live in a
+    // descriptor table of their own (see `spawn_dumper`).
+    if own.uncounted() {
+        crate::os::own_table::enter();
+    }
     thread_state::current().enter_forever();
     let name = c"heapprof-dumper";
     // SAFETY: naming the calling thread with a short NUL-terminated string.

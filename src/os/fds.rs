@@ -24,15 +24,15 @@
 //!   each still holds a low number for the two system calls between its
 //!   creation and the move; a program thread that freed that number and
 //!   fills it again (`close(1)` then `dup2(f, 1)`) would have the move
-//!   close its file. The watcher, which makes a copy of the process for
-//!   every dump of a single-threaded program (the programs that juggle
-//!   their standard descriptors most: shells, scripts, test runners), works
-//!   in a descriptor table of its own ([`crate::os::own_table`]), so its
-//!   pipes are never in the program's. What the dumper thread makes after
-//!   start-up (a dump's file, a copy's pipe, a `/proc` read, an HTTP
-//!   connection) still holds a low number for those two system calls: a
-//!   program thread that frees and refills that very number just then
-//!   loses its file. That gap is known and not closed.
+//!   close its file. So heapprof's threads (the watcher; the dumper and its
+//!   HTTP threads, unless glibc counts the dumper) work in a descriptor
+//!   table of their own ([`crate::os::own_table`]): nothing they open is
+//!   ever in the program's. What is still made in the program's table
+//!   after start-up (on a program thread that asked: an exit dump, a dump
+//!   from code; everything, where the kernel refuses a private table or
+//!   glibc counts the dumper) holds a low number for those two system
+//!   calls: a program thread that frees and refills that very number just
+//!   then loses its file. That gap is known and not closed.
 //! - **Never used after the program may have reused the number.** A program
 //!   may close every descriptor (`close_range(3, ~0)`, a daemon's loop) and
 //!   get the same numbers for files of its own. A long-lived descriptor is

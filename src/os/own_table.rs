@@ -1,5 +1,5 @@
-//! heapprof's own descriptor table: the watcher opens its pipes where the
-//! program's descriptor numbers are not.
+//! heapprof's own descriptor table: its threads open their files, pipes
+//! and sockets where the program's descriptor numbers are not.
 //!
 //! # Why
 //! The kernel gives every new descriptor the lowest free number of the
@@ -14,26 +14,29 @@
 //! window: there is no atomic "close if still mine".
 //!
 //! # How
-//! The watcher (`crate::control::watcher`), which stands in for the dumper
+//! heapprof's own threads that do such work call [`enter`] first thing:
+//! the watcher (`crate::control::watcher`), which stands in for the dumper
 //! in a single-threaded program under the preload library and has a copy
-//! of the process write each dump, calls [`enter`] first thing. It gives
-//! the thread a table of its own (`unshare(CLONE_FILES)`), a copy of the
-//! program's, and at once closes in it everything but heapprof's own
-//! long-lived descriptors ([`crate::os::fds::held_now`]): a copy that held
-//! the program's pipes and sockets open would keep their readers from ever
-//! seeing an end (a test waiting for a child's pipe to close hung so). From
-//! then on nothing the watcher opens (a copy's pipe) is in the program's
-//! table, even for an instant; what the program closes, `dup2`s over or
-//! lists never reaches it; and the copies it makes inherit the private
-//! table. Closing there never releases the program's POSIX record locks:
-//! Linux keys them to the table they were taken through.
+//! of the process write each dump, and the dumper thread when glibc does
+//! not count it (`crate::control::lifetime`), with the HTTP threads it
+//! starts. [`enter`] gives the thread a table of its own
+//! (`unshare(CLONE_FILES)`), a copy of the program's, and at once closes
+//! in it everything but heapprof's own long-lived descriptors
+//! ([`crate::os::fds::held_now`]): a copy that held the program's pipes
+//! and sockets open would keep their readers from ever seeing an end (a
+//! test waiting for a child's pipe to close hung so). From then on nothing
+//! those threads open is in the program's table, even for an instant; what
+//! the program closes, `dup2`s over or lists never reaches them; and the
+//! copies of the process they make inherit the private table. Closing
+//! there never releases the program's POSIX record locks: Linux keys them
+//! to the table they were taken through.
 //!
-//! The dumper thread and its HTTP threads cannot do the same: they are
-//! threads glibc counts, and when the program's last thread ends, glibc
-//! ends the process on heapprof's last one, running the program's `atexit`
-//! handlers and flushing its stdio there (`crate::control::lifetime`);
-//! the program's table is gone by then, so a private one would lose its
-//! output. They keep to [`crate::os::fds`]'s rules in the shared table.
+//! Only a thread that never runs the program's code may leave the table:
+//! glibc runs the program's exit (its `atexit` handlers, its stdio flush)
+//! on the last thread it counts, and once the program's threads are gone
+//! so is their table. So the dumper takes a table of its own only when
+//! glibc does not count it; otherwise it keeps to [`crate::os::fds`]'s
+//! rules in the shared table.
 //!
 //! Numbers 0, 1 and 2 of the private table hold a marker (the read end of
 //! a pipe of its own), so nothing of heapprof's lands there and a stray
@@ -140,7 +143,7 @@ fn place_marker(keep: &[i32]) {
 }
 
 /// Whether the calling thread is in one of heapprof's private tables.
-fn in_private_table() -> bool {
+pub fn in_private_table() -> bool {
     if !ACTIVE.load(Ordering::Acquire) {
         return false;
     }

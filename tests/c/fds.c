@@ -15,6 +15,8 @@
  *                descriptor of heapprof's landing on the free number must
  *                never cost it the one it put back: prints how often fd 1
  *                was gone after the dup2 (0)
+ *   fds swap-threads   the same with a second thread alive, so heapprof's
+ *                dumper thread (not the watcher) makes the dumps
  *   fds plant DIR TARGET   plant symbolic links (to TARGET) and files at the
  *                names this process's first dumps may use under DIR/p,
  *                then allocate and exit (the exit dump lands past them)
@@ -24,6 +26,7 @@
 #include <alloca.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -240,6 +243,12 @@ static void swap_mode(void) {
   printf("stdout lost %ld times\n", lost);
 }
 
+static void *idle_thread(void *arg) {
+  (void)arg;
+  pause();
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   alarm(30);
   const char *mode = argc > 1 ? argv[1] : "";
@@ -253,10 +262,15 @@ int main(int argc, char **argv) {
     child_mode(argv[0]);
   else if (strcmp(mode, "swap") == 0)
     swap_mode();
+  else if (strcmp(mode, "swap-threads") == 0) {
+    pthread_t t;
+    pthread_create(&t, NULL, idle_thread, NULL);
+    swap_mode();
+  }
   else if (strcmp(mode, "plant") == 0 && argc > 3)
     plant_mode(argv[2], argv[3]);
   else {
-    fprintf(stderr, "usage: fds daemon|stdin|list|child|swap|plant DIR TARGET\n");
+    fprintf(stderr, "usage: fds daemon|stdin|list|child|swap|swap-threads|plant DIR TARGET\n");
     return 2;
   }
   return 0;

@@ -211,7 +211,20 @@ impl Drop for DeltaSlot<'_> {
     }
 }
 
+/// Counts an HTTP thread as heapprof's; in the dumper's private table
+/// (the server started from code after the dumper took one), takes it off
+/// glibc's count too: glibc must never end the process on a thread whose
+/// table is not the program's.
+fn own_thread() -> crate::control::lifetime::OwnThread {
+    let mut own = crate::control::lifetime::OwnThread::enter(false);
+    if crate::os::own_table::in_private_table() {
+        own.uncount_self();
+    }
+    own
+}
+
 fn start(addr: SocketAddr) -> io::Result<(Running, SocketAddr)> {
+    PRIVATE_TABLE.store(crate::os::own_table::in_private_table(), Ordering::Release);
     // High and close-on-exec, as every descriptor of heapprof's.
     let listener = crate::os::fds::high(TcpListener::bind(addr)?);
     listener.set_nonblocking(true)?;
@@ -277,14 +290,21 @@ impl<T: AsRawFd> Drop for Tracked<T> {
     }
 }
 
+/// The server's sockets are in the dumper's own descriptor table
+/// ([`crate::os::own_table`]), not the one a fork's child gets.
+static PRIVATE_TABLE: AtomicBool = AtomicBool::new(false);
+
 /// The `pthread_atfork` child handler's part: closes the server's sockets
 /// (their threads do not exist here) and makes the child's dumper leave the
-/// inherited address alone. Allocation-free and lock-free.
+/// inherited address alone. Allocation-free and lock-free. Sockets of a
+/// private table were never in the child's: their numbers are the
+/// program's there, left alone.
 pub fn after_fork_child() {
     FORKED_CHILD.store(true, Ordering::Release);
+    let inherited = !PRIVATE_TABLE.swap(false, Ordering::AcqRel);
     for s in &FDS {
         let fd = s.swap(-1, Ordering::AcqRel);
-        if fd >= 0 {
+        if fd >= 0 && inherited {
             // SAFETY: a descriptor of a socket the server owned in the
             // parent; in the child nothing else refers to it.
             unsafe { libc::close(fd) };
@@ -307,7 +327,7 @@ struct Job {
 }
 
 fn poll_loop(listener: Tracked<TcpListener>, tx: SyncSender<Job>, stop: Arc<AtomicBool>) {
-    let _own = crate::control::lifetime::OwnThread::enter();
+    let _own = own_thread();
     thread_state::current().enter_forever();
     let own = crate::os::fds::id(listener.inner.as_raw_fd());
     let mut pending: Vec<Pending> = Vec::new();
@@ -490,7 +510,7 @@ fn reject(conn: Tracked<TcpStream>, status: u16, why: &str) {
 // ---- Workers ----------------------------------------------------------------
 
 fn worker(rx: Arc<Mutex<Receiver<Job>>>, server: Arc<Server>) {
-    let _own = crate::control::lifetime::OwnThread::enter();
+    let _own = own_thread();
     thread_state::current().enter_forever();
     loop {
         let job = {
