@@ -354,7 +354,12 @@ const NO: i32 = 2;
 /// with them, the dumper keeps the shared table, and `lifetime` ends the
 /// process on heapprof's last thread.)
 fn spawn_dumper() {
-    let private = ensure(&mut settings()).config.http.is_none();
+    // Without allocating (start-up runs inside the allocator): the
+    // settings if read already, else the variable.
+    let private = match settings().as_ref() {
+        Some(s) => s.config.http.is_none(),
+        None => crate::control::config::getenv("HEAPPROF_HTTP").is_none_or(|v| v.trim().is_empty()),
+    };
     DUMPER_UNCOUNTED.store(0, Ordering::Release);
     // SAFETY: a detached pthread running an extern "C" fn with no argument;
     // pthread_attr is initialised and destroyed here.
