@@ -144,12 +144,12 @@ impl<A: GlobalAlloc + 'static> Profiler<A> {
                 }
             };
         }
-        if engine::copy_arena::active() {
-            // In a copy of the process (see `engine::copy_arena`).
+        if engine::arena_in_copy::active() {
+            // In a copy of the process (see `engine::arena_in_copy`).
             let p = if zeroed {
-                engine::copy_arena::alloc_zeroed(layout.size(), layout.align())
+                engine::arena_in_copy::alloc_zeroed(layout.size(), layout.align())
             } else {
-                engine::copy_arena::alloc(layout.size(), layout.align())
+                engine::arena_in_copy::alloc(layout.size(), layout.align())
             };
             return self.heap_block(p);
         }
@@ -192,10 +192,10 @@ impl<A: GlobalAlloc + 'static> Profiler<A> {
     #[inline(never)]
     unsafe fn realloc_slow(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let marker = 0u8;
-        if engine::copy_arena::active() {
+        if engine::arena_in_copy::active() {
             // SAFETY: `ptr` is live with `layout`, so readable for its size.
             let p = unsafe {
-                engine::copy_arena::realloc(ptr, layout.size(), new_size, layout.align())
+                engine::arena_in_copy::realloc(ptr, layout.size(), new_size, layout.align())
             };
             return self.heap_block(p);
         }

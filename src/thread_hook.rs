@@ -51,31 +51,21 @@
 //!   in the process, including those of C libraries the program links.
 
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::engine::threads;
+use crate::os::next_symbol::NextSymbol;
 
-static REAL: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+/// The next `pthread_create` (glibc's). dlsym's own allocations go to
+/// libc's malloc, not to the program's global allocator.
+static REAL: NextSymbol = NextSymbol::new(c"pthread_create");
 /// The hook's address, stored by [`enable`] so that start-up refers to it.
 static HOOK: AtomicUsize = AtomicUsize::new(0);
-
-fn real() -> *mut c_void {
-    let p = REAL.load(Ordering::Acquire);
-    if !p.is_null() {
-        return p;
-    }
-    // SAFETY: a NUL-terminated name; RTLD_NEXT searches the objects after
-    // the executable. dlsym's own allocations go to libc's malloc, not to
-    // the program's global allocator.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) };
-    REAL.store(p, Ordering::Release);
-    p
-}
 
 /// Finds the real function and turns tracking on (from start-up).
 pub(crate) fn enable() {
     HOOK.store(pthread_create as *const () as usize, Ordering::Relaxed);
-    if !real().is_null() {
+    if !REAL.get().is_null() {
         threads::enable();
     }
 }
@@ -131,7 +121,7 @@ unsafe extern "C" fn hook(
     start: threads::StartRoutine,
     arg: *mut c_void,
 ) -> c_int {
-    let real = real();
+    let real = REAL.get();
     if real.is_null() {
         return libc::EAGAIN;
     }

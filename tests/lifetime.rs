@@ -1,6 +1,6 @@
 //! heapprof's threads never keep a finished process alive, and a dump the
 //! watcher's copies cannot make is not lost (`heapprof::control::lifetime`,
-//! `control::copy_dump`): C programs from `tests/c/` under the preload
+//! `control::dump_in_copy`): C programs from `tests/c/` under the preload
 //! library, compared with their bare runs, and a Rust program whose main
 //! thread calls `pthread_exit`.
 //!

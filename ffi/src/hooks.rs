@@ -52,7 +52,7 @@ use core::ptr::null_mut;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use heapprof::engine;
-use heapprof::engine::copy_arena;
+use heapprof::engine::arena_in_copy;
 use heapprof::engine::sample_heap::RangeMirror;
 use heapprof::engine::thread_state::ThreadState;
 use heapprof::os::PAGE;
@@ -151,7 +151,7 @@ fn alloc_grown(st: &ThreadState, size: usize) -> *mut c_void {
 /// makes the ordinary call.
 #[inline(always)]
 fn alloc_large(size: usize, room: usize, align: usize, zero: bool) -> *mut c_void {
-    if !engine::large_unsampled(size) || !crate::ready() || copy_arena::active() {
+    if !engine::large_unsampled(size) || !crate::ready() || arena_in_copy::active() {
         return null_mut();
     }
     let errno = real::errno();
@@ -237,7 +237,8 @@ unsafe extern "C" fn malloc_slow_consumed(size: usize) -> *mut c_void {
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     if let Some(st) = tls::fast_state() {
         if st.skip(size) {
-            // SAFETY: a nonzero countdown implies resolved (see real).
+            // SAFETY: a nonzero countdown implies resolved (the countdown's
+            // states: `heapprof::engine::thread_state::ThreadState`).
             return unsafe { real::malloc(size) };
         }
     }
@@ -332,9 +333,9 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 #[cold]
 #[inline(never)]
 extern "C" fn free_slow(p: *mut c_void) {
-    if copy_arena::active() {
+    if arena_in_copy::active() {
         // SAFETY: in a copy, every block is the copy allocator's to judge.
-        return unsafe { crate::copy_alloc::free(p) };
+        return unsafe { crate::alloc_in_copy::free(p) };
     }
     if bootstrap::contains(p.cast()) {
         // Bootstrap blocks are never reused.
@@ -470,9 +471,9 @@ unsafe extern "C" fn realloc_slow(
         unsafe { free(p) };
         return null_mut();
     }
-    if copy_arena::active() {
+    if arena_in_copy::active() {
         // SAFETY: `p` is live (caller's contract).
-        return unsafe { crate::copy_alloc::realloc(p, size) };
+        return unsafe { crate::alloc_in_copy::realloc(p, size) };
     }
     if bootstrap::contains(p.cast()) {
         // Move out of the arena (its blocks never grow).
@@ -549,7 +550,7 @@ unsafe fn realloc_unowned(
     size: usize,
     sample_new: bool,
 ) -> *mut c_void {
-    let large = !sample_new && engine::large_unsampled(size) && !copy_arena::active();
+    let large = !sample_new && engine::large_unsampled(size) && !arena_in_copy::active();
     if !sample_new && !large {
         // SAFETY: a live block of the real allocator; its contents are kept.
         return unsafe { real::realloc(p, size) };
@@ -804,9 +805,9 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         // SAFETY: an ordinary block of the real allocator (so resolved).
         return unsafe { real::usable_size(p) };
     }
-    if copy_arena::active() {
+    if arena_in_copy::active() {
         // SAFETY: `p` is live (caller's contract).
-        return unsafe { crate::copy_alloc::usable_size(p) };
+        return unsafe { crate::alloc_in_copy::usable_size(p) };
     }
     if bootstrap::contains(p.cast()) {
         return bootstrap::size_of(p.cast());

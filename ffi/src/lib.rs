@@ -148,10 +148,10 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicBool, Ordering};
-use heapprof::engine::copy_arena;
+use heapprof::engine::arena_in_copy;
 
+pub mod alloc_in_copy;
 pub mod bootstrap;
-pub mod copy_alloc;
 mod env;
 pub mod hooks;
 pub mod lineage;
@@ -216,7 +216,7 @@ extern "C" fn start() {
     // of its own (`heapprof::control::watcher`).
     heapprof::control::triggers::set_defer_dumper(true);
     // In a copy of the process, glibc's own allocations go to its arena.
-    copy_arena::set_on_enter(copy_alloc::install);
+    arena_in_copy::set_on_enter(alloc_in_copy::install);
     // Read every setting now, on this thread, before the program's main:
     // the dumper thread would otherwise read them lazily, calling getenv
     // while the program starts up, and a program may have its own getenv
@@ -259,7 +259,7 @@ fn quiet_panics() {
 /// The allocator of the library's own Rust code: the real functions
 /// directly (the bootstrap arena before they are known), never the hooks;
 /// in a copy of the process made for a dump, the copy's own arena
-/// (`heapprof::engine::copy_arena`), as the real allocator's locks may be
+/// (`heapprof::engine::arena_in_copy`), as the real allocator's locks may be
 /// held there for ever.
 struct RealAllocator;
 
@@ -276,8 +276,8 @@ fn malloc_fits(layout: &Layout) -> bool {
 // alignment), whose frees are no-ops or give back its newest block.
 unsafe impl GlobalAlloc for RealAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if copy_arena::active() {
-            return copy_arena::alloc(layout.size(), layout.align());
+        if arena_in_copy::active() {
+            return arena_in_copy::alloc(layout.size(), layout.align());
         }
         if !real::ensure() {
             return bootstrap::alloc(layout.size(), layout.align());
@@ -293,8 +293,8 @@ unsafe impl GlobalAlloc for RealAllocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if copy_arena::active() {
-            return copy_arena::alloc_zeroed(layout.size(), layout.align());
+        if arena_in_copy::active() {
+            return arena_in_copy::alloc_zeroed(layout.size(), layout.align());
         }
         if !real::ensure() {
             // Bootstrap memory is never reused, hence zero.
@@ -315,10 +315,10 @@ unsafe impl GlobalAlloc for RealAllocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        if copy_arena::active() {
+        if arena_in_copy::active() {
             // Blocks made before the copy stay: the real allocator's locks
             // may be held there for ever.
-            return copy_arena::free(ptr);
+            return arena_in_copy::free(ptr);
         }
         if bootstrap::contains(ptr) {
             return;
@@ -337,9 +337,9 @@ unsafe impl GlobalAlloc for RealAllocator {
         // SAFETY: the caller guarantees the new size forms a valid layout
         // with the same alignment.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if copy_arena::active() {
+        if arena_in_copy::active() {
             // SAFETY: `ptr` is live with `layout`, so readable for its size.
-            return unsafe { copy_arena::realloc(ptr, layout.size(), new_size, layout.align()) };
+            return unsafe { arena_in_copy::realloc(ptr, layout.size(), new_size, layout.align()) };
         }
         if !bootstrap::contains(ptr) && malloc_fits(&new_layout) {
             // SAFETY: a block of the real allocator (so resolved) whose

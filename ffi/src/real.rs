@@ -14,7 +14,7 @@
 //! the search order, in glibc: jemalloc 5.3, for one, has no `pvalloc`, and
 //! glibc's would hand out glibc memory that jemalloc's `free` cannot take. So
 //! every function but `malloc` and `free` is accepted only from the object
-//! that defines `malloc` (compared with `dladdr`), and a missing one is built
+//! that defines `malloc` (compared with [`object_of`]), and a missing one is built
 //! from the ones present: `calloc` from `malloc` + `memset`, `realloc` from
 //! `malloc` + copy + `free`, and all the aligned ones from whichever of
 //! `posix_memalign`, `memalign` or `aligned_alloc` exists (with none of
@@ -237,10 +237,10 @@ fn resolve() -> bool {
     true
 }
 
-/// In a copy of the process: points every slot at [`crate::copy_alloc`]'s
+/// In a copy of the process: points every slot at [`crate::alloc_in_copy`]'s
 /// functions, keeping the real `malloc_usable_size` in `before_usable`.
 pub(crate) fn divert(before_usable: &AtomicPtr<c_void>) {
-    use crate::copy_alloc as c;
+    use crate::alloc_in_copy as c;
     before_usable.store(USABLE.load(Ordering::Relaxed), Ordering::Relaxed);
     let set = |s: &AtomicPtr<c_void>, f: *mut c_void| s.store(f, Ordering::Relaxed);
     set(&MALLOC, c::malloc as *mut c_void);

@@ -69,37 +69,12 @@
 
 use core::ffi::{c_char, c_int, c_short, c_void, CStr};
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicPtr, Ordering};
 
 use heapprof::control::dump_signal::{self, Why};
 use libc::{sigset_t, timespec};
 
 /// A real function, looked up on first use.
-struct Real {
-    name: &'static CStr,
-    ptr: AtomicPtr<c_void>,
-}
-
-impl Real {
-    const fn new(name: &'static CStr) -> Real {
-        Real {
-            name,
-            ptr: AtomicPtr::new(null_mut()),
-        }
-    }
-
-    /// The next definition of the function (null if there is none).
-    fn get(&self) -> *mut c_void {
-        let p = self.ptr.load(Ordering::Acquire);
-        if !p.is_null() {
-            return p;
-        }
-        // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT skips us.
-        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) };
-        self.ptr.store(p, Ordering::Release);
-        p
-    }
-}
+type Real = heapprof::os::next_symbol::NextSymbol;
 
 macro_rules! call {
     ($real:expr, fn($($t:ty),* $(,)?) -> $r:ty, $($arg:expr),* $(,)?) => {{
@@ -639,91 +614,34 @@ fn after_exec(h: c_int) {
 
 type Argv = *const *const c_char;
 
-#[no_mangle]
-pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
-    let h = before_exec();
-    let kept = crate::lineage::before_exec();
-    let r = call!(
-        EXECVE,
-        fn(*const c_char, Argv, Argv) -> c_int,
-        path,
-        argv,
-        envp
-    );
-    crate::lineage::exec_failed(kept);
-    after_exec(h);
-    r
+/// The `exec` functions, from one body: the program's view of its mask
+/// and the children-note socket readied for the next image
+/// ([`crate::lineage::before_exec`]), the real call, and both undone if it
+/// returns (the `exec` failed).
+macro_rules! exec_wrapper {
+    ($name:ident, $real:ident, ($($arg:ident: $t:ty),* $(,)?)) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $t),*) -> c_int {
+            let h = before_exec();
+            let kept = crate::lineage::before_exec();
+            let r = call!($real, fn($($t),*) -> c_int, $($arg),*);
+            crate::lineage::exec_failed(kept);
+            after_exec(h);
+            r
+        }
+    };
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
-    let h = before_exec();
-    let kept = crate::lineage::before_exec();
-    let r = call!(EXECV, fn(*const c_char, Argv) -> c_int, path, argv);
-    crate::lineage::exec_failed(kept);
-    after_exec(h);
-    r
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
-    let h = before_exec();
-    let kept = crate::lineage::before_exec();
-    let r = call!(EXECVP, fn(*const c_char, Argv) -> c_int, file, argv);
-    crate::lineage::exec_failed(kept);
-    after_exec(h);
-    r
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
-    let h = before_exec();
-    let kept = crate::lineage::before_exec();
-    let r = call!(
-        EXECVPE,
-        fn(*const c_char, Argv, Argv) -> c_int,
-        file,
-        argv,
-        envp
-    );
-    crate::lineage::exec_failed(kept);
-    after_exec(h);
-    r
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn execveat(
-    dirfd: c_int,
-    path: *const c_char,
-    argv: Argv,
-    envp: Argv,
-    flags: c_int,
-) -> c_int {
-    let h = before_exec();
-    let kept = crate::lineage::before_exec();
-    let r = call!(
-        EXECVEAT,
-        fn(c_int, *const c_char, Argv, Argv, c_int) -> c_int,
-        dirfd,
-        path,
-        argv,
-        envp,
-        flags
-    );
-    crate::lineage::exec_failed(kept);
-    after_exec(h);
-    r
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
-    let h = before_exec();
-    let kept = crate::lineage::before_exec();
-    let r = call!(FEXECVE, fn(c_int, Argv, Argv) -> c_int, fd, argv, envp);
-    crate::lineage::exec_failed(kept);
-    after_exec(h);
-    r
-}
+exec_wrapper!(execve, EXECVE, (path: *const c_char, argv: Argv, envp: Argv));
+exec_wrapper!(execv, EXECV, (path: *const c_char, argv: Argv));
+exec_wrapper!(execvp, EXECVP, (file: *const c_char, argv: Argv));
+exec_wrapper!(execvpe, EXECVPE, (file: *const c_char, argv: Argv, envp: Argv));
+exec_wrapper!(
+    execveat,
+    EXECVEAT,
+    (dirfd: c_int, path: *const c_char, argv: Argv, envp: Argv, flags: c_int)
+);
+exec_wrapper!(fexecve, FEXECVE, (fd: c_int, argv: Argv, envp: Argv));
 
 // The variadic exec functions: C (exec.c) builds the argument array and
 // calls the interposed execv/execvp/execve; these trampolines export them

@@ -30,31 +30,18 @@
 //! allocates for the new thread (its TLS) is profiled as before.
 
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicPtr, Ordering};
-
 use heapprof::engine::threads;
+use heapprof::os::next_symbol::NextSymbol;
 
-static REAL: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-
-/// Looks up the real `pthread_create` (null if there is none, which a
-/// dynamically linked glibc program always has).
-fn real() -> *mut c_void {
-    let p = REAL.load(Ordering::Acquire);
-    if !p.is_null() {
-        return p;
-    }
-    // SAFETY: a NUL-terminated name; RTLD_NEXT finds the definition after
-    // this library (glibc's). Allocations dlsym makes go through the malloc
-    // hooks, which serve them.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_create".as_ptr()) };
-    REAL.store(p, Ordering::Release);
-    p
-}
+/// glibc's `pthread_create` (null if there is none, which a dynamically
+/// linked glibc program always has). dlsym's allocations go through the
+/// malloc hooks, which serve them.
+static REAL: NextSymbol = NextSymbol::new(c"pthread_create");
 
 /// From the constructor: find the real function and start tracking.
 pub fn start() {
-    real_exit();
-    let real = real();
+    REAL_EXIT.get();
+    let real = REAL.get();
     if !real.is_null() {
         // SAFETY: glibc's pthread_create, of this signature.
         heapprof::control::triggers::set_real_pthread_create(unsafe {
@@ -76,7 +63,7 @@ pub unsafe extern "C" fn pthread_create(
     start: threads::StartRoutine,
     arg: *mut c_void,
 ) -> c_int {
-    let real = real();
+    let real = REAL.get();
     if real.is_null() {
         return libc::EAGAIN;
     }
@@ -97,19 +84,8 @@ pub unsafe extern "C" fn pthread_create(
     unsafe { threads::create(real, st, thread, attr, start, arg, marker) }
 }
 
-static REAL_EXIT: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
-
-/// Looks up the real `pthread_exit` (null if there is none).
-fn real_exit() -> *mut c_void {
-    let p = REAL_EXIT.load(Ordering::Acquire);
-    if !p.is_null() {
-        return p;
-    }
-    // SAFETY: a NUL-terminated name; RTLD_NEXT finds glibc's definition.
-    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_exit".as_ptr()) };
-    REAL_EXIT.store(p, Ordering::Release);
-    p
-}
+/// glibc's `pthread_exit` (null if there is none).
+static REAL_EXIT: NextSymbol = NextSymbol::new(c"pthread_exit");
 
 /// `pthread_exit`'s type: it unwinds the caller's stack (a forced unwind).
 type ExitFn = unsafe extern "C-unwind" fn(*mut c_void) -> !;
@@ -123,7 +99,7 @@ type ExitFn = unsafe extern "C-unwind" fn(*mut c_void) -> !;
 #[no_mangle]
 pub unsafe extern "C-unwind" fn pthread_exit(retval: *mut c_void) -> ! {
     heapprof::control::lifetime::thread_exits();
-    let p = real_exit();
+    let p = REAL_EXIT.get();
     if p.is_null() {
         // No glibc definition (never with a dynamically linked glibc
         // program): end the thread as its last resort would.

@@ -87,7 +87,7 @@ extern "C" fn fork_child() {
     watcher::after_fork();
     lifetime::after_fork();
     crate::control::peak::after_fork();
-    crate::control::copy_dump::take_deferred();
+    crate::control::dump_in_copy::take_deferred();
     crate::control::wake::after_fork();
     // The child has this thread alone: the watcher again, if the way in
     // asked for it.

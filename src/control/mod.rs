@@ -6,8 +6,8 @@
 pub mod blackbox;
 pub mod cgroup;
 pub mod config;
-pub(crate) mod copy_dump;
 pub(crate) mod dump_errors;
+pub(crate) mod dump_in_copy;
 pub mod dump_signal;
 pub(crate) mod fork_fresh;
 pub(crate) mod fork_handlers;

@@ -95,7 +95,7 @@ static REAL_PTHREAD_CREATE: std::sync::atomic::AtomicPtr<()> =
     std::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 fn settings() -> MutexGuard<'static, Option<Settings>> {
-    crate::engine::copy_arena::lock(&SETTINGS)
+    crate::engine::arena_in_copy::lock(&SETTINGS)
 }
 
 /// The settings' lock, for the fork handlers to hold across a fork.
@@ -424,7 +424,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     }
     dump_signal::set_dumper_thread();
     // A dump the watcher's copies could not make: made here, in-process.
-    if crate::control::copy_dump::take_deferred() {
+    if crate::control::dump_in_copy::take_deferred() {
         dump_now(Trigger::Deferred);
     }
     // The mask this thread was created with (all but glibc's internal
@@ -513,7 +513,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
 pub(crate) fn watcher_round(dump: Option<Trigger>) {
     watcher_say_pending();
     if let Some(trigger) = dump {
-        crate::control::copy_dump::run(trigger);
+        crate::control::dump_in_copy::run(trigger);
         // A dump short of memory has a line to say.
         watcher_say_pending();
     }
@@ -786,7 +786,7 @@ extern "C" fn at_exit() {
     }
     print_pending();
     // A dump the watcher's copies could not make: made here, in-process.
-    if crate::control::copy_dump::take_deferred() {
+    if crate::control::dump_in_copy::take_deferred() {
         dump_now(Trigger::Deferred);
     }
     let wanted = ensure(&mut settings()).config.at_exit;

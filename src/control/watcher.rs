@@ -28,11 +28,11 @@
 //!   run on the watcher, sets its bit and bumps the word with raw calls.
 //!   The wait's timeout serves `HEAPPROF_INTERVAL`.
 //! - **Dumps are made in a copy of the process**
-//!   (`crate::profile::copy_process`): the watcher cannot run the dump
+//!   (`crate::profile::forked_copy`): the watcher cannot run the dump
 //!   itself (it allocates and uses TLS), but a copy has the watcher's thread
 //!   alone, so there the main thread's TLS is the copy's own, and everything
 //!   heapprof allocates comes from the copy's arena
-//!   ([`crate::engine::copy_arena`]; the preload library sends glibc's own
+//!   ([`crate::engine::arena_in_copy`]; the preload library sends glibc's own
 //!   calls there too). The copy writes the profile file and sends the
 //!   watcher a short report: the sequence number reached, what it said
 //!   (lines for stderr, which the watcher prints), so the process's own
@@ -73,7 +73,7 @@ const GUARD_BYTES: usize = 64 << 10;
 static TID: AtomicI32 = AtomicI32::new(0);
 /// Set to end the watcher at its next wake-up.
 static STOP: AtomicBool = AtomicBool::new(false);
-/// How soon a deferred dump is tried again (see `crate::control::copy_dump`).
+/// How soon a deferred dump is tried again (see `crate::control::dump_in_copy`).
 const DEFERRED_RETRY_NS: u64 = 1_000_000_000;
 /// `HEAPPROF_INTERVAL` in nanoseconds (0: none).
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
@@ -125,7 +125,7 @@ pub fn start(interval_ns: u64) -> bool {
     // process limit) keeps the ordinary dumper thread, which can dump
     // in-process. Checked once: a forked child inherits the answer.
     if !COPIES_WORK.load(Ordering::Relaxed) {
-        if !crate::profile::copy_process::probe() {
+        if !crate::profile::forked_copy::probe() {
             return false;
         }
         COPIES_WORK.store(true, Ordering::Relaxed);
@@ -237,7 +237,7 @@ extern "C" fn main() -> ! {
         // The peak is looked at once a second, as the dumper does.
         timeout = Some(timeout.map_or(PEAK_LOOK_NS, |t| t.min(PEAK_LOOK_NS)));
         // A dump no copy could make is tried again within a second.
-        let deferred = crate::control::copy_dump::deferred();
+        let deferred = crate::control::dump_in_copy::deferred();
         if deferred {
             timeout = Some(timeout.map_or(DEFERRED_RETRY_NS, |t| t.min(DEFERRED_RETRY_NS)));
         }
@@ -270,7 +270,8 @@ extern "C" fn main() -> ! {
         if now >= next_peak_look {
             next_peak_look = now + PEAK_LOOK_NS;
             let in_use = crate::engine::aggregate::in_use_estimate();
-            if crate::control::peak::watcher_due(in_use) && crate::control::copy_dump::run_peak() {
+            if crate::control::peak::watcher_due(in_use) && crate::control::dump_in_copy::run_peak()
+            {
                 crate::control::peak::watcher_wrote(in_use);
             }
             // Fresh numbers for the next look: the program's next sample

@@ -206,7 +206,7 @@ pub fn try_drain() {
 /// The aggregator lock (poisoning ignored: the state stays consistent because
 /// nothing in it panics midway through an update).
 pub fn lock() -> MutexGuard<'static, Option<Aggregate>> {
-    crate::engine::copy_arena::lock(&AGGREGATE)
+    crate::engine::arena_in_copy::lock(&AGGREGATE)
 }
 
 #[cfg(test)]

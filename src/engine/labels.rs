@@ -72,7 +72,7 @@ static INTERNER: Mutex<Option<Interner>> = Mutex::new(None);
 /// update). Taken only at label API calls and when a profile is written,
 /// always with the calling thread busy; never by a hook.
 pub(crate) fn lock() -> MutexGuard<'static, Option<Interner>> {
-    crate::engine::copy_arena::lock(&INTERNER)
+    crate::engine::arena_in_copy::lock(&INTERNER)
 }
 
 const CACHE_SLOTS: usize = 16;

@@ -36,9 +36,9 @@
 //! dumper's last turn.
 
 pub(crate) mod aggregate;
+pub mod arena_in_copy;
 pub mod blackbox;
 pub(crate) mod buffer;
-pub mod copy_arena;
 pub mod labels;
 pub mod loader_fence;
 pub(crate) mod pressure;
@@ -103,12 +103,6 @@ pub fn set_seed(seed: u64) {
 /// Monotonic time at which profiling started.
 pub fn start_mono_ns() -> u64 {
     START_MONO_NS.load(Ordering::Relaxed)
-}
-
-/// Whether [`init`] has completed.
-#[inline]
-pub fn initialized() -> bool {
-    INIT.load(Ordering::Acquire) == DONE
 }
 
 /// One-time engine set-up: the rate and seed the start-up layer read (a
@@ -407,9 +401,9 @@ pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marke
 /// to the sample heap.
 #[inline(never)]
 pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
-    if copy_arena::active() {
+    if arena_in_copy::active() {
         // In a copy of the process every block in range is the copy's.
-        return copy_arena::free(ptr);
+        return arena_in_copy::free(ptr);
     }
     if record_free(st, ptr) {
         sample_heap::free(ptr);

@@ -57,7 +57,7 @@ pub fn skipped_dump() {
 }
 
 /// A dump that its first copy of the process could not make, made again
-/// later or elsewhere (see `crate::control::copy_dump`). Atomics only.
+/// later or elsewhere (see `crate::control::dump_in_copy`). Atomics only.
 pub fn dump_fallback() {
     DUMP_FALLBACKS.fetch_add(1, Ordering::Relaxed);
 }

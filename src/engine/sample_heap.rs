@@ -40,7 +40,7 @@
 //!
 //! (In a short-lived copy of the process made for a dump, the copy's own
 //! allocations take pages off the large region's bump pointer too, in its
-//! copy of the range: [`carve_private`], for [`crate::engine::copy_arena`].)
+//! copy of the range: [`carve_private`], for [`crate::engine::arena_in_copy`].)
 //!
 //! Memory is committed (`mprotect` to read-write) only when a span or run is
 //! first carved from its region's bump pointer (and a large run again when
@@ -177,10 +177,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::os::raw;
+use crate::os::{raw, PAGE};
 
-/// The page size runs are made of.
-pub const PAGE: usize = 4096;
 /// Bytes at the start of the range for the way in's own use (the preload
 /// library's bootstrap arena).
 pub const PREFIX_BYTES: usize = 256 << 10;
@@ -284,13 +282,13 @@ static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 static LARGE_TO_INNER: AtomicU64 = AtomicU64::new(0);
 static NOTICED: AtomicBool = AtomicBool::new(false);
 
-/// Free stacks: (tag << 32) | (slot or run number + 1); 0 in the low half
-/// is empty.
 /// Set in the metadata word of a free slot or run (beside its link), so a
 /// second free of the same pointer is ignored rather than corrupting a
 /// stack. Sample ids never reach it.
 const FREE_BIT: u64 = 1 << 63;
 
+/// Free stacks, one per small class: (tag << 32) | (slot number + 1); 0 in
+/// the low half is empty.
 static SMALL_FREE: [AtomicU64; SMALL_CLASSES] = [const { AtomicU64::new(0) }; SMALL_CLASSES];
 
 /// Where the range lives if nothing can be reserved: the prefix only.
@@ -437,7 +435,8 @@ pub fn count_large_to_inner() {
 
 /// Bytes carved from the heap so far (committed; only touched pages are
 /// resident).
-pub fn carved_bytes() -> usize {
+#[cfg(test)]
+fn carved_bytes() -> usize {
     CARVED_BYTES.load(Ordering::Relaxed)
 }
 
@@ -841,7 +840,7 @@ fn carve_pages(n: usize, data: bool) -> Option<usize> {
 
 /// `bytes` (rounded up to pages) of committed memory from the large
 /// region, belonging to no run: the arena of a copy of the process
-/// ([`crate::engine::copy_arena`]). Only ever called in such a copy, whose
+/// ([`crate::engine::arena_in_copy`]). Only ever called in such a copy, whose
 /// address space the program never uses again, so the pages are taken
 /// without charge against the limit and never given back.
 pub(crate) fn carve_private(bytes: usize) -> Option<*mut u8> {

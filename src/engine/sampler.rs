@@ -88,8 +88,10 @@ pub fn next_interval(rng: &mut Rng, rate: u64) -> usize {
     }
 }
 
-/// The probability that an allocation of `size` bytes is sampled at `rate`.
-pub fn sample_probability(size: u64, rate: u64) -> f64 {
+/// The probability that an allocation of `size` bytes is sampled at `rate`
+/// (what the tests hold the sampler to).
+#[cfg(test)]
+fn sample_probability(size: u64, rate: u64) -> f64 {
     match rate {
         0 => 0.0,
         1 => 1.0,

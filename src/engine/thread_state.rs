@@ -25,6 +25,39 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use crate::engine::buffer::Buffer;
 
 /// One thread's profiler state. All zeros is the initial state.
+///
+/// # The countdown's states
+/// Every hot path (both ways in; the preload library's x86-64 `malloc` in
+/// three instructions: `sub size, countdown; jbe slow`) subtracts the
+/// allocation's size from `countdown` and goes on to the inner allocator
+/// unless that borrows or reaches 0. What the value means:
+///
+/// ```text
+///   countdown            meaning                          who sets it
+///   ---------            -------                          -----------
+///   0                    decide in the slow path          the initial state; a rate
+///                        (nothing drawn yet)              change; a dropped reserve
+///   1 ..= LARGE          bytes until the next sample;     the slow path (set_countdown),
+///                        the rest waits in `reserve`      after the way in was ready
+///   RECHECK_WHEN_OFF     sampling is off: look at the     the slow path, rate 0
+///   (64 MiB, split too)  rate again after that many bytes
+///   usize::MAX           busy: heapprof's own work runs   enter(); the saved value
+///                        here, never sampled              returns on leaving
+/// ```
+///
+/// - **Nonzero implies ready.** Only a slow path that found the way in
+///   ready (the preload library: the real allocator resolved) sets a
+///   nonzero countdown, and the busy state exists only once the engine
+///   runs: so a hot path that did not branch to the slow path may call the
+///   inner allocator without checking. The preload library's `// SAFETY:`
+///   comments on its forwards rely on this.
+/// - **Consume, then give back.** The in-memory subtraction happens before
+///   the test ([`ThreadState::consume`]); a slow path reached that way
+///   first adds the size back ([`ThreadState::unconsume`]) before anything
+///   reads the countdown.
+/// - **Large allocations always reach the slow path**: the hot countdown
+///   never exceeds [`crate::engine::LARGE`]; [`ThreadState::refill`] moves
+///   the reserve in when the hot part runs out.
 #[repr(C)]
 pub struct ThreadState {
     /// Bytes until the next sample; 0 means "decide in the slow path".

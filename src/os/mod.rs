@@ -7,11 +7,12 @@ use core::ptr;
 use core::sync::atomic::{AtomicI32, Ordering};
 
 pub mod fds;
+pub mod next_symbol;
 pub mod own_table;
 pub mod raw;
 pub mod signals;
 
-/// In a copy of the process ([`crate::profile::copy_process`]): the pid of
+/// In a copy of the process ([`crate::profile::forked_copy`]): the pid of
 /// the process it copies (0 elsewhere).
 static COPY_OF: AtomicI32 = AtomicI32::new(0);
 
@@ -90,5 +91,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The page size heapprof aligns sampled objects to (see [`crate::allocator`]).
+/// The page size heapprof assumes (4 KiB): the sample heap's runs, the
+/// preload library's bootstrap arena and `pvalloc`/`valloc` are measured
+/// in it.
 pub const PAGE: usize = 4096;

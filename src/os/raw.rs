@@ -185,8 +185,8 @@ pub unsafe fn spawn_thread(
 ///
 /// # Safety
 /// The copy continues from here with one thread; see
-/// [`crate::profile::copy_process`] for what it may do.
-pub unsafe fn copy_process() -> isize {
+/// [`crate::profile::forked_copy`] for what it may do.
+pub unsafe fn clone_process() -> isize {
     // SAFETY: no flags, no new stack: the copy returns here on a copy of
     // this stack.
     unsafe { syscall6(libc::SYS_clone, 0, 0, 0, 0, 0, 0) }

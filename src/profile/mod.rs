@@ -2,9 +2,9 @@
 //! encoded as pprof, written to files or handed to a caller. Nothing here
 //! runs on an allocation hook.
 
-pub(crate) mod copy_process;
 pub(crate) mod delta;
 pub(crate) mod dump;
+pub(crate) mod forked_copy;
 pub(crate) mod mappings;
 pub(crate) mod output;
 pub(crate) mod pprof;

@@ -24,7 +24,7 @@ static LIMIT: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Sets what profiles take from the configuration (control calls this).
 pub fn set(symbolize: bool, labels: Vec<(String, String)>) {
-    let mut v = crate::engine::copy_arena::lock(&VALUES);
+    let mut v = crate::engine::arena_in_copy::lock(&VALUES);
     v.symbolize = symbolize;
     v.labels = labels;
     SET.store(true, Ordering::Release);
@@ -63,13 +63,13 @@ fn values() -> std::sync::MutexGuard<'static, Values> {
             load();
         }
     }
-    crate::engine::copy_arena::lock(&VALUES)
+    crate::engine::arena_in_copy::lock(&VALUES)
 }
 
 /// Held by the `pthread_atfork` prepare handler, so the child never
 /// inherits it held (the values are the child's too).
 pub fn lock() -> std::sync::MutexGuard<'static, impl Sized> {
-    crate::engine::copy_arena::lock(&VALUES)
+    crate::engine::arena_in_copy::lock(&VALUES)
 }
 
 /// Whether dumps resolve symbols in-process (`HEAPPROF_SYMBOLIZE`).

@@ -38,12 +38,12 @@
 //! in RSS while mapped (the kernel maps 64 KiB around each page touched):
 //! for a Rust binary, 16 MB of its 22. So in-process, the addresses that
 //! need DWARF are resolved in a short-lived copy of the process
-//! ([`crate::profile::copy_process`]), which sends their frames back
+//! ([`crate::profile::forked_copy`]), which sends their frames back
 //! through a pipe: the program's RSS and peak hold the frames only. Symbol
 //! tables (system and interpreter libraries) are read in the process
 //! itself: they cost little. If no copy can be made, or it fails, or the
 //! process is so big that a copy costs more than it saves
-//! ([`crate::profile::copy_process::worth_it`]), the process resolves the
+//! ([`crate::profile::forked_copy::worth_it`]), the process resolves the
 //! rest itself as before.
 //!
 //! Nothing parsed outlives a dump: a [`Symbolizer`] is built for one profile
@@ -238,7 +238,7 @@ impl Symbolizer {
     }
 
     /// Resolves the addresses of `todo` (grouped by file) that need DWARF in
-    /// a copy of the process ([`crate::profile::copy_process`]), so the
+    /// a copy of the process ([`crate::profile::forked_copy`]), so the
     /// pages and tables parsed are never the program's memory; the frames
     /// come back through a pipe into the cache. Whatever the copy did not
     /// resolve is left for the caller to resolve in-process.
@@ -251,12 +251,12 @@ impl Symbolizer {
         // Already in a copy (a dump made from the watcher thread, see
         // `control::watcher`): its memory is thrown away anyway.
         if dwarf.is_empty()
-            || crate::engine::copy_arena::active()
-            || !crate::profile::copy_process::worth_it()
+            || crate::engine::arena_in_copy::active()
+            || !crate::profile::forked_copy::worth_it()
         {
             return;
         }
-        let out = crate::profile::copy_process::run(|sink| {
+        let out = crate::profile::forked_copy::run(|sink| {
             // Made before the copy: dropping it would free into the inner
             // allocator, whose locks another thread may hold here.
             core::mem::forget(self.inner.take());
@@ -677,7 +677,7 @@ pub fn trim_heap_if_due() {
     // In a copy, the inner allocator is never used (and its state may be
     // caught mid-update).
     if TRIM_DUE.swap(false, std::sync::atomic::Ordering::Relaxed)
-        && !crate::engine::copy_arena::active()
+        && !crate::engine::arena_in_copy::active()
     {
         trim_heap();
     }
@@ -685,7 +685,7 @@ pub fn trim_heap_if_due() {
 
 /// The symbolization lock (poisoning ignored: the cache is always consistent).
 pub fn lock() -> std::sync::MutexGuard<'static, Kept> {
-    crate::engine::copy_arena::lock(&KEPT)
+    crate::engine::arena_in_copy::lock(&KEPT)
 }
 
 /// Returns free heap memory to the kernel: glibc's `malloc_trim(0)` if the

@@ -71,7 +71,7 @@ pub fn go_pprof(args: &[&str]) -> (String, String) {
 }
 
 /// Asserts that `p`'s process resolved its DWARF in copies of itself every
-/// time (src/profile/copy_process.rs), never in its own memory.
+/// time (src/profile/forked_copy.rs), never in its own memory.
 pub fn assert_dwarf_parsed_in_a_copy(p: &heapprof::profile::proto::Profile) {
     let comment = comment(p);
     assert!(comment.contains(" symbolize_copy_failures=0"), "{comment}");

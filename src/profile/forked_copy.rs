@@ -18,7 +18,7 @@
 //!   `/dev/null`, it blocks every signal, and its core size limit is 0.
 //! - It has only the calling thread, so a lock another thread held at the
 //!   moment of the copy stays held there for ever. heapprof's allocations
-//!   in the copy are therefore served by [`crate::engine::copy_arena`],
+//!   in the copy are therefore served by [`crate::engine::arena_in_copy`],
 //!   never by the inner allocator. What else might wait on such a lock (a C
 //!   library function that allocates internally) is caught: the copy never
 //!   sleeps for its own reasons (it reads files it has mapped and writes a
@@ -38,7 +38,7 @@
 //! # Whole dumps, from the watcher
 //! The watcher (`crate::control::watcher`), which stands in for the dumper
 //! thread in a single-threaded program under the preload library, has each
-//! dump written by a copy (`crate::control::copy_dump`). It shares the main
+//! dump written by a copy (`crate::control::dump_in_copy`). It shares the main
 //! thread's thread pointer, so the caller's side here ([`start`],
 //! [`finish`], [`probe`]) makes raw system calls only. And since Linux keeps
 //! user and group ids per thread, and glibc changes only those of the
@@ -58,7 +58,7 @@
 
 use std::time::Duration;
 
-use crate::engine::copy_arena;
+use crate::engine::arena_in_copy;
 use crate::os::raw;
 
 /// Anonymous resident memory above which the process parses in-process
@@ -151,7 +151,7 @@ pub fn start(work: impl FnOnce(&mut Sink)) -> Option<(i32, i32)> {
     let parent = crate::os::pid() as i32;
     // SAFETY: the copy continues here with this thread alone and goes
     // straight into `in_copy`, which never returns.
-    let pid = unsafe { raw::copy_process() };
+    let pid = unsafe { raw::clone_process() };
     if pid == 0 {
         raw::close(read_fd);
         in_copy(parent, write_fd, work);
@@ -178,7 +178,7 @@ pub struct Ended {
 /// system calls only.
 pub fn probe() -> bool {
     // SAFETY: the copy does nothing but end (`exit_group`, no handlers).
-    let pid = unsafe { raw::copy_process() };
+    let pid = unsafe { raw::clone_process() };
     if pid == 0 {
         loop {
             // SAFETY: ends the copy at once.
@@ -228,7 +228,7 @@ fn in_copy(parent: i32, fd: libc::c_int, work: impl FnOnce(&mut Sink)) -> ! {
             libc::close(null);
         }
     }
-    if !copy_arena::enter() {
+    if !arena_in_copy::enter() {
         exit(2);
     }
     if !adopt_credentials(parent) {

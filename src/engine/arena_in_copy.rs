@@ -6,7 +6,7 @@
 //! process, all of it counts in the process's RSS and peak (VmHWM), which is
 //! what an OOM killer and a memory limit watch. So a dump may hand that work
 //! to a copy of the process (made with a bare `clone`, see
-//! [`crate::profile::copy_process`]): the copy resolves the addresses,
+//! [`crate::profile::forked_copy`]): the copy resolves the addresses,
 //! sends the frames back through a pipe and exits, and what it touched goes
 //! with it.
 //!

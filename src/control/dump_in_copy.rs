@@ -2,15 +2,15 @@
 //! ([`crate::control::watcher`]), which can neither allocate nor touch the
 //! main thread's thread-local state, and so cannot dump itself.
 //!
-//! [`run`] makes the copy (`crate::profile::copy_process`); in the copy,
-//! `copy_dump` writes the profile as any dump does, then a report through
+//! [`run`] makes the copy (`crate::profile::forked_copy`); in the copy,
+//! `dump_in_copy` writes the profile as any dump does, then a report through
 //! the copy's pipe: whether a profile was written, the sequence number
 //! reached, the dumps written raw or skipped for want of memory, and the
 //! error line if it failed. The copy's own state is gone with it, so the
 //! watcher applies the report here: the numbering moves on, the low-memory
 //! counts are added, and an error is printed unless it is the one printed
 //! last. A copy that found one of heapprof's locks held (the program's
-//! thread was draining its buffer: [`crate::engine::copy_arena::lock`]) is
+//! thread was draining its buffer: [`crate::engine::arena_in_copy::lock`]) is
 //! made again a few milliseconds later.
 //!
 //! A dump is never lost to a copy that failed otherwise (one whose pipe a
@@ -120,11 +120,11 @@ fn attempt() -> bool {
             raw::sleep_ns(5_000_000);
         }
         // No copy for want of a process slot: tried again shortly too.
-        let Some((pid, fd)) = crate::profile::copy_process::start(copy_dump) else {
+        let Some((pid, fd)) = crate::profile::forked_copy::start(dump_in_copy) else {
             continue;
         };
         let mut len = 0;
-        let ended = crate::profile::copy_process::finish(pid, fd, |bytes| {
+        let ended = crate::profile::forked_copy::finish(pid, fd, |bytes| {
             let Some(room) = buf.get_mut(len..len + bytes.len()) else {
                 return false;
             };
@@ -132,14 +132,14 @@ fn attempt() -> bool {
             len += bytes.len();
             true
         });
-        let trailer = crate::profile::copy_process::TRAILER;
+        let trailer = crate::profile::forked_copy::TRAILER;
         if ended.complete
             && buf[..len].ends_with(trailer)
             && apply_report(&buf[..len - trailer.len()])
         {
             return true;
         }
-        if ended.status != Some(crate::engine::copy_arena::LOCK_HELD) {
+        if ended.status != Some(crate::engine::arena_in_copy::LOCK_HELD) {
             return false;
         }
     }
@@ -174,7 +174,7 @@ fn apply_report(bytes: &[u8]) -> bool {
 }
 
 /// In the copy: the dump, and the report the watcher reads back.
-fn copy_dump(sink: &mut crate::profile::copy_process::Sink) {
+fn dump_in_copy(sink: &mut crate::profile::forked_copy::Sink) {
     let _busy = thread_state::current().enter();
     let (raw0, skipped0) = crate::engine::pressure::dumps_degraded();
     let written = if PEAK_MODE.load(Ordering::Acquire) {

@@ -1,10 +1,10 @@
 //! The real allocator inside a copy of the process.
 //!
-//! A dump may run in a copy of the process (`heapprof::profile::copy_process`),
+//! A dump may run in a copy of the process (`heapprof::profile::forked_copy`),
 //! where any lock another thread held stays held, and where a
 //! single-threaded program's allocator may have been caught in the middle
 //! of an update. heapprof's own Rust allocations there come from the copy's
-//! arena (`heapprof::engine::copy_arena`); glibc's own allocations, made
+//! arena (`heapprof::engine::arena_in_copy`); glibc's own allocations, made
 //! inside the C functions a dump calls, reach the hooks instead, and the
 //! hooks forward them through the real allocator's slots ([`crate::real`]).
 //! So on entering the copy every slot is pointed here ([`install`]): the
@@ -22,7 +22,7 @@ use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use heapprof::engine::{self, copy_arena};
+use heapprof::engine::{self, arena_in_copy};
 
 const HEADER: usize = 16;
 
@@ -41,7 +41,7 @@ fn alloc_aligned(size: usize, align: usize) -> *mut c_void {
     let Some(total) = size.checked_add(align) else {
         return null_mut();
     };
-    let base = copy_arena::alloc(total, align);
+    let base = arena_in_copy::alloc(total, align);
     if base.is_null() {
         return null_mut();
     }
@@ -56,7 +56,7 @@ fn alloc_aligned(size: usize, align: usize) -> *mut c_void {
 
 /// The size of a live block, wherever it came from.
 fn size_of(p: *mut c_void) -> usize {
-    if copy_arena::owns(p.cast()) {
+    if arena_in_copy::owns(p.cast()) {
         // SAFETY: an arena block made here: its header lies just below it.
         return unsafe { p.cast::<u8>().sub(HEADER).cast::<usize>().read() };
     }
@@ -88,11 +88,11 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 /// # Safety
 /// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if !p.is_null() && copy_arena::owns(p.cast()) {
+    if !p.is_null() && arena_in_copy::owns(p.cast()) {
         // SAFETY: an arena block with a 16-aligned header: its arena block
         // starts 16 bytes below (or more, for bigger alignments, which then
         // simply stay).
-        copy_arena::free(unsafe { p.cast::<u8>().sub(HEADER) });
+        arena_in_copy::free(unsafe { p.cast::<u8>().sub(HEADER) });
     }
 }
 
