@@ -67,7 +67,7 @@
 //! before (by another library's constructor) is resolved on first use.
 #![allow(clippy::missing_safety_doc)]
 
-use core::ffi::{c_char, c_int, c_short, c_void, CStr};
+use core::ffi::{c_char, c_int, c_short, c_void};
 use core::ptr::null_mut;
 
 use heapprof::control::dump_signal::{self, Why};

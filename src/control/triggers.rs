@@ -358,7 +358,9 @@ fn spawn_dumper() {
     // settings if read already, else the variable.
     let private = match settings().as_ref() {
         Some(s) => s.config.http.is_none(),
-        None => crate::control::config::getenv("HEAPPROF_HTTP").is_none_or(|v| v.trim().is_empty()),
+        None => {
+            crate::control::config::getenv("HEAPPROF_HTTP").map_or(true, |v| v.trim().is_empty())
+        }
     };
     DUMPER_UNCOUNTED.store(0, Ordering::Release);
     // SAFETY: a detached pthread running an extern "C" fn with no argument;
