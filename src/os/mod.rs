@@ -1,7 +1,9 @@
 //! The few raw OS services the hook paths may use: anonymous memory and the
 //! monotonic clock. Neither allocates through the profiled allocator.
 //! [`raw`] has system calls without libc, for the watcher thread; [`fds`]
-//! the rule every descriptor and file heapprof makes follows.
+//! the rule every descriptor and file heapprof makes follows, and
+//! [`own_table`] the descriptor table heapprof's threads keep apart from
+//! the program's; [`next_symbol`] finds the functions the ways in wrap.
 
 use core::ptr;
 use core::sync::atomic::{AtomicI32, Ordering};
