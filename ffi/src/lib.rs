@@ -36,10 +36,10 @@
 //!
 //! Not interposed, on purpose: glibc's `__libc_malloc`, `__libc_memalign` and
 //! the other `__libc_*` aliases, and the compatibility symbol `cfree` (not
-//! linkable by new programs). The loader used to allocate TLS blocks with
-//! `__libc_memalign`; since glibc 2.33 its allocations go through
-//! `__rtld_malloc` and friends, bound to the global `malloc` family — ours —
-//! once the program is loaded. Nothing else calls the `__libc_*` names but
+//! linkable by new programs). The loader's allocations (TLS blocks among
+//! them) go through `__rtld_malloc` and friends, bound to the global
+//! `malloc` family — ours — once the program is loaded (glibc 2.33 and
+//! later). Nothing else calls the `__libc_*` names but
 //! programs that ask for glibc's allocator by name; that memory is glibc's,
 //! and freeing it through `free` works (an unsampled pointer goes straight
 //! to the real `free`), as long as glibc is the real allocator.
@@ -134,15 +134,12 @@
 //! four instructions more.) Sampled objects cost a
 //! stack capture each and a few dozen instructions of the sample heap.
 //! No thread that glibc knows of is added to a single-threaded program (the
-//! watcher, above): one would cost more than all of this (+1.6 % on
-//! CPython), as glibc's malloc turns to arena locks and atomics for good;
-//! each dump of such a program is made by a short-lived copy of the
-//! process instead. Figures: `scripts/bench-preload.sh` (wall time),
-//! `scripts/bench-callgrind.sh` (instructions, peak RSS). A child the
-//! library is inert in pays the loader's work for the library and the
-//! constructor's (about 230,000 instructions, once) and nothing per call:
-//! +0.1 % on a C program churning a million blocks
-//! (`scripts/bench-inert.sh`).
+//! watcher, above): one would cost more than all of this, as glibc's
+//! malloc turns to arena locks and atomics for good; each dump of such a
+//! program is made by a short-lived copy of the process instead. A child
+//! the library is inert in pays the loader's work for the library and the
+//! constructor's, once, and nothing per call. Figures, with the commands
+//! that measure them: README, "The figures behind the design".
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 

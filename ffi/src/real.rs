@@ -99,8 +99,7 @@ pub fn resolved() -> bool {
 /// program headers; 0 if none). Walks the loader's
 /// list of objects with `dl_iterate_phdr` rather than calling `dladdr`,
 /// which also looks for the nearest symbol by scanning the object's whole
-/// symbol table (700,000 instructions for ten look-ups in libc, at every
-/// process start).
+/// symbol table, at every process start.
 pub fn object_of(addr: usize) -> usize {
     struct Find {
         addr: usize,

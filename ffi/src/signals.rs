@@ -56,11 +56,10 @@
 //!
 //! # Cost
 //! Each wrapper adds a few loads, bit operations and compares to the
-//! system call it makes (a copy of the set when it must change it): about
-//! 80 instructions per call over glibc's 40, measured with callgrind by
-//! `scripts/bench-sigcalls.sh`, next to a system call that costs hundreds
-//! of nanoseconds (`sigaction` on heapprof's own signal makes one more, to
-//! read the disposition);
+//! system call it makes (a copy of the set when it must change it), next
+//! to a system call that costs far more (`sigaction` on heapprof's own
+//! signal makes one more, to read the disposition; figures: README, "The
+//! figures behind the design");
 //! none locks or allocates, so all of them are as async-signal-safe as the
 //! functions they wrap, and a forked child may call them before `exec`. The
 //! real functions are resolved in the constructor ([`init`]); one called

@@ -1,9 +1,9 @@
 //! Taking the hooks out of an inert process's calls.
 //!
 //! A process the library stays inert in (a child not asked for, see
-//! [`crate::lineage`]) never samples, so its hooks would only forward —
-//! about fifteen instructions per malloc/free pair, 8 % of a C program
-//! that churns small blocks. Instead, once in the constructor, this rewrites
+//! [`crate::lineage`]) never samples, so its hooks would only forward, a
+//! cost a program that churns small blocks would see. Instead, once in the
+//! constructor, this rewrites
 //! the slots through which every loaded object calls the malloc family —
 //! its GOT entries, `R_*_JUMP_SLOT` (PLT calls) and `R_*_GLOB_DAT` (calls
 //! and address-takes through the GOT) — from our hook to the function the
@@ -31,8 +31,7 @@
 //! `free`, which recognises it.
 //!
 //! Cost, once: a walk over each object's relocations (two for a non-PIE
-//! executable), about 100,000 instructions for CPython. Figures:
-//! `scripts/bench-inert.sh`.
+//! executable). Figures: README, "The figures behind the design".
 
 use core::ffi::{c_int, c_void, CStr};
 

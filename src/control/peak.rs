@@ -22,7 +22,7 @@
 //! the watcher (`crate::control::watcher`), which cannot take a snapshot
 //! (it allocates): it follows the aggregate's running estimate instead,
 //! and has a copy of the process write the peak file at each new peak
-//! ([`watcher_due`], [`write_now`]). A peak the dumper keeps later
+//! ([`watcher_due`], `write_now`). A peak the dumper keeps later
 //! replaces that file only when it is higher.
 
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -91,7 +91,7 @@ fn live_snapshot() -> Snapshot {
 
 /// For the watcher, which has no dumper's state (atomics only): whether the
 /// heap (`in_use`) passed the peak last written by enough that a copy
-/// should write a new one ([`write_now`]).
+/// should write a new one (`write_now`).
 pub fn watcher_due(in_use: u64) -> bool {
     let w = WRITTEN.load(Ordering::Relaxed);
     in_use > w + margin(w) && files_wanted()

@@ -6,9 +6,8 @@
 //! with `pthread_create`), glibc's malloc and free leave their
 //! single-threaded paths for good: arena locks and atomic fast bins on every
 //! call. A dumper thread made that way costs a single-threaded program more
-//! than all of heapprof's own code: +1.6 % instructions on CPython, +1.3 %
-//! on perl, +0.4 % on sqlite3 and cc1 (`FLOOR=1 bash
-//! scripts/bench-callgrind.sh`). So the preload library starts this watcher
+//! than all of heapprof's own code (README, "The figures behind the
+//! design"). So the preload library starts this watcher
 //! instead, and the real dumper thread ([`crate::control::triggers`]) only when the
 //! program creates its first thread (glibc is multi-threaded from then on
 //! anyway) or HTTP serving is asked for.
@@ -57,6 +56,15 @@
 //! the watcher runs (the program took the dump signal, say) is printed
 //! from the next copy; the skipped-children note waits for the real dumper
 //! or the exit.
+// What runs on the watcher (no TLS, no errno, no allocation) must not
+// panic either: the lints hold what the compiler can.
+#![deny(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
@@ -135,7 +143,10 @@ pub fn start(interval_ns: u64) -> bool {
     let stack = crate::engine::pressure::address_room().map_or(STACK_BYTES, |room| {
         (room / 16).clamp(1 << 20, STACK_BYTES) & !4095
     });
-    let base = raw::map(stack + GUARD_BYTES, libc::MAP_NORESERVE | libc::MAP_STACK);
+    let base = raw::map(
+        stack.saturating_add(GUARD_BYTES),
+        libc::MAP_NORESERVE | libc::MAP_STACK,
+    );
     if base.is_null() {
         return false;
     }
@@ -155,7 +166,13 @@ pub fn start(interval_ns: u64) -> bool {
     };
     // SAFETY: the stack is a fresh mapping the watcher alone uses (never
     // unmapped: leaked when it ends); `TID` is a static; `main` uses no TLS.
-    let r = unsafe { raw::spawn_thread(base.add(stack + GUARD_BYTES), main, TID.as_ptr()) };
+    let r = unsafe {
+        raw::spawn_thread(
+            base.add(stack.saturating_add(GUARD_BYTES)),
+            main,
+            TID.as_ptr(),
+        )
+    };
     // SAFETY: restoring the caller's own mask.
     unsafe { crate::control::dump_signal::sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut()) };
     if r <= 0 {
@@ -185,14 +202,14 @@ pub fn stop() {
 
 /// Waits (at most `ms` milliseconds) for the watcher to have ended.
 pub fn wait_ended(ms: u64) {
-    let deadline = raw::monotonic_ns() + ms * 1_000_000;
+    let deadline = raw::monotonic_ns().saturating_add(ms.saturating_mul(1_000_000));
     loop {
         let tid = TID.load(Ordering::Acquire);
         let now = raw::monotonic_ns();
         if tid == 0 || now >= deadline {
             return;
         }
-        raw::futex_wait(&TID, tid, deadline - now);
+        raw::futex_wait(&TID, tid, deadline.saturating_sub(now));
     }
 }
 
@@ -230,7 +247,7 @@ extern "C" fn main() -> ! {
         if every == 0 {
             next_interval = 0;
         } else if next_interval == 0 {
-            next_interval = now + every;
+            next_interval = now.saturating_add(every);
         }
         let mut timeout =
             (next_interval != 0).then(|| next_interval.saturating_sub(now).max(1_000_000));
@@ -260,15 +277,15 @@ extern "C" fn main() -> ! {
         let now = raw::monotonic_ns();
         if next_interval != 0 && now >= next_interval {
             dump = dump.or(Some(Trigger::Interval));
-            next_interval += every;
+            next_interval = next_interval.saturating_add(every);
             if next_interval <= now {
-                next_interval = now + every;
+                next_interval = now.saturating_add(every);
             }
         }
         crate::control::triggers::watcher_round(dump);
         let now = raw::monotonic_ns();
         if now >= next_peak_look {
-            next_peak_look = now + PEAK_LOOK_NS;
+            next_peak_look = now.saturating_add(PEAK_LOOK_NS);
             let in_use = crate::engine::aggregate::in_use_estimate();
             if crate::control::peak::watcher_due(in_use) && crate::control::dump_in_copy::run_peak()
             {

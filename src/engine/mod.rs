@@ -47,6 +47,7 @@ pub mod sample_heap;
 pub mod sampler;
 pub(crate) mod stack;
 pub(crate) mod stack_table;
+pub(crate) mod tagged_stack;
 pub mod thread_state;
 pub mod threads;
 
@@ -265,9 +266,8 @@ pub fn alloc_sample(
 /// table's bucket array), nearly every one sampled at their size, and each
 /// move copies the whole buffer. Growth is mostly by doubling, so with four
 /// times the size to spare the next two doublings fit in place (with one
-/// and a half, as before, none did: perl copied 13 buffers of up to a few
-/// MiB building a 100k-key hash, 1 % of its instructions). The spare pages
-/// are address space only until written.
+/// and a half, none would). The spare pages are address space only until
+/// written.
 pub fn realloc_room(size: usize) -> usize {
     if size >= 64 << 10 {
         size.saturating_mul(4)

@@ -2,13 +2,11 @@
 //! is served (never from the inner allocator).
 //!
 //! # Why
-//! A sample used to be a page-aligned block of the inner allocator, which is
-//! how a free recognised it. That made each sample cost the allocator's
-//! slowest path (glibc turns a page-aligned request into a large one and
-//! consolidates its fast bins first: ~60,000 instructions), a page of memory
-//! per live sample (23× the heap at `HEAPPROF_RATE=1`), and a table probe
-//! on every page-aligned free that was not a sample. Owning the memory, as
-//! tcmalloc's and jemalloc's samplers do, removes all three.
+//! A free must recognise a sample by its address alone, at no cost to the
+//! frees that are not samples. Samples kept in the inner allocator would
+//! need a mark it can see (page alignment, which costs glibc its slowest
+//! path and a page per sample) or a table probed on frees; owning the
+//! memory, as tcmalloc's and jemalloc's samplers do, needs neither.
 //!
 //! # The address test
 //! At start-up heapprof reserves one large range of address space
@@ -177,6 +175,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
+use crate::engine::tagged_stack::TaggedStack;
 use crate::os::{raw, PAGE};
 
 /// Bytes at the start of the range for the way in's own use (the preload
@@ -252,7 +251,7 @@ static BIN_MASK: [AtomicU64; LARGE_CLASSES / 64] =
     [const { AtomicU64::new(0) }; LARGE_CLASSES / 64];
 /// Runs freed while the lock was taken, for its holder (or the next) to
 /// file: (tag << 32) | (run + 1), linked through the runs' first words.
-static PENDING: AtomicU64 = AtomicU64::new(0);
+static PENDING: TaggedStack = TaggedStack::new();
 /// Pages in free runs that may be resident (dirty), and the least that
 /// number has been since the last decay step.
 static RETAINED_PAGES: AtomicUsize = AtomicUsize::new(0);
@@ -289,7 +288,7 @@ const FREE_BIT: u64 = 1 << 63;
 
 /// Free stacks, one per small class: (tag << 32) | (slot number + 1); 0 in
 /// the low half is empty.
-static SMALL_FREE: [AtomicU64; SMALL_CLASSES] = [const { AtomicU64::new(0) }; SMALL_CLASSES];
+static SMALL_FREE: [TaggedStack; SMALL_CLASSES] = [const { TaggedStack::new() }; SMALL_CLASSES];
 
 /// Where the range lives if nothing can be reserved: the prefix only.
 #[repr(C, align(4096))]
@@ -620,39 +619,16 @@ fn large_pages(c: usize) -> usize {
     (1 << k) + (j + 1) * (1 << (k - 2))
 }
 
-// ---- lock-free stacks over metadata words ----
+// ---- lock-free stacks over metadata words (`engine::tagged_stack`) ----
 
-/// Pops the stack at `head`, whose entries link through `link(n)`.
-fn pop(head: &AtomicU64, link: impl Fn(usize) -> &'static AtomicU64) -> Option<usize> {
-    let mut h = head.load(Ordering::Acquire);
-    loop {
-        let top = (h & 0xffff_ffff) as usize;
-        if top == 0 {
-            return None;
-        }
-        // May be stale if another thread pops `top` meanwhile: then the tag
-        // has moved on and the CAS fails.
-        let next = link(top - 1).load(Ordering::Relaxed) & 0xffff_ffff;
-        let new = ((h >> 32).wrapping_add(1) << 32) | next;
-        match head.compare_exchange_weak(h, new, Ordering::Acquire, Ordering::Acquire) {
-            Ok(_) => return Some(top - 1),
-            Err(now) => h = now,
-        }
-    }
+/// The next-entry half of a free slot's or run's link word.
+fn link_of(word: &AtomicU64) -> u32 {
+    word.load(Ordering::Relaxed) as u32
 }
 
-/// Pushes the chain `first ..= last` (already linked from `first` to
-/// `last`) onto the stack at `head`.
-fn push(head: &AtomicU64, first: usize, last: &AtomicU64) {
-    let mut h = head.load(Ordering::Relaxed);
-    loop {
-        last.store(FREE_BIT | (h & 0xffff_ffff), Ordering::Relaxed);
-        let new = ((h >> 32).wrapping_add(1) << 32) | (first as u64 + 1);
-        match head.compare_exchange_weak(h, new, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(now) => h = now,
-        }
-    }
+/// Stores a free slot's or run's stack link, marked free.
+fn set_stack_link(word: &AtomicU64, next: u32) {
+    word.store(FREE_BIT | u64::from(next), Ordering::Relaxed);
 }
 
 /// The metadata word of global small slot `g` (span << 12 | index).
@@ -722,7 +698,7 @@ pub fn alloc_uncounted(size: usize, align: usize, zero: bool) -> *mut u8 {
 }
 
 fn alloc_small(c: usize) -> *mut u8 {
-    let g = match pop(&SMALL_FREE[c], small_word) {
+    let g = match SMALL_FREE[c].pop(|g| Some(link_of(small_word(g)))) {
         Some(g) => g,
         None => match carve_span(c) {
             Some(g) => g,
@@ -753,7 +729,7 @@ fn carve_span(c: usize) -> Option<usize> {
         for i in 1..n - 1 {
             small_word(first + i).store(FREE_BIT | (first + i + 2) as u64, Ordering::Relaxed);
         }
-        push(&SMALL_FREE[c], first + 1, small_word(first + n - 1));
+        SMALL_FREE[c].push(first + 1, |v| set_stack_link(small_word(first + n - 1), v));
     }
     Some(first)
 }
@@ -869,7 +845,7 @@ fn locked<R>(f: impl FnOnce() -> R) -> Option<R> {
         LARGE_LOCK.store(false, Ordering::Release);
         // A run queued after the drain and before the unlock would wait for
         // the next holder: take the lock again for it if nobody has.
-        if PENDING.load(Ordering::Acquire) & LOW == 0
+        if PENDING.is_empty()
             || LARGE_LOCK
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
@@ -882,16 +858,15 @@ fn locked<R>(f: impl FnOnce() -> R) -> Option<R> {
 /// Queues the freed run for the lock's holder (lock-free).
 fn queue(run: usize, pages: usize) {
     large_words(run)[1].store(((pages as u64) << 32) | run as u64, Ordering::Relaxed);
-    push(&PENDING, run, &large_words(run)[0]);
+    PENDING.push(run, |v| set_stack_link(&large_words(run)[0], v));
 }
 
 /// Files every queued run. Under the lock.
 fn drain_pending() {
-    let mut top = PENDING.swap(0, Ordering::Acquire) & LOW;
-    while top != 0 {
-        let run = top as usize - 1;
+    let mut top = PENDING.take_all();
+    while let Some(run) = top {
         let w = large_words(run);
-        top = w[0].load(Ordering::Relaxed) & LOW;
+        top = link_of(&w[0]).checked_sub(1).map(|n| n as usize);
         let pages = (w[1].load(Ordering::Relaxed) >> 32) as usize;
         file(run, pages, RUN_DIRTY);
     }
@@ -1205,7 +1180,7 @@ pub fn purges() -> (u64, u64) {
 /// Atomics and raw system calls only.
 pub fn decay_tick(now_ns: u64, wake: fn()) -> Option<u64> {
     WAKER.store(wake as usize, Ordering::Relaxed);
-    if RETAINED_PAGES.load(Ordering::SeqCst) == 0 && PENDING.load(Ordering::Relaxed) & LOW == 0 {
+    if RETAINED_PAGES.load(Ordering::SeqCst) == 0 && PENDING.is_empty() {
         DECAY_ARMED.store(false, Ordering::SeqCst);
         // A free that retained pages meanwhile saw the flag still set.
         if RETAINED_PAGES.load(Ordering::SeqCst) == 0 {
@@ -1418,7 +1393,9 @@ pub fn free(p: *mut u8) {
         return;
     }
     match place(p) {
-        Place::Small { g, class } => push(&SMALL_FREE[class], g, small_word(g)),
+        Place::Small { g, class } => {
+            SMALL_FREE[class].push(g, |v| set_stack_link(small_word(g), v))
+        }
         Place::Large { q } => {
             large_words(q)[0].store(FREE_BIT, Ordering::Relaxed);
             let info = large_words(q)[1].load(Ordering::Relaxed);

@@ -7,12 +7,12 @@
 //!   preload library's, or the one [`crate::control::startup`] registers for the
 //!   Rust way in), else by the dumper thread — never inside a hook, and
 //!   never linked, so nothing depends on it being installed. It
-//!   caches the unwind rule of each return address, so a capture costs about
-//!   0.2 µs for 30 frames on these machines;
+//!   caches the unwind rule of each return address, so a capture is cheap
+//!   once the program's code paths have been seen;
 //! - **libgcc's `_Unwind_Backtrace`**, through the `backtrace` crate's
 //!   unsynchronized tracer, when libunwind is missing or not loaded yet:
-//!   about 3.5 µs for 30 frames (~18,000 instructions), as it searches and
-//!   decodes unwind tables on every frame. Such captures are counted
+//!   an order of magnitude slower, as it searches and decodes unwind
+//!   tables on every frame. Such captures are counted
 //!   ([`libgcc_captures`], in each profile's comment).
 //!
 //! libunwind is called inside [`crate::engine::loader_fence`], which a

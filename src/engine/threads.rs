@@ -67,6 +67,7 @@ use core::ffi::{c_int, c_void};
 use core::mem::MaybeUninit;
 use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
+use crate::engine::tagged_stack::TaggedStack;
 use crate::engine::thread_state::ThreadState;
 use crate::os;
 
@@ -109,8 +110,8 @@ static TIERS: [AtomicPtr<Slot>; MAX_TIERS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_TIERS];
 /// Slots ever handed out from the tiers (indices below it may be in use).
 static FRESH: AtomicU32 = AtomicU32::new(0);
-/// Free-list head: `generation << 32 | (index + 1)`.
-static FREE_HEAD: AtomicU64 = AtomicU64::new(0);
+/// The free slots (see [`crate::engine::tagged_stack`]).
+static FREE_SLOTS: TaggedStack = TaggedStack::new();
 /// Threads created while the registry could not take them (no memory).
 static UNTRACKED: AtomicU64 = AtomicU64::new(0);
 /// Threads ever registered.
@@ -170,34 +171,18 @@ fn fresh() -> Option<u32> {
     Some(index as u32)
 }
 
+/// A free slot's index, or a fresh one.
 fn pop() -> Option<u32> {
-    let mut head = FREE_HEAD.load(Ordering::Acquire);
-    loop {
-        let index = head as u32;
-        if index == 0 {
-            return fresh();
-        }
-        // Slots are never unmapped: reading a stale `next_free` is harmless,
-        // the generation in the head makes the CAS fail then.
-        let next = slot(index as usize - 1)?.next_free.load(Ordering::Relaxed);
-        let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(next);
-        match FREE_HEAD.compare_exchange_weak(head, new, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return Some(index - 1),
-            Err(h) => head = h,
-        }
-    }
+    // Slots are never unmapped: reading a stale `next_free` is harmless (see
+    // `engine::tagged_stack`).
+    FREE_SLOTS
+        .pop(|i| slot(i).map(|s| s.next_free.load(Ordering::Relaxed)))
+        .map(|i| i as u32)
+        .or_else(fresh)
 }
 
 fn push(index: u32, s: &Slot) {
-    let mut head = FREE_HEAD.load(Ordering::Relaxed);
-    loop {
-        s.next_free.store(head as u32, Ordering::Relaxed);
-        let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(index + 1);
-        match FREE_HEAD.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
-            Ok(_) => return,
-            Err(h) => head = h,
-        }
-    }
+    FREE_SLOTS.push(index as usize, |v| s.next_free.store(v, Ordering::Relaxed));
 }
 
 /// Sets the slot FREE (next generation) and puts it on the free list.
@@ -437,7 +422,7 @@ extern "C" fn fork_child() {
     // identity in the parent too.
     let mine = unsafe { libc::pthread_self() } as usize;
     // Single-threaded here: rebuild the free list from scratch.
-    FREE_HEAD.store(0, Ordering::Relaxed);
+    FREE_SLOTS.clear();
     let fresh = (FRESH.load(Ordering::Relaxed) as usize).min(slots_capacity());
     for i in (0..fresh).rev() {
         let Some(s) = slot(i) else { continue };

@@ -53,6 +53,15 @@
 //! table as before, under [`crate::os::fds`]'s rules alone.
 //!
 //! Raw system calls only, no allocation, no TLS: the watcher calls in too.
+// What runs on the watcher (no TLS, no errno, no allocation) must not
+// panic either: the lints hold what the compiler can.
+#![deny(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
@@ -63,7 +72,8 @@ use super::{fds, raw};
 static PIDFD_AT: AtomicI32 = AtomicI32::new(-1);
 /// The markers on 0, 1 and 2 of the private tables alive (inodes of
 /// their pipes; 0: free), so [`write_stderr`] can tell which table it is in.
-static MARKERS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static MARKERS: [AtomicU64; MARKER_SLOTS] = [const { AtomicU64::new(0) }; MARKER_SLOTS];
+const MARKER_SLOTS: usize = 4;
 /// A private table was made in this process (or the one it was forked
 /// from): [`write_stderr`] looks further only then.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -76,9 +86,11 @@ pub fn enter() -> bool {
     // changes nothing: pid 0 and descriptor -1 are refused by a kernel
     // that has the call (EINVAL, EBADF) and by one that lacks it or a
     // filter that refuses it otherwise (ENOSYS, EPERM).
-    if raw::pidfd_open(0) != -(libc::EINVAL as isize)
-        || raw::pidfd_getfd(-1, 2) != -(libc::EBADF as isize)
-        || raw::close_range(2, 1) != -(libc::EINVAL as isize)
+    const EINVAL: isize = -(libc::EINVAL as isize);
+    const EBADF: isize = -(libc::EBADF as isize);
+    if raw::pidfd_open(0) != EINVAL
+        || raw::pidfd_getfd(-1, 2) != EBADF
+        || raw::close_range(2, 1) != EINVAL
     {
         return false;
     }
@@ -88,14 +100,14 @@ pub fn enter() -> bool {
     // Everything but heapprof's own goes, in ascending gaps between them.
     let mut keep = [0i32; 16];
     let n = fds::held_now(&mut keep);
-    let keep = &mut keep[..n];
+    let keep = keep.get_mut(..n).unwrap_or_default();
     keep.sort_unstable();
     let mut first = 0u32;
     for &fd in keep.iter() {
         if fd as u32 > first {
-            raw::close_range(first, fd as u32 - 1);
+            raw::close_range(first, (fd as u32).saturating_sub(1));
         }
-        first = fd as u32 + 1;
+        first = (fd as u32).saturating_add(1);
     }
     raw::close_range(first, u32::MAX);
     place_marker(keep);
@@ -138,7 +150,9 @@ fn place_marker(keep: &[i32]) {
     });
     if free.is_none() {
         // More private tables than slots (threads come and go): reuse.
-        MARKERS[(ino as usize) % MARKERS.len()].store(ino, Ordering::Release);
+        if let Some(m) = MARKERS.get(ino as usize % MARKER_SLOTS) {
+            m.store(ino, Ordering::Release);
+        }
     }
 }
 
