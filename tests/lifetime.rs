@@ -253,20 +253,10 @@ fn a_rust_program_whose_main_thread_calls_pthread_exit_ends() {
 
 /// What an ended child wrote on its piped stdout and stderr.
 fn piped_output(child: &mut Child) -> (String, String) {
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (out, err)
+    (
+        common::read_piped(child.stdout.take()),
+        common::read_piped(child.stderr.take()),
+    )
 }
 
 /// The comment of a profile, decoded.

@@ -738,14 +738,7 @@ fn a_single_threaded_program_stays_single_threaded_for_glibc() {
     drop(stdin);
     assert_eq!(wait(&mut child, &cmd), 0);
     assert_eq!(lines.next().unwrap().unwrap(), "bye");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(err, "");
+    assert_eq!(common::read_piped(child.stderr.take()), "");
     let seqs: Vec<u64> = profiles(&dir).iter().map(|d| d.1).collect();
     assert_eq!(
         seqs,
@@ -1423,20 +1416,18 @@ fn a_program_swapping_its_stdout_never_loses_it() {
 /// sampled or not.
 #[test]
 fn errno_is_left_alone_while_the_watcher_dumps() {
-    let dir = out_dir("errno");
-    let bare = run(Command::new(program("errnokeep")).current_dir(&dir), b"");
-    assert_eq!(
-        bare.stdout, "errno changed 0 times in many checks\n",
-        "{bare:?}"
-    );
-    let out = run(
-        preloaded(program("errnokeep"), &dir)
-            .env("HEAPPROF_INTERVAL", "0.005")
-            .env("HEAPPROF_RATE", "65536"),
+    let (out, dir) = same_as_bare(
+        "errno",
+        program("errnokeep"),
+        &[],
+        &[("HEAPPROF_INTERVAL", "0.005"), ("HEAPPROF_RATE", "65536")],
         b"",
     );
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout, bare.stdout, "{out:?}");
+    assert_eq!(
+        out.stdout, "errno changed 0 times in many checks\n",
+        "{out:?}"
+    );
     assert!(
         common::dumps(&dir).len() > 5,
         "the watcher's copies made dumps meanwhile"

@@ -97,12 +97,7 @@ impl OwnThread {
     /// last thread ends just before leaves it counted. Whether it did.
     pub fn uncount_self(&mut self) -> bool {
         if !self.uncounted {
-            self.uncounted = glibc_count().is_some_and(|n| {
-                n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                    (c > 1).then(|| c - 1)
-                })
-                .is_ok()
-            });
+            self.uncounted = take_one_off();
         }
         self.uncounted
     }
@@ -134,6 +129,11 @@ impl Drop for OwnThread {
 /// thread that ends meanwhile takes it for the last. Whether it did (not
 /// glibc, or no count found: no).
 pub fn uncount_created() -> bool {
+    take_one_off()
+}
+
+/// Takes one thread off glibc's count, never the last one.
+fn take_one_off() -> bool {
     glibc_count().is_some_and(|n| {
         n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
             (c > 1).then(|| c - 1)

@@ -170,9 +170,10 @@ pub fn in_private_table() -> bool {
             .any(|m| m.load(Ordering::Acquire) == st.st_ino)
 }
 
-/// Writes `parts`, one after the other, to the program's stderr from
-/// whichever table the calling thread is in (dropped if the program's
-/// descriptor 2 cannot be reached). Raw system calls, errno untouched.
+/// Writes `parts` (at most four: one line), one after the other, in one
+/// system call, to the program's stderr from whichever table the calling
+/// thread is in (dropped if the program's descriptor 2 cannot be reached).
+/// Raw system calls, errno untouched.
 pub fn write_stderr(parts: &[&[u8]]) {
     let (fd, taken) = if in_private_table() {
         let fd = raw::pidfd_getfd(PIDFD_AT.load(Ordering::Acquire), 2);
@@ -183,9 +184,7 @@ pub fn write_stderr(parts: &[&[u8]]) {
     } else {
         (2, false)
     };
-    for part in parts {
-        raw::write_all(fd, part);
-    }
+    raw::writev_all(fd, parts);
     if taken {
         raw::close(fd);
     }

@@ -234,6 +234,44 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
     }
 }
 
+/// `parts` written one after the other to `fd`, in one `writev(2)` when
+/// the kernel takes it whole (a line said this way is not interleaved with
+/// another process's writes to the same pipe or terminal); a short write
+/// is continued part by part, and errors dropped. At most four parts.
+pub fn writev_all(fd: i32, parts: &[&[u8]]) {
+    let mut iov = [libc::iovec {
+        iov_base: core::ptr::null_mut(),
+        iov_len: 0,
+    }; 4];
+    for (v, part) in iov.iter_mut().zip(parts) {
+        v.iov_base = part.as_ptr() as *mut libc::c_void;
+        v.iov_len = part.len();
+    }
+    let count = parts.len().min(iov.len());
+    // SAFETY: `count` iovecs, each naming a live byte slice of its length.
+    let n = unsafe {
+        syscall6(
+            libc::SYS_writev,
+            fd as usize,
+            iov.as_ptr() as usize,
+            count,
+            0,
+            0,
+            0,
+        )
+    };
+    if n < 0 && n != -(libc::EINTR as isize) {
+        return;
+    }
+    // What is left (a short write, an interruption, parts past four).
+    let mut done = n.max(0) as usize;
+    for part in parts {
+        let skip = done.min(part.len());
+        done -= skip;
+        write_all(fd, &part[skip..]);
+    }
+}
+
 /// `close(2)`.
 pub fn close(fd: i32) {
     // SAFETY: closing a descriptor the caller owns.

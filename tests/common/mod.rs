@@ -236,3 +236,13 @@ pub fn c_program(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     }
     exe
 }
+
+/// Everything a child wrote on one of its piped streams (`child.stdout` or
+/// `child.stderr`, taken), to its end; empty if it was not piped.
+pub fn read_piped(stream: Option<impl std::io::Read>) -> String {
+    let mut text = String::new();
+    if let Some(mut s) = stream {
+        s.read_to_string(&mut text).unwrap();
+    }
+    text
+}
