@@ -12,6 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Runs `example` with interval dumps into `dir`; returns the dumps in order.
+/// Held while a workload runs and while chromium renders: the tests run in
+/// parallel, and a workload starved of CPU by a browser in its first
+/// seconds leaks at a slower rate there than later, which the leak verdict
+/// rightly reads as turnover (seen once in CI: "churn" for a steady leak).
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn dumps_of(example: &str, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Vec<PathBuf> {
     let mut cmd = common::clean_command(common::example(example));
     cmd.args(args)
@@ -20,7 +30,10 @@ fn dumps_of(example: &str, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> V
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
+    let out = {
+        let _alone = heavy();
+        cmd.output().unwrap()
+    };
     assert!(
         out.status.success(),
         "{}",
@@ -44,6 +57,7 @@ fn report(dumps: &[PathBuf], out: &Path) -> String {
 fn chromium(dir: &Path, url: &str, extra: &[&str]) -> String {
     common::ensure_report_deps();
     let profile = common::fresh_dir(dir.join("chromium-profile"));
+    let _alone = heavy();
     let o = Command::new("chromium")
         .args([
             "--headless",
