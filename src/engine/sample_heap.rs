@@ -830,15 +830,33 @@ pub(crate) fn carve_private(bytes: usize) -> Option<*mut u8> {
 
 // ---- free runs: filing, coalescing, best fit, purging, decay ----
 
-/// Runs `f` holding the large lock, then files the runs queued meanwhile;
-/// None (and `f` not run) if another thread holds it.
+/// How many times a thread tries the large lock before it gives up. Its
+/// holders run for a few hundred nanoseconds (tens of microseconds when
+/// they give pages back), and giving up costs more: an allocation then
+/// carves fresh pages and faults them in, so under contention the region
+/// would grow by a run per miss. Bounded, so a signal handler that
+/// interrupts the holder on its own thread still gets on.
+const LOCK_TRIES: u32 = 1 << 10;
+
+/// Runs `f` holding the large lock, with the runs queued by frees filed
+/// first (so `f` sees them) and again after; None (and `f` not run) if
+/// another thread held it through [`LOCK_TRIES`] tries.
 fn locked<R>(f: impl FnOnce() -> R) -> Option<R> {
-    if LARGE_LOCK
-        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+    let mut tries = 0;
+    while LARGE_LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
-        return None;
+        tries += 1;
+        if tries >= LOCK_TRIES {
+            return None;
+        }
+        while LARGE_LOCK.load(Ordering::Relaxed) && tries < LOCK_TRIES {
+            core::hint::spin_loop();
+            tries += 1;
+        }
     }
+    drain_pending();
     let r = f();
     loop {
         drain_pending();
