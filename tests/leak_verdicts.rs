@@ -89,6 +89,17 @@ fn leak(rng: &mut Rng, expected: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// A leak that speeds up (the program busier later): allocation rate
+/// rising as `t²`, `expected` samples over the window, never freed.
+fn leak_speeding_up(rng: &mut Rng, expected: f64) -> Vec<(f64, f64)> {
+    // Thinning: the rate at the window's end is three times the mean.
+    arrivals(rng, 3.0 * expected / WINDOW, 0.0, WINDOW)
+        .into_iter()
+        .filter(|&b| uniform(rng) < (b / WINDOW).powi(2))
+        .map(|b| (b, f64::INFINITY))
+        .collect()
+}
+
 /// A cache: `expected` samples allocated during the first `fill` of the
 /// window, kept.
 fn plateau(rng: &mut Rng, expected: f64, fill: f64) -> Vec<(f64, f64)> {
@@ -179,6 +190,19 @@ fn slow_leaks_are_found_from_few_samples() {
             leak(r, 6.0)
         });
         assert!(churned < 0.03, "{churned}");
+    }
+    // Most of its samples are young, as turnover's are; a series that only
+    // ever rose says it is growth.
+    for expected in [20.0, 60.0] {
+        let name = format!("leak speeding up, {expected} expected samples");
+        let churned = rate_of(&name, false, LeakClass::Churn, |r| {
+            leak_speeding_up(r, expected)
+        });
+        assert!(churned < 0.01, "{name}: {churned}");
+        let found = rate_of(&name, false, LeakClass::SteadyGrowth, |r| {
+            leak_speeding_up(r, expected)
+        });
+        assert!(found >= 0.95, "{name}: {found}");
     }
 }
 

@@ -57,7 +57,10 @@
 //!    the window's halves is one a leak (a fair coin per sample) would give
 //!    with under 1% chance: far too few old ones (turnover) or new ones
 //!    (growth stopping) — this catches big stacks that mix a cache or
-//!    long-lived objects with churn;
+//!    long-lived objects with churn. Not turnover, though, over a series
+//!    of three or more whose count never fell and trends up: that is a
+//!    leak that sped up (busier later), judged as growth with the low
+//!    confidence its lopsided split earns;
 //! 4. **not enough samples yet** for one live sample, or no recent arrival
 //!    among one or two — with the wait until about six samples are
 //!    expected at the stack's rate;

@@ -284,8 +284,14 @@ fn classify(e: &Evidence) -> Verdict {
         }
         return v;
     }
-    if stats::binomial_upper_tail(total, total - early, 0.5) < LEAK_SPLIT_MIN_CHANCE {
+    if stats::binomial_upper_tail(total, total - early, 0.5) < LEAK_SPLIT_MIN_CHANCE
+        && !(e.counts.len() >= 3 && trend_p < MEDIUM_CONFIDENCE)
+    {
         // Far more young samples than a leak would have: objects turn over.
+        // Unless a series says the count only ever rose: then the leak sped
+        // up (more load later, or a start starved of CPU), and calling it
+        // churn would hide it; it is judged as growth, and its early/late
+        // split keeps the confidence low.
         return v;
     }
     if stats::binomial_upper_tail(total, total - late, 0.5) < LEAK_SPLIT_MIN_CHANCE {
@@ -342,6 +348,29 @@ mod tests {
         // Never fell, but nothing lived long: churn.
         let young = evidence(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 2], &[(99.5, 2)]);
         assert_eq!(judge(&young).class, LeakClass::Churn);
+
+        // A leak that sped up: never fell, rising all through, but most of
+        // its samples young. Growth (with low confidence), never churn.
+        let mut counts = vec![];
+        let mut births = vec![];
+        for i in 0..24u64 {
+            let born = 1 + i * i / 2;
+            births.push((i as f64 * 10.0 + 5.0, born));
+            counts.push(births.iter().map(|b| b.1).sum());
+        }
+        let faster = evidence(&counts, &births);
+        let v = judge(&faster);
+        assert_eq!(v.class, LeakClass::SteadyGrowth, "{v:?}");
+        assert_eq!(v.confidence(), "low");
+        // The same samples in one profile cannot tell it from turnover.
+        let one_profile = Evidence {
+            times: vec![240.0],
+            counts: counts[23..].to_vec(),
+            ..faster
+        };
+        let v = judge(&one_profile);
+        assert_eq!(v.class, LeakClass::Churn, "{v:?}");
+        assert!(v.oldest < 0.1, "the same window: {v:?}");
 
         let one = evidence(&[0, 0, 0, 0, 1, 1, 1, 1, 1, 1], &[(45.0, 1)]);
         let v = judge(&one);
