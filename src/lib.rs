@@ -77,10 +77,18 @@
 // path) knows nothing of profiles, triggers or reports; profile writing reads
 // the engine; control (configuration, start-up, triggers) drives both; the
 // reports read profiles. `allocator` is the Rust way in.
+// `engine`, `os` and `control` are public for the preload library (through
+// `ffi_surface`, the whole of what it uses) and this project's tests and
+// benches only: not API, hidden from the docs.
 mod allocator;
+#[doc(hidden)]
 pub mod control;
+#[doc(hidden)]
 pub mod engine;
+#[doc(hidden)]
+pub mod ffi_surface;
 pub mod launch;
+#[doc(hidden)]
 pub mod os;
 pub mod profile;
 pub mod report;

@@ -21,8 +21,9 @@
 use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, Ordering};
+use heapprof::ffi_surface::os;
 
-use heapprof::engine::{self, arena_in_copy};
+use heapprof::ffi_surface::engine::{self, arena_in_copy};
 
 const HEADER: usize = 16;
 
@@ -169,7 +170,7 @@ pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 /// # Safety
 /// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    alloc_aligned(size, heapprof::os::PAGE)
+    alloc_aligned(size, os::PAGE)
 }
 
 /// `pvalloc` in the copy.
@@ -177,8 +178,5 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 /// # Safety
 /// As the C function of that name, in a copy of the process.
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    alloc_aligned(
-        size.next_multiple_of(heapprof::os::PAGE),
-        heapprof::os::PAGE,
-    )
+    alloc_aligned(size.next_multiple_of(os::PAGE), os::PAGE)
 }

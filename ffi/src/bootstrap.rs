@@ -21,8 +21,8 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use heapprof::engine::sample_heap;
-use heapprof::os::PAGE;
+use heapprof::ffi_surface::engine::sample_heap;
+use heapprof::ffi_surface::os::PAGE;
 
 const BYTES: usize = sample_heap::PREFIX_BYTES;
 const PAGES: usize = BYTES / PAGE;

@@ -7,8 +7,8 @@ use core::ffi::{c_char, c_void, CStr};
 use core::sync::atomic::Ordering;
 use std::ffi::CString;
 
-use heapprof::control::config;
-use heapprof::control::triggers::say;
+use heapprof::ffi_surface::control::config;
+use heapprof::ffi_surface::control::triggers::say;
 
 use crate::real;
 

@@ -51,11 +51,11 @@ use core::ffi::{c_int, c_void};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use heapprof::engine;
-use heapprof::engine::arena_in_copy;
-use heapprof::engine::sample_heap::RangeMirror;
-use heapprof::engine::thread_state::ThreadState;
-use heapprof::os::PAGE;
+use heapprof::ffi_surface::engine;
+use heapprof::ffi_surface::engine::arena_in_copy;
+use heapprof::ffi_surface::engine::sample_heap::RangeMirror;
+use heapprof::ffi_surface::engine::thread_state::ThreadState;
+use heapprof::ffi_surface::os::PAGE;
 
 use crate::{bootstrap, real, tls};
 
@@ -205,7 +205,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
         "jbe {slow}",
         "jmp qword ptr [rip + {real}]",
         state = sym tls::heapprof_state,
-        countdown = const heapprof::engine::thread_state::COUNTDOWN_OFFSET,
+        countdown = const engine::thread_state::COUNTDOWN_OFFSET,
         slow = sym malloc_slow_consumed,
         real = sym real::MALLOC,
     )
@@ -223,7 +223,7 @@ unsafe extern "C" fn malloc_slow_consumed(size: usize) -> *mut c_void {
     core::arch::naked_asm!(
         "add qword ptr fs:[rax + {countdown}], rdi",
         "jmp {slow}",
-        countdown = const heapprof::engine::thread_state::COUNTDOWN_OFFSET,
+        countdown = const engine::thread_state::COUNTDOWN_OFFSET,
         slow = sym malloc_slow,
     )
 }
@@ -418,7 +418,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         base = const RangeMirror::BASE_OFFSET,
         len = const RangeMirror::LEN_OFFSET,
         state = sym tls::heapprof_state,
-        countdown = const heapprof::engine::thread_state::COUNTDOWN_OFFSET,
+        countdown = const engine::thread_state::COUNTDOWN_OFFSET,
         slow = sym realloc_slow,
         real = sym real::REALLOC,
     )

@@ -145,7 +145,9 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicBool, Ordering};
-use heapprof::engine::arena_in_copy;
+use heapprof::ffi_surface::control;
+use heapprof::ffi_surface::engine;
+use heapprof::ffi_surface::engine::arena_in_copy;
 
 pub mod alloc_in_copy;
 pub mod bootstrap;
@@ -171,7 +173,7 @@ pub fn ready() -> bool {
 /// (see [`lineage`]), parks the thread's countdown for good, so its later
 /// calls take the hot path straight to the real function.
 #[cold]
-pub fn park_if_inert(st: &heapprof::engine::thread_state::ThreadState) {
+pub fn park_if_inert(st: &engine::thread_state::ThreadState) {
     if lineage::inert() && !st.is_busy() {
         st.enter_forever();
     }
@@ -186,18 +188,18 @@ extern "C" fn start() {
         return;
     }
     if !tls::fits() {
-        heapprof::control::triggers::say(
+        control::triggers::say(
             "heapprof: the preload library was built with a thread-state block too small for the engine; profiling is off",
         );
         return;
     }
     // First: from here on the engine finds thread state in our TLS block.
     tls::measure_offset();
-    heapprof::engine::thread_state::set_state_fn(tls::state_ptr);
-    heapprof::engine::thread_state::set_state_fn(tls::state_ptr);
+    engine::thread_state::set_state_fn(tls::state_ptr);
+    engine::thread_state::set_state_fn(tls::state_ptr);
     // heapprof's own allocations bypass the hooks (see the module docs), so
     // a sampled path may drain the record buffers.
-    heapprof::engine::set_backlog_drain(true);
+    engine::set_backlog_drain(true);
     // Before anything else: heapprof's own signal calls must reach the real
     // functions, not the interposed ones (also in an inert child, where the
     // wrappers stay and pass calls straight through).
@@ -208,28 +210,28 @@ extern "C" fn start() {
     }
     env::warn_if_blind();
     quiet_panics();
-    heapprof::control::triggers::set_at_exit_default(true);
+    control::triggers::set_at_exit_default(true);
     // No dumper thread that glibc knows of until the program has threads
     // of its own (`heapprof::control::watcher`).
-    heapprof::control::triggers::set_defer_dumper(true);
+    control::triggers::set_defer_dumper(true);
     // In a copy of the process, glibc's own allocations go to its arena.
     arena_in_copy::set_on_enter(alloc_in_copy::install);
     // Read every setting now, on this thread, before the program's main:
     // the dumper thread would otherwise read them lazily, calling getenv
     // while the program starts up, and a program may have its own getenv
     // over data it is still building (bash does).
-    let _ = heapprof::control::triggers::out_prefix();
+    let _ = control::triggers::out_prefix();
     // Before the engine starts, so no sample ever takes libgcc's unwinder
     // (and nothing dlopen allocates is sampled: not ready yet).
-    heapprof::control::startup::load_unwinder();
-    heapprof::control::startup::start();
+    control::startup::load_unwinder();
+    control::startup::start();
     // The black box's mappings now: a single-threaded program has no dumper
     // thread to write them.
     {
-        let _busy = heapprof::engine::thread_state::current().enter();
-        heapprof::control::blackbox::refresh_mappings();
+        let _busy = engine::thread_state::current().enter();
+        control::blackbox::refresh_mappings();
     }
-    heapprof::control::startup::mark_way_in();
+    control::startup::mark_way_in();
     // Live threads by creation stack: the pthread_create hook ([`threads`]).
     threads::start();
     // Before anything samples: the hooks' copy of the sample heap's range
@@ -320,10 +322,10 @@ unsafe impl GlobalAlloc for RealAllocator {
         if bootstrap::contains(ptr) {
             return;
         }
-        if heapprof::engine::owns(ptr) {
+        if engine::owns(ptr) {
             // An aligned block the real allocator had no function for (see
             // `real::aligned`), served by the sample heap.
-            return heapprof::engine::free_sample(tls::state(), ptr);
+            return engine::free_sample(tls::state(), ptr);
         }
         // SAFETY: not heapprof's own memory, so it came from the real
         // allocator (which alloc only used once resolved).

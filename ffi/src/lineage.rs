@@ -68,10 +68,12 @@
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, Ordering};
+use heapprof::ffi_surface::control;
+use heapprof::ffi_surface::os;
 
-use heapprof::control::config;
-use heapprof::control::triggers::say;
-use heapprof::os::{fds, raw};
+use heapprof::ffi_surface::control::config;
+use heapprof::ffi_surface::control::triggers::say;
+use heapprof::ffi_surface::os::{fds, raw};
 
 use crate::env;
 
@@ -153,7 +155,7 @@ pub fn profile_this_process() -> bool {
         }
         None => env::set_var(VAR, &format!("{me}:{tag:016x}")),
     }
-    heapprof::control::wake::set_note_source(heapprof::control::wake::NoteSource {
+    control::wake::set_note_source(control::wake::NoteSource {
         fd: || SOCKET.raw(),
         take: note,
     });
@@ -230,7 +232,7 @@ fn new_tag() -> u64 {
     };
     if n != 8 {
         // No entropy yet (early boot): time and an ASLR'd address.
-        tag = heapprof::os::realtime_ns() ^ (&tag as *const u64 as u64).rotate_left(32);
+        tag = os::realtime_ns() ^ (&tag as *const u64 as u64).rotate_left(32);
     }
     tag
 }

@@ -40,8 +40,9 @@
 use core::ffi::{c_int, c_void, CStr};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use heapprof::ffi_surface::engine;
 
-use heapprof::os::PAGE;
+use heapprof::ffi_surface::os::PAGE;
 
 type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
 type FreeFn = unsafe extern "C" fn(*mut c_void);
@@ -428,7 +429,7 @@ pub unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
     // free and perhaps calloc and realloc). Its blocks cannot be aligned
     // from outside and still be freed by it, so heapprof's own memory serves
     // the request, unsampled: its free comes back here by address.
-    let p = heapprof::engine::alloc_unsampled(size.max(1), size.max(1), align);
+    let p = engine::alloc_unsampled(size.max(1), size.max(1), align);
     if p.is_null() || !crate::hooks::publish_range() {
         set_errno(libc::ENOMEM);
         return null_mut();

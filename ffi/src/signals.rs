@@ -68,12 +68,14 @@
 
 use core::ffi::{c_char, c_int, c_short, c_void};
 use core::ptr::null_mut;
+use heapprof::ffi_surface::control;
+use heapprof::ffi_surface::os;
 
-use heapprof::control::dump_signal::{self, Why};
+use heapprof::ffi_surface::control::dump_signal::{self, Why};
 use libc::{sigset_t, timespec};
 
 /// A real function, looked up on first use.
-type Real = heapprof::os::next_symbol::NextSymbol;
+type Real = os::NextSymbol;
 
 macro_rules! call {
     ($real:expr, fn($($t:ty),* $(,)?) -> $r:ty, $($arg:expr),* $(,)?) => {{
@@ -279,7 +281,7 @@ fn handed_over(sig: c_int) {
 /// Whether heapprof's handler is on `sig` now (the program has not set
 /// its own since).
 fn ours_installed(sig: c_int) -> bool {
-    if sig == 0 || sig != heapprof::control::triggers::handler_signal() {
+    if sig == 0 || sig != control::triggers::handler_signal() {
         return false;
     }
     // SAFETY: querying a disposition into a zeroed local.
@@ -288,7 +290,7 @@ fn ours_installed(sig: c_int) -> bool {
         dump_signal::sigaction(sig, core::ptr::null(), &mut cur);
         cur.sa_sigaction
     };
-    heapprof::control::triggers::is_our_handler(cur)
+    control::triggers::is_our_handler(cur)
 }
 
 fn default_action() -> libc::sigaction {
@@ -387,7 +389,7 @@ pub unsafe extern "C" fn raise(sig: c_int) -> c_int {
     if sig != 0 && sig == h && ours_installed(sig) {
         let cur = current_mask();
         if member(&cur, h) && !dump_signal::blanket(&cur, h) {
-            heapprof::control::wake::request_dump();
+            control::wake::request_dump();
             return 0;
         }
     }

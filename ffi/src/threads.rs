@@ -30,8 +30,9 @@
 //! allocates for the new thread (its TLS) is profiled as before.
 
 use core::ffi::{c_int, c_void};
-use heapprof::engine::threads;
-use heapprof::os::next_symbol::NextSymbol;
+use heapprof::ffi_surface::control;
+use heapprof::ffi_surface::engine::threads;
+use heapprof::ffi_surface::os::NextSymbol;
 
 /// glibc's `pthread_create` (null if there is none, which a dynamically
 /// linked glibc program always has). dlsym's allocations go through the
@@ -44,8 +45,8 @@ pub fn start() {
     let real = REAL.get();
     if !real.is_null() {
         // SAFETY: glibc's pthread_create, of this signature.
-        heapprof::control::triggers::set_real_pthread_create(unsafe {
-            core::mem::transmute::<*mut c_void, heapprof::control::triggers::PthreadCreateFn>(real)
+        control::triggers::set_real_pthread_create(unsafe {
+            core::mem::transmute::<*mut c_void, control::triggers::PthreadCreateFn>(real)
         });
         threads::enable();
     }
@@ -69,7 +70,7 @@ pub unsafe extern "C" fn pthread_create(
     }
     // The first thread of the program's own: the dumper thread takes over
     // from the watcher.
-    heapprof::control::triggers::program_creates_thread();
+    control::triggers::program_creates_thread();
     // SAFETY: REAL holds glibc's pthread_create, of this signature.
     let real: threads::CreateFn =
         unsafe { core::mem::transmute::<*mut c_void, threads::CreateFn>(real) };
@@ -98,7 +99,7 @@ type ExitFn = unsafe extern "C-unwind" fn(*mut c_void) -> !;
 /// As C's `pthread_exit`.
 #[no_mangle]
 pub unsafe extern "C-unwind" fn pthread_exit(retval: *mut c_void) -> ! {
-    heapprof::control::lifetime::thread_exits();
+    control::lifetime::thread_exits();
     let p = REAL_EXIT.get();
     if p.is_null() {
         // No glibc definition (never with a dynamically linked glibc

@@ -19,7 +19,7 @@
  */
 #include <stddef.h>
 
-/* Must be at least heapprof::thread_state::THREAD_STATE_BYTES; checked when the
+/* Must be at least heapprof::engine::thread_state::THREAD_STATE_BYTES; checked when the
  * library starts (heapprof_preload_state_bytes). */
 #define HEAPPROF_STATE_BYTES 64
 

@@ -14,7 +14,7 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicIsize, Ordering};
 
-use heapprof::engine::thread_state::{ThreadState, THREAD_STATE_BYTES};
+use heapprof::ffi_surface::engine::thread_state::{ThreadState, THREAD_STATE_BYTES};
 
 extern "C" {
     fn heapprof_preload_state() -> *mut c_void;
