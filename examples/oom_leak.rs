@@ -9,7 +9,8 @@
 //!   `freed`, waits for a line on stdin (or its end), and writes
 //!   `heapprof::peak_profile()` to `$PEAK_OUT` before exiting;
 //! - `oom_leak idle N SIZE`: leaks N objects of SIZE bytes in `leak_known`,
-//!   prints `ready`, then sleeps until killed.
+//!   every other one under the heap label `tenant=acme`, prints `ready`,
+//!   then sleeps until killed.
 //!
 //! Run it with `HEAPPROF_BLACKBOX=DIR`, kill it, then
 //! `heapprof recover DIR/heapprof.PID.blackbox -o heap.pb.gz`.
@@ -80,8 +81,14 @@ fn main() {
             std::fs::write(path, prost::Message::encode_to_vec(&p)).unwrap();
         }
         Some("idle") if args.len() == 4 => {
-            for _ in 0..num(2) {
-                leak_known(num(3));
+            // Every other one under a heap label, which the black box
+            // keeps too.
+            for i in 0..num(2) {
+                if i % 2 == 1 {
+                    heapprof::with_labels(&[("tenant", "acme")], || leak_known(num(3)));
+                } else {
+                    leak_known(num(3));
+                }
             }
             writeln!(out, "ready").unwrap();
             out.flush().unwrap();

@@ -204,10 +204,12 @@ pub fn set_rate(rate: u64) {
 /// (`HEAPPROF_OUT`, default `./heapprof`); returns its path.
 pub fn dump() -> std::io::Result<std::path::PathBuf> {
     fed()?;
-    profile::dump::dump_numbered(
+    let path = profile::dump::dump_numbered(
         &control::triggers::out_prefix(),
         profile::dump::Trigger::Code,
-    )
+    )?;
+    control::heap_triggers::prune_after_dump();
+    Ok(path)
 }
 
 /// Runs `f` while holding every lock heapprof's dump path takes. Only for

@@ -233,7 +233,8 @@ fn rust_program_killed_by_the_oom_killer() {
 
 /// At rate 1, a program that allocates a known set, idles and is killed
 /// with SIGKILL: the recovered profile has exactly that set.
-fn exact_after_sigkill(name: &str, mut cmd: Command) {
+/// Returns the recovered profile.
+fn exact_after_sigkill(name: &str, mut cmd: Command) -> heapprof::profile::proto::Profile {
     let dir = common::fresh_dir(scratch().join(name));
     cmd.env("HEAPPROF_BLACKBOX", &dir)
         .env("HEAPPROF_RATE", "1")
@@ -265,6 +266,7 @@ fn exact_after_sigkill(name: &str, mut cmd: Command) {
         top.status.success() && text.contains("leak_known"),
         "{text}"
     );
+    p
 }
 
 #[test]
@@ -276,10 +278,23 @@ fn c_program_exact_at_rate_1_after_sigkill() {
 
 #[test]
 fn rust_program_exact_at_rate_1_after_sigkill() {
-    exact_after_sigkill(
+    let p = exact_after_sigkill(
         "rust-exact",
         common::clean_command(common::example("oom_leak")),
     );
+    // Its heap labels too: half the objects were made under tenant=acme.
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    let acme: i64 = p
+        .sample
+        .iter()
+        .filter(|x| {
+            x.label
+                .iter()
+                .any(|l| s(l.key) == "tenant" && s(l.str) == "acme")
+        })
+        .map(|x| x.value[0])
+        .sum();
+    assert_eq!(acme, 500, "objects recovered under tenant=acme");
 }
 
 #[test]
@@ -327,6 +342,39 @@ fn heapprof_run_names_the_leak_and_the_oom_killer() {
         names.iter().any(|n| n.ends_with(".blackbox.pb.gz")),
         "{names:?}"
     );
+    // The run's report ends at the death: the heap the black box held.
+    let page = err
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "heapprof: report of the run (memory over time, leak verdicts, flame graphs): ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no report line: {err}"));
+    let page = std::fs::read_to_string(page).unwrap();
+    assert!(page.contains("leak_chunk"), "the death's heap is drawn");
+    assert!(
+        page.contains("\"black_box\""),
+        "the last point says what took it"
+    );
+    // `heapprof report` reads a black box as every report does.
+    let bbox = dir.join(names.iter().find(|n| n.ends_with(".blackbox")).unwrap());
+    let html = dir.join("from-box.html");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heapprof"))
+        .arg("report")
+        .arg(&bbox)
+        .arg("-o")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(&html)
+        .unwrap()
+        .contains("leak_chunk"));
 }
 
 /// Runs `oomleak idle 3 10` bare and with the black box in `dir`, killed
@@ -622,6 +670,31 @@ fn keep_leaves_the_newest_dumps() {
         mib(&dumps[1].1) > mib(&dumps[0].1) && mib(&dumps[1].1) >= 40,
         "{dumps:#?}"
     );
+}
+
+/// `HEAPPROF_KEEP` holds whoever writes the dumps: a single-threaded C
+/// program under the preload library (interval dumps made by the watcher's
+/// copies of the process), and its dump at exit, which is the newest kept.
+#[test]
+fn keep_holds_for_the_watchers_dumps_and_the_exit_dump() {
+    let dir = common::fresh_dir(scratch().join("keep-watcher"));
+    let out = common::clean_command(oomleak())
+        .arg("peak")
+        .env("LD_PRELOAD", preload())
+        .env("HEAPPROF_OUT", dir.join("heapprof"))
+        .env("HEAPPROF_INTERVAL", "0.3")
+        .env("HEAPPROF_KEEP", "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // About fifteen were written; the last two stay, the exit's the newest.
+    let dumps = dumps_with_comments(&dir);
+    assert_eq!(dumps.len(), 2, "{dumps:#?} {err}");
+    assert!(dumps[0].1.contains("trigger=interval"), "{dumps:#?}");
+    assert!(dumps[1].1.contains("trigger=exit"), "{dumps:#?}");
+    let seq = common::dumps(&dir).iter().map(|d| d.1).min();
+    assert!(seq >= Some(5), "the newest are kept: {dumps:#?}");
 }
 
 /// Near the cgroup's limit, dumps at each threshold, before the OOM

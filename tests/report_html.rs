@@ -324,6 +324,15 @@ fn the_report_draws_the_peak_and_says_what_took_each_dump() {
         "{}",
         section(&page, "app", "chart")
     );
+    // And each dump's mark on the chart says which took it, in time order.
+    let marks: Vec<&str> = page
+        .split("class=\"dump\"")
+        .skip(1)
+        .filter_map(|m| m.split("data-trigger=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(marks.len(), n, "{marks:?}");
+    assert!(marks[..n - 1].iter().all(|&t| t == "interval"), "{marks:?}");
+    assert_eq!(marks[n - 1], "exit", "{marks:?}");
 }
 
 #[test]

@@ -198,6 +198,7 @@ pub fn start() {
     // SAFETY: the mapping is file_len(slots) bytes, page-aligned, and is
     // never unmapped while installed (see `fork_child_last`).
     unsafe { bb::install(base, slots) };
+    crate::engine::labels::note_all_in_blackbox();
     write_prepared_mappings();
     if !HANDLERS.swap(true, Ordering::Relaxed) {
         // SAFETY: registering plain extern "C" functions that live for the
@@ -323,7 +324,8 @@ fn open(slots: usize) -> Option<*mut u8> {
     Some(base)
 }
 
-/// Copies the mappings of a parent's black box into a child's.
+/// Copies the mappings and label sets of a parent's black box into a
+/// child's.
 fn copy_maps(from: *mut u8, to: *mut u8, slots: usize) {
     let w = |b: *mut u8, off: usize| -> &AtomicU64 {
         // SAFETY: offsets inside the layout of a file of `slots` slots,
@@ -333,8 +335,10 @@ fn copy_maps(from: *mut u8, to: *mut u8, slots: usize) {
     for off in (bb::maps_offset(slots, 1)..bb::file_len(slots)).step_by(8) {
         w(to, off).store(w(from, off).load(Ordering::Relaxed), Ordering::Relaxed);
     }
-    let cur = bb::H_MAPS_CURRENT * 8;
-    w(to, cur).store(w(from, cur).load(Ordering::Acquire), Ordering::Release);
+    // The label sets, after the mappings in the file, came along.
+    for h in [bb::H_LABELS_USED, bb::H_LABELS_LOST, bb::H_MAPS_CURRENT] {
+        w(to, h * 8).store(w(from, h * 8).load(Ordering::Acquire), Ordering::Release);
+    }
 }
 
 /// Whether the file at `path` is a black box this very process left
@@ -477,13 +481,15 @@ fn write_mappings(bytes: &[u8]) {
     bb::set_header(bb::H_MAPS_CURRENT, next as u64 | (bytes.len() as u64) << 8);
 }
 
-/// The dumper's periodic call: the heartbeat, and the mappings again if
-/// objects were loaded or unloaded since they were written.
+/// The dumper's periodic call: the heartbeat, label sets the black box
+/// missed, and the mappings again if objects were loaded or unloaded since
+/// they were written.
 pub fn tick() {
     if bb::installed().is_none() {
         return;
     }
     bb::set_header(bb::H_HEARTBEAT_NS, crate::os::monotonic_ns());
+    crate::engine::labels::note_all_in_blackbox();
     if loader_count() != LOADER_COUNT.load(Ordering::Relaxed) {
         refresh_mappings();
     }
@@ -564,6 +570,7 @@ extern "C" fn at_exit() {
         return;
     }
     bb::set_header(bb::H_HEARTBEAT_NS, crate::os::monotonic_ns());
+    crate::engine::labels::note_all_in_blackbox();
     if KEEP.load(Ordering::Relaxed) {
         bb::set_header(bb::H_EXITED, 1);
     } else if !FILE.get().is_empty() {

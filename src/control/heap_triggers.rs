@@ -21,7 +21,9 @@
 //!   `HEAP_PROFILE_INUSE_INTERVAL`.
 //! - `HEAPPROF_KEEP=N`: only the newest N heap dumps of this process are
 //!   kept (with their companion files), whatever wrote them, so no trigger
-//!   can fill a disk.
+//!   can fill a disk: each numbered dump, once written, prunes the older
+//!   ones ([`prune_after_dump`]), on whichever thread or copy of the
+//!   process wrote it, the exit's dump included.
 //!
 //! Each such dump's profile carries a comment saying what triggered it,
 //! and comes with the peak profile ([`crate::control::peak`]).
@@ -48,14 +50,11 @@ pub(crate) struct State {
     /// (threshold %, armed), ascending.
     near: Vec<(u64, bool)>,
     growth: Option<u64>,
-    keep: Option<usize>,
     /// Estimated in-use heap at the last growth dump.
     growth_base: u64,
     cgroup: Option<MemCgroup>,
     /// The kernel reports the crossings (cgroup v1 threshold events).
     events: bool,
-    /// The dump sequence number when dumps were last pruned.
-    pruned_at: u64,
 }
 
 pub(crate) static STATE: ForkFresh<Option<State>> = ForkFresh::new(None, || None);
@@ -65,11 +64,9 @@ impl State {
         let mut s = State {
             near: Vec::new(),
             growth: None,
-            keep: None,
             growth_base: 0,
             cgroup: None,
             events: false,
-            pruned_at: u64::MAX,
         };
         let get = |n: &str| {
             crate::control::config::getenv(n)
@@ -92,14 +89,8 @@ impl State {
                 )),
             }
         }
-        if let Some(v) = get("HEAPPROF_KEEP") {
-            match v.parse::<usize>().ok().filter(|&n| n > 0) {
-                Some(n) => s.keep = Some(n),
-                None => crate::control::triggers::say(&format!(
-                    "heapprof: HEAPPROF_KEEP={v:?} is not a whole number of dumps from 1 up; every dump is kept"
-                )),
-            }
-        }
+        // A bad HEAPPROF_KEEP said at start, not at the first dump.
+        keep();
         if !s.near.is_empty() {
             s.cgroup = MemCgroup::of(std::process::id());
             s.events = s.register_events();
@@ -241,13 +232,6 @@ pub fn tick() {
             }
         }
     }
-    if let Some(n) = s.keep {
-        let seq = crate::profile::output::sequence();
-        if seq != s.pruned_at {
-            prune(&crate::control::triggers::out_prefix(), crate::os::pid(), n);
-            s.pruned_at = seq;
-        }
-    }
 }
 
 fn dump(trigger: Trigger, why: &str) {
@@ -256,7 +240,10 @@ fn dump(trigger: Trigger, why: &str) {
         e.say_once();
     }
     match crate::profile::dump::dump_numbered_because(&prefix, trigger, Some(why)) {
-        Ok(_) => crate::control::dump_errors::cleared(),
+        Ok(_) => {
+            crate::control::dump_errors::cleared();
+            prune_after_dump();
+        }
         Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {}
         Err(e) => DumpError::writing(
             &prefix,
@@ -304,6 +291,35 @@ fn memory(cgroup: Option<&MemCgroup>) -> Option<(u64, u64, &'static str)> {
         return Some((size * page, as_limit, "address-space limit (RLIMIT_AS)"));
     }
     (phys > 0).then(|| (resident * page, phys * page, "physical memory"))
+}
+
+/// `HEAPPROF_KEEP`, read once (said once if it is not a number): 0 keeps
+/// every dump.
+fn keep() -> usize {
+    static KEEP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *KEEP.get_or_init(|| {
+        let Some(v) = crate::control::config::getenv("HEAPPROF_KEEP")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        else {
+            return 0;
+        };
+        v.parse::<usize>().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+            crate::control::triggers::say(&format!(
+                "heapprof: HEAPPROF_KEEP={v:?} is not a whole number of dumps from 1 up; every dump is kept"
+            ));
+            0
+        })
+    })
+}
+
+/// After a numbered dump of this process was written: with
+/// `HEAPPROF_KEEP=N`, removes all but the newest N.
+pub fn prune_after_dump() {
+    let n = keep();
+    if n > 0 {
+        prune(&crate::control::triggers::out_prefix(), crate::os::pid(), n);
+    }
 }
 
 /// Removes all but the newest `keep` dumps `PREFIX.PID.SEQ.pb.gz` of

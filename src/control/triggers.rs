@@ -731,6 +731,7 @@ pub(crate) fn try_dump(trigger: Trigger) -> Result<Option<PathBuf>, DumpError> {
     match written {
         Ok(Ok(p)) => {
             crate::control::dump_errors::cleared();
+            crate::control::heap_triggers::prune_after_dump();
             // The high point beside every triggered dump (when one is
             // kept), its failure said as any other.
             if let Ok(Err(e)) = std::panic::catch_unwind(crate::control::peak::write) {

@@ -21,6 +21,7 @@
 //! | keys | 8 × slots, page-rounded | one word per slot: its state |
 //! | slots | [`SLOT_BYTES`] × slots, page-rounded | one live sample each |
 //! | mappings | 2 × [`MAPS_BYTES`] | two copies of the executable mappings |
+//! | label sets | [`LABELS_BYTES`] | the heap label sets, appended as made |
 //!
 //! A key is 0 (empty), `id` (claimed: being written, or a writer killed
 //! mid-write) or `id | COMMITTED` (a complete live sample). A slot holds
@@ -29,7 +30,10 @@
 //! first (a deeper stack keeps its innermost frames; the depth word says how
 //! many there were). The mappings are written by the control layer, off the
 //! sampled path, into the copy not named by `H_MAPS_CURRENT`, which is then
-//! switched to it.
+//! switched to it. A slot's label word names a label set, written once to
+//! the label sets ([`note_label_set`]) when the set is first made: a
+//! record of one word, `bytes << 32 | id`, then `pairs: u32`, and each key
+//! and value as `len: u32` and its bytes, padded to 8.
 //!
 //! **Why a stack per slot** rather than a table of interned stacks: a slot
 //! is then self-contained, so one word decides whether it is complete, a
@@ -56,6 +60,10 @@
 //! - At rate 1 the file is therefore exact up to the allocations and frees
 //!   in flight at the kill (at most one per thread).
 //! - The mappings switch is one word naming a copy fully written before it.
+//! - A label-set record's first word is stored last (`Release`), after its
+//!   bytes: a reader walks records until a zero word, so a record cut by
+//!   the kill ends the walk (the last one made; sets are made one at a
+//!   time, under the label interner's lock).
 //!
 //! # Limits
 //! The page cache survives the death of the process, not of the machine: a
@@ -69,7 +77,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// First header word: "HPBLKBX1".
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HPBLKBX1");
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 /// Bytes of the header.
 pub const HEADER_BYTES: usize = 4096;
 /// Return addresses kept per slot.
@@ -80,6 +88,8 @@ pub const SLOT_WORDS: usize = SLOT_HEADER_WORDS + SLOT_FRAMES;
 pub const SLOT_BYTES: usize = SLOT_WORDS * 8;
 /// Bytes of each of the two copies of the mappings.
 pub const MAPS_BYTES: usize = 256 << 10;
+/// Bytes for the label sets.
+pub const LABELS_BYTES: usize = 256 << 10;
 /// Slots a sample may use, from its id's hash on.
 pub const PROBE: usize = 64;
 /// Key bit: the slot is complete.
@@ -105,6 +115,10 @@ pub const H_MAPS_CURRENT: usize = 10;
 pub const H_PROC_START: usize = 11;
 /// 1 once the process has exited normally (a kept file).
 pub const H_EXITED: usize = 12;
+/// Bytes of label-set records written.
+pub const H_LABELS_USED: usize = 13;
+/// Label sets left out: the space for them was full.
+pub const H_LABELS_LOST: usize = 14;
 
 /// Byte offset of the keys.
 pub const fn keys_offset() -> usize {
@@ -121,9 +135,14 @@ pub const fn maps_offset(slots: usize, copy: usize) -> usize {
     slots_offset(slots) + (slots * SLOT_BYTES).next_multiple_of(4096) + (copy - 1) * MAPS_BYTES
 }
 
+/// Byte offset of the label sets.
+pub const fn labels_offset(slots: usize) -> usize {
+    maps_offset(slots, 2) + MAPS_BYTES
+}
+
 /// Size of a file of `slots` slots.
 pub const fn file_len(slots: usize) -> usize {
-    maps_offset(slots, 2) + MAPS_BYTES
+    labels_offset(slots) + LABELS_BYTES
 }
 
 /// The first of the [`PROBE`] slots of sample `id`.
@@ -257,6 +276,108 @@ impl View {
     }
 }
 
+/// Appends label set `id` to the installed black box (see the module doc
+/// for the record). Called under the label interner's lock, once per set
+/// made, and for every set at once when a black box is installed: one
+/// writer at a time.
+pub fn note_label_set(id: u32, pairs: &[(Box<str>, Box<str>)]) {
+    if let Some(v) = View::current() {
+        v.note_label_set(id, pairs);
+    }
+}
+
+impl View {
+    fn note_label_set(&self, id: u32, pairs: &[(Box<str>, Box<str>)]) {
+        let v = self;
+        let strings = || {
+            pairs
+                .iter()
+                .flat_map(|(k, val)| [k.as_bytes(), val.as_bytes()])
+        };
+        let len: usize = 4 + strings().map(|b| 4 + b.len()).sum::<usize>();
+        let Ok(len32) = u32::try_from(len) else {
+            return;
+        };
+        let used = v.word(H_LABELS_USED * 8).load(Ordering::Relaxed) as usize;
+        let need = 8 + len.next_multiple_of(8);
+        if used.saturating_add(need) > LABELS_BYTES {
+            v.word(H_LABELS_LOST * 8).fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let at = labels_offset(v.slots) + used;
+        // The payload, a word at a time (every word of the mapping is atomic).
+        let mut word = [0u8; 8];
+        let mut n = 0;
+        let mut off = at + 8;
+        let mut put = |bytes: &[u8]| {
+            for &b in bytes {
+                word[n] = b;
+                n += 1;
+                if n == 8 {
+                    v.word(off)
+                        .store(u64::from_ne_bytes(word), Ordering::Relaxed);
+                    (word, n, off) = ([0; 8], 0, off + 8);
+                }
+            }
+        };
+        put(&(pairs.len() as u32).to_ne_bytes());
+        for b in strings() {
+            put(&(b.len() as u32).to_ne_bytes());
+            put(b);
+        }
+        if n > 0 {
+            v.word(off)
+                .store(u64::from_ne_bytes(word), Ordering::Relaxed);
+        }
+        v.word(at)
+            .store(u64::from(len32) << 32 | u64::from(id), Ordering::Release);
+        v.word(H_LABELS_USED * 8)
+            .store((used + need) as u64, Ordering::Relaxed);
+    }
+}
+
+/// The label sets in the label-set bytes `area` of a black box: (id, pairs).
+pub fn read_label_sets(area: &[u8]) -> Vec<(u32, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while let Some(head) = area.get(off..off + 8) {
+        let head = u64::from_ne_bytes(head.try_into().unwrap_or([0; 8]));
+        if head == 0 {
+            break;
+        }
+        let (len, id) = ((head >> 32) as usize, head as u32);
+        let body = off + 8;
+        let Some(record) = area.get(body..body.saturating_add(len)) else {
+            break;
+        };
+        let mut at = 0;
+        let count = read_u32(record, &mut at).unwrap_or(0);
+        let mut pairs = Vec::new();
+        for _ in 0..count {
+            match (read_str(record, &mut at), read_str(record, &mut at)) {
+                (Some(k), Some(v)) => pairs.push((k, v)),
+                _ => break,
+            }
+        }
+        out.push((id, pairs));
+        off = body + len.next_multiple_of(8);
+    }
+    out
+}
+
+fn read_u32(b: &[u8], at: &mut usize) -> Option<u32> {
+    let v = u32::from_ne_bytes(b.get(*at..*at + 4)?.try_into().ok()?);
+    *at += 4;
+    Some(v)
+}
+
+fn read_str(b: &[u8], at: &mut usize) -> Option<String> {
+    let n = read_u32(b, at)? as usize;
+    let s = b.get(*at..at.checked_add(n)?)?;
+    *at += n;
+    Some(String::from_utf8_lossy(s).into_owned())
+}
+
 /// Clears the slot of the live sample `id`, if it has one.
 #[inline]
 pub fn forget(id: u64) {
@@ -298,9 +419,57 @@ mod tests {
             assert_eq!(slots_offset(slots) % 4096, 0);
             assert!(slots_offset(slots) >= keys_offset() + slots * 8);
             assert_eq!(maps_offset(slots, 1) % 4096, 0);
-            assert_eq!(file_len(slots), maps_offset(slots, 1) + 2 * MAPS_BYTES);
+            assert_eq!(
+                file_len(slots),
+                maps_offset(slots, 1) + 2 * MAPS_BYTES + LABELS_BYTES
+            );
         }
         assert_eq!(SLOT_BYTES, 512);
+    }
+
+    #[test]
+    fn label_sets_read_back_and_a_cut_record_ends_the_walk() {
+        let slots = 1;
+        let mut file = vec![0u64; file_len(slots) / 8];
+        let v = View {
+            base: file.as_mut_ptr().cast(),
+            slots,
+        };
+        let set = |pairs: &[(&str, &str)]| -> Vec<(Box<str>, Box<str>)> {
+            pairs.iter().map(|&(k, v)| (k.into(), v.into())).collect()
+        };
+        v.note_label_set(1, &set(&[("route", "/users"), ("tenant", "acme")]));
+        v.note_label_set(7, &set(&[("odd\0key", "")]));
+        v.note_label_set(9, &set(&[("k", "v")]));
+        let at = labels_offset(slots);
+        let bytes = |f: &[u64]| -> Vec<u8> {
+            f.iter().flat_map(|w| w.to_ne_bytes()).collect::<Vec<u8>>()[at..].to_vec()
+        };
+        let owned = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter().map(|&(k, v)| (k.into(), v.into())).collect()
+        };
+        assert_eq!(
+            read_label_sets(&bytes(&file)),
+            vec![
+                (1, owned(&[("route", "/users"), ("tenant", "acme")])),
+                (7, owned(&[("odd\0key", "")])),
+                (9, owned(&[("k", "v")])),
+            ]
+        );
+        // Killed before the third record's first word: the walk ends at it.
+        let used = file[H_LABELS_USED] as usize;
+        // Its 24 bytes: the word, then 14 of pairs (count, "k", "v") padded.
+        let third = (at + used - 24) / 8;
+        file[third] = 0;
+        assert_eq!(read_label_sets(&bytes(&file)).len(), 2);
+        // Full: counted, not written.
+        file[H_LABELS_USED] = (LABELS_BYTES - 8) as u64;
+        let v = View {
+            base: file.as_mut_ptr().cast(),
+            slots,
+        };
+        v.note_label_set(10, &set(&[("k", "v")]));
+        assert_eq!(file[H_LABELS_LOST], 1);
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub(crate) struct Interner {
     by_content: HashTable<(u64, u32)>,
     /// (hash of parent and inner pairs, edge).
     edges: HashTable<(u64, &'static Edge)>,
+    /// Sets written to the black box, which has copies of the first this
+    /// many (a forked child's file, copied from its parent's, too).
+    in_blackbox: usize,
 }
 
 static INTERNER: Mutex<Option<Interner>> = Mutex::new(None);
@@ -176,6 +179,7 @@ fn child_slow(parent: u32, pairs: &[(&str, &str)], quick: u64) -> &'static Edge 
         sets: Vec::new(),
         by_content: HashTable::new(),
         edges: HashTable::new(),
+        in_blackbox: 0,
     });
     let h = int.hasher.hash_one((parent, pairs));
     let found = int
@@ -235,7 +239,31 @@ impl Interner {
         };
         self.sets.push(Box::leak(copy(pairs)));
         self.by_content.insert_unique(h, (h, id), |(h, _)| *h);
+        self.catch_up_blackbox();
         id
+    }
+
+    /// Writes the sets the black box lacks (all of them when it was just
+    /// installed), under the interner's lock: its writer is then alone.
+    fn catch_up_blackbox(&mut self) {
+        if crate::engine::blackbox::installed().is_none() {
+            return;
+        }
+        for (i, set) in self.sets.iter().enumerate().skip(self.in_blackbox) {
+            crate::engine::blackbox::note_label_set(i as u32 + 1, set);
+        }
+        self.in_blackbox = self.sets.len();
+    }
+}
+
+/// Writes the label sets made so far to the black box, once installed
+/// (later ones are written as they are made), unless another thread holds
+/// the interner: then the next set made, or the next call, writes them.
+pub fn note_all_in_blackbox() {
+    if let Ok(mut guard) = INTERNER.try_lock() {
+        if let Some(int) = guard.as_mut() {
+            int.catch_up_blackbox();
+        }
     }
 }
 

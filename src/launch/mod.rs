@@ -329,6 +329,7 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
         PathBuf::from(p)
     };
     let before = profiles_under(&prefix);
+    let started = std::time::SystemTime::now();
     let threads_before = profiles_under(&threads_prefix);
     let mut cmd = Command::new(&program);
     cmd.args(&o.command[1..]);
@@ -398,35 +399,54 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
     if !(written.is_empty() && exit.signal().is_some()) {
         say(&text);
     }
-    if let Some(line) = run_report(&written, main_pid, &prefix) {
-        say(&line);
-    }
-    if let Some(sig) = exit.signal() {
+    // A killed command's heap at its death, recovered from its black box
+    // (written beside it as a profile), is the report's last point.
+    let mut death = None;
+    let postmortem = exit.signal().map(|sig| {
         let oom = cgroup
             .as_ref()
             .filter(|_| sig == libc::SIGKILL)
             .and_then(|c| c.oom_killed(&kills_before));
         let dir = std::env::var_os("HEAPPROF_BLACKBOX").map_or_else(|| out_dir(o), PathBuf::from);
-        say(&postmortem::report(
-            main_pid, sig, oom, &dir, TOP_ROWS, TOP_DEPTH,
-        ));
+        death = Some(dir.join(format!("heapprof.{main_pid}.blackbox.pb.gz")));
+        postmortem::report(main_pid, sig, oom, &dir, TOP_ROWS, TOP_DEPTH)
+    });
+    // Recovered now, not left by an earlier process of the same pid.
+    let death = death.filter(|p| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= started)
+    });
+    if let Some(line) = run_report(&written, death.as_deref(), main_pid, &prefix) {
+        say(&line);
+    }
+    if let Some(text) = postmortem {
+        say(&text);
     }
     Ok(status)
 }
 
 /// Writes `PREFIX.PID.report.html` ([`crate::report::html`]) from the main
-/// process's dumps when it wrote more than one, and says where. One dump
-/// (the usual dump at exit) has no time axis: the summary's top stacks say
-/// what its page would, so no file is added to every run.
-fn run_report(written: &[(u32, u64, PathBuf)], main_pid: u32, prefix: &Path) -> Option<String> {
+/// process's dumps and, when it was killed, its heap at death (`death`,
+/// recovered from its black box), when that makes more than one point or
+/// holds the death, and says where. One dump (the usual dump at exit) has
+/// no time axis: the summary's top stacks say what its page would, so no
+/// file is added to every run.
+fn run_report(
+    written: &[(u32, u64, PathBuf)],
+    death: Option<&Path>,
+    main_pid: u32,
+    prefix: &Path,
+) -> Option<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let paths: Vec<&PathBuf> = written
+    let paths: Vec<&Path> = written
         .iter()
         .filter(|(pid, _, _)| *pid == main_pid)
-        .map(|(_, _, p)| p)
+        .map(|(_, _, p)| p.as_path())
+        .chain(death)
         .collect();
-    if paths.len() < 2 {
+    if paths.len() < 2 && death.is_none() {
         return None;
     }
     let mut name = prefix.as_os_str().to_owned();
@@ -439,7 +459,7 @@ fn run_report(written: &[(u32, u64, PathBuf)], main_pid: u32, prefix: &Path) -> 
     let page = paths
         .iter()
         .copied()
-        .chain(Some(&peak).filter(|p| p.is_file()))
+        .chain(Some(peak.as_path()).filter(|p| p.is_file()))
         .map(|p| {
             crate::report::html::load_dump(p).map(|mut d| {
                 d.profile = crate::report::program_only(d.profile);

@@ -104,6 +104,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
         size: u64,
         rate: u64,
         time_ns: u64,
+        labels: u32,
         frames: Vec<u64>,
     }
     let mut live = Vec::new();
@@ -130,6 +131,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
             size: w(0),
             rate: w(1).max(1),
             time_ns: w(2),
+            labels: (w(3) >> 32) as u32,
             frames,
         });
     }
@@ -141,6 +143,20 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
         .unwrap_or(0)
         .max(h(bb::H_HEARTBEAT_NS));
     let start = h(bb::H_START_MONO_NS);
+    // The label sets the samples name (leaked: a reader recovers a file
+    // or two and exits).
+    let labels_at = bb::labels_offset(slots);
+    let label_sets: HashMap<u32, &'static crate::engine::labels::Pairs> =
+        bb::read_label_sets(&bytes[labels_at..labels_at + bb::LABELS_BYTES])
+            .into_iter()
+            .map(|(id, pairs)| {
+                let pairs: Box<crate::engine::labels::Pairs> = pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+                    .collect();
+                (id, &*Box::leak(pairs))
+            })
+            .collect();
     let mut stacks = crate::engine::stack_table::StackTable::default();
     let mut counts: HashMap<BucketKey, HashMap<u64, u64>> = HashMap::new();
     for l in &live {
@@ -148,7 +164,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
             stack: stacks.intern(&l.frames),
             size: l.size,
             rate: l.rate,
-            labels: 0,
+            labels: l.labels,
         };
         *counts
             .entry(key)
@@ -180,7 +196,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
         rate: h(bb::H_RATE),
         time_unix_ns: h(bb::H_START_UNIX_NS) + end.saturating_sub(start),
         duration_ns: end.saturating_sub(start),
-        label_sets: HashMap::new(),
+        label_sets,
         process_labels: Vec::new(),
     };
     let mut profile = crate::profile::pprof::build(&snap, None, &maps, &Default::default());
@@ -196,7 +212,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
     };
     // The comment pprof::build wrote describes this (the reading) process.
     let comment = format!(
-        "heapprof {}: recovered from the black box of pid {} ({}): {} live samples at rate {}; {} in flight at the end (left out); {} not recorded, the black box was full{}; {} stacks deeper than {} frames cut at the root",
+        "heapprof {}: recovered from the black box of pid {} ({}): {} live samples at rate {}; {} in flight at the end (left out); {} not recorded, the black box was full{}; {} stacks deeper than {} frames cut at the root; pid={} trigger=black_box",
         env!("CARGO_PKG_VERSION"),
         r.pid,
         if r.exited { "after a normal exit" } else { "at its death" },
@@ -207,6 +223,7 @@ pub fn recover(input: &str, bytes: &[u8]) -> Result<Recovered, ReportError> {
         if r.overflow > 0 { " (raise HEAPPROF_BLACKBOX_SLOTS)" } else { "" },
         r.cut_stacks,
         bb::SLOT_FRAMES,
+        r.pid,
     );
     profile.comment = vec![profile.string_table.len() as i64];
     profile.string_table.push(comment);

@@ -92,8 +92,7 @@ pub fn load_dump(path: impl AsRef<Path>) -> Result<Dump, ReportError> {
 /// words of its comments (`trigger`, `rss_anon`, `pid`, each optional) and
 /// the pid from a `PREFIX.PID.SEQ.pb.gz` name.
 pub fn parse_dump(input: &str, bytes: &[u8]) -> Result<Dump, ReportError> {
-    let mut p = super::read::decode(input, bytes)?;
-    super::symbolize_raw::say_once(&super::symbolize_raw::symbolize(&mut p));
+    let p = super::decode_any(input, bytes)?;
     let string = |i: i64| {
         usize::try_from(i)
             .ok()

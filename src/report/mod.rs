@@ -200,14 +200,22 @@ pub fn load(path: impl AsRef<Path>) -> Result<Resolved, ReportError> {
 /// Decodes and resolves a profile from its bytes (gzipped or not); `input`
 /// names it in reports and errors.
 pub fn parse(input: &str, bytes: &[u8]) -> Result<Resolved, ReportError> {
+    Resolved::from_profile(input, &decode_any(input, bytes)?)
+}
+
+/// The profile in `bytes`, whatever every report reads: a profile (gzipped
+/// or not, raw addresses named from the files on this machine) or a black
+/// box, read as the profile recovered from it.
+pub fn decode_any(
+    input: &str,
+    bytes: &[u8],
+) -> Result<crate::profile::proto::Profile, ReportError> {
     if blackbox::is_blackbox(bytes) {
-        // A black box reads as the profile recovered from it.
         let r = blackbox::recover(input, bytes)?;
         symbolize_raw::say_once(&r.notes);
-        return Resolved::from_profile(input, &r.profile);
+        return Ok(r.profile);
     }
     let mut profile = read::decode(input, bytes)?;
-    // Raw profiles are named from the files on this machine.
     symbolize_raw::say_once(&symbolize_raw::symbolize(&mut profile));
-    Resolved::from_profile(input, &profile)
+    Ok(profile)
 }

@@ -187,6 +187,12 @@
     sv("title", {}, total, "total in use");
     if (D.rss) sv("title", {}, line(D.rss, "rss", "rss-line"), "RSS (anonymous)");
     if (limitShown) sv("title", {}, line(D.limit, "limit", "limit-line"), "the cgroup's memory limit");
+    // one mark per dump on the total, saying when and what took it
+    for (var k = 0; k < N; k++) {
+      var why = D.triggers ? D.triggers[k] || "unrecorded" : "unrecorded";
+      var mark = sv("circle", { class: "dump", cx: xOf(D.times[k]).toFixed(1), cy: yOf(D.total[k]).toFixed(1), r: 2.5, "data-trigger": why }, chart);
+      sv("title", {}, mark, "dump " + (k + 1) + " at " + fmtT(D.times[k] / 1000) + ", taken by " + why + "\n" + fmtV(D.total[k]) + " in use");
+    }
     // the brush
     brush = sv("rect", { class: "brush", y: MT, height: ph }, chart);
     placeBrush();
