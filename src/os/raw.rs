@@ -336,6 +336,13 @@ pub fn dup_cloexec_at_least(fd: i32, min: i32) -> i32 {
     }
 }
 
+/// Gives the CPU to another runnable thread, if there is one (errno
+/// untouched: a raw call).
+pub fn yield_now() {
+    // SAFETY: sched_yield takes no arguments and cannot fail.
+    unsafe { syscall6(libc::SYS_sched_yield, 0, 0, 0, 0, 0, 0) };
+}
+
 /// Sleeps `ns` nanoseconds (a signal may end it early).
 pub fn sleep_ns(ns: u64) {
     let ts = libc::timespec {
