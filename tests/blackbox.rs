@@ -42,22 +42,7 @@ fn preload() -> &'static Path {
 /// tests/c/oomleak.c, compiled once.
 fn oomleak() -> &'static Path {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let exe = scratch().join("oomleak");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/oomleak.c");
-        let out = Command::new("cc")
-            .args(["-O2", "-g", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        exe
-    })
+    EXE.get_or_init(|| common::c_program(scratch(), "oomleak", &[]))
 }
 
 /// A memory cgroup with a limit, removed when dropped.
@@ -360,18 +345,7 @@ fn heapprof_run_names_the_leak_and_the_oom_killer() {
     // `heapprof report` reads a black box as every report does.
     let bbox = dir.join(names.iter().find(|n| n.ends_with(".blackbox")).unwrap());
     let html = dir.join("from-box.html");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_heapprof"))
-        .arg("report")
-        .arg(&bbox)
-        .arg("-o")
-        .arg(&html)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::output_ok(heapprof().arg("report").arg(&bbox).arg("-o").arg(&html));
     assert!(std::fs::read_to_string(&html)
         .unwrap()
         .contains("leak_chunk"));

@@ -17,14 +17,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The preload library, built once in this test's profile.
 fn library() -> &'static Path {
@@ -39,49 +34,12 @@ fn scratch() -> PathBuf {
 
 /// tests/c/countmalloc.c as a shared library, compiled once.
 fn countmalloc() -> PathBuf {
-    static BUILT: Mutex<bool> = Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let so = scratch().join("libcountmalloc.so");
-    if !*built {
-        let src = workspace().join("tests/c/countmalloc.c");
-        let out = Command::new("cc")
-            .args(["-O2", "-shared", "-fPIC", "-Wall", "-o"])
-            .arg(&so)
-            .arg(&src)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        *built = true;
-    }
-    so
+    common::c_program(&scratch(), "countmalloc", &["-shared", "-fPIC", "-Wall"])
 }
 
 /// tests/c/dumpsig.c, compiled once.
 fn dumpsig() -> PathBuf {
-    static BUILT: Mutex<bool> = Mutex::new(false);
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = scratch().join("dumpsig");
-    if !*built {
-        let src = workspace().join("tests/c/dumpsig.c");
-        let out = Command::new("cc")
-            .args(["-O2", "-g", "-pthread", "-Wall", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .arg("-ldl")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        *built = true;
-    }
-    exe
+    common::c_program(&scratch(), "dumpsig", &["-pthread", "-Wall", "-ldl"])
 }
 
 fn out_dir(name: &str) -> PathBuf {

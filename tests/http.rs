@@ -739,19 +739,7 @@ fn library() -> &'static Path {
 fn a_c_program_under_the_preload_library() {
     common::ensure_deps();
     let dir = common::temp_dir("http-c");
-    let exe = dir.join("http_leak");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/http_leak.c");
-    let out = Command::new("cc")
-        .args(["-O2", "-g", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let exe = common::c_program(&dir, "http_leak", &[]);
     let mut cmd = Command::new(&exe);
     cmd.arg("60")
         .env("LD_PRELOAD", library())

@@ -367,6 +367,13 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
                     !r.peak
                 });
             }
+            // A dump at exit after the heap was torn down is no moment of
+            // the program's life either.
+            whole.sort_by_key(|r| r.time_nanos);
+            if let Some((i, line)) = report::shutdown_dump(&whole) {
+                whole.remove(i);
+                left_out.push(line);
+            }
             by_label::check_focus(&whole.iter().collect::<Vec<_>>(), &a.focus)?;
             let profiles: Vec<_> = whole
                 .iter()

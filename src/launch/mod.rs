@@ -586,7 +586,25 @@ pub fn summary(written: &[(u32, u64, PathBuf)], main_pid: u32, program: Option<&
         ),
         _ => "the main process".to_string(),
     };
-    let last = chosen.map(|(w, _)| w);
+    let mut last = chosen.map(|(w, _)| w);
+    // Nothing in use at its end but something before (an interpreter frees
+    // its objects at exit): the last dump that held something says what the
+    // program held while it ran.
+    if let Some(((pid, _, exit_path), (_, 0, _))) = chosen {
+        let before = written
+            .iter()
+            .zip(&facts)
+            .rfind(|((p, _, _), (_, inuse, _))| p == pid && *inuse > 0);
+        if let Some((w, _)) = before {
+            let _ = writeln!(
+                s,
+                "heapprof: nothing was in use at exit ({}): the program freed its heap as it shut down; what it held at its last dump before, {}:",
+                exit_path.display(),
+                w.2.display()
+            );
+            last = Some(w);
+        }
+    }
     let program = if last.is_some_and(|w| w.0 != main_pid) {
         None
     } else {

@@ -146,6 +146,7 @@ fn empty_profile() -> Resolved {
         rss_anon: None,
         main_file: None,
         peak: false,
+        at_exit: false,
     }
 }
 
@@ -188,8 +189,11 @@ pub fn html(mut dumps: Vec<Dump>, title: &str) -> Result<String, ReportError> {
             (p, d)
         })
         .unzip();
+    // Judged without a dump at exit taken after the heap was torn down
+    // (still drawn: the fall is real).
+    let judged = super::leaks::shutdown_dump(&profiles).map_or(profiles.len(), |(i, _)| i);
     let verdicts = leak_verdicts(
-        &profiles,
+        &profiles[..judged],
         &LeakOptions {
             sample: SampleKind::Default,
             group: Grouping::Stack,

@@ -126,8 +126,9 @@ pub use flame::folded;
 pub use flame::{flamegraph, write_flamegraph};
 pub use frames::{program_frames, program_only};
 pub use leaks::{
-    judge, leak_age, leak_verdicts, leaks, AgeReport, AgeRow, Birth, Evidence, Grouping, LeakClass,
-    LeakOptions, LeaksReport, Verdict, VerdictReport, VerdictRow, DEFAULT_OLDER_THAN_SECS,
+    judge, leak_age, leak_verdicts, leaks, shutdown_dump, AgeReport, AgeRow, Birth, Evidence,
+    Grouping, LeakClass, LeakOptions, LeaksReport, Verdict, VerdictReport, VerdictRow,
+    DEFAULT_OLDER_THAN_SECS,
 };
 pub use model::{
     Frame, FrameKey, LabelValue, Resolved, ResolvedSample, SampleKind, SampleLabel, SampleType,

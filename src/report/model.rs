@@ -236,6 +236,8 @@ pub struct Resolved {
     /// A peak profile (heapprof's `heapprof peak:` comment): the heap at its
     /// highest, not a moment of a series.
     pub peak: bool,
+    /// Taken at the program's exit (heapprof's `trigger=exit` comment word).
+    pub at_exit: bool,
 }
 
 /// Looks up string-table entries, naming the referrer when out of range.
@@ -373,13 +375,14 @@ impl Resolved {
         }
 
         let mut rss_anon = None;
-        let mut peak = false;
+        let (mut peak, mut at_exit) = (false, false);
         for &c in &p.comment {
             let text = strings.get(c, || "a comment".to_string())?;
             if let Some(v) = text.strip_prefix(crate::profile::pprof::RSS_ANON_KEY) {
                 rss_anon = v.trim().parse().ok();
             }
             peak |= text.starts_with(crate::profile::pprof::PEAK_COMMENT);
+            at_exit |= text.split_whitespace().any(|w| w == "trigger=exit");
         }
         let main_file = p
             .mapping
@@ -391,6 +394,7 @@ impl Resolved {
             rss_anon,
             main_file,
             peak,
+            at_exit,
             input: input.to_string(),
             sample_types,
             default_sample_type,

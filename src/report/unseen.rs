@@ -188,6 +188,7 @@ mod tests {
             rss_anon: rss,
             main_file: Some("/nonexistent/svc".into()),
             peak: false,
+            at_exit: false,
         }
     }
 

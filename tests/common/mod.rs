@@ -220,21 +220,29 @@ pub fn c_program(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     let exe = dir.join(name);
     if !built.contains(&exe) {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
-        let out = Command::new("cc")
-            .args(["-O2", "-g", "-o"])
-            .arg(&exe)
-            .arg(&src)
-            .args(flags)
-            .output()
-            .expect("run cc");
-        assert!(
-            out.status.success(),
-            "cc {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        output_ok(
+            Command::new("cc")
+                .args(["-O2", "-g", "-o"])
+                .arg(&exe)
+                .arg(&src)
+                .args(flags),
         );
         built.push(exe.clone());
     }
     exe
+}
+
+/// Runs `cmd` to its end and checks that it succeeded (showing its stderr
+/// if not); its output.
+pub fn output_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// Everything a child wrote on one of its piped streams (`child.stdout` or

@@ -239,6 +239,37 @@ fn in_time_order(profiles: &[Resolved]) -> Result<Vec<&Resolved>, ReportError> {
     Ok(order)
 }
 
+/// The dump taken at exit that ends a series of three or more, when the
+/// program had freed nearly all of its heap by then (under a tenth of the
+/// most in use before, by `inuse_space`): an interpreter's shutdown (CPython
+/// frees its objects at exit) or a program that tears down, not a moment of
+/// its steady state. Kept, it would make every stack's count fall at the
+/// end and every leak read as churn. `series` in time order; its index and
+/// the line that says it was left out.
+pub fn shutdown_dump(series: &[Resolved]) -> Option<(usize, String)> {
+    let (last, before) = series.split_last()?;
+    if before.len() < 2 || !last.at_exit {
+        return None;
+    }
+    let in_use = |r: &Resolved| {
+        r.sample_index(&SampleKind::InuseSpace)
+            .map_or(0, |i| r.total(i).max(0))
+    };
+    let most = before.iter().map(in_use).max().unwrap_or(0);
+    let at_exit = in_use(last);
+    (most > 0 && at_exit < most / 10).then(|| {
+        (
+            series.len() - 1,
+            format!(
+                "heapprof: left out {}: the dump at exit holds {} in use against {} before it: the program freed its heap as it shut down (interpreters do), which says nothing of what it held while it ran; the series ends at the dump before",
+                last.input,
+                format::value(at_exit, "bytes"),
+                format::value(most, "bytes")
+            ),
+        )
+    })
+}
+
 /// Judges every stack (or label value) with live samples across `profiles`
 /// (one, or several of one process in any order: they are sorted by
 /// `time_nanos`, which must then be set and distinct).
