@@ -1194,6 +1194,16 @@ fn bad_arguments_fail_with_one_line_and_usage_on_request() {
         ("leaks", "heapprof leaks FILE --older-than", "heapprof top"),
         ("flamegraph", "-o OUT.svg", "heapprof leaks"),
         ("run", "heapprof run [--rate BYTES]", "--focus"),
+        (
+            "report",
+            "heapprof report FILE... -o OUT.html",
+            "heapprof top",
+        ),
+        (
+            "recover",
+            "heapprof recover BLACKBOX -o OUT.pb.gz",
+            "heapprof top",
+        ),
     ] {
         let out = assert_ok(&heapprof(&[cmd, "--help"]));
         assert!(out.contains(own) && !out.contains(other), "{cmd}: {out}");

@@ -460,6 +460,15 @@ fn heapprof_run_children_profiles_what_a_script_starts() {
     assert_ne!(with[0].0, main, "the forked program, under its own pid");
     assert_eq!(with[0].1, LEAKED);
     assert!(!text(&out.stderr).contains(CHILDREN_LINE));
+    // The black boxes `run` turned on (33 MiB each) go with processes that
+    // exited: the script's, before and after its exec, and the program's.
+    let boxes: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".blackbox"))
+        .collect();
+    assert!(boxes.is_empty(), "{boxes:?}");
     // Each profile is named by its process's command.
     let err = text(&out.stderr);
     assert!(

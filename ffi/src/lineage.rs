@@ -90,7 +90,7 @@ static SOCKET: fds::Held = fds::Held::new();
 
 /// The line a profiled process prints (once) when programs it started were
 /// not profiled.
-pub const SKIPPED: &str = "heapprof: programs this process started were not profiled (set HEAPPROF_CHILDREN=1 to profile them too)";
+pub const SKIPPED: &str = "heapprof: programs this process started were not profiled (set HEAPPROF_CHILDREN=1, or run it with `heapprof run --children`, to profile them too)";
 
 /// Whether the library is inert in this process.
 #[inline]

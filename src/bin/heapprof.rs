@@ -64,7 +64,8 @@ options:
 The profiled program reads HEAPPROF_RATE, HEAPPROF_OUT, HEAPPROF_SIGNAL,
 HEAPPROF_INTERVAL, HEAPPROF_AT_EXIT, HEAPPROF_SYMBOLIZE, HEAPPROF_HTTP,
 HEAPPROF_LABELS, HEAPPROF_SEED, HEAPPROF_CHILDREN and
-HEAPPROF_SAMPLE_HEAP_LIMIT (README: Settings);
+HEAPPROF_SAMPLE_HEAP_LIMIT, among others (the README's table under 'Getting
+a profile out of a running process' lists them all);
 `heapprof run` finds the preload library at HEAPPROF_PRELOAD.
 
 Errors print one line on stderr and exit with status 2 (`run`: the
@@ -439,7 +440,7 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         "recover" => {
             let a = parse_args(cmd, rest, accepts(false, false, true))?;
             if a.help {
-                return Ok(Outcome::Usage(0));
+                return Ok(Outcome::CommandUsage(command_usage(cmd)));
             }
             let [file] = positionals::<1>(cmd, "BLACKBOX", &a)?;
             let Some(output) = &a.output else {
@@ -460,12 +461,12 @@ fn run(raw: &[String]) -> Result<Outcome, ReportError> {
         }
         other if other.starts_with('-') => {
             return Err(usage(format!(
-                "expected a command (top, diff, leaks, flamegraph, recover, symbolize, run) before {other:?}"
+                "expected a command (top, diff, leaks, flamegraph, report, recover, symbolize, run) before {other:?}"
             )))
         }
         other => {
             return Err(usage(format!(
-                "unknown command {other:?}; the commands are top, diff, leaks, flamegraph, recover, symbolize and run"
+                "unknown command {other:?}; the commands are top, diff, leaks, flamegraph, report, recover, symbolize and run"
             )))
         }
     };
@@ -485,7 +486,7 @@ fn html_report(cmd: &str, rest: &[String]) -> Result<Outcome, ReportError> {
     };
     let a = parse_args(cmd, rest, accepts)?;
     if a.help {
-        return Ok(Outcome::Usage(0));
+        return Ok(Outcome::CommandUsage(command_usage(cmd)));
     }
     let Some(output) = &a.output else {
         return Err(usage(

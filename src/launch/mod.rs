@@ -417,13 +417,38 @@ pub fn run(o: &RunOptions) -> Result<i32, LaunchError> {
             .and_then(|m| m.modified())
             .is_ok_and(|t| t >= started)
     });
-    if let Some(line) = run_report(&written, death.as_deref(), main_pid, &prefix) {
-        say(&line);
-    }
     if let Some(text) = postmortem {
         say(&text);
     }
+    if let Some(line) = run_report(&written, death.as_deref(), main_pid, &prefix) {
+        say(&line);
+    }
+    if std::env::var_os("HEAPPROF_BLACKBOX").is_none() {
+        remove_black_boxes(&out_dir(o), started, exit.signal().map(|_| main_pid));
+    }
     Ok(status)
+}
+
+/// Removes the black boxes `heapprof run` turned on in `dir` that this run
+/// left (33 MiB each): those of processes that exited, a shell's or a
+/// wrapper script's before it exec'd, say. Only `kept`'s stays, the command
+/// killed by a signal, whose heap at death it holds.
+fn remove_black_boxes(dir: &Path, started: std::time::SystemTime, kept: Option<u32>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let keep = kept.map(|pid| format!("heapprof.{pid}.blackbox"));
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with("heapprof.") && name.ends_with(".blackbox");
+        let new = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= started);
+        if ours && new && keep.as_deref() != Some(name.as_str()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Writes `PREFIX.PID.report.html` ([`crate::report::html`]) from the main
