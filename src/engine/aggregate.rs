@@ -7,8 +7,9 @@
 //! above 1): a program allocating buffers of many sizes from one stack
 //! would otherwise add a bucket per size, for ever, where this bounds them
 //! (a few hundred per stack for sizes up to a few MiB) at an error of
-//! at most 2 KiB an object (3% at the smallest, and none on average). Each bucket holds how many samples were allocated and
-//! how many are still live; the four pprof values `alloc_objects`,
+//! at most 2 KiB an object (3% at the smallest, and none on average).
+//! Each bucket holds how many samples were allocated and how many are
+//! still live; the four pprof values `alloc_objects`,
 //! `alloc_space`, `inuse_objects` and `inuse_space` are these counts scaled at
 //! write time ([`crate::profile::scale`]). Every live sample is also kept by id with its
 //! bucket, allocation time (for the age of live memory) and leak-check tag.

@@ -51,7 +51,7 @@
 //! resident memory, in the copy; a few milliseconds for a large process),
 //! and pages are shared copy-on-write: every page the program writes while
 //! the copy lives is duplicated until the copy exits. For a small process
-//! both are small, and the copy saves the parse's 16 MB or so. For a big,
+//! both are small, and the copy saves the parse's megabytes. For a big,
 //! busy one the duplicated pages could outweigh what the copy saves, while
 //! parsing in-process adds only a few percent to its memory; so above
 //! [`MAX_RSS_ANON`] of anonymous memory no copy is made ([`worth_it`]).

@@ -9,8 +9,8 @@
 //! (from the mapping) goes to `blazesym`, which reads that file's ELF symbol
 //! tables and, where asked, its DWARF (also from a debug file found by build
 //! ID or debug link under `/usr/lib/debug`). DWARF is what costs time and
-//! memory — libc's full debug info from `libc6-dbg` alone decompresses to
-//! ~10 MB, a pyenv `libpython` has 9 MB — so in-process the
+//! memory — libc's full debug info (`libc6-dbg`) and an interpreter's
+//! library each decompress to megabytes — so in-process the
 //! [`Policy::InProcess`] reads DWARF only for the program's own objects
 //! (anything outside the system library directories: the executable, a Rust
 //! program's statically linked `std`, the program's own shared libraries),
@@ -19,13 +19,13 @@
 //! `libruby`, …, wherever installed): under the preload library a Python
 //! program's own code is its Python, the `python3` executable is the
 //! program's binary (DWARF), and `libpython` is the interpreter — the
-//! runtime of every script, like libc — whose `ceval.c` alone takes ~40 ms
-//! and ~12 MB of pages to parse. The CLI ([`Policy::Everything`]) reads
+//! runtime of every script, like libc — whose interpreter loop alone takes
+//! tens of milliseconds and megabytes of pages to parse. The CLI ([`Policy::Everything`]) reads
 //! DWARF everywhere, so a raw profile (`HEAPPROF_SYMBOLIZE=0`) symbolized
 //! by `heapprof` gets the interpreter's lines too. One exception inside a
 //! Rust program: the runtime's root frames (`std::rt::lang_start_internal`,
 //! each thread's `thread_start`), which sit in `std`'s huge precompiled
-//! compilation units — about 60 ms and a few MB of DWARF parsing each — get
+//! compilation units — tens of milliseconds of DWARF parsing each — get
 //! their symbol-table name only.
 //!
 //! A profile's addresses are resolved object by object
@@ -36,7 +36,7 @@
 //! precompiled units) it indexes by reading their headers, names and line
 //! program headers. The file is memory-mapped, and the pages touched count
 //! in RSS while mapped (the kernel maps 64 KiB around each page touched):
-//! for a Rust binary, 16 MB of its 22. So in-process, the addresses that
+//! for a Rust binary, most of the file. So in-process, the addresses that
 //! need DWARF are resolved in a short-lived copy of the process
 //! ([`crate::profile::forked_copy`]), which sends their frames back
 //! through a pipe: the program's RSS and peak hold the frames only. Symbol

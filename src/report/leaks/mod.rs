@@ -79,10 +79,11 @@
 //! the last third (or, rarely, split 1%-unevenly): about
 //! `(m+1)e^−m + e^−m/2 + e^−2m/3`, 6% at six expected samples. The
 //! simulation in `tests/leak_verdicts.rs` (Poisson sampling, 2000 seeds per
-//! process) measures 94% of such leaks found, 99.5% at twelve, and 0% of
-//! caches (3 to 100 samples, filled in the first 10–50% of the window) and
-//! of fast churn called leaks; slow churn (lives of 5–20% of the window)
-//! under 1% over a series.
+//! process) holds the classifier to at least 90% of such leaks found (99%
+//! at twelve), leaks that speed up found over a series, and under 1% of
+//! caches (3 to 100 samples, filled in the first 10–50% of the window), of
+//! fast churn and, over a series, of slow churn (lives of 5–20% of the
+//! window) called leaks.
 //!
 //! **The confidence** of a suspect is a p-value against the not-quite-leaks
 //! the data cannot exclude outright, combined as an intersection–union test
