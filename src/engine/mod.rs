@@ -33,7 +33,9 @@
 //! dumper runs, so a thread sampling densely between the dumper's turns
 //! reuses its drained chunk (see [`buffer`]) instead of mapping fresh
 //! ones: its records take a chunk or two, not all it recorded since the
-//! dumper's last turn.
+//! dumper's last turn. In the Rust way in, where draining would allocate
+//! through the hook that drains, such a thread wakes the dumper instead
+//! ([`set_backlog_waker`]), which drains at once.
 
 pub(crate) mod aggregate;
 pub mod arena_in_copy;
