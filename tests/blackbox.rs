@@ -355,13 +355,26 @@ fn heapprof_run_names_the_leak_and_the_oom_killer() {
 /// after `ready`: returns (stdout, stderr, status) of the profiled run,
 /// after checking stdout and status match the bare run's.
 fn run_with_blackbox_in(dir: &Path) -> (String, String) {
+    run_with_blackbox_in_way(dir, false)
+}
+
+/// [`run_with_blackbox_in`] for the C program under the preload library,
+/// or (`rust`) the Rust one with `Profiler` (its bare side: no black box).
+fn run_with_blackbox_in_way(dir: &Path, rust: bool) -> (String, String) {
     let run = |with: bool| {
-        let mut c = common::clean_command(oomleak());
+        let mut c = if rust {
+            common::clean_command(common::example("oom_leak"))
+        } else {
+            common::clean_command(oomleak())
+        };
         c.args(["idle", "3", "10"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if with {
-            c.env("LD_PRELOAD", preload()).env("HEAPPROF_BLACKBOX", dir);
+            c.env("HEAPPROF_BLACKBOX", dir);
+            if !rust {
+                c.env("LD_PRELOAD", preload());
+            }
         }
         let mut child = c.spawn().unwrap();
         let line = first_line(&mut child);
@@ -394,11 +407,13 @@ fn assert_one_line_naming(err: &str, dir: &Path) {
 #[test]
 fn an_unusable_directory_is_one_line_and_the_program_runs_on() {
     let base = common::fresh_dir(scratch().join("unusable"));
-    // Missing.
+    // Missing, both ways in.
     let missing = base.join("missing");
-    let (_, err) = run_with_blackbox_in(&missing);
-    assert_one_line_naming(&err, &missing);
-    assert!(err.contains("No such file or directory"), "{err}");
+    for rust in [false, true] {
+        let (_, err) = run_with_blackbox_in_way(&missing, rust);
+        assert_one_line_naming(&err, &missing);
+        assert!(err.contains("No such file or directory"), "{err}");
+    }
     // Read-only (a read-only bind mount: root writes through permissions).
     let (src, ro) = (base.join("src"), base.join("ro"));
     std::fs::create_dir_all(&src).unwrap();
@@ -471,6 +486,20 @@ fn a_clean_exit_removes_the_file_unless_kept() {
     let top = heapprof().arg("top").arg(&kept[0]).output().unwrap();
     let text = String::from_utf8_lossy(&top.stdout);
     assert!(text.contains("exec_leak"), "{text}");
+
+    // The Rust way in: a program that leaks 64 KiB and exits.
+    let dir = common::fresh_dir(scratch().join("exit-rust"));
+    for keep in ["0", "1"] {
+        let out = common::clean_command(common::example("oom_leak"))
+            .args(["grow", "4096", "65536"])
+            .env("HEAPPROF_BLACKBOX", &dir)
+            .env("HEAPPROF_BLACKBOX_KEEP", keep)
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "only the kept one: {left:?}");
 }
 
 /// A forked child keeps its own black box, starting from its parent's
