@@ -241,8 +241,10 @@ fn in_time_order(profiles: &[Resolved]) -> Result<Vec<&Resolved>, ReportError> {
 }
 
 /// The dump taken at exit that ends a series of three or more, when the
-/// program had freed nearly all of its heap by then (under a tenth of the
-/// most in use before, by `inuse_space`): an interpreter's shutdown (CPython
+/// program had freed nearly all of its heap by then (by `inuse_space`,
+/// under a hundredth of the most in use before, or two sampling periods,
+/// what a sample or two left make; a program that freed most of its heap
+/// while it ran and then exited keeps more than that): an interpreter's shutdown (CPython
 /// frees its objects at exit) or a program that tears down, not a moment of
 /// its steady state. Kept, it would make every stack's count fall at the
 /// end and every leak read as churn. `series` in time order; its index and
@@ -258,7 +260,10 @@ pub fn shutdown_dump(series: &[Resolved]) -> Option<(usize, String)> {
     };
     let most = before.iter().map(in_use).max().unwrap_or(0);
     let at_exit = in_use(last);
-    (most > 0 && at_exit < most / 10).then(|| {
+    // A sample or two left (an estimate of one sampling period each) is
+    // nothing at a low rate.
+    let nearly_nothing = (most / 100).max(2 * last.period.max(0));
+    (most > 0 && at_exit < nearly_nothing && at_exit < most / 4).then(|| {
         (
             series.len() - 1,
             format!(
