@@ -77,6 +77,29 @@
 // path) knows nothing of profiles, triggers or reports; profile writing reads
 // the engine; control (configuration, start-up, triggers) drives both; the
 // reports read profiles. `allocator` is the Rust way in.
+/// Declares modules whose code may run on a thread glibc does not know
+/// (the watcher, `control::watcher`), in a signal handler or inside an
+/// allocation: no TLS, no errno, no allocation, no lock — and no panic,
+/// which the lints below hold as far as the compiler can (no `panic!`,
+/// `unwrap`, `expect`, indexing or overflowing arithmetic). Every such
+/// module is declared through this macro, so the list of them is the
+/// modules named in its uses (`os`, `control`).
+macro_rules! raw_thread_modules {
+    ($($(#[$meta:meta])* $vis:vis mod $name:ident;)*) => {
+        $(
+            $(#[$meta])*
+            #[deny(
+                clippy::panic,
+                clippy::unwrap_used,
+                clippy::expect_used,
+                clippy::indexing_slicing,
+                clippy::arithmetic_side_effects
+            )]
+            $vis mod $name;
+        )*
+    };
+}
+
 // `engine`, `os` and `control` are public for the preload library (through
 // `ffi_surface`, the whole of what it uses) and this project's tests and
 // benches only: not API, hidden from the docs.

@@ -19,5 +19,7 @@ pub mod metrics;
 pub mod peak;
 pub mod startup;
 pub mod triggers;
-pub mod wake;
-pub mod watcher;
+raw_thread_modules! {
+    pub mod wake;
+    pub mod watcher;
+}

@@ -56,15 +56,12 @@
 //! the watcher runs (the program took the dump signal, say) is printed
 //! from the next copy; the skipped-children note waits for the real dumper
 //! or the exit.
-// What runs on the watcher (no TLS, no errno, no allocation) must not
-// panic either: the lints hold what the compiler can.
-#![deny(
-    clippy::panic,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
+//!
+//! This module, `control::wake` (its wait and wake-ups) and
+//! `os::own_table` are declared through `raw_thread_modules!` (`lib.rs`),
+//! whose lints deny panics, `unwrap`, indexing and overflowing arithmetic
+//! in them; `tests/preload.rs` checks that the watcher leaves the program's
+//! errno alone while it dumps.
 
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 

@@ -10,7 +10,9 @@ use core::sync::atomic::{AtomicI32, Ordering};
 
 pub mod fds;
 pub mod next_symbol;
-pub mod own_table;
+raw_thread_modules! {
+    pub mod own_table;
+}
 pub mod raw;
 pub mod signals;
 
