@@ -35,7 +35,7 @@
 //! would switch its malloc to the multi-threaded paths for good, costing
 //! more than heapprof itself. The [`watcher`] stands in: a bare thread that
 //! waits on the same word and signal and has each dump written by a copy of
-//! the process (`crate::control::wake::wait_for_wake`, `watcher_round` here); the sampled path
+//! the process (`crate::control::wake::wait_for_wake`, `watcher::round`); the sampled path
 //! drains the buffers meanwhile. The program's first `pthread_create` starts
 //! the dumper ([`program_creates_thread`]), and the watcher ends.
 //!
@@ -81,6 +81,11 @@ static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
 static INSTALLED_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// A signal we wanted but found with a handler already (0: none), to report.
 static SIGNAL_TAKEN: AtomicI32 = AtomicI32::new(0);
+
+/// The signal found taken since the last call, if any (0: none).
+pub(crate) fn take_signal_taken() -> i32 {
+    SIGNAL_TAKEN.swap(0, Ordering::AcqRel)
+}
 static AT_EXIT_DEFAULT: AtomicBool = AtomicBool::new(false);
 static STARTED: AtomicBool = AtomicBool::new(false);
 /// Whether a single-threaded program gets the watcher rather than the
@@ -510,46 +515,6 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
     core::ptr::null_mut()
 }
 
-/// One round of the watcher after a wake-up: the lines there are to say
-/// (formatted here, without allocating) and, if asked, a dump, made by a
-/// copy of the process whose report moves this process's state on. Raw
-/// system calls and atomics only.
-pub(crate) fn watcher_round(dump: Option<Trigger>) {
-    watcher_say_pending();
-    if let Some(trigger) = dump {
-        crate::control::dump_in_copy::run(trigger);
-        // A dump short of memory has a line to say.
-        watcher_say_pending();
-    }
-}
-
-/// [`print_pending`] for the watcher: every line is built in a fixed buffer.
-fn watcher_say_pending() {
-    let mut line = raw::LineBuf::<1024>::new();
-    let mut say_line = |write: &mut dyn FnMut(&mut raw::LineBuf<1024>) -> bool| {
-        line.clear();
-        if write(&mut line) {
-            let _ = core::fmt::Write::write_str(&mut line, "\n");
-            crate::os::own_table::write_stderr(&[line.bytes()]);
-        }
-    };
-    say_line(&mut |w| {
-        crate::control::wake::note_source()
-            .and_then(|n| (n.take)())
-            .is_some_and(|note| core::fmt::Write::write_str(w, note).is_ok())
-    });
-    say_line(&mut |w| match dump_signal::take_yielded() {
-        Some((sig, why)) if first_yield_line(sig) => write_yield_line(w, sig, why).is_ok(),
-        _ => false,
-    });
-    say_line(&mut |w| match SIGNAL_TAKEN.swap(0, Ordering::AcqRel) {
-        0 => false,
-        sig => write_taken_line(w, sig).is_ok(),
-    });
-    say_line(&mut |w| crate::engine::sample_heap::fallback_notice_into(w));
-    say_line(&mut |w| crate::engine::pressure::take_note_into(w));
-}
-
 fn print_pending() {
     let mut pending = std::mem::take(&mut ensure(&mut settings()).pending);
     pending.extend(
@@ -567,7 +532,7 @@ fn print_pending() {
             pending.push(line_of(|w| write_yield_line(w, sig, Why::Handler)));
         }
     }
-    let taken = SIGNAL_TAKEN.swap(0, Ordering::AcqRel);
+    let taken = take_signal_taken();
     if taken != 0 {
         pending.push(line_of(|w| write_taken_line(w, taken)));
     }
@@ -583,7 +548,7 @@ fn line_of(write: impl FnOnce(&mut String) -> core::fmt::Result) -> String {
     s
 }
 
-fn write_taken_line(w: &mut impl core::fmt::Write, sig: i32) -> core::fmt::Result {
+pub(crate) fn write_taken_line(w: &mut impl core::fmt::Write, sig: i32) -> core::fmt::Result {
     write!(
         w,
         "heapprof: {} already has a handler in this program; leaving it, so no dumps on it (",
@@ -593,7 +558,11 @@ fn write_taken_line(w: &mut impl core::fmt::Write, sig: i32) -> core::fmt::Resul
     w.write_str(")")
 }
 
-fn write_yield_line(w: &mut impl core::fmt::Write, sig: i32, why: Why) -> core::fmt::Result {
+pub(crate) fn write_yield_line(
+    w: &mut impl core::fmt::Write,
+    sig: i32,
+    why: Why,
+) -> core::fmt::Result {
     let name = SignalName(sig);
     match why {
         Why::Blocks => write!(w, "heapprof: the program blocks {name} itself")?,
@@ -627,7 +596,7 @@ fn write_suggestion(w: &mut impl core::fmt::Write) -> core::fmt::Result {
 ///
 /// Said once per process tree: the flags live in a shared page that forked
 /// children inherit (a server's workers would each say it otherwise).
-fn first_yield_line(sig: i32) -> bool {
+pub(crate) fn first_yield_line(sig: i32) -> bool {
     static SAID: AtomicI32 = AtomicI32::new(0);
     if SAID.swap(sig, Ordering::AcqRel) == sig {
         return false;

@@ -279,7 +279,7 @@ extern "C" fn main() -> ! {
                 next_interval = now.saturating_add(every);
             }
         }
-        crate::control::triggers::watcher_round(dump);
+        round(dump);
         let now = raw::monotonic_ns();
         if now >= next_peak_look {
             next_peak_look = now.saturating_add(PEAK_LOOK_NS);
@@ -297,3 +297,45 @@ extern "C" fn main() -> ! {
 
 /// How often the watcher looks for a new peak of the heap.
 const PEAK_LOOK_NS: u64 = 1_000_000_000;
+
+/// One round of the watcher after a wake-up: the lines there are to say
+/// (formatted here, without allocating) and, if asked, a dump, made by a
+/// copy of the process whose report moves this process's state on. Raw
+/// system calls and atomics only.
+pub(crate) fn round(dump: Option<Trigger>) {
+    say_pending();
+    if let Some(trigger) = dump {
+        crate::control::dump_in_copy::run(trigger);
+        // A dump short of memory has a line to say.
+        say_pending();
+    }
+}
+
+/// The dumper's pending lines (`triggers::print_pending`), for the watcher: every line is built in a fixed buffer.
+fn say_pending() {
+    let mut line = raw::LineBuf::<1024>::new();
+    let mut say_line = |write: &mut dyn FnMut(&mut raw::LineBuf<1024>) -> bool| {
+        line.clear();
+        if write(&mut line) {
+            let _ = core::fmt::Write::write_str(&mut line, "\n");
+            crate::os::own_table::write_stderr(&[line.bytes()]);
+        }
+    };
+    say_line(&mut |w| {
+        crate::control::wake::note_source()
+            .and_then(|n| (n.take)())
+            .is_some_and(|note| core::fmt::Write::write_str(w, note).is_ok())
+    });
+    say_line(&mut |w| match crate::control::dump_signal::take_yielded() {
+        Some((sig, why)) if crate::control::triggers::first_yield_line(sig) => {
+            crate::control::triggers::write_yield_line(w, sig, why).is_ok()
+        },
+        _ => false,
+    });
+    say_line(&mut |w| match crate::control::triggers::take_signal_taken() {
+        0 => false,
+        sig => crate::control::triggers::write_taken_line(w, sig).is_ok(),
+    });
+    say_line(&mut |w| crate::engine::sample_heap::fallback_notice_into(w));
+    say_line(&mut |w| crate::engine::pressure::take_note_into(w));
+}
