@@ -430,8 +430,6 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         watcher::wait_ended(20);
     }
     dump_signal::set_dumper_thread();
-    // A thread whose records pile up between this thread's turns wakes it.
-    crate::engine::set_backlog_waker(crate::control::wake::poke);
     // A dump the watcher's copies could not make: made here, in-process.
     if crate::control::dump_in_copy::take_deferred() {
         dump_now(Trigger::Deferred);

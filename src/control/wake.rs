@@ -68,7 +68,9 @@ fn pipe_is_ours() -> bool {
     PIPE_READ.get().is_some() && PIPE_WRITE.get().is_some()
 }
 
-/// Wakes the dumper to re-read its state (lock-free, no descriptor).
+/// Wakes the waiting thread to re-read its state (lock-free, async-signal-safe,
+/// no descriptor, errno untouched: the engine's paths call it, see
+/// [`crate::engine::waiter`]).
 pub fn poke() {
     wake(WAKE_RECONFIGURE);
 }
@@ -82,11 +84,6 @@ pub fn request_dump() {
 /// [`request_dump`] from the watcher (the same raw calls).
 pub(crate) fn request_dump_raw() {
     wake(WAKE_DUMP);
-}
-
-/// [`poke`] for the sample heap's free path (the same raw calls).
-fn wake_raw() {
-    wake(WAKE_RECONFIGURE);
 }
 
 /// Sets `bits`, bumps the futex word and wakes its waiter. Atomics and raw
@@ -115,8 +112,10 @@ pub(crate) fn wait_for_wake(timeout_ns: Option<u64>, base: &libc::sigset_t) -> b
     // Read before anything is taken: an ask after this moves it, so the
     // wait below returns at once rather than missing it.
     let seq = WAKE_SEQ.load(Ordering::Acquire);
-    // The sample heap's decay runs here, on whichever thread waits.
-    let decay = crate::engine::sample_heap::decay_tick(raw::monotonic_ns(), wake_raw);
+    // The engine's paths wake whichever thread waits here; the sample
+    // heap's decay runs here too.
+    crate::engine::waiter::set(poke);
+    let decay = crate::engine::sample_heap::decay_tick(raw::monotonic_ns());
     let timeout_ns = match (timeout_ns, decay) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -35,7 +35,7 @@
 //! ones: its records take a chunk or two, not all it recorded since the
 //! dumper's last turn. In the Rust way in, where draining would allocate
 //! through the hook that drains, such a thread wakes the dumper instead
-//! ([`set_backlog_waker`]), which drains at once.
+//! ([`waiter`]), which drains at once.
 
 pub(crate) mod aggregate;
 pub mod arena_in_copy;
@@ -52,8 +52,9 @@ pub(crate) mod stack_table;
 pub(crate) mod tagged_stack;
 pub mod thread_state;
 pub mod threads;
+pub mod waiter;
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use crate::engine::sampler::{Rng, DEFAULT_RATE};
 use crate::engine::thread_state::ThreadState;
@@ -491,22 +492,12 @@ pub fn set_backlog_drain(on: bool) {
     BACKLOG_DRAIN.store(on, Ordering::Relaxed);
 }
 
-/// Who the sampled path wakes when a thread's buffer holds a full chunk
-/// undrained and it may not drain itself (the Rust way in, where draining
-/// would allocate through the hook that drains): the dumper, which drains
-/// at once rather than at its next turn, so records do not pile up between
-/// turns. A `fn()` stored as usize (0: none); set by the layer above.
-static BACKLOG_WAKER: AtomicUsize = AtomicUsize::new(0);
-/// A wake-up asked and not yet answered by a drain: one per backlog.
+/// A drain asked of the dumper and not yet answered: one per backlog. A
+/// thread whose buffer holds a full chunk undrained and may not drain
+/// itself (the Rust way in, where draining would allocate through the hook
+/// that drains) wakes the dumper ([`waiter`]), which drains at once rather
+/// than at its next turn, so records do not pile up between turns.
 static DRAIN_ASKED: AtomicBool = AtomicBool::new(false);
-
-/// Sets the function the sampled path calls to have the buffers drained
-/// when a thread's backlog grows (see [`BACKLOG_WAKER`]). It must be
-/// lock-free and async-signal-safe, and leave errno alone: it runs inside
-/// an allocation.
-pub fn set_backlog_waker(wake: fn()) {
-    BACKLOG_WAKER.store(wake as usize, Ordering::Release);
-}
 
 /// Whether the sampled path asked for a drain since the last call (the
 /// dumper drains when it did).
@@ -566,13 +557,7 @@ fn push(st: &ThreadState, words: &[u64]) {
     {
         aggregate::try_drain();
     } else if full && backlog() >= BACKLOG && !DRAIN_ASKED.swap(true, Ordering::AcqRel) {
-        let w = BACKLOG_WAKER.load(Ordering::Acquire);
-        if w != 0 {
-            // SAFETY: BACKLOG_WAKER only ever holds a `fn()` stored by
-            // `set_backlog_waker`.
-            let wake = unsafe { core::mem::transmute::<usize, fn()>(w) };
-            wake();
-        }
+        waiter::wake();
     }
 }
 

@@ -270,8 +270,6 @@ static NEXT_DECAY: AtomicU64 = AtomicU64::new(0);
 /// Whether the thread that runs [`decay_tick`] knows there is work: the
 /// first free that retains pages after it found none wakes it.
 static DECAY_ARMED: AtomicBool = AtomicBool::new(false);
-/// How [`decay_tick`]'s caller is woken (lock-free, raw system calls).
-static WAKER: AtomicUsize = AtomicUsize::new(0);
 /// Retained bytes always allowed, whatever the live size.
 const RETAIN_FLOOR: usize = 64 << 20;
 
@@ -1176,12 +1174,7 @@ fn free_run(run: usize, pages: usize) {
         queue(run, pages);
     }
     if !DECAY_ARMED.swap(true, Ordering::SeqCst) {
-        let w = WAKER.load(Ordering::Relaxed);
-        if w != 0 {
-            // SAFETY: WAKER only ever holds a `fn()` stored by `decay_tick`.
-            let wake = unsafe { core::mem::transmute::<usize, fn()>(w) };
-            wake();
-        }
+        crate::engine::waiter::wake();
     }
 }
 
@@ -1209,13 +1202,12 @@ pub fn purges() -> (u64, u64) {
 /// since the last step (the least retained since then) go back to the
 /// system; steps are half the decay period apart, so pages idle for the
 /// period are back within it. Called by the one thread that waits for
-/// heapprof's wake-ups (the dumper or the watcher) each time it wakes;
-/// `wake` wakes that thread (lock-free, raw system calls) and is called
-/// from a free that retains pages while no step is scheduled. Returns the
+/// heapprof's wake-ups (the dumper or the watcher) each time it wakes,
+/// which a free that retains pages while no step is scheduled wakes
+/// ([`crate::engine::waiter`]). Returns the
 /// nanoseconds until the next step, None while nothing is retained.
 /// Atomics and raw system calls only.
-pub fn decay_tick(now_ns: u64, wake: fn()) -> Option<u64> {
-    WAKER.store(wake as usize, Ordering::Relaxed);
+pub fn decay_tick(now_ns: u64) -> Option<u64> {
     if RETAINED_PAGES.load(Ordering::SeqCst) == 0 && PENDING.is_empty() {
         DECAY_ARMED.store(false, Ordering::SeqCst);
         // A free that retained pages meanwhile saw the flag still set.
@@ -1694,7 +1686,7 @@ pub(crate) mod tests {
         let (purges_before, _) = purges();
         let mut now = 1 << 40;
         for _ in 0..4 {
-            decay_tick(now, || {});
+            decay_tick(now);
             now += 10_000_000;
         }
         set_decay_ms(10_000);
