@@ -244,9 +244,9 @@ fn in_time_order(profiles: &[Resolved]) -> Result<Vec<&Resolved>, ReportError> {
 /// program had freed nearly all of its heap by then (by `inuse_space`,
 /// under a hundredth of the most in use before, or two sampling periods,
 /// what a sample or two left make; a program that freed most of its heap
-/// while it ran and then exited keeps more than that): an interpreter's shutdown (CPython
-/// frees its objects at exit) or a program that tears down, not a moment of
-/// its steady state. Kept, it would make every stack's count fall at the
+/// while it ran and then exited keeps more than that): an interpreter's
+/// shutdown (CPython frees its objects at exit) or a program that tears
+/// down, not a moment of its steady state. Kept, it would make every stack's count fall at the
 /// end and every leak read as churn. `series` in time order; its index and
 /// the line that says it was left out.
 pub fn shutdown_dump(series: &[Resolved]) -> Option<(usize, String)> {
