@@ -17,6 +17,9 @@
 #   ONLY="python" bash scripts/bench-exact.sh     a subset
 #   WALL=0 bash scripts/bench-exact.sh            no wall-time comparison
 #
+# The python row is followed by the same run with HEAPPROF_UNWIND=libunwind
+# (every capture by libunwind, as before heapprof's own walk).
+#
 # Target (issue #27): python <= 2.0x bare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +35,7 @@ PY=/usr/bin/python3
 [ -x "$PY" ] || PY=$(command -v python3)
 
 work=$(mktemp -d /tmp/heapprof-exact.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 cc -O2 -g -pthread -o "$work/alloc_bench" scripts/bench-programs/alloc_bench.c
 sed 's/range(100000)/range(20000)/' scripts/bench-programs/workload.py >"$work/workload.py"
 
@@ -47,7 +50,7 @@ instr() {
   shift 2
   env -i PATH="$PATH" HOME="$HOME" PYTHONHASHSEED=0 PYTHONMALLOC=malloc \
     HEAPPROF_OUT="$work/prof" HEAPPROF_AT_EXIT=0 HEAPPROF_RATE=1 HEAPPROF_CHILDREN=1 \
-    ${lib:+LD_PRELOAD=$lib} \
+    ${UNWIND:+HEAPPROF_UNWIND=$UNWIND} ${lib:+LD_PRELOAD=$lib} \
     valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$work/cg.%p" "$@" \
     >/dev/null 2>"$work/vg.err" || { cat "$work/vg.err" >&2; exit 1; }
   local main
@@ -72,6 +75,9 @@ for p in $ONLY; do
     python)
       bare=$(instr py-bare "" "$PY" "$work/workload.py")
       r1=$(instr py-r1 "$LIB" "$PY" "$work/workload.py")
+      # The same with libunwind for every capture (before heapprof's walk).
+      full=$(UNWIND=libunwind instr py-full "$LIB" "$PY" "$work/workload.py")
+      printf '%-8s %16s %16s %8s\n' "(libunwind)" "$bare" "$full" "$(ratio "$full" "$bare")"
       ;;
     alloc)
       bare=$(instr alloc-bare "" "$work/alloc_bench" 1 1)

@@ -20,6 +20,7 @@
 //! | `HEAPPROF_BLACKBOX_KEEP` | keep the black box file after a normal exit | `0` |
 //! | `HEAPPROF_NEAR_LIMIT` | dump when memory first crosses each percentage of its limit, `80,95` (see [`crate::control::heap_triggers`]) | off |
 //! | `HEAPPROF_GROWTH` | dump each time the estimated in-use heap grows by this many bytes over the last such dump; `k`/`m`/`g` suffixes | off |
+//! | `HEAPPROF_UNWIND` | how stacks are captured: `own` walks them with heapprof's cached DWARF rules ([`crate::engine::unwind`]), libunwind where it cannot; `libunwind` uses libunwind (else libgcc's unwinder) for every capture; `check` does both and counts the captures that differ (`walk_mismatches=` in each profile's comment; a testing mode, as slow as `libunwind`) | `own` |
 //! | `HEAPPROF_KEEP` | keep only the newest N heap dumps of the process | all |
 //!
 //! A value that does not parse never stops the program: heapprof prints one
@@ -188,6 +189,10 @@ impl Config {
             "use octal permission bits such as 600 or 0640",
             &mut |v| parse_mode(v).map(|m| c.file_mode = m).is_some(),
         );
+        // Applied at start-up (the engine reads it before any sample); checked here.
+        take("HEAPPROF_UNWIND", "use own, libunwind or check", &mut |v| {
+            parse_unwinder(v).is_some()
+        });
         problems.extend(unknown_variables(|name| get(name).is_some()));
         (c, problems)
     }
@@ -281,6 +286,7 @@ pub const VARIABLES: &[&str] = &[
     "HEAPPROF_NEAR_LIMIT",
     "HEAPPROF_GROWTH",
     "HEAPPROF_KEEP",
+    "HEAPPROF_UNWIND",
     "HEAPPROF_CHILDREN",
     "HEAPPROF_PRELOAD",
     "HEAPPROF_PID",
@@ -374,6 +380,17 @@ pub fn getenv(name: &str) -> Option<&'static str> {
 }
 
 // The parsers below never allocate: the hook-path start-up uses them.
+
+/// `own`, `libunwind` or `check` (`HEAPPROF_UNWIND`).
+pub fn parse_unwinder(v: &str) -> Option<crate::engine::stack::Unwinder> {
+    use crate::engine::stack::Unwinder;
+    match v.trim() {
+        "own" => Some(Unwinder::Own),
+        "libunwind" => Some(Unwinder::Full),
+        "check" => Some(Unwinder::Checked),
+        _ => None,
+    }
+}
 
 /// `524288`, `512k`, `512KiB`, `1m`, `2g` (binary multiples).
 pub fn parse_bytes(v: &str) -> Option<u64> {

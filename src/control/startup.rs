@@ -90,6 +90,9 @@ pub fn start_with(before_triggers: fn()) {
     {
         engine::sample_heap::set_decay_ms(ms);
     }
+    if let Some(u) = config::getenv("HEAPPROF_UNWIND").and_then(config::parse_unwinder) {
+        engine::stack::set_walk(u);
+    }
     if engine::init(rate, seed) {
         // Before the triggers: its fork handler then runs first in a child.
         crate::control::blackbox::start();

@@ -53,6 +53,11 @@ pub(crate) mod tagged_stack;
 pub mod thread_state;
 pub mod threads;
 pub mod waiter;
+// Inside every sampled allocation, hence under the raw-thread lints.
+raw_thread_modules! {
+    pub(crate) mod cfi;
+    pub(crate) mod unwind;
+}
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
@@ -384,14 +389,15 @@ pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marke
     let tag = st.tag.get();
     let labels = st.labels.get();
     let _busy = st.enter();
-    let mut rec = [0u64; record::MAX_WORDS];
-    let n = stack::capture(&mut rec[record::ALLOC_HEADER..], hook_marker);
+    let mut rec = [core::mem::MaybeUninit::uninit(); record::MAX_WORDS];
+    let n = stack::capture_uninit(&mut rec[record::ALLOC_HEADER..], hook_marker);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let rate = if tag != 0 { 1 } else { rate().max(1) };
     let now = crate::os::monotonic_ns();
-    let words = record::alloc(&mut rec, n, id, size as u64, rate, now, tag, labels);
+    // SAFETY: the capture initialised the n frames it returned.
+    let words = unsafe { record::alloc(&mut rec, n, id, size as u64, rate, now, tag, labels) };
     push(st, words);
-    let frames = &rec[record::ALLOC_HEADER..record::ALLOC_HEADER + n];
+    let frames = &words[record::ALLOC_HEADER..];
     blackbox::record(id, size as u64, rate, now, labels, frames);
     // The record is published before the id is stored by the object, so a
     // free that finds the id always finds the sample's record somewhere

@@ -10,6 +10,8 @@
 //! allocation time, `tag` the leak-check session (0 for none), `labels` the
 //! thread's label set when it allocated ([`crate::engine::labels`], 0 for none).
 
+use core::mem::MaybeUninit;
+
 use crate::engine::stack::MAX_FRAMES;
 
 const ALLOC: u64 = 1;
@@ -37,10 +39,14 @@ pub enum Record<'a> {
 }
 
 /// Fills the header of an alloc record whose frames are already in
-/// `rec[ALLOC_HEADER..ALLOC_HEADER + nframes]`; returns the record.
+/// `rec[ALLOC_HEADER..ALLOC_HEADER + nframes]`; returns the record. The
+/// rest of `rec` need not be initialised.
+///
+/// # Safety
+/// `rec[ALLOC_HEADER..ALLOC_HEADER + nframes]` is initialised.
 #[allow(clippy::too_many_arguments)] // one argument per header word
-pub fn alloc(
-    rec: &mut [u64; MAX_WORDS],
+pub unsafe fn alloc(
+    rec: &mut [MaybeUninit<u64>; MAX_WORDS],
     nframes: usize,
     id: u64,
     size: u64,
@@ -49,14 +55,22 @@ pub fn alloc(
     tag: u64,
     labels: u32,
 ) -> &[u64] {
-    rec[0] = ALLOC | (nframes as u64) << 8;
-    rec[1] = id;
-    rec[2] = size;
-    rec[3] = rate;
-    rec[4] = time_ns;
-    rec[5] = tag;
-    rec[6] = u64::from(labels);
-    &rec[..ALLOC_HEADER + nframes]
+    let header = [
+        ALLOC | (nframes as u64) << 8,
+        id,
+        size,
+        rate,
+        time_ns,
+        tag,
+        u64::from(labels),
+    ];
+    for (w, v) in rec.iter_mut().zip(header) {
+        w.write(v);
+    }
+    let len = (ALLOC_HEADER + nframes).min(MAX_WORDS);
+    // SAFETY: the header was written above and the frames are initialised
+    // (the safety condition), so the first `len` words are.
+    unsafe { &*(&rec[..len] as *const [MaybeUninit<u64>] as *const [u64]) }
 }
 
 /// A free record.
@@ -101,10 +115,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let mut rec = [0u64; MAX_WORDS];
-        rec[ALLOC_HEADER] = 0xaa;
-        rec[ALLOC_HEADER + 1] = 0xbb;
-        let mut words = alloc(&mut rec, 2, 9, 100, 1, 5, 3, 4).to_vec();
+        let mut rec = [MaybeUninit::uninit(); MAX_WORDS];
+        rec[ALLOC_HEADER].write(0xaa);
+        rec[ALLOC_HEADER + 1].write(0xbb);
+        // SAFETY: the two frames were written above.
+        let mut words = unsafe { alloc(&mut rec, 2, 9, 100, 1, 5, 3, 4) }.to_vec();
         words.extend_from_slice(&free(9));
         let mut got = Vec::new();
         parse(&words, |r| got.push(format!("{r:?}")));

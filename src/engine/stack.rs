@@ -1,7 +1,14 @@
 //! Stack capture on the sampled path.
 //!
-//! Two unwinders, both reading DWARF CFI, so code built without frame
+//! Three unwinders, all reading DWARF CFI, so code built without frame
 //! pointers (Rust's standard library, most C/C++ distributions) unwinds:
+//! - **heapprof's own walk** ([`crate::engine::unwind`], x86-64 with glibc
+//!   2.35+), inlined into the capture: each return address's rule derived
+//!   once from `.eh_frame` and cached, a few instructions a frame after.
+//!   It takes every stack whose frames all have a rule of the common form,
+//!   and leaves the rest (a signal frame, code without unwind information)
+//!   to the next. `HEAPPROF_UNWIND` chooses ([`Unwinder`]); its `check`
+//!   mode compares it with libunwind on every capture;
 //! - **libunwind's `unw_backtrace`** (`libunwind.so.8`, Debian `libunwind8`;
 //!   x86-64), loaded with `dlopen` at start-up by a constructor, before `main` (the
 //!   preload library's, or the one [`crate::control::startup`] registers for the
@@ -53,7 +60,7 @@
 //! way in calls [`crate::engine::record_alloc_from`] directly from its hook
 //! function (never inlined into its caller), passing the address of a local
 //! in the hook's frame:
-//! - with libunwind the call structure is fixed: `capture_below` ←
+//! - with the walk or libunwind the call structure is fixed: `capture_below` ←
 //!   `record_alloc_from` ← hook ← caller ([`capture`]), so the first three
 //!   return addresses are dropped, after checking the first is
 //!   `capture_below`'s own; the `pthread_create` hooks, which have the
@@ -71,7 +78,7 @@
 
 use core::ffi::{c_int, c_void};
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
 /// Frames kept per sample. Deeper stacks keep their innermost frames.
 pub const MAX_FRAMES: usize = 128;
@@ -85,6 +92,13 @@ pub const MAX_FRAMES: usize = 128;
 pub fn capture(out: &mut [u64], hook_marker: usize) -> usize {
     // SAFETY: same layout; capture_below only ever writes initialised values.
     let out = unsafe { &mut *(out as *mut [u64] as *mut [MaybeUninit<u64>]) };
+    capture_below(out, hook_marker, OWN_FRAMES)
+}
+
+/// As [`capture`], into memory that need not be initialised: the first
+/// frames returned are.
+#[inline(always)]
+pub fn capture_uninit(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usize {
     capture_below(out, hook_marker, OWN_FRAMES)
 }
 
@@ -114,6 +128,20 @@ pub fn capture_in_hook(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usiz
 /// first frames returned of `out` are initialised.
 #[inline(never)]
 fn capture_below(out: &mut [MaybeUninit<u64>], hook_marker: usize, own_frames: usize) -> usize {
+    let skip = if hook_marker != 0 { own_frames } else { 1 };
+    let mode = WALK.load(Ordering::Relaxed);
+    if mode != WALK_OFF {
+        // heapprof's own walk, inlined here: its first frame is this one,
+        // as libunwind's is below.
+        if let Some(kept) = crate::engine::unwind::walk(out, skip) {
+            OWN_WALKS.fetch_add(1, Ordering::Relaxed);
+            if mode == WALK_CHECKED {
+                check_against_libunwind(out, kept, skip);
+            }
+            return kept;
+        }
+        WALK_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+    }
     let fast = UNW_BACKTRACE.load(Ordering::Acquire);
     if !fast.is_null() {
         // While a fork is under way libgcc's unwinder serves (see
@@ -121,7 +149,6 @@ fn capture_below(out: &mut [MaybeUninit<u64>], hook_marker: usize, own_frames: u
         if let Some(_inside) = crate::engine::loader_fence::try_enter() {
             // SAFETY: UNW_BACKTRACE only ever holds libunwind's unw_backtrace.
             let f: UnwBacktrace = unsafe { core::mem::transmute::<*mut (), UnwBacktrace>(fast) };
-            let skip = if hook_marker != 0 { own_frames } else { 1 };
             if let Some(n) = capture_libunwind(f, out, skip) {
                 return n;
             }
@@ -134,6 +161,84 @@ fn capture_below(out: &mut [MaybeUninit<u64>], hook_marker: usize, own_frames: u
         capture_libgcc(out, 0)
     } else {
         n
+    }
+}
+
+/// Which unwinder captures ([`set_walk`]).
+static WALK: AtomicU8 = AtomicU8::new(WALK_OFF);
+const WALK_OFF: u8 = 0;
+const WALK_ON: u8 = 1;
+const WALK_CHECKED: u8 = 2;
+/// Captures heapprof's own walk made, and those it left to a full unwinder.
+static OWN_WALKS: AtomicU64 = AtomicU64::new(0);
+static WALK_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+/// Walks compared with libunwind's unwind, and those that differed.
+static CHECKS: AtomicU64 = AtomicU64::new(0);
+static MISMATCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Which unwinder captures stacks (`HEAPPROF_UNWIND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unwinder {
+    /// heapprof's own walk over cached DWARF rules
+    /// ([`crate::engine::unwind`]), libunwind where it cannot: the default.
+    Own,
+    /// libunwind (else libgcc's unwinder) for every capture.
+    Full,
+    /// Both, compared frame for frame; the capture is the walk's, and
+    /// [`walk_counts`] says how many differed (a testing mode: it costs a
+    /// full unwind per sample).
+    Checked,
+}
+
+/// Chooses the unwinder. The walk starts only once [`load_fast_unwinder`]
+/// has found what it needs; until then the full unwinders serve.
+pub fn set_walk(u: Unwinder) {
+    CHOSEN.store(
+        match u {
+            Unwinder::Own => WALK_ON,
+            Unwinder::Full => WALK_OFF,
+            Unwinder::Checked => WALK_CHECKED,
+        },
+        Ordering::Relaxed,
+    );
+    if crate::engine::unwind::available() {
+        WALK.store(CHOSEN.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+static CHOSEN: AtomicU8 = AtomicU8::new(WALK_ON);
+
+/// The walk's counts: `[walks, fallbacks to a full unwind, checked,
+/// mismatches]`.
+pub fn walk_counts() -> [u64; 4] {
+    [&OWN_WALKS, &WALK_FALLBACKS, &CHECKS, &MISMATCHES].map(|c| c.load(Ordering::Relaxed))
+}
+
+/// Compares the walk's `kept` frames in `out` with libunwind's, called
+/// from here (one frame deeper than the walk's capture).
+#[inline(never)]
+#[cold]
+fn check_against_libunwind(out: &[MaybeUninit<u64>], kept: usize, skip: usize) {
+    let fast = UNW_BACKTRACE.load(Ordering::Acquire);
+    let Some(_inside) = crate::engine::loader_fence::try_enter() else {
+        return;
+    };
+    if fast.is_null() {
+        return;
+    }
+    // SAFETY: UNW_BACKTRACE only ever holds libunwind's unw_backtrace.
+    let f: UnwBacktrace = unsafe { core::mem::transmute::<*mut (), UnwBacktrace>(fast) };
+    let mut full = [MaybeUninit::<u64>::uninit(); MAX_FRAMES + 8];
+    // Room for the frames left out (the walk's and this function's), so
+    // as many of the program's frames fit.
+    let room = (out.len() + skip + 1).min(full.len());
+    let n = unwind_fast(f, &mut full[..room]);
+    let n = keep_after(&mut full, n, skip + 1);
+    CHECKS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the first `kept` of `out` and `n` of `full` are initialised.
+    let same =
+        n == kept && (0..n).all(|i| unsafe { out[i].assume_init() == full[i].assume_init() });
+    if !same {
+        MISMATCHES.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -202,6 +307,9 @@ fn keep_after(out: &mut [MaybeUninit<u64>], n: usize, skip: usize) -> usize {
 /// from heapprof's own thread or a constructor, not from a hook (`dlopen`
 /// takes the loader lock and allocates).
 pub fn load_fast_unwinder() {
+    if crate::engine::cfi::load() && crate::engine::unwind::available() {
+        WALK.store(CHOSEN.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
     if !UNW_BACKTRACE.load(Ordering::Acquire).is_null() {
         return;
     }

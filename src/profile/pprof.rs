@@ -143,8 +143,9 @@ pub fn build(
     b.p.time_nanos = snap.time_unix_ns as i64;
     b.p.duration_nanos = snap.duration_ns as i64;
     b.p.default_sample_type = b.s.get("inuse_space");
+    let walks = crate::engine::stack::walk_counts();
     let comment = b.s.get(&format!(
-        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} large_to_inner={} retained_bytes={} purges={} purged_bytes={} unwinder={} libgcc_captures={} symbolize_copy_failures={} dump_fallbacks={}",
+        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} large_to_inner={} retained_bytes={} purges={} purged_bytes={} unwinder={} libgcc_captures={} symbolize_copy_failures={} dump_fallbacks={} walks={} walk_fallbacks={} walk_checks={} walk_mismatches={}",
         env!("CARGO_PKG_VERSION"),
         snap.rate,
         crate::engine::buffer::dropped_records() + crate::engine::pressure::dropped_records(),
@@ -160,7 +161,11 @@ pub fn build(
         },
         crate::engine::stack::libgcc_captures(),
         crate::profile::symbolize::copy_failures(),
-        crate::engine::pressure::dump_fallbacks()
+        crate::engine::pressure::dump_fallbacks(),
+        walks[0],
+        walks[1],
+        walks[2],
+        walks[3],
     ));
     b.p.comment.push(comment);
     for (key, value) in [

@@ -1,0 +1,305 @@
+//! heapprof's own stack walk on x86-64: DWARF rules cached per address.
+//!
+//! A step from a frame to its caller needs the rule of one code address
+//! ([`crate::engine::cfi`]), and a program allocates from a few thousand
+//! distinct places: each rule is derived once and kept in [`CACHE`], a
+//! direct-mapped table of single words (an entry is written and read in
+//! one atomic access, so a race only ever costs a recomputation), and a
+//! walk is then a load, a compare and a few additions a frame.
+//!
+//! ```text
+//! entry (u64):  63 ..... 31 | 30    | 29      | 28   | 27      | 26 ..... 17 | 16 ..... 0
+//!               key >> 14   | valid | unknown | last | cfa_rbp | rbp_at / 8  | cfa_off
+//! slot = (key ^ key >> 14) mod 2^14
+//! ```
+//! `key` is the address looked up (a return address minus one). The slot
+//! and `key >> 14` together give the whole key back, so a match is exact;
+//! an empty slot (0) matches no key at or above 2^14, and none at or above
+//! 2^47 fits the 33 bits. Such keys, and rules whose offsets do not fit,
+//! are not cached (looked up each time).
+//!
+//! A walk gives up (`None`) at the first frame without a rule
+//! ([`crate::engine::cfi::Rule::Unknown`]: a signal frame, code without
+//! unwind information, an unusual CFA), and the capture takes libunwind's
+//! full unwind instead; so every walk that returns equals a full unwind
+//! frame for frame (the `HEAPPROF_CHECK_UNWIND` tests compare the two on
+//! real programs).
+//!
+//! A rule cached for an object that is later unloaded (`dlclose`) stays
+//! until its slot is taken by another address: code loaded at the same
+//! address afterwards could be walked with it (libunwind's caches share
+//! this).
+
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::engine::cfi::{self, Rule};
+
+const SLOTS_LOG: u32 = 14;
+const SLOTS: usize = 1 << SLOTS_LOG;
+const MASK: u64 = SLOTS as u64 - 1;
+
+static CACHE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+
+const CFA_OFF_BITS: u32 = 17;
+const CFA_OFF_MASK: u64 = (1 << CFA_OFF_BITS) - 1;
+const RBP_AT_SHIFT: u32 = CFA_OFF_BITS;
+const RBP_AT_BITS: u32 = 10;
+const CFA_RBP: u64 = 1 << 27;
+const LAST: u64 = 1 << 28;
+const UNKNOWN: u64 = 1 << 29;
+const VALID: u64 = 1 << 30;
+const KEY_SHIFT: u32 = 31;
+const _: () = assert!(RBP_AT_SHIFT + RBP_AT_BITS == 27 && 64 - KEY_SHIFT + SLOTS_LOG == 47);
+
+/// `rbp_at` (a multiple of 8) from a cache word.
+#[inline(always)]
+fn rbp_at(e: u64) -> u64 {
+    (e >> (RBP_AT_SHIFT - 3)) & (((1 << RBP_AT_BITS) - 1) << 3)
+}
+
+/// Largest frame (CFA − stack pointer) a walk accepts: a larger step means
+/// a wrong rule, and the walk gives up rather than read far away.
+const MAX_FRAME: u64 = 1 << 30;
+
+#[inline(always)]
+fn slot(key: u64) -> usize {
+    ((key ^ (key >> SLOTS_LOG)) & MASK) as usize
+}
+
+/// A rule's bits of a cache word (with [`VALID`]); `None` if its offsets
+/// do not fit.
+fn bits(rule: Rule) -> Option<u64> {
+    let b = match rule {
+        Rule::Unknown => UNKNOWN,
+        Rule::Last => LAST,
+        Rule::Step {
+            cfa_rbp,
+            cfa_off,
+            rbp_at,
+        } => {
+            if u64::from(cfa_off) >> CFA_OFF_BITS != 0
+                || rbp_at % 8 != 0
+                || u64::from(rbp_at / 8) >> RBP_AT_BITS != 0
+            {
+                return None;
+            }
+            (if cfa_rbp { CFA_RBP } else { 0 })
+                | u64::from(cfa_off)
+                | u64::from(rbp_at / 8) << RBP_AT_SHIFT
+        }
+    };
+    Some(b | VALID)
+}
+
+/// The cache word for `rule` at `key`; `None` if it cannot be cached.
+fn encode(key: u64, rule: Rule) -> Option<u64> {
+    if key >> 47 != 0 || key >> SLOTS_LOG == 0 {
+        return None;
+    }
+    Some((key >> SLOTS_LOG) << KEY_SHIFT | bits(rule)?)
+}
+
+/// The rule for `key`, from the cache or derived (and cached).
+#[inline(always)]
+fn rule_word(key: u64) -> u64 {
+    // `slot` is below SLOTS: the bounds check folds away.
+    if let Some(e) = CACHE.get(slot(key)).map(|c| c.load(Ordering::Relaxed)) {
+        if e >> KEY_SHIFT == key >> SLOTS_LOG {
+            return e;
+        }
+    }
+    derive(key)
+}
+
+#[cold]
+#[inline(never)]
+fn derive(key: u64) -> u64 {
+    let rule = cfi::rule_at(key);
+    if let (Some(e), Some(c)) = (encode(key, rule), CACHE.get(slot(key))) {
+        c.store(e, Ordering::Relaxed);
+    }
+    bits(rule).unwrap_or(UNKNOWN)
+}
+
+/// Whether walks can run (glibc has `_dl_find_object`; x86-64).
+pub fn available() -> bool {
+    cfg!(target_arch = "x86_64") && cfi::loaded()
+}
+
+/// Walks the stack from the caller's frame (this is inlined into it): its
+/// code addresses are the caller's own (where this was inlined), then
+/// return addresses outward. Leaves out the first `skip`, writes up to
+/// `out.len()` of the rest (never a null one) and returns how many; `None`
+/// if a frame has no rule (a full unwinder must do it).
+#[inline(always)]
+#[cfg(target_arch = "x86_64")]
+pub fn walk(out: &mut [MaybeUninit<u64>], skip: usize) -> Option<usize> {
+    let (pc, sp, bp): (u64, u64, u64);
+    // SAFETY: reads the instruction pointer and two registers; no memory,
+    // no stack use, flags untouched.
+    unsafe {
+        core::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    walk_from(out, skip, pc, sp, bp)
+}
+
+#[inline(always)]
+#[cfg(target_arch = "x86_64")]
+fn walk_from(
+    out: &mut [MaybeUninit<u64>],
+    skip: usize,
+    pc: u64,
+    mut sp: u64,
+    mut bp: u64,
+) -> Option<usize> {
+    let mut ip = pc;
+    // The first frame's address is exact; a return address's call is the
+    // instruction before it.
+    let mut key = pc;
+    // Frames still to leave out before the first one written.
+    let mut to_skip = skip;
+    let mut n = 0;
+    loop {
+        if to_skip == 0 {
+            let Some(o) = out.get_mut(n) else {
+                return Some(n);
+            };
+            o.write(ip);
+            n = n.wrapping_add(1);
+        } else {
+            to_skip = to_skip.wrapping_sub(1);
+        }
+        let e = rule_word(key);
+        if e & (UNKNOWN | LAST) != 0 {
+            return (e & LAST != 0).then_some(n);
+        }
+        let base = if e & CFA_RBP != 0 { bp } else { sp };
+        let cfa = base.wrapping_add(e & CFA_OFF_MASK);
+        // The stack grows down: a caller's frame is above, and near;
+        // anything else is a rule that does not hold here.
+        if cfa.wrapping_sub(sp).wrapping_sub(1) >= MAX_FRAME {
+            return None;
+        }
+        let rbp_at = rbp_at(e);
+        // SAFETY: by the frame's CFI (exact, see the module doc), CFA − 8
+        // holds its return address and CFA − rbp_at the caller's rbp, both in
+        // this thread's stack, above the current frame (checked: cfa > sp).
+        unsafe {
+            ip = (cfa.wrapping_sub(8) as *const u64).read_unaligned();
+            if rbp_at != 0 {
+                bp = (cfa.wrapping_sub(rbp_at) as *const u64).read_unaligned();
+            }
+        }
+        sp = cfa;
+        if ip == 0 {
+            return Some(n);
+        }
+        key = ip.wrapping_sub(1);
+    }
+}
+
+/// Not on this architecture: every capture takes the full unwinders.
+#[inline(always)]
+#[cfg(not(target_arch = "x86_64"))]
+pub fn walk(_out: &mut [MaybeUninit<u64>], _skip: usize) -> Option<usize> {
+    None
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_keeps_every_field_and_the_key() {
+        let key = 0x7f12_3456_789a;
+        let rule = Rule::Step {
+            cfa_rbp: true,
+            cfa_off: 0x1_2340,
+            rbp_at: 16,
+        };
+        let e = encode(key, rule).unwrap();
+        assert_eq!(e >> KEY_SHIFT, key >> SLOTS_LOG);
+        assert_eq!(e & CFA_OFF_MASK, 0x1_2340);
+        assert_eq!(rbp_at(e), 16);
+        assert!(e & CFA_RBP != 0 && e & VALID != 0 && e & (UNKNOWN | LAST) == 0);
+        // Another key in the same slot with the same high part does not exist:
+        // the slot and the high part give the key back.
+        let low = (slot(key) as u64) ^ ((key >> SLOTS_LOG) & MASK);
+        assert_eq!(low, key & MASK);
+        assert_eq!(encode(1 << 47, rule), None);
+        assert_eq!(
+            encode(
+                key,
+                Rule::Step {
+                    cfa_rbp: false,
+                    cfa_off: 1 << 17,
+                    rbp_at: 0
+                }
+            ),
+            None
+        );
+    }
+
+    /// The walk's frames and libgcc's full unwind, both from this frame.
+    #[inline(never)]
+    fn own_walk() -> (Vec<u64>, Vec<u64>) {
+        let mut out = [MaybeUninit::<u64>::uninit(); 256];
+        let n = std::hint::black_box(walk(&mut out, 0)).expect("every frame has a rule");
+        // SAFETY: the walk initialised the first n.
+        let walked = out[..n]
+            .iter()
+            .map(|f| unsafe { f.assume_init() })
+            .collect();
+        let mut full = Vec::new();
+        backtrace::trace(|f| {
+            full.push(f.ip() as u64);
+            // A null return address ends the stack (libgcc reports it).
+            f.ip() as u64 != 0
+        });
+        if full.last() == Some(&0) {
+            full.pop();
+        }
+        (walked, full)
+    }
+
+    #[inline(never)]
+    fn recurse(depth: usize) -> (Vec<u64>, Vec<u64>) {
+        if depth == 0 {
+            return own_walk();
+        }
+        let r = recurse(std::hint::black_box(depth - 1));
+        std::hint::black_box(r)
+    }
+
+    #[test]
+    fn a_walk_equals_a_full_unwind_up_to_the_thread_start() {
+        assert!(cfi::load());
+        for _ in 0..2 {
+            // The second time from the cache.
+            let (walked, full) = recurse(40);
+            // Past its own frame (an address in own_walk, where the walk
+            // was inlined; libgcc's first frames are its own and the
+            // backtrace crate's), the walk is the full unwind's tail, up to
+            // the thread's start.
+            let tail = &walked[1..];
+            assert!(tail.len() > 45, "{}", tail.len());
+            assert!(full.ends_with(tail), "{walked:x?}\n{full:x?}");
+            assert!(full.len() <= tail.len() + 8);
+        }
+    }
+}

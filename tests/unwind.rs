@@ -1,0 +1,106 @@
+//! heapprof's own stack walk (cached DWARF rules) equals libunwind's full
+//! unwind frame for frame on real programs: `HEAPPROF_UNWIND=check` takes
+//! both for every sample at rate 1 and counts the captures that differ.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch(name: &str) -> PathBuf {
+    common::fresh_dir(common::temp_dir(&format!("unwind-{name}")))
+}
+
+/// The walk's counts in the comment of `PREFIX.PID.SEQ.pb.gz` profiles of
+/// `dir`, summed over processes (each its last dump): `[walks, fallbacks,
+/// checks, mismatches]`.
+fn walk_counts(dir: &Path) -> [u64; 4] {
+    let mut last = std::collections::BTreeMap::new();
+    for (pid, _, path) in common::dumps(dir) {
+        last.insert(pid, path);
+    }
+    assert!(!last.is_empty(), "no profile in {}", dir.display());
+    let mut sum = [0u64; 4];
+    for path in last.values() {
+        let p = common::read_profile(path);
+        let comment = &p.string_table[p.comment[0] as usize];
+        for (i, key) in [
+            "walks=",
+            "walk_fallbacks=",
+            "walk_checks=",
+            "walk_mismatches=",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let v = comment
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {comment}"));
+            sum[i] += v.parse::<u64>().unwrap();
+        }
+    }
+    sum
+}
+
+/// Runs `cmd` under the preload library at rate 1 with every capture
+/// checked; the walk's counts.
+fn checked_run(mut cmd: Command, dir: &Path) -> [u64; 4] {
+    cmd.env("LD_PRELOAD", common::preload_library())
+        .env("HEAPPROF_RATE", "1")
+        .env("HEAPPROF_UNWIND", "check")
+        .env("HEAPPROF_AT_EXIT", "1")
+        .env("HEAPPROF_OUT", dir.join("p"));
+    common::output_ok(&mut cmd);
+    walk_counts(dir)
+}
+
+#[test]
+fn the_walk_equals_libunwind_on_c_with_and_without_frame_pointers() {
+    for (name, flag) in [
+        ("fp", "-fno-omit-frame-pointer"),
+        ("nofp", "-fomit-frame-pointer"),
+    ] {
+        let dir = scratch(name);
+        let exe = common::c_program(&dir, "unwind_corpus", &["-pthread", flag]);
+        let [walks, fallbacks, checks, mismatches] = checked_run(common::clean_command(&exe), &dir);
+        assert_eq!(mismatches, 0, "{name}: walks {walks}, checks {checks}");
+        // Every walk was checked (libunwind is on these machines).
+        assert_eq!(checks, walks, "{name}");
+        // Three rounds of ~630 allocations on the walk; the signal
+        // handler's 20 a round go through a signal frame, which the walk
+        // leaves to libunwind.
+        assert!(walks > 1_800, "{name}: {walks}");
+        assert!(fallbacks >= 60, "{name}: {fallbacks}");
+    }
+}
+
+#[test]
+fn the_walk_equals_libunwind_on_cpython() {
+    let dir = scratch("python");
+    let script = dir.join("w.py");
+    std::fs::write(
+        &script,
+        "import json, re\n\
+         def deep(n):\n    return deep(n - 1) if n else [json.dumps({'k': i, 'v': [i] * 5}) for i in range(2000)]\n\
+         for _ in range(5):\n    deep(40)\n    re.findall(r'\\w+', 'a b c ' * 500)\n",
+    )
+    .unwrap();
+    let mut cmd = common::clean_command("python3");
+    cmd.arg(&script).env("PYTHONMALLOC", "malloc");
+    let [walks, _, checks, mismatches] = checked_run(cmd, &dir);
+    assert_eq!(mismatches, 0, "walks {walks}, checks {checks}");
+    assert_eq!(checks, walks);
+    assert!(walks > 20_000, "{walks}");
+}
+
+#[test]
+fn the_walk_equals_libunwind_on_a_rust_program() {
+    let dir = scratch("rust");
+    let mut cmd = common::clean_command(common::example("workload"));
+    cmd.args(["--seconds", "1", "--tick-ms", "20", "--threads", "2"]);
+    let [walks, _, checks, mismatches] = checked_run(cmd, &dir);
+    assert_eq!(mismatches, 0, "walks {walks}, checks {checks}");
+    assert_eq!(checks, walks);
+    assert!(walks > 1_000, "{walks}");
+}
