@@ -83,7 +83,7 @@
 /// which the lints below hold as far as the compiler can (no `panic!`,
 /// `unwrap`, `expect`, indexing or overflowing arithmetic). Every such
 /// module is declared through this macro, so the list of them is the
-/// modules named in its uses (`os`, `control`).
+/// modules named in its uses (in `os`, `engine`, `profile` and `control`).
 macro_rules! raw_thread_modules {
     ($($(#[$meta:meta])* $vis:vis mod $name:ident;)*) => {
         $(

@@ -58,12 +58,11 @@ pub(crate) fn cleared() {
 
 /// FNV-1a: enough to tell one problem from another (const: the watcher
 /// keys its own fixed lines at compile time).
-pub(crate) const fn fnv(bytes: &[u8]) -> u64 {
+pub(crate) const fn fnv(mut bytes: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
-    let mut i = 0;
-    while i < bytes.len() {
-        h = (h ^ bytes[i] as u64).wrapping_mul(0x100_0000_01b3);
-        i += 1;
+    while let [b, rest @ ..] = bytes {
+        h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+        bytes = rest;
     }
     h
 }

@@ -35,6 +35,7 @@ use crate::profile::dump::Trigger;
 /// error line (see [`crate::control::dump_errors`]).
 const REPORT_MAGIC: u64 = 0x4850_5250_0000_0003;
 const REPORT_WORDS: usize = 7;
+const REPORT_BYTES: usize = REPORT_WORDS * 8;
 
 /// Gaps before the copies made again after one that failed for another
 /// reason than a held lock (a descriptor closed under the watcher, a
@@ -123,20 +124,19 @@ fn attempt() -> bool {
         let Some((pid, fd)) = crate::profile::forked_copy::start(dump_in_copy) else {
             continue;
         };
-        let mut len = 0;
+        let mut len = 0usize;
         let ended = crate::profile::forked_copy::finish(pid, fd, |bytes| {
-            let Some(room) = buf.get_mut(len..len + bytes.len()) else {
+            let end = len.saturating_add(bytes.len());
+            let Some(room) = buf.get_mut(len..end) else {
                 return false;
             };
             room.copy_from_slice(bytes);
-            len += bytes.len();
+            len = end;
             true
         });
         let trailer = crate::profile::forked_copy::TRAILER;
-        if ended.complete
-            && buf[..len].ends_with(trailer)
-            && apply_report(&buf[..len - trailer.len()])
-        {
+        let got = buf.get(..len).unwrap_or_default();
+        if ended.complete && got.strip_suffix(trailer).is_some_and(apply_report) {
             return true;
         }
         if ended.status != Some(crate::engine::arena_in_copy::LOCK_HELD) {
@@ -150,14 +150,15 @@ fn attempt() -> bool {
 /// report is not one.
 fn apply_report(bytes: &[u8]) -> bool {
     let mut h = [0u64; REPORT_WORDS];
-    for (i, w) in h.iter_mut().enumerate() {
-        match bytes.get(i * 8..i * 8 + 8) {
+    let mut words = bytes.chunks_exact(8);
+    for w in h.iter_mut() {
+        match words.next() {
             Some(b) => *w = u64::from_le_bytes(b.try_into().unwrap_or_default()),
             None => return false,
         }
     }
     let [magic, wrote, seq, raw_dumps, skipped, err_key, err_len] = h;
-    let err = &bytes[REPORT_WORDS * 8..];
+    let err = bytes.get(REPORT_BYTES..).unwrap_or_default();
     if magic != REPORT_MAGIC || err_len as usize != err.len() {
         return false;
     }
@@ -193,8 +194,8 @@ fn dump_in_copy(sink: &mut crate::profile::forked_copy::Sink) {
         REPORT_MAGIC,
         wrote as u64,
         crate::profile::output::sequence(),
-        raw1 - raw0,
-        skipped1 - skipped0,
+        raw1.wrapping_sub(raw0),
+        skipped1.wrapping_sub(skipped0),
         err.key,
         err.line.len() as u64,
     ];

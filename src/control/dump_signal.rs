@@ -193,7 +193,7 @@ pub unsafe fn ppoll(
 #[inline]
 fn bit(sig: c_int) -> u64 {
     if (1..=64).contains(&sig) {
-        1 << (sig - 1)
+        1 << sig.wrapping_sub(1)
     } else {
         0
     }
@@ -252,6 +252,8 @@ pub fn dumper_takes() -> c_int {
 
 /// The signals whose presence together marks "block everything" rather
 /// than "block this signal".
+// Evaluated at compile time: indexing and arithmetic cannot fail at run time.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 const BLANKET: u64 = {
     let s = [
         libc::SIGHUP,
@@ -282,7 +284,7 @@ const BLANKET: u64 = {
 #[inline]
 pub fn blanket(set: &libc::sigset_t, sig: c_int) -> bool {
     let need = BLANKET & !bit(sig);
-    (word(set) & need).count_ones() + BLANKET_SLACK >= need.count_ones()
+    (word(set) & need).count_ones().saturating_add(BLANKET_SLACK) >= need.count_ones()
 }
 
 /// Common asynchronous signals a "block everything" mask may leave open.

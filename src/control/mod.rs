@@ -6,9 +6,6 @@
 pub mod blackbox;
 pub mod cgroup;
 pub mod config;
-pub(crate) mod dump_errors;
-pub(crate) mod dump_in_copy;
-pub mod dump_signal;
 pub(crate) mod fork_fresh;
 pub(crate) mod fork_handlers;
 pub mod heap_triggers;
@@ -16,10 +13,14 @@ pub mod history;
 pub mod http;
 pub mod lifetime;
 pub mod metrics;
-pub mod peak;
 pub mod startup;
 pub mod triggers;
 raw_thread_modules! {
+    pub(crate) mod dump_errors;
+    pub(crate) mod dump_in_copy;
+    pub mod dump_signal;
+    pub mod peak;
+    pub(crate) mod signal_notices;
     pub mod wake;
     pub mod watcher;
 }

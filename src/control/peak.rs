@@ -69,7 +69,7 @@ pub fn tick(in_use: u64) {
         .as_ref()
         .map_or(0, |p| p.0)
         .max(WRITTEN.load(Ordering::Relaxed));
-    if in_use > kept + margin(kept) {
+    if in_use > kept.saturating_add(margin(kept)) {
         *g = Some((in_use, live_snapshot()));
         AT_EXIT.call_once(|| {
             // SAFETY: registering a plain extern "C" function that lives
@@ -94,7 +94,7 @@ fn live_snapshot() -> Snapshot {
 /// should write a new one (`write_now`).
 pub fn watcher_due(in_use: u64) -> bool {
     let w = WRITTEN.load(Ordering::Relaxed);
-    in_use > w + margin(w) && files_wanted()
+    in_use > w.saturating_add(margin(w)) && files_wanted()
 }
 
 /// The watcher's copy wrote the heap at `in_use` as the peak profile.

@@ -57,11 +57,18 @@
 //! from the next copy; the skipped-children note waits for the real dumper
 //! or the exit.
 //!
-//! This module, `control::wake` (its wait and wake-ups) and
-//! `os::own_table` are declared through `raw_thread_modules!` (`lib.rs`),
-//! whose lints deny panics, `unwrap`, indexing and overflowing arithmetic
-//! in them; `tests/preload.rs` checks that the watcher leaves the program's
-//! errno alone while it dumps.
+//! Everything the watcher runs is declared through `raw_thread_modules!`
+//! (`lib.rs`), whose lints deny panics, `unwrap`, indexing and overflowing
+//! arithmetic in it: this module, `control::wake` (its wait and wake-ups),
+//! `control::dump_in_copy` and `profile::forked_copy` (the copies),
+//! `control::dump_signal` (the masks), `control::peak` (when a peak is
+//! due), `control::signal_notices`, `control::dump_errors` and
+//! `engine::pressure` (the lines it prints), `os::own_table`, beside
+//! `os::raw`'s system calls; beyond them it touches atomics only
+//! (`engine::aggregate::in_use_estimate`, `engine::want_drain`,
+//! `profile::output::advance_sequence`, the triggers' taken-signal flag).
+//! `tests/preload.rs` checks that the watcher leaves the program's errno
+//! alone while it dumps.
 
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
@@ -327,15 +334,15 @@ fn say_pending() {
             .is_some_and(|note| core::fmt::Write::write_str(w, note).is_ok())
     });
     say_line(&mut |w| match crate::control::dump_signal::take_yielded() {
-        Some((sig, why)) if crate::control::triggers::first_yield_line(sig) => {
-            crate::control::triggers::write_yield_line(w, sig, why).is_ok()
+        Some((sig, why)) if crate::control::signal_notices::first_yield_line(sig) => {
+            crate::control::signal_notices::write_yield_line(w, sig, why).is_ok()
         },
         _ => false,
     });
     say_line(&mut |w| match crate::control::triggers::take_signal_taken() {
         0 => false,
-        sig => crate::control::triggers::write_taken_line(w, sig).is_ok(),
+        sig => crate::control::signal_notices::write_taken_line(w, sig).is_ok(),
     });
-    say_line(&mut |w| crate::engine::sample_heap::fallback_notice_into(w));
+    say_line(&mut |w| crate::engine::pressure::limit_note_into(w));
     say_line(&mut |w| crate::engine::pressure::take_note_into(w));
 }

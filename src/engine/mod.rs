@@ -43,7 +43,6 @@ pub mod blackbox;
 pub(crate) mod buffer;
 pub mod labels;
 pub mod loader_fence;
-pub(crate) mod pressure;
 pub(crate) mod record;
 pub mod sample_heap;
 pub mod sampler;
@@ -53,9 +52,10 @@ pub(crate) mod tagged_stack;
 pub mod thread_state;
 pub mod threads;
 pub mod waiter;
-// Inside every sampled allocation, hence under the raw-thread lints.
+// On the sampled path or the watcher, hence under the raw-thread lints.
 raw_thread_modules! {
     pub(crate) mod cfi;
+    pub(crate) mod pressure;
     pub(crate) mod unwind;
 }
 

@@ -110,6 +110,30 @@ pub fn take_note_into(w: &mut impl core::fmt::Write) -> bool {
     true
 }
 
+/// The one line to print about the sample heap's fallbacks, the first time
+/// there are any, when the user's `HEAPPROF_SAMPLE_HEAP_LIMIT` caused them
+/// (running out of address space or memory is [`take_note`]'s).
+pub fn limit_note() -> Option<String> {
+    let mut s = String::new();
+    limit_note_into(&mut s).then_some(s)
+}
+
+/// [`limit_note`] into `w` (no allocation of its own: the watcher thread
+/// prints it): whether there was a line.
+pub fn limit_note_into(w: &mut impl core::fmt::Write) -> bool {
+    static SAID_LIMIT: AtomicBool = AtomicBool::new(false);
+    let n = crate::engine::sample_heap::fallbacks();
+    let limit = crate::engine::sample_heap::limit();
+    if n == 0 || limit == usize::MAX || SAID_LIMIT.swap(true, Ordering::Relaxed) {
+        return false;
+    }
+    let _ = write!(
+        w,
+        "heapprof: the sample heap is full because its limit (HEAPPROF_SAMPLE_HEAP_LIMIT={limit}) is reached; {n} allocation(s) chosen for sampling were served unsampled by the allocator, so the profile undercounts (free samples, or raise the limit)"
+    );
+    true
+}
+
 /// The address space an address-space limit (`ulimit -v`, RLIMIT_AS)
 /// leaves now, to within a 256th of the limit; None when there is no such
 /// limit. Found by bisection over [`room_for`] probes (no descriptor, no
@@ -138,8 +162,9 @@ pub fn address_room() -> Option<usize> {
         .unwrap_or(usize::MAX)
         .min(1 << 46);
     let (mut lo, mut hi) = (0usize, limit);
-    while hi - lo > (limit / 256).max(4096) {
-        let mid = (lo + (hi - lo) / 2) & !4095;
+    // lo <= hi throughout: neither wraps.
+    while hi.wrapping_sub(lo) > (limit / 256).max(4096) {
+        let mid = lo.wrapping_add(hi.wrapping_sub(lo) / 2) & !4095;
         if room_for(mid) {
             lo = mid;
         } else {

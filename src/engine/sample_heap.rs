@@ -164,8 +164,8 @@
 //! [`set_limit`] reached, `HEAPPROF_SAMPLE_HEAP_LIMIT`), the way in serves
 //! the allocation from the inner allocator, unsampled, and [`fallbacks`]
 //! counts it (also in each profile's comment); the dumper thread says so
-//! once: [`fallback_notice`] for the user's limit, the one "low on memory"
-//! line of [`crate::engine::pressure`] otherwise. Hooks never print.
+//! once: [`crate::engine::pressure::limit_note`] for the user's limit, the
+//! one "low on memory" line of [`crate::engine::pressure`] otherwise. Hooks never print.
 //!
 //! # Rules kept
 //! No lock is ever waited for (atomics, and the large runs' try-lock), no
@@ -277,7 +277,6 @@ static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 /// Unsampled large blocks the heap could not serve (see
 /// `engine::alloc_large`), served by the inner allocator instead.
 static LARGE_TO_INNER: AtomicU64 = AtomicU64::new(0);
-static NOTICED: AtomicBool = AtomicBool::new(false);
 
 /// Set in the metadata word of a free slot or run (beside its link), so a
 /// second free of the same pointer is ignored rather than corrupting a
@@ -395,28 +394,9 @@ pub fn fallbacks() -> u64 {
     FALLBACKS.load(Ordering::Relaxed)
 }
 
-/// The one line to print about fallbacks, the first time there are any,
-/// when the user's `HEAPPROF_SAMPLE_HEAP_LIMIT` caused them (running out of
-/// address space or memory is said by [`crate::engine::pressure`], with the
-/// rest of heapprof's giving way).
-pub fn fallback_notice() -> Option<String> {
-    let mut s = String::new();
-    fallback_notice_into(&mut s).then_some(s)
-}
-
-/// [`fallback_notice`] into `w` (no allocation of its own): whether there
-/// was a line.
-pub fn fallback_notice_into(w: &mut impl core::fmt::Write) -> bool {
-    let n = fallbacks();
-    let limit = LIMIT.load(Ordering::Relaxed);
-    if n == 0 || limit == usize::MAX || NOTICED.swap(true, Ordering::Relaxed) {
-        return false;
-    }
-    let _ = write!(
-        w,
-        "heapprof: the sample heap is full because its limit (HEAPPROF_SAMPLE_HEAP_LIMIT={limit}) is reached; {n} allocation(s) chosen for sampling were served unsampled by the allocator, so the profile undercounts (free samples, or raise the limit)"
-    );
-    true
+/// The `HEAPPROF_SAMPLE_HEAP_LIMIT` in force (`usize::MAX`: none).
+pub fn limit() -> usize {
+    LIMIT.load(Ordering::Relaxed)
 }
 
 /// Unsampled large blocks served by the inner allocator because the heap

@@ -92,10 +92,13 @@ const STALL: Duration = Duration::from_secs(60);
 
 /// How often a silent copy's scheduler state is looked at.
 const CHECK_EVERY_MS: i32 = 100;
+const CHECK_EVERY_NS: libc::c_long = CHECK_EVERY_MS as libc::c_long * 1_000_000;
 
 /// A silent copy asleep at this many checks in a row waits on a lock that
 /// nobody in it will release.
 const STUCK_CHECKS: u32 = 3;
+/// `-EINTR`, as the raw system calls return it.
+const NEG_EINTR: isize = -(libc::EINTR as isize);
 
 /// Ends every complete result; a result without it was cut short.
 pub const TRAILER: &[u8; 8] = b"HPCOPY\0\x01";
@@ -117,7 +120,7 @@ impl Sink {
                 }
                 exit(4);
             }
-            bytes = &bytes[n as usize..];
+            bytes = bytes.get(n as usize..).unwrap_or_default();
         }
     }
 }
@@ -135,10 +138,11 @@ pub fn run(work: impl FnOnce(&mut Sink)) -> Option<Vec<u8>> {
         }
         kept
     });
-    if !ended.complete || !kept || !out.ends_with(TRAILER) {
+    if !ended.complete || !kept {
         return None;
     }
-    out.truncate(out.len() - TRAILER.len());
+    let body = out.strip_suffix(TRAILER)?.len();
+    out.truncate(body);
     Some(out)
 }
 
@@ -263,9 +267,9 @@ fn adopt_credentials(parent: i32) -> bool {
     let (Some(uid), Some(gid), Some(groups)) = (ids("Uid:"), ids("Gid:"), ids("Groups:")) else {
         return true;
     };
-    if uid.len() < 3 || gid.len() < 3 {
+    let (&[u0, u1, u2, ..], &[g0, g1, g2, ..]) = (&uid[..], &gid[..]) else {
         return true;
-    }
+    };
     let (mut r, mut e, mut sv) = (0u32, 0u32, 0u32);
     // SAFETY: three writable ids.
     unsafe { libc::getresuid(&mut r, &mut e, &mut sv) };
@@ -295,8 +299,8 @@ fn adopt_credentials(parent: i32) -> bool {
         groups.len() as u64,
         groups.as_ptr() as u64,
         0,
-    ) && call(libc::SYS_setresgid, gid[0], gid[1], gid[2])
-        && call(libc::SYS_setresuid, uid[0], uid[1], uid[2])
+    ) && call(libc::SYS_setresgid, g0, g1, g2)
+        && call(libc::SYS_setresuid, u0, u1, u2)
 }
 
 /// Ends the copy at once: no atexit handler, no stdio flush (`_exit`).
@@ -310,8 +314,8 @@ fn exit(code: libc::c_int) -> ! {
 fn read_all(fd: i32, pid: i32, take: &mut impl FnMut(&[u8]) -> bool) -> bool {
     let mut chunk = [0u8; 16 << 10];
     let stall = STALL.as_nanos() as u64;
-    let mut deadline = raw::monotonic_ns() + stall;
-    let mut asleep = 0;
+    let mut deadline = raw::monotonic_ns().saturating_add(stall);
+    let mut asleep = 0u32;
     // SAFETY: a zeroed sigset_t is the empty set; the poll keeps the mask.
     let mut mask: libc::sigset_t = unsafe { core::mem::zeroed() };
     raw::current_mask(&mut mask);
@@ -326,17 +330,21 @@ fn read_all(fd: i32, pid: i32, take: &mut impl FnMut(&[u8]) -> bool) -> bool {
         }];
         let every = libc::timespec {
             tv_sec: 0,
-            tv_nsec: CHECK_EVERY_MS as libc::c_long * 1_000_000,
+            tv_nsec: CHECK_EVERY_NS,
         };
         let r = raw::ppoll(&mut p, Some(&every), &mask);
-        if r == -(libc::EINTR as isize) {
+        if r == NEG_EINTR {
             continue;
         }
         if r < 0 {
             return false;
         }
         if r == 0 {
-            asleep = if is_asleep(pid) { asleep + 1 } else { 0 };
+            asleep = if is_asleep(pid) {
+                asleep.saturating_add(1)
+            } else {
+                0
+            };
             if asleep >= STUCK_CHECKS {
                 return false;
             }
@@ -348,12 +356,12 @@ fn read_all(fd: i32, pid: i32, take: &mut impl FnMut(&[u8]) -> bool) -> bool {
         match n {
             0 => return true,
             n if n > 0 => {
-                if !take(&chunk[..n as usize]) {
+                if !take(chunk.get(..n as usize).unwrap_or_default()) {
                     return false;
                 }
-                deadline = raw::monotonic_ns() + stall;
+                deadline = raw::monotonic_ns().saturating_add(stall);
             }
-            n if n == -(libc::EINTR as isize) => {}
+            n if n == NEG_EINTR => {}
             _ => return false,
         }
     }
@@ -380,12 +388,10 @@ fn is_asleep(pid: i32) -> bool {
     if n <= 0 {
         return false;
     }
-    let stat = &buf[..n as usize];
+    let stat = buf.get(..n as usize).unwrap_or_default();
     // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
-    stat.iter()
-        .rposition(|&b| b == b')')
-        .and_then(|i| stat[i + 1..].iter().find(|b| !b.is_ascii_whitespace()))
-        == Some(&b'S')
+    let after_comm = stat.rsplit(|&b| b == b')').next().unwrap_or_default();
+    stat.contains(&b')') && after_comm.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'S')
 }
 
 /// Waits for the copy to end. ECHILD (the program reaped it with a
@@ -394,7 +400,7 @@ fn reap(pid: i32) -> Option<i32> {
     let mut status = 0;
     loop {
         match raw::wait_clone(pid, 0, &mut status) {
-            r if r == -(libc::EINTR as isize) => continue,
+            r if r == NEG_EINTR => continue,
             r if r == pid as isize && libc::WIFEXITED(status) => {
                 return Some(libc::WEXITSTATUS(status))
             }
@@ -404,6 +410,7 @@ fn reap(pid: i32) -> Option<i32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use std::time::Instant;

@@ -4,7 +4,9 @@
 
 pub(crate) mod delta;
 pub(crate) mod dump;
-pub(crate) mod forked_copy;
+raw_thread_modules! {
+    pub(crate) mod forked_copy;
+}
 pub(crate) mod mappings;
 pub(crate) mod output;
 pub(crate) mod pprof;
