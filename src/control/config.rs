@@ -20,7 +20,7 @@
 //! | `HEAPPROF_BLACKBOX_KEEP` | keep the black box file after a normal exit | `0` |
 //! | `HEAPPROF_NEAR_LIMIT` | dump when memory first crosses each percentage of its limit, `80,95` (see [`crate::control::heap_triggers`]) | off |
 //! | `HEAPPROF_GROWTH` | dump each time the estimated in-use heap grows by this many bytes over the last such dump; `k`/`m`/`g` suffixes | off |
-//! | `HEAPPROF_UNWIND` | how stacks are captured: `own` walks them with heapprof's cached DWARF rules ([`crate::engine::unwind`]), libunwind where it cannot; `libunwind` uses libunwind (else libgcc's unwinder) for every capture; `check` does both and counts the captures that differ (`walk_mismatches=` in each profile's comment; a testing mode, as slow as `libunwind`) | `own` |
+//! | `HEAPPROF_UNWIND` | how stacks are captured: `own` walks them with heapprof's cached DWARF rules (`engine::unwind`), libunwind where it cannot; `libunwind` uses libunwind (else libgcc's unwinder) for every capture; `check` does both and counts the captures that differ (`walk_mismatches=` in each profile's comment; a testing mode, as slow as `libunwind`) | `own` |
 //! | `HEAPPROF_KEEP` | keep only the newest N heap dumps of the process | all |
 //!
 //! A value that does not parse never stops the program: heapprof prints one

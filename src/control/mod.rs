@@ -6,6 +6,7 @@
 pub mod blackbox;
 pub mod cgroup;
 pub mod config;
+pub(crate) mod dumper;
 pub(crate) mod fork_fresh;
 pub(crate) mod fork_handlers;
 pub mod heap_triggers;

@@ -1,5 +1,7 @@
-//! Dump triggers: a signal, an interval, process exit — and the dumper
-//! thread that does the work for all of them.
+//! Dump triggers: a signal, an interval, process exit — their settings, the
+//! signal's installation and the entry every dump goes through
+//! ([`dump_now`]); the thread that does the work for all of them is
+//! `control::dumper`.
 //!
 //! # Model
 //! Nothing that writes a profile ever runs in a signal handler or on an
@@ -70,8 +72,8 @@ use crate::engine::thread_state;
 use crate::os::raw;
 use crate::profile::dump::Trigger;
 
-struct Settings {
-    config: Config,
+pub(crate) struct Settings {
+    pub(crate) config: Config,
     /// Messages not yet printed (bad variables, a signal already taken).
     pending: Vec<String>,
 }
@@ -96,10 +98,10 @@ static DEFER_DUMPER: AtomicBool = AtomicBool::new(false);
 static DUMPER_STARTED: AtomicBool = AtomicBool::new(false);
 /// The real `pthread_create`, when the way in interposes the name (the
 /// dumper is heapprof's own thread, never one of the program's).
-static REAL_PTHREAD_CREATE: std::sync::atomic::AtomicPtr<()> =
+pub(crate) static REAL_PTHREAD_CREATE: std::sync::atomic::AtomicPtr<()> =
     std::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
-fn settings() -> MutexGuard<'static, Option<Settings>> {
+pub(crate) fn settings() -> MutexGuard<'static, Option<Settings>> {
     crate::engine::arena_in_copy::lock(&SETTINGS)
 }
 
@@ -163,8 +165,9 @@ fn hand_over() {
     let _busy = thread_state::current().enter();
     crate::engine::set_self_drain(false);
     watcher::stop();
-    // The dumper wakes the watcher until it has ended (see dumper_main).
-    spawn_dumper();
+    // The dumper wakes the watcher until it has ended (see
+    // `control::dumper`).
+    crate::control::dumper::spawn();
 }
 
 /// Prints one line on the program's stderr without taking any lock.
@@ -217,11 +220,11 @@ fn start_dumper_or_watcher() {
         }
     }
     DUMPER_STARTED.store(true, Ordering::Release);
-    spawn_dumper();
+    crate::control::dumper::spawn();
 }
 
 /// The settings, read from the environment on first use.
-fn ensure(g: &mut Option<Settings>) -> &mut Settings {
+pub(crate) fn ensure(g: &mut Option<Settings>) -> &mut Settings {
     g.get_or_insert_with(|| {
         let base = Config::default().at_exit(AT_EXIT_DEFAULT.load(Ordering::Relaxed));
         let (config, pending) = Config::from_lookup_with(base, |n| {
@@ -343,177 +346,9 @@ fn install_signal(want: i32) {
     }
 }
 
-/// Whether the dumper thread just made is off glibc's count (see
-/// `dumper_main`): 0 while its creator has not said, then [`YES`] or [`NO`].
-static DUMPER_UNCOUNTED: AtomicI32 = AtomicI32::new(0);
-const YES: i32 = 1;
-const NO: i32 = 2;
-
-/// Starts the dumper thread, from a thread of the program's. Unless the
-/// HTTP server is asked for, the dumper is taken off glibc's count of
-/// threads ([`lifetime::uncount_created`]) and works in a descriptor table
-/// of its own ([`crate::os::own_table`]): glibc then ends the process on
-/// the program's last thread, never on the dumper, whose table is not the
-/// program's. (The HTTP server's threads, made later by the dumper, could
-/// only take themselves off the count, which races with the program's end;
-/// with them, the dumper keeps the shared table, and `lifetime` ends the
-/// process on heapprof's last thread.)
-fn spawn_dumper() {
-    // Without allocating (start-up runs inside the allocator): the
-    // settings if read already, else the variable.
-    let private = match settings().as_ref() {
-        Some(s) => s.config.http.is_none(),
-        None => {
-            crate::control::config::getenv("HEAPPROF_HTTP").map_or(true, |v| v.trim().is_empty())
-        }
-    };
-    DUMPER_UNCOUNTED.store(0, Ordering::Release);
-    // SAFETY: a detached pthread running an extern "C" fn with no argument;
-    // pthread_attr is initialised and destroyed here.
-    let made = unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        let mut tid: libc::pthread_t = 0;
-        // Block every signal while creating, so the thread starts with all
-        // blocked (it inherits the mask) and the creator's mask is restored.
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        dump_signal::sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let real = REAL_PTHREAD_CREATE.load(Ordering::Acquire);
-        let made = if real.is_null() {
-            libc::pthread_create(&mut tid, &attr, dumper_main, core::ptr::null_mut())
-        } else {
-            // SAFETY: registered as a PthreadCreateFn.
-            let create = core::mem::transmute::<*mut (), PthreadCreateFn>(real);
-            create(&mut tid, &attr, dumper_main, core::ptr::null_mut())
-        };
-        dump_signal::sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
-        made == 0
-    };
-    let uncounted = made && private && lifetime::uncount_created();
-    DUMPER_UNCOUNTED.store(if uncounted { YES } else { NO }, Ordering::Release);
-}
-
-/// In the dumper: whether its creator took it off glibc's count (waits the
-/// moment it takes to say; a creator that never says, none).
-fn dumper_uncounted() -> bool {
-    for _ in 0..10_000 {
-        match DUMPER_UNCOUNTED.load(Ordering::Acquire) {
-            0 => std::thread::sleep(Duration::from_micros(100)),
-            v => return v == YES,
-        }
-    }
-    false
-}
-
-extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
-    let own = lifetime::OwnThread::enter(dumper_uncounted());
-    // Not counted by glibc, so the program's exit never runs here: what
-    // this thread and its copies of the process open can live in a
-    // descriptor table of their own (see `spawn_dumper`).
-    if own.uncounted() {
-        crate::os::own_table::enter();
-    }
-    thread_state::current().enter_forever();
-    let name = c"heapprof-dumper";
-    // SAFETY: naming the calling thread with a short NUL-terminated string.
-    unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
-    crate::engine::stack::load_fast_unwinder();
-    // Taking over from the watcher: wake it (it shares the word) until it
-    // has seen that it must end, before this thread takes the asks itself,
-    // so that a program counting its threads soon finds one again.
-    while watcher::running() {
-        crate::control::wake::poke();
-        watcher::wait_ended(20);
-    }
-    dump_signal::set_dumper_thread();
-    // A dump the watcher's copies could not make: made here, in-process.
-    if crate::control::dump_in_copy::take_deferred() {
-        dump_now(Trigger::Deferred);
-    }
-    // The mask this thread was created with (all but glibc's internal
-    // signals); it waits in it minus the dump signal.
-    // SAFETY: reading the calling thread's mask into a local.
-    let base = unsafe {
-        let mut m: libc::sigset_t = core::mem::zeroed();
-        dump_signal::sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut m);
-        m
-    };
-    let mut next_interval: Option<Instant> = None;
-    let mut last_drain = Instant::now();
-    let mut http = crate::control::http::Control::new();
-    let mut lifetime = lifetime::Watch::new();
-    loop {
-        print_pending();
-        crate::control::blackbox::tick();
-        crate::control::heap_triggers::tick();
-        let (interval, rate, http_addr) = {
-            let mut g = settings();
-            let c = &ensure(&mut g).config;
-            (c.interval, crate::engine::rate(), c.http)
-        };
-        http.ensure(http_addr);
-        let now = Instant::now();
-        match (interval, next_interval) {
-            (Some(every), None) => next_interval = Some(now + every),
-            (None, Some(_)) => next_interval = None,
-            _ => {}
-        }
-        // Drain often when sampling densely, so buffers stay small.
-        let drain_every = if (1..65536).contains(&rate) {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(1)
-        };
-        let mut wait = drain_every.saturating_sub(now - last_drain);
-        if let Some(t) = next_interval {
-            wait = wait.min(t.saturating_duration_since(now));
-        }
-        wait = wait.min(lifetime.wait_bound(now));
-        // Never straight back to the aggregator's lock: a drain that took
-        // longer than the period (samples arriving as fast as they are
-        // applied) would otherwise starve fork handlers and dumps waiting
-        // for that lock.
-        if let Some(poll) = crate::control::heap_triggers::poll_every() {
-            wait = wait.min(poll);
-        }
-        let wait = wait.max(Duration::from_millis(5));
-        let dump = crate::control::wake::wait_for_wake(
-            Some(wait.as_nanos().min(u64::MAX as u128) as u64),
-            &base,
-        );
-        if dump {
-            dump_now(Trigger::Signal);
-        }
-        let now = Instant::now();
-        if let (Some(t), Some(every)) = (next_interval, interval) {
-            if now >= t {
-                dump_now(Trigger::Interval);
-                next_interval = Some(t + every).filter(|&n| n > now).or(Some(now + every));
-            }
-        }
-        if crate::engine::take_drain_ask() || now - last_drain >= drain_every {
-            crate::engine::aggregate::with(|_| ());
-            last_drain = now;
-        }
-        if let Some(line) = crate::engine::pressure::take_note() {
-            say(&line);
-        }
-        if lifetime.program_ended(now) {
-            break;
-        }
-    }
-    // The program's threads are gone: heapprof's return, and glibc ends
-    // the process on the last of them, as it would have on the program's
-    // (see `lifetime`).
-    http.stop();
-    core::ptr::null_mut()
-}
-
-fn print_pending() {
+/// Prints the lines waiting to be said (bad variables, signals left to the
+/// program, notes of the layers below).
+pub(crate) fn print_pending() {
     let mut pending = std::mem::take(&mut ensure(&mut settings()).pending);
     pending.extend(
         crate::control::wake::note_source()
