@@ -158,52 +158,87 @@ fn walk_from(
     out: &mut [MaybeUninit<u64>],
     skip: usize,
     pc: u64,
-    mut sp: u64,
-    mut bp: u64,
+    sp: u64,
+    bp: u64,
 ) -> Option<usize> {
-    let mut ip = pc;
     // The first frame's address is exact; a return address's call is the
     // instruction before it.
-    let mut key = pc;
-    // Frames still to leave out before the first one written.
-    let mut to_skip = skip;
-    let mut n = 0;
-    loop {
-        if to_skip == 0 {
-            let Some(o) = out.get_mut(n) else {
-                return Some(n);
-            };
-            o.write(ip);
-            n = n.wrapping_add(1);
-        } else {
-            to_skip = to_skip.wrapping_sub(1);
+    let mut f = Frame { ip: pc, sp, bp, key: pc };
+    // The frames left out: walked, not written.
+    for _ in 0..skip {
+        match f.step() {
+            Step::Caller => {}
+            Step::End => return Some(0),
+            Step::Unknown => return None,
         }
-        let e = rule_word(key);
+    }
+    let mut n = 0usize;
+    for o in out.iter_mut() {
+        o.write(f.ip);
+        n = n.wrapping_add(1);
+        match f.step() {
+            Step::Caller => {}
+            Step::End => return Some(n),
+            Step::Unknown => return None,
+        }
+    }
+    Some(n)
+}
+
+/// Where a walk is: a frame's code address, the registers it was entered
+/// with, and the address its rule is looked up by.
+#[cfg(target_arch = "x86_64")]
+struct Frame {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    key: u64,
+}
+
+/// What a step found.
+#[cfg(target_arch = "x86_64")]
+enum Step {
+    /// The frame is now its caller.
+    Caller,
+    /// The stack ends here.
+    End,
+    /// No rule: a full unwinder must do this stack.
+    Unknown,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Frame {
+    /// Steps to the caller.
+    #[inline(always)]
+    fn step(&mut self) -> Step {
+        let e = rule_word(self.key);
         if e & (UNKNOWN | LAST) != 0 {
-            return (e & LAST != 0).then_some(n);
+            return if e & LAST != 0 { Step::End } else { Step::Unknown };
         }
-        let base = if e & CFA_RBP != 0 { bp } else { sp };
+        let base = if e & CFA_RBP != 0 { self.bp } else { self.sp };
         let cfa = base.wrapping_add(e & CFA_OFF_MASK);
         // The stack grows down: a caller's frame is above, and near;
         // anything else is a rule that does not hold here.
-        if cfa.wrapping_sub(sp).wrapping_sub(1) >= MAX_FRAME {
-            return None;
+        if cfa.wrapping_sub(self.sp).wrapping_sub(1) >= MAX_FRAME {
+            return Step::Unknown;
         }
         let rbp_at = rbp_at(e);
         // SAFETY: by the frame's CFI (exact, see the module doc), CFA − 8
         // holds its return address and CFA − rbp_at the caller's rbp, both in
         // this thread's stack, above the current frame (checked: cfa > sp).
         unsafe {
-            ip = (cfa.wrapping_sub(8) as *const u64).read_unaligned();
+            self.ip = (cfa.wrapping_sub(8) as *const u64).read_unaligned();
             if rbp_at != 0 {
-                bp = (cfa.wrapping_sub(rbp_at) as *const u64).read_unaligned();
+                self.bp = (cfa.wrapping_sub(rbp_at) as *const u64).read_unaligned();
             }
         }
-        sp = cfa;
-        if ip == 0 {
-            return Some(n);
+        self.sp = cfa;
+        self.key = self.ip.wrapping_sub(1);
+        if self.ip == 0 {
+            Step::End
+        } else {
+            Step::Caller
         }
-        key = ip.wrapping_sub(1);
     }
 }
 
