@@ -194,7 +194,9 @@ impl Reader<'_> {
         Some(b)
     }
 
-    fn uleb(&mut self) -> Option<u64> {
+    /// A LEB128 number: its low 64 bits, how many bits it had and whether
+    /// its last byte's sign bit was set.
+    fn leb(&mut self) -> Option<(u64, u32, bool)> {
         let (mut v, mut shift) = (0u64, 0u32);
         loop {
             let b = self.u8()?;
@@ -203,26 +205,22 @@ impl Reader<'_> {
             }
             shift = shift.saturating_add(7);
             if b & 0x80 == 0 {
-                return Some(v);
+                return Some((v, shift, b & 0x40 != 0));
             }
         }
     }
 
+    fn uleb(&mut self) -> Option<u64> {
+        self.leb().map(|(v, _, _)| v)
+    }
+
     fn sleb(&mut self) -> Option<i64> {
-        let (mut v, mut shift) = (0i64, 0u32);
-        loop {
-            let b = self.u8()?;
-            if shift < 64 {
-                v |= i64::from(b & 0x7f) << shift;
-            }
-            shift = shift.saturating_add(7);
-            if b & 0x80 == 0 {
-                if shift < 64 && b & 0x40 != 0 {
-                    v |= -1i64 << shift;
-                }
-                return Some(v);
-            }
-        }
+        let (v, bits, negative) = self.leb()?;
+        Some(if negative && bits < 64 {
+            (v | u64::MAX << bits) as i64
+        } else {
+            v as i64
+        })
     }
 
     /// A pointer encoded as `enc` (pc-relative or absolute; no indirection).
@@ -595,6 +593,25 @@ fn execute(
 #[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leb128_numbers_decode() {
+        let read = |bytes: &[u8]| {
+            let mut r = Reader { data: bytes, at: 0, base: 0 };
+            (r.clone_at().uleb(), r.sleb())
+        };
+        assert_eq!(read(&[0xe5, 0x8e, 0x26]), (Some(624_485), Some(624_485)));
+        assert_eq!(read(&[0x7f]), (Some(127), Some(-1)));
+        assert_eq!(read(&[0x80, 0x7f]), (Some(16_256), Some(-128)));
+        assert_eq!(read(&[0x78]).1, Some(-8)); // x86-64's data alignment
+        assert_eq!(read(&[0x80]), (None, None)); // cut short
+    }
+
+    impl<'a> Reader<'a> {
+        fn clone_at(&self) -> Reader<'a> {
+            Reader { data: self.data, at: self.at, base: self.base }
+        }
+    }
 
     #[test]
     fn functions_of_this_binary_have_rules() {
