@@ -16,6 +16,8 @@
 #   bash scripts/bench-exact.sh
 #   ONLY="python" bash scripts/bench-exact.sh     a subset
 #   WALL=0 bash scripts/bench-exact.sh            no wall-time comparison
+#   KEEP=1 bash scripts/bench-exact.sh            keeps the callgrind files
+#                                                 (cg.TAG in the folder printed)
 #
 # The python row is followed by the same run with HEAPPROF_UNWIND=libunwind
 # (every capture by libunwind, as before heapprof's own walk).
@@ -36,6 +38,7 @@ PY=/usr/bin/python3
 
 work=$(mktemp -d /tmp/heapprof-exact.XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+[ -z "${KEEP:-}" ] || echo "callgrind files kept in $work"
 cc -O2 -g -pthread -o "$work/alloc_bench" scripts/bench-programs/alloc_bench.c
 sed 's/range(100000)/range(20000)/' scripts/bench-programs/workload.py >"$work/workload.py"
 
