@@ -46,6 +46,9 @@ pub mod engine {
     pub mod threads {
         pub use crate::engine::threads::{create, enable, CreateFn, StartRoutine};
     }
+    pub mod unwind {
+        pub use crate::engine::unwind::forget_rules;
+    }
 }
 
 /// Start-up, settings, the dump signal and the dumper (`crate::control`).

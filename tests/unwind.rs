@@ -13,14 +13,14 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The walk's counts in the comment of `PREFIX.PID.SEQ.pb.gz` profiles of
 /// `dir`, summed over processes (each its last dump): `[walks, fallbacks,
-/// checks, mismatches]`.
-fn walk_counts(dir: &Path) -> [u64; 4] {
+/// checks, mismatches, rules_forgotten]`.
+fn walk_counts(dir: &Path) -> [u64; 5] {
     let mut last = std::collections::BTreeMap::new();
     for (pid, _, path) in common::dumps(dir) {
         last.insert(pid, path);
     }
     assert!(!last.is_empty(), "no profile in {}", dir.display());
-    let mut sum = [0u64; 4];
+    let mut sum = [0u64; 5];
     for path in last.values() {
         let p = common::read_profile(path);
         let comment = &p.string_table[p.comment[0] as usize];
@@ -29,6 +29,7 @@ fn walk_counts(dir: &Path) -> [u64; 4] {
             "walk_fallbacks=",
             "walk_checks=",
             "walk_mismatches=",
+            "rules_forgotten=",
         ]
         .iter()
         .enumerate()
@@ -45,7 +46,7 @@ fn walk_counts(dir: &Path) -> [u64; 4] {
 
 /// Runs `cmd` under the preload library at rate 1 with every capture
 /// checked; the walk's counts.
-fn checked_run(mut cmd: Command, dir: &Path) -> [u64; 4] {
+fn checked_run(mut cmd: Command, dir: &Path) -> [u64; 5] {
     cmd.env("LD_PRELOAD", common::preload_library())
         .env("HEAPPROF_RATE", "1")
         .env("HEAPPROF_UNWIND", "check")
@@ -63,7 +64,8 @@ fn the_walk_equals_libunwind_on_c_with_and_without_frame_pointers() {
     ] {
         let dir = scratch(name);
         let exe = common::c_program(&dir, "unwind_corpus", &["-pthread", flag]);
-        let [walks, fallbacks, checks, mismatches] = checked_run(common::clean_command(&exe), &dir);
+        let [walks, fallbacks, checks, mismatches, _] =
+            checked_run(common::clean_command(&exe), &dir);
         assert_eq!(mismatches, 0, "{name}: walks {walks}, checks {checks}");
         // Every walk was checked (libunwind is on these machines).
         assert_eq!(checks, walks, "{name}");
@@ -88,7 +90,7 @@ fn the_walk_equals_libunwind_on_cpython() {
     .unwrap();
     let mut cmd = common::clean_command("python3");
     cmd.arg(&script).env("PYTHONMALLOC", "malloc");
-    let [walks, _, checks, mismatches] = checked_run(cmd, &dir);
+    let [walks, _, checks, mismatches, _] = checked_run(cmd, &dir);
     assert_eq!(mismatches, 0, "walks {walks}, checks {checks}");
     assert_eq!(checks, walks);
     assert!(walks > 20_000, "{walks}");
@@ -99,8 +101,33 @@ fn the_walk_equals_libunwind_on_a_rust_program() {
     let dir = scratch("rust");
     let mut cmd = common::clean_command(common::example("workload"));
     cmd.args(["--seconds", "1", "--tick-ms", "20", "--threads", "2"]);
-    let [walks, _, checks, mismatches] = checked_run(cmd, &dir);
+    let [walks, _, checks, mismatches, _] = checked_run(cmd, &dir);
     assert_eq!(mismatches, 0, "walks {walks}, checks {checks}");
     assert_eq!(checks, walks);
     assert!(walks > 1_000, "{walks}");
+}
+
+#[test]
+fn rules_of_unloaded_code_are_forgotten() {
+    let dir = scratch("reload");
+    // One plugin built two ways (frame pointers or not), loaded in turn:
+    // different code, and rules, where the other was.
+    let fp = common::c_program(
+        &common::fresh_dir(dir.join("fp")),
+        "unwind_plugin",
+        &["-shared", "-fPIC", "-fno-omit-frame-pointer"],
+    );
+    let nofp = common::c_program(
+        &common::fresh_dir(dir.join("nofp")),
+        "unwind_plugin",
+        &["-shared", "-fPIC", "-fomit-frame-pointer"],
+    );
+    let exe = common::c_program(&dir, "unwind_reload", &["-ldl"]);
+    let mut cmd = common::clean_command(&exe);
+    cmd.arg(&fp).arg(&nofp);
+    let [walks, _, checks, mismatches, forgotten] = checked_run(cmd, &dir);
+    assert_eq!(mismatches, 0, "walks {walks}, checks {checks}");
+    assert!(walks >= 40 * 50, "{walks}");
+    // Every dlclose emptied the table.
+    assert!(forgotten >= 40, "{forgotten}");
 }

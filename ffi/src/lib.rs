@@ -159,6 +159,7 @@ pub mod signals;
 pub mod threads;
 pub mod tls;
 pub mod unhook;
+pub mod unload;
 
 /// Set once the constructor has started the engine.
 static READY: AtomicBool = AtomicBool::new(false);

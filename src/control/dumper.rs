@@ -169,6 +169,7 @@ extern "C" fn dumper_main(_: *mut libc::c_void) -> *mut libc::c_void {
         }
         if crate::engine::take_drain_ask() || now - last_drain >= drain_every {
             crate::engine::aggregate::with(|_| ());
+            crate::engine::unwind::forget_rules_if_unloaded();
             last_drain = now;
         }
         if let Some(line) = crate::engine::pressure::take_note() {

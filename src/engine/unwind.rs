@@ -25,10 +25,13 @@
 //! frame for frame (the `HEAPPROF_CHECK_UNWIND` tests compare the two on
 //! real programs).
 //!
-//! A rule cached for an object that is later unloaded (`dlclose`) stays
-//! until its slot is taken by another address: code loaded at the same
-//! address afterwards could be walked with it (libunwind's caches share
-//! this).
+//! Rules describe the objects loaded when they were derived: when one is
+//! unloaded, other code may later sit at its addresses, so the table is
+//! emptied ([`forget_rules`]) on every `dlclose` under the preload library,
+//! and whenever the dumper thread sees the loader's count of unloads move
+//! ([`forget_rules_if_unloaded`]: the Rust way in, within its next turn).
+//! A derivation under way while the table is emptied is not stored
+//! ([`EPOCH`]).
 
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -115,11 +118,59 @@ fn rule_word(key: u64) -> u64 {
 #[cold]
 #[inline(never)]
 fn derive(key: u64) -> u64 {
+    let epoch = EPOCH.load(Ordering::Acquire);
     let rule = cfi::rule_at(key);
     if let (Some(e), Some(c)) = (encode(key, rule), CACHE.get(slot(key))) {
-        c.store(e, Ordering::Relaxed);
+        // Derived from objects an unload may have replaced meanwhile: kept
+        // only if the table was not emptied since (a tiny window remains
+        // between this check and the store; the next unload closes it).
+        if EPOCH.load(Ordering::Acquire) == epoch {
+            c.store(e, Ordering::Relaxed);
+        }
     }
     bits(rule).unwrap_or(UNKNOWN)
+}
+
+/// Times the table was emptied because an object was unloaded.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Empties the rule table: call after an object is unloaded.
+pub fn forget_rules() {
+    EPOCH.fetch_add(1, Ordering::AcqRel);
+    for c in &CACHE {
+        c.store(0, Ordering::Relaxed);
+    }
+}
+
+/// How many times the rule table was emptied.
+pub fn rules_forgotten() -> u64 {
+    EPOCH.load(Ordering::Relaxed)
+}
+
+/// The loader's count of objects unloaded, as last seen.
+static UNLOADS_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// Empties the rule table if an object was unloaded since the last call
+/// (the loader's `dlpi_subs`). Takes the loader's lock (inside
+/// [`crate::engine::loader_fence`]): for heapprof's own threads, never a
+/// hook.
+pub fn forget_rules_if_unloaded() {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid entry; `data` is the u64 below.
+        unsafe { *data.cast::<u64>() = (*info).dlpi_subs };
+        1 // the count is the same in every entry: stop at the first
+    }
+    let _inside = crate::engine::loader_fence::enter();
+    let mut subs = 0u64;
+    // SAFETY: the callback only reads its entry and writes `subs`.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&mut subs as *mut u64).cast()) };
+    if UNLOADS_SEEN.swap(subs, Ordering::Relaxed) != subs {
+        forget_rules();
+    }
 }
 
 /// Whether walks can run (glibc has `_dl_find_object`; x86-64).
