@@ -311,6 +311,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unload_empties_the_rule_table() {
+        assert!(cfi::load());
+        forget_rules_if_unloaded();
+        // A rule cached, so there is something to forget.
+        let key = an_unload_empties_the_rule_table as *const () as u64 + 1;
+        rule_word(key);
+        let before = rules_forgotten();
+        // An object this process has not loaded (glibc's, always there),
+        // loaded and unloaded: the loader's unload count moves.
+        // SAFETY: dlopen/dlclose of a plain library, NUL-terminated name.
+        unsafe {
+            let h = libc::dlopen(c"libresolv.so.2".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+            assert!(!h.is_null());
+            assert_eq!(libc::dlclose(h), 0);
+        }
+        forget_rules_if_unloaded();
+        assert!(rules_forgotten() > before);
+        let slot = CACHE[slot(key)].load(Ordering::Relaxed);
+        assert_ne!(slot >> KEY_SHIFT, key >> SLOTS_LOG, "the rule is gone");
+    }
+
+    #[test]
     fn encoding_keeps_every_field_and_the_key() {
         let key = 0x7f12_3456_789a;
         let rule = Rule::Step {
