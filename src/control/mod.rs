@@ -1,7 +1,9 @@
 //! Control: the settings ([`config`]), the one place the process starts
-//! profiling ([`startup`]), what asks for profiles ([`triggers`]) and what
-//! serves them over HTTP ([`http`]). It sits above the engine and profile
-//! writing and calls down into both.
+//! profiling ([`startup`]), what asks for profiles ([`triggers`]), the
+//! threads that write them (`dumper`, or [`watcher`] in a single-threaded
+//! program) and what serves them over HTTP ([`http`]). It sits above the
+//! engine and profile writing and calls down into both. The modules the
+//! watcher runs are declared under `raw_thread_modules!` (see `lib.rs`).
 
 pub mod blackbox;
 pub mod cgroup;
