@@ -47,7 +47,7 @@ pub mod engine {
         pub use crate::engine::threads::{create, enable, CreateFn, StartRoutine};
     }
     pub mod unwind {
-        pub use crate::engine::unwind::forget_rules;
+        pub use crate::engine::unwind::forget_rules_if_unloaded;
     }
 }
 

@@ -1,6 +1,7 @@
 //! `dlclose`: the stack walk's cached rules describe the objects loaded
 //! when they were derived, and other code may later be loaded where an
-//! unloaded one was; so after each `dlclose` the rule table is emptied
+//! unloaded one was; so after a `dlclose` that unloaded an object (the
+//! loader's count of unloads moved) the rule table is emptied
 //! (`heapprof::engine::unwind`, which derives the rules again as walks
 //! need them).
 
@@ -14,7 +15,8 @@ static REAL: NextSymbol = NextSymbol::new(c"dlclose");
 
 type DlcloseFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 
-/// Interposed `dlclose`: forwards, then empties the walk's rule table.
+/// Interposed `dlclose`: forwards, then empties the walk's rule table if
+/// an object was unloaded.
 ///
 /// # Safety
 /// As C's `dlclose`.
@@ -31,7 +33,7 @@ pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     // SAFETY: the caller's handle, passed on unchanged.
     let r = unsafe { real(handle) };
     if r == 0 {
-        unwind::forget_rules();
+        unwind::forget_rules_if_unloaded();
     }
     r
 }

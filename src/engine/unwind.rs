@@ -27,9 +27,9 @@
 //!
 //! Rules describe the objects loaded when they were derived: when one is
 //! unloaded, other code may later sit at its addresses, so the table is
-//! emptied ([`forget_rules`]) on every `dlclose` under the preload library,
-//! and whenever the dumper thread sees the loader's count of unloads move
-//! ([`forget_rules_if_unloaded`]: the Rust way in, within its next turn).
+//! emptied ([`forget_rules_if_unloaded`]) when the loader's count of
+//! unloads has moved: after each `dlclose` under the preload library, and
+//! on the dumper thread's turns (the Rust way in, within its next turn).
 //! A derivation under way while the table is emptied is not stored
 //! ([`EPOCH`]).
 
@@ -135,7 +135,7 @@ fn derive(key: u64) -> u64 {
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 
 /// Empties the rule table: call after an object is unloaded.
-pub fn forget_rules() {
+fn forget_rules() {
     EPOCH.fetch_add(1, Ordering::AcqRel);
     for c in &CACHE {
         c.store(0, Ordering::Relaxed);
@@ -152,8 +152,8 @@ static UNLOADS_SEEN: AtomicU64 = AtomicU64::new(0);
 
 /// Empties the rule table if an object was unloaded since the last call
 /// (the loader's `dlpi_subs`). Takes the loader's lock (inside
-/// [`crate::engine::loader_fence`]): for heapprof's own threads, never a
-/// hook.
+/// [`crate::engine::loader_fence`]): for heapprof's own threads and the
+/// `dlclose` wrapper, never an allocation hook.
 pub fn forget_rules_if_unloaded() {
     unsafe extern "C" fn first(
         info: *mut libc::dl_phdr_info,
