@@ -134,7 +134,8 @@ fn capture_below(out: &mut [MaybeUninit<u64>], hook_marker: usize, own_frames: u
         // heapprof's own walk, inlined here: its first frame is this one,
         // as libunwind's is below.
         if let Some(kept) = crate::engine::unwind::walk(out, skip) {
-            OWN_WALKS.fetch_add(1, Ordering::Relaxed);
+            // Not counted (a shared counter bumped on every sample would
+            // bounce between threads sampling densely): the fallbacks are.
             if mode == WALK_CHECKED {
                 check_against_libunwind(out, kept, skip);
             }
@@ -169,8 +170,7 @@ static WALK: AtomicU8 = AtomicU8::new(WALK_OFF);
 const WALK_OFF: u8 = 0;
 const WALK_ON: u8 = 1;
 const WALK_CHECKED: u8 = 2;
-/// Captures heapprof's own walk made, and those it left to a full unwinder.
-static OWN_WALKS: AtomicU64 = AtomicU64::new(0);
+/// Captures heapprof's own walk left to a full unwinder.
 static WALK_FALLBACKS: AtomicU64 = AtomicU64::new(0);
 /// Walks compared with libunwind's unwind, and those that differed.
 static CHECKS: AtomicU64 = AtomicU64::new(0);
@@ -207,10 +207,10 @@ pub fn set_walk(u: Unwinder) {
 }
 static CHOSEN: AtomicU8 = AtomicU8::new(WALK_ON);
 
-/// The walk's counts: `[walks, fallbacks to a full unwind, checked,
-/// mismatches]`.
-pub fn walk_counts() -> [u64; 4] {
-    [&OWN_WALKS, &WALK_FALLBACKS, &CHECKS, &MISMATCHES].map(|c| c.load(Ordering::Relaxed))
+/// The walk's counts: `[fallbacks to a full unwind, walks checked (in the
+/// `check` mode), mismatches]`.
+pub fn walk_counts() -> [u64; 3] {
+    [&WALK_FALLBACKS, &CHECKS, &MISMATCHES].map(|c| c.load(Ordering::Relaxed))
 }
 
 /// Compares the walk's `kept` frames in `out` with libunwind's, called

@@ -145,7 +145,7 @@ pub fn build(
     b.p.default_sample_type = b.s.get("inuse_space");
     let walks = crate::engine::stack::walk_counts();
     let comment = b.s.get(&format!(
-        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} large_to_inner={} retained_bytes={} purges={} purged_bytes={} unwinder={} libgcc_captures={} symbolize_copy_failures={} dump_fallbacks={} walks={} walk_fallbacks={} walk_checks={} walk_mismatches={} rules_forgotten={}",
+        "heapprof {}: rate={} dropped_records={} unsampled_fallbacks={} large_to_inner={} retained_bytes={} purges={} purged_bytes={} unwinder={} libgcc_captures={} symbolize_copy_failures={} dump_fallbacks={} walk_fallbacks={} walk_checks={} walk_mismatches={} rules_forgotten={}",
         env!("CARGO_PKG_VERSION"),
         snap.rate,
         crate::engine::buffer::dropped_records() + crate::engine::pressure::dropped_records(),
@@ -165,7 +165,6 @@ pub fn build(
         walks[0],
         walks[1],
         walks[2],
-        walks[3],
         crate::engine::unwind::rules_forgotten(),
     ));
     b.p.comment.push(comment);
