@@ -22,7 +22,7 @@
 //! ([`crate::engine::cfi::Rule::Unknown`]: a signal frame, code without
 //! unwind information, an unusual CFA), and the capture takes libunwind's
 //! full unwind instead; so every walk that returns equals a full unwind
-//! frame for frame (the `HEAPPROF_CHECK_UNWIND` tests compare the two on
+//! frame for frame (`HEAPPROF_UNWIND=check`, in `tests/unwind.rs`, compares the two on
 //! real programs).
 //!
 //! Rules describe the objects loaded when they were derived: when one is
