@@ -63,13 +63,11 @@ fn the_walk_equals_libunwind_on_c_with_and_without_frame_pointers() {
     ] {
         let dir = scratch(name);
         let exe = common::c_program(&dir, "unwind_corpus", &["-pthread", flag]);
-        let [fallbacks, checks, mismatches, _] = checked_run(common::clean_command(&exe), &dir);
-        assert_eq!(mismatches, 0, "{name}: checks {checks}");
         // Three rounds of ~630 allocations on the walk, each checked
         // against libunwind (on these machines); the signal handler's 20 a
         // round go through a signal frame, which the walk leaves to
         // libunwind.
-        assert!(checks > 1_800, "{name}: {checks}");
+        let [fallbacks, ..] = assert_walks_equal(common::clean_command(&exe), &dir, 1_800);
         assert!(fallbacks >= 60, "{name}: {fallbacks}");
     }
 }
@@ -87,9 +85,17 @@ fn the_walk_equals_libunwind_on_cpython() {
     .unwrap();
     let mut cmd = common::clean_command("python3");
     cmd.arg(&script).env("PYTHONMALLOC", "malloc");
-    let [_, checks, mismatches, _] = checked_run(cmd, &dir);
-    assert_eq!(mismatches, 0, "checks {checks}");
-    assert!(checks > 20_000, "{checks}");
+    assert_walks_equal(cmd, &dir, 20_000);
+}
+
+/// [`checked_run`], asserting that no capture differed and that at least
+/// `checks` were compared; the counts.
+fn assert_walks_equal(cmd: Command, dir: &Path, checks: u64) -> [u64; 4] {
+    let counts = checked_run(cmd, dir);
+    let [_, checked, mismatches, _] = counts;
+    assert_eq!(mismatches, 0, "of {checked} checked");
+    assert!(checked >= checks, "{checked} checked");
+    counts
 }
 
 #[test]
@@ -97,9 +103,7 @@ fn the_walk_equals_libunwind_on_a_rust_program() {
     let dir = scratch("rust");
     let mut cmd = common::clean_command(common::example("workload"));
     cmd.args(["--seconds", "1", "--tick-ms", "20", "--threads", "2"]);
-    let [_, checks, mismatches, _] = checked_run(cmd, &dir);
-    assert_eq!(mismatches, 0, "checks {checks}");
-    assert!(checks > 1_000, "{checks}");
+    assert_walks_equal(cmd, &dir, 1_000);
 }
 
 #[test]
@@ -120,9 +124,7 @@ fn rules_of_unloaded_code_are_forgotten() {
     let exe = common::c_program(&dir, "unwind_reload", &["-ldl"]);
     let mut cmd = common::clean_command(&exe);
     cmd.arg(&fp).arg(&nofp);
-    let [_, checks, mismatches, forgotten] = checked_run(cmd, &dir);
-    assert_eq!(mismatches, 0, "checks {checks}");
-    assert!(checks >= 40 * 50, "{checks}");
+    let [_, _, _, forgotten] = assert_walks_equal(cmd, &dir, 40 * 50);
     // Every dlclose emptied the table.
     assert!(forgotten >= 40, "{forgotten}");
 }

@@ -490,7 +490,9 @@ fn execute(
                     set(s, r.uleb()?, Reg::Same);
                     None
                 }
-                0x09 => {
+                // register (another register holds it), val_offset (it is
+                // CFA + offset, not stored): neither is a form walked here.
+                0x09 | 0x14 => {
                     let reg = r.uleb()?;
                     r.uleb()?;
                     set(s, reg, Reg::Other);
@@ -548,12 +550,6 @@ fn execute(
                 }
                 0x13 => {
                     s.cfa_off = r.sleb()?.wrapping_mul(cie.data_align);
-                    None
-                }
-                0x14 => {
-                    let reg = r.uleb()?;
-                    r.uleb()?;
-                    set(s, reg, Reg::Other);
                     None
                 }
                 0x15 => {
