@@ -21,7 +21,8 @@
 //! async-signal-safe), so it may run on the sampled path.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::os::next_symbol::NextSymbol;
 
 /// How to step from a frame at a given code address to its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,28 +53,19 @@ struct DlFindObject {
 }
 
 type FindObject = unsafe extern "C" fn(*mut c_void, *mut DlFindObject) -> i32;
-static FIND_OBJECT: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// glibc's, in libc: after heapprof's own object in the search order.
+static FIND_OBJECT: NextSymbol = NextSymbol::new(c"_dl_find_object");
 
 /// Looks up glibc's `_dl_find_object` (2.35 and later); false if this libc
 /// has none, and then no rule is ever known. Call from a constructor or
 /// heapprof's own thread (`dlsym` may take the loader's lock).
 pub fn load() -> bool {
-    if !FIND_OBJECT.load(Ordering::Acquire).is_null() {
-        return true;
-    }
-    // SAFETY: dlsym with a NUL-terminated name; RTLD_DEFAULT searches the
-    // global scope, where libc is.
-    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
-    if f.is_null() {
-        return false;
-    }
-    FIND_OBJECT.store(f.cast(), Ordering::Release);
-    true
+    !FIND_OBJECT.get().is_null()
 }
 
 /// Whether [`load`] found `_dl_find_object`.
 pub fn loaded() -> bool {
-    !FIND_OBJECT.load(Ordering::Acquire).is_null()
+    !FIND_OBJECT.peek().is_null()
 }
 
 /// The rule for the instruction at `pc` (for a return address, pass the
@@ -88,12 +80,12 @@ pub fn rule_at(pc: u64) -> Rule {
 
 /// The address of the `.eh_frame_hdr` of the object holding `pc`.
 fn eh_frame_hdr(pc: u64) -> Option<usize> {
-    let f = FIND_OBJECT.load(Ordering::Acquire);
+    let f = FIND_OBJECT.peek();
     if f.is_null() {
         return None;
     }
     // SAFETY: FIND_OBJECT only ever holds glibc's `_dl_find_object`.
-    let f: FindObject = unsafe { core::mem::transmute::<*mut (), FindObject>(f) };
+    let f: FindObject = unsafe { core::mem::transmute::<*mut c_void, FindObject>(f) };
     // SAFETY: `_dl_find_object` fills the struct it is given (all-zero is a
     // valid value of it) and reads nothing else of ours.
     let found = unsafe {

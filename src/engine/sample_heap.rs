@@ -165,7 +165,8 @@
 //! the allocation from the inner allocator, unsampled, and [`fallbacks`]
 //! counts it (also in each profile's comment); the dumper thread says so
 //! once: [`crate::engine::pressure::limit_note`] for the user's limit, the
-//! one "low on memory" line of [`crate::engine::pressure`] otherwise. Hooks never print.
+//! one "low on memory" line of [`crate::engine::pressure`] otherwise.
+//! Hooks never print.
 //!
 //! # Rules kept
 //! No lock is ever waited for (atomics, and the large runs' try-lock), no

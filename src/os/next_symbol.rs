@@ -38,4 +38,10 @@ impl NextSymbol {
         self.ptr.store(p, Ordering::Release);
         p
     }
+
+    /// Its address if [`get`](Self::get) found it already, else null:
+    /// never looks up (for code that may not allocate or lock).
+    pub fn peek(&self) -> *mut c_void {
+        self.ptr.load(Ordering::Acquire)
+    }
 }
