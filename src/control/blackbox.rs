@@ -542,7 +542,7 @@ extern "C" fn fork_child_last() {
     if let Some(base) = open(slots) {
         copy_maps(old, base, slots);
         crate::engine::aggregate::with(|agg| {
-            for (&id, s) in &agg.live {
+            for (id, s) in agg.live() {
                 let k = s.key;
                 let frames = agg.stacks.get(k.stack);
                 // SAFETY: `base` is the new file, mapped whole; nothing else

@@ -97,8 +97,7 @@ type HeapMetric = (&'static str, &'static str, &'static str, fn(&Totals) -> f64)
 
 /// The whole `/metrics` page.
 pub fn render() -> String {
-    let sets: Vec<(u32, Totals)> =
-        crate::engine::aggregate::with(|a| a.totals.iter().map(|(k, v)| (*k, *v)).collect());
+    let sets: Vec<(u32, Totals)> = crate::engine::aggregate::with(|a| a.totals().collect());
     let (total, by) = group(&sets);
     let mut out = String::with_capacity(4096);
     let heap: [HeapMetric; 4] = [

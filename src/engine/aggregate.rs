@@ -35,6 +35,7 @@ use hashbrown::{HashMap, HashSet};
 use crate::engine::buffer;
 use crate::engine::record::{self, Record};
 use crate::engine::stack_table::{StackId, StackTable};
+use crate::engine::word_hash::Words;
 
 /// What samples are counted under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,12 +54,21 @@ pub struct Counts {
     pub live: u64,
 }
 
-/// One live sample.
+/// One live sample, as [`Aggregate::live`] gives it.
 #[derive(Clone, Copy, Debug)]
 pub struct LiveSample {
     pub key: BucketKey,
     pub time_ns: u64,
     pub tag: u64,
+}
+
+/// One live sample as kept: its bucket by index, so that its free reaches
+/// the bucket's counts without hashing the key.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    bucket: u32,
+    time_ns: u64,
+    tag: u64,
 }
 
 /// Running estimates of one label set's memory, kept as records are
@@ -98,14 +108,25 @@ fn weight(size: u64, rate: u64) -> (f64, f64) {
 }
 
 /// All accounting state.
+///
+/// ```text
+/// live:    sample id -> Held { bucket, time, tag }      one per live sample
+///                              |
+/// buckets: [(BucketKey, Counts)] <- index: BucketKey -> position
+///                 |
+/// stacks:  StackId -> frames          totals: [Totals] by label set id
+/// ```
+/// An allocation hashes its stack and its key once each; its free hashes
+/// only its id.
 #[derive(Default)]
 pub struct Aggregate {
     pub stacks: StackTable,
-    pub buckets: HashMap<BucketKey, Counts>,
-    pub live: HashMap<u64, LiveSample>,
-    freed_early: HashSet<u64>,
-    /// Per label set id ([`crate::engine::labels`]; bounded by design).
-    pub totals: HashMap<u32, Totals>,
+    buckets: Vec<(BucketKey, Counts)>,
+    bucket_index: HashMap<BucketKey, u32, Words>,
+    live: HashMap<u64, Held, Words>,
+    freed_early: HashSet<u64, Words>,
+    /// By label set id: ids are dense from 0 ([`crate::engine::labels`]).
+    totals: Vec<Totals>,
     /// The estimated in-use bytes over every label set, published in
     /// [`IN_USE`] by each drain.
     in_use: f64,
@@ -121,6 +142,63 @@ pub fn in_use_estimate() -> u64 {
 }
 
 impl Aggregate {
+    /// Every bucket with its counts.
+    pub fn buckets(&self) -> impl Iterator<Item = (BucketKey, Counts)> + '_ {
+        self.buckets.iter().copied()
+    }
+
+    /// How many buckets there are.
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Every live sample with its id.
+    pub fn live(&self) -> impl Iterator<Item = (u64, LiveSample)> + '_ {
+        self.live.iter().filter_map(|(&id, h)| {
+            let &(key, _) = self.buckets.get(h.bucket as usize)?;
+            Some((
+                id,
+                LiveSample {
+                    key,
+                    time_ns: h.time_ns,
+                    tag: h.tag,
+                },
+            ))
+        })
+    }
+
+    /// The running totals of every label set that allocated.
+    pub fn totals(&self) -> impl Iterator<Item = (u32, Totals)> + '_ {
+        (0u32..)
+            .zip(self.totals.iter().copied())
+            .filter(|(_, t)| t.samples > 0)
+    }
+
+    /// The position of `key`'s bucket, added if new; `None` when memory
+    /// runs out.
+    fn bucket(&mut self, key: BucketKey) -> Option<u32> {
+        if let Some(&i) = self.bucket_index.get(&key) {
+            return Some(i);
+        }
+        let i = u32::try_from(self.buckets.len()).ok()?;
+        self.buckets.try_reserve(1).ok()?;
+        self.bucket_index.try_reserve(1).ok()?;
+        self.buckets.push((key, Counts::default()));
+        self.bucket_index.insert(key, i);
+        Some(i)
+    }
+
+    /// `labels`' running totals, added if new; `None` when memory runs out.
+    fn totals_of(&mut self, labels: u32) -> Option<&mut Totals> {
+        let i = labels as usize;
+        if i >= self.totals.len() {
+            let more = i + 1 - self.totals.len();
+            self.totals.try_reserve(more).ok()?;
+            self.totals.resize(i + 1, Totals::default());
+        }
+        self.totals.get_mut(i)
+    }
+
     /// Applies one record.
     pub fn apply(&mut self, r: Record<'_>) {
         match r {
@@ -135,47 +213,64 @@ impl Aggregate {
             } => {
                 // Room first, so that running out of memory drops this
                 // record instead of aborting the program (see `pressure`).
-                let room = self.buckets.try_reserve(1).is_ok()
-                    && self.live.try_reserve(1).is_ok()
-                    && self.totals.try_reserve(1).is_ok();
-                let Some(stack) = self.stacks.try_intern(frames).filter(|_| room) else {
+                let room = self.live.try_reserve(1).is_ok() && self.totals_of(labels).is_some();
+                let size = bucket_size(size, rate);
+                let bucket = self
+                    .stacks
+                    .try_intern(frames)
+                    .filter(|_| room)
+                    .and_then(|stack| {
+                        self.bucket(BucketKey {
+                            stack,
+                            size,
+                            rate,
+                            labels,
+                        })
+                    });
+                let Some(bucket) = bucket else {
                     crate::engine::pressure::dropped_record();
                     return;
                 };
-                let size = bucket_size(size, rate);
-                let key = BucketKey {
-                    stack,
-                    size,
-                    rate,
-                    labels,
-                };
-                let counts = self.buckets.entry(key).or_default();
-                counts.allocs += 1;
                 let (objects, bytes) = weight(size, rate);
-                let totals = self.totals.entry(labels).or_default();
-                totals.samples += 1;
-                totals.alloc_objects += objects;
-                totals.alloc_bytes += bytes;
                 // Early frees are rare: skip hashing the id when there are none.
-                if self.freed_early.is_empty() || !self.freed_early.remove(&id) {
-                    counts.live += 1;
-                    totals.inuse_objects += objects;
-                    totals.inuse_bytes += bytes;
+                let live = self.freed_early.is_empty() || !self.freed_early.remove(&id);
+                if let Some((_, counts)) = self.buckets.get_mut(bucket as usize) {
+                    counts.allocs += 1;
+                    counts.live += u64::from(live);
+                }
+                if let Some(totals) = self.totals.get_mut(labels as usize) {
+                    totals.samples += 1;
+                    totals.alloc_objects += objects;
+                    totals.alloc_bytes += bytes;
+                    if live {
+                        totals.inuse_objects += objects;
+                        totals.inuse_bytes += bytes;
+                    }
+                }
+                if live {
                     self.in_use += bytes;
-                    self.live.insert(id, LiveSample { key, time_ns, tag });
+                    self.live.insert(
+                        id,
+                        Held {
+                            bucket,
+                            time_ns,
+                            tag,
+                        },
+                    );
                 }
             }
             Record::Free { id } => match self.live.remove(&id) {
-                Some(s) => {
-                    if let Some(c) = self.buckets.get_mut(&s.key) {
-                        c.live -= 1;
-                    }
-                    if let Some(t) = self.totals.get_mut(&s.key.labels) {
-                        let (objects, bytes) = weight(s.key.size, s.key.rate);
+                Some(h) => {
+                    let Some((key, counts)) = self.buckets.get_mut(h.bucket as usize) else {
+                        return;
+                    };
+                    counts.live -= 1;
+                    let (objects, bytes) = weight(key.size, key.rate);
+                    if let Some(t) = self.totals.get_mut(key.labels as usize) {
                         t.inuse_objects -= objects;
                         t.inuse_bytes -= bytes;
-                        self.in_use -= bytes;
                     }
+                    self.in_use -= bytes;
                 }
                 None => {
                     if self.freed_early.try_reserve(1).is_ok() {
@@ -254,20 +349,18 @@ mod tests {
         a.apply(Record::Free { id: 3 });
         let s12 = a.stacks.intern(&[1, 2]);
         let s3 = a.stacks.intern(&[3]);
-        let c = a.buckets[&BucketKey {
-            stack: s12,
-            size: 10,
-            rate: 1,
-            labels: 0,
-        }];
-        assert_eq!(c, Counts { allocs: 2, live: 1 });
-        let c = a.buckets[&BucketKey {
-            stack: s3,
-            size: 20,
-            rate: 1,
-            labels: 0,
-        }];
-        assert_eq!(c, Counts { allocs: 1, live: 0 });
+        let counts = |stack, size| {
+            let key = BucketKey {
+                stack,
+                size,
+                rate: 1,
+                labels: 0,
+            };
+            a.buckets().find(|b| b.0 == key).map(|b| b.1)
+        };
+        assert_eq!(counts(s12, 10), Some(Counts { allocs: 2, live: 1 }));
+        assert_eq!(counts(s3, 20), Some(Counts { allocs: 1, live: 0 }));
+        assert_eq!(a.bucket_count(), 2);
         assert_eq!(bucket_size(100, 512 << 10), 100);
         assert_eq!(bucket_size((64 << 10) + 2047, 512 << 10), 64 << 10);
         assert_eq!(bucket_size((64 << 10) + 2048, 512 << 10), (64 << 10) + 4096);
@@ -276,10 +369,14 @@ mod tests {
             (64 << 10) + 5,
             "exact at rate 1"
         );
-        assert_eq!(a.live.len(), 1);
+        let live: Vec<_> = a
+            .live()
+            .map(|(id, s)| (id, s.key.stack, s.key.size))
+            .collect();
+        assert_eq!(live, [(1, s12, 10)]);
         assert!(a.freed_early.is_empty());
         // Rate 1: the running totals are exact.
-        let t = a.totals[&0];
+        let t = a.totals[0];
         assert_eq!((t.inuse_objects, t.inuse_bytes), (1.0, 10.0));
         assert_eq!((t.alloc_objects, t.alloc_bytes, t.samples), (3.0, 40.0, 3));
     }
@@ -301,11 +398,13 @@ mod tests {
         a.apply(rec(3, 50_000, 9));
         a.apply(Record::Free { id: 2 });
         let (objects, bytes) = crate::profile::scale::scale_heap_sample(1, 1000, 4096);
-        let t = a.totals[&7];
+        let t = a.totals[7];
         assert_eq!(t.inuse_objects as u64, objects);
         assert!((t.inuse_bytes - bytes as f64).abs() < 1.0, "{t:?}");
         assert_eq!(t.samples, 2);
         assert!((t.alloc_bytes - 2.0 * bytes as f64).abs() < 2.0, "{t:?}");
-        assert!(a.totals[&9].inuse_bytes > 50_000.0);
+        assert!(a.totals[9].inuse_bytes > 50_000.0);
+        let sets: Vec<u32> = a.totals().map(|(id, _)| id).collect();
+        assert_eq!(sets, [7, 9], "only the label sets that allocated");
     }
 }

@@ -52,6 +52,7 @@ pub(crate) mod tagged_stack;
 pub mod thread_state;
 pub mod threads;
 pub mod waiter;
+pub(crate) mod word_hash;
 // On the sampled path or the watcher, hence under the raw-thread lints.
 raw_thread_modules! {
     pub(crate) mod cfi;

@@ -25,15 +25,12 @@ pub struct StackTable {
     last: Option<StackId>,
 }
 
-/// The stack's hash: FxHash's word step, then a final mix so that the low
-/// bits (the slot) depend on every word.
+/// The stack's hash ([`crate::engine::word_hash`]).
 fn hash(frames: &[u64]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h = frames.len() as u64;
-    for &w in frames {
-        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
-    }
-    h ^ (h >> 29)
+    let h = frames.iter().fold(frames.len() as u64, |h, &w| {
+        crate::engine::word_hash::step(h, w)
+    });
+    crate::engine::word_hash::finish(h)
 }
 
 impl StackTable {

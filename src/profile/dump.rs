@@ -23,7 +23,7 @@ const SYMBOLIZER_HEAP: usize = 24 << 20;
 /// pprof message, its encoding and the gzip stream, each a few hundred bytes
 /// per bucket and per stack frame, twice over for the copies between steps.
 fn raw_need() -> usize {
-    let (buckets, stacks) = crate::engine::aggregate::with(|a| (a.buckets.len(), a.stacks.len()));
+    let (buckets, stacks) = crate::engine::aggregate::with(|a| (a.bucket_count(), a.stacks.len()));
     (2 << 20) + buckets * 1024 + stacks * 128 * 16
 }
 

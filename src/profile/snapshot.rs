@@ -69,7 +69,7 @@ pub fn take() -> Snapshot {
     let now = crate::os::monotonic_ns();
     aggregate::with(|agg| {
         let mut ages: HashMap<(BucketKey, u64), u64> = HashMap::new();
-        for s in agg.live.values() {
+        for (_, s) in agg.live() {
             *ages
                 .entry((s.key, age_bucket(now.saturating_sub(s.time_ns))))
                 .or_default() += 1;
@@ -79,10 +79,9 @@ pub fn take() -> Snapshot {
             by_key.entry(key).or_default().push((age, n));
         }
         let mut entries: Vec<Entry> = agg
-            .buckets
-            .iter()
+            .buckets()
             .filter(|(_, c)| c.allocs > 0)
-            .map(|(&key, c)| {
+            .map(|(key, c)| {
                 let mut live_by_age = by_key.remove(&key).unwrap_or_default();
                 live_by_age.sort_unstable();
                 Entry {

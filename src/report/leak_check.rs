@@ -210,7 +210,7 @@ fn report(tag: u64) -> LeakReport {
     let _busy = thread_state::current().enter();
     let grouped: Vec<(Box<[u64]>, u64, u64)> = aggregate::with(|agg| {
         let mut by_stack: HashMap<StackId, (u64, u64)> = HashMap::new();
-        for s in agg.live.values().filter(|s| s.tag == tag) {
+        for (_, s) in agg.live().filter(|(_, s)| s.tag == tag) {
             let e = by_stack.entry(s.key.stack).or_default();
             e.0 += 1;
             e.1 += s.key.size;
