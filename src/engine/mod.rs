@@ -415,8 +415,11 @@ pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
         // In a copy of the process every block in range is the copy's.
         return arena_in_copy::free(ptr);
     }
-    if record_free(st, ptr) {
-        sample_heap::free(ptr);
+    // Found once: the id read, its free recorded, the memory given back.
+    if let Some(o) = sample_heap::object(ptr) {
+        if record_free_of(st, o) {
+            o.release();
+        }
     }
 }
 
@@ -424,7 +427,12 @@ pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
 /// `realloc` that stays in place and is sampled again). False if `ptr` is
 /// not a sample.
 pub fn record_free(st: &ThreadState, ptr: *mut u8) -> bool {
-    match sample_heap::id_of(ptr) {
+    sample_heap::object(ptr).is_some_and(|o| record_free_of(st, o))
+}
+
+/// [`record_free`] of an object found.
+fn record_free_of(st: &ThreadState, o: sample_heap::Object) -> bool {
+    match o.id() {
         // A former sample (see `unsample`): nothing to record.
         Some(0) => true,
         Some(id) => {

@@ -1241,15 +1241,16 @@ pub fn after_fork_child() {
     DECAY_ARMED.store(false, Ordering::Relaxed);
 }
 
-/// Where `p` (in range) lives: a small slot, a large object's page, or
-/// neither (the prefix, or an address never handed out).
+/// Where an object lives: a small slot, or a large object's page.
+#[derive(Clone, Copy)]
 enum Place {
     Small { g: usize, class: usize },
     Large { q: usize },
-    Other,
 }
 
-fn place(p: *const u8) -> Place {
+/// Where `p` lives; `None` if neither (the prefix, or an address never
+/// handed out).
+fn place(p: *const u8) -> Option<Place> {
     let a = p as usize;
     let small = a.wrapping_sub(SMALL_BASE.load(Ordering::Relaxed));
     let spans = SMALL_SPANS.load(Ordering::Relaxed);
@@ -1257,55 +1258,94 @@ fn place(p: *const u8) -> Place {
         let span = small >> SPAN_SHIFT;
         let c = span_class(span).load(Ordering::Relaxed) as usize;
         if c == 0 {
-            return Place::Other;
+            return None;
         }
         let index = (small & (SPAN - 1)) / small_size(c - 1);
-        return Place::Small {
+        return Some(Place::Small {
             g: (span << SLOTS_SHIFT) | index,
             class: c - 1,
-        };
+        });
     }
     let large = a.wrapping_sub(LARGE_BASE.load(Ordering::Relaxed));
     if large < LARGE_PAGES.load(Ordering::Relaxed) * PAGE {
-        return Place::Large { q: large / PAGE };
+        return Some(Place::Large { q: large / PAGE });
     }
-    Place::Other
+    None
 }
 
-/// The word that holds the sample id of the live object at `p`.
-fn id_word(p: *const u8) -> Option<&'static AtomicU64> {
-    match place(p) {
-        Place::Small { g, .. } => Some(small_word(g)),
-        Place::Large { q } => Some(&large_words(q)[0]),
-        Place::Other => None,
+/// An object of the heap found by its address, once: a free reads its id,
+/// records it and gives the memory back without looking it up again.
+#[derive(Clone, Copy)]
+pub struct Object(Place);
+
+/// The object at `p`, live or freed; `None` if `p` is no object of the
+/// heap (the prefix, or an address never handed out).
+#[inline]
+pub fn object(p: *const u8) -> Option<Object> {
+    place(p).map(Object)
+}
+
+impl Object {
+    /// The word that holds its sample id.
+    fn id_word(self) -> &'static AtomicU64 {
+        match self.0 {
+            Place::Small { g, .. } => small_word(g),
+            Place::Large { q } => &large_words(q)[0],
+        }
+    }
+
+    /// Its sample id (0: an unsampled block); `None` if it was freed.
+    #[inline]
+    pub fn id(self) -> Option<u64> {
+        Some(self.id_word().load(Ordering::Relaxed)).filter(|id| id & FREE_BIT == 0)
+    }
+
+    /// Remembers that it is sample `id` (0: an unsampled block).
+    #[inline]
+    pub fn set_id(self, id: u64) {
+        self.id_word().store(id, Ordering::Relaxed);
+    }
+
+    /// Gives the live object back to the heap (see [`free`]).
+    pub fn release(self) {
+        match self.0 {
+            Place::Small { g, class } => {
+                SMALL_FREE[class].push(g, |v| set_stack_link(small_word(g), v))
+            }
+            Place::Large { q } => {
+                large_words(q)[0].store(FREE_BIT, Ordering::Relaxed);
+                let info = large_words(q)[1].load(Ordering::Relaxed);
+                let (pages, run) = ((info >> 32) as usize, (info & LOW) as usize);
+                large_words(run)[0].store(FREE_BIT, Ordering::Relaxed);
+                free_run(run, pages);
+            }
+        }
     }
 }
 
 /// Remembers that the live object at `p` is sample `id`.
 pub fn set_id(p: *const u8, id: u64) {
-    if let Some(w) = id_word(p) {
-        w.store(id, Ordering::Relaxed);
+    if let Some(o) = object(p) {
+        o.set_id(id);
     }
 }
 
 /// The sample id of the live object at `p` (None if `p` is not one: the
 /// prefix, or an object already freed).
 pub fn id_of(p: *const u8) -> Option<u64> {
-    id_word(p)
-        .map(|w| w.load(Ordering::Relaxed))
-        .filter(|id| id & FREE_BIT == 0)
+    object(p)?.id()
 }
 
 /// Bytes usable at `p` (a live object of the heap): at least its size.
 pub fn usable_size(p: *const u8) -> usize {
     match place(p) {
-        Place::Small { class, .. } => small_size(class),
-        Place::Large { q } => {
+        Some(Place::Small { class, .. }) => small_size(class),
+        Some(Place::Large { q }) => {
             let info = large_words(q)[1].load(Ordering::Relaxed);
             let (pages, run) = ((info >> 32) as usize, (info & LOW) as usize);
             (run + pages - q) * PAGE
         }
-        Place::Other => 0,
+        None => 0,
     }
 }
 
@@ -1315,7 +1355,7 @@ pub fn usable_size(p: *const u8) -> usize {
 /// smaller run: true if it is such an object. Its usable size shrinks to
 /// its new last page (unless the free runs are busy: then it keeps them).
 pub fn shrink_in_place(p: *const u8, size: usize) -> bool {
-    let Place::Large { q } = place(p) else {
+    let Some(Place::Large { q }) = place(p) else {
         return false;
     };
     if size < 64 << 10 {
@@ -1345,7 +1385,7 @@ pub fn shrink_in_place(p: *const u8, size: usize) -> bool {
 /// after it, the region or the limit full, the free runs busy), and the
 /// caller moves it.
 pub fn grow_in_place(p: *const u8, size: usize) -> bool {
-    let Place::Large { q } = place(p) else {
+    let Some(Place::Large { q }) = place(p) else {
         return false;
     };
     let info = large_words(q)[1].load(Ordering::Relaxed);
@@ -1398,21 +1438,8 @@ pub fn grow_in_place(p: *const u8, size: usize) -> bool {
 /// an object already freed) is ignored. Never blocks, and makes no system
 /// call unless the retained budget is passed.
 pub fn free(p: *mut u8) {
-    if id_of(p).is_none() {
-        return;
-    }
-    match place(p) {
-        Place::Small { g, class } => {
-            SMALL_FREE[class].push(g, |v| set_stack_link(small_word(g), v))
-        }
-        Place::Large { q } => {
-            large_words(q)[0].store(FREE_BIT, Ordering::Relaxed);
-            let info = large_words(q)[1].load(Ordering::Relaxed);
-            let (pages, run) = ((info >> 32) as usize, (info & LOW) as usize);
-            large_words(run)[0].store(FREE_BIT, Ordering::Relaxed);
-            free_run(run, pages);
-        }
-        Place::Other => {}
+    if let Some(o) = object(p).filter(|o| o.id().is_some()) {
+        o.release();
     }
 }
 

@@ -3,20 +3,23 @@
 //! A step from a frame to its caller needs the rule of one code address
 //! ([`crate::engine::cfi`]), and a program allocates from a few thousand
 //! distinct places: each rule is derived once and kept in [`CACHE`], a
-//! direct-mapped table of single words (an entry is written and read in
-//! one atomic access, so a race only ever costs a recomputation), and a
-//! walk is then a load, a compare and a few additions a frame.
+//! two-way table of single words (an entry is written and read in one
+//! atomic access, so a race only ever costs a recomputation), and a walk
+//! is then a load, a compare and a few additions a frame.
 //!
 //! ```text
-//! entry (u64):  63 ..... 31 | 30    | 29      | 28   | 27      | 26 ..... 17 | 16 ..... 0
-//!               key >> 14   | valid | unknown | last | cfa_rbp | rbp_at / 8  | cfa_off
-//! slot = (key ^ key >> 14) mod 2^14
+//! entry (u64):  63 ..... 30 | 29      | 28   | 27      | 26 ..... 17 | 16 ..... 0
+//!               key >> 13   | unknown | last | cfa_rbp | rbp_at / 8  | cfa_off
+//! set = (key ^ key >> 13) mod 2^13; its ways: CACHE[set], CACHE[set + 2^13]
 //! ```
-//! `key` is the address looked up (a return address minus one). The slot
-//! and `key >> 14` together give the whole key back, so a match is exact;
-//! an empty slot (0) matches no key at or above 2^14, and none at or above
-//! 2^47 fits the 33 bits. Such keys, and rules whose offsets do not fit,
-//! are not cached (looked up each time).
+//! `key` is the address looked up (a return address minus one). The set
+//! and `key >> 13` together give the whole key back, so a match is exact;
+//! an empty entry (0) matches no key at or above 2^13, and none at or above
+//! 2^47 fits the 34 bits. Such keys, and rules whose offsets do not fit,
+//! are not cached (looked up each time). A rule derived goes to the first
+//! way and moves the first way's rule to the second: two hot addresses in
+//! one set (heapprof's own frames, walked on every capture, against a
+//! program's) both stay.
 //!
 //! A walk gives up (`None`) at the first frame without a rule
 //! ([`crate::engine::cfi::Rule::Unknown`]: a signal frame, code without
@@ -38,11 +41,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::engine::cfi::{self, Rule};
 
-const SLOTS_LOG: u32 = 14;
-const SLOTS: usize = 1 << SLOTS_LOG;
-const MASK: u64 = SLOTS as u64 - 1;
+const SETS_LOG: u32 = 13;
+const SETS: usize = 1 << SETS_LOG;
+const MASK: u64 = SETS as u64 - 1;
 
-static CACHE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+/// Way one of every set, then way two of every set.
+static CACHE: [AtomicU64; 2 * SETS] = [const { AtomicU64::new(0) }; 2 * SETS];
 
 const CFA_OFF_BITS: u32 = 17;
 const CFA_OFF_MASK: u64 = (1 << CFA_OFF_BITS) - 1;
@@ -51,9 +55,8 @@ const RBP_AT_BITS: u32 = 10;
 const CFA_RBP: u64 = 1 << 27;
 const LAST: u64 = 1 << 28;
 const UNKNOWN: u64 = 1 << 29;
-const VALID: u64 = 1 << 30;
-const KEY_SHIFT: u32 = 31;
-const _: () = assert!(RBP_AT_SHIFT + RBP_AT_BITS == 27 && 64 - KEY_SHIFT + SLOTS_LOG == 47);
+const KEY_SHIFT: u32 = 30;
+const _: () = assert!(RBP_AT_SHIFT + RBP_AT_BITS == 27 && 64 - KEY_SHIFT + SETS_LOG == 47);
 
 /// `rbp_at` (a multiple of 8) from a cache word.
 #[inline(always)]
@@ -65,13 +68,13 @@ fn rbp_at(e: u64) -> u64 {
 /// a wrong rule, and the walk gives up rather than read far away.
 const MAX_FRAME: u64 = 1 << 30;
 
+/// The set of `key` (the index of its first way).
 #[inline(always)]
-fn slot(key: u64) -> usize {
-    ((key ^ (key >> SLOTS_LOG)) & MASK) as usize
+fn set(key: u64) -> usize {
+    ((key ^ (key >> SETS_LOG)) & MASK) as usize
 }
 
-/// A rule's bits of a cache word (with [`VALID`]); `None` if its offsets
-/// do not fit.
+/// A rule's bits of a cache word; `None` if its offsets do not fit.
 fn bits(rule: Rule) -> Option<u64> {
     let b = match rule {
         Rule::Unknown => UNKNOWN,
@@ -92,24 +95,28 @@ fn bits(rule: Rule) -> Option<u64> {
                 | u64::from(rbp_at / 8) << RBP_AT_SHIFT
         }
     };
-    Some(b | VALID)
+    Some(b)
 }
 
 /// The cache word for `rule` at `key`; `None` if it cannot be cached.
 fn encode(key: u64, rule: Rule) -> Option<u64> {
-    if key >> 47 != 0 || key >> SLOTS_LOG == 0 {
+    if key >> 47 != 0 || key >> SETS_LOG == 0 {
         return None;
     }
-    Some((key >> SLOTS_LOG) << KEY_SHIFT | bits(rule)?)
+    Some((key >> SETS_LOG) << KEY_SHIFT | bits(rule)?)
 }
 
 /// The rule for `key`, from the cache or derived (and cached).
 #[inline(always)]
 fn rule_word(key: u64) -> u64 {
-    // `slot` is below SLOTS: the bounds check folds away.
-    if let Some(e) = CACHE.get(slot(key)).map(|c| c.load(Ordering::Relaxed)) {
-        if e >> KEY_SHIFT == key >> SLOTS_LOG {
-            return e;
+    let s = set(key);
+    // `s` is below SETS, so `s | SETS` is `s + SETS`, below 2 * SETS: the
+    // bounds checks fold away.
+    for way in [s, s | SETS] {
+        if let Some(e) = CACHE.get(way).map(|c| c.load(Ordering::Relaxed)) {
+            if e >> KEY_SHIFT == key >> SETS_LOG {
+                return e;
+            }
         }
     }
     derive(key)
@@ -120,12 +127,16 @@ fn rule_word(key: u64) -> u64 {
 fn derive(key: u64) -> u64 {
     let epoch = EPOCH.load(Ordering::Acquire);
     let rule = cfi::rule_at(key);
-    if let (Some(e), Some(c)) = (encode(key, rule), CACHE.get(slot(key))) {
+    let s = set(key);
+    if let (Some(e), Some(first), Some(second)) =
+        (encode(key, rule), CACHE.get(s), CACHE.get(s | SETS))
+    {
         // Derived from objects an unload may have replaced meanwhile: kept
         // only if the table was not emptied since (a tiny window remains
         // between this check and the store; the next unload closes it).
         if EPOCH.load(Ordering::Acquire) == epoch {
-            c.store(e, Ordering::Relaxed);
+            second.store(first.load(Ordering::Relaxed), Ordering::Relaxed);
+            first.store(e, Ordering::Relaxed);
         }
     }
     bits(rule).unwrap_or(UNKNOWN)
@@ -310,8 +321,12 @@ pub fn walk(_out: &mut [MaybeUninit<u64>], _skip: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// Tests that empty the rule table or read it back take turns.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn an_unload_empties_the_rule_table() {
+        let _turn = SERIAL.lock();
         assert!(cfi::load());
         forget_rules_if_unloaded();
         // A rule cached, so there is something to forget.
@@ -328,8 +343,26 @@ mod tests {
         }
         forget_rules_if_unloaded();
         assert!(rules_forgotten() > before);
-        let slot = CACHE[slot(key)].load(Ordering::Relaxed);
-        assert_ne!(slot >> KEY_SHIFT, key >> SLOTS_LOG, "the rule is gone");
+        for way in [set(key), set(key) + SETS] {
+            let e = CACHE[way].load(Ordering::Relaxed);
+            assert_ne!(e >> KEY_SHIFT, key >> SETS_LOG, "the rule is gone");
+        }
+    }
+
+    #[test]
+    fn two_keys_of_one_set_both_stay() {
+        let _turn = SERIAL.lock();
+        assert!(cfi::load());
+        // Two return addresses in this function's code, one set apart.
+        let a = two_keys_of_one_set_both_stay as *const () as u64 + 1;
+        let b = (a + 2 * SETS as u64) ^ (((a + 2 * SETS as u64) >> SETS_LOG ^ a >> SETS_LOG) & MASK);
+        assert_eq!(set(a), set(b));
+        assert_ne!(a, b);
+        rule_word(a);
+        rule_word(b);
+        let (first, second) = (CACHE[set(a)].load(Ordering::Relaxed), CACHE[set(a) + SETS].load(Ordering::Relaxed));
+        assert_eq!(first >> KEY_SHIFT, b >> SETS_LOG, "the rule derived last first");
+        assert_eq!(second >> KEY_SHIFT, a >> SETS_LOG, "the one before second");
     }
 
     #[test]
@@ -341,14 +374,15 @@ mod tests {
             rbp_at: 16,
         };
         let e = encode(key, rule).unwrap();
-        assert_eq!(e >> KEY_SHIFT, key >> SLOTS_LOG);
+        assert_eq!(e >> KEY_SHIFT, key >> SETS_LOG);
         assert_eq!(e & CFA_OFF_MASK, 0x1_2340);
         assert_eq!(rbp_at(e), 16);
-        assert!(e & CFA_RBP != 0 && e & VALID != 0 && e & (UNKNOWN | LAST) == 0);
-        // Another key in the same slot with the same high part does not exist:
-        // the slot and the high part give the key back.
-        let low = (slot(key) as u64) ^ ((key >> SLOTS_LOG) & MASK);
+        assert!(e & CFA_RBP != 0 && e & (UNKNOWN | LAST) == 0);
+        // Another key in the same set with the same high part does not
+        // exist: the set and the high part give the key back.
+        let low = (set(key) as u64) ^ ((key >> SETS_LOG) & MASK);
         assert_eq!(low, key & MASK);
+        assert_eq!(encode(1 << 12, rule), None, "would match an empty entry");
         assert_eq!(encode(1 << 47, rule), None);
         assert_eq!(
             encode(
