@@ -8,15 +8,17 @@
 //! is then a load, a compare and a few additions a frame.
 //!
 //! ```text
-//! entry (u64):  63 ..... 30 | 29      | 28   | 27      | 26 ..... 17 | 16 ..... 0
-//!               key >> 13   | unknown | last | cfa_rbp | rbp_at / 8  | cfa_off
-//! set = (key ^ key >> 13) mod 2^13; its ways: CACHE[set], CACHE[set + 2^13]
+//! entry (u64):  63 ..... 47 | 46 ............ 13 | 12 ...... 3 | 2       | 1    | 0
+//!               cfa_off     | key's bits 13..46  | rbp_at / 8  | unknown | last | cfa_rbp
+//! set = key mod 2^13; its ways: CACHE[set], CACHE[set + 2^13]
 //! ```
-//! `key` is the address looked up (a return address minus one). The set
-//! and `key >> 13` together give the whole key back, so a match is exact;
-//! an empty entry (0) matches no key at or above 2^13, and none at or above
-//! 2^47 fits the 34 bits. Such keys, and rules whose offsets do not fit,
-//! are not cached (looked up each time). A rule derived goes to the first
+//! `key` is the address looked up (a return address minus one), below
+//! 2^47 (user space; the walk gives up on any other). Its bits 13..46 sit
+//! in the entry where they sit in the key, so a match is one exclusive-or
+//! and one test, and with the set they give the whole key back: a match
+//! is exact. An empty entry (0) matches no key at or above 2^13. Such keys,
+//! and rules whose offsets do not fit, are not cached (looked up each
+//! time). A rule derived goes to the first
 //! way and moves the first way's rule to the second: two hot addresses in
 //! one set (heapprof's own frames, walked on every capture, against a
 //! program's) both stay.
@@ -48,21 +50,17 @@ const MASK: u64 = SETS as u64 - 1;
 /// Way one of every set, then way two of every set.
 static CACHE: [AtomicU64; 2 * SETS] = [const { AtomicU64::new(0) }; 2 * SETS];
 
-const CFA_OFF_BITS: u32 = 17;
-const CFA_OFF_MASK: u64 = (1 << CFA_OFF_BITS) - 1;
-const RBP_AT_SHIFT: u32 = CFA_OFF_BITS;
-const RBP_AT_BITS: u32 = 10;
-const CFA_RBP: u64 = 1 << 27;
-const LAST: u64 = 1 << 28;
-const UNKNOWN: u64 = 1 << 29;
-const KEY_SHIFT: u32 = 30;
-const _: () = assert!(RBP_AT_SHIFT + RBP_AT_BITS == 27 && 64 - KEY_SHIFT + SETS_LOG == 47);
-
-/// `rbp_at` (a multiple of 8) from a cache word.
-#[inline(always)]
-fn rbp_at(e: u64) -> u64 {
-    (e >> (RBP_AT_SHIFT - 3)) & (((1 << RBP_AT_BITS) - 1) << 3)
-}
+const CFA_RBP: u64 = 1 << 0;
+const LAST: u64 = 1 << 1;
+const UNKNOWN: u64 = 1 << 2;
+/// `rbp_at` (a multiple of 8, below 2^13) as it is: bits 3..12.
+const RBP_AT_MASK: u64 = ((1 << 13) - 1) & !7;
+/// The key's bits kept in an entry, in place.
+const KEY_BITS: u64 = ((1 << 47) - 1) & !MASK;
+const CFA_OFF_SHIFT: u32 = 47;
+/// Keys at or above this are not looked up: one past user space, less one
+/// (a return address of 0, which ends a stack, wraps to above it too).
+const KEY_LIMIT: u64 = (1 << 47) - 1;
 
 /// Largest frame (CFA − stack pointer) a walk accepts: a larger step means
 /// a wrong rule, and the walk gives up rather than read far away.
@@ -71,7 +69,7 @@ const MAX_FRAME: u64 = 1 << 30;
 /// The set of `key` (the index of its first way).
 #[inline(always)]
 fn set(key: u64) -> usize {
-    ((key ^ (key >> SETS_LOG)) & MASK) as usize
+    (key & MASK) as usize
 }
 
 /// A rule's bits of a cache word; `None` if its offsets do not fit.
@@ -84,15 +82,14 @@ fn bits(rule: Rule) -> Option<u64> {
             cfa_off,
             rbp_at,
         } => {
-            if u64::from(cfa_off) >> CFA_OFF_BITS != 0
-                || rbp_at % 8 != 0
-                || u64::from(rbp_at / 8) >> RBP_AT_BITS != 0
+            if u64::from(cfa_off) >> (64 - CFA_OFF_SHIFT) != 0
+                || u64::from(rbp_at) & !RBP_AT_MASK != 0
             {
                 return None;
             }
             (if cfa_rbp { CFA_RBP } else { 0 })
-                | u64::from(cfa_off)
-                | u64::from(rbp_at / 8) << RBP_AT_SHIFT
+                | u64::from(cfa_off) << CFA_OFF_SHIFT
+                | u64::from(rbp_at)
         }
     };
     Some(b)
@@ -100,13 +97,14 @@ fn bits(rule: Rule) -> Option<u64> {
 
 /// The cache word for `rule` at `key`; `None` if it cannot be cached.
 fn encode(key: u64, rule: Rule) -> Option<u64> {
-    if key >> 47 != 0 || key >> SETS_LOG == 0 {
+    if key >= KEY_LIMIT || key & KEY_BITS == 0 {
         return None;
     }
-    Some((key >> SETS_LOG) << KEY_SHIFT | bits(rule)?)
+    Some(key & KEY_BITS | bits(rule)?)
 }
 
-/// The rule for `key`, from the cache or derived (and cached).
+/// The rule for `key` (below [`KEY_LIMIT`]), from the cache or derived
+/// (and cached).
 #[inline(always)]
 fn rule_word(key: u64) -> u64 {
     let s = set(key);
@@ -114,7 +112,7 @@ fn rule_word(key: u64) -> u64 {
     // bounds checks fold away.
     for way in [s, s | SETS] {
         if let Some(e) = CACHE.get(way).map(|c| c.load(Ordering::Relaxed)) {
-            if e >> KEY_SHIFT == key >> SETS_LOG {
+            if (e ^ key) & KEY_BITS == 0 {
                 return e;
             }
         }
@@ -278,13 +276,13 @@ impl Frame {
             return if e & LAST != 0 { Step::End } else { Step::Unknown };
         }
         let base = if e & CFA_RBP != 0 { self.bp } else { self.sp };
-        let cfa = base.wrapping_add(e & CFA_OFF_MASK);
+        let cfa = base.wrapping_add(e >> CFA_OFF_SHIFT);
         // The stack grows down: a caller's frame is above, and near;
         // anything else is a rule that does not hold here.
         if cfa.wrapping_sub(self.sp).wrapping_sub(1) >= MAX_FRAME {
             return Step::Unknown;
         }
-        let rbp_at = rbp_at(e);
+        let rbp_at = e & RBP_AT_MASK;
         // SAFETY: by the frame's CFI (exact, see the module doc), CFA − 8
         // holds its return address and CFA − rbp_at the caller's rbp, both in
         // this thread's stack, above the current frame (checked: cfa > sp).
@@ -296,8 +294,14 @@ impl Frame {
         }
         self.sp = cfa;
         self.key = self.ip.wrapping_sub(1);
-        if self.ip == 0 {
-            Step::End
+        // One compare for both: a return address of 0 ends the stack; one
+        // outside user space is no rule's to follow.
+        if self.key >= KEY_LIMIT {
+            if self.ip == 0 {
+                Step::End
+            } else {
+                Step::Unknown
+            }
         } else {
             Step::Caller
         }
@@ -345,7 +349,7 @@ mod tests {
         assert!(rules_forgotten() > before);
         for way in [set(key), set(key) + SETS] {
             let e = CACHE[way].load(Ordering::Relaxed);
-            assert_ne!(e >> KEY_SHIFT, key >> SETS_LOG, "the rule is gone");
+            assert_ne!(e & KEY_BITS, key & KEY_BITS, "the rule is gone");
         }
     }
 
@@ -355,14 +359,43 @@ mod tests {
         assert!(cfi::load());
         // Two return addresses in this function's code, one set apart.
         let a = two_keys_of_one_set_both_stay as *const () as u64 + 1;
-        let b = (a + 2 * SETS as u64) ^ (((a + 2 * SETS as u64) >> SETS_LOG ^ a >> SETS_LOG) & MASK);
+        let b = a + 2 * SETS as u64;
         assert_eq!(set(a), set(b));
         assert_ne!(a, b);
         rule_word(a);
         rule_word(b);
         let (first, second) = (CACHE[set(a)].load(Ordering::Relaxed), CACHE[set(a) + SETS].load(Ordering::Relaxed));
-        assert_eq!(first >> KEY_SHIFT, b >> SETS_LOG, "the rule derived last first");
-        assert_eq!(second >> KEY_SHIFT, a >> SETS_LOG, "the one before second");
+        assert_eq!(first & KEY_BITS, b & KEY_BITS, "the rule derived last first");
+        assert_eq!(second & KEY_BITS, a & KEY_BITS, "the one before second");
+    }
+
+    #[test]
+    fn a_return_address_outside_user_space_is_no_caller() {
+        let _turn = SERIAL.lock();
+        // A rule put in the table by hand for an address that is no code:
+        // CFA = sp + 16, the return address just below it.
+        let key = 0x1234_5678_9000u64;
+        let rule = Rule::Step {
+            cfa_rbp: false,
+            cfa_off: 16,
+            rbp_at: 0,
+        };
+        CACHE[set(key)].store(encode(key, rule).unwrap(), Ordering::Relaxed);
+        for (ret, want) in [(1u64 << 47 | 0x10, "unknown"), (0, "end"), (key + 0x41, "caller")] {
+            let stack = [0u64, ret];
+            let sp = stack.as_ptr() as u64;
+            let mut f = Frame { ip: key + 1, sp, bp: 0, key };
+            let got = match f.step() {
+                Step::Caller => "caller",
+                Step::End => "end",
+                Step::Unknown => "unknown",
+            };
+            assert_eq!(got, want, "return address {ret:#x}");
+            if want == "caller" {
+                assert_eq!((f.ip, f.sp, f.key), (ret, sp + 16, ret - 1));
+            }
+        }
+        forget_rules();
     }
 
     #[test]
@@ -374,14 +407,13 @@ mod tests {
             rbp_at: 16,
         };
         let e = encode(key, rule).unwrap();
-        assert_eq!(e >> KEY_SHIFT, key >> SETS_LOG);
-        assert_eq!(e & CFA_OFF_MASK, 0x1_2340);
-        assert_eq!(rbp_at(e), 16);
+        assert_eq!(e & KEY_BITS, key & KEY_BITS);
+        assert_eq!(e >> CFA_OFF_SHIFT, 0x1_2340);
+        assert_eq!(e & RBP_AT_MASK, 16);
         assert!(e & CFA_RBP != 0 && e & (UNKNOWN | LAST) == 0);
-        // Another key in the same set with the same high part does not
-        // exist: the set and the high part give the key back.
-        let low = (set(key) as u64) ^ ((key >> SETS_LOG) & MASK);
-        assert_eq!(low, key & MASK);
+        // The set and the bits kept give the key back: no other key of the
+        // user space matches.
+        assert_eq!(set(key) as u64 | (e & KEY_BITS), key);
         assert_eq!(encode(1 << 12, rule), None, "would match an empty entry");
         assert_eq!(encode(1 << 47, rule), None);
         assert_eq!(
