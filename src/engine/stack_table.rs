@@ -20,6 +20,9 @@ pub struct StackTable {
     /// `(hash, id)`, [`EMPTY`] ids free; a power of two long (or empty).
     slots: Vec<(u64, StackId)>,
     stacks: Vec<Box<[u64]>>,
+    /// The stack interned last: a loop sampled many times in a row repeats
+    /// it, and comparing a few words is cheaper than hashing them.
+    last: Option<StackId>,
 }
 
 /// The stack's hash ([`crate::engine::word_hash`]).
@@ -40,11 +43,16 @@ impl StackTable {
     /// [`intern`](Self::intern) without aborting when memory runs out:
     /// `None` if a new stack cannot be stored.
     pub fn try_intern(&mut self, frames: &[u64]) -> Option<StackId> {
-        let h = hash(frames);
-        match self.find(h, frames) {
-            Ok(id) => Some(id),
-            Err(slot) => self.insert(slot, h, frames),
+        if let Some(id) = self.last.filter(|&id| self.get(id) == frames) {
+            return Some(id);
         }
+        let h = hash(frames);
+        let id = match self.find(h, frames) {
+            Ok(id) => id,
+            Err(slot) => self.insert(slot, h, frames)?,
+        };
+        self.last = Some(id);
+        Some(id)
     }
 
     /// The id of `frames` (hash `h`), or the free slot where it would go.
