@@ -33,6 +33,7 @@ use std::sync::{Mutex, MutexGuard};
 use hashbrown::{HashMap, HashSet};
 
 use crate::engine::buffer;
+use crate::engine::live_table::LiveTable;
 use crate::engine::record::{self, Record};
 use crate::engine::stack_table::{StackId, StackTable};
 use crate::engine::word_hash::Words;
@@ -64,7 +65,7 @@ pub struct LiveSample {
 
 /// One live sample as kept: its bucket by index, so that its free reaches
 /// the bucket's counts without hashing the key.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Held {
     bucket: u32,
     time_ns: u64,
@@ -111,6 +112,7 @@ fn weight(size: u64, rate: u64) -> (f64, f64) {
 ///
 /// ```text
 /// live:    sample id -> Held { bucket, time, tag }      one per live sample
+///          (engine::live_table: recent ids in a ring, the rest hashed)
 ///                              |
 /// buckets: [(BucketKey, Counts)] <- index: BucketKey -> position
 ///                 |
@@ -123,7 +125,7 @@ pub struct Aggregate {
     pub stacks: StackTable,
     buckets: Vec<(BucketKey, Counts)>,
     bucket_index: HashMap<BucketKey, u32, Words>,
-    live: HashMap<u64, Held, Words>,
+    live: LiveTable<Held>,
     freed_early: HashSet<u64, Words>,
     /// By label set id: ids are dense from 0 ([`crate::engine::labels`]).
     totals: Vec<Totals>,
@@ -154,7 +156,7 @@ impl Aggregate {
 
     /// Every live sample with its id.
     pub fn live(&self) -> impl Iterator<Item = (u64, LiveSample)> + '_ {
-        self.live.iter().filter_map(|(&id, h)| {
+        self.live.iter().filter_map(|(id, h)| {
             let &(key, _) = self.buckets.get(h.bucket as usize)?;
             Some((
                 id,
@@ -213,7 +215,7 @@ impl Aggregate {
             } => {
                 // Room first, so that running out of memory drops this
                 // record instead of aborting the program (see `pressure`).
-                let room = self.live.try_reserve(1).is_ok() && self.totals_of(labels).is_some();
+                let room = self.totals_of(labels).is_some();
                 let size = bucket_size(size, rate);
                 let bucket = self
                     .stacks
@@ -234,6 +236,15 @@ impl Aggregate {
                 let (objects, bytes) = weight(size, rate);
                 // Early frees are rare: skip hashing the id when there are none.
                 let live = self.freed_early.is_empty() || !self.freed_early.remove(&id);
+                let held = Held {
+                    bucket,
+                    time_ns,
+                    tag,
+                };
+                if live && !self.live.insert(id, held, rate) {
+                    crate::engine::pressure::dropped_record();
+                    return;
+                }
                 if let Some((_, counts)) = self.buckets.get_mut(bucket as usize) {
                     counts.allocs += 1;
                     counts.live += u64::from(live);
@@ -249,17 +260,9 @@ impl Aggregate {
                 }
                 if live {
                     self.in_use += bytes;
-                    self.live.insert(
-                        id,
-                        Held {
-                            bucket,
-                            time_ns,
-                            tag,
-                        },
-                    );
                 }
             }
-            Record::Free { id } => match self.live.remove(&id) {
+            Record::Free { id } => match self.live.remove(id) {
                 Some(h) => {
                     let Some((key, counts)) = self.buckets.get_mut(h.bucket as usize) else {
                         return;

@@ -42,6 +42,7 @@ pub mod arena_in_copy;
 pub mod blackbox;
 pub(crate) mod buffer;
 pub mod labels;
+pub(crate) mod live_table;
 pub mod loader_fence;
 pub(crate) mod record;
 pub mod sample_heap;
