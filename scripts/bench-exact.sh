@@ -107,7 +107,7 @@ if [[ " $ONLY " == *" python "* ]]; then
         else if (line ~ /aggregate|hashbrown|foldhash|stack_table/) part = "aggregation"
         else if (line ~ /sample_heap/) part = "sample heap"
         else if (line ~ /memcpy|memmove|memset|memcmp/) part = "memory copies (libc)"
-        else if (line ~ /engine::stack|capture/) part = "capture (heapprof)"
+        else if (line ~ /engine::stack|capture|engine\/unwind\.rs|engine\/cfi\.rs/) part = "capture (heapprof)"
         else if (line ~ /engine::(push|record|buffer)|record_alloc|record_free/) part = "records"
         else if (line ~ /heapprof/) part = "other heapprof"
         if (part != "") sum[part] += n

@@ -392,7 +392,7 @@ pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marke
     let labels = st.labels.get();
     let _busy = st.enter();
     let mut rec = [core::mem::MaybeUninit::uninit(); record::MAX_WORDS];
-    let n = stack::capture_uninit(&mut rec[record::ALLOC_HEADER..], hook_marker);
+    let n = stack::capture_from_engine(&mut rec[record::ALLOC_HEADER..], hook_marker);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let rate = if tag != 0 { 1 } else { rate().max(1) };
     let now = crate::os::monotonic_ns();

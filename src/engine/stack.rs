@@ -63,7 +63,9 @@
 //! - with the walk or libunwind the call structure is fixed: `capture_below` ←
 //!   `record_alloc_from` ← hook ← caller ([`capture`]), so the first three
 //!   return addresses are dropped, after checking the first is
-//!   `capture_below`'s own; the `pthread_create` hooks, which have the
+//!   `capture_below`'s own; heapprof's own walk is inlined into
+//!   `record_alloc_from` itself ([`capture_from_engine`]: two dropped, one
+//!   frame fewer to walk on every sample); the `pthread_create` hooks, which have the
 //!   engine's part inlined, call libunwind from their own frame
 //!   ([`capture_in_hook`]: hook ← caller, one dropped, two frames fewer to
 //!   unwind for every thread);
@@ -95,10 +97,27 @@ pub fn capture(out: &mut [u64], hook_marker: usize) -> usize {
     capture_below(out, hook_marker, OWN_FRAMES)
 }
 
-/// As [`capture`], into memory that need not be initialised: the first
-/// frames returned are.
+/// As [`capture`], into memory that need not be initialised (the first
+/// frames returned are), for the engine function the hook calls (call it
+/// only from there): heapprof's own walk is inlined into that function,
+/// so its first frame is that function's and there is one frame fewer to
+/// walk (`HEAPPROF_UNWIND=check` compares this walk too). Anything else
+/// (a walk that gives up, `HEAPPROF_UNWIND=libunwind`, no marker) goes
+/// through [`capture_below`], as from [`capture`].
 #[inline(always)]
-pub fn capture_uninit(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usize {
+pub fn capture_from_engine(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usize {
+    let mode = WALK.load(Ordering::Relaxed);
+    let skip = OWN_FRAMES - 1;
+    if hook_marker != 0 && mode == WALK_ON {
+        if let Some(kept) = crate::engine::unwind::walk(out, skip) {
+            return kept;
+        }
+    } else if hook_marker != 0 && mode == WALK_CHECKED {
+        if let Some(kept) = crate::engine::unwind::walk(out, skip) {
+            check_against_libunwind(out, kept, skip);
+            return kept;
+        }
+    }
     capture_below(out, hook_marker, OWN_FRAMES)
 }
 
