@@ -9,9 +9,10 @@
 #
 # each bare and under target/release/libheapprof_preload.so (rust: its own
 # Profiler) at HEAPPROF_RATE=1, the ratio printed, then where heapprof's
-# instructions go in the python run (unwinding, aggregation, sample heap,
-# copies of memory, records), and wall time against heaptrack (Debian's
-# package) on the python run.
+# instructions go in the python run (the walk, inlined with the record's
+# making into record_alloc_from; aggregation; sample heap; copies of
+# memory; pushing and draining records), and wall time against heaptrack
+# (Debian's package) on the python run.
 #
 #   bash scripts/bench-exact.sh
 #   ONLY="python" bash scripts/bench-exact.sh     a subset
@@ -104,11 +105,12 @@ if [[ " $ONLY " == *" python "* ]]; then
         n = $1; gsub(",", "", n); line = $0
         part = ""
         if (line ~ /libunwind/) part = "unwinding (libunwind)"
-        else if (line ~ /aggregate|hashbrown|foldhash|stack_table/) part = "aggregation"
+        else if (line ~ /aggregate|hashbrown|foldhash|stack_table|live_table|word_hash/) part = "aggregation"
         else if (line ~ /sample_heap/) part = "sample heap"
         else if (line ~ /memcpy|memmove|memset|memcmp/) part = "memory copies (libc)"
-        else if (line ~ /engine::stack|capture|engine\/unwind\.rs|engine\/cfi\.rs/) part = "capture (heapprof)"
-        else if (line ~ /engine::(push|record|buffer)|record_alloc|record_free/) part = "records"
+        else if (line ~ /record_alloc_from/) part = "walk + record (record_alloc_from)"
+        else if (line ~ /engine::stack|capture|engine\/(unwind|cfi|stack)\.rs/) part = "capture (outside it)"
+        else if (line ~ /engine::(push|record|buffer)|record_free/) part = "records (push, drain)"
         else if (line ~ /heapprof/) part = "other heapprof"
         if (part != "") sum[part] += n
       }
