@@ -64,9 +64,10 @@
 //!   `record_alloc_from` ← hook ← caller ([`capture`]), so the first three
 //!   return addresses are dropped, after checking the first is
 //!   `capture_below`'s own; heapprof's own walk is inlined into
-//!   `record_alloc_from` itself ([`capture_from_engine`]: two dropped, one
-//!   frame fewer to walk on every sample); the `pthread_create` hooks, which have the
-//!   engine's part inlined, call libunwind from their own frame
+//!   `record_alloc_from` itself ([`capture_from_engine`]: two dropped,
+//!   one frame fewer to walk on every sample); the `pthread_create`
+//!   hooks, which have the engine's part inlined, call libunwind from
+//!   their own frame
 //!   ([`capture_in_hook`]: hook ← caller, one dropped, two frames fewer to
 //!   unwind for every thread);
 //! - with libgcc each frame comes with the stack pointer it had at its call
@@ -108,6 +109,8 @@ pub fn capture(out: &mut [u64], hook_marker: usize) -> usize {
 pub fn capture_from_engine(out: &mut [MaybeUninit<u64>], hook_marker: usize) -> usize {
     let mode = WALK.load(Ordering::Relaxed);
     let skip = OWN_FRAMES - 1;
+    // Two copies of the walk: one walk followed by the check's branch
+    // compiled to a slower hot path (the README's figures).
     if hook_marker != 0 && mode == WALK_ON {
         if let Some(kept) = crate::engine::unwind::walk(out, skip) {
             return kept;
