@@ -1306,8 +1306,12 @@ impl Object {
         self.id_word().store(id, Ordering::Relaxed);
     }
 
-    /// Gives the live object back to the heap (see [`free`]).
+    /// Gives the object back to the heap if it is live (see [`free`]);
+    /// a freed one is left alone.
     pub fn release(self) {
+        if self.id().is_none() {
+            return;
+        }
         match self.0 {
             Place::Small { g, class } => {
                 SMALL_FREE[class].push(g, |v| set_stack_link(small_word(g), v))
@@ -1438,7 +1442,7 @@ pub fn grow_in_place(p: *const u8, size: usize) -> bool {
 /// an object already freed) is ignored. Never blocks, and makes no system
 /// call unless the retained budget is passed.
 pub fn free(p: *mut u8) {
-    if let Some(o) = object(p).filter(|o| o.id().is_some()) {
+    if let Some(o) = object(p) {
         o.release();
     }
 }
