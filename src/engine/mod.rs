@@ -417,10 +417,9 @@ pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
         return arena_in_copy::free(ptr);
     }
     // Found once: the id read, its free recorded, the memory given back.
-    if let Some(o) = sample_heap::object(ptr) {
-        if record_free_of(st, o) {
-            o.release();
-        }
+    if let Some((o, id)) = sample_heap::live(ptr) {
+        record_free_of(st, id);
+        o.release();
     }
 }
 
@@ -428,20 +427,17 @@ pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
 /// `realloc` that stays in place and is sampled again). False if `ptr` is
 /// not a sample.
 pub fn record_free(st: &ThreadState, ptr: *mut u8) -> bool {
-    sample_heap::object(ptr).is_some_and(|o| record_free_of(st, o))
+    sample_heap::live(ptr)
+        .map(|(_, id)| record_free_of(st, id))
+        .is_some()
 }
 
-/// [`record_free`] of an object found.
-fn record_free_of(st: &ThreadState, o: sample_heap::Object) -> bool {
-    match o.id() {
-        // A former sample (see `unsample`): nothing to record.
-        Some(0) => true,
-        Some(id) => {
-            blackbox::forget(id);
-            push(st, &record::free(id));
-            true
-        }
-        None => false,
+/// [`record_free`] of a live object's id (0: a former sample, see
+/// `unsample`: nothing to record).
+fn record_free_of(st: &ThreadState, id: u64) {
+    if id != 0 {
+        blackbox::forget(id);
+        push(st, &record::free(id));
     }
 }
 

@@ -1273,21 +1273,30 @@ fn place(p: *const u8) -> Option<Place> {
     None
 }
 
-/// An object of the heap found by its address, once: a free reads its id,
-/// records it and gives the memory back without looking it up again.
-#[derive(Clone, Copy)]
+/// A live object of the heap, found by its address once ([`live`]): a free
+/// reads its id, records it and gives the memory back without looking it
+/// up again.
 pub struct Object(Place);
 
 /// The object at `p`, live or freed; `None` if `p` is no object of the
 /// heap (the prefix, or an address never handed out).
 #[inline]
-pub fn object(p: *const u8) -> Option<Object> {
+fn object(p: *const u8) -> Option<Object> {
     place(p).map(Object)
+}
+
+/// The live object at `p` and its sample id (0: an unsampled block);
+/// `None` if `p` is no object of the heap or was freed.
+#[inline]
+pub fn live(p: *const u8) -> Option<(Object, u64)> {
+    let o = object(p)?;
+    let id = o.id()?;
+    Some((o, id))
 }
 
 impl Object {
     /// The word that holds its sample id.
-    fn id_word(self) -> &'static AtomicU64 {
+    fn id_word(&self) -> &'static AtomicU64 {
         match self.0 {
             Place::Small { g, .. } => small_word(g),
             Place::Large { q } => &large_words(q)[0],
@@ -1296,22 +1305,19 @@ impl Object {
 
     /// Its sample id (0: an unsampled block); `None` if it was freed.
     #[inline]
-    pub fn id(self) -> Option<u64> {
+    fn id(&self) -> Option<u64> {
         Some(self.id_word().load(Ordering::Relaxed)).filter(|id| id & FREE_BIT == 0)
     }
 
     /// Remembers that it is sample `id` (0: an unsampled block).
     #[inline]
-    pub fn set_id(self, id: u64) {
+    fn set_id(&self, id: u64) {
         self.id_word().store(id, Ordering::Relaxed);
     }
 
-    /// Gives the object back to the heap if it is live (see [`free`]);
-    /// a freed one is left alone.
+    /// Gives the live object back to the heap (see [`free`]). Taken by
+    /// value: an `Object` is found live ([`live`]) and released once.
     pub fn release(self) {
-        if self.id().is_none() {
-            return;
-        }
         match self.0 {
             Place::Small { g, class } => {
                 SMALL_FREE[class].push(g, |v| set_stack_link(small_word(g), v))
@@ -1337,7 +1343,7 @@ pub fn set_id(p: *const u8, id: u64) {
 /// The sample id of the live object at `p` (None if `p` is not one: the
 /// prefix, or an object already freed).
 pub fn id_of(p: *const u8) -> Option<u64> {
-    object(p)?.id()
+    live(p).map(|(_, id)| id)
 }
 
 /// Bytes usable at `p` (a live object of the heap): at least its size.
@@ -1442,7 +1448,7 @@ pub fn grow_in_place(p: *const u8, size: usize) -> bool {
 /// an object already freed) is ignored. Never blocks, and makes no system
 /// call unless the retained budget is passed.
 pub fn free(p: *mut u8) {
-    if let Some(o) = object(p) {
+    if let Some((o, _)) = live(p) {
         o.release();
     }
 }
