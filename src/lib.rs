@@ -23,7 +23,7 @@
 //! comes as an `LD_PRELOAD` library (see the README).
 //!
 //! ## Getting profiles out
-//! - [`dump_to`] a path, [`write_profile`] to any writer, [`profile`] as a
+//! - [`dump_to`] a path, [`write_profile`] to any writer, [`profile()`] as a
 //!   message, or [`tallies`] to read the per-stack numbers in-process;
 //! - `kill -USR2 <pid>`, every `HEAPPROF_INTERVAL` seconds, or at exit with
 //!   `HEAPPROF_AT_EXIT=1`, to `PREFIX.PID.SEQ.pb.gz` files (see [`Config`]);
@@ -46,7 +46,7 @@
 //!
 //! ## Accuracy
 //! At the default rate, numbers are unbiased estimates: each sample is scaled
-//! by the inverse of its probability of being sampled (see [`scale`]).
+//! by the inverse of its probability of being sampled (see [`profile::scale`]).
 //! `HEAPPROF_RATE=1` (or [`set_rate`]`(1)`) records every allocation and the
 //! profile is exact; `0` turns sampling off.
 //!

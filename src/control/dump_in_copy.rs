@@ -43,7 +43,7 @@ const REPORT_BYTES: usize = REPORT_WORDS * 8;
 const RETRY_GAPS_NS: [u64; 2] = [20_000_000, 200_000_000];
 
 /// A dump no copy could make, kept for whoever can make it next: the
-/// watcher at its next wake-up ([`retry_due`]), the dumper thread when it
+/// watcher at its next wake-up ([`deferred`]), the dumper thread when it
 /// takes over, or the exit ([`take_deferred`]).
 /// What the dump being made is for, read in the copy (an index into
 /// [`Trigger::ALL`]).

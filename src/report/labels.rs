@@ -11,7 +11,7 @@
 //! [`leaks`](super::leaks()); groups are ordered by the figure that report
 //! ranks by (value, growth, old memory), heaviest first. With three or more
 //! profiles, `leaks --by` also fits each label value's total in-use series
-//! and ranks the values by growth ([`super::leaks::classify`]).
+//! and ranks the values by growth ([`super::leaks()`]).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -178,7 +178,7 @@ pub struct TopBy {
     pub groups: Vec<LabelGroup<TopReport>>,
 }
 
-/// [`super::top`] per value of label `key` (`n` stacks in each).
+/// [`super::top()`] per value of label `key` (`n` stacks in each).
 pub fn top_by(r: &Resolved, key: &str, kind: &SampleKind, n: usize) -> Result<TopBy, ReportError> {
     let whole = super::top(r, kind, 1)?;
     let mut groups = Vec::new();
@@ -207,7 +207,7 @@ pub struct DiffBy {
     pub groups: Vec<LabelGroup<DiffReport>>,
 }
 
-/// [`super::diff`] per value of label `key` (over both profiles).
+/// [`super::diff()`] per value of label `key` (over both profiles).
 pub fn diff_by(
     base: &Resolved,
     new: &Resolved,

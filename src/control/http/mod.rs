@@ -536,8 +536,9 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, server: Arc<Server>) {
 }
 
 /// An idle worker's turn: a profile for `/debug/pprof/report`'s history
-/// when none was taken or written for [`history::PERIOD`]
-/// (crate::control::history). Never waits for another computation.
+/// when none was taken or written for
+/// [`crate::control::history::PERIOD`]. Never waits for another
+/// computation.
 fn periodic_profile(server: &Server) {
     use crate::control::history;
     // Looked at a few times per period, not per request.
