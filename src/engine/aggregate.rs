@@ -118,8 +118,9 @@ fn weight(size: u64, rate: u64) -> (f64, f64) {
 ///                 |
 /// stacks:  StackId -> frames          totals: [Totals] by label set id
 /// ```
-/// An allocation hashes its stack and its key once each; its free hashes
-/// only its id.
+/// An allocation hashes its stack (unless it is the last one again) and
+/// its key, once each; its free finds the sample by id (in the ring, else
+/// hashed) and the bucket by position.
 #[derive(Default)]
 pub struct Aggregate {
     pub stacks: StackTable,
