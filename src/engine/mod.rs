@@ -427,9 +427,11 @@ pub fn free_sample(st: &ThreadState, ptr: *mut u8) {
 /// `realloc` that stays in place and is sampled again). False if `ptr` is
 /// not a sample.
 pub fn record_free(st: &ThreadState, ptr: *mut u8) -> bool {
-    sample_heap::live(ptr)
-        .map(|(_, id)| record_free_of(st, id))
-        .is_some()
+    let Some((_, id)) = sample_heap::live(ptr) else {
+        return false;
+    };
+    record_free_of(st, id);
+    true
 }
 
 /// [`record_free`] of a live object's id (0: a former sample, see

@@ -1341,8 +1341,9 @@ pub fn set_id(p: *const u8, id: u64) {
 }
 
 /// The sample id of the live object at `p` (None if `p` is not one: the
-/// prefix, or an object already freed).
-pub fn id_of(p: *const u8) -> Option<u64> {
+/// prefix, or an object already freed). The ways in use [`live`].
+#[cfg(test)]
+fn id_of(p: *const u8) -> Option<u64> {
     live(p).map(|(_, id)| id)
 }
 

@@ -18,17 +18,16 @@
 //! and one test, and with the set they give the whole key back: a match
 //! is exact. An empty entry (0) matches no key at or above 2^13. Such keys,
 //! and rules whose offsets do not fit, are not cached (looked up each
-//! time). A rule derived goes to the first
-//! way and moves the first way's rule to the second: two hot addresses in
-//! one set (heapprof's own frames, walked on every capture, against a
-//! program's) both stay.
+//! time). A rule derived goes to the first way and moves the first way's
+//! rule to the second: two hot addresses in one set (heapprof's own
+//! frames, walked on every capture, against a program's) both stay.
 //!
 //! A walk gives up (`None`) at the first frame without a rule
 //! ([`crate::engine::cfi::Rule::Unknown`]: a signal frame, code without
 //! unwind information, an unusual CFA), and the capture takes libunwind's
 //! full unwind instead; so every walk that returns equals a full unwind
-//! frame for frame (`HEAPPROF_UNWIND=check`, in `tests/unwind.rs`, compares the two on
-//! real programs).
+//! frame for frame (`HEAPPROF_UNWIND=check`, in `tests/unwind.rs`,
+//! compares the two on real programs).
 //!
 //! Rules describe the objects loaded when they were derived: when one is
 //! unloaded, other code may later sit at its addresses, so the table is
