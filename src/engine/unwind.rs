@@ -22,6 +22,11 @@
 //! rule to the second: two hot addresses in one set (heapprof's own
 //! frames, walked on every capture, against a program's) both stay.
 //!
+//! The two rules that end a walk (the outermost frame, once a capture; no
+//! rule) are entries with a CFA offset of 0, which no step has: the hot
+//! loop's own check that a frame's CFA lies above its stack pointer stops
+//! at them, so a frame's step tests no flag.
+//!
 //! A walk gives up (`None`) at the first frame without a rule
 //! ([`crate::engine::cfi::Rule::Unknown`]: a signal frame, code without
 //! unwind information, an unusual CFA), and the capture takes libunwind's
@@ -231,18 +236,54 @@ fn walk_from(
             Step::Unknown => return None,
         }
     }
-    let mut n = 0usize;
-    for o in out.iter_mut() {
-        o.write(f.ip);
-        n = n.wrapping_add(1);
-        match f.step() {
-            Step::Caller => {}
-            Step::End => return Some(n),
-            Step::Unknown => return None,
+    let range = out.as_mut_ptr_range();
+    let (start, end) = (range.start.cast::<u64>(), range.end.cast::<u64>());
+    let mut p = start;
+    let written = |p: *mut u64| {
+        // SAFETY: `p` only moves forward from `start` within `out`.
+        unsafe { p.offset_from(start) as usize }
+    };
+    while p != end {
+        match f.cached_steps(&mut p, end) {
+            Exit::Full => break,
+            Exit::NoCaller if f.ip == 0 => return Some(written(p)),
+            Exit::NoCaller => return None,
+            // The frame is written; `step` finds or derives its rule.
+            Exit::Missed | Exit::Stopped => match f.step() {
+                Step::Caller => {}
+                Step::End => return Some(written(p)),
+                Step::Unknown => return None,
+            },
         }
     }
-    Some(n)
+    Some(written(p))
 }
+
+/// Why [`Frame::cached_steps`] stopped.
+#[cfg(target_arch = "x86_64")]
+enum Exit {
+    /// The output is full.
+    Full,
+    /// The return address just read is 0 (the stack ends) or outside user
+    /// space (no caller to follow).
+    NoCaller,
+    /// No rule is cached for this frame's key (written, not stepped).
+    Missed,
+    /// The frame's rule ends the walk, or gives a CFA no caller can have
+    /// (written, not stepped).
+    Stopped,
+}
+
+// The constants written into the loop below.
+const _: () = assert!(
+    MASK == 0x1fff
+        && SETS * 8 == 0x10000
+        && CFA_RBP == 1
+        && CFA_OFF_SHIFT == 47
+        && RBP_AT_MASK == 0x1ff8
+        && MAX_FRAME == 0x4000_0000
+        && KEY_LIMIT == (1 << 47) - 1
+);
 
 /// Where a walk is: a frame's code address, the registers it was entered
 /// with, and the address its rule is looked up by.
@@ -267,6 +308,110 @@ enum Step {
 
 #[cfg(target_arch = "x86_64")]
 impl Frame {
+    /// Writes this frame's address at `*p` and steps to its caller, again
+    /// and again while a step is cached for the frame and `*p` has not
+    /// reached `end` (which it must not be at on entry), as
+    /// [`step`](Self::step) would, which takes any frame this stops at.
+    /// The loop is written out by hand: the compiler's version kept two
+    /// counters and reloaded two constants a frame (the README's figures).
+    /// A frame whose CFA is `sp` plus a cached offset (below 2^17) needs no
+    /// bounds check but a nonzero offset, and that check also stops at the
+    /// rules that end a walk (offset 0): no flag is tested.
+    #[inline(always)]
+    fn cached_steps(&mut self, p: &mut *mut u64, end: *mut u64) -> Exit {
+        let code: u64;
+        // SAFETY: writes go to `*p ..end` only, one word a frame, and `*p`
+        // is below `end` at each write (checked on entry by the caller and
+        // before each further write). Reads: the rule table (in bounds: a
+        // set is below 2^13, a way-2 index below 2^14), and the return
+        // address and saved rbp at CFA − 8 and CFA − rbp_at of the frame's
+        // CFI, in this thread's stack just above the frame: a CFA is `sp`
+        // plus a nonzero offset below 2^17, or from `rbp` and checked to lie
+        // within 2^30 above `sp` — the same reads and checks as `step`.
+        // No stack use; flags clobbered.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "mov qword ptr [{p}], {ip}",
+                "add {p}, 8",
+                // The first way: a step if the key's bits match.
+                "mov {t:e}, {key:e}",
+                "and {t:e}, 0x1fff",
+                "mov {e}, qword ptr [{cache} + {t}*8]",
+                "mov {cfa}, {e}",
+                "xor {cfa}, {key}",
+                "test {cfa}, {kb}",
+                "jnz 5f",
+                "3:",
+                "test {e:l}, 1",
+                "jnz 6f",
+                // CFA = sp + offset.
+                "mov {cfa}, {e}",
+                "shr {cfa}, 47",
+                "jz 8f",
+                "add {cfa}, {sp}",
+                "4:",
+                "mov {ip}, qword ptr [{cfa} - 8]",
+                "and {e:e}, 0x1ff8",
+                "jz 7f",
+                "neg {e}",
+                "mov {bp}, qword ptr [{cfa} + {e}]",
+                "7:",
+                "mov {sp}, {cfa}",
+                "lea {key}, [{ip} - 1]",
+                "mov {t}, {key}",
+                "shr {t}, 47",
+                "jnz 9f",
+                "cmp {p}, {end}",
+                "jne 2b",
+                "xor {end:e}, {end:e}",
+                "jmp 22f",
+                // The second way.
+                "5:",
+                "mov {e}, qword ptr [{cache} + {t}*8 + 0x10000]",
+                "mov {cfa}, {e}",
+                "xor {cfa}, {key}",
+                "test {cfa}, {kb}",
+                "jz 3b",
+                "mov {end:e}, 2",
+                "jmp 22f",
+                // CFA = rbp + offset, within MAX_FRAME above sp.
+                "6:",
+                "mov {cfa}, {e}",
+                "shr {cfa}, 47",
+                "add {cfa}, {bp}",
+                "lea {t}, [{cfa} - 1]",
+                "sub {t}, {sp}",
+                "cmp {t}, 0x40000000",
+                "jb 4b",
+                "8:",
+                "mov {end:e}, 3",
+                "jmp 22f",
+                "9:",
+                "mov {end:e}, 1",
+                "22:",
+                p = inout(reg) *p,
+                ip = inout(reg) self.ip,
+                sp = inout(reg) self.sp,
+                bp = inout(reg) self.bp,
+                key = inout(reg) self.key,
+                end = inout(reg) end => code,
+                cache = in(reg) CACHE.as_ptr(),
+                kb = in(reg) KEY_BITS,
+                e = out(reg) _,
+                t = out(reg) _,
+                cfa = out(reg) _,
+                options(nostack),
+            );
+        }
+        match code {
+            0 => Exit::Full,
+            1 => Exit::NoCaller,
+            2 => Exit::Missed,
+            _ => Exit::Stopped,
+        }
+    }
+
     /// Steps to the caller.
     #[inline(always)]
     fn step(&mut self) -> Step {
@@ -394,6 +539,83 @@ mod tests {
                 assert_eq!((f.ip, f.sp, f.key), (ret, sp + 16, ret - 1));
             }
         }
+        forget_rules();
+    }
+
+    /// A walk over a stack made by hand, with rules put in the table by
+    /// hand for addresses that are no code: every way the hot loop ends,
+    /// against what the frames say.
+    #[test]
+    fn a_walk_over_made_frames_follows_their_rules() {
+        let _turn = SERIAL.lock();
+        let sp_rule = |cfa_off, rbp_at| Rule::Step {
+            cfa_rbp: false,
+            cfa_off,
+            rbp_at,
+        };
+        let (a, b, c, d) = (0x1234_5678_9000u64, 0x1234_5679_a010, 0x1234_567a_b020, 0x1234_567b_c030);
+        let put = |key: u64, rule: Rule, way: usize| {
+            CACHE[set(key) + way * SETS].store(encode(key, rule).unwrap(), Ordering::Relaxed);
+        };
+        let walk_made = |end_word: u64, d_rule: Option<Rule>, room: usize| {
+            forget_rules();
+            // a: CFA = sp + 16. b: CFA = sp + 24, rbp saved at CFA − 16,
+            // cached in the second way behind another key of its set. c:
+            // CFA = rbp + 16, rbp saved at CFA − 16. d: as given.
+            put(a, sp_rule(16, 0), 0);
+            put(b, sp_rule(24, 16), 1);
+            put(b + 2 * SETS as u64, sp_rule(8, 0), 0);
+            put(
+                c,
+                Rule::Step {
+                    cfa_rbp: true,
+                    cfa_off: 16,
+                    rbp_at: 16,
+                },
+                0,
+            );
+            if let Some(r) = d_rule {
+                put(d, r, 0);
+            }
+            let mut stack = [0u64; 12];
+            let base = stack.as_ptr() as u64;
+            let at = move |i: usize| base + 8 * i as u64;
+            let frame_c_bp = at(8);
+            stack[1] = b + 1;
+            stack[3] = frame_c_bp;
+            stack[4] = c + 1;
+            stack[8] = 0x5eed;
+            stack[9] = d + 1;
+            stack[10] = end_word;
+            // The walk reads the words through their addresses.
+            std::hint::black_box(&mut stack);
+            let mut out = [MaybeUninit::<u64>::uninit(); 8];
+            let n = walk_from(&mut out[..room], 0, a, at(0), 0);
+            // SAFETY: the walk initialised the first n.
+            let got = n.map(|n| out[..n].iter().map(|w| unsafe { w.assume_init() }).collect::<Vec<_>>());
+            forget_rules();
+            got
+        };
+        let full = vec![a, b + 1, c + 1, d + 1];
+        // d: CFA = sp + 8, its return address the stack's end.
+        assert_eq!(walk_made(0, Some(sp_rule(8, 0)), 8), Some(full.clone()));
+        assert_eq!(walk_made(0, Some(sp_rule(8, 0)), 2), Some(full[..2].to_vec()), "out full");
+        assert_eq!(walk_made(0, Some(sp_rule(8, 0)), 4), Some(full.clone()), "full at the end");
+        assert_eq!(walk_made(1 << 47 | 0x10, Some(sp_rule(8, 0)), 8), None, "kernel address");
+        assert_eq!(walk_made(0, Some(Rule::Last), 8), Some(full.clone()), "outermost frame");
+        assert_eq!(walk_made(0, Some(Rule::Unknown), 8), None, "no rule");
+        // Not cached: derived, and no code is there.
+        assert_eq!(walk_made(0, None, 8), None, "no object");
+        // CFA = rbp + 16 with rbp far below sp: no caller is there.
+        let far = Rule::Step {
+            cfa_rbp: true,
+            cfa_off: 16,
+            rbp_at: 0,
+        };
+        let (mut out, sp) = ([MaybeUninit::<u64>::uninit(); 4], 1u64 << 40);
+        forget_rules();
+        put(a, far, 0);
+        assert_eq!(walk_from(&mut out, 0, a, sp, 8), None, "rbp below sp");
         forget_rules();
     }
 
