@@ -138,6 +138,29 @@ pub unsafe fn release(b: *mut Buffer) {
 /// # Safety
 /// The calling thread must own `b`; `record.len() <= CHUNK_WORDS`.
 pub unsafe fn push(b: *mut Buffer, record: &[u64]) -> bool {
+    // SAFETY: the caller owns `b` and the record fits a chunk (its contract).
+    let (words, new) = unsafe { reserve(b, record.len()) };
+    if words.is_null() {
+        return true;
+    }
+    // SAFETY: `reserve` gave `record.len()` words that are ours alone.
+    unsafe {
+        ptr::copy_nonoverlapping(record.as_ptr(), words, record.len());
+        commit(b, record.len());
+    }
+    new
+}
+
+/// Room for a record of up to `max` words, contiguous, at the end of the
+/// buffer: the producer writes it in place, then publishes the words it
+/// used with [`commit`]. Returns the room's first word and whether it
+/// began a new chunk (the previous one is then full); a null pointer (and
+/// `true`) when no chunk could be mapped: the record is dropped, and
+/// counted.
+///
+/// # Safety
+/// The calling thread must own `b`; `max <= CHUNK_WORDS`.
+pub unsafe fn reserve(b: *mut Buffer, max: usize) -> (*mut u64, bool) {
     // SAFETY: the caller owns the buffer, so the producer fields are ours.
     let buf = unsafe { &*b };
     // SAFETY: only the owning thread touches `tail`.
@@ -146,13 +169,13 @@ pub unsafe fn push(b: *mut Buffer, record: &[u64]) -> bool {
     let mut chunk = unsafe { &**tail };
     let mut len = chunk.len.load(Ordering::Relaxed);
     let mut new = false;
-    if len + record.len() > CHUNK_WORDS {
+    if len + max > CHUNK_WORDS {
         // The consumer emptied the spare before publishing it (Acquire).
         let spare = buf.spare.swap(ptr::null_mut(), Ordering::Acquire);
         let fresh = if spare.is_null() { new_chunk() } else { spare };
         if fresh.is_null() {
             DROPPED.fetch_add(1, Ordering::Relaxed);
-            return true;
+            return (ptr::null_mut(), true);
         }
         chunk.next.store(fresh, Ordering::Release);
         *tail = fresh;
@@ -164,11 +187,22 @@ pub unsafe fn push(b: *mut Buffer, record: &[u64]) -> bool {
         new = true;
     }
     let words = chunk.words.as_ptr() as *mut u64;
-    // SAFETY: len + record.len() <= CHUNK_WORDS, and the consumer reads only
-    // below the published `len`, so these words are ours alone.
-    unsafe { ptr::copy_nonoverlapping(record.as_ptr(), words.add(len), record.len()) };
-    chunk.len.store(len + record.len(), Ordering::Release);
-    new
+    // SAFETY: len + max <= CHUNK_WORDS; the consumer reads only below the
+    // published `len`, so the words from `len` on are ours alone.
+    (unsafe { words.add(len) }, new)
+}
+
+/// Publishes `used` words written into the room [`reserve`] gave.
+///
+/// # Safety
+/// The calling thread must own `b`, have called [`reserve`] for at least
+/// `used` words since its last `commit`, and have written them.
+pub unsafe fn commit(b: *mut Buffer, used: usize) {
+    // SAFETY: the caller owns the buffer; `tail` is the chunk `reserve`
+    // gave room in (only `reserve` moves it).
+    let chunk = unsafe { &**(*b).tail.get() };
+    let len = chunk.len.load(Ordering::Relaxed);
+    chunk.len.store(len + used, Ordering::Release);
 }
 
 /// Chunks of records in `b` that no drain has read to the end yet, besides
@@ -249,5 +283,53 @@ pub unsafe fn drain_all(mut f: impl FnMut(&[u64])) {
             }
         }
         b = buf.next;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+
+    /// Records made in place: unseen until committed, then read whole and
+    /// in order, across a chunk that lacked room for the largest one.
+    #[test]
+    fn records_made_in_place_are_read_once_committed() {
+        let b = acquire();
+        assert!(!b.is_null());
+        const MARK: u64 = 0x5eed_0000_0000_0000;
+        let mine = |words: &[u64], got: &mut Vec<u64>| {
+            got.extend(words.iter().filter(|&&w| w & 0xffff_0000_0000_0000 == MARK));
+        };
+        let mut got = Vec::new();
+        let mut began = 0;
+        for i in 0..3 * CHUNK_WORDS as u64 / 100 {
+            // SAFETY: this thread owns `b`; 200 words fit a chunk.
+            let (room, new) = unsafe { reserve(b, 200) };
+            assert!(!room.is_null());
+            began += usize::from(new);
+            // SAFETY: `reserve` gave 200 words; 100 are written.
+            unsafe {
+                for k in 0..100 {
+                    room.add(k).write(MARK | i << 8 | k as u64);
+                }
+            }
+            if i == 5 {
+                // SAFETY: the only drain in this test, nothing else drains.
+                unsafe { drain_all(|w| mine(w, &mut got)) };
+                assert_eq!(got.len(), 5 * 100, "the uncommitted record is unseen");
+            }
+            // SAFETY: the 100 words were written into the room.
+            unsafe { commit(b, 100) };
+        }
+        // SAFETY: as above.
+        unsafe { drain_all(|w| mine(w, &mut got)) };
+        let want: Vec<u64> = (0..3 * CHUNK_WORDS as u64 / 100)
+            .flat_map(|i| (0..100).map(move |k| MARK | i << 8 | k))
+            .collect();
+        assert_eq!(got, want);
+        assert!(began >= 3, "{began} chunks begun");
+        // SAFETY: this thread owns `b` and writes no more.
+        unsafe { release(b) };
     }
 }

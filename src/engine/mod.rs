@@ -391,16 +391,38 @@ pub fn record_alloc_from(st: &ThreadState, ptr: *mut u8, size: usize, hook_marke
     let tag = st.tag.get();
     let labels = st.labels.get();
     let _busy = st.enter();
-    let mut rec = [core::mem::MaybeUninit::uninit(); record::MAX_WORDS];
+    // The record is made in place in this thread's buffer (no copy), or
+    // here when the buffer has no room (it is then dropped, and counted).
+    let b = own_buffer(st);
+    let (room, full) = if b.is_null() {
+        (core::ptr::null_mut(), true)
+    } else {
+        // SAFETY: this thread owns `b`; MAX_WORDS is far below a chunk.
+        unsafe { buffer::reserve(b, record::MAX_WORDS) }
+    };
+    let mut here = [core::mem::MaybeUninit::uninit(); record::MAX_WORDS];
+    let rec = if room.is_null() {
+        &mut here
+    } else {
+        // SAFETY: `reserve` gave MAX_WORDS words, aligned, that only this
+        // thread touches until it commits them.
+        unsafe { &mut *room.cast::<[core::mem::MaybeUninit<u64>; record::MAX_WORDS]>() }
+    };
     let n = stack::capture_from_engine(&mut rec[record::ALLOC_HEADER..], hook_marker);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let rate = if tag != 0 { 1 } else { rate().max(1) };
     let now = crate::os::monotonic_ns();
     // SAFETY: the capture initialised the n frames it returned.
-    let words = unsafe { record::alloc(&mut rec, n, id, size as u64, rate, now, tag, labels) };
-    push(st, words);
+    let words = unsafe { record::alloc(rec, n, id, size as u64, rate, now, tag, labels) };
     let frames = &words[record::ALLOC_HEADER..];
     blackbox::record(id, size as u64, rate, now, labels, frames);
+    if !room.is_null() {
+        // SAFETY: the record's words are written, in the room reserved.
+        unsafe { buffer::commit(b, words.len()) };
+    }
+    if !b.is_null() {
+        pushed(b, full);
+    }
     // The record is published before the id is stored by the object, so a
     // free that finds the id always finds the sample's record somewhere
     // (maybe not drained yet).
@@ -542,12 +564,25 @@ pub fn want_drain() {
 }
 
 fn push(st: &ThreadState, words: &[u64]) {
+    let b = own_buffer(st);
+    if b.is_null() {
+        return;
+    }
+    // SAFETY: this thread owns `b` (acquired by this thread) and records
+    // are at most MAX_WORDS, far below a chunk.
+    let full = unsafe { buffer::push(b, words) };
+    pushed(b, full);
+}
+
+/// This thread's record buffer, acquired on its first record; null when
+/// none can be mapped.
+fn own_buffer(st: &ThreadState) -> *mut buffer::Buffer {
     let mut b = st.buffer.get();
     if b.is_null() {
         let _busy = st.enter();
         b = buffer::acquire();
         if b.is_null() {
-            return;
+            return b;
         }
         st.buffer.set(b);
         let key = THREAD_KEY.load(Ordering::Relaxed);
@@ -556,11 +591,15 @@ fn push(st: &ThreadState, words: &[u64]) {
             unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, b.cast()) };
         }
     }
-    // SAFETY: this thread owns `b` (acquired above or earlier by this thread)
-    // and records are at most MAX_WORDS, far below a chunk.
-    let full = unsafe { buffer::push(b, words) };
+    b
+}
+
+/// After a record went into this thread's buffer `b` (`full`: it began a
+/// new chunk, or was dropped): drains, or wakes the dumper, when it is
+/// time.
+fn pushed(b: *mut buffer::Buffer, full: bool) {
     let backlog = || {
-        // SAFETY: this thread owns `b` (above).
+        // SAFETY: this thread owns `b` (its own buffer).
         unsafe { buffer::backlog(b) }
     };
     let self_drain = SELF_DRAIN.load(Ordering::Relaxed);
