@@ -100,9 +100,9 @@ fn sample(st: &ThreadState, size: usize) -> bool {
 /// Frees the sample at `p`, leaving errno as it was.
 #[inline(always)]
 fn free_sample(st: &ThreadState, p: *mut c_void) {
-    let errno = real::errno();
+    let errno = real::KeptErrno::keep();
     engine::free_sample(st, p.cast());
-    real::set_errno(errno);
+    errno.restore();
 }
 
 /// The marker of the calling hook frame (see
@@ -126,9 +126,9 @@ macro_rules! marker {
 /// call. Always inlined, so the record is made from the hook's frame.
 #[inline(always)]
 fn alloc_sampled(st: &ThreadState, size: usize, align: usize, zero: bool) -> *mut c_void {
-    let errno = real::errno();
+    let errno = real::KeptErrno::keep();
     let p = engine::alloc_sample(st, size, align.max(MIN_ALIGN), zero, marker!());
-    real::set_errno(errno);
+    errno.restore();
     p.cast()
 }
 
@@ -137,10 +137,10 @@ fn alloc_sampled(st: &ThreadState, size: usize, align: usize, zero: bool) -> *mu
 /// like [`alloc_sampled`].
 #[inline(always)]
 fn alloc_grown(st: &ThreadState, size: usize) -> *mut c_void {
-    let errno = real::errno();
+    let errno = real::KeptErrno::keep();
     let room = engine::realloc_room(size);
     let p = engine::alloc_sample_with_room(st, size, room, MIN_ALIGN, marker!());
-    real::set_errno(errno);
+    errno.restore();
     p.cast()
 }
 
@@ -154,9 +154,9 @@ fn alloc_large(size: usize, room: usize, align: usize, zero: bool) -> *mut c_voi
     if !engine::large_unsampled(size) || !crate::ready() || arena_in_copy::active() {
         return null_mut();
     }
-    let errno = real::errno();
+    let errno = real::KeptErrno::keep();
     let p = engine::alloc_large(size, room, align.max(MIN_ALIGN), zero);
-    real::set_errno(errno);
+    errno.restore();
     p.cast()
 }
 
@@ -505,9 +505,9 @@ unsafe extern "C" fn realloc_slow(
     // The old block is a sample (or a former one: it stays in the sample
     // heap, see `heapprof::engine::sample_heap`): the engine's policy.
     let usable = engine::sample_usable_size(p.cast());
-    let errno = real::errno();
+    let errno = real::KeptErrno::keep();
     let resized = engine::realloc_sample(st, p.cast(), size, sample_new, MIN_ALIGN, marker!());
-    real::set_errno(errno);
+    errno.restore();
     let new: *mut c_void = match resized {
         engine::Resized::InPlace => return p,
         engine::Resized::MoveTo(q) => q.cast(),

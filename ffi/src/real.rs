@@ -264,6 +264,36 @@ pub fn set_errno(e: c_int) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// The calling thread's errno as it was, to be put back: one lookup of the
+/// thread's slot for both.
+pub struct KeptErrno {
+    slot: *mut c_int,
+    saved: c_int,
+}
+
+impl KeptErrno {
+    /// Keeps the calling thread's errno.
+    #[inline(always)]
+    pub fn keep() -> Self {
+        // SAFETY: __errno_location returns the calling thread's errno slot,
+        // valid for as long as the thread lives.
+        let slot = unsafe { libc::__errno_location() };
+        // SAFETY: as above.
+        KeptErrno {
+            slot,
+            saved: unsafe { *slot },
+        }
+    }
+
+    /// Puts the kept errno back (on the thread that kept it: the type is
+    /// not `Send`, as it holds a pointer).
+    #[inline(always)]
+    pub fn restore(self) {
+        // SAFETY: the slot of this thread, which is still alive.
+        unsafe { *self.slot = self.saved };
+    }
+}
+
 /// The calling thread's errno.
 pub fn errno() -> c_int {
     // SAFETY: as in set_errno.

@@ -642,7 +642,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !reserve() {
         return core::ptr::null_mut();
     }
-    let p = alloc_uncounted(size, align, zero);
+    let p = alloc_reserved(size, align, zero);
     if p.is_null() {
         FALLBACKS.fetch_add(1, Ordering::Relaxed);
         if LIMIT.load(Ordering::Relaxed) == usize::MAX {
@@ -659,6 +659,12 @@ pub fn alloc_uncounted(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !reserve() {
         return core::ptr::null_mut();
     }
+    alloc_reserved(size, align, zero)
+}
+
+/// [`alloc_uncounted`] once the heap is reserved.
+#[inline(always)]
+fn alloc_reserved(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !align.is_power_of_two() || align > MAX_ALIGN {
         core::ptr::null_mut()
     } else {
