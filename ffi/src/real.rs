@@ -278,11 +278,9 @@ impl KeptErrno {
         // SAFETY: __errno_location returns the calling thread's errno slot,
         // valid for as long as the thread lives.
         let slot = unsafe { libc::__errno_location() };
-        // SAFETY: as above.
-        KeptErrno {
-            slot,
-            saved: unsafe { *slot },
-        }
+        // SAFETY: the slot just looked up, readable.
+        let saved = unsafe { *slot };
+        KeptErrno { slot, saved }
     }
 
     /// Puts the kept errno back (on the thread that kept it: the type is
