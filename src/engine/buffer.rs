@@ -3,9 +3,11 @@
 //!
 //! Each thread writes into its own [`Buffer`], a single-producer,
 //! single-consumer queue of `u64` words made of fixed-size chunks linked in
-//! order. The producer (the owning thread) appends a whole record, then
-//! publishes the chunk's new length with `Release`; when a record does not fit
-//! it maps a new chunk and links it with `Release`. The consumer (the
+//! order. The producer (the owning thread) appends a whole record — copied
+//! ([`push`]), or written in place into room taken for the longest it can
+//! be ([`reserve`], [`commit`]) — then publishes the chunk's new length with
+//! `Release`; when a record does not fit it maps a new chunk and links it
+//! with `Release`. The consumer (the
 //! aggregator, under its own lock) reads up to the published length with
 //! `Acquire`, and unmaps a chunk once it has read it to the end and a successor
 //! exists (the producer never returns to a chunk that has a successor).
