@@ -206,15 +206,7 @@ impl Aggregate {
     #[inline]
     pub fn apply(&mut self, r: Record<'_>) {
         match r {
-            Record::Alloc {
-                id,
-                size,
-                rate,
-                time_ns,
-                tag,
-                labels,
-                frames,
-            } => self.apply_alloc(id, size, rate, time_ns, tag, labels, frames),
+            Record::Alloc(a) => self.apply_alloc(a),
             // Apart from allocations: half the records are frees, whose
             // short work then saves and restores fewer registers (inlined
             // into the drain's loop, either one costs more: the README's
@@ -225,17 +217,16 @@ impl Aggregate {
 
     /// An allocation's record.
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)] // one per field of the record
-    fn apply_alloc(
-        &mut self,
-        id: u64,
-        size: u64,
-        rate: u64,
-        time_ns: u64,
-        tag: u64,
-        labels: u32,
-        frames: &[u64],
-    ) {
+    fn apply_alloc(&mut self, a: record::Alloc<'_>) {
+        let record::Alloc {
+            id,
+            size,
+            rate,
+            time_ns,
+            tag,
+            labels,
+            frames,
+        } = a;
         // Room first, so that running out of memory drops this
         // record instead of aborting the program (see `pressure`).
         let room = self.totals_of(labels).is_some();
@@ -357,7 +348,7 @@ mod tests {
     use super::*;
 
     fn alloc(id: u64, size: u64, frames: &[u64]) -> Record<'_> {
-        Record::Alloc {
+        Record::Alloc(record::Alloc {
             id,
             size,
             rate: 1,
@@ -365,7 +356,7 @@ mod tests {
             tag: 0,
             labels: 0,
             frames,
-        }
+        })
     }
 
     #[test]
@@ -413,14 +404,16 @@ mod tests {
     #[test]
     fn running_totals_follow_the_scaled_buckets_per_label_set() {
         let mut a = Aggregate::default();
-        let rec = |id, size, labels| Record::Alloc {
-            id,
-            size,
-            rate: 4096,
-            time_ns: 0,
-            tag: 0,
-            labels,
-            frames: &[1],
+        let rec = |id, size, labels| {
+            Record::Alloc(record::Alloc {
+                id,
+                size,
+                rate: 4096,
+                time_ns: 0,
+                tag: 0,
+                labels,
+                frames: &[1],
+            })
         };
         a.apply(rec(1, 1000, 7));
         a.apply(rec(2, 1000, 7));

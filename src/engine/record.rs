@@ -25,17 +25,21 @@ pub const MAX_WORDS: usize = ALLOC_HEADER + MAX_FRAMES;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Record<'a> {
     /// A sampled allocation.
-    Alloc {
-        id: u64,
-        size: u64,
-        rate: u64,
-        time_ns: u64,
-        tag: u64,
-        labels: u32,
-        frames: &'a [u64],
-    },
+    Alloc(Alloc<'a>),
     /// The free of a sampled allocation.
     Free { id: u64 },
+}
+
+/// A sampled allocation's record (see the module doc for its fields).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Alloc<'a> {
+    pub id: u64,
+    pub size: u64,
+    pub rate: u64,
+    pub time_ns: u64,
+    pub tag: u64,
+    pub labels: u32,
+    pub frames: &'a [u64],
 }
 
 /// Fills the header of an alloc record whose frames are already in
@@ -88,7 +92,7 @@ pub fn parse(mut words: &[u64], mut f: impl FnMut(Record<'_>)) {
                 let Some(r) = words.get(..ALLOC_HEADER + n) else {
                     return;
                 };
-                f(Record::Alloc {
+                f(Record::Alloc(Alloc {
                     id: r[1],
                     size: r[2],
                     rate: r[3],
@@ -96,7 +100,7 @@ pub fn parse(mut words: &[u64], mut f: impl FnMut(Record<'_>)) {
                     tag: r[5],
                     labels: r[6] as u32,
                     frames: &r[ALLOC_HEADER..],
-                });
+                }));
                 words = &words[ALLOC_HEADER + n..];
             }
             FREE => {
@@ -126,7 +130,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                "Alloc { id: 9, size: 100, rate: 1, time_ns: 5, tag: 3, labels: 4, frames: [170, 187] }",
+                "Alloc(Alloc { id: 9, size: 100, rate: 1, time_ns: 5, tag: 3, labels: 4, frames: [170, 187] })",
                 "Free { id: 9 }"
             ]
         );
