@@ -292,12 +292,6 @@ impl KeptErrno {
     }
 }
 
-/// The calling thread's errno.
-pub fn errno() -> c_int {
-    // SAFETY: as in set_errno.
-    unsafe { *libc::__errno_location() }
-}
-
 /// Loads a resolved slot as a function pointer of type `F`.
 ///
 /// # Safety

@@ -81,7 +81,7 @@ macro_rules! call {
     ($real:expr, fn($($t:ty),* $(,)?) -> $r:ty, $($arg:expr),* $(,)?) => {{
         let p = $real.get();
         if p.is_null() {
-            set_errno(libc::ENOSYS);
+            crate::real::set_errno(libc::ENOSYS);
             -1
         } else {
             // SAFETY: the symbol of that name has this C signature.
@@ -165,16 +165,6 @@ pub fn init() {
             );
         }
     }
-}
-
-fn errno() -> c_int {
-    // SAFETY: the calling thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(e: c_int) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = e };
 }
 
 use dump_signal::{member, only};
@@ -347,7 +337,7 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     if !ours_installed(sig) {
         let p = SIGNAL.get();
         if p.is_null() {
-            set_errno(libc::ENOSYS);
+            crate::real::set_errno(libc::ENOSYS);
             return libc::SIG_ERR;
         }
         // SAFETY: `signal` has this signature; the caller's arguments.
@@ -363,7 +353,7 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     }
     let p = SIGNAL.get();
     if p.is_null() {
-        set_errno(libc::ENOSYS);
+        crate::real::set_errno(libc::ENOSYS);
         return libc::SIG_ERR;
     }
     // SAFETY: as above.
@@ -605,11 +595,11 @@ fn before_exec() -> c_int {
 /// Blocks `h` again (the exec failed, or the spawn is done), keeping errno.
 fn after_exec(h: c_int) {
     if h != 0 {
-        let e = errno();
+        let errno = crate::real::KeptErrno::keep();
         let s = only(h);
         // SAFETY: blocking one signal in the calling thread.
         unsafe { dump_signal::sigmask(libc::SIG_BLOCK, &s, null_mut()) };
-        set_errno(e);
+        errno.restore();
     }
 }
 
@@ -779,7 +769,7 @@ pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut 
     let h = before_exec();
     let p = POPEN.get();
     let r = if p.is_null() {
-        set_errno(libc::ENOSYS);
+        crate::real::set_errno(libc::ENOSYS);
         null_mut()
     } else {
         // SAFETY: `popen` has this signature; the caller's arguments.
